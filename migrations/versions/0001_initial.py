@@ -1,0 +1,58 @@
+"""Initial schema: series dictionary, pod labels, append-only sample head.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-27
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "series",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("node", sa.String(253), nullable=False),
+        sa.Column("namespace", sa.String(63), nullable=False),
+        sa.Column("pod", sa.String(253), nullable=False),
+        sa.Column("container", sa.String(253), nullable=False),
+        sa.Column("first_seen_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_series"),
+        sa.UniqueConstraint(
+            "kind", "node", "namespace", "pod", "container",
+            name="uq_series_kind_node_namespace_pod_container",
+        ),
+    )
+    op.create_table(
+        "pod_labels",
+        sa.Column("namespace", sa.String(63), nullable=False),
+        sa.Column("pod", sa.String(253), nullable=False),
+        sa.Column("labels_json", sa.Text(), nullable=False),
+        sa.Column("updated_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("namespace", "pod", name="pk_pod_labels"),
+    )
+    op.create_table(
+        "samples_head",
+        sa.Column("ts_ms", sa.BigInteger(), nullable=False),
+        sa.Column("series_id", sa.Integer(), nullable=False),
+        sa.Column("window_ms", sa.Integer(), nullable=False),
+        sa.Column("cpu_nanocores", sa.BigInteger(), nullable=False),
+        sa.Column("memory_bytes", sa.BigInteger(), nullable=False),
+    )
+    op.create_index("ix_samples_head_ts_ms", "samples_head", ["ts_ms"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_samples_head_ts_ms", table_name="samples_head")
+    op.drop_table("samples_head")
+    op.drop_table("pod_labels")
+    op.drop_table("series")

@@ -1,0 +1,281 @@
+"""The ``recorder`` command line: run, demo, poll, migrate, simulate.
+
+This is the edge: it reads flags and the environment once (into ``Settings``), builds the
+objects and wires them together. Nothing below it reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from recorder import __version__
+from recorder.errors import ConfigError, RecorderError
+from recorder.exporter import SelfMetrics, SnapshotHolder, build_registry
+from recorder.kube.client import MetricsClient
+from recorder.kube.config import load_cluster_config
+from recorder.poller import Poller, PollReport
+from recorder.settings import Settings, load_settings
+from recorder.store import Store, open_store
+
+log = logging.getLogger("recorder")
+
+DEMO_LISTEN = "127.0.0.1:8080"
+DEMO_INTERVAL_SECONDS = 15.0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("common options (each also RECORDER_<NAME>)")
+    group.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
+    group.add_argument("--api-url", help="plain Metrics API base URL, e.g. kubectl proxy's")
+    group.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG)")
+    group.add_argument("--context", help="kubeconfig context (default: current-context)")
+    group.add_argument(
+        "--namespace",
+        action="append",
+        help="only pods of this namespace (repeatable); skips nodes",
+    )
+    group.add_argument("--interval", help="poll interval: seconds or a duration (default 30s)")
+    group.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recorder",
+        description="Keeps the history of Kubernetes CPU and memory usage from metrics.k8s.io.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the service: poll on a schedule and serve HTTP")
+    _common(run)
+    run.add_argument("--listen", help="HOST:PORT of the HTTP server (default 0.0.0.0:8080)")
+
+    demo = commands.add_parser("demo", help="the service against the built-in simulator")
+    _common(demo)
+    demo.add_argument("--listen", help=f"HOST:PORT of the HTTP server (default {DEMO_LISTEN})")
+    demo.add_argument("--nodes", type=int, default=3, help="simulated nodes (default 3)")
+    demo.add_argument("--pods", type=int, default=30, help="simulated pods (default 30)")
+    demo.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
+
+    poll = commands.add_parser("poll", help="one poll cycle, then exit (non-zero on failure)")
+    _common(poll)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    migrate.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
+    migrate.add_argument("--log-level")
+
+    simulate = commands.add_parser("simulate", help="serve only the simulated Metrics API")
+    simulate.add_argument("--nodes", type=int, default=3)
+    simulate.add_argument("--pods", type=int, default=30)
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--resolution", default="15s", help="metric resolution (default 15s)")
+    simulate.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT")
+    simulate.add_argument("--serve-v1", action="store_true", help="also serve metrics.k8s.io/v1")
+    simulate.add_argument("--log-level")
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    names = ("database_url", "api_url", "kubeconfig", "context", "namespace", "listen")
+    overrides = {name: getattr(args, name, None) for name in names}
+    overrides["interval_seconds"] = getattr(args, "interval", None)
+    overrides["log_level"] = getattr(args, "log_level", None)
+    overrides.update(extra)
+    return load_settings(**overrides)
+
+
+def _configure_logging(level: str | None) -> None:
+    logging.basicConfig(
+        level=(level or "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _open_store(settings: Settings, *, auto_migrate_sqlite: bool = True) -> Store:
+    store = open_store(settings.database_url.get_secret_value())
+    if store.dialect == "sqlite" and auto_migrate_sqlite:
+        store.migrate()
+    elif not store.schema_is_current():
+        store.close()
+        raise ConfigError(
+            f"the database {store.display_url} is not at the current schema: "
+            "run `recorder migrate` first"
+        )
+    return store
+
+
+@dataclass
+class Pipeline:
+    store: Store
+    client: MetricsClient
+    holder: SnapshotHolder
+    metrics: SelfMetrics
+    poller: Poller
+    registry: Any
+
+
+@contextmanager
+def _pipeline(settings: Settings, api_url: str | None = None) -> Iterator[Pipeline]:
+    cluster = load_cluster_config(
+        api_url=api_url or settings.api_url,
+        kubeconfig=settings.kubeconfig or os.environ.get("KUBECONFIG"),
+        context=settings.context,
+        environ=os.environ,
+    )
+    with ExitStack() as stack:
+        store = _open_store(settings)
+        stack.callback(store.close)
+        client = MetricsClient(cluster, timeout_seconds=settings.request_timeout_seconds)
+        stack.callback(client.close)
+        holder = SnapshotHolder()
+        registry, metrics = build_registry(holder)
+        poller = Poller(client, store, holder, metrics, namespaces=settings.namespace)
+        yield Pipeline(store, client, holder, metrics, poller, registry)
+
+
+def _serve(settings: Settings, pipeline: Pipeline, banner: Sequence[str] = ()) -> int:
+    import uvicorn
+
+    from recorder.api.app import AppDeps, create_app
+    from recorder.scheduler import PollScheduler
+
+    settings.warn_about_interval()
+    app = create_app(
+        AppDeps(
+            store=pipeline.store,
+            registry=pipeline.registry,
+            interval_seconds=settings.interval_seconds,
+            last_success=lambda: pipeline.poller.last_success_time,
+        )
+    )
+    host, port = settings.listen_address
+    scheduler = PollScheduler(pipeline.poller.poll_once, settings.interval_seconds)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    )
+    scheduler.start()
+    try:
+        log.info(
+            "recording from %s into %s every %gs; HTTP on %s",
+            pipeline.client.config.server,
+            pipeline.store.display_url,
+            settings.interval_seconds,
+            settings.listen,
+        )
+        for line in banner:
+            print(line, flush=True)
+        server.run()
+    finally:
+        scheduler.shutdown()
+    return 0 if server.started else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _pipeline(settings) as pipeline:
+        return _serve(settings, pipeline)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recorder.simulator import SimulatorConfig, SimulatorServer
+
+    extra: dict[str, Any] = {}
+    if args.listen is None and "RECORDER_LISTEN" not in os.environ:
+        extra["listen"] = DEMO_LISTEN
+    if args.interval is None and "RECORDER_INTERVAL" not in os.environ:
+        extra["interval_seconds"] = DEMO_INTERVAL_SECONDS
+    settings = _settings(args, **extra)
+    config = SimulatorConfig(nodes=args.nodes, pods=args.pods, seed=args.seed)
+    with SimulatorServer(config) as simulator, _pipeline(settings, simulator.url) as pipeline:
+        host, port = settings.listen_address
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        base = f"http://{shown}:{port}"
+        banner = [
+            f"Simulated Metrics API ({args.nodes} nodes, {args.pods} pods): {simulator.url}",
+            f"Recording every {settings.interval_seconds:g}s into {pipeline.store.display_url}",
+            f"  Prometheus metrics: {base}/metrics",
+            f"  History (JSON):     {base}/api/v1/history?resource=cpu&kind=node",
+            f"  Readiness:          {base}/readyz",
+            "Press Ctrl+C to stop.",
+        ]
+        return _serve(settings, pipeline, banner)
+
+
+def _print_report(report: PollReport) -> None:
+    for outcome in report.outcomes:
+        line = (
+            f"{outcome.resource}: {outcome.samples} samples, {outcome.written} stored, "
+            f"{outcome.skipped} already stored, {len(outcome.rejections)} rejected"
+        )
+        if outcome.error is not None:
+            line += f" — FAILED: {outcome.error}"
+        print(line)
+        for rejection in outcome.rejections:
+            where = f"{rejection.namespace}/" if rejection.namespace else ""
+            print(f"  rejected {where}{rejection.name}: {rejection.reason}: {rejection.detail}")
+    if report.flushed_from_buffer:
+        print(f"wrote {report.flushed_from_buffer} samples held from earlier polls")
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _pipeline(settings) as pipeline:
+        report = pipeline.poller.poll_once()
+    _print_report(report)
+    return 0 if report.ok else 1
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = open_store(settings.database_url.get_secret_value())
+    try:
+        store.migrate()
+        print(f"{store.display_url} is at the newest schema")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from recorder import units
+    from recorder.settings import parse_listen
+    from recorder.simulator import SimulatorConfig, serve
+
+    host, port = parse_listen(args.listen)
+    config = SimulatorConfig(
+        nodes=args.nodes,
+        pods=args.pods,
+        seed=args.seed,
+        resolution_seconds=units.parse_interval_seconds(args.resolution),
+    )
+    serve(config, host, port, serve_v1=args.serve_v1)
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "poll": cmd_poll,
+    "migrate": cmd_migrate,
+    "simulate": cmd_simulate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level or os.environ.get("RECORDER_LOG_LEVEL"))
+    try:
+        return COMMANDS[args.command](args)
+    except RecorderError as exc:
+        print(f"recorder {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,104 @@
+"""Bytes from the Metrics API to typed lists, tolerant of single broken items.
+
+The fast path decodes the whole list into typed structs in one call. When some item has a value
+of the wrong JSON type, that call fails; the slow path then decodes item by item, so one bad item
+becomes one rejection and the rest of the list survives.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+
+from recorder.domain import Kind, Rejection
+from recorder.errors import DecodeError
+from recorder.kube import wire
+
+ItemT = TypeVar("ItemT", wire.NodeMetrics, wire.PodMetrics)
+
+_list_decoders = {
+    Kind.NODE: msgspec.json.Decoder(wire.NodeMetricsList),
+    Kind.CONTAINER: msgspec.json.Decoder(wire.PodMetricsList),
+}
+_item_decoders = {
+    Kind.NODE: msgspec.json.Decoder(wire.NodeMetrics),
+    Kind.CONTAINER: msgspec.json.Decoder(wire.PodMetrics),
+}
+_raw_list = msgspec.json.Decoder(wire.RawList)
+_loose = msgspec.json.Decoder(wire.LooseItem)
+_EXPECTED_KIND = {Kind.NODE: "NodeMetricsList", Kind.CONTAINER: "PodMetricsList"}
+
+
+def decode_node_list(body: bytes) -> tuple[list[wire.NodeMetrics], list[Rejection]]:
+    items, rejections = _decode(body, Kind.NODE)
+    return items, rejections  # type: ignore[return-value]
+
+
+def decode_pod_list(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]]:
+    items, rejections = _decode(body, Kind.CONTAINER)
+    return items, rejections  # type: ignore[return-value]
+
+
+def _decode(body: bytes, kind: Kind) -> tuple[list[object], list[Rejection]]:
+    expected = _EXPECTED_KIND[kind]
+    try:
+        whole = _list_decoders[kind].decode(body)
+    except msgspec.ValidationError:
+        return _decode_item_by_item(body, kind)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"the {expected} response is not valid JSON: {exc}") from exc
+    _check_kind(whole.kind, expected)
+    return list(whole.items or ()), []
+
+
+def _check_kind(kind: str | None, expected: str) -> None:
+    if kind is not None and kind != expected:
+        raise DecodeError(f"expected a {expected} from the Metrics API, got kind {kind!r}")
+
+
+def _decode_item_by_item(body: bytes, kind: Kind) -> tuple[list[object], list[Rejection]]:
+    expected = _EXPECTED_KIND[kind]
+    try:
+        raw = _raw_list.decode(body)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(f"the {expected} response has an unexpected shape: {exc}") from exc
+    _check_kind(raw.kind, expected)
+    items: list[object] = []
+    rejections: list[Rejection] = []
+    decoder = _item_decoders[kind]
+    for position, item in enumerate(raw.items or ()):
+        try:
+            items.append(decoder.decode(item))
+        except msgspec.ValidationError as exc:
+            name, namespace = _name_of(item, position)
+            rejections.append(
+                Rejection(kind, name, "malformed_item", str(exc), namespace=namespace)
+            )
+    return items, rejections
+
+
+def _name_of(item: msgspec.Raw, position: int) -> tuple[str, str]:
+    try:
+        meta = _loose.decode(item).metadata
+    except msgspec.ValidationError:
+        meta = None
+    if meta is None or meta.name is None:
+        return f"items[{position}]", ""
+    return meta.name, meta.namespace or ""
+
+
+def decode_group(body: bytes) -> wire.APIGroup:
+    try:
+        return msgspec.json.decode(body, type=wire.APIGroup)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise DecodeError(f"the metrics.k8s.io discovery document is malformed: {exc}") from exc
+
+
+def decode_status(body: bytes) -> wire.Status | None:
+    """The API server's ``kind: Status`` error body, or ``None`` when it is something else."""
+    try:
+        status = msgspec.json.decode(body, type=wire.Status)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return status if status.kind == "Status" else None

@@ -1,0 +1,82 @@
+"""Typed wire shapes of the Metrics API (``metrics.k8s.io`` v1 and v1beta1 share them).
+
+Every field is optional here on purpose: a missing or null field is reported per item by
+``normalize`` with a precise reason instead of failing the whole list. Only values of the wrong
+JSON type fail decoding, and ``decode`` then falls back to item-by-item decoding.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ObjectMeta(msgspec.Struct, gc=False):
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+
+
+class ContainerMetrics(msgspec.Struct, gc=False):
+    name: str | None = None
+    usage: dict[str, str] | None = None
+
+
+class NodeMetrics(msgspec.Struct, gc=False):
+    metadata: ObjectMeta | None = None
+    timestamp: str | None = None
+    window: str | None = None
+    usage: dict[str, str] | None = None
+
+
+class PodMetrics(msgspec.Struct, gc=False):
+    metadata: ObjectMeta | None = None
+    timestamp: str | None = None
+    window: str | None = None
+    containers: list[ContainerMetrics] | None = None
+
+
+class NodeMetricsList(msgspec.Struct, gc=False):
+    kind: str | None = None
+    apiVersion: str | None = None
+    items: list[NodeMetrics] | None = None
+
+
+class PodMetricsList(msgspec.Struct, gc=False):
+    kind: str | None = None
+    apiVersion: str | None = None
+    items: list[PodMetrics] | None = None
+
+
+class RawList(msgspec.Struct, gc=False):
+    """A list whose items are kept undecoded, for the item-by-item fallback."""
+
+    kind: str | None = None
+    apiVersion: str | None = None
+    items: list[msgspec.Raw] | None = None
+
+
+class LooseItem(msgspec.Struct):
+    """Just enough of a broken item to name it in the rejection report."""
+
+    metadata: ObjectMeta | None = None
+
+
+class GroupVersionForDiscovery(msgspec.Struct):
+    groupVersion: str
+    version: str
+
+
+class APIGroup(msgspec.Struct):
+    name: str | None = None
+    versions: list[GroupVersionForDiscovery] = msgspec.field(default_factory=list)
+    preferredVersion: GroupVersionForDiscovery | None = None
+
+
+class Status(msgspec.Struct):
+    """The API server's error body (``kind: Status``)."""
+
+    kind: str | None = None
+    status: str | None = None
+    message: str | None = None
+    reason: str | None = None
+    code: int | None = None

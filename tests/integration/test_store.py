@@ -1,0 +1,140 @@
+"""The store on real databases: a SQLite file and a PostgreSQL database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+
+from recorder.domain import Batch, HistoryQuery, Kind, Resource, Sample, SeriesKey
+from recorder.errors import QueryError
+from recorder.store import Store, open_store
+from recorder.store import schema
+
+WEB = SeriesKey.for_container("shop", "web", "app")
+SIDE = SeriesKey.for_container("shop", "web", "sidecar")
+NODE = SeriesKey.for_node("node-a")
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = open_store(database_url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def pods(*samples: Sample, labels: dict[str, str] | None = None) -> Batch:
+    return Batch(Kind.CONTAINER, samples, {("shop", "web"): labels or {"app": "web"}})
+
+
+def head_rows(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(schema.samples_head)).scalar_one())
+
+
+def test_migrations_build_exactly_the_code_schema(store: Store) -> None:
+    assert store.schema_is_current()
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+    assert diff == []
+
+
+def test_write_then_read_back_exact_values(store: Store) -> None:
+    result = store.write(
+        pods(
+            Sample(WEB, 1_000, 30_000, 1_500_000_000, 512 * 2**20),
+            Sample(SIDE, 1_000, 30_000, 0, 10_043 * 1024),
+            Sample(WEB, 31_000, 30_000, 7, 2**40 + 1),
+        ),
+        now_ms=40_000,
+    )
+    assert (result.written, result.skipped_duplicates) == (3, 0)
+    cpu = store.history(
+        HistoryQuery(Resource.CPU, Kind.CONTAINER, 0, 100_000, namespace="shop"), max_points=100
+    )
+    assert [(dict(s.labels), s.points) for s in cpu] == [
+        ({"namespace": "shop", "pod": "web", "container": "app"}, [(1_000, 1_500_000_000), (31_000, 7)]),
+        ({"namespace": "shop", "pod": "web", "container": "sidecar"}, [(1_000, 0)]),
+    ]
+    memory = store.history(
+        HistoryQuery(Resource.MEMORY, Kind.CONTAINER, 0, 100_000, container="app"), max_points=100
+    )
+    assert [s.points for s in memory] == [[(1_000, 512 * 2**20), (31_000, 2**40 + 1)]]
+
+
+def test_same_poll_again_stores_nothing_and_survives_restart(database_url: str) -> None:
+    batch = pods(Sample(WEB, 1_000, 30_000, 5, 6), Sample(SIDE, 1_000, 30_000, 7, 8))
+    first = open_store(database_url)
+    first.migrate()
+    assert first.write(batch, now_ms=1).written == 2
+    assert first.write(batch, now_ms=2).skipped_duplicates == 2
+    first.close()
+    second = open_store(database_url)  # a restart: the in-memory map is rebuilt from the db
+    again = second.write(batch, now_ms=3)
+    assert (again.written, again.skipped_duplicates) == (0, 2)
+    newer = second.write(pods(Sample(WEB, 2_000, 30_000, 9, 10)), now_ms=4)
+    assert newer.written == 1
+    assert head_rows(second) == 3
+    second.close()
+
+
+def test_older_and_duplicate_samples_within_one_batch_are_skipped(store: Store) -> None:
+    result = store.write(
+        pods(
+            Sample(WEB, 2_000, 30_000, 1, 1),
+            Sample(WEB, 2_000, 30_000, 1, 1),
+            Sample(WEB, 1_000, 30_000, 1, 1),
+        ),
+        now_ms=1,
+    )
+    assert (result.written, result.skipped_duplicates) == (1, 2)
+
+
+def test_series_are_dictionary_encoded_once(store: Store) -> None:
+    for ts in (1_000, 2_000, 3_000):
+        store.write(pods(Sample(WEB, ts, 1, 1, 1)), now_ms=ts)
+        store.write(Batch(Kind.NODE, (Sample(NODE, ts, 1, 1, 1),)), now_ms=ts)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(schema.series.c.kind, schema.series.c.first_seen_ms)).all()
+    assert sorted(rows) == [("container", 1_000), ("node", 1_000)]
+
+
+def test_pod_labels_are_kept_and_updated(store: Store) -> None:
+    store.write(pods(Sample(WEB, 1_000, 1, 1, 1), labels={"app": "web", "tier": ""}), now_ms=1)
+    store.write(pods(Sample(WEB, 2_000, 1, 1, 1), labels={"app": "web", "tier": "front"}), now_ms=2)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(schema.pod_labels)).all()
+    assert [(r.namespace, r.pod, r.labels_json, r.updated_ms) for r in rows] == [
+        ("shop", "web", '{"app":"web","tier":"front"}', 2)
+    ]
+
+
+def test_time_range_is_inclusive_and_filters_apply(store: Store) -> None:
+    store.write(Batch(Kind.NODE, tuple(Sample(NODE, t, 1, t, t) for t in (10, 20, 30))), now_ms=1)
+    found = store.history(HistoryQuery(Resource.CPU, Kind.NODE, 20, 30, node="node-a"), max_points=10)
+    assert found[0].points == [(20, 20), (30, 30)]
+    assert store.history(HistoryQuery(Resource.CPU, Kind.NODE, 0, 99, node="other"), max_points=9) == []
+    assert store.history(HistoryQuery(Resource.CPU, Kind.CONTAINER, 0, 99), max_points=9) == []
+
+
+def test_responses_are_bounded(store: Store) -> None:
+    store.write(Batch(Kind.NODE, tuple(Sample(NODE, t, 1, t, t) for t in range(1, 12))), now_ms=1)
+    with pytest.raises(QueryError, match="more than 10 points"):
+        store.history(HistoryQuery(Resource.CPU, Kind.NODE, 0, 100), max_points=10)
+
+
+def test_write_failure_rolls_back_and_recovers(store: Store) -> None:
+    store.write(pods(Sample(WEB, 1_000, 1, 1, 1)), now_ms=1)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE samples_head")
+    from recorder.errors import StoreError
+
+    with pytest.raises(StoreError, match="writing"):
+        store.write(pods(Sample(WEB, 2_000, 1, 1, 1), Sample(SIDE, 2_000, 1, 1, 1)), now_ms=2)
+    with store.engine.connect() as conn:  # the new series row rolled back with the samples
+        names = conn.execute(select(schema.series.c.container)).scalars().all()
+    assert names == ["app"]
