@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """What a series measures: a node as a whole, or one container of a pod."""
 
     NODE = "node"
     CONTAINER = "container"
 
 
-class Resource(str, Enum):
+class Resource(StrEnum):
     CPU = "cpu"
     MEMORY = "memory"
 

@@ -58,8 +58,7 @@ class DataCollector(Collector):
         )
         node_memory = GaugeMetricFamily(
             "recorder_node_memory_working_set_bytes",
-            "Memory working set of the node in bytes, from metrics.k8s.io NodeMetrics "
-            "usage.memory",
+            "Memory working set of the node in bytes, from metrics.k8s.io NodeMetrics usage.memory",
             labels=["node"],
         )
         for sample in snapshot.nodes:

@@ -150,7 +150,9 @@ class Poller:
         if self._buffer:
             # Keep time order per series: newer samples wait behind the buffered ones.
             self._hold(batch)
-            return self._failed(outcome, StoreError("earlier samples are still waiting to be written"))
+            return self._failed(
+                outcome, StoreError("earlier samples are still waiting to be written")
+            )
         try:
             result = self._sink.write(batch, now_ms=int(self._clock() * 1000))
         except StoreError as exc:
@@ -215,8 +217,11 @@ class Poller:
             try:
                 result = self._sink.write(batch, now_ms=int(self._clock() * 1000))
             except StoreError as exc:
-                log.warning("database still unavailable, %d samples buffered: %s",
-                            self._buffered_samples, exc)
+                log.warning(
+                    "database still unavailable, %d samples buffered: %s",
+                    self._buffered_samples,
+                    exc,
+                )
                 return flushed
             self._buffer.popleft()
             self._buffered_samples -= len(batch.samples)

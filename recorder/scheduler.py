@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -16,7 +16,7 @@ class PollScheduler:
     def __init__(self, poll: Callable[[], Any], interval_seconds: float):
         self._poll = poll
         self._interval_seconds = interval_seconds
-        self._scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_job(
             self._run,
             "interval",
@@ -26,7 +26,7 @@ class PollScheduler:
             coalesce=True,
             # A poll that could not start on time is still worth running late, once.
             misfire_grace_time=max(1, int(interval_seconds)),
-            next_run_time=datetime.now(timezone.utc),
+            next_run_time=datetime.now(UTC),
         )
 
     def add_job(self, func: Callable[[], Any], interval_seconds: float, job_id: str) -> None:

@@ -28,7 +28,11 @@ def upgrade() -> None:
         sa.Column("first_seen_ms", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_series"),
         sa.UniqueConstraint(
-            "kind", "node", "namespace", "pod", "container",
+            "kind",
+            "node",
+            "namespace",
+            "pod",
+            "container",
             name="uq_series_kind_node_namespace_pod_container",
         ),
     )

@@ -7,7 +7,7 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Protocol
 
 from fastapi import FastAPI, Query, Request
@@ -48,12 +48,12 @@ class AppDeps:
     started_at: float = field(default_factory=time.time)
 
 
-class HistoryKind(str, Enum):
+class HistoryKind(StrEnum):
     node = "node"
     container = "container"
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     json = "json"
     csv = "csv"
 

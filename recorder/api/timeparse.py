@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from recorder.errors import QueryError
 
@@ -27,4 +27,4 @@ def parse_time_ms(text: str, name: str) -> int:
         ) from None
     if moment.tzinfo is None:
         raise QueryError(f"{name}={text!r} needs a time zone (e.g. Z or +02:00)")
-    return round(moment.astimezone(timezone.utc).timestamp() * 1000)
+    return round(moment.astimezone(UTC).timestamp() * 1000)

@@ -186,7 +186,7 @@ def _material(section: dict[str, Any], key: str, base: Path) -> str | None:
             pem = base64.b64decode(str(data), validate=True)
         except ValueError as exc:
             raise ConfigError(f"{key}-data in the kubeconfig is not valid base64") from exc
-        handle = tempfile.NamedTemporaryFile(prefix="recorder-", suffix=".pem", delete=False)  # noqa: SIM115
+        handle = tempfile.NamedTemporaryFile(prefix="recorder-", suffix=".pem", delete=False)
         with handle:
             handle.write(pem)
         return handle.name

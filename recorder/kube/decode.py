@@ -15,40 +15,35 @@ from recorder.domain import Kind, Rejection
 from recorder.errors import DecodeError
 from recorder.kube import wire
 
+_node_list = msgspec.json.Decoder(wire.NodeMetricsList)
+_pod_list = msgspec.json.Decoder(wire.PodMetricsList)
+_node_item = msgspec.json.Decoder(wire.NodeMetrics)
+_pod_item = msgspec.json.Decoder(wire.PodMetrics)
 ItemT = TypeVar("ItemT", wire.NodeMetrics, wire.PodMetrics)
-
-_list_decoders = {
-    Kind.NODE: msgspec.json.Decoder(wire.NodeMetricsList),
-    Kind.CONTAINER: msgspec.json.Decoder(wire.PodMetricsList),
-}
-_item_decoders = {
-    Kind.NODE: msgspec.json.Decoder(wire.NodeMetrics),
-    Kind.CONTAINER: msgspec.json.Decoder(wire.PodMetrics),
-}
 _raw_list = msgspec.json.Decoder(wire.RawList)
 _loose = msgspec.json.Decoder(wire.LooseItem)
 _EXPECTED_KIND = {Kind.NODE: "NodeMetricsList", Kind.CONTAINER: "PodMetricsList"}
 
 
 def decode_node_list(body: bytes) -> tuple[list[wire.NodeMetrics], list[Rejection]]:
-    items, rejections = _decode(body, Kind.NODE)
-    return items, rejections  # type: ignore[return-value]
+    try:
+        whole = _node_list.decode(body)
+    except msgspec.ValidationError:
+        return _decode_item_by_item(body, Kind.NODE, _node_item)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"the NodeMetricsList response is not valid JSON: {exc}") from exc
+    _check_kind(whole.kind, "NodeMetricsList")
+    return list(whole.items or ()), []
 
 
 def decode_pod_list(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]]:
-    items, rejections = _decode(body, Kind.CONTAINER)
-    return items, rejections  # type: ignore[return-value]
-
-
-def _decode(body: bytes, kind: Kind) -> tuple[list[object], list[Rejection]]:
-    expected = _EXPECTED_KIND[kind]
     try:
-        whole = _list_decoders[kind].decode(body)
+        whole = _pod_list.decode(body)
     except msgspec.ValidationError:
-        return _decode_item_by_item(body, kind)
+        return _decode_item_by_item(body, Kind.CONTAINER, _pod_item)
     except msgspec.DecodeError as exc:
-        raise DecodeError(f"the {expected} response is not valid JSON: {exc}") from exc
-    _check_kind(whole.kind, expected)
+        raise DecodeError(f"the PodMetricsList response is not valid JSON: {exc}") from exc
+    _check_kind(whole.kind, "PodMetricsList")
     return list(whole.items or ()), []
 
 
@@ -57,16 +52,17 @@ def _check_kind(kind: str | None, expected: str) -> None:
         raise DecodeError(f"expected a {expected} from the Metrics API, got kind {kind!r}")
 
 
-def _decode_item_by_item(body: bytes, kind: Kind) -> tuple[list[object], list[Rejection]]:
+def _decode_item_by_item(
+    body: bytes, kind: Kind, decoder: msgspec.json.Decoder[ItemT]
+) -> tuple[list[ItemT], list[Rejection]]:
     expected = _EXPECTED_KIND[kind]
     try:
         raw = _raw_list.decode(body)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"the {expected} response has an unexpected shape: {exc}") from exc
     _check_kind(raw.kind, expected)
-    items: list[object] = []
+    items: list[ItemT] = []
     rejections: list[Rejection] = []
-    decoder = _item_decoders[kind]
     for position, item in enumerate(raw.items or ()):
         try:
             items.append(decoder.decode(item))

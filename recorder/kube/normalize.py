@@ -20,9 +20,7 @@ from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, SeriesKey
 from recorder.errors import DecodeError, QuantityError
 from recorder.kube import wire
 
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z"
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z")
 _NS_PER_MS = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
@@ -76,7 +74,9 @@ def _usage(usage: Mapping[str, str] | None) -> tuple[int, int]:
     cpu_text = usage.get("cpu")
     memory_text = usage.get("memory")
     if cpu_text is None or memory_text is None:
-        missing = " and ".join(n for n, v in (("cpu", cpu_text), ("memory", memory_text)) if v is None)
+        missing = " and ".join(
+            n for n, v in (("cpu", cpu_text), ("memory", memory_text)) if v is None
+        )
         raise _Reject("missing_usage", f"usage has no {missing}")
     try:
         cpu = units.cpu_nanocores(cpu_text)

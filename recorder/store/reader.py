@@ -43,7 +43,12 @@ def read_history(engine: Engine, query: HistoryQuery, *, max_points: int) -> lis
                     "or add filters (node, namespace, pod, container)"
                 )
             if sid != current_id:
-                identity = {"node": node, "namespace": namespace, "pod": pod, "container": container}
+                identity = {
+                    "node": node,
+                    "namespace": namespace,
+                    "pod": pod,
+                    "container": container,
+                }
                 labels = {name: identity[name] for name in label_names}
                 result.append(SeriesPoints(labels, []))
                 current_id = sid

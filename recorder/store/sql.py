@@ -36,7 +36,9 @@ class Store:
         try:
             return migrate.is_current(self.engine)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read the schema version of {self.display_url}: {exc}") from exc
+            raise StoreError(
+                f"cannot read the schema version of {self.display_url}: {exc}"
+            ) from exc
 
     def ping(self) -> None:
         try:

@@ -51,7 +51,9 @@ class SampleWriter:
             }
             labels = {
                 (ns, pod): text
-                for ns, pod, text in conn.execute(select(pl.c.namespace, pl.c.pod, pl.c.labels_json))
+                for ns, pod, text in conn.execute(
+                    select(pl.c.namespace, pl.c.pod, pl.c.labels_json)
+                )
             }
         self._ids = ids
         self._last_ts = last
@@ -74,7 +76,7 @@ class SampleWriter:
             rows, last_ts = self._fresh_rows(batch.samples, ids)
             if rows:
                 placeholder = _PLACEHOLDER.get(conn.dialect.paramstyle, "?")
-                conn.exec_driver_sql(_INSERT_HEAD.format(placeholder), rows)  # type: ignore[arg-type]
+                conn.exec_driver_sql(_INSERT_HEAD.format(placeholder), rows)
             changed_labels = self._changed_labels(batch.pod_labels)
             if changed_labels:
                 self._upsert_labels(conn, changed_labels, now_ms)
@@ -126,13 +128,15 @@ class SampleWriter:
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
             wanted = [(k.kind.value, k.node, k.namespace, k.pod, k.container) for k in chunk]
-            by_identity = {(k.kind.value, k.node, k.namespace, k.pod, k.container): k for k in chunk}
+            by_identity = {
+                (k.kind.value, k.node, k.namespace, k.pod, k.container): k for k in chunk
+            }
             for sid, *identity in conn.execute(
                 select(s.c.id, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container).where(
                     columns.in_(wanted)
                 )
             ):
-                found[by_identity[tuple(identity)]] = sid  # type: ignore[index]
+                found[by_identity[tuple(identity)]] = sid
         self._ids = found
         return found
 

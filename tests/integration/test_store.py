@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 
 from recorder.domain import Batch, HistoryQuery, Kind, Resource, Sample, SeriesKey
 from recorder.errors import QueryError
-from recorder.store import Store, open_store
-from recorder.store import schema
+from recorder.store import Store, open_store, schema
 
 WEB = SeriesKey.for_container("shop", "web", "app")
 SIDE = SeriesKey.for_container("shop", "web", "sidecar")
@@ -57,7 +56,10 @@ def test_write_then_read_back_exact_values(store: Store) -> None:
         HistoryQuery(Resource.CPU, Kind.CONTAINER, 0, 100_000, namespace="shop"), max_points=100
     )
     assert [(dict(s.labels), s.points) for s in cpu] == [
-        ({"namespace": "shop", "pod": "web", "container": "app"}, [(1_000, 1_500_000_000), (31_000, 7)]),
+        (
+            {"namespace": "shop", "pod": "web", "container": "app"},
+            [(1_000, 1_500_000_000), (31_000, 7)],
+        ),
         ({"namespace": "shop", "pod": "web", "container": "sidecar"}, [(1_000, 0)]),
     ]
     memory = store.history(
@@ -115,9 +117,14 @@ def test_pod_labels_are_kept_and_updated(store: Store) -> None:
 
 def test_time_range_is_inclusive_and_filters_apply(store: Store) -> None:
     store.write(Batch(Kind.NODE, tuple(Sample(NODE, t, 1, t, t) for t in (10, 20, 30))), now_ms=1)
-    found = store.history(HistoryQuery(Resource.CPU, Kind.NODE, 20, 30, node="node-a"), max_points=10)
+    found = store.history(
+        HistoryQuery(Resource.CPU, Kind.NODE, 20, 30, node="node-a"), max_points=10
+    )
     assert found[0].points == [(20, 20), (30, 30)]
-    assert store.history(HistoryQuery(Resource.CPU, Kind.NODE, 0, 99, node="other"), max_points=9) == []
+    assert (
+        store.history(HistoryQuery(Resource.CPU, Kind.NODE, 0, 99, node="other"), max_points=9)
+        == []
+    )
     assert store.history(HistoryQuery(Resource.CPU, Kind.CONTAINER, 0, 99), max_points=9) == []
 
 

@@ -95,7 +95,13 @@ def test_odd_nodes() -> None:
     assert bad == []
     t0 = utc_ms(2024, 5, 1, 10, 0, 0)
     assert batch.samples == (
-        Sample(SeriesKey.for_node("ip-10-0-1-23.ec2.internal"), t0, 10_043, 2_250_000_000, 3_977_756 * KI),
+        Sample(
+            SeriesKey.for_node("ip-10-0-1-23.ec2.internal"),
+            t0,
+            10_043,
+            2_250_000_000,
+            3_977_756 * KI,
+        ),
         Sample(SeriesKey.for_node("10.0.2.15"), t0, 60_000, 0, GI),
     )
     assert sorted((r.name, r.reason) for r in batch.rejections) == [
@@ -113,7 +119,9 @@ def test_odd_pods_keep_every_good_container_and_reject_each_bad_one() -> None:
     batch = normalize_pods(pods)
     t0 = utc_ms(2024, 5, 1, 10, 0, 0)
     assert batch.samples == (
-        Sample(SeriesKey.for_container("shop", "web-7c9f", "app"), t0, 60_000, 1_500_000_000, 512 * MI),
+        Sample(
+            SeriesKey.for_container("shop", "web-7c9f", "app"), t0, 60_000, 1_500_000_000, 512 * MI
+        ),
         Sample(SeriesKey.for_container("shop", "web-7c9f", "sidecar"), t0, 60_000, 0, 10_043 * KI),
         Sample(
             SeriesKey.for_container("kube-system", "bad-quantity", "ok"),

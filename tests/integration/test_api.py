@@ -1,0 +1,155 @@
+"""The HTTP API in-process over a real SQLite store."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from recorder.api.app import AppDeps, create_app
+from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.exporter import SnapshotHolder, build_registry
+from recorder.store import Store, open_store
+from tests.servers import serving
+
+NOW = 1_714_557_600.0  # 2024-05-01T10:00:00Z
+T0 = int(NOW * 1000) - 60_000
+
+
+@pytest.fixture
+def store(sqlite_url: str) -> Iterator[Store]:
+    store = open_store(sqlite_url)
+    store.migrate()
+    store.write(
+        Batch(
+            Kind.CONTAINER,
+            (
+                Sample(
+                    SeriesKey.for_container("shop", "web", "app"), T0, 30_000, 487_558_164, 2**30
+                ),
+                Sample(SeriesKey.for_container("shop", "web", "app"), T0 + 15_000, 30_000, 1, 2),
+                Sample(SeriesKey.for_container("kube-system", "dns", "coredns"), T0, 30_000, 0, 7),
+            ),
+        ),
+        now_ms=T0,
+    )
+    store.write(
+        Batch(Kind.NODE, (Sample(SeriesKey.for_node("n1"), T0, 30_000, 2_250_000_000, 9),)),
+        now_ms=T0,
+    )
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def client(store: Store) -> Iterator[httpx.Client]:
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(store, registry, 30.0, lambda: NOW - 5, clock=lambda: NOW, max_points=100)
+    deps.started_at = NOW - 100
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        yield client
+
+
+def test_history_json_in_cores_and_bytes(client: httpx.Client) -> None:
+    response = client.get("/api/v1/history", params={"resource": "cpu", "namespace": "shop"})
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "success",
+        "data": {
+            "resource": "cpu",
+            "unit": "cores",
+            "series": [
+                {
+                    "labels": {"namespace": "shop", "pod": "web", "container": "app"},
+                    "points": [[T0 / 1000, 0.487558164], [T0 / 1000 + 15, 1e-9]],
+                }
+            ],
+        },
+    }
+    nodes = client.get("/api/v1/history?resource=memory&kind=node").json()["data"]
+    assert nodes["unit"] == "bytes"
+    assert nodes["series"] == [{"labels": {"node": "n1"}, "points": [[T0 / 1000, 9]]}]
+
+
+def test_history_time_range_rfc3339_and_unix(client: httpx.Client) -> None:
+    start = "2024-05-01T09:59:10Z"  # after T0 (09:59:00), before T0 + 15 s
+    found = client.get(
+        "/api/v1/history", params={"resource": "memory", "pod": "web", "start": start}
+    ).json()["data"]["series"]
+    assert found[0]["points"] == [[T0 / 1000 + 15, 2]]
+    found = client.get(
+        "/api/v1/history",
+        params={"resource": "memory", "pod": "web", "start": T0 / 1000, "end": T0 / 1000},
+    ).json()["data"]["series"]
+    assert found[0]["points"] == [[T0 / 1000, 2**30]]
+
+
+def test_history_csv(client: httpx.Client) -> None:
+    response = client.get("/api/v1/history?resource=cpu&kind=node&format=csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    assert list(csv.reader(io.StringIO(response.text))) == [
+        ["node", "timestamp", "cpu_cores"],
+        ["n1", str(T0 / 1000), "2.25"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", "resource"),
+        ("resource=disk", "resource"),
+        ("resource=cpu&kind=pod-ish", "kind"),
+        ("resource=cpu&start=yesterday", "start"),
+        ("resource=cpu&start=2024-05-01T10:00:00", "time zone"),
+        ("resource=cpu&start=10&end=5", "start must not be after end"),
+        ("resource=cpu&end=1e300", "out of range"),
+        ("resource=cpu&end=nan", "out of range"),
+        ("resource=cpu&format=xml", "format"),
+        ("resource=cpu&pod=" + "x" * 300, "pod"),
+    ],
+)
+def test_bad_parameters_get_the_error_envelope(
+    client: httpx.Client, query: str, message: str
+) -> None:
+    response = client.get(f"/api/v1/history?{query}")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["status"] == "error" and body["errorType"] == "bad_data"
+    assert message in body["error"]
+
+
+def test_too_many_points_is_a_400_not_an_unbounded_response(store: Store) -> None:
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(store, registry, 30.0, lambda: NOW, clock=lambda: NOW, max_points=1)
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        response = client.get("/api/v1/history?resource=cpu")
+    assert response.status_code == 400
+    assert "more than 1 points" in response.json()["error"]
+
+
+def test_health_endpoints(client: httpx.Client) -> None:
+    assert client.get("/livez").text == "ok\n"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "schema": "ok", "poll": "ok"}
+
+
+def test_not_ready_without_a_recent_poll(store: Store) -> None:
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(store, registry, 30.0, lambda: NOW - 3600, clock=lambda: NOW)
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["poll"].startswith("no successful poll")
+
+
+def test_metrics_negotiates_openmetrics(client: httpx.Client) -> None:
+    plain = client.get("/metrics")
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "recorder_build_info" in plain.text
+    om = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.headers["content-type"].startswith("application/openmetrics-text")
+    assert om.text.endswith("# EOF\n")

@@ -1,0 +1,146 @@
+"""The poll cycle over our own seams: a fake Metrics API source and a real SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from recorder.domain import Batch, WriteResult
+from recorder.errors import MetricsApiForbidden, StoreError
+from recorder.exporter import SnapshotHolder, build_registry
+from recorder.poller import Poller
+from recorder.store import Store, open_store
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+class Source:
+    def __init__(self, nodes: bytes, pods: bytes):
+        self.nodes, self.pods = nodes, pods
+        self.pod_calls: list[str | None] = []
+        self.fail_nodes: Exception | None = None
+
+    def list_nodes(self) -> bytes:
+        if self.fail_nodes:
+            raise self.fail_nodes
+        return self.nodes
+
+    def list_pods(self, namespace: str | None = None) -> bytes:
+        self.pod_calls.append(namespace)
+        return self.pods
+
+
+class OutageSink:
+    """The real store behind a switch that makes it fail like a database outage."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.down = False
+
+    def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
+        if self.down:
+            raise StoreError("database is down")
+        return self.store.write(batch, now_ms=now_ms)
+
+
+@pytest.fixture
+def store(sqlite_url: str) -> Iterator[Store]:
+    store = open_store(sqlite_url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def make(source: Source, sink: object, **kwargs: object) -> tuple[Poller, CollectorRegistry]:
+    holder = SnapshotHolder()
+    registry, metrics = build_registry(holder)
+    return Poller(source, sink, holder, metrics, clock=lambda: 1e9, **kwargs), registry  # type: ignore[arg-type]
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    found = registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+def odd_source() -> Source:
+    return Source(
+        (FIXTURES / "odd_nodes.json").read_bytes(), (FIXTURES / "odd_pods.json").read_bytes()
+    )
+
+
+def test_poll_stores_good_items_rejects_bad_ones_and_counts(store: Store) -> None:
+    poller, registry = make(odd_source(), store)
+    report = poller.poll_once()
+    assert report.ok
+    assert [(o.resource, o.samples, o.written, len(o.rejections)) for o in report.outcomes] == [
+        ("nodes", 2, 2, 3),
+        ("pods", 4, 4, 5),
+    ]
+    assert value(registry, "recorder_samples_written_total") == 6
+    assert value(registry, "recorder_samples_rejected_total", reason="missing_usage") == 2
+    assert value(registry, "recorder_samples_rejected_total", reason="malformed_item") == 1
+    assert value(registry, "recorder_metrics_api_up") == 1
+    assert value(registry, "recorder_last_successful_poll_timestamp_seconds") == 1e9
+    again = poller.poll_once()
+    assert again.written == 0
+    assert [o.skipped for o in again.outcomes] == [2, 4]
+
+
+def test_api_failure_is_counted_by_reason_and_pods_still_stored(store: Store) -> None:
+    source = odd_source()
+    source.fail_nodes = MetricsApiForbidden("no", status=403)
+    poller, registry = make(source, store)
+    report = poller.poll_once()
+    assert not report.ok
+    assert report.outcomes[0].error is source.fail_nodes
+    assert report.outcomes[1].written == 4
+    assert value(registry, "recorder_poll_errors_total", resource="nodes", reason="forbidden") == 1
+    assert value(registry, "recorder_metrics_api_up") == 0
+    assert value(registry, "recorder_polls_total", resource="nodes") == 1
+
+
+def test_namespaced_mode_lists_each_namespace_and_skips_nodes(store: Store) -> None:
+    source = odd_source()
+    poller, _ = make(source, store, namespaces=["shop", "kube-system"])
+    report = poller.poll_once()
+    assert [o.resource for o in report.outcomes] == ["pods"]
+    assert source.pod_calls == ["shop", "kube-system"]
+
+
+def test_database_outage_keeps_samples_and_writes_them_later(store: Store) -> None:
+    sink = OutageSink(store)
+    poller, registry = make(odd_source(), sink)
+    sink.down = True
+    report = poller.poll_once()
+    assert not report.ok
+    assert poller.buffered_samples == 6
+    assert value(registry, "recorder_poll_errors_total", resource="pods", reason="store") == 1
+    # The exporter still shows the current values while the database is down.
+    assert value(registry, "recorder_node_cpu_usage_cores", node="10.0.2.15") == 0.0
+    assert (
+        value(
+            registry,
+            "recorder_container_cpu_usage_cores",
+            namespace="shop",
+            pod="web-7c9f",
+            container="app",
+        )
+        == 1.5
+    )
+    sink.down = False
+    recovered = poller.poll_once()
+    assert recovered.flushed_from_buffer == 6
+    assert recovered.ok and poller.buffered_samples == 0
+    assert value(registry, "recorder_samples_written_total") == 6
+
+
+def test_outage_longer_than_the_buffer_drops_oldest_and_counts(store: Store) -> None:
+    sink = OutageSink(store)
+    poller, registry = make(odd_source(), sink, max_buffered_samples=5)
+    sink.down = True
+    poller.poll_once()
+    assert poller.buffered_samples == 4  # nodes batch (2) dropped to make room for pods (4)
+    assert value(registry, "recorder_samples_dropped_total") == 2
