@@ -8,7 +8,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from recorder.store.schema import metadata
+from recorder.store.schema import include_name, metadata
 
 config = context.config
 target_metadata = metadata
@@ -25,6 +25,7 @@ def run_migrations_online() -> None:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
+            include_name=include_name,
             render_as_batch=connection.dialect.name == "sqlite",
         )
         context.run_migrations()

@@ -1,4 +1,7 @@
-"""Initial schema: series dictionary, pod labels, append-only sample head.
+"""Initial schema: series dictionary, pod labels, sample head, compacted chunks.
+
+On PostgreSQL the head is partitioned by time (RANGE on ts_ms) with a DEFAULT partition; the
+per-block partitions are created by the writer as blocks begin and dropped by compaction.
 
 Revision ID: 0001
 Revises:
@@ -26,6 +29,7 @@ def upgrade() -> None:
         sa.Column("pod", sa.String(253), nullable=False),
         sa.Column("container", sa.String(253), nullable=False),
         sa.Column("first_seen_ms", sa.BigInteger(), nullable=False),
+        sa.Column("last_seen_ms", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_series"),
         sa.UniqueConstraint(
             "kind",
@@ -51,11 +55,38 @@ def upgrade() -> None:
         sa.Column("window_ms", sa.Integer(), nullable=False),
         sa.Column("cpu_nanocores", sa.BigInteger(), nullable=False),
         sa.Column("memory_bytes", sa.BigInteger(), nullable=False),
+        postgresql_partition_by="RANGE (ts_ms)",
     )
     op.create_index("ix_samples_head_ts_ms", "samples_head", ["ts_ms"])
+    if op.get_context().dialect.name == "postgresql":
+        op.execute("CREATE TABLE samples_head_default PARTITION OF samples_head DEFAULT")
+    op.create_table(
+        "chunks",
+        sa.Column("series_id", sa.Integer(), nullable=False),
+        sa.Column("block_start_ms", sa.BigInteger(), nullable=False),
+        sa.Column("first_ms", sa.BigInteger(), nullable=False),
+        sa.Column("last_ms", sa.BigInteger(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("cpu_sum", sa.BigInteger(), nullable=False),
+        sa.Column("cpu_min", sa.BigInteger(), nullable=False),
+        sa.Column("cpu_max", sa.BigInteger(), nullable=False),
+        sa.Column("cpu_last", sa.BigInteger(), nullable=False),
+        sa.Column("memory_sum", sa.BigInteger(), nullable=False),
+        sa.Column("memory_min", sa.BigInteger(), nullable=False),
+        sa.Column("memory_max", sa.BigInteger(), nullable=False),
+        sa.Column("memory_last", sa.BigInteger(), nullable=False),
+        sa.Column("cpu_sketch", sa.LargeBinary(), nullable=False),
+        sa.Column("memory_sketch", sa.LargeBinary(), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=True),
+        sa.PrimaryKeyConstraint("series_id", "block_start_ms", name="pk_chunks"),
+        sqlite_with_rowid=False,
+    )
+    op.create_index("ix_chunks_block_start_ms", "chunks", ["block_start_ms"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_chunks_block_start_ms", table_name="chunks")
+    op.drop_table("chunks")
     op.drop_index("ix_samples_head_ts_ms", table_name="samples_head")
     op.drop_table("samples_head")
     op.drop_table("pod_labels")

@@ -4,7 +4,12 @@ this (a test compares them).
 - ``series`` dictionary-encodes a series' identity; ``samples_head`` refers to it by id.
 - ``pod_labels`` keeps each pod's latest labels beside the series (for label selectors).
 - ``samples_head`` is append-only in time order with no per-series index: only ``ts_ms`` is
-  indexed, so every write lands at the end of the table and of its one index (design §5).
+  indexed, so every write lands at the end of the table and of its one index (design §5). On
+  PostgreSQL it is partitioned by time, one partition per block plus a default one; compaction
+  drops a block's partition instead of deleting rows (no vacuum churn).
+- ``chunks`` holds one row per series per closed block: time range, count, sum/min/max/last of
+  CPU and memory, a quantile sketch of each, and the compressed samples (``payload``, set to
+  NULL once full-resolution retention has passed: that is the downsampling).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -39,6 +45,9 @@ series = Table(
     Column("pod", String(253), nullable=False),
     Column("container", String(253), nullable=False),
     Column("first_seen_ms", BigInteger, nullable=False),
+    # Newest sample timestamp already moved into chunks (maintained by compaction); with the
+    # head's own maximum it rebuilds the writer's idempotency map without scanning chunks.
+    Column("last_seen_ms", BigInteger, nullable=False),
     UniqueConstraint("kind", "node", "namespace", "pod", "container"),
 )
 
@@ -60,4 +69,40 @@ samples_head = Table(
     Column("cpu_nanocores", BigInteger, nullable=False),
     Column("memory_bytes", BigInteger, nullable=False),
     Index(None, "ts_ms"),
+    postgresql_partition_by="RANGE (ts_ms)",
 )
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("series_id", Integer, primary_key=True),
+    Column("block_start_ms", BigInteger, primary_key=True),
+    Column("first_ms", BigInteger, nullable=False),
+    Column("last_ms", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("cpu_sum", BigInteger, nullable=False),
+    Column("cpu_min", BigInteger, nullable=False),
+    Column("cpu_max", BigInteger, nullable=False),
+    Column("cpu_last", BigInteger, nullable=False),
+    Column("memory_sum", BigInteger, nullable=False),
+    Column("memory_min", BigInteger, nullable=False),
+    Column("memory_max", BigInteger, nullable=False),
+    Column("memory_last", BigInteger, nullable=False),
+    Column("cpu_sketch", LargeBinary, nullable=False),
+    Column("memory_sketch", LargeBinary, nullable=False),
+    Column("payload", LargeBinary, nullable=True),
+    # Blocks are compacted in time order, so this index only ever grows at its end.
+    Index(None, "block_start_ms"),
+    sqlite_with_rowid=False,
+)
+
+
+def is_managed_table(name: str | None) -> bool:
+    """False for the head's time partitions (created and dropped at run time, not by
+    migrations), so schema comparisons and autogenerate leave them alone."""
+    return not (name or "").startswith("samples_head_")
+
+
+def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
+    """Alembic ``include_name`` hook built on :func:`is_managed_table`."""
+    return type_ != "table" or is_managed_table(name)

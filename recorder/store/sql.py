@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
+import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -11,18 +16,48 @@ from recorder.domain import Batch, HistoryQuery, SeriesPoints, WriteResult
 from recorder.errors import StoreError
 from recorder.store import engine as engines
 from recorder.store import migrate
+from recorder.store.compactor import CompactionReport, Compactor
+from recorder.store.head import Head, PostgresHead, SqliteHead
 from recorder.store.reader import read_history
+from recorder.store.retention import RetentionPolicy, RetentionReport, apply_retention
 from recorder.store.writer import SampleWriter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BLOCK_MS = 3_600_000
+DEFAULT_GRACE_MS = 600_000
+_MAINTENANCE_LOCK_KEY = 0x6B6D72  # "kmr": one maintainer at a time across replicas
+
+
+@dataclass
+class MaintenanceReport:
+    compaction: CompactionReport
+    retention: RetentionReport
+    skipped: bool = False
 
 
 class Store:
-    """Writes batches (one transaction each) and reads history. Thread-safe: one writer at a
-    time inside this process, any number of readers."""
+    """Writes batches (one transaction each), compacts and expires, reads history.
 
-    def __init__(self, engine: Engine, *, display_url: str):
+    Thread-safe: one writer at a time inside this process, any number of readers. On SQLite,
+    compaction of a block takes the same lock as writes, since SQLite has one writer anyway.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        display_url: str,
+        block_ms: int = DEFAULT_BLOCK_MS,
+        retention: RetentionPolicy | None = None,
+    ):
         self.engine = engine
         self.display_url = display_url
-        self._writer = SampleWriter(engine)
+        self.block_ms = block_ms
+        self.retention = retention or RetentionPolicy()
+        self.head: Head = PostgresHead(block_ms) if self.dialect == "postgresql" else SqliteHead()
+        self._writer = SampleWriter(engine, self.head)
+        self._compactor = Compactor(engine, self.head, block_ms)
         self._write_lock = threading.Lock()
 
     @property
@@ -36,9 +71,7 @@ class Store:
         try:
             return migrate.is_current(self.engine)
         except SQLAlchemyError as exc:
-            raise StoreError(
-                f"cannot read the schema version of {self.display_url}: {exc}"
-            ) from exc
+            raise StoreError(f"cannot read the schema version of {self.display_url}: {exc}") from exc
 
     def ping(self) -> None:
         try:
@@ -51,23 +84,71 @@ class Store:
         with self._write_lock:
             try:
                 return self._writer.write(batch, now_ms)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, psycopg.Error) as exc:
                 raise StoreError(
                     f"writing {len(batch.samples)} {batch.kind.value} samples to "
-                    f"{self.display_url} failed: {exc.__class__.__name__}: {exc.orig or exc}"
-                    if hasattr(exc, "orig")
-                    else f"writing to {self.display_url} failed: {exc}"
+                    f"{self.display_url} failed: {_reason(exc)}"
                 ) from exc
+
+    def maintain(self, *, now_ms: int, grace_ms: int = DEFAULT_GRACE_MS) -> MaintenanceReport:
+        """Compact every closed block, then apply retention. On PostgreSQL only one replica
+        maintains at a time; the others skip the round."""
+        try:
+            with self._maintenance_lock() as acquired:
+                if not acquired:
+                    log.info("another replica is maintaining the database; skipping this round")
+                    return MaintenanceReport(CompactionReport(), RetentionReport(), skipped=True)
+                lock = self._write_lock if self.dialect == "sqlite" else None
+                compaction = self._compactor.compact(now_ms, grace_ms, lock=lock)
+                retention = apply_retention(self.engine, now_ms, self.retention, self.block_ms)
+                if retention.series_deleted:
+                    with self._write_lock:
+                        self._writer.invalidate()
+                return MaintenanceReport(compaction, retention)
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            raise StoreError(f"maintenance of {self.display_url} failed: {_reason(exc)}") from exc
+
+    @contextmanager
+    def _maintenance_lock(self) -> Iterator[bool]:
+        if self.dialect != "postgresql":
+            yield True
+            return
+        with self.engine.connect() as conn:
+            acquired = bool(
+                conn.execute(
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": _MAINTENANCE_LOCK_KEY}
+                ).scalar()
+            )
+            conn.commit()
+            try:
+                yield acquired
+            finally:
+                if acquired:
+                    conn.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": _MAINTENANCE_LOCK_KEY}
+                    )
+                    conn.commit()
 
     def history(self, query: HistoryQuery, *, max_points: int) -> list[SeriesPoints]:
         try:
-            return read_history(self.engine, query, max_points=max_points)
+            return read_history(
+                self.engine, query, max_points=max_points, block_ms=self.block_ms
+            )
         except SQLAlchemyError as exc:
-            raise StoreError(f"reading history from {self.display_url} failed: {exc}") from exc
+            raise StoreError(f"reading history from {self.display_url} failed: {_reason(exc)}") from exc
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-def open_store(url: str) -> Store:
-    return Store(engines.create(url), display_url=engines.redact(url))
+def _reason(exc: SQLAlchemyError | psycopg.Error) -> str:
+    original = getattr(exc, "orig", None)
+    return f"{exc.__class__.__name__}: {original or exc}".splitlines()[0]
+
+
+def open_store(
+    url: str, *, block_ms: int = DEFAULT_BLOCK_MS, retention: RetentionPolicy | None = None
+) -> Store:
+    return Store(
+        engines.create(url), display_url=engines.redact(url), block_ms=block_ms, retention=retention
+    )

@@ -16,18 +16,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from recorder.domain import Batch, Kind, PodRef, Sample, SeriesKey, WriteResult
 from recorder.store import schema
+from recorder.store.head import Head, HeadRow
 
-_INSERT_HEAD = (
-    "INSERT INTO samples_head (ts_ms, series_id, window_ms, cpu_nanocores, memory_bytes) "
-    "VALUES ({0}, {0}, {0}, {0}, {0})"
-)
-_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _LOOKUP_CHUNK = 500
 
 
 class SampleWriter:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, head: Head):
         self._engine = engine
+        self._head = head
         self._ids: dict[SeriesKey, int] = {}
         self._last_ts: dict[int, int] = {}
         self._labels: dict[PodRef, str] = {}
@@ -44,11 +41,13 @@ class SampleWriter:
                 )
             }
             last: dict[int, int] = {
-                sid: ts
-                for sid, ts in conn.execute(
-                    select(h.c.series_id, func.max(h.c.ts_ms)).group_by(h.c.series_id)
-                )
+                sid: ts for sid, ts in conn.execute(select(s.c.id, s.c.last_seen_ms))
             }
+            for sid, ts in conn.execute(
+                select(h.c.series_id, func.max(h.c.ts_ms)).group_by(h.c.series_id)
+            ):
+                if ts > last.get(sid, -1):
+                    last[sid] = ts
             labels = {
                 (ns, pod): text
                 for ns, pod, text in conn.execute(
@@ -60,6 +59,10 @@ class SampleWriter:
         self._labels = labels
         self._loaded = True
 
+    def invalidate(self) -> None:
+        """Forget the in-memory maps; the next write reloads them from the database."""
+        self._loaded = False
+
     def write(self, batch: Batch, now_ms: int) -> WriteResult:
         if not self._loaded:
             self.load()
@@ -67,7 +70,7 @@ class SampleWriter:
             return self._write(batch, now_ms)
         except BaseException:
             # The transaction rolled back; our maps may hold ids that were never committed.
-            self._loaded = False
+            self.invalidate()
             raise
 
     def _write(self, batch: Batch, now_ms: int) -> WriteResult:
@@ -75,8 +78,7 @@ class SampleWriter:
             ids = self._resolve_ids(conn, batch.samples)
             rows, last_ts = self._fresh_rows(batch.samples, ids)
             if rows:
-                placeholder = _PLACEHOLDER.get(conn.dialect.paramstyle, "?")
-                conn.exec_driver_sql(_INSERT_HEAD.format(placeholder), rows)
+                self._head.append(conn, rows)
             changed_labels = self._changed_labels(batch.pod_labels)
             if changed_labels:
                 self._upsert_labels(conn, changed_labels, now_ms)
@@ -86,7 +88,7 @@ class SampleWriter:
 
     def _fresh_rows(
         self, samples: Sequence[Sample], ids: Mapping[SeriesKey, int]
-    ) -> tuple[list[tuple[int, int, int, int, int]], dict[int, int]]:
+    ) -> tuple[list[HeadRow], dict[int, int]]:
         known = self._last_ts
         newest: dict[int, int] = {}
         rows = []
@@ -118,6 +120,7 @@ class SampleWriter:
                 "pod": key.pod,
                 "container": key.container,
                 "first_seen_ms": first_ms,
+                "last_seen_ms": first_ms,
             }
             for key, first_ms in missing.items()
         ]

@@ -38,7 +38,8 @@ def head_rows(store: Store) -> int:
 def test_migrations_build_exactly_the_code_schema(store: Store) -> None:
     assert store.schema_is_current()
     with store.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+        context = MigrationContext.configure(conn, opts={"include_name": schema.include_name})
+        diff = compare_metadata(context, schema.metadata)
     assert diff == []
 
 

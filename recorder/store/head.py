@@ -1,0 +1,91 @@
+"""The head: where new samples are appended before compaction, one strategy per dialect.
+
+- SQLite: a plain table indexed by time; ``executemany`` of tuples; compaction deletes a
+  block's rows (they are contiguous at the front of the table and its index).
+- PostgreSQL: a table partitioned by time, one partition per block plus a DEFAULT partition
+  for anything else; rows go in with binary ``COPY`` (measured ~10x faster than
+  ``executemany``); compaction drops the block's partition instead of deleting rows, so there
+  is no vacuum churn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger(__name__)
+
+HeadRow = tuple[int, int, int, int, int]
+"""(ts_ms, series_id, window_ms, cpu_nanocores, memory_bytes)"""
+
+_COLUMNS = "ts_ms, series_id, window_ms, cpu_nanocores, memory_bytes"
+
+
+class Head(Protocol):
+    def append(self, conn: Connection, rows: Sequence[HeadRow]) -> None: ...
+
+    def drop_block(self, conn: Connection, start_ms: int, end_ms: int) -> None: ...
+
+
+class SqliteHead:
+    def append(self, conn: Connection, rows: Sequence[HeadRow]) -> None:
+        conn.exec_driver_sql(
+            f"INSERT INTO samples_head ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)", list(rows)
+        )
+
+    def drop_block(self, conn: Connection, start_ms: int, end_ms: int) -> None:
+        conn.exec_driver_sql(
+            "DELETE FROM samples_head WHERE ts_ms >= ? AND ts_ms < ?", (start_ms, end_ms)
+        )
+
+
+def partition_name(start_ms: int, end_ms: int) -> str:
+    return f"samples_head_{start_ms}_{end_ms}"
+
+
+class PostgresHead:
+    def __init__(self, block_ms: int):
+        self.block_ms = block_ms
+        self._known: set[int] = set()
+
+    def append(self, conn: Connection, rows: Sequence[HeadRow]) -> None:
+        blocks = {row[0] - row[0] % self.block_ms for row in rows}
+        for start in blocks - self._known:
+            self._ensure_partition(conn, start)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(f"COPY samples_head ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "int4", "int4", "int8", "int8"])
+                for row in rows:
+                    copy.write_row(row)
+        finally:
+            cursor.close()
+
+    def _ensure_partition(self, conn: Connection, start: int) -> None:
+        end = start + self.block_ms
+        name = partition_name(start, end)
+        savepoint = conn.begin_nested()
+        try:
+            conn.exec_driver_sql(
+                f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF samples_head '
+                f"FOR VALUES FROM ({start}) TO ({end})"
+            )
+            savepoint.commit()
+        except SQLAlchemyError as exc:
+            # Overlapping bounds (the block size changed) or rows of this block already in the
+            # DEFAULT partition (a late sample after compaction): the DEFAULT one takes them.
+            savepoint.rollback()
+            log.debug("head partition %s not created, using the default one: %s", name, exc)
+        self._known.add(start)
+
+    def drop_block(self, conn: Connection, start_ms: int, end_ms: int) -> None:
+        name = partition_name(start_ms, end_ms)
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+        self._known.discard(start_ms)
+        conn.exec_driver_sql(
+            "DELETE FROM samples_head WHERE ts_ms >= %s AND ts_ms < %s", (start_ms, end_ms)
+        )
