@@ -154,10 +154,11 @@ class Compactor:
                     )
                 ).scalars()
             )
-            rows = conn.execution_options(stream_results=True, yield_per=50_000).execute(
+            rows = conn.execute(
                 select(h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
                 .where(h.c.ts_ms >= start, h.c.ts_ms < end)
                 .order_by(h.c.series_id, h.c.ts_ms)
+                .execution_options(stream_results=True, yield_per=50_000)
             )
             pending: list[ChunkRow] = []
             for series_id, group in groupby(rows, key=itemgetter(0)):

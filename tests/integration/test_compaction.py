@@ -1,0 +1,245 @@
+"""Compaction, late samples, deduplication and retention on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, inspect, select
+
+from recorder.domain import Batch, HistoryQuery, Kind, Resource, Sample, SeriesKey
+from recorder.store import Store, open_store, schema
+from recorder.store import compactor as compactor_module
+from recorder.store.retention import DAY_MS, RetentionPolicy
+from recorder.store.sketch import RELATIVE_ACCURACY, QuantileSketch, exact_quantile
+
+HOUR = 3_600_000
+T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z, a block boundary
+STEP = 15_000
+
+
+def keys(n: int) -> list[SeriesKey]:
+    return [SeriesKey.for_container("ns", f"pod-{i}", "app") for i in range(n)]
+
+
+def synthetic(keys: list[SeriesKey], start: int, end: int, seed: int = 1) -> list[Sample]:
+    rng = random.Random(seed)
+    samples = []
+    for ts in range(start, end, STEP):
+        for key in keys:
+            if rng.random() < 0.03:  # missed scrapes: missing is missing
+                continue
+            cpu = 0 if rng.random() < 0.05 else rng.randrange(1, 3_000_000_000)
+            memory = rng.randrange(1, 4_000_000) * 1024
+            samples.append(Sample(key, ts, 10_043, cpu, memory))
+    return samples
+
+
+def write_polls(store: Store, samples: list[Sample]) -> None:
+    by_ts: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_ts.setdefault(sample.timestamp_ms, []).append(sample)
+    for ts in sorted(by_ts):
+        store.write(Batch(Kind.CONTAINER, tuple(by_ts[ts])), now_ms=ts)
+
+
+def expected(samples: list[Sample], resource: Resource) -> dict[str, list[tuple[int, int]]]:
+    out: dict[str, list[tuple[int, int]]] = {}
+    for s in sorted(samples, key=lambda s: (s.key.pod, s.timestamp_ms)):
+        value = s.cpu_nanocores if resource is Resource.CPU else s.memory_bytes
+        out.setdefault(s.key.pod, []).append((s.timestamp_ms, value))
+    return out
+
+
+def read_all(
+    store: Store, resource: Resource, start: int = 0, end: int = 2**62
+) -> dict[str, list[tuple[int, int]]]:
+    found = store.history(HistoryQuery(resource, Kind.CONTAINER, start, end), max_points=10**6)
+    return {s.labels["pod"]: s.points for s in found}
+
+
+def count(store: Store, table: schema.Table) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = open_store(database_url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def test_history_reads_back_identically_before_and_after_compaction(store: Store) -> None:
+    series = keys(6)
+    samples = synthetic(series, T0, T0 + 3 * HOUR + 20 * 60_000)
+    write_polls(store, samples)
+    for resource in Resource:
+        assert read_all(store, resource) == expected(samples, resource)
+
+    report = store.maintain(now_ms=T0 + 3 * HOUR + 20 * 60_000, grace_ms=10 * 60_000)
+    assert report.compaction.blocks == 3
+    assert report.compaction.samples == sum(1 for s in samples if s.timestamp_ms < T0 + 3 * HOUR)
+    assert count(store, schema.chunks) == 3 * len(series)
+    with store.engine.connect() as conn:
+        head_min = conn.execute(select(func.min(schema.samples_head.c.ts_ms))).scalar()
+    assert head_min >= T0 + 3 * HOUR  # only the open block is left in the head
+
+    for resource in Resource:
+        assert read_all(store, resource) == expected(samples, resource)
+    # A range crossing the chunk/head seam and cutting blocks in the middle.
+    start, end = T0 + HOUR + 7 * STEP, T0 + 3 * HOUR + 5 * STEP
+    inside = [s for s in samples if start <= s.timestamp_ms <= end]
+    assert read_all(store, Resource.CPU, start, end) == expected(inside, Resource.CPU)
+
+    again = store.maintain(now_ms=T0 + 3 * HOUR + 20 * 60_000, grace_ms=10 * 60_000)
+    assert again.compaction.blocks == 0  # idempotent
+    assert read_all(store, Resource.MEMORY) == expected(samples, Resource.MEMORY)
+
+
+def test_chunk_statistics_match_the_raw_samples(store: Store) -> None:
+    series = keys(3)
+    samples = synthetic(series, T0, T0 + HOUR, seed=7)
+    write_polls(store, samples)
+    store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
+    with store.engine.connect() as conn:
+        rows = {
+            row.series_id: row
+            for row in conn.execute(
+                select(schema.chunks, schema.series.c.pod).join(
+                    schema.series, schema.series.c.id == schema.chunks.c.series_id
+                )
+            )
+        }
+    assert len(rows) == 3
+    for row in rows.values():
+        mine = [s for s in samples if s.key.pod == row.pod]
+        cpu = [s.cpu_nanocores for s in mine]
+        memory = [s.memory_bytes for s in mine]
+        assert (row.count, row.first_ms, row.last_ms) == (
+            len(mine),
+            mine[0].timestamp_ms,
+            mine[-1].timestamp_ms,
+        )
+        assert (row.cpu_sum, row.cpu_min, row.cpu_max, row.cpu_last) == (
+            sum(cpu),
+            min(cpu),
+            max(cpu),
+            cpu[-1],
+        )
+        assert (row.memory_sum, row.memory_min, row.memory_max, row.memory_last) == (
+            sum(memory),
+            min(memory),
+            max(memory),
+            memory[-1],
+        )
+        for q in (0.5, 0.9, 0.95, 0.99):
+            exact = exact_quantile(cpu, q)
+            estimate = QuantileSketch.from_bytes(row.cpu_sketch).quantile(q)
+            assert abs(estimate - exact) <= RELATIVE_ACCURACY * exact + 1e-9
+
+
+def test_late_samples_merge_into_a_compacted_block_without_duplicates(store: Store) -> None:
+    key = keys(1)[0]
+    on_time = [Sample(key, T0 + i * STEP, 1, i, i) for i in range(0, 240, 2)]
+    write_polls(store, on_time)
+    store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
+    # Another replica, whose memory did not know these timestamps yet, appended the odd ones
+    # late, plus a duplicate of a sample that is already compacted.
+    with store.engine.begin() as conn:
+        sid = conn.execute(select(schema.series.c.id)).scalar_one()
+        late = [(T0 + i * STEP, sid, 1, i, i) for i in range(1, 240, 2)]
+        store.head.append(conn, [*late, (T0, sid, 1, 999, 999)])
+    report = store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
+    assert report.compaction.duplicates_dropped == 1
+    assert count(store, schema.chunks) == 1
+    points = read_all(store, Resource.CPU)["pod-0"]
+    assert points == [(T0 + i * STEP, i) for i in range(240)]
+
+
+def test_compaction_is_all_or_nothing_per_block(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = synthetic(keys(4), T0, T0 + HOUR, seed=3)
+    write_polls(store, samples)
+    real = compactor_module.encode_samples
+    calls = 0
+
+    def failing(*args: list[int]) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("crash in the middle of a block")
+        return real(*args)
+
+    monkeypatch.setattr(compactor_module, "encode_samples", failing)
+    with pytest.raises(RuntimeError):
+        store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
+    assert count(store, schema.chunks) == 0
+    assert count(store, schema.samples_head) == len(samples)
+    monkeypatch.setattr(compactor_module, "encode_samples", real)
+    store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
+    assert count(store, schema.chunks) == 4
+    assert read_all(store, Resource.CPU) == expected(samples, Resource.CPU)
+
+
+def test_retention_keeps_statistics_and_drops_old_full_resolution(database_url: str) -> None:
+    now = T0 + 3 * DAY_MS
+    store = open_store(
+        database_url,
+        retention=RetentionPolicy(full_resolution_ms=DAY_MS, statistics_ms=3 * DAY_MS + 2 * HOUR),
+    )
+    store.migrate()
+    series = keys(2)
+    old = synthetic(series, T0, T0 + 2 * HOUR, seed=5)  # 3 days old
+    recent = synthetic(series, now - 2 * HOUR, now - HOUR, seed=6)
+    write_polls(store, old + recent)
+    report = store.maintain(now_ms=now, grace_ms=0)
+    assert report.retention.payloads_dropped == 2 * len(series)
+    # No full-resolution data older than a day is left...
+    assert read_all(store, Resource.CPU, 0, now - DAY_MS) == {}
+    assert read_all(store, Resource.CPU) == expected(recent, Resource.CPU)
+    # ...but the old blocks' statistics are, and equal the raw samples'.
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(schema.chunks).where(schema.chunks.c.block_start_ms < T0 + DAY_MS)
+        ).all()
+    assert len(rows) == 2 * len(series) and all(r.payload is None for r in rows)
+    total_cpu = sum(s.cpu_nanocores for s in old)
+    assert sum(r.cpu_sum for r in rows) == total_cpu
+    assert sum(r.count for r in rows) == len(old)
+    assert max(r.memory_max for r in rows) == max(s.memory_bytes for s in old)
+    assert min(r.cpu_min for r in rows) == min(s.cpu_nanocores for s in old)
+    # After the statistics period, even they go, and so do series with nothing left.
+    later = store.maintain(now_ms=T0 + 4 * DAY_MS + 4 * HOUR, grace_ms=0)
+    assert later.retention.chunks_deleted == 2 * len(series)
+    store.close()
+
+
+def test_restart_after_compaction_still_skips_stored_samples(database_url: str) -> None:
+    samples = synthetic(keys(2), T0, T0 + HOUR, seed=9)
+    store = open_store(database_url)
+    store.migrate()
+    write_polls(store, samples)
+    store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
+    store.close()
+    restarted = open_store(database_url)
+    result = restarted.write(Batch(Kind.CONTAINER, tuple(samples[-2:])), now_ms=0)
+    assert result.written == 0
+    assert count(restarted, schema.samples_head) == 0
+    restarted.close()
+
+
+def test_postgres_head_partitions_are_dropped_after_compaction(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    store.migrate()
+    write_polls(store, synthetic(keys(2), T0, T0 + 2 * HOUR))
+    names = set(inspect(store.engine).get_table_names())
+    assert {f"samples_head_{T0}_{T0 + HOUR}", f"samples_head_{T0 + HOUR}_{T0 + 2 * HOUR}"} <= names
+    store.maintain(now_ms=T0 + HOUR + 5 * 60_000, grace_ms=0)
+    names = set(inspect(store.engine).get_table_names())
+    assert f"samples_head_{T0}_{T0 + HOUR}" not in names
+    assert f"samples_head_{T0 + HOUR}_{T0 + 2 * HOUR}" in names
+    store.close()
