@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from recorder.kube.config import load_cluster_config
 from recorder.poller import Poller, PollReport
 from recorder.settings import Settings, load_settings
 from recorder.store import Store, open_store
+from recorder.store.retention import RetentionPolicy
+from recorder.store.sql import MaintenanceReport
 
 log = logging.getLogger("recorder")
 
@@ -71,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
     migrate.add_argument("--log-level")
 
+    maintain = commands.add_parser(
+        "maintain", help="one round of compaction and retention (run does it on a schedule)"
+    )
+    maintain.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
+    maintain.add_argument("--log-level")
+
+    copy = commands.add_parser(
+        "copy", help="copy the whole history to another database (resumable: run it again)"
+    )
+    copy.add_argument("--from", dest="source", required=True, help="source database URL")
+    copy.add_argument("--to", dest="target", required=True, help="target database URL")
+    copy.add_argument("--log-level")
+
     simulate = commands.add_parser("simulate", help="serve only the simulated Metrics API")
     simulate.add_argument("--nodes", type=int, default=3)
     simulate.add_argument("--pods", type=int, default=30)
@@ -99,8 +115,21 @@ def _configure_logging(level: str | None) -> None:
     )
 
 
-def _open_store(settings: Settings, *, auto_migrate_sqlite: bool = True) -> Store:
-    store = open_store(settings.database_url.get_secret_value())
+def _store_for(settings: Settings, url: str | None = None) -> Store:
+    return open_store(
+        url or settings.database_url.get_secret_value(),
+        block_ms=round(settings.block_seconds * 1000),
+        retention=RetentionPolicy(
+            full_resolution_ms=round(settings.full_resolution_retention_seconds * 1000),
+            statistics_ms=round(settings.statistics_retention_seconds * 1000),
+        ),
+    )
+
+
+def _open_store(
+    settings: Settings, *, url: str | None = None, auto_migrate_sqlite: bool = True
+) -> Store:
+    store = _store_for(settings, url)
     if store.dialect == "sqlite" and auto_migrate_sqlite:
         store.migrate()
     elif not store.schema_is_current():
@@ -137,7 +166,14 @@ def _pipeline(settings: Settings, api_url: str | None = None) -> Iterator[Pipeli
         stack.callback(client.close)
         holder = SnapshotHolder()
         registry, metrics = build_registry(holder)
-        poller = Poller(client, store, holder, metrics, namespaces=settings.namespace)
+        poller = Poller(
+            client,
+            store,
+            holder,
+            metrics,
+            namespaces=settings.namespace,
+            max_buffered_samples=settings.max_buffered_samples,
+        )
         yield Pipeline(store, client, holder, metrics, poller, registry)
 
 
@@ -154,10 +190,14 @@ def _serve(settings: Settings, pipeline: Pipeline, banner: Sequence[str] = ()) -
             registry=pipeline.registry,
             interval_seconds=settings.interval_seconds,
             last_success=lambda: pipeline.poller.last_success_time,
+            max_points=settings.max_points,
         )
     )
     host, port = settings.listen_address
     scheduler = PollScheduler(pipeline.poller.poll_once, settings.interval_seconds)
+    scheduler.add_job(
+        lambda: _maintain_logged(pipeline.store), settings.maintenance_interval_seconds, "maintain"
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     )
@@ -185,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from recorder.simulator import SimulatorConfig, SimulatorServer
+    from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
 
     extra: dict[str, Any] = {}
     if args.listen is None and "RECORDER_LISTEN" not in os.environ:
@@ -194,7 +234,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         extra["interval_seconds"] = DEMO_INTERVAL_SECONDS
     settings = _settings(args, **extra)
     config = SimulatorConfig(nodes=args.nodes, pods=args.pods, seed=args.seed)
-    with SimulatorServer(config) as simulator, _pipeline(settings, simulator.url) as pipeline:
+    simulated = create_app(ClusterModel(config))
+    with SimulatorServer(simulated) as simulator, _pipeline(settings, simulator.url) as pipeline:
         host, port = settings.listen_address
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"
@@ -233,9 +274,82 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _maintain_logged(store: Store) -> MaintenanceReport | None:
+    try:
+        report = store.maintain(now_ms=int(time.time() * 1000))
+    except RecorderError as exc:
+        log.error("maintenance failed (it runs again on schedule): %s", exc)
+        return None
+    c, r = report.compaction, report.retention
+    if c.blocks or r.payloads_dropped or r.chunks_deleted:
+        log.info(
+            "maintenance: compacted %d blocks (%d series, %d samples, %d duplicates) in %.1fs; "
+            "expired %d payloads, %d chunks, %d series",
+            c.blocks,
+            c.series,
+            c.samples,
+            c.duplicates_dropped,
+            c.seconds,
+            r.payloads_dropped,
+            r.chunks_deleted,
+            r.series_deleted,
+        )
+    return report
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        report = store.maintain(now_ms=int(time.time() * 1000))
+    finally:
+        store.close()
+    if report.skipped:
+        print("another replica holds the maintenance lock; nothing done")
+        return 0
+    c, r = report.compaction, report.retention
+    print(
+        f"compacted {c.blocks} blocks: {c.series} series-blocks, {c.samples} samples, "
+        f"{c.duplicates_dropped} duplicates dropped, in {c.seconds:.1f}s"
+    )
+    print(
+        f"retention: {r.payloads_dropped} full-resolution payloads dropped, "
+        f"{r.chunks_deleted} block statistics deleted, {r.series_deleted} series deleted"
+    )
+    return 0
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    from recorder.store.copy import HistoryCopier
+    from recorder.store.engine import redact
+
+    settings = _settings(args)
+    source = _open_store(settings, url=args.source, auto_migrate_sqlite=False)
+    try:
+        target = _store_for(settings, args.target)
+        try:
+            target.migrate()
+            print(f"copying {redact(args.source)} -> {redact(args.target)}", flush=True)
+            report = HistoryCopier(source, target, progress=lambda line: None).run()
+        finally:
+            target.close()
+    finally:
+        source.close()
+    print(
+        f"series: {report.series}; chunks copied: {report.chunks_copied} "
+        f"(already there: {report.chunks_already_there}); head samples written: "
+        f"{report.head_samples_written} (already there: {report.head_samples_already_there})"
+    )
+    print(
+        f"verified: the source holds {report.source_samples} samples, "
+        f"the target {report.target_samples}"
+    )
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = open_store(settings.database_url.get_secret_value())
+    store = _store_for(settings)
     try:
         store.migrate()
         print(f"{store.display_url} is at the newest schema")
@@ -265,6 +379,8 @@ COMMANDS = {
     "demo": cmd_demo,
     "poll": cmd_poll,
     "migrate": cmd_migrate,
+    "maintain": cmd_maintain,
+    "copy": cmd_copy,
     "simulate": cmd_simulate,
 }
 

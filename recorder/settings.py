@@ -27,6 +27,23 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+def parse_period_seconds(text: str) -> float:
+    """A duration for retention-like settings: ``14d``, ``36h``, ``90m``, ``1h30m`` or seconds."""
+    value = text.strip()
+    if value.endswith("d") and value[:-1].replace(".", "", 1).isdigit():
+        return float(value[:-1]) * 86_400
+    return units.parse_interval_seconds(value)
+
+
+def _period(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return parse_period_seconds(value)
+        except QuantityError as exc:
+            raise ValueError(str(exc)) from exc
+    return value
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """Split ``HOST:PORT`` (``[::1]:8080`` for IPv6) into its parts, validating the port."""
     host, sep, port_text = text.rpartition(":")
@@ -64,6 +81,39 @@ class Settings(BaseSettings):
         description="Poll interval: seconds (30, 0.5) or a duration (30s, 1m)",
     )
     listen: str = Field(default="0.0.0.0:8080", description="HOST:PORT of the HTTP server")
+    block_seconds: float = Field(
+        default=3600.0,
+        validation_alias="RECORDER_BLOCK",
+        ge=60,
+        le=86_400,
+        description="Compaction block: samples of a series in one block become one chunk row",
+    )
+    full_resolution_retention_seconds: float = Field(
+        default=14 * 86_400.0,
+        validation_alias="RECORDER_FULL_RESOLUTION_RETENTION",
+        gt=0,
+        description="How long every sample is kept (then only block statistics)",
+    )
+    statistics_retention_seconds: float = Field(
+        default=400 * 86_400.0,
+        validation_alias="RECORDER_STATISTICS_RETENTION",
+        gt=0,
+        description="How long block statistics (count, sum, min, max, sketches) are kept",
+    )
+    maintenance_interval_seconds: float = Field(
+        default=600.0,
+        validation_alias="RECORDER_MAINTENANCE_INTERVAL",
+        gt=0,
+        description="How often `run` compacts closed blocks and applies retention",
+    )
+    max_buffered_samples: int = Field(
+        default=2_000_000,
+        gt=0,
+        description="Samples kept in memory while the database is down (oldest dropped first)",
+    )
+    max_points: int = Field(
+        default=500_000, gt=0, description="Most points one history response may hold"
+    )
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = Field(default="INFO")
 
@@ -80,6 +130,25 @@ class Settings(BaseSettings):
                 return units.parse_interval_seconds(value)
             except QuantityError as exc:
                 raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator(
+        "block_seconds",
+        "full_resolution_retention_seconds",
+        "statistics_retention_seconds",
+        "maintenance_interval_seconds",
+        mode="before",
+    )
+    @classmethod
+    def _periods(cls, value: Any) -> Any:
+        return _period(value)
+
+    @field_validator("statistics_retention_seconds")
+    @classmethod
+    def _statistics_outlive_samples(cls, value: float, info: Any) -> float:
+        full = info.data.get("full_resolution_retention_seconds")
+        if full is not None and value < full:
+            raise ValueError("statistics retention must be at least the full-resolution one")
         return value
 
     @field_validator("interval_seconds")
@@ -116,8 +185,9 @@ def load_settings(**overrides: Any) -> Settings:
     from pydantic import ValidationError
 
     given = {key: value for key, value in overrides.items() if value is not None}
-    if "interval_seconds" in given:
-        given["RECORDER_INTERVAL"] = given.pop("interval_seconds")
+    for name, field in Settings.model_fields.items():
+        if name in given and isinstance(field.validation_alias, str):
+            given[field.validation_alias] = given.pop(name)
     try:
         return Settings(**given)
     except ValidationError as exc:

@@ -77,7 +77,9 @@ def block_start(ts_ms: int, block_ms: int) -> int:
     return ts_ms - ts_ms % block_ms
 
 
-def merge_samples(rows: Sequence[tuple[int, int, int, int]], existing: ChunkSamples | None) -> tuple[ChunkSamples, int]:
+def merge_samples(
+    rows: Sequence[tuple[int, int, int, int]], existing: ChunkSamples | None
+) -> tuple[ChunkSamples, int]:
     """Samples of one series in time order, one per timestamp (the stored chunk's value wins
     over a late duplicate), and how many duplicates were dropped."""
     by_ts: dict[int, tuple[int, int, int]] = {}
@@ -149,9 +151,7 @@ class Compactor:
         with self._engine.begin() as conn:
             existing_ids = set(
                 conn.execute(
-                    select(schema.chunks.c.series_id).where(
-                        schema.chunks.c.block_start_ms == start
-                    )
+                    select(schema.chunks.c.series_id).where(schema.chunks.c.block_start_ms == start)
                 ).scalars()
             )
             rows = conn.execute(

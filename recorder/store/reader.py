@@ -17,7 +17,7 @@ _LABELS = {
 }
 
 
-def matching_series(query: HistoryQuery) -> Select[tuple[int, str, str, str, str]]:
+def matching_series(query: HistoryQuery) -> Select[int, str, str, str, str]:
     s = schema.series
     statement = select(s.c.id, s.c.node, s.c.namespace, s.c.pod, s.c.container).where(
         s.c.kind == query.kind.value
@@ -56,7 +56,10 @@ def read_history(
     selected = matching_series(query)
     collected = _Points(max_points)
     with engine.connect() as conn:
-        identities = {row[0]: row[1:] for row in conn.execute(selected)}
+        identities = {
+            sid: (node, namespace, pod, container)
+            for sid, node, namespace, pod, container in conn.execute(selected)
+        }
         if not identities:
             return []
         ids = selected.with_only_columns(schema.series.c.id).scalar_subquery()

@@ -71,7 +71,9 @@ class Store:
         try:
             return migrate.is_current(self.engine)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read the schema version of {self.display_url}: {exc}") from exc
+            raise StoreError(
+                f"cannot read the schema version of {self.display_url}: {exc}"
+            ) from exc
 
     def ping(self) -> None:
         try:
@@ -90,6 +92,12 @@ class Store:
                     f"{self.display_url} failed: {_reason(exc)}"
                 ) from exc
 
+    def invalidate_writer(self) -> None:
+        """Make the next write reload series ids and newest timestamps from the database (after
+        another process, such as ``recorder copy``, changed them)."""
+        with self._write_lock:
+            self._writer.invalidate()
+
     def maintain(self, *, now_ms: int, grace_ms: int = DEFAULT_GRACE_MS) -> MaintenanceReport:
         """Compact every closed block, then apply retention. On PostgreSQL only one replica
         maintains at a time; the others skip the round."""
@@ -102,8 +110,7 @@ class Store:
                 compaction = self._compactor.compact(now_ms, grace_ms, lock=lock)
                 retention = apply_retention(self.engine, now_ms, self.retention, self.block_ms)
                 if retention.series_deleted:
-                    with self._write_lock:
-                        self._writer.invalidate()
+                    self.invalidate_writer()
                 return MaintenanceReport(compaction, retention)
         except (SQLAlchemyError, psycopg.Error) as exc:
             raise StoreError(f"maintenance of {self.display_url} failed: {_reason(exc)}") from exc
@@ -131,11 +138,11 @@ class Store:
 
     def history(self, query: HistoryQuery, *, max_points: int) -> list[SeriesPoints]:
         try:
-            return read_history(
-                self.engine, query, max_points=max_points, block_ms=self.block_ms
-            )
+            return read_history(self.engine, query, max_points=max_points, block_ms=self.block_ms)
         except SQLAlchemyError as exc:
-            raise StoreError(f"reading history from {self.display_url} failed: {_reason(exc)}") from exc
+            raise StoreError(
+                f"reading history from {self.display_url} failed: {_reason(exc)}"
+            ) from exc
 
     def close(self) -> None:
         self.engine.dispose()
