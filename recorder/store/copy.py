@@ -84,19 +84,31 @@ class HistoryCopier:
         if not report.verified:
             raise StoreError(
                 f"copy verification failed: the source holds {report.source_samples} samples, "
-                f"the target {report.target_samples}; run the copy again to resume"
+                f"the target {report.target_samples}. If the copy was interrupted, run it again; "
+                "if the source's head holds late samples, run `recorder maintain` on it first"
             )
         return report
 
     def _copy_series(self, report: CopyReport) -> dict[int, int]:
-        s = schema.series
+        s, c = schema.series, schema.chunks
         with self.source.engine.connect() as conn:
             rows = conn.execute(select(s)).all()
+            in_chunks = {
+                sid: last
+                for sid, last in conn.execute(
+                    select(c.c.series_id, func.max(c.c.last_ms)).group_by(c.c.series_id)
+                )
+            }
         report.series = len(rows)
         with self.target.engine.begin() as conn:
             for start in range(0, len(rows), _PAGE):
                 page = rows[start : start + _PAGE]
-                values = [{k: v for k, v in row._mapping.items() if k != "id"} for row in page]
+                values = []
+                for row in page:
+                    value = {k: v for k, v in row._mapping.items() if k != "id"}
+                    # Up to where the chunks go; the head's samples follow through the writer.
+                    value["last_seen_ms"] = in_chunks.get(row.id, row.first_seen_ms - 1)
+                    values.append(value)
                 statement = _insert(conn, s)
                 conn.execute(
                     statement.on_conflict_do_update(
@@ -167,11 +179,16 @@ class HistoryCopier:
                 value = dict(row._mapping)
                 value["series_id"] = ids[row.series_id]
                 values.append(value)
+            page_keys = [(v["series_id"], v["block_start_ms"]) for v in values]
             with self.target.engine.begin() as conn:
-                inserted = conn.execute(_insert(conn, c).on_conflict_do_nothing(), values).rowcount
-            inserted = max(inserted, 0)
-            report.chunks_copied += inserted
-            report.chunks_already_there += len(values) - inserted
+                present = conn.execute(
+                    select(func.count())
+                    .select_from(c)
+                    .where(tuple_(c.c.series_id, c.c.block_start_ms).in_(page_keys))
+                ).scalar_one()
+                conn.execute(_insert(conn, c).on_conflict_do_nothing(), values)
+            report.chunks_copied += len(values) - present
+            report.chunks_already_there += present
             self.progress(f"chunks: {report.chunks_copied + report.chunks_already_there}")
 
     def _copy_head(self, ids: dict[int, int], report: CopyReport) -> None:
