@@ -79,7 +79,6 @@ def upgrade() -> None:
         sa.Column("memory_sketch", sa.LargeBinary(), nullable=False),
         sa.Column("payload", sa.LargeBinary(), nullable=True),
         sa.PrimaryKeyConstraint("series_id", "block_start_ms", name="pk_chunks"),
-        sqlite_with_rowid=False,
     )
     op.create_index("ix_chunks_block_start_ms", "chunks", ["block_start_ms"])
 

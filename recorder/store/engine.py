@@ -11,6 +11,7 @@ from sqlalchemy.exc import ArgumentError
 from recorder.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_PAGE_SIZE = 16_384
 
 
 def redact(url: str) -> str:
@@ -44,6 +45,9 @@ def create(url: str) -> Engine:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
+        # Only takes effect on a new, empty file. Chunk rows are 1-2 KB: 16 KiB pages pack them
+        # ~95% full where 4 KiB pages hold two and waste a fifth.
+        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from recorder.errors import ConfigError
 from recorder.simulator import (
     ClusterModel,
     SimulatorConfig,
@@ -441,6 +443,15 @@ def test_static_fixtures_are_served_byte_for_byte() -> None:
     raw = (FIXTURES / "04_libcloud_gke_podmetricslist_multicontainer.json").read_bytes()
     with SimulatorServer(create_app(static={f"{V1BETA1}/pods": raw})) as server:
         assert httpx.get(f"{server.url}{V1BETA1}/pods").content == raw
+
+
+def test_a_busy_port_is_a_config_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match="cannot listen"):
+            SimulatorServer(create_app(), port=port).start()
 
 
 # --- kubectl ----------------------------------------------------------------------------------

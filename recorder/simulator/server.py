@@ -1,0 +1,422 @@
+"""The simulated Metrics API over HTTP: the paths of the API server's aggregation layer.
+
+Every request goes through `MetricsApi.handle` (routing, selectors, caching, errors), wrapped by
+one Starlette endpoint; cross-cutting behaviour (TLS, authentication, fault injection) is meant to
+plug in as ASGI middleware passed to `create_app`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from urllib.parse import parse_qs
+
+import anyio.to_thread
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from recorder.errors import ConfigError
+from recorder.simulator import wire
+from recorder.simulator.model import ClusterModel, Frame, SimulatorConfig
+from recorder.simulator.selectors import (
+    FieldSelector,
+    LabelSelector,
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
+
+__all__ = ["MetricsApi", "Reply", "SimulatorServer", "StaticResponses", "create_app", "serve"]
+
+logger = logging.getLogger(__name__)
+
+StaticResponses = Mapping[str, bytes | tuple[int, bytes]]
+"""Fixed responses by path (``/apis/...``) or path and query (``/apis/...?labelSelector=a``):
+a body served with 200, or (status, body)."""
+
+GZIP_MIN_BYTES = 128 * 1024
+"""The API server compresses responses from this size on when the client accepts gzip."""
+
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_NODE_FIELDS = ("metadata.name",)
+_POD_FIELDS = ("metadata.name", "metadata.namespace")
+
+
+@dataclass(slots=True)
+class Reply:
+    """A response body; the gzipped form is computed once, on first demand."""
+
+    status: int
+    body: bytes
+    _gzipped: bytes | None = field(default=None, repr=False)
+
+    def gzipped(self) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=1, mtime=0)
+        return self._gzipped
+
+
+class _BodyCache:
+    """Rendered bodies of the current time bucket, bounded in count and bytes."""
+
+    def __init__(self, max_entries: int = 64, max_bytes: int = 512 * 1024 * 1024) -> None:
+        self._entries: OrderedDict[tuple[int, str, str], Reply] = OrderedDict()
+        self._bucket: int | None = None
+        self._bytes = 0
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+
+    def get(self, key: tuple[int, str, str]) -> Reply | None:
+        reply = self._entries.get(key)
+        if reply is not None:
+            self._entries.move_to_end(key)
+        return reply
+
+    def put(self, key: tuple[int, str, str], reply: Reply) -> None:
+        if key[0] != self._bucket:
+            self._entries.clear()
+            self._bytes = 0
+            self._bucket = key[0]
+        self._entries[key] = reply
+        self._bytes += len(reply.body)
+        while len(self._entries) > self._max_entries or (
+            self._bytes > self._max_bytes and len(self._entries) > 1
+        ):
+            _, old = self._entries.popitem(last=False)
+            self._bytes -= len(old.body)
+
+
+class MetricsApi:
+    """Routing and rendering of every request; HTTP-agnostic so it is easy to test and wrap."""
+
+    def __init__(
+        self,
+        model: ClusterModel | None = None,
+        static: StaticResponses | None = None,
+        *,
+        serve_v1: bool = False,
+        legacy: bool = False,
+    ) -> None:
+        self._model = model
+        self._static = {
+            key: Reply(200, value) if isinstance(value, bytes) else Reply(*value)
+            for key, value in (static or {}).items()
+        }
+        self._versions = wire.VERSIONS if serve_v1 else ("v1beta1",)
+        self._renderers = {v: wire.Renderer(v, legacy=legacy) for v in self._versions}
+        self._discovery = {
+            "/apis": wire.api_group_list(self._versions),
+            f"/apis/{wire.GROUP}": wire.api_group(self._versions),
+        }
+        for version in self._versions:
+            self._discovery[f"/apis/{wire.GROUP}/{version}"] = wire.api_resource_list(version)
+        self._cache = _BodyCache()
+        self._lock = threading.Lock()
+
+    def handle(self, method: str, path: str, query: str = "") -> Reply:
+        if len(path) > 1:
+            path = path.rstrip("/")
+        static = self._static.get(f"{path}?{query}" if query else path, self._static.get(path))
+        if static is not None:
+            if method not in ("GET", "HEAD"):
+                return Reply(405, wire.method_not_allowed())
+            return static
+        discovery = self._discovery.get(path)
+        parts = path.split("/")[1:]
+        is_metrics = (
+            len(parts) >= 4 and parts[:2] == ["apis", wire.GROUP] and parts[2] in self._versions
+        )
+        if discovery is None and not (is_metrics and _resource_shape(parts[3:])):
+            return Reply(404, wire.path_not_found())
+        if method not in ("GET", "HEAD"):
+            return Reply(405, wire.method_not_allowed())
+        if discovery is not None:
+            return Reply(200, discovery)
+        if self._model is None:
+            return Reply(404, wire.path_not_found())
+        with self._lock:
+            frame = self._model.frame()
+            key = (frame.bucket, path, query)
+            reply = self._cache.get(key)
+            if reply is None:
+                reply = self._render(frame, self._renderers[parts[2]], parts[3:], query)
+                if reply.status == 200:
+                    self._cache.put(key, reply)
+            return reply
+
+    def _render(self, frame: Frame, renderer: wire.Renderer, rest: list[str], query: str) -> Reply:
+        model = self._model
+        assert model is not None
+        created = wire.rfc3339(max(model.now(), frame.timestamp))
+        match rest:
+            case ["nodes", node_name]:
+                node = model.node(node_name)
+                if node is None:
+                    return Reply(404, wire.not_found("nodes", node_name))
+                (item,) = renderer.node_items(frame, (node.index,), created)
+                return Reply(200, renderer.object_body("NodeMetrics", item))
+            case ["namespaces", pod_namespace, "pods", pod_name]:
+                position = frame.find_pod(pod_namespace, pod_name)
+                if position is None:
+                    return Reply(404, wire.not_found("pods", pod_name))
+                (item,) = renderer.pod_items(frame, (position,), created)
+                return Reply(200, renderer.object_body("PodMetrics", item))
+            case ["nodes"]:
+                try:
+                    labels, fields = _selectors(query, _NODE_FIELDS)
+                except SelectorError as exc:
+                    return Reply(400, wire.bad_request(str(exc)))
+                node_positions = [
+                    n.index
+                    for n in frame.nodes
+                    if labels.matches(n.labels) and fields.matches({"metadata.name": n.name})
+                ]
+                items = renderer.node_items(frame, node_positions, created)
+                link = renderer.list_self_link(None, "nodes")
+                return Reply(200, renderer.list_body("NodeMetricsList", link, items))
+            case _:
+                namespace = rest[1] if rest[0] == "namespaces" else None
+                try:
+                    labels, fields = _selectors(query, _POD_FIELDS)
+                except SelectorError as exc:
+                    return Reply(400, wire.bad_request(str(exc)))
+                pod_positions = _pod_positions(frame, namespace, labels, fields)
+                items = renderer.pod_items(frame, pod_positions, created)
+                link = renderer.list_self_link(namespace, "pods")
+                return Reply(200, renderer.list_body("PodMetricsList", link, items))
+
+
+def _resource_shape(rest: list[str]) -> bool:
+    """Whether the path after ``/apis/metrics.k8s.io/<version>/`` names metrics."""
+    match rest:
+        case ["nodes"] | ["pods"]:
+            return True
+        case ["nodes", name]:
+            return bool(name)
+        case ["namespaces", namespace, "pods"]:
+            return bool(namespace)
+        case ["namespaces", namespace, "pods", name]:
+            return bool(namespace and name)
+        case _:
+            return False
+
+
+def _selectors(query: str, fields: Sequence[str]) -> tuple[LabelSelector, FieldSelector]:
+    params = parse_qs(query, keep_blank_values=True)
+    label_text = params.get("labelSelector", [""])[0]
+    field_text = params.get("fieldSelector", [""])[0]
+    return parse_label_selector(label_text), parse_field_selector(field_text, fields)
+
+
+def _pod_positions(
+    frame: Frame, namespace: str | None, labels: LabelSelector, fields: FieldSelector
+) -> Sequence[int]:
+    pods = frame.pods
+    if namespace is None and labels.empty and fields.empty:
+        return range(len(pods))
+    candidates: Sequence[int] = range(len(pods))
+    names = fields.values("metadata.name")
+    if namespace is not None and len(names) == 1:
+        # A fieldSelector naming one pod: look it up instead of scanning.
+        position = frame.find_pod(namespace, next(iter(names)))
+        candidates = () if position is None else (position,)
+    positions = []
+    for i in candidates:
+        pod = pods[i]
+        if namespace is not None and pod.namespace != namespace:
+            continue
+        if not labels.matches(pod.labels):
+            continue
+        if not fields.empty and not fields.matches(
+            {"metadata.name": pod.name, "metadata.namespace": pod.namespace}
+        ):
+            continue
+        positions.append(i)
+    return positions
+
+
+def create_app(
+    model: ClusterModel | None = None,
+    static: StaticResponses | None = None,
+    serve_v1: bool = False,
+    *,
+    legacy: bool = False,
+    middleware: Sequence[Middleware] = (),
+) -> Starlette:
+    """The simulated Metrics API as an ASGI app.
+
+    ``model`` serves simulated metrics; ``static`` serves fixed bodies for given paths (and wins
+    over the model), e.g. real-world responses with odd shapes. Discovery is always served.
+    ``serve_v1`` also serves ``metrics.k8s.io/v1`` (preferred); ``legacy`` writes the shapes of
+    metrics-server 0.3 (``selfLink``, no labels).
+    """
+    api = MetricsApi(model, static, serve_v1=serve_v1, legacy=legacy)
+
+    async def endpoint(request: Request) -> Response:
+        accepts_gzip = "gzip" in request.headers.get("accept-encoding", "")
+        reply = await anyio.to_thread.run_sync(
+            api.handle, request.method, request.url.path, request.url.query
+        )
+        headers = {"Cache-Control": "no-cache, private"}
+        body = reply.body
+        if accepts_gzip and len(body) >= GZIP_MIN_BYTES:
+            body = await anyio.to_thread.run_sync(reply.gzipped)
+            headers["Content-Encoding"] = "gzip"
+            headers["Vary"] = "Accept-Encoding"
+        return Response(body, reply.status, headers, media_type="application/json")
+
+    return Starlette(
+        routes=[Route("/{path:path}", endpoint, methods=_METHODS)], middleware=list(middleware)
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --listen"
+        ) from exc
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _uvicorn(app: ASGIApp, log_level: str) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        lifespan="off",
+        http="h11",
+        ws="none",
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
+class SimulatorServer:
+    """Runs an app with uvicorn in a background thread on a loopback port (0 = any free one).
+
+    >>> with SimulatorServer(create_app(ClusterModel(SimulatorConfig()))) as server:
+    ...     httpx.get(f"{server.url}/apis/metrics.k8s.io/v1beta1/nodes")
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._log_level = log_level
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._url = ""
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``, once started."""
+        if not self._url:
+            raise RuntimeError("the simulator server is not running")
+        return self._url
+
+    def start(self, timeout: float = 10.0) -> None:
+        sock = _bind(self._host, self._port)
+        server = _uvicorn(self._app, self._log_level)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="metrics-simulator", daemon=True
+        )
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                thread.join(timeout)
+                sock.close()
+                raise RuntimeError("the simulated Metrics API did not start")
+            time.sleep(0.005)
+        self._server, self._thread, self._url = server, thread, _url(sock)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        self._server = self._thread = None
+        self._url = ""
+
+    def __enter__(self) -> SimulatorServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve(
+    config: SimulatorConfig,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    serve_v1: bool = False,
+    *,
+    legacy: bool = False,
+    log_level: str = "warning",
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Serve a simulated cluster until interrupted (``recorder simulate``).
+
+    Logs the URL it listens on; raises `ConfigError` when it cannot bind ``host:port``; returns
+    after Ctrl-C.
+    """
+    started = time.perf_counter()
+    model = ClusterModel(config, clock)
+    model.frame()  # build the cluster and its first frame before accepting requests
+    app = create_app(model, serve_v1=serve_v1, legacy=legacy)
+    sock = _bind(host, port)
+    url = _url(sock)
+    logger.info(
+        "simulated Metrics API listening on %s (%d nodes, %d pods, seed %d, resolution %gs, "
+        "ready in %.1fs); try: kubectl --server %s get --raw /apis/%s/v1beta1/nodes",
+        url,
+        config.nodes,
+        config.pods,
+        config.seed,
+        config.resolution_seconds,
+        time.perf_counter() - started,
+        url,
+        wire.GROUP,
+    )
+    try:
+        _uvicorn(app, log_level).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after shutting down cleanly
+        logger.info("simulated Metrics API stopped")
