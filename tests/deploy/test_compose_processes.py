@@ -49,7 +49,7 @@ from tests.deploy.support import (
     parse_dockerfile,
 )
 
-# `postgres`: docker-compose.yml records into PostgreSQL (the test fails without a server; .ci/run starts one).
+# `postgres`: docker-compose.yml records into PostgreSQL (.ci/run makes sure a server runs).
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 START_TIMEOUT_SECONDS = 30.0
