@@ -14,9 +14,9 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from recorder import __version__
+from recorder.api.exposition import metrics_response
 from recorder.api.timeparse import parse_time_ms
 from recorder.domain import HistoryQuery, Kind, Resource, SeriesPoints
 from recorder.errors import QueryError, RecorderError, StoreError
@@ -117,8 +117,7 @@ def create_app(deps: AppDeps) -> FastAPI:
 
     @app.get("/metrics")
     def metrics(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(deps.registry), media_type=content_type)
+        return metrics_response(deps.registry, request.headers.get("accept", ""))
 
     @app.get("/api/v1/history")
     def history(
