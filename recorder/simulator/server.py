@@ -30,7 +30,7 @@ from starlette.types import ASGIApp
 from recorder.errors import ConfigError
 from recorder.simulator import wire
 from recorder.simulator.model import ClusterModel, Frame, SimulatorConfig
-from recorder.simulator.selectors import (
+from recorder.selectors import (
     FieldSelector,
     LabelSelector,
     SelectorError,

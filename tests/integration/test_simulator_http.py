@@ -290,7 +290,7 @@ def test_namespaced_list(client: httpx.Client, model: ClusterModel) -> None:
     ],
 )
 def test_label_selectors(client: httpx.Client, model: ClusterModel, selector: str) -> None:
-    from recorder.simulator.selectors import parse_label_selector
+    from recorder.selectors import parse_label_selector
 
     parsed = parse_label_selector(selector)
     want = {p.name for p in model.pod_metrics() if parsed.matches(p.labels)}

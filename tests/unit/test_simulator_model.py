@@ -10,7 +10,7 @@ import pytest
 from recorder.domain import Kind
 from recorder.errors import ConfigError
 from recorder.simulator import ClusterModel, PodMetrics, SimulatorConfig
-from recorder.simulator.selectors import (
+from recorder.selectors import (
     SelectorError,
     parse_field_selector,
     parse_label_selector,

@@ -13,6 +13,8 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from recorder.errors import QueryError
+
 __all__ = [
     "FieldSelector",
     "LabelSelector",
@@ -28,7 +30,7 @@ _INTEGER = re.compile(r"-?[0-9]+")
 LabelOperator = Literal["exists", "!exists", "=", "!=", "in", "notin", "gt", "lt"]
 
 
-class SelectorError(ValueError):
+class SelectorError(QueryError):
     """A selector could not be parsed; the message says what is wrong (HTTP 400)."""
 
 
