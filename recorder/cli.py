@@ -116,7 +116,7 @@ def _configure_logging(level: str | None) -> None:
 
 
 def _store_for(settings: Settings, url: str | None = None) -> Store:
-    return open_store(
+    store = open_store(
         url or settings.database_url.get_secret_value(),
         block_ms=round(settings.block_seconds * 1000),
         retention=RetentionPolicy(
@@ -124,6 +124,8 @@ def _store_for(settings: Settings, url: str | None = None) -> Store:
             statistics_ms=round(settings.statistics_retention_seconds * 1000),
         ),
     )
+    store.query_timeout_seconds = settings.query_timeout_seconds
+    return store
 
 
 def _open_store(
@@ -191,6 +193,9 @@ def _serve(settings: Settings, pipeline: Pipeline, banner: Sequence[str] = ()) -
             interval_seconds=settings.interval_seconds,
             last_success=lambda: pipeline.poller.last_success_time,
             max_points=settings.max_points,
+            max_samples=settings.max_samples,
+            max_series=settings.max_series,
+            max_range_ms=round(settings.query_max_range_seconds * 1000),
         )
     )
     host, port = settings.listen_address

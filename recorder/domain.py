@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from fractions import Fraction
+
+from recorder.selectors import LabelSelector
 
 
 class Kind(StrEnum):
@@ -101,25 +104,110 @@ class Snapshot:
     containers: tuple[Sample, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryQuery:
-    """Raw samples of one resource for the series matching every given filter, in
-    ``[start_ms, end_ms]`` (both inclusive)."""
+class QueryKind(StrEnum):
+    """What a history query returns: nodes, containers, or pods (the sum of their containers
+    at each timestamp)."""
 
-    resource: Resource
-    kind: Kind
-    start_ms: int
-    end_ms: int
+    NODE = "node"
+    CONTAINER = "container"
+    POD = "pod"
+
+    @property
+    def stored(self) -> Kind:
+        return Kind.NODE if self is QueryKind.NODE else Kind.CONTAINER
+
+
+class Agg(StrEnum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+    COUNT = "count"
+    LAST = "last"
+    P50 = "p50"
+    P90 = "p90"
+    P95 = "p95"
+    P99 = "p99"
+
+    @property
+    def quantile(self) -> float | None:
+        return int(self.value[1:]) / 100 if self.value.startswith("p") else None
+
+
+class Tier(StrEnum):
+    RAW = "raw"
+    STATISTICS = "chunk_statistics"
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesFilter:
+    """Which series: a kind and exact-match filters; ``selector`` matches pod labels."""
+
+    kind: QueryKind
     node: str | None = None
     namespace: str | None = None
     pod: str | None = None
     container: str | None = None
+    selector: LabelSelector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Samples of one resource for the series matching ``where`` in ``[start_ms, end_ms]``
+    (both inclusive): raw, or aggregated with ``agg`` in buckets of ``step_ms`` aligned to
+    multiples of ``step_ms`` since the epoch (a point's timestamp is its bucket's start)."""
+
+    resource: Resource
+    where: SeriesFilter
+    start_ms: int
+    end_ms: int
+    step_ms: int | None = None
+    agg: Agg = Agg.AVG
+
+
+Value = int | float | Fraction
+"""Integer nanocores or bytes; an exact Fraction for averages; a float for percentiles."""
 
 
 @dataclass(frozen=True, slots=True)
 class SeriesPoints:
     """One series' identity labels and its ``(timestamp_ms, value)`` points in time order;
-    values are integer nanocores (CPU) or bytes (memory)."""
+    values are in nanocores (CPU) or bytes (memory)."""
 
     labels: Mapping[str, str]
-    points: list[tuple[int, int]]
+    points: list[tuple[int, Value]]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    series: list[SeriesPoints]
+    tier: Tier
+    relative_error: float = 0.0
+    """Bound on the relative error of percentile values (0 when they are exact)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    labels: Mapping[str, str]
+    first_seen_ms: int
+    last_seen_ms: int
+    pod_labels: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSummary:
+    samples: int
+    avg: float
+    max: int
+    p95: float
+    integral: float
+    """Usage integral in unit-seconds (core-seconds, byte-seconds)."""
+    coverage: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSummary:
+    group: str
+    series: int
+    cpu: ResourceSummary | None
+    memory: ResourceSummary | None

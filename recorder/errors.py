@@ -2,15 +2,21 @@
 
     RecorderError
     ├── ConfigError                  bad settings, kubeconfig, flags: fix the configuration
+    │   └── CredentialsError         a credential could not be obtained (token file, exec plugin)
     ├── MetricsApiError              talking to metrics.k8s.io failed (.status, .reason)
     │   ├── MetricsApiUnauthorized   401: credentials rejected
     │   ├── MetricsApiForbidden      403: RBAC denies the list/get
     │   ├── MetricsApiNotFound       404: metrics-server / APIService missing, or object gone
     │   ├── MetricsApiUnavailable    503 and other 5xx: installed but not serving
-    │   └── MetricsApiTransportError timeouts, refused connections, TLS failures
+    │   │   └── MetricsApiThrottled  429: API Priority and Fairness asks us to slow down
+    │   └── MetricsApiTransportError refused or dropped connections
+    │       ├── MetricsApiTimeout    no answer within the request timeout
+    │       └── MetricsApiTLSError   the server's certificate or the TLS handshake failed
     ├── DecodeError                  a response or a value could not be understood
+    │   ├── MalformedResponseError   a Metrics API body is truncated, not JSON, or of another kind
     │   └── QuantityError            a Kubernetes quantity or Go duration is malformed
     ├── StoreError                   the database failed or is not at the expected schema
+    │   └── QueryTimeout             a query ran past the statement timeout (HTTP 503)
     └── QueryError                   a history query parameter is invalid (HTTP 400)
 
 Every message says what the operator can do about it.
@@ -27,12 +33,23 @@ class ConfigError(RecorderError):
     """The configuration (flags, environment, kubeconfig) is invalid or incomplete."""
 
 
+class CredentialsError(ConfigError):
+    """A credential could not be obtained: an unreadable token file, a failing exec plugin.
+
+    Raised at start-up it is a configuration error; raised during a poll it fails that poll
+    (counted with ``reason="credentials"``) and the next poll tries again.
+    """
+
+    reason = "credentials"
+
+
 class MetricsApiError(RecorderError):
     """A request to the Metrics API failed.
 
     ``reason`` is a short stable label (``unauthorized``, ``forbidden``, ``not_found``,
-    ``unavailable``, ``timeout``, ``tls``, ``connection``, ``malformed``, ``http_error``) used as
-    the ``reason`` label of ``recorder_poll_errors_total``.
+    ``unavailable``, ``throttled``, ``timeout``, ``tls``, ``connection``, ``http_error``) used as
+    the ``reason`` label of ``recorder_poll_errors_total``; ``malformed`` (a bad body) and
+    ``credentials`` (no credential could be obtained) come from the classes outside this branch.
     """
 
     default_reason = "http_error"
@@ -59,12 +76,30 @@ class MetricsApiUnavailable(MetricsApiError):
     default_reason = "unavailable"
 
 
+class MetricsApiThrottled(MetricsApiUnavailable):
+    default_reason = "throttled"
+
+
 class MetricsApiTransportError(MetricsApiError):
     default_reason = "connection"
 
 
+class MetricsApiTimeout(MetricsApiTransportError):
+    default_reason = "timeout"
+
+
+class MetricsApiTLSError(MetricsApiTransportError):
+    default_reason = "tls"
+
+
 class DecodeError(RecorderError):
     """A response body or a single value could not be decoded."""
+
+
+class MalformedResponseError(DecodeError):
+    """A Metrics API response body is truncated, not JSON, or not the kind of object asked for."""
+
+    reason = "malformed"
 
 
 class QuantityError(DecodeError, ValueError):
@@ -73,6 +108,10 @@ class QuantityError(DecodeError, ValueError):
 
 class StoreError(RecorderError):
     """The database could not be read or written."""
+
+
+class QueryTimeout(StoreError):
+    """A history query ran longer than the configured statement timeout."""
 
 
 class QueryError(RecorderError, ValueError):

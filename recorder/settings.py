@@ -114,6 +114,24 @@ class Settings(BaseSettings):
     max_points: int = Field(
         default=500_000, gt=0, description="Most points one history response may hold"
     )
+    max_samples: int = Field(
+        default=5_000_000, gt=0, description="Most raw samples one query may decode"
+    )
+    max_series: int = Field(
+        default=50_000, gt=0, description="Most series or groups one response may list"
+    )
+    query_max_range_seconds: float = Field(
+        default=400 * 86_400.0,
+        validation_alias="RECORDER_QUERY_MAX_RANGE",
+        gt=0,
+        description="Longest time range one query may cover",
+    )
+    query_timeout_seconds: float = Field(
+        default=30.0,
+        validation_alias="RECORDER_QUERY_TIMEOUT",
+        gt=0,
+        description="Statement timeout of history queries",
+    )
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = Field(default="INFO")
 
@@ -137,6 +155,8 @@ class Settings(BaseSettings):
         "full_resolution_retention_seconds",
         "statistics_retention_seconds",
         "maintenance_interval_seconds",
+        "query_max_range_seconds",
+        "query_timeout_seconds",
         mode="before",
     )
     @classmethod

@@ -1,9 +1,7 @@
-"""The HTTP API: ``/metrics``, ``/livez``, ``/readyz`` and ``/api/v1/history``."""
+"""The HTTP API: ``/metrics``, ``/livez``, ``/readyz`` and the history API under ``/api/v1``."""
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,15 +14,23 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
 
 from recorder import __version__
+from recorder.api import params, render
 from recorder.api.exposition import metrics_response
-from recorder.api.timeparse import parse_time_ms
-from recorder.domain import HistoryQuery, Kind, Resource, SeriesPoints
-from recorder.errors import QueryError, RecorderError, StoreError
+from recorder.domain import (
+    Agg,
+    GroupSummary,
+    HistoryQuery,
+    HistoryResult,
+    QueryKind,
+    Resource,
+    SeriesFilter,
+    SeriesInfo,
+)
+from recorder.errors import QueryError, QueryTimeout, RecorderError, StoreError
+from recorder.store.sketch import RELATIVE_ACCURACY
 
-DEFAULT_RANGE_MS = 3_600_000
-DEFAULT_MAX_POINTS = 500_000
-_NANOCORES_PER_CORE = 1e9
-_UNIT = {Resource.CPU: "cores", Resource.MEMORY: "bytes"}
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
 
 
 class HistoryStore(Protocol):
@@ -34,7 +40,29 @@ class HistoryStore(Protocol):
 
     def schema_is_current(self) -> bool: ...
 
-    def history(self, query: HistoryQuery, *, max_points: int) -> list[SeriesPoints]: ...
+    def history(
+        self, query: HistoryQuery, *, max_points: int, max_samples: int = ...
+    ) -> HistoryResult: ...
+
+    def series(
+        self,
+        where: SeriesFilter,
+        *,
+        limit: int,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> list[SeriesInfo]: ...
+
+    def summary(
+        self,
+        where: SeriesFilter,
+        group_by: str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        max_groups: int,
+        max_samples: int = ...,
+    ) -> list[GroupSummary]: ...
 
 
 @dataclass
@@ -44,13 +72,11 @@ class AppDeps:
     interval_seconds: float
     last_success: Callable[[], float | None]
     clock: Callable[[], float] = time.time
-    max_points: int = DEFAULT_MAX_POINTS
+    max_points: int = 500_000
+    max_samples: int = 5_000_000
+    max_series: int = 50_000
+    max_range_ms: int = 400 * DAY_MS
     started_at: float = field(default_factory=time.time)
-
-
-class HistoryKind(StrEnum):
-    node = "node"
-    container = "container"
 
 
 class OutputFormat(StrEnum):
@@ -64,11 +90,30 @@ def _error(status: int, error_type: str, message: str) -> JSONResponse:
     )
 
 
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A bad parameter: the error envelope names it"},
+    503: {"description": "The database is unavailable or the query timed out"},
+}
+Text = Annotated[str | None, Query(max_length=253, pattern=r"^[^\x00]*$")]
+TimeParam = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        description="RFC 3339, unix seconds, `now`, or relative to now (`-24h`, `-7d`)",
+    ),
+]
+Selector = Annotated[
+    str | None,
+    Query(max_length=1024, description="Kubernetes label selector on pod labels"),
+]
+
+
 def create_app(deps: AppDeps) -> FastAPI:
     app = FastAPI(
         title="kube-metrics-recorder",
         version=__version__,
-        description="History of Kubernetes CPU and memory usage from metrics.k8s.io.",
+        description="History of Kubernetes CPU and memory usage from metrics.k8s.io. CPU in "
+        "cores, memory in bytes.",
     )
 
     @app.exception_handler(RequestValidationError)
@@ -83,15 +128,32 @@ def create_app(deps: AppDeps) -> FastAPI:
     async def _bad_query(_request: Request, exc: QueryError) -> JSONResponse:
         return _error(400, "bad_data", str(exc))
 
+    @app.exception_handler(QueryTimeout)
+    async def _timeout(_request: Request, exc: QueryTimeout) -> JSONResponse:
+        return _error(503, "timeout", str(exc))
+
     @app.exception_handler(StoreError)
     async def _store_down(_request: Request, exc: StoreError) -> JSONResponse:
         return _error(503, "unavailable", str(exc))
+
+    def now_ms() -> int:
+        return int(deps.clock() * 1000)
+
+    def where(
+        kind: QueryKind,
+        node: str | None,
+        namespace: str | None,
+        pod: str | None,
+        container: str | None,
+        selector: str | None,
+    ) -> SeriesFilter:
+        return SeriesFilter(kind, node, namespace, pod, container, params.parse_selector(selector))
 
     @app.get("/livez", response_class=PlainTextResponse)
     def livez() -> str:
         return "ok\n"
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "Not ready: a check failed"}})
     def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
@@ -115,72 +177,129 @@ def create_app(deps: AppDeps) -> FastAPI:
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     def metrics(request: Request) -> Response:
         return metrics_response(deps.registry, request.headers.get("accept", ""))
 
-    @app.get("/api/v1/history")
+    @app.get("/api/v1/history", responses=_ERROR_RESPONSES)
     def history(
         resource: Annotated[Resource, Query(description="cpu (cores) or memory (bytes)")],
-        kind: Annotated[HistoryKind, Query()] = HistoryKind.container,
-        node: Annotated[str | None, Query(max_length=253)] = None,
-        namespace: Annotated[str | None, Query(max_length=63)] = None,
-        pod: Annotated[str | None, Query(max_length=253)] = None,
-        container: Annotated[str | None, Query(max_length=253)] = None,
-        start: Annotated[str | None, Query(description="RFC 3339 or unix seconds")] = None,
-        end: Annotated[str | None, Query(description="RFC 3339 or unix seconds")] = None,
+        kind: Annotated[QueryKind, Query(description="pod = sum of its containers")] = (
+            QueryKind.CONTAINER
+        ),
+        node: Text = None,
+        namespace: Text = None,
+        pod: Text = None,
+        container: Text = None,
+        selector: Selector = None,
+        start: TimeParam = None,
+        end: TimeParam = None,
+        step: Annotated[
+            str | None, Query(max_length=20, description="bucket size: 30s, 5m, 1h, 1d")
+        ] = None,
+        agg: Annotated[Agg, Query(description="aggregation within each step")] = Agg.AVG,
         format: Annotated[OutputFormat, Query()] = OutputFormat.json,
     ) -> Response:
-        end_ms = parse_time_ms(end, "end") if end else int(deps.clock() * 1000)
-        start_ms = parse_time_ms(start, "start") if start else end_ms - DEFAULT_RANGE_MS
-        if start_ms > end_ms:
-            raise QueryError("start must not be after end")
+        start_ms, end_ms = params.parse_range(
+            start, end, now_ms=now_ms(), default_ms=HOUR_MS, max_range_ms=deps.max_range_ms
+        )
+        step_ms = params.parse_step_ms(step)
         query = HistoryQuery(
             resource=resource,
-            kind=Kind(kind.value),
+            where=where(kind, node, namespace, pod, container, selector),
             start_ms=start_ms,
             end_ms=end_ms,
-            node=node,
-            namespace=namespace,
-            pod=pod,
-            container=container,
+            step_ms=step_ms,
+            agg=agg,
         )
-        found = deps.store.history(query, max_points=deps.max_points)
+        result = deps.store.history(query, max_points=deps.max_points, max_samples=deps.max_samples)
+        shown_agg = agg if step_ms is not None else None
         if format is OutputFormat.csv:
-            return _csv(resource, found)
+            return Response(
+                render.history_csv(result, resource, shown_agg),
+                media_type="text/csv; charset=utf-8",
+            )
+        return JSONResponse(render.history_json(result, resource, kind.value, step_ms, shown_agg))
+
+    @app.get("/api/v1/series", responses=_ERROR_RESPONSES)
+    def series(
+        kind: Annotated[QueryKind, Query()] = QueryKind.CONTAINER,
+        node: Text = None,
+        namespace: Text = None,
+        pod: Text = None,
+        container: Text = None,
+        selector: Selector = None,
+        start: TimeParam = None,
+        end: TimeParam = None,
+    ) -> JSONResponse:
+        now = now_ms()
+        start_ms = params.parse_time_ms(start, "start", now) if start else None
+        end_ms = params.parse_time_ms(end, "end", now) if end else None
+        stored_kind = QueryKind.NODE if kind is QueryKind.NODE else QueryKind.CONTAINER
+        found = deps.store.series(
+            where(stored_kind, node, namespace, pod, container, selector),
+            limit=deps.max_series,
+            start_ms=start_ms,
+            end_ms=end_ms,
+        )
+        if kind is QueryKind.POD:
+            found = _pods_of(found)
+        return JSONResponse(render.series_json(found))
+
+    @app.get("/api/v1/summary", responses=_ERROR_RESPONSES)
+    def summary(
+        group_by: Annotated[
+            str,
+            Query(max_length=300, description="namespace, pod, container, node or label:<key>"),
+        ],
+        kind: Annotated[QueryKind, Query()] = QueryKind.CONTAINER,
+        node: Text = None,
+        namespace: Text = None,
+        pod: Text = None,
+        container: Text = None,
+        selector: Selector = None,
+        start: TimeParam = None,
+        end: TimeParam = None,
+    ) -> JSONResponse:
+        grouping = params.parse_group_by(group_by)
+        if (grouping == "node") != (kind is QueryKind.NODE):
+            raise QueryError("group_by=node goes with kind=node, and only with it")
+        start_ms, end_ms = params.parse_range(
+            start, end, now_ms=now_ms(), default_ms=24 * HOUR_MS, max_range_ms=deps.max_range_ms
+        )
+        stored_kind = QueryKind.NODE if kind is QueryKind.NODE else QueryKind.CONTAINER
+        groups = deps.store.summary(
+            where(stored_kind, node, namespace, pod, container, selector),
+            grouping,
+            start_ms,
+            end_ms,
+            max_groups=deps.max_series,
+            max_samples=deps.max_samples,
+        )
         return JSONResponse(
-            {
-                "status": "success",
-                "data": {
-                    "resource": resource.value,
-                    "unit": _UNIT[resource],
-                    "series": [_series_json(resource, s) for s in found],
-                },
-            }
+            render.summary_json(groups, grouping, start_ms, end_ms, RELATIVE_ACCURACY)
         )
 
     return app
 
 
-def _value(resource: Resource, amount: int) -> float | int:
-    # Division by an exact power of ten gives the double nearest the exact decimal value.
-    return amount / _NANOCORES_PER_CORE if resource is Resource.CPU else amount
-
-
-def _series_json(resource: Resource, series: SeriesPoints) -> dict[str, Any]:
-    return {
-        "labels": dict(series.labels),
-        "points": [[ts / 1000, _value(resource, amount)] for ts, amount in series.points],
-    }
-
-
-def _csv(resource: Resource, found: list[SeriesPoints]) -> Response:
-    out = io.StringIO()
-    label_names = list(found[0].labels) if found else []
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*label_names, "timestamp", f"{resource.value}_{_UNIT[resource]}"])
-    for series in found:
-        labels = [series.labels[name] for name in label_names]
-        for ts, amount in series.points:
-            writer.writerow([*labels, ts / 1000, _value(resource, amount)])
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+def _pods_of(found: list[SeriesInfo]) -> list[SeriesInfo]:
+    pods: dict[tuple[str, str], SeriesInfo] = {}
+    for info in found:
+        key = (info.labels["namespace"], info.labels["pod"])
+        seen = pods.get(key)
+        if seen is None:
+            pods[key] = SeriesInfo(
+                {"namespace": key[0], "pod": key[1]},
+                info.first_seen_ms,
+                info.last_seen_ms,
+                info.pod_labels,
+            )
+        else:
+            pods[key] = SeriesInfo(
+                seen.labels,
+                min(seen.first_seen_ms, info.first_seen_ms),
+                max(seen.last_seen_ms, info.last_seen_ms),
+                seen.pod_labels,
+            )
+    return list(pods.values())

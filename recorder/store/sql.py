@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import Any
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from recorder.domain import Batch, HistoryQuery, SeriesPoints, WriteResult
-from recorder.errors import StoreError
+from recorder.domain import (
+    Batch,
+    GroupSummary,
+    HistoryQuery,
+    HistoryResult,
+    SeriesFilter,
+    SeriesInfo,
+    WriteResult,
+)
+from recorder.errors import QueryTimeout, StoreError
 from recorder.store import engine as engines
 from recorder.store import migrate
 from recorder.store.compactor import CompactionReport, Compactor
 from recorder.store.head import Head, PostgresHead, SqliteHead
-from recorder.store.reader import read_history
+from recorder.store import queries
 from recorder.store.retention import RetentionPolicy, RetentionReport, apply_retention
 from recorder.store.writer import SampleWriter
 
@@ -26,6 +36,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_MS = 3_600_000
 DEFAULT_GRACE_MS = 600_000
+DEFAULT_MAX_SAMPLES = 5_000_000
+DEFAULT_QUERY_TIMEOUT_SECONDS = 30.0
 _MAINTENANCE_LOCK_KEY = 0x6B6D72  # "kmr": one maintainer at a time across replicas
 
 
@@ -59,6 +71,9 @@ class Store:
         self._writer = SampleWriter(engine, self.head)
         self._compactor = Compactor(engine, self.head, block_ms)
         self._write_lock = threading.Lock()
+        self.query_timeout_seconds = DEFAULT_QUERY_TIMEOUT_SECONDS
+        if self.dialect == "sqlite":
+            event.listen(engine, "connect", _install_deadline_check)
 
     @property
     def dialect(self) -> str:
@@ -136,16 +151,101 @@ class Store:
                     )
                     conn.commit()
 
-    def history(self, query: HistoryQuery, *, max_points: int) -> list[SeriesPoints]:
+    def history(
+        self, query: HistoryQuery, *, max_points: int, max_samples: int = DEFAULT_MAX_SAMPLES
+    ) -> HistoryResult:
+        with self._reading() as conn:
+            return queries.history(
+                conn,
+                query,
+                block_ms=self.block_ms,
+                max_points=max_points,
+                max_samples=max_samples,
+            )
+
+    def series(
+        self,
+        where: SeriesFilter,
+        *,
+        limit: int,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> list[SeriesInfo]:
+        with self._reading() as conn:
+            return queries.list_series(
+                conn,
+                where,
+                self._writer.newest_timestamps(),
+                limit=limit,
+                start_ms=start_ms,
+                end_ms=end_ms,
+            )
+
+    def summary(
+        self,
+        where: SeriesFilter,
+        group_by: str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        max_groups: int,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+    ) -> list[GroupSummary]:
+        with self._reading() as conn:
+            return queries.summarize(
+                conn,
+                where,
+                group_by,
+                start_ms,
+                end_ms,
+                block_ms=self.block_ms,
+                max_samples=max_samples,
+                max_groups=max_groups,
+            )
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection whose statements stop after ``query_timeout_seconds``."""
+        timeout_ms = round(self.query_timeout_seconds * 1000)
         try:
-            return read_history(self.engine, query, max_points=max_points, block_ms=self.block_ms)
-        except SQLAlchemyError as exc:
+            with self.engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+                else:
+                    _deadline.at = time.monotonic() + self.query_timeout_seconds
+                yield conn
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            original = getattr(exc, "orig", exc)
+            if isinstance(original, psycopg.errors.QueryCanceled) or "interrupted" in str(exc):
+                raise QueryTimeout(
+                    f"the query ran longer than {self.query_timeout_seconds:g}s: narrow the "
+                    "time range or the filters, or use a step that block statistics answer"
+                ) from exc
             raise StoreError(
                 f"reading history from {self.display_url} failed: {_reason(exc)}"
             ) from exc
+        finally:
+            _deadline.at = None
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class _Deadline(threading.local):
+    at: float | None = None
+
+
+_deadline = _Deadline()
+
+
+def _past_deadline() -> int:
+    """SQLite progress handler: a non-zero answer interrupts the running statement."""
+    at = _deadline.at
+    return 1 if at is not None and time.monotonic() > at else 0
+
+
+def _install_deadline_check(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.set_progress_handler(_past_deadline, 20_000)
 
 
 def _reason(exc: SQLAlchemyError | psycopg.Error) -> str:

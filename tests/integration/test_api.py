@@ -47,7 +47,15 @@ def store(sqlite_url: str) -> Iterator[Store]:
 @pytest.fixture
 def client(store: Store) -> Iterator[httpx.Client]:
     registry, _ = build_registry(SnapshotHolder())
-    deps = AppDeps(store, registry, 30.0, lambda: NOW - 5, clock=lambda: NOW, max_points=100)
+    deps = AppDeps(
+        store,
+        registry,
+        30.0,
+        lambda: NOW - 5,
+        clock=lambda: NOW,
+        max_points=100,
+        max_range_ms=400 * 86_400_000,
+    )
     deps.started_at = NOW - 100
     with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
         yield client
@@ -61,6 +69,8 @@ def test_history_json_in_cores_and_bytes(client: httpx.Client) -> None:
         "data": {
             "resource": "cpu",
             "unit": "cores",
+            "kind": "container",
+            "tier": "raw",
             "series": [
                 {
                     "labels": {"namespace": "shop", "pod": "web", "container": "app"},
@@ -103,6 +113,14 @@ def test_history_csv(client: httpx.Client) -> None:
         ("resource=disk", "resource"),
         ("resource=cpu&kind=pod-ish", "kind"),
         ("resource=cpu&start=yesterday", "start"),
+        ("resource=cpu&start=-5x", "start"),
+        ("resource=cpu&step=0s", "step"),
+        ("resource=cpu&step=500ms", "shorter than 1s"),
+        ("resource=cpu&step=1s&start=0&end=86400", "more than 11000"),
+        ("resource=cpu&agg=p42&step=1m", "agg"),
+        ("resource=cpu&selector=app%20in%20(a", "selector"),
+        ("resource=cpu&kind=node&selector=app%3Dweb", "selector matches pod labels"),
+        ("resource=cpu&start=0&end=99999999", "maximum"),
         ("resource=cpu&start=2024-05-01T10:00:00", "time zone"),
         ("resource=cpu&start=10&end=5", "start must not be after end"),
         ("resource=cpu&end=1e300", "out of range"),

@@ -8,7 +8,16 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, inspect, select
 
-from recorder.domain import Batch, HistoryQuery, Kind, Resource, Sample, SeriesKey
+from recorder.domain import (
+    Batch,
+    HistoryQuery,
+    Kind,
+    QueryKind,
+    Resource,
+    Sample,
+    SeriesFilter,
+    SeriesKey,
+)
 from recorder.store import Store, open_store, schema
 from recorder.store import compactor as compactor_module
 from recorder.store.retention import DAY_MS, RetentionPolicy
@@ -55,7 +64,8 @@ def expected(samples: list[Sample], resource: Resource) -> dict[str, list[tuple[
 def read_all(
     store: Store, resource: Resource, start: int = 0, end: int = 2**62
 ) -> dict[str, list[tuple[int, int]]]:
-    found = store.history(HistoryQuery(resource, Kind.CONTAINER, start, end), max_points=10**6)
+    query = HistoryQuery(resource, SeriesFilter(QueryKind.CONTAINER), start, end)
+    found = store.history(query, max_points=10**6).series
     return {s.labels["pod"]: s.points for s in found}
 
 

@@ -9,7 +9,17 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
-from recorder.domain import Batch, HistoryQuery, Kind, Resource, Sample, SeriesKey
+from recorder.domain import (
+    Batch,
+    HistoryQuery,
+    Kind,
+    QueryKind,
+    Resource,
+    Sample,
+    SeriesFilter,
+    SeriesKey,
+    SeriesPoints,
+)
 from recorder.errors import QueryError
 from recorder.store import Store, open_store, schema
 
@@ -28,6 +38,19 @@ def store(database_url: str) -> Iterator[Store]:
 
 def pods(*samples: Sample, labels: dict[str, str] | None = None) -> Batch:
     return Batch(Kind.CONTAINER, samples, {("shop", "web"): labels or {"app": "web"}})
+
+
+def raw(
+    store: Store,
+    resource: Resource,
+    kind: QueryKind,
+    start: int,
+    end: int,
+    max_points: int = 100,
+    **filters: str,
+) -> list[SeriesPoints]:
+    query = HistoryQuery(resource, SeriesFilter(kind, **filters), start, end)
+    return store.history(query, max_points=max_points).series
 
 
 def head_rows(store: Store) -> int:
@@ -53,9 +76,7 @@ def test_write_then_read_back_exact_values(store: Store) -> None:
         now_ms=40_000,
     )
     assert (result.written, result.skipped_duplicates) == (3, 0)
-    cpu = store.history(
-        HistoryQuery(Resource.CPU, Kind.CONTAINER, 0, 100_000, namespace="shop"), max_points=100
-    )
+    cpu = raw(store, Resource.CPU, QueryKind.CONTAINER, 0, 100_000, 100, namespace="shop")
     assert [(dict(s.labels), s.points) for s in cpu] == [
         (
             {"namespace": "shop", "pod": "web", "container": "app"},
@@ -63,9 +84,7 @@ def test_write_then_read_back_exact_values(store: Store) -> None:
         ),
         ({"namespace": "shop", "pod": "web", "container": "sidecar"}, [(1_000, 0)]),
     ]
-    memory = store.history(
-        HistoryQuery(Resource.MEMORY, Kind.CONTAINER, 0, 100_000, container="app"), max_points=100
-    )
+    memory = raw(store, Resource.MEMORY, QueryKind.CONTAINER, 0, 100_000, 100, container="app")
     assert [s.points for s in memory] == [[(1_000, 512 * 2**20), (31_000, 2**40 + 1)]]
 
 
@@ -118,21 +137,16 @@ def test_pod_labels_are_kept_and_updated(store: Store) -> None:
 
 def test_time_range_is_inclusive_and_filters_apply(store: Store) -> None:
     store.write(Batch(Kind.NODE, tuple(Sample(NODE, t, 1, t, t) for t in (10, 20, 30))), now_ms=1)
-    found = store.history(
-        HistoryQuery(Resource.CPU, Kind.NODE, 20, 30, node="node-a"), max_points=10
-    )
+    found = raw(store, Resource.CPU, QueryKind.NODE, 20, 30, 10, node="node-a")
     assert found[0].points == [(20, 20), (30, 30)]
-    assert (
-        store.history(HistoryQuery(Resource.CPU, Kind.NODE, 0, 99, node="other"), max_points=9)
-        == []
-    )
-    assert store.history(HistoryQuery(Resource.CPU, Kind.CONTAINER, 0, 99), max_points=9) == []
+    assert raw(store, Resource.CPU, QueryKind.NODE, 0, 99, 9, node="other") == []
+    assert raw(store, Resource.CPU, QueryKind.CONTAINER, 0, 99, 9) == []
 
 
 def test_responses_are_bounded(store: Store) -> None:
     store.write(Batch(Kind.NODE, tuple(Sample(NODE, t, 1, t, t) for t in range(1, 12))), now_ms=1)
     with pytest.raises(QueryError, match="more than 10 points"):
-        store.history(HistoryQuery(Resource.CPU, Kind.NODE, 0, 100), max_points=10)
+        raw(store, Resource.CPU, QueryKind.NODE, 0, 100, 10)
 
 
 def test_write_failure_rolls_back_and_recovers(store: Store) -> None:

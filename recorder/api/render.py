@@ -1,0 +1,131 @@
+"""Stored values (integer nanocores and bytes, exact averages, percentile floats) to what the
+API and CLI show: cores and bytes in JSON, CSV, or kubectl-style tables."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+from recorder.domain import (
+    Agg,
+    GroupSummary,
+    HistoryResult,
+    Resource,
+    ResourceSummary,
+    SeriesInfo,
+    Value,
+)
+
+UNIT = {Resource.CPU: "cores", Resource.MEMORY: "bytes"}
+_NANO = 10**9
+_GIB_HOURS = 2**30 * 3600
+_CORE_HOURS = _NANO * 3600
+
+
+def display(resource: Resource, value: Value, agg: Agg | None = None) -> int | float:
+    """Cores for CPU, bytes for memory; ``count`` stays a count. Every conversion is one
+    correctly rounded division, so equal exact values always print the same."""
+    if agg is Agg.COUNT:
+        return int(value)
+    if resource is Resource.CPU:
+        if isinstance(value, Fraction):
+            return float(value / _NANO)
+        return value / _NANO
+    if isinstance(value, Fraction):
+        return value.numerator if value.denominator == 1 else float(value)
+    return value
+
+
+def history_json(
+    result: HistoryResult, resource: Resource, kind: str, step_ms: int | None, agg: Agg | None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "resource": resource.value,
+        "unit": "samples" if agg is Agg.COUNT else UNIT[resource],
+        "kind": kind,
+        "tier": result.tier.value,
+    }
+    if step_ms is not None:
+        data["step"] = step_ms / 1000
+        data["agg"] = agg.value if agg else None
+        if agg is not None and agg.quantile is not None:
+            data["relativeError"] = result.relative_error
+    data["series"] = [
+        {
+            "labels": dict(series.labels),
+            "points": [[ts / 1000, display(resource, value, agg)] for ts, value in series.points],
+        }
+        for series in result.series
+    ]
+    return {"status": "success", "data": data}
+
+
+def history_csv(result: HistoryResult, resource: Resource, agg: Agg | None) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    names = list(result.series[0].labels) if result.series else []
+    unit = "samples" if agg is Agg.COUNT else UNIT[resource]
+    writer.writerow([*names, "timestamp", f"{resource.value}_{unit}"])
+    for series in result.series:
+        labels = [series.labels[name] for name in names]
+        for ts, value in series.points:
+            writer.writerow([*labels, ts / 1000, display(resource, value, agg)])
+    return out.getvalue()
+
+
+def series_json(found: Sequence[SeriesInfo]) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "data": [
+            {
+                "labels": dict(info.labels),
+                "firstSeen": info.first_seen_ms / 1000,
+                "lastSeen": info.last_seen_ms / 1000,
+                **({"podLabels": dict(info.pod_labels)} if info.pod_labels is not None else {}),
+            }
+            for info in found
+        ],
+    }
+
+
+def _summary_part(resource: Resource, part: ResourceSummary | None) -> dict[str, Any] | None:
+    if part is None:
+        return None
+    integral_key, per = (
+        ("coreHours", _CORE_HOURS) if resource is Resource.CPU else ("gibHours", _GIB_HOURS)
+    )
+    scale = _NANO if resource is Resource.CPU else 1
+    return {
+        "avg": part.avg / scale,
+        "max": display(resource, part.max),
+        "p95": part.p95 / scale,
+        integral_key: part.integral / per,
+        "samples": part.samples,
+        "coverage": part.coverage,
+    }
+
+
+def summary_json(
+    groups: Sequence[GroupSummary], group_by: str, start_ms: int, end_ms: int, error: float
+) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "data": {
+            "groupBy": group_by,
+            "start": start_ms / 1000,
+            "end": end_ms / 1000,
+            "relativeError": error,
+            "groups": [
+                {
+                    "group": g.group,
+                    "series": g.series,
+                    "cpu": _summary_part(Resource.CPU, g.cpu),
+                    "memory": _summary_part(Resource.MEMORY, g.memory),
+                }
+                for g in groups
+            ],
+        },
+    }
