@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine, event, text
@@ -25,10 +25,9 @@ from recorder.domain import (
 )
 from recorder.errors import QueryTimeout, StoreError
 from recorder.store import engine as engines
-from recorder.store import migrate
+from recorder.store import migrate, queries
 from recorder.store.compactor import CompactionReport, Compactor
 from recorder.store.head import Head, PostgresHead, SqliteHead
-from recorder.store import queries
 from recorder.store.retention import RetentionPolicy, RetentionReport, apply_retention
 from recorder.store.writer import SampleWriter
 
