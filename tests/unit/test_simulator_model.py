@@ -9,12 +9,12 @@ import pytest
 
 from recorder.domain import Kind
 from recorder.errors import ConfigError
-from recorder.simulator import ClusterModel, PodMetrics, SimulatorConfig
 from recorder.selectors import (
     SelectorError,
     parse_field_selector,
     parse_label_selector,
 )
+from recorder.simulator import ClusterModel, PodMetrics, SimulatorConfig
 from recorder.simulator.wire import cpu_quantity, go_duration, memory_quantity
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z, a multiple of 15 s + 5 s
