@@ -67,6 +67,7 @@ def upgrade() -> None:
         sa.Column("first_ms", sa.BigInteger(), nullable=False),
         sa.Column("last_ms", sa.BigInteger(), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("interval_ms", sa.Integer(), nullable=False),
         sa.Column("cpu_sum", sa.BigInteger(), nullable=False),
         sa.Column("cpu_min", sa.BigInteger(), nullable=False),
         sa.Column("cpu_max", sa.BigInteger(), nullable=False),

@@ -23,6 +23,7 @@ from recorder.domain import Resource
 from recorder.errors import QueryError
 from recorder.store import schema
 from recorder.store.codec import decode_samples
+from recorder.store.compactor import smallest_gap
 from recorder.store.sketch import QuantileSketch, exact_quantile
 
 BucketOf = Callable[[int], int]
@@ -41,7 +42,7 @@ class Accumulator:
     last_ms: int = -1
     last: int = 0
     interval_ms: int = 0
-    """Smallest sampling interval seen (span / (count - 1) of a chunk or a raw run); 0: unknown."""
+    """Smallest gap between consecutive samples seen (the resolution); 0: unknown."""
     values: list[int] = field(default_factory=list)
     sketch: QuantileSketch | None = None
 
@@ -59,8 +60,7 @@ class Accumulator:
         self.total += sum(values)
         if timestamps[-1] > self.last_ms:
             self.last_ms, self.last = timestamps[-1], values[-1]
-        if len(values) > 1:
-            self._note_interval((timestamps[-1] - timestamps[0]) // (len(values) - 1))
+        self._note_interval(smallest_gap(timestamps))
         if self.exact:
             self.values.extend(values)
         else:
@@ -78,6 +78,7 @@ class Accumulator:
         last_ms: int,
         last: int,
         sketch: bytes,
+        interval_ms: int,
     ) -> None:
         if self.count == 0:
             self.minimum, self.maximum, self.first_ms = low, high, first_ms
@@ -89,8 +90,7 @@ class Accumulator:
         self.total += total
         if last_ms > self.last_ms:
             self.last_ms, self.last = last_ms, last
-        if count > 1:
-            self._note_interval((last_ms - first_ms) // (count - 1))
+        self._note_interval(interval_ms)
         stored = QuantileSketch.from_bytes(sketch)
         if self.sketch is None:
             self.sketch = stored
@@ -165,7 +165,14 @@ class Scan:
 
     def _chunks(self, conn: Connection, series_ids: object) -> None:
         c = schema.chunks
-        columns = [c.c.series_id, c.c.block_start_ms, c.c.first_ms, c.c.last_ms, c.c.count]
+        columns = [
+            c.c.series_id,
+            c.c.block_start_ms,
+            c.c.first_ms,
+            c.c.last_ms,
+            c.c.count,
+            c.c.interval_ms,
+        ]
         for resource in self.resources:
             name = resource.value
             columns += [
@@ -184,14 +191,14 @@ class Scan:
         )
         decode_later: list[tuple[int, int]] = []
         for row in conn.execute(statement):
-            series_id, block_start, first_ms, last_ms, count = row[:5]
+            series_id, block_start, first_ms, last_ms, count, interval_ms = row[:6]
             expired = row[-1]
             if self.use_statistics and self._whole_block_inside(block_start, expired):
                 key = (series_id, self.bucket_of(block_start))
                 for i, resource in enumerate(self.resources):
-                    total, low, high, last, sketch = row[5 + 5 * i : 10 + 5 * i]
+                    total, low, high, last, sketch = row[6 + 5 * i : 11 + 5 * i]
                     self._acc(resource, key).add_statistics(
-                        count, total, low, high, first_ms, last_ms, last, sketch
+                        count, total, low, high, first_ms, last_ms, last, sketch, interval_ms
                     )
             elif not expired:
                 decode_later.append((series_id, block_start))

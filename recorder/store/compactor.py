@@ -57,6 +57,7 @@ class ChunkRow:
             "first_ms": s.timestamps_ms[0],
             "last_ms": s.timestamps_ms[-1],
             "count": len(s),
+            "interval_ms": smallest_gap(s.timestamps_ms),
             "cpu_sum": sum(cpu),
             "cpu_min": min(cpu),
             "cpu_max": max(cpu),
@@ -71,6 +72,14 @@ class ChunkRow:
                 s.timestamps_ms, s.windows_ms, s.cpu_nanocores, s.memory_bytes
             ),
         }
+
+
+def smallest_gap(timestamps_ms: Sequence[int]) -> int:
+    """The smallest gap between consecutive timestamps (sorted, distinct); 0 for fewer than 2."""
+    return min(
+        (later - earlier for earlier, later in zip(timestamps_ms, timestamps_ms[1:], strict=False)),
+        default=0,
+    )
 
 
 def block_start(ts_ms: int, block_ms: int) -> int:

@@ -80,6 +80,8 @@ chunks = Table(
     Column("first_ms", BigInteger, nullable=False),
     Column("last_ms", BigInteger, nullable=False),
     Column("count", Integer, nullable=False),
+    # Smallest gap between consecutive samples (the metric resolution as seen), 0 for one sample.
+    Column("interval_ms", Integer, nullable=False),
     Column("cpu_sum", BigInteger, nullable=False),
     Column("cpu_min", BigInteger, nullable=False),
     Column("cpu_max", BigInteger, nullable=False),
