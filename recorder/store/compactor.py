@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import groupby
+from itertools import groupby, pairwise
 from operator import itemgetter
 from typing import Any
 
@@ -77,7 +77,7 @@ class ChunkRow:
 def smallest_gap(timestamps_ms: Sequence[int]) -> int:
     """The smallest gap between consecutive timestamps (sorted, distinct); 0 for fewer than 2."""
     return min(
-        (later - earlier for earlier, later in zip(timestamps_ms, timestamps_ms[1:], strict=False)),
+        (later - earlier for earlier, later in pairwise(timestamps_ms)),
         default=0,
     )
 
