@@ -7,6 +7,7 @@ objects and wires them together. Nothing below it reads the environment.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recorder import __version__
+from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
 from recorder.errors import ConfigError, RecorderError
 from recorder.exporter import SelfMetrics, SnapshotHolder, build_registry
 from recorder.kube.client import MetricsClient
@@ -86,6 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--from", dest="source", required=True, help="source database URL")
     copy.add_argument("--to", dest="target", required=True, help="target database URL")
     copy.add_argument("--log-level")
+
+    query = commands.add_parser("query", help="the history API from the command line")
+    query.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
+    query.add_argument("--resource", required=True, choices=["cpu", "memory"])
+    query.add_argument("--kind", default="container", choices=["node", "container", "pod"])
+    for name in ("node", "namespace", "pod", "container", "selector", "start", "end", "step"):
+        query.add_argument(f"--{name}")
+    query.add_argument("--agg", default="avg", choices=[a.value for a in Agg])
+    query.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    query.add_argument("--log-level")
+
+    top = commands.add_parser("top", help="like kubectl top, over a past window")
+    top.add_argument("what", choices=["pods", "nodes"])
+    top.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
+    scope = top.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true")
+    scope.add_argument("--namespace", help="pods of this namespace (default: default)")
+    top.add_argument("--selector", "-l", help="label selector on pod labels")
+    top.add_argument("--since", default="1h", help="window length: 1h, 24h, 7d (default 1h)")
+    top.add_argument("--end", help="end of the window (default now): RFC 3339, unix seconds")
+    top.add_argument("--agg", default="avg", choices=[a.value for a in Agg if a is not Agg.COUNT])
+    top.add_argument("--sort-by", default="cpu", choices=["cpu", "memory"])
+    top.add_argument("-n", "--limit", type=int, default=20, help="rows to show (default 20)")
+    top.add_argument("--log-level")
 
     simulate = commands.add_parser("simulate", help="serve only the simulated Metrics API")
     simulate.add_argument("--nodes", type=int, default=3)
@@ -352,6 +378,98 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _query_store(args: argparse.Namespace) -> Store:
+    settings = _settings(args)
+    store = _store_for(settings)
+    if not store.schema_is_current():
+        store.close()
+        raise ConfigError(f"{store.display_url} holds no recorder history at the current schema")
+    return store
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from recorder.api import params, render
+
+    store = _query_store(args)
+    try:
+        now_ms = int(time.time() * 1000)
+        start_ms, end_ms = params.parse_range(
+            args.start, args.end, now_ms=now_ms, default_ms=3_600_000, max_range_ms=2**62
+        )
+        step_ms = params.parse_step_ms(args.step)
+        resource, kind, agg = Resource(args.resource), QueryKind(args.kind), Agg(args.agg)
+        where = SeriesFilter(
+            kind,
+            args.node,
+            args.namespace,
+            args.pod,
+            args.container,
+            params.parse_selector(args.selector),
+        )
+        result = store.history(
+            HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg), max_points=10**7
+        )
+    finally:
+        store.close()
+    shown = agg if step_ms is not None else None
+    if args.format == "json":
+        print(json.dumps(render.history_json(result, resource, kind.value, step_ms, shown)))
+    elif args.format == "csv":
+        print(render.history_csv(result, resource, shown), end="")
+    else:
+        print(render.history_table(result, resource, shown), end="")
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from recorder.api import params, render
+
+    store = _query_store(args)
+    try:
+        now_ms = int(time.time() * 1000)
+        end_ms = params.parse_time_ms(args.end, "--end", now_ms) if args.end else now_ms
+        since_ms = params.parse_step_ms(args.since) or 3_600_000
+        nodes = args.what == "nodes"
+        namespace = None if args.all_namespaces or nodes else (args.namespace or "default")
+        where = SeriesFilter(
+            QueryKind.NODE if nodes else QueryKind.CONTAINER,
+            namespace=namespace,
+            selector=params.parse_selector(args.selector),
+        )
+        rows = store.top(where, end_ms - since_ms, end_ms, Agg(args.agg))
+    finally:
+        store.close()
+    key = Resource.CPU if args.sort_by == "cpu" else Resource.MEMORY
+    rows.sort(key=lambda r: (-(r.cpu if key is Resource.CPU else r.memory), *r.labels.values()))
+    shown = rows[: max(args.limit, 0)]
+    if not shown:
+        where_text = "in any namespace" if namespace is None else f"in namespace {namespace}"
+        print(f"No {args.what} recorded {where_text} in the last {args.since}.", file=sys.stderr)
+        return 0
+    header = ["NAME"] if nodes else ["NAMESPACE", "NAME"] if namespace is None else ["NAME"]
+    header += ["CPU(cores)", "MEMORY(bytes)"]
+    table_rows = []
+    for row in shown:
+        names = (
+            [row.labels["node"]]
+            if nodes
+            else (
+                [row.labels["namespace"], row.labels["pod"]]
+                if namespace is None
+                else [row.labels["pod"]]
+            )
+        )
+        table_rows.append(
+            [
+                *names,
+                render.kubectl_value(Resource.CPU, row.cpu),
+                render.kubectl_value(Resource.MEMORY, row.memory),
+            ]
+        )
+    print(render.table(header, table_rows), end="")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = _store_for(settings)
@@ -386,6 +504,8 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "maintain": cmd_maintain,
     "copy": cmd_copy,
+    "query": cmd_query,
+    "top": cmd_top,
     "simulate": cmd_simulate,
 }
 

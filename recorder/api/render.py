@@ -129,3 +129,37 @@ def summary_json(
             ],
         },
     }
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by three spaces, like kubectl prints them."""
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "   ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in (header, *rows)
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def kubectl_value(resource: Resource, value: Value) -> str:
+    """``250m`` for CPU (millicores, rounded up), ``512Mi`` for memory, as kubectl top."""
+    from math import ceil
+
+    from recorder import units
+
+    amount = ceil(value) if not isinstance(value, int) else value
+    return units.format_cpu(amount) if resource is Resource.CPU else units.format_memory(amount)
+
+
+def history_table(result: HistoryResult, resource: Resource, agg: Agg | None) -> str:
+    from datetime import UTC, datetime
+
+    names = list(result.series[0].labels) if result.series else ["series"]
+    rows = []
+    for series in result.series:
+        for ts, value in series.points:
+            moment = datetime.fromtimestamp(ts / 1000, UTC).isoformat().replace("+00:00", "Z")
+            shown = str(int(value)) if agg is Agg.COUNT else kubectl_value(resource, value)
+            rows.append([*(series.labels[n] for n in names), moment, shown])
+    header = [n.upper() for n in names] + ["TIME", resource.value.upper()]
+    return table(header, rows)

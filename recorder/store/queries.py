@@ -349,3 +349,52 @@ def _resource_summary(accs: Sequence[Accumulator], window_seconds: float) -> Res
         integral=integral,
         coverage=min(1.0, samples / expected) if expected else 0.0,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TopRow:
+    labels: dict[str, str]
+    cpu: Value
+    memory: Value
+
+
+def top(
+    conn: Connection,
+    where: SeriesFilter,
+    start_ms: int,
+    end_ms: int,
+    agg: Agg,
+    *,
+    block_ms: int,
+    max_samples: int,
+) -> list[TopRow]:
+    """Each node's, or each pod's, ``agg`` of CPU and memory over the window; a pod's value is
+    the sum of its containers' values, as ``kubectl top pods`` adds its containers up."""
+    _check_selector(where)
+    found = select_series(conn, where)
+    if not found:
+        return []
+    scan = Scan(
+        start_ms=start_ms,
+        end_ms=end_ms,
+        block_ms=block_ms,
+        bucket_of=whole(start_ms),
+        resources=(Resource.CPU, Resource.MEMORY),
+        use_statistics=True,
+        max_samples=max_samples,
+    )
+    scan.run(conn, list(found))
+    kind = QueryKind.NODE if where.kind is QueryKind.NODE else QueryKind.POD
+    rows: dict[tuple[str, ...], dict[Resource, Value]] = {}
+    labels_of: dict[tuple[str, ...], dict[str, str]] = {}
+    for resource in (Resource.CPU, Resource.MEMORY):
+        for (series_id, _bucket), acc in scan.results[resource].items():
+            labels = found[series_id].labels(kind)
+            identity = tuple(labels.values())
+            labels_of[identity] = labels
+            values = rows.setdefault(identity, {})
+            values[resource] = values.get(resource, 0) + aggregate(acc, agg)
+    return [
+        TopRow(labels_of[identity], values.get(Resource.CPU, 0), values.get(Resource.MEMORY, 0))
+        for identity, values in rows.items()
+    ]

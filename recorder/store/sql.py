@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from recorder.domain import (
+    Agg,
     Batch,
     GroupSummary,
     HistoryQuery,
@@ -200,6 +201,26 @@ class Store:
                 block_ms=self.block_ms,
                 max_samples=max_samples,
                 max_groups=max_groups,
+            )
+
+    def top(
+        self,
+        where: SeriesFilter,
+        start_ms: int,
+        end_ms: int,
+        agg: Agg,
+        *,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+    ) -> list[queries.TopRow]:
+        with self._reading() as conn:
+            return queries.top(
+                conn,
+                where,
+                start_ms,
+                end_ms,
+                agg,
+                block_ms=self.block_ms,
+                max_samples=max_samples,
             )
 
     @contextmanager

@@ -374,3 +374,77 @@ def test_http_series_and_summary(api: httpx.Client) -> None:
     )
     bad = api.get("/api/v1/summary", params={"group_by": "colour"})
     assert bad.status_code == 400 and bad.json()["errorType"] == "bad_data"
+
+
+def test_cli_top_pods_prints_kubectl_style_values(
+    dbs: dict[str, Store], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from math import ceil
+
+    from recorder.cli import main
+
+    url = dbs["sqlite"].engine.url.render_as_string(hide_password=False)
+    start = END - HOUR
+    args = ["top", "pods", "-A", "--since", "1h", "--end", str(END / 1000), "--agg", "max"]
+    assert main([*args, "--database-url", url, "--sort-by", "memory"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "CPU(cores)", "MEMORY(bytes)"]
+    expected = {}
+    for (namespace, pod), (containers, _labels) in PODS.items():
+        cpu = memory = 0
+        for container in containers:
+            mine = [
+                s
+                for s in SAMPLES
+                if (s.key.namespace, s.key.pod, s.key.container) == (namespace, pod, container)
+                and start <= s.timestamp_ms <= END
+            ]
+            cpu += max(s.cpu_nanocores for s in mine)
+            memory += max(s.memory_bytes for s in mine)
+        expected[(namespace, pod)] = (f"{ceil(cpu / 10**6)}m", f"{memory // 2**20}Mi", memory)
+    rows = [line.split() for line in lines[1:]]
+    assert rows == [
+        [ns, pod, cpu, mem]
+        for (ns, pod), (cpu, mem, _) in sorted(expected.items(), key=lambda kv: -kv[1][2])
+    ]
+    assert main([*args[:2], "--namespace", "data", *args[3:], "--database-url", url]) == 0
+    only = capsys.readouterr().out.splitlines()
+    assert only[0].split() == ["NAME", "CPU(cores)", "MEMORY(bytes)"]
+    assert [line.split()[0] for line in only[1:]] == ["db"]
+
+
+def test_cli_query_formats(dbs: dict[str, Store], capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from recorder.cli import main
+
+    url = dbs["postgresql"].engine.url.render_as_string(hide_password=False)
+    common = [
+        "query",
+        "--database-url",
+        url,
+        "--resource",
+        "memory",
+        "--kind",
+        "node",
+        "--node",
+        "n1",
+        "--start",
+        str(T0 / 1000),
+        "--end",
+        str(END / 1000),
+        "--step",
+        "1h",
+        "--agg",
+        "max",
+    ]
+    assert main([*common, "--format", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    expected = reference(QueryKind.NODE, Resource.MEMORY, T0, END, HOUR, Agg.MAX)[("n1",)]
+    assert body["data"]["series"][0]["points"] == [[b / 1000, v] for b, v in expected]
+    assert main([*common, "--format", "table"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["NODE", "TIME", "MEMORY"]
+    assert table[1].split() == ["n1", "2024-05-01T00:00:00Z", f"{expected[0][1] // 2**20}Mi"]
+    assert main([*common, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "node,timestamp,memory_bytes"
