@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
 
 from recorder import __version__
-from recorder.api import params, render
+from recorder.api import params, render, schemas
 from recorder.api.exposition import metrics_response
 from recorder.domain import (
     Agg,
@@ -91,9 +91,18 @@ def _error(status: int, error_type: str, message: str) -> JSONResponse:
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "A bad parameter: the error envelope names it"},
-    503: {"description": "The database is unavailable or the query timed out"},
+    400: {"description": "A bad parameter: the error names it", "model": schemas.ErrorResponse},
+    503: {
+        "description": "The database is unavailable or the query timed out",
+        "model": schemas.ErrorResponse,
+    },
 }
+
+
+def _ok(model: type[Any]) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model, "description": "Success"}, **_ERROR_RESPONSES}
+
+
 Text = Annotated[str | None, Query(max_length=253, pattern=r"^[^\x00]*$")]
 TimeParam = Annotated[
     str | None,
@@ -153,7 +162,13 @@ def create_app(deps: AppDeps) -> FastAPI:
     def livez() -> str:
         return "ok\n"
 
-    @app.get("/readyz", responses={503: {"description": "Not ready: a check failed"}})
+    @app.get(
+        "/readyz",
+        responses={
+            200: {"model": schemas.ReadyResponse, "description": "Ready"},
+            503: {"model": schemas.ReadyResponse, "description": "Not ready: a check failed"},
+        },
+    )
     def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
@@ -179,9 +194,19 @@ def create_app(deps: AppDeps) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics(request: Request) -> Response:
-        return metrics_response(deps.registry, request.headers.get("accept", ""))
+        return metrics_response(deps.registry, request.headers)
 
-    @app.get("/api/v1/history", responses=_ERROR_RESPONSES)
+    @app.get(
+        "/api/v1/history",
+        responses={
+            **_ok(schemas.HistoryResponse),
+            200: {
+                "model": schemas.HistoryResponse,
+                "description": "JSON, or CSV with format=csv",
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            },
+        },
+    )
     def history(
         resource: Annotated[Resource, Query(description="cpu (cores) or memory (bytes)")],
         kind: Annotated[QueryKind, Query(description="pod = sum of its containers")] = (
@@ -221,7 +246,7 @@ def create_app(deps: AppDeps) -> FastAPI:
             )
         return JSONResponse(render.history_json(result, resource, kind.value, step_ms, shown_agg))
 
-    @app.get("/api/v1/series", responses=_ERROR_RESPONSES)
+    @app.get("/api/v1/series", responses=_ok(schemas.SeriesResponse))
     def series(
         kind: Annotated[QueryKind, Query()] = QueryKind.CONTAINER,
         node: Text = None,
@@ -246,11 +271,15 @@ def create_app(deps: AppDeps) -> FastAPI:
             found = _pods_of(found)
         return JSONResponse(render.series_json(found))
 
-    @app.get("/api/v1/summary", responses=_ERROR_RESPONSES)
+    @app.get("/api/v1/summary", responses=_ok(schemas.SummaryResponse))
     def summary(
         group_by: Annotated[
             str,
-            Query(max_length=300, description="namespace, pod, container, node or label:<key>"),
+            Query(
+                max_length=300,
+                pattern=r"^(namespace|pod|container|node|label:.+)$",
+                description="namespace, pod, container, node or label:<key>",
+            ),
         ],
         kind: Annotated[QueryKind, Query()] = QueryKind.CONTAINER,
         node: Text = None,

@@ -1,0 +1,81 @@
+"""Response shapes, for the OpenAPI document (responses are built by ``render``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorResponse(BaseModel):
+    status: Literal["error"]
+    errorType: Literal["bad_data", "timeout", "unavailable"]
+    error: str
+
+
+class Series(BaseModel):
+    labels: dict[str, str]
+    points: list[tuple[float, float]] = Field(description="[unix seconds, value] pairs")
+
+
+class HistoryData(BaseModel):
+    resource: Literal["cpu", "memory"]
+    unit: Literal["cores", "bytes", "samples"]
+    kind: Literal["node", "container", "pod"]
+    tier: Literal["raw", "chunk_statistics"]
+    step: float | None = None
+    agg: str | None = None
+    relativeError: float | None = None
+    series: list[Series]
+
+
+class HistoryResponse(BaseModel):
+    status: Literal["success"]
+    data: HistoryData
+
+
+class SeriesEntry(BaseModel):
+    labels: dict[str, str]
+    firstSeen: float
+    lastSeen: float
+    podLabels: dict[str, str] | None = None
+
+
+class SeriesResponse(BaseModel):
+    status: Literal["success"]
+    data: list[SeriesEntry]
+
+
+class ResourceSummary(BaseModel):
+    avg: float
+    max: float
+    p95: float
+    coreHours: float | None = None
+    gibHours: float | None = None
+    samples: int
+    coverage: float
+
+
+class GroupEntry(BaseModel):
+    group: str
+    series: int
+    cpu: ResourceSummary | None
+    memory: ResourceSummary | None
+
+
+class SummaryData(BaseModel):
+    groupBy: str
+    start: float
+    end: float
+    relativeError: float
+    groups: list[GroupEntry]
+
+
+class SummaryResponse(BaseModel):
+    status: Literal["success"]
+    data: SummaryData
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ok", "fail"]
+    checks: dict[str, str]
