@@ -82,9 +82,32 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("series_id", "block_start_ms", name="pk_chunks"),
     )
     op.create_index("ix_chunks_block_start_ms", "chunks", ["block_start_ms"])
+    op.create_table(
+        "rollups",
+        sa.Column("series_id", sa.Integer(), nullable=False),
+        sa.Column("day_start_ms", sa.BigInteger(), nullable=False),
+        sa.Column("first_ms", sa.BigInteger(), nullable=False),
+        sa.Column("last_ms", sa.BigInteger(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("interval_ms", sa.Integer(), nullable=False),
+        sa.Column("cpu_sum", sa.BigInteger(), nullable=False),
+        sa.Column("cpu_min", sa.BigInteger(), nullable=False),
+        sa.Column("cpu_max", sa.BigInteger(), nullable=False),
+        sa.Column("cpu_last", sa.BigInteger(), nullable=False),
+        sa.Column("memory_sum", sa.BigInteger(), nullable=False),
+        sa.Column("memory_min", sa.BigInteger(), nullable=False),
+        sa.Column("memory_max", sa.BigInteger(), nullable=False),
+        sa.Column("memory_last", sa.BigInteger(), nullable=False),
+        sa.Column("cpu_sketch", sa.LargeBinary(), nullable=False),
+        sa.Column("memory_sketch", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("series_id", "day_start_ms", name="pk_rollups"),
+    )
+    op.create_index("ix_rollups_day_start_ms", "rollups", ["day_start_ms"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_rollups_day_start_ms", table_name="rollups")
+    op.drop_table("rollups")
     op.drop_index("ix_chunks_block_start_ms", table_name="chunks")
     op.drop_table("chunks")
     op.drop_index("ix_samples_head_ts_ms", table_name="samples_head")

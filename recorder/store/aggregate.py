@@ -24,6 +24,7 @@ from recorder.errors import QueryError
 from recorder.store import schema
 from recorder.store.codec import decode_samples
 from recorder.store.compactor import smallest_gap
+from recorder.store.rollups import DAY_MS, day_of, watermark
 from recorder.store.sketch import QuantileSketch, exact_quantile
 
 BucketOf = Callable[[int], int]
@@ -153,8 +154,50 @@ class Scan:
             )
 
     def run(self, conn: Connection, series_ids: object) -> None:
-        self._chunks(conn, series_ids)
+        rolled = self._rolled_days(conn)
+        if rolled is not None:
+            self._rollups(conn, series_ids, *rolled)
+        self._chunks(conn, series_ids, rolled)
         self._head(conn, series_ids)
+
+    def _rolled_days(self, conn: Connection) -> tuple[int, int] | None:
+        """The whole days inside the range that rollups answer, as [first, end), if any: each
+        must lie in one bucket, and be rolled up already."""
+        if not self.use_statistics:
+            return None
+        first = self.start_ms if self.start_ms % DAY_MS == 0 else day_of(self.start_ms) + DAY_MS
+        end = day_of(self.end_ms + 1)
+        mark = watermark(conn)
+        if mark is None:
+            return None
+        end = min(end, mark)
+        if end <= first:
+            return None
+        days = range(first, end, DAY_MS)
+        if any(self.bucket_of(day) != self.bucket_of(day + DAY_MS - 1) for day in days):
+            return None
+        return first, end
+
+    def _rollups(self, conn: Connection, series_ids: object, first: int, end: int) -> None:
+        r = schema.rollups
+        columns = [r.c.series_id, r.c.day_start_ms, r.c.first_ms, r.c.last_ms, r.c.count]
+        columns.append(r.c.interval_ms)
+        for resource in self.resources:
+            name = resource.value
+            columns += [r.c[f"{name}_{part}"] for part in ("sum", "min", "max", "last", "sketch")]
+        rows = conn.execute(
+            select(*columns)
+            .where(r.c.series_id.in_(series_ids))  # type: ignore[arg-type]
+            .where(r.c.day_start_ms >= first, r.c.day_start_ms < end)
+        )
+        for row in rows:
+            series_id, day, first_ms, last_ms, count, interval_ms = row[:6]
+            key = (series_id, self.bucket_of(day))
+            for i, resource in enumerate(self.resources):
+                total, low, high, last, sketch = row[6 + 5 * i : 11 + 5 * i]
+                self._acc(resource, key).add_statistics(
+                    count, total, low, high, first_ms, last_ms, last, sketch, interval_ms
+                )
 
     def _whole_block_inside(self, block_start: int, payload_expired: bool) -> bool:
         block_end = block_start + self.block_ms - 1
@@ -163,7 +206,7 @@ class Scan:
         inside = self.start_ms <= block_start and block_end <= self.end_ms
         return inside or payload_expired
 
-    def _chunks(self, conn: Connection, series_ids: object) -> None:
+    def _chunks(self, conn: Connection, series_ids: object, rolled: tuple[int, int] | None) -> None:
         c = schema.chunks
         columns = [
             c.c.series_id,
@@ -189,6 +232,10 @@ class Scan:
             .where(c.c.block_start_ms <= self.end_ms)
             .where(c.c.last_ms >= self.start_ms, c.c.first_ms <= self.end_ms)
         )
+        if rolled is not None:
+            statement = statement.where(
+                ~((c.c.block_start_ms >= rolled[0]) & (c.c.block_start_ms < rolled[1]))
+            )
         decode_later: list[tuple[int, int]] = []
         for row in conn.execute(statement):
             series_id, block_start, first_ms, last_ms, count, interval_ms = row[:6]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby, pairwise
 from operator import itemgetter
 from typing import Any
@@ -33,6 +33,8 @@ _UPSERT_BATCH = 2_000
 @dataclass
 class CompactionReport:
     blocks: int = 0
+    block_starts: list[int] = field(default_factory=list)
+    rollup_days: int = 0
     series: int = 0
     samples: int = 0
     duplicates_dropped: int = 0
@@ -193,6 +195,7 @@ class Compactor:
                 self._upsert(conn, pending)
             self._head.drop_block(conn, start, end)
         report.blocks += 1
+        report.block_starts.append(start)
         if report.expired_dropped:
             log.warning(
                 "dropped %d late samples for block %d whose full resolution already expired",

@@ -52,10 +52,14 @@ def apply_retention(
         report.chunks_deleted = conn.execute(
             delete(c).where(c.c.block_start_ms <= stats_cutoff)
         ).rowcount
+        r = schema.rollups
+        # A day's rollup goes with the last of its chunks.
+        conn.execute(delete(r).where(r.c.day_start_ms + DAY_MS - block_ms <= stats_cutoff))
         gone = (
             select(s.c.id)
             .where(s.c.last_seen_ms < now_ms - policy.statistics_ms)
             .where(~exists().where(c.c.series_id == s.c.id))
+            .where(~exists().where(r.c.series_id == s.c.id))
             .where(s.c.id.not_in(select(h.c.series_id).distinct()))
         )
         report.series_deleted = conn.execute(delete(s).where(s.c.id.in_(gone))).rowcount

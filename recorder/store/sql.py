@@ -8,10 +8,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, event, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from recorder.domain import (
@@ -26,8 +27,8 @@ from recorder.domain import (
 )
 from recorder.errors import QueryTimeout, StoreError
 from recorder.store import engine as engines
-from recorder.store import migrate, queries
-from recorder.store.compactor import CompactionReport, Compactor
+from recorder.store import migrate, queries, rollups, schema
+from recorder.store.compactor import CompactionReport, Compactor, block_start
 from recorder.store.head import Head, PostgresHead, SqliteHead
 from recorder.store.retention import RetentionPolicy, RetentionReport, apply_retention
 from recorder.store.writer import SampleWriter
@@ -97,6 +98,35 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"database {self.display_url} is unreachable: {exc}") from exc
 
+    def size_bytes(self) -> int:
+        """Bytes the database takes: SQLite's pages plus its write-ahead log, PostgreSQL's
+        ``pg_database_size``. Cheap on both (no table scan)."""
+        try:
+            with self.engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    size = conn.execute(text("SELECT pg_database_size(current_database())"))
+                    return int(size.scalar_one())
+                pages = int(conn.execute(text("PRAGMA page_count")).scalar_one())
+                page_size = int(conn.execute(text("PRAGMA page_size")).scalar_one())
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"reading the size of {self.display_url} failed: {_reason(exc)}"
+            ) from exc
+        wal = Path(f"{self.engine.url.database}-wal")
+        return pages * page_size + (wal.stat().st_size if wal.is_file() else 0)
+
+    def series_counts(self) -> dict[str, int]:
+        """Series in the database by kind (``node``, ``container``): one scan of the series
+        table, so callers cache it (the service refreshes it every minute)."""
+        query = select(schema.series.c.kind, func.count()).group_by(schema.series.c.kind)
+        try:
+            with self.engine.connect() as conn:
+                return {str(kind): int(count) for kind, count in conn.execute(query)}
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"counting the series in {self.display_url} failed: {_reason(exc)}"
+            ) from exc
+
     def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
         with self._write_lock:
             try:
@@ -123,6 +153,11 @@ class Store:
                     return MaintenanceReport(CompactionReport(), RetentionReport(), skipped=True)
                 lock = self._write_lock if self.dialect == "sqlite" else None
                 compaction = self._compactor.compact(now_ms, grace_ms, lock=lock)
+                compaction.rollup_days = rollups.build(
+                    self.engine,
+                    block_start(now_ms - grace_ms, self.block_ms),
+                    compaction.block_starts,
+                )
                 retention = apply_retention(self.engine, now_ms, self.retention, self.block_ms)
                 if retention.series_deleted:
                     self.invalidate_writer()
