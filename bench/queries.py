@@ -5,7 +5,8 @@
 
 The history is written as compacted chunks directly (the write path has its own benchmark,
 bench/storage.py), then rolled up by day as maintenance does: one container over 30 days at
-15 s, and ``--series`` containers in 50 namespaces over ``--days`` days at 60 s. Then, each timed as the best of ``--repeat`` runs:
+15 s, and ``--series`` containers in 50 namespaces over ``--days`` days at 60 s. Then, each
+timed as the best of ``--repeat`` runs:
 
 - one container over 30 days at a 5 m step (raw tier: every payload decoded);
 - the same at a 1 h step, p95 (block statistics);

@@ -7,6 +7,7 @@ objects and wires them together. Nothing below it reads the environment.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -20,9 +21,10 @@ from typing import Any
 from recorder import __version__
 from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
 from recorder.errors import ConfigError, RecorderError
-from recorder.exporter import SelfMetrics, SnapshotHolder, build_registry
+from recorder.exporter import ExportFilter, SelfMetrics, SnapshotHolder, build_registry
 from recorder.kube.client import MetricsClient
 from recorder.kube.config import load_cluster_config
+from recorder.kube.retry import RetryPolicy
 from recorder.poller import Poller, PollReport
 from recorder.settings import Settings, load_settings
 from recorder.store import Store, open_store
@@ -33,6 +35,7 @@ log = logging.getLogger("recorder")
 
 DEMO_LISTEN = "127.0.0.1:8080"
 DEMO_INTERVAL_SECONDS = 15.0
+STORE_STATISTICS_INTERVAL_SECONDS = 60.0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +53,28 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
 
 
+def _exposition_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("/metrics cardinality (each also RECORDER_<NAME>)")
+    group.add_argument(
+        "--metrics-containers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="per-container gauges on /metrics (default on; recording is not affected)",
+    )
+    group.add_argument(
+        "--metrics-namespace",
+        action="append",
+        metavar="PATTERN",
+        help="only containers of matching namespaces on /metrics (repeatable; e.g. 'team-*')",
+    )
+    group.add_argument(
+        "--metrics-exclude-namespace",
+        action="append",
+        metavar="PATTERN",
+        help="no containers of matching namespaces on /metrics (repeatable; wins)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recorder",
@@ -61,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the service: poll on a schedule and serve HTTP")
     _common(run)
     run.add_argument("--listen", help="HOST:PORT of the HTTP server (default 0.0.0.0:8080)")
+    _exposition_options(run)
 
     demo = commands.add_parser("demo", help="the service against the built-in simulator")
     _common(demo)
@@ -68,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=int, default=3, help="simulated nodes (default 3)")
     demo.add_argument("--pods", type=int, default=30, help="simulated pods (default 30)")
     demo.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
+    _exposition_options(demo)
 
     poll = commands.add_parser("poll", help="one poll cycle, then exit (non-zero on failure)")
     _common(poll)
@@ -121,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT")
     simulate.add_argument("--serve-v1", action="store_true", help="also serve metrics.k8s.io/v1")
     simulate.add_argument("--log-level")
+    from recorder.simulator.options import add_arguments as add_simulator_arguments
+
+    add_simulator_arguments(simulate)
     return parser
 
 
@@ -129,6 +159,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     overrides = {name: getattr(args, name, None) for name in names}
     overrides["interval_seconds"] = getattr(args, "interval", None)
     overrides["log_level"] = getattr(args, "log_level", None)
+    for name in ("metrics_containers", "metrics_namespace", "metrics_exclude_namespace"):
+        overrides[name] = getattr(args, name, None)
     overrides.update(extra)
     return load_settings(**overrides)
 
@@ -183,17 +215,29 @@ class Pipeline:
 def _pipeline(settings: Settings, api_url: str | None = None) -> Iterator[Pipeline]:
     cluster = load_cluster_config(
         api_url=api_url or settings.api_url,
-        kubeconfig=settings.kubeconfig or os.environ.get("KUBECONFIG"),
+        kubeconfig=settings.kubeconfig,  # KUBECONFIG and HOME are read from environ
         context=settings.context,
         environ=os.environ,
     )
     with ExitStack() as stack:
         store = _open_store(settings)
         stack.callback(store.close)
-        client = MetricsClient(cluster, timeout_seconds=settings.request_timeout_seconds)
+        client = MetricsClient(
+            cluster,
+            timeout_seconds=settings.request_timeout_seconds,
+            # Retries of one request stop after half an interval: a poll never runs into the next.
+            retry=RetryPolicy(budget_seconds=settings.interval_seconds / 2),
+        )
         stack.callback(client.close)
-        holder = SnapshotHolder()
-        registry, metrics = build_registry(holder)
+        holder = SnapshotHolder(settings.interval_seconds)
+        registry, metrics = build_registry(
+            holder,
+            ExportFilter(
+                containers=settings.metrics_containers,
+                namespaces=tuple(settings.metrics_namespace),
+                exclude_namespaces=tuple(settings.metrics_exclude_namespace),
+            ),
+        )
         poller = Poller(
             client,
             store,
@@ -227,8 +271,13 @@ def _serve(settings: Settings, pipeline: Pipeline, banner: Sequence[str] = ()) -
     host, port = settings.listen_address
     scheduler = PollScheduler(pipeline.poller.poll_once, settings.interval_seconds)
     scheduler.add_job(
-        lambda: _maintain_logged(pipeline.store), settings.maintenance_interval_seconds, "maintain"
+        lambda: _maintain_logged(pipeline.store, pipeline.metrics),
+        settings.maintenance_interval_seconds,
+        "maintain",
     )
+    refresh = functools.partial(pipeline.metrics.refresh_store_statistics, pipeline.store)
+    scheduler.add_job(refresh, STORE_STATISTICS_INTERVAL_SECONDS, "store-statistics")
+    refresh()
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     )
@@ -305,13 +354,18 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _maintain_logged(store: Store) -> MaintenanceReport | None:
+def _maintain_logged(store: Store, metrics: SelfMetrics | None = None) -> MaintenanceReport | None:
     try:
         report = store.maintain(now_ms=int(time.time() * 1000))
     except RecorderError as exc:
         log.error("maintenance failed (it runs again on schedule): %s", exc)
+        if metrics is not None:
+            metrics.maintenance_errors.inc()
         return None
     c, r = report.compaction, report.retention
+    if metrics is not None and not report.skipped:
+        metrics.compaction_duration.observe(c.seconds)
+        metrics.refresh_store_statistics(store)
     if c.blocks or r.payloads_dropped or r.chunks_deleted:
         log.info(
             "maintenance: compacted %d blocks (%d series, %d samples, %d duplicates) in %.1fs; "
@@ -484,7 +538,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from recorder import units
     from recorder.settings import parse_listen
-    from recorder.simulator import SimulatorConfig, serve
+    from recorder.simulator import SimulatorConfig
+    from recorder.simulator.options import options_from_args, run
 
     host, port = parse_listen(args.listen)
     config = SimulatorConfig(
@@ -493,7 +548,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         resolution_seconds=units.parse_interval_seconds(args.resolution),
     )
-    serve(config, host, port, serve_v1=args.serve_v1)
+    run(config, host, port, options_from_args(args), serve_v1=args.serve_v1)
     return 0
 
 

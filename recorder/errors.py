@@ -74,6 +74,8 @@ class MetricsApiNotFound(MetricsApiError):
 
 class MetricsApiUnavailable(MetricsApiError):
     default_reason = "unavailable"
+    retry_after_seconds: float | None = None
+    """The server's ``Retry-After``, when it sent one."""
 
 
 class MetricsApiThrottled(MetricsApiUnavailable):

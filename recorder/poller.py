@@ -154,7 +154,7 @@ class Poller:
                 outcome, StoreError("earlier samples are still waiting to be written")
             )
         try:
-            result = self._sink.write(batch, now_ms=int(self._clock() * 1000))
+            result = self._write(batch)
         except StoreError as exc:
             self._hold(batch)
             return self._failed(outcome, exc)
@@ -165,6 +165,15 @@ class Poller:
         )
         self._metrics.samples_written.inc(result.written)
         return outcome
+
+    def _write(self, batch: Batch) -> WriteResult:
+        begun = time.perf_counter()
+        try:
+            return self._sink.write(batch, now_ms=int(self._clock() * 1000))
+        finally:
+            self._metrics.store_write_duration.labels(resource=_RESOURCE[batch.kind]).observe(
+                time.perf_counter() - begun
+            )
 
     def _fetch(self, kind: Kind) -> Batch:
         if kind is Kind.NODE:
@@ -215,7 +224,7 @@ class Poller:
         while self._buffer:
             batch = self._buffer[0]
             try:
-                result = self._sink.write(batch, now_ms=int(self._clock() * 1000))
+                result = self._write(batch)
             except StoreError as exc:
                 log.warning(
                     "database still unavailable, %d samples buffered: %s",

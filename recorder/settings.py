@@ -132,10 +132,25 @@ class Settings(BaseSettings):
         gt=0,
         description="Statement timeout of history queries",
     )
+    metrics_containers: bool = Field(
+        default=True,
+        description="Per-container gauges on /metrics (false: node gauges only); "
+        "recording is not affected",
+    )
+    metrics_namespace: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Only containers of these namespaces on /metrics: names or shell "
+        "patterns (team-*), comma-separated; default all",
+    )
+    metrics_exclude_namespace: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="No containers of these namespaces on /metrics: names or shell patterns, "
+        "comma-separated; wins over metrics_namespace",
+    )
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = Field(default="INFO")
 
-    @field_validator("namespace", mode="before")
+    @field_validator("namespace", "metrics_namespace", "metrics_exclude_namespace", mode="before")
     @classmethod
     def _namespaces(cls, value: Any) -> Any:
         return _split_csv(value)

@@ -1,69 +1,73 @@
-"""Where the Metrics API is and how to authenticate to it.
+"""Where the Kubernetes API is and how to authenticate to it.
 
-Precedence, as kubectl users expect: ``--api-url`` (e.g. ``kubectl proxy``, plain, no
-credentials) > ``--kubeconfig``/``KUBECONFIG`` > in-cluster service account. The loaders return a
-``ClusterConfig``; the client never looks at files or the environment itself.
+Precedence, as kubectl users expect: ``--api-url`` (e.g. ``kubectl proxy``, no credentials) >
+``--kubeconfig`` > ``KUBECONFIG`` > ``~/.kube/config`` when it exists (client-go prefers it to
+the in-cluster account too) > the in-cluster service account. The loaders return a
+``ClusterConfig``; the client never reads files or the environment itself (the credential
+sources it holds re-read their own files).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
-import ssl
-import tempfile
-from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import httpx
-import yaml
+from urllib.parse import urlsplit
 
 from recorder.errors import ConfigError
+from recorder.kube.credentials import (
+    CertificateSource,
+    Credentials,
+    FileCertificate,
+    FileToken,
+    StaticCertificate,
+    StaticToken,
+    TokenSource,
+)
+from recorder.kube.exec_plugin import ExecPlugin, parse_exec_spec
+from recorder.kube.kubeconfig import (
+    KubeconfigSelection,
+    kubeconfig_paths,
+    load_kubeconfig,
+    select_context,
+)
+from recorder.kube.tls import ClientCertificate, TlsSettings, read_pem
 
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-
-
-class BearerTokenAuth(httpx.Auth):
-    """Sends ``Authorization: Bearer``; the token comes from a source that is asked again on a
-    401, so a rotated token file (bound service-account tokens, ``tokenFile``) costs no poll."""
-
-    def __init__(self, token_source: Callable[[], str]):
-        self._source = token_source
-        self._token = token_source()
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        response = yield request
-        if response.status_code == 401:
-            fresh = self._source()
-            if fresh != self._token:
-                self._token = fresh
-                request.headers["Authorization"] = f"Bearer {fresh}"
-                yield request
-
-
-def _file_token(path: Path) -> Callable[[], str]:
-    def read() -> str:
-        try:
-            return path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {path}: {exc}") from exc
-
-    return read
+PROXY_SCHEMES = ("http", "https", "socks5")
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
     server: str
-    verify: bool | ssl.SSLContext = True
-    auth: httpx.Auth | None = None
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    credentials: Credentials | None = None
+    proxy: str | None = None
     source: str = "api-url"
     """Human description of where this came from, for error messages (no secrets)."""
-    identity: str | None = None
-    """Who we authenticate as when known (service account, kubeconfig user), for 403 hints."""
+    namespace: str | None = None
+    """The namespace of the kubeconfig context or service account, when known."""
+
+    @property
+    def identity(self) -> str | None:
+        """Who we authenticate as when known, for 401/403 messages."""
+        return self.credentials.identity() if self.credentials is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """Hooks for tests: clocks and how often credential files are read again."""
+
+    reread_seconds: float = 60.0
+    monotonic: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
 
 
 def load_cluster_config(
@@ -73,13 +77,24 @@ def load_cluster_config(
     context: str | None,
     environ: Mapping[str, str],
     service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+    sources: Sources | None = None,
 ) -> ClusterConfig:
+    """The cluster to read, by precedence. ``kubeconfig`` is the explicit flag; ``KUBECONFIG``
+    and ``HOME`` are read from ``environ``."""
+    sources = sources or Sources()
     if api_url:
-        return ClusterConfig(server=api_url.rstrip("/"), source=f"--api-url {api_url}")
-    if kubeconfig:
-        return _from_kubeconfig(kubeconfig, context)
+        return ClusterConfig(
+            server=_server_url(api_url, "--api-url"), source=f"--api-url {api_url}"
+        )
+    paths, explicit = kubeconfig_paths(kubeconfig, environ)
+    if kubeconfig or environ.get("KUBECONFIG"):
+        merged = load_kubeconfig(paths, explicit=explicit)
+        return from_kubeconfig(select_context(merged, context), environ, sources)
+    if paths and paths[0].is_file():  # ~/.kube/config
+        merged = load_kubeconfig(paths, explicit=False)
+        return from_kubeconfig(select_context(merged, context), environ, sources)
     if environ.get("KUBERNETES_SERVICE_HOST"):
-        return _in_cluster(environ, service_account_dir)
+        return in_cluster(environ, service_account_dir, sources)
     raise ConfigError(
         "no cluster is configured: pass --api-url (e.g. http://127.0.0.1:8001 from "
         "`kubectl proxy`), --kubeconfig or KUBECONFIG, or run inside a cluster. "
@@ -87,109 +102,212 @@ def load_cluster_config(
     )
 
 
-def _in_cluster(environ: Mapping[str, str], sa_dir: Path) -> ClusterConfig:
+def _server_url(value: str, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{what} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+# --- in-cluster ---------------------------------------------------------------------------
+
+
+def in_cluster(environ: Mapping[str, str], sa_dir: Path, sources: Sources) -> ClusterConfig:
     host = environ["KUBERNETES_SERVICE_HOST"]
-    port = environ.get("KUBERNETES_SERVICE_PORT", "443")
-    if ":" in host:  # IPv6
+    port = environ.get("KUBERNETES_SERVICE_PORT")
+    if not port:
+        raise ConfigError(
+            "KUBERNETES_SERVICE_HOST is set but KUBERNETES_SERVICE_PORT is not: the pod's "
+            "environment is incomplete; pass --kubeconfig or --api-url instead"
+        )
+    if ":" in host and not host.startswith("["):  # IPv6 literal
         host = f"[{host}]"
     token_path = sa_dir / "token"
-    ca_path = sa_dir / "ca.crt"
-    if not token_path.exists():
+    if not token_path.is_file():
         raise ConfigError(
             f"running in a cluster but {token_path} is missing: is automountServiceAccountToken "
-            "disabled for this pod?"
+            "false for this pod or its service account? Set it to true, or mount a projected "
+            "token there"
         )
+    ca_path = sa_dir / "ca.crt"
+    tls = TlsSettings()
+    if ca_path.is_file():
+        tls = TlsSettings(ca_pem=read_pem(str(ca_path), "the CA"), ca_source=f"the CA {ca_path}")
+    else:
+        log.warning("%s is missing: verifying the API server with the system trust store", ca_path)
     namespace_path = sa_dir / "namespace"
-    namespace = namespace_path.read_text().strip() if namespace_path.exists() else "?"
-    verify: bool | ssl.SSLContext = (
-        ssl.create_default_context(cafile=str(ca_path)) if ca_path.exists() else True
+    namespace = namespace_path.read_text().strip() if namespace_path.is_file() else None
+    token = FileToken(
+        token_path,
+        "the service-account token",
+        reread_seconds=sources.reread_seconds,
+        clock=sources.monotonic,
     )
+    account = f"a service account in namespace {namespace}" if namespace else "a service account"
     return ClusterConfig(
         server=f"https://{host}:{port}",
-        verify=verify,
-        auth=BearerTokenAuth(_file_token(token_path)),
-        source="in-cluster service account",
-        identity=f"system:serviceaccount:{namespace}:<this pod's service account>",
+        tls=tls,
+        credentials=Credentials(token=token, name=account),
+        source="the in-cluster service account",
+        namespace=namespace,
     )
 
 
-def _from_kubeconfig(paths: str, context_name: str | None) -> ClusterConfig:
-    first = Path(paths.split(":")[0]).expanduser()
-    try:
-        document: Any = yaml.safe_load(first.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read kubeconfig {first}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"kubeconfig {first} is not valid YAML: {exc}") from exc
-    if not isinstance(document, dict):
-        raise ConfigError(f"kubeconfig {first} is empty or not a mapping")
-    base = first.parent
-    name = context_name or document.get("current-context")
-    if not name:
-        raise ConfigError(f"kubeconfig {first} has no current-context; pass --context")
-    context = _named(document, "contexts", "context", name, first)
-    cluster = _named(document, "clusters", "cluster", context.get("cluster"), first)
-    user_name = context.get("user")
-    user = _named(document, "users", "user", user_name, first) if user_name else {}
+# --- kubeconfig ---------------------------------------------------------------------------
+
+
+def from_kubeconfig(
+    chosen: KubeconfigSelection, environ: Mapping[str, str], sources: Sources
+) -> ClusterConfig:
+    cluster = chosen.cluster
+    files = ", ".join(str(f) for f in chosen.files)
+    where = f"cluster {chosen.cluster_name!r} in {chosen.cluster_origin}"
     server = cluster.get("server")
-    if not server:
-        raise ConfigError(f"cluster {context.get('cluster')!r} in {first} has no server")
-
-    verify: bool | ssl.SSLContext = True
-    if cluster.get("insecure-skip-tls-verify"):
-        log.warning("insecure-skip-tls-verify is set in %s: the server is NOT authenticated", first)
-        verify = False
-    ca_file = _material(cluster, "certificate-authority", base)
-    cert_file = _material(user, "client-certificate", base)
-    key_file = _material(user, "client-key", base)
-    if verify is not False and (ca_file or cert_file):
-        context_ssl = ssl.create_default_context(cafile=ca_file)
-        if cert_file:
-            if not key_file:
-                raise ConfigError(f"user {user_name!r} in {first} has a certificate but no key")
-            context_ssl.load_cert_chain(cert_file, key_file)
-        verify = context_ssl
-
-    auth: httpx.Auth | None = None
-    if user.get("token"):
-        token = str(user["token"])
-        auth = BearerTokenAuth(lambda: token)
-    elif user.get("tokenFile"):
-        auth = BearerTokenAuth(_file_token(_resolve(base, user["tokenFile"])))
+    if not isinstance(server, str) or not server:
+        raise ConfigError(f"{where} has no server")
+    server = _server_url(server, f"the server of {where}")
+    tls = _tls_settings(cluster, where)
+    if tls.insecure:
+        log.warning(
+            "insecure-skip-tls-verify is set for %s: the API server's certificate is NOT "
+            "checked, so anyone in the network path can read the credentials sent to it",
+            where,
+        )
+    proxy = cluster.get("proxy-url") or None
+    if proxy is not None:
+        scheme = urlsplit(str(proxy)).scheme
+        if scheme not in PROXY_SCHEMES:
+            raise ConfigError(
+                f"proxy-url of {where} has scheme {scheme!r}; use one of {', '.join(PROXY_SCHEMES)}"
+            )
+        proxy = str(proxy)
+    credentials = (
+        _user_credentials(chosen, tls, environ, sources) if chosen.user_name is not None else None
+    )
     return ClusterConfig(
-        server=str(server).rstrip("/"),
-        verify=verify,
-        auth=auth,
-        source=f"kubeconfig {first} context {name}",
-        identity=f"kubeconfig user {user_name}" if user_name else None,
+        server=server,
+        tls=tls,
+        credentials=credentials,
+        proxy=proxy,
+        source=f"kubeconfig {files}, context {chosen.context_name!r}",
+        namespace=chosen.namespace,
     )
 
 
-def _named(document: dict[str, Any], section: str, field: str, name: Any, path: Path) -> Any:
-    for entry in document.get(section) or ():
-        if isinstance(entry, dict) and entry.get("name") == name:
-            value = entry.get(field)
-            return value if isinstance(value, dict) else {}
-    raise ConfigError(f"kubeconfig {path} has no {field} named {name!r} in {section}")
+def _decode_data(value: Any, what: str) -> bytes:
+    try:
+        return base64.b64decode(str(value).strip(), validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise ConfigError(f"{what} is not valid base64 (it holds the PEM, base64-encoded)") from exc
 
 
-def _resolve(base: Path, value: Any) -> Path:
-    path = Path(str(value)).expanduser()
-    return path if path.is_absolute() else base / path
+def _tls_settings(cluster: Mapping[str, Any], where: str) -> TlsSettings:
+    insecure = bool(cluster.get("insecure-skip-tls-verify"))
+    server_name = cluster.get("tls-server-name") or None
+    ca_data, ca_file = (
+        cluster.get("certificate-authority-data"),
+        cluster.get("certificate-authority"),
+    )
+    if insecure and (ca_data or ca_file):
+        raise ConfigError(
+            f"{where} sets both insecure-skip-tls-verify and a certificate authority; kubectl "
+            "refuses that too: remove one of them"
+        )
+    if ca_data:
+        return TlsSettings(
+            ca_pem=_decode_data(ca_data, f"certificate-authority-data of {where}"),
+            ca_source=f"certificate-authority-data of {where}",
+            server_name=server_name,
+        )
+    if ca_file:
+        return TlsSettings(
+            ca_pem=read_pem(str(ca_file), f"the certificate-authority of {where}:"),
+            ca_source=f"the certificate-authority {ca_file} of {where}",
+            server_name=server_name,
+        )
+    return TlsSettings(insecure=insecure, server_name=server_name)
 
 
-def _material(section: dict[str, Any], key: str, base: Path) -> str | None:
-    """A file path for ``key`` or ``key-data`` (base64 PEM written to a private temp file)."""
-    data = section.get(f"{key}-data")
-    if data:
-        try:
-            pem = base64.b64decode(str(data), validate=True)
-        except ValueError as exc:
-            raise ConfigError(f"{key}-data in the kubeconfig is not valid base64") from exc
-        handle = tempfile.NamedTemporaryFile(prefix="recorder-", suffix=".pem", delete=False)
-        with handle:
-            handle.write(pem)
-        return handle.name
-    if section.get(key):
-        return str(_resolve(base, section[key]))
-    return None
+def _user_credentials(
+    chosen: KubeconfigSelection,
+    tls: TlsSettings,
+    environ: Mapping[str, str],
+    sources: Sources,
+) -> Credentials:
+    user = chosen.user
+    name = f"kubeconfig user {chosen.user_name!r}"
+    where = f"user {chosen.user_name!r} in {chosen.user_origin}"
+    if user.get("auth-provider"):
+        provider = (
+            user["auth-provider"].get("name", "?")
+            if isinstance(user["auth-provider"], dict)
+            else "?"
+        )
+        raise ConfigError(
+            f"{where} uses auth-provider {provider!r}, which kubectl itself no longer supports; "
+            "switch to its exec credential plugin (gke-gcloud-auth-plugin, kubelogin, ...)"
+        )
+    token: TokenSource | None = None
+    if user.get("tokenFile"):
+        static = str(user["token"]) if user.get("token") else None
+        token = FileToken(
+            Path(str(user["tokenFile"])),
+            f"tokenFile of {where}",
+            reread_seconds=sources.reread_seconds,
+            clock=sources.monotonic,
+            fallback=static,
+        )
+    elif user.get("token"):
+        token = StaticToken(str(user["token"]), f"the token of {where}")
+    basic = None
+    if user.get("username") or user.get("password"):
+        basic = (str(user.get("username") or ""), str(user.get("password") or ""))
+    certificate = _certificate(user, where, sources)
+    impersonate = None
+    if user.get("as"):
+        groups = user.get("as-groups") or []
+        impersonate = (str(user["as"]), tuple(str(g) for g in groups))
+    exec_plugin = None
+    if user.get("exec") and token is None and basic is None and certificate is None:
+        spec = parse_exec_spec(
+            user["exec"], user_name=str(chosen.user_name), cluster=chosen.cluster, ca_pem=tls.ca_pem
+        )
+        exec_plugin = ExecPlugin(spec, environ=environ, clock=sources.wall_clock)
+    return Credentials(
+        token=token,
+        certificate=certificate,
+        basic=basic,
+        exec_plugin=exec_plugin,
+        impersonate=impersonate,
+        name=name,
+    )
+
+
+def _certificate(user: Mapping[str, Any], where: str, sources: Sources) -> CertificateSource | None:
+    cert_data, cert_file = user.get("client-certificate-data"), user.get("client-certificate")
+    key_data, key_file = user.get("client-key-data"), user.get("client-key")
+    has_cert, has_key = bool(cert_data or cert_file), bool(key_data or key_file)
+    if not has_cert and not has_key:
+        return None
+    if has_cert != has_key:
+        missing = "client-key(-data)" if has_cert else "client-certificate(-data)"
+        raise ConfigError(f"{where} has a client certificate or key but no {missing}")
+    if not cert_data and not key_data:
+        return FileCertificate(
+            Path(str(cert_file)),
+            Path(str(key_file)),
+            f"client-certificate {cert_file} of {where}",
+            reread_seconds=sources.reread_seconds,
+            clock=sources.monotonic,
+        )
+    cert = (
+        _decode_data(cert_data, f"client-certificate-data of {where}")
+        if cert_data
+        else read_pem(str(cert_file), f"the client-certificate of {where}:")
+    )
+    key = (
+        _decode_data(key_data, f"client-key-data of {where}")
+        if key_data
+        else read_pem(str(key_file), f"the client-key of {where}:")
+    )
+    return StaticCertificate(ClientCertificate(cert, key, f"the client certificate of {where}"))

@@ -12,7 +12,7 @@ from typing import TypeVar
 import msgspec
 
 from recorder.domain import Kind, Rejection
-from recorder.errors import DecodeError
+from recorder.errors import MalformedResponseError
 from recorder.kube import wire
 
 _node_list = msgspec.json.Decoder(wire.NodeMetricsList)
@@ -31,7 +31,7 @@ def decode_node_list(body: bytes) -> tuple[list[wire.NodeMetrics], list[Rejectio
     except msgspec.ValidationError:
         return _decode_item_by_item(body, Kind.NODE, _node_item)
     except msgspec.DecodeError as exc:
-        raise DecodeError(f"the NodeMetricsList response is not valid JSON: {exc}") from exc
+        raise MalformedResponseError(_not_json("NodeMetricsList", exc)) from exc
     _check_kind(whole.kind, "NodeMetricsList")
     return list(whole.items or ()), []
 
@@ -42,14 +42,23 @@ def decode_pod_list(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]
     except msgspec.ValidationError:
         return _decode_item_by_item(body, Kind.CONTAINER, _pod_item)
     except msgspec.DecodeError as exc:
-        raise DecodeError(f"the PodMetricsList response is not valid JSON: {exc}") from exc
+        raise MalformedResponseError(_not_json("PodMetricsList", exc)) from exc
     _check_kind(whole.kind, "PodMetricsList")
     return list(whole.items or ()), []
 
 
+def _not_json(expected: str, exc: Exception) -> str:
+    return (
+        f"the {expected} response is not valid JSON ({exc}): it was cut short or does not come "
+        "from the Kubernetes API (a proxy or load balancer answering instead?)"
+    )
+
+
 def _check_kind(kind: str | None, expected: str) -> None:
     if kind is not None and kind != expected:
-        raise DecodeError(f"expected a {expected} from the Metrics API, got kind {kind!r}")
+        raise MalformedResponseError(
+            f"expected a {expected} from the Metrics API, got kind {kind!r}"
+        )
 
 
 def _decode_item_by_item(
@@ -59,7 +68,9 @@ def _decode_item_by_item(
     try:
         raw = _raw_list.decode(body)
     except msgspec.ValidationError as exc:
-        raise DecodeError(f"the {expected} response has an unexpected shape: {exc}") from exc
+        raise MalformedResponseError(
+            f"the {expected} response has an unexpected shape: {exc}"
+        ) from exc
     _check_kind(raw.kind, expected)
     items: list[ItemT] = []
     rejections: list[Rejection] = []
@@ -88,7 +99,10 @@ def decode_group(body: bytes) -> wire.APIGroup:
     try:
         return msgspec.json.decode(body, type=wire.APIGroup)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise DecodeError(f"the metrics.k8s.io discovery document is malformed: {exc}") from exc
+        raise MalformedResponseError(
+            f"the metrics.k8s.io discovery document is malformed ({exc}): is the URL a "
+            "Kubernetes API server?"
+        ) from exc
 
 
 def decode_status(body: bytes) -> wire.Status | None:

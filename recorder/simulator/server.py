@@ -1,21 +1,29 @@
 """The simulated Metrics API over HTTP: the paths of the API server's aggregation layer.
 
 Every request goes through `MetricsApi.handle` (routing, selectors, caching, errors), wrapped by
-one Starlette endpoint; cross-cutting behaviour (TLS, authentication, fault injection) is meant to
-plug in as ASGI middleware passed to `create_app`.
+one Starlette endpoint; cross-cutting behaviour plugs in as ASGI middleware passed to
+`create_app` (``access.AccessMiddleware`` for authentication and RBAC, ``faults.FaultMiddleware``
+for fault injection). `SimulatorServer` and `serve` speak HTTPS when given a `ServerTls`; the
+verified client certificate reaches the middleware as the ASGI ``tls`` extension.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import os
+import shutil
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
@@ -25,11 +33,10 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from recorder.errors import ConfigError
-from recorder.simulator import wire
-from recorder.simulator.model import ClusterModel, Frame, SimulatorConfig
 from recorder.selectors import (
     FieldSelector,
     LabelSelector,
@@ -37,8 +44,19 @@ from recorder.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
+from recorder.simulator import wire
+from recorder.simulator.core import CoreApi
+from recorder.simulator.model import ClusterModel, Frame, SimulatorConfig
 
-__all__ = ["MetricsApi", "Reply", "SimulatorServer", "StaticResponses", "create_app", "serve"]
+__all__ = [
+    "MetricsApi",
+    "Reply",
+    "ServerTls",
+    "SimulatorServer",
+    "StaticResponses",
+    "create_app",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +126,10 @@ class MetricsApi:
         *,
         serve_v1: bool = False,
         legacy: bool = False,
+        core_api: bool = False,
     ) -> None:
         self._model = model
+        self._core = CoreApi(model) if core_api and model is not None else None
         self._static = {
             key: Reply(200, value) if isinstance(value, bytes) else Reply(*value)
             for key, value in (static or {}).items()
@@ -139,7 +159,7 @@ class MetricsApi:
             len(parts) >= 4 and parts[:2] == ["apis", wire.GROUP] and parts[2] in self._versions
         )
         if discovery is None and not (is_metrics and _resource_shape(parts[3:])):
-            return Reply(404, wire.path_not_found())
+            return self._core_reply(method, path, query) or Reply(404, wire.path_not_found())
         if method not in ("GET", "HEAD"):
             return Reply(405, wire.method_not_allowed())
         if discovery is not None:
@@ -155,6 +175,16 @@ class MetricsApi:
                 if reply.status == 200:
                     self._cache.put(key, reply)
             return reply
+
+    def _core_reply(self, method: str, path: str, query: str) -> Reply | None:
+        if self._core is None or self._model is None:
+            return None
+        answer = self._core.handle(path, query, self._model.frame())
+        if answer is None:
+            return None
+        if method not in ("GET", "HEAD"):
+            return Reply(405, wire.method_not_allowed())
+        return Reply(*answer)
 
     def _render(self, frame: Frame, renderer: wire.Renderer, rest: list[str], query: str) -> Reply:
         model = self._model
@@ -253,6 +283,7 @@ def create_app(
     serve_v1: bool = False,
     *,
     legacy: bool = False,
+    core_api: bool = False,
     middleware: Sequence[Middleware] = (),
 ) -> Starlette:
     """The simulated Metrics API as an ASGI app.
@@ -260,9 +291,11 @@ def create_app(
     ``model`` serves simulated metrics; ``static`` serves fixed bodies for given paths (and wins
     over the model), e.g. real-world responses with odd shapes. Discovery is always served.
     ``serve_v1`` also serves ``metrics.k8s.io/v1`` (preferred); ``legacy`` writes the shapes of
-    metrics-server 0.3 (``selfLink``, no labels).
+    metrics-server 0.3 (``selfLink``, no labels); ``core_api`` serves the core objects
+    ``kubectl top`` reads (``/api/v1/nodes``, pods, ``/version``); ``middleware`` wraps it all,
+    the first entry outermost.
     """
-    api = MetricsApi(model, static, serve_v1=serve_v1, legacy=legacy)
+    api = MetricsApi(model, static, serve_v1=serve_v1, legacy=legacy, core_api=core_api)
 
     async def endpoint(request: Request) -> Response:
         accepts_gzip = "gzip" in request.headers.get("accept-encoding", "")
@@ -301,23 +334,84 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def _uvicorn(app: ASGIApp, log_level: str) -> uvicorn.Server:
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """HTTPS for the simulator: its certificate and key (PEM), and the CA whose client
+    certificates it accepts (asked for, not required: token clients need none)."""
+
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+    client_ca_pem: bytes | None = None
+
+
+class _TlsScopeProtocol(H11Protocol):
+    """uvicorn's h11 protocol, adding the ASGI ``tls`` extension (the verified client
+    certificate chain) to each request's scope, which uvicorn does not do itself."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        tls = {
+            "server_cert": None,
+            "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+            "client_cert_name": None,
+            "client_cert_error": None,
+            "tls_version": None,
+            "cipher_suite": None,
+        }
+        inner = self.app
+
+        async def with_tls(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["extensions"] = {**(scope.get("extensions") or {}), "tls": tls}
+            await inner(scope, receive, send)
+
+        self.app = with_tls
+
+
+def _uvicorn(app: ASGIApp, log_level: str, tls: ServerTls | None = None) -> uvicorn.Server:
+    """A uvicorn server, its configuration loaded (with TLS, the key never stays on disk)."""
+    options: dict[str, Any] = {}
+    directory: Path | None = None
+    if tls is not None:
+        directory = Path(tempfile.mkdtemp(prefix="recorder-simulator-tls-"))
+        options = {
+            "ssl_certfile": _private_file(directory / "server.crt", tls.cert_pem),
+            "ssl_keyfile": _private_file(directory / "server.key", tls.key_pem),
+            "http": _TlsScopeProtocol,
+        }
+        if tls.client_ca_pem is not None:
+            options["ssl_ca_certs"] = _private_file(directory / "client-ca.crt", tls.client_ca_pem)
+            options["ssl_cert_reqs"] = ssl.CERT_OPTIONAL
     config = uvicorn.Config(
         app,
         log_level=log_level,
         access_log=False,
         server_header=False,
         lifespan="off",
-        http="h11",
+        http=options.pop("http", "h11"),
         ws="none",
         timeout_graceful_shutdown=5,
+        **options,
     )
+    try:
+        config.load()  # reads the certificate files into an SSLContext
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
     return uvicorn.Server(config)
+
+
+def _private_file(path: Path, data: bytes) -> str:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return str(path)
 
 
 class SimulatorServer:
@@ -328,26 +422,33 @@ class SimulatorServer:
     """
 
     def __init__(
-        self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+        self,
+        app: ASGIApp,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        tls: ServerTls | None = None,
     ) -> None:
         self._app = app
         self._host = host
         self._port = port
         self._log_level = log_level
+        self._tls = tls
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._url = ""
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``, once started."""
+        """``http://127.0.0.1:<port>`` (``https://`` with TLS), once started."""
         if not self._url:
             raise RuntimeError("the simulator server is not running")
         return self._url
 
     def start(self, timeout: float = 10.0) -> None:
+        server = _uvicorn(self._app, self._log_level, self._tls)
         sock = _bind(self._host, self._port)
-        server = _uvicorn(self._app, self._log_level)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="metrics-simulator", daemon=True
         )
@@ -360,7 +461,8 @@ class SimulatorServer:
                 sock.close()
                 raise RuntimeError("the simulated Metrics API did not start")
             time.sleep(0.005)
-        self._server, self._thread, self._url = server, thread, _url(sock)
+        scheme = "https" if self._tls is not None else "http"
+        self._server, self._thread, self._url = server, thread, _url(sock, scheme)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._server is None or self._thread is None:
@@ -392,31 +494,40 @@ def serve(
     legacy: bool = False,
     log_level: str = "warning",
     clock: Callable[[], float] = time.time,
+    core_api: bool = False,
+    middleware: Sequence[Middleware] = (),
+    tls: ServerTls | None = None,
+    on_listening: Callable[[str], None] | None = None,
 ) -> None:
     """Serve a simulated cluster until interrupted (``recorder simulate``).
 
-    Logs the URL it listens on; raises `ConfigError` when it cannot bind ``host:port``; returns
-    after Ctrl-C.
+    Logs the URL it listens on and passes it to ``on_listening`` (e.g. to write a kubeconfig);
+    raises `ConfigError` when it cannot bind ``host:port``; returns after Ctrl-C.
     """
     started = time.perf_counter()
     model = ClusterModel(config, clock)
     model.frame()  # build the cluster and its first frame before accepting requests
-    app = create_app(model, serve_v1=serve_v1, legacy=legacy)
+    app = create_app(
+        model, serve_v1=serve_v1, legacy=legacy, core_api=core_api, middleware=middleware
+    )
+    server = _uvicorn(app, log_level, tls)
     sock = _bind(host, port)
-    url = _url(sock)
+    url = _url(sock, "https" if tls is not None else "http")
     logger.info(
         "simulated Metrics API listening on %s (%d nodes, %d pods, seed %d, resolution %gs, "
-        "ready in %.1fs); try: kubectl --server %s get --raw /apis/%s/v1beta1/nodes",
+        "ready in %.1fs)",
         url,
         config.nodes,
         config.pods,
         config.seed,
         config.resolution_seconds,
         time.perf_counter() - started,
-        url,
-        wire.GROUP,
     )
+    if tls is None:
+        logger.info("try: kubectl --server %s get --raw /apis/%s/v1beta1/nodes", url, wire.GROUP)
+    if on_listening is not None:
+        on_listening(url)
     try:
-        _uvicorn(app, log_level).run(sockets=[sock])
+        server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after shutting down cleanly
         logger.info("simulated Metrics API stopped")
