@@ -276,6 +276,8 @@ class Scan:
         cpu: list[int] = []
         memory: list[int] = []
         for series_id, ts, cpu_value, memory_value in rows:
+            if series_id == current and timestamps and timestamps[-1] == ts:
+                continue  # the same sample from a second replica, until compaction dedups it
             if series_id != current:
                 if current is not None:
                     self._add_run(current, timestamps, {Resource.CPU: cpu, Resource.MEMORY: memory})

@@ -253,3 +253,25 @@ def test_postgres_head_partitions_are_dropped_after_compaction(postgres_url: str
     assert f"samples_head_{T0}_{T0 + HOUR}" not in names
     assert f"samples_head_{T0 + HOUR}_{T0 + 2 * HOUR}" in names
     store.close()
+
+
+def test_a_second_replicas_duplicates_are_counted_once_before_compaction(store: Store) -> None:
+    from recorder.domain import Agg
+
+    samples = synthetic(keys(2), T0, T0 + 20 * 60_000, seed=4)
+    write_polls(store, samples)
+    with store.engine.begin() as conn:  # another replica wrote the same polls
+        ids = dict(conn.execute(select(schema.series.c.pod, schema.series.c.id)).all())
+        store.head.append(
+            conn,
+            [(s.timestamp_ms, ids[s.key.pod], 1, s.cpu_nanocores, s.memory_bytes) for s in samples],
+        )
+    for agg in (Agg.COUNT, Agg.SUM):
+        query = HistoryQuery(
+            Resource.CPU, SeriesFilter(QueryKind.CONTAINER), T0, T0 + HOUR, HOUR, agg
+        )
+        found = {s.labels["pod"]: s.points for s in store.history(query, max_points=99).series}
+        for pod, points in expected(samples, Resource.CPU).items():
+            want = len(points) if agg is Agg.COUNT else sum(v for _, v in points)
+            assert found[pod] == [(T0, want)]
+    assert read_all(store, Resource.CPU) == expected(samples, Resource.CPU)
