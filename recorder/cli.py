@@ -180,6 +180,7 @@ def _store_for(settings: Settings, url: str | None = None) -> Store:
         retention=RetentionPolicy(
             full_resolution_ms=round(settings.full_resolution_retention_seconds * 1000),
             statistics_ms=round(settings.statistics_retention_seconds * 1000),
+            rollups_ms=round(settings.rollup_retention_seconds * 1000),
         ),
     )
     store.query_timeout_seconds = settings.query_timeout_seconds
@@ -399,7 +400,8 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     )
     print(
         f"retention: {r.payloads_dropped} full-resolution payloads dropped, "
-        f"{r.chunks_deleted} block statistics deleted, {r.series_deleted} series deleted"
+        f"{r.chunks_deleted} block statistics and {r.rollups_deleted} day rollups deleted, "
+        f"{r.series_deleted} series deleted"
     )
     return 0
 

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long block statistics (count, sum, min, max, sketches) are kept",
     )
+    rollup_retention_seconds: float = Field(
+        default=400 * 86_400.0,
+        validation_alias="RECORDER_ROLLUP_RETENTION",
+        gt=0,
+        description="How long day-level rollups of the statistics are kept",
+    )
     maintenance_interval_seconds: float = Field(
         default=600.0,
         validation_alias="RECORDER_MAINTENANCE_INTERVAL",
@@ -169,6 +175,7 @@ class Settings(BaseSettings):
         "block_seconds",
         "full_resolution_retention_seconds",
         "statistics_retention_seconds",
+        "rollup_retention_seconds",
         "maintenance_interval_seconds",
         "query_max_range_seconds",
         "query_timeout_seconds",
@@ -184,6 +191,14 @@ class Settings(BaseSettings):
         full = info.data.get("full_resolution_retention_seconds")
         if full is not None and value < full:
             raise ValueError("statistics retention must be at least the full-resolution one")
+        return value
+
+    @field_validator("rollup_retention_seconds")
+    @classmethod
+    def _rollups_outlive_statistics(cls, value: float, info: Any) -> float:
+        statistics = info.data.get("statistics_retention_seconds")
+        if statistics is not None and value < statistics:
+            raise ValueError("rollup retention must be at least the statistics one")
         return value
 
     @field_validator("interval_seconds")

@@ -2,8 +2,9 @@
 one, then nothing. Dropping a payload is the downsampling: the chunk keeps its count, sums,
 minima, maxima, last values and sketches, which answer long-range queries on their own.
 
-Retention works on whole blocks: a block's payload goes once the *end* of the block is older
-than the full-resolution period, so up to one block more than the period is kept.
+Day rollups (``rollups``) can be kept longer still. Retention works on whole blocks and days:
+a block's payload goes once the *end* of the block is older than the full-resolution period,
+so up to one block more than the period is kept.
 """
 
 from __future__ import annotations
@@ -21,18 +22,22 @@ DAY_MS = 86_400_000
 class RetentionPolicy:
     full_resolution_ms: int = 14 * DAY_MS
     statistics_ms: int = 400 * DAY_MS
+    rollups_ms: int = 400 * DAY_MS
 
     def __post_init__(self) -> None:
-        if self.full_resolution_ms <= 0 or self.statistics_ms <= 0:
+        if min(self.full_resolution_ms, self.statistics_ms, self.rollups_ms) <= 0:
             raise ValueError("retention periods must be positive")
         if self.statistics_ms < self.full_resolution_ms:
             raise ValueError("statistics must be kept at least as long as full resolution")
+        if self.rollups_ms < self.statistics_ms:
+            raise ValueError("day rollups must be kept at least as long as block statistics")
 
 
 @dataclass
 class RetentionReport:
     payloads_dropped: int = 0
     chunks_deleted: int = 0
+    rollups_deleted: int = 0
     series_deleted: int = 0
 
 
@@ -53,11 +58,12 @@ def apply_retention(
             delete(c).where(c.c.block_start_ms <= stats_cutoff)
         ).rowcount
         r = schema.rollups
-        # A day's rollup goes with the last of its chunks.
-        conn.execute(delete(r).where(r.c.day_start_ms + DAY_MS - block_ms <= stats_cutoff))
+        report.rollups_deleted = conn.execute(
+            delete(r).where(r.c.day_start_ms + DAY_MS <= now_ms - policy.rollups_ms)
+        ).rowcount
         gone = (
             select(s.c.id)
-            .where(s.c.last_seen_ms < now_ms - policy.statistics_ms)
+            .where(s.c.last_seen_ms < now_ms - policy.rollups_ms)
             .where(~exists().where(c.c.series_id == s.c.id))
             .where(~exists().where(r.c.series_id == s.c.id))
             .where(s.c.id.not_in(select(h.c.series_id).distinct()))

@@ -35,7 +35,7 @@ def watermark(conn: Connection) -> int | None:
 
 def build(engine: Engine, closed_before_ms: int, late_blocks: Iterable[int]) -> int:
     """Roll up every closed day from the watermark on, and the earlier days that got late
-    blocks; returns how many days were (re)built."""
+    blocks; returns how many days with data were (re)built."""
     c = schema.chunks
     with engine.connect() as conn:
         mark = watermark(conn)
@@ -46,13 +46,15 @@ def build(engine: Engine, closed_before_ms: int, late_blocks: Iterable[int]) -> 
     last_closed = day_of(closed_before_ms)  # days ending at or before this are complete
     days = set(range(first, last_closed, DAY_MS))
     days |= {day_of(block) for block in late_blocks if day_of(block) < first}
+    built = 0
     for day in sorted(days):
         with engine.begin() as conn:
             conn.execute(delete(schema.rollups).where(schema.rollups.c.day_start_ms == day))
             rows = list(_merged(conn, day))
             for start in range(0, len(rows), _BATCH):
                 conn.execute(insert(schema.rollups), rows[start : start + _BATCH])
-    return len(days)
+        built += bool(rows)
+    return built
 
 
 def _merged(conn: Connection, day: int) -> Iterator[dict[str, Any]]:

@@ -152,3 +152,30 @@ def test_a_late_block_rebuilds_its_days_rollup(store: Store) -> None:
     assert daily(store, Agg.MAX) == reference(Agg.MAX, [late])
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.rollups)).scalar_one() == 9
+
+
+def test_rollups_outlive_block_statistics(database_url: str) -> None:
+    from recorder.store.retention import RetentionPolicy
+
+    store = open_store(
+        database_url,
+        retention=RetentionPolicy(
+            full_resolution_ms=DAY, statistics_ms=2 * DAY, rollups_ms=9 * DAY
+        ),
+    )
+    store.migrate()
+    for ts in range(D0, D0 + 3 * DAY, STEP):
+        store.write(
+            Batch(Kind.CONTAINER, tuple(s for s in SAMPLES if s.timestamp_ms == ts)), now_ms=0
+        )
+    report = store.maintain(now_ms=D0 + 8 * DAY, grace_ms=0)
+    assert report.compaction.rollup_days == 3
+    assert report.retention.chunks_deleted == 3 * 24 * len(KEYS)
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.chunks)).scalar_one() == 0
+    assert daily(store, Agg.MAX) == reference(Agg.MAX)  # the days are still answered
+    gone = store.maintain(now_ms=D0 + 12 * DAY + 1, grace_ms=0)
+    assert gone.retention.rollups_deleted == 3 * len(KEYS)
+    assert gone.retention.series_deleted == len(KEYS)
+    assert daily(store, Agg.MAX) == {}
+    store.close()
