@@ -68,6 +68,7 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
                 "--no-color",
             ],
             env=recorder_env(),
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=400,
