@@ -166,11 +166,16 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def _configure_logging(level: str | None) -> None:
+    chosen = (level or "INFO").upper()
     logging.basicConfig(
-        level=(level or "INFO").upper(),
+        level=chosen,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if chosen != "DEBUG":
+        # One line per request and per job run would drown the recorder's own messages.
+        for noisy in ("httpx", "httpcore", "apscheduler"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _store_for(settings: Settings, url: str | None = None) -> Store:

@@ -90,10 +90,13 @@ def load_cluster_config(
     if kubeconfig or environ.get("KUBECONFIG"):
         merged = load_kubeconfig(paths, explicit=explicit)
         return from_kubeconfig(select_context(merged, context), environ, sources)
+    in_a_pod = bool(environ.get("KUBERNETES_SERVICE_HOST"))
     if paths and paths[0].is_file():  # ~/.kube/config
         merged = load_kubeconfig(paths, explicit=False)
-        return from_kubeconfig(select_context(merged, context), environ, sources)
-    if environ.get("KUBERNETES_SERVICE_HOST"):
+        # Like client-go: a home kubeconfig that selects nothing gives way to the pod's account.
+        if context or merged.current_context or not in_a_pod:
+            return from_kubeconfig(select_context(merged, context), environ, sources)
+    if in_a_pod:
         return in_cluster(environ, service_account_dir, sources)
     raise ConfigError(
         "no cluster is configured: pass --api-url (e.g. http://127.0.0.1:8001 from "

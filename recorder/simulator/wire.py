@@ -73,8 +73,8 @@ def _group_entry(versions: Sequence[str]) -> APIGroupEntry:
 
 
 def api_group_list(versions: Sequence[str]) -> bytes:
-    """``GET /apis``: only the metrics group is served here."""
-    return _json.encode(APIGroupList("v1", [_group_entry(versions)]))
+    """``GET /apis``: only the metrics group is served here (none without ``versions``)."""
+    return _json.encode(APIGroupList("v1", [_group_entry(versions)] if versions else []))
 
 
 def api_group(versions: Sequence[str]) -> bytes:

@@ -85,7 +85,7 @@ def stop(process: subprocess.Popen[str]) -> str:
 def history(base: str, resource: str, kind: str) -> dict[tuple[str, ...], list[list[float]]]:
     response = httpx.get(
         f"{base}/api/v1/history",
-        params={"resource": resource, "kind": kind, "start": 0, "end": START + 3600},
+        params={"resource": resource, "kind": kind, "start": START - 3600, "end": START + 3600},
     )
     response.raise_for_status()
     return {
