@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from recorder.domain import Batch, Kind, Rejection, WriteResult
-from recorder.errors import DecodeError, MetricsApiError, RecorderError, StoreError
+from recorder.errors import (
+    CredentialsError,
+    DecodeError,
+    MetricsApiError,
+    RecorderError,
+    StoreError,
+)
 from recorder.exporter import SelfMetrics, SnapshotHolder
 from recorder.kube.decode import decode_node_list, decode_pod_list
 from recorder.kube.normalize import normalize_nodes, normalize_pods
@@ -114,7 +120,8 @@ class Poller:
         self._metrics.poll_duration.observe(report.duration_seconds)
         self._metrics.samples_buffered.set(self._buffered_samples)
         fetched_all = all(
-            not isinstance(o.error, MetricsApiError | DecodeError) for o in report.outcomes
+            not isinstance(o.error, MetricsApiError | DecodeError | CredentialsError)
+            for o in report.outcomes
         )
         self._metrics.api_up.set(1 if fetched_all else 0)
         if report.ok:
