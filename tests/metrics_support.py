@@ -1,0 +1,41 @@
+"""A registry that has been through what the service does (polls that fail and succeed, items
+rejected, maintenance, store statistics), so every family, labelled ones too, has samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recorder.cli import _maintain_logged
+from recorder.errors import MetricsApiForbidden
+from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
+from recorder.poller import Poller
+from recorder.store import Store
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+class FlakySource:
+    """Real-world odd responses (with items to reject); the first node list is forbidden."""
+
+    def __init__(self) -> None:
+        self.node_calls = 0
+
+    def list_nodes(self) -> bytes:
+        self.node_calls += 1
+        if self.node_calls == 1:
+            raise MetricsApiForbidden("forbidden", status=403)
+        return (FIXTURES / "odd_nodes.json").read_bytes()
+
+    def list_pods(self, namespace: str | None = None) -> bytes:
+        return (FIXTURES / "odd_pods.json").read_bytes()
+
+
+def populated_registry(store: Store) -> RecorderRegistry:
+    holder = SnapshotHolder(30.0)
+    registry, metrics = build_registry(holder)
+    poller = Poller(FlakySource(), store, holder, metrics)
+    assert not poller.poll_once().ok
+    assert poller.poll_once().ok
+    assert _maintain_logged(store, metrics) is not None
+    registry.exposition(openmetrics=False, gzip=False)  # observes a render duration
+    return registry
