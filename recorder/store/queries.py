@@ -259,6 +259,31 @@ def aggregate(acc: Accumulator, agg: Agg) -> Value:
     }[agg]
 
 
+def _whole_window(
+    conn: Connection,
+    where: SeriesFilter,
+    start_ms: int,
+    end_ms: int,
+    block_ms: int,
+    max_samples: int,
+) -> tuple[dict[int, Series], Scan]:
+    """The matching series and their CPU and memory statistics over the whole window."""
+    _check_selector(where)
+    found = select_series(conn, where)
+    scan = Scan(
+        start_ms=start_ms,
+        end_ms=end_ms,
+        block_ms=block_ms,
+        bucket_of=whole(start_ms),
+        resources=(Resource.CPU, Resource.MEMORY),
+        use_statistics=True,
+        max_samples=max_samples,
+    )
+    if found:
+        scan.run(conn, list(found))
+    return found, scan
+
+
 GroupBy = str
 """``namespace``, ``pod``, ``container``, ``node`` or ``label:<key>``."""
 
@@ -287,20 +312,9 @@ def summarize(
 ) -> list[GroupSummary]:
     """Per group over the window: avg (the usage integral divided by the window), max, p95
     (of the group's samples), usage integral and coverage; see README "Summary"."""
-    _check_selector(where)
-    found = select_series(conn, where)
+    found, scan = _whole_window(conn, where, start_ms, end_ms, block_ms, max_samples)
     if not found:
         return []
-    scan = Scan(
-        start_ms=start_ms,
-        end_ms=end_ms,
-        block_ms=block_ms,
-        bucket_of=whole(start_ms),
-        resources=(Resource.CPU, Resource.MEMORY),
-        use_statistics=True,
-        max_samples=max_samples,
-    )
-    scan.run(conn, list(found))
     members: dict[str, list[int]] = {}
     for series_id, series in found.items():
         key = _group_key(series, group_by)
@@ -370,20 +384,9 @@ def top(
 ) -> list[TopRow]:
     """Each node's, or each pod's, ``agg`` of CPU and memory over the window; a pod's value is
     the sum of its containers' values, as ``kubectl top pods`` adds its containers up."""
-    _check_selector(where)
-    found = select_series(conn, where)
+    found, scan = _whole_window(conn, where, start_ms, end_ms, block_ms, max_samples)
     if not found:
         return []
-    scan = Scan(
-        start_ms=start_ms,
-        end_ms=end_ms,
-        block_ms=block_ms,
-        bucket_of=whole(start_ms),
-        resources=(Resource.CPU, Resource.MEMORY),
-        use_statistics=True,
-        max_samples=max_samples,
-    )
-    scan.run(conn, list(found))
     kind = QueryKind.NODE if where.kind is QueryKind.NODE else QueryKind.POD
     rows: dict[tuple[str, ...], dict[Resource, Value]] = {}
     labels_of: dict[tuple[str, ...], dict[str, str]] = {}

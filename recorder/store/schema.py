@@ -14,6 +14,8 @@ this (a test compares them).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -72,26 +74,31 @@ samples_head = Table(
     postgresql_partition_by="RANGE (ts_ms)",
 )
 
+
+def _statistics() -> list[Column[Any]]:
+    """The statistics columns shared by chunks (one block) and rollups (one day)."""
+    columns: list[Column[Any]] = [
+        Column("first_ms", BigInteger, nullable=False),
+        Column("last_ms", BigInteger, nullable=False),
+        Column("count", Integer, nullable=False),
+        # Smallest gap between consecutive samples (the resolution as seen), 0 for one sample.
+        Column("interval_ms", Integer, nullable=False),
+    ]
+    for resource in ("cpu", "memory"):
+        columns += [
+            Column(f"{resource}_{part}", BigInteger, nullable=False)
+            for part in ("sum", "min", "max", "last")
+        ]
+    columns += [Column(f"{r}_sketch", LargeBinary, nullable=False) for r in ("cpu", "memory")]
+    return columns
+
+
 chunks = Table(
     "chunks",
     metadata,
     Column("series_id", Integer, primary_key=True),
     Column("block_start_ms", BigInteger, primary_key=True),
-    Column("first_ms", BigInteger, nullable=False),
-    Column("last_ms", BigInteger, nullable=False),
-    Column("count", Integer, nullable=False),
-    # Smallest gap between consecutive samples (the metric resolution as seen), 0 for one sample.
-    Column("interval_ms", Integer, nullable=False),
-    Column("cpu_sum", BigInteger, nullable=False),
-    Column("cpu_min", BigInteger, nullable=False),
-    Column("cpu_max", BigInteger, nullable=False),
-    Column("cpu_last", BigInteger, nullable=False),
-    Column("memory_sum", BigInteger, nullable=False),
-    Column("memory_min", BigInteger, nullable=False),
-    Column("memory_max", BigInteger, nullable=False),
-    Column("memory_last", BigInteger, nullable=False),
-    Column("cpu_sketch", LargeBinary, nullable=False),
-    Column("memory_sketch", LargeBinary, nullable=False),
+    *_statistics(),
     Column("payload", LargeBinary, nullable=True),
     # Blocks are compacted in time order, so this index only ever grows at its end.
     Index(None, "block_start_ms"),
@@ -108,20 +115,7 @@ rollups = Table(
     # statistics read 24x fewer rows. Rebuilt for a day when a late block lands in it.
     Column("series_id", Integer, primary_key=True),
     Column("day_start_ms", BigInteger, primary_key=True),
-    Column("first_ms", BigInteger, nullable=False),
-    Column("last_ms", BigInteger, nullable=False),
-    Column("count", Integer, nullable=False),
-    Column("interval_ms", Integer, nullable=False),
-    Column("cpu_sum", BigInteger, nullable=False),
-    Column("cpu_min", BigInteger, nullable=False),
-    Column("cpu_max", BigInteger, nullable=False),
-    Column("cpu_last", BigInteger, nullable=False),
-    Column("memory_sum", BigInteger, nullable=False),
-    Column("memory_min", BigInteger, nullable=False),
-    Column("memory_max", BigInteger, nullable=False),
-    Column("memory_last", BigInteger, nullable=False),
-    Column("cpu_sketch", LargeBinary, nullable=False),
-    Column("memory_sketch", LargeBinary, nullable=False),
+    *_statistics(),
     Index(None, "day_start_ms"),
 )
 
