@@ -130,20 +130,24 @@ class SampleWriter:
         ]
         conn.execute(_insert(conn, s).on_conflict_do_nothing(), values)
         found = dict(self._ids)
-        keys = list(missing)
-        columns = tuple_(s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
+        # New rows (ours, and any another writer added since we loaded) have larger ids than
+        # any we know: one range scan finds them. Identities still missing after it (another
+        # writer's rows committed out of id order) are looked up by value.
+        newest_known = max(self._ids.values(), default=0)
+        columns = (s.c.id, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
+        for sid, kind, node, namespace, pod, container in conn.execute(
+            select(*columns).where(s.c.id > newest_known)
+        ):
+            found[SeriesKey(Kind(kind), node, namespace, pod, container)] = sid
+        keys = [key for key in missing if key not in found]
+        identity = tuple_(s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
             wanted = [(k.kind.value, k.node, k.namespace, k.pod, k.container) for k in chunk]
-            by_identity = {
-                (k.kind.value, k.node, k.namespace, k.pod, k.container): k for k in chunk
-            }
-            for sid, *identity in conn.execute(
-                select(s.c.id, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container).where(
-                    columns.in_(wanted)
-                )
+            for sid, kind, node, namespace, pod, container in conn.execute(
+                select(*columns).where(identity.in_(wanted))
             ):
-                found[by_identity[tuple(identity)]] = sid
+                found[SeriesKey(Kind(kind), node, namespace, pod, container)] = sid
         self._ids = found
         return found
 
