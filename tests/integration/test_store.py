@@ -160,3 +160,56 @@ def test_write_failure_rolls_back_and_recovers(store: Store) -> None:
     with store.engine.connect() as conn:  # the new series row rolled back with the samples
         names = conn.execute(select(schema.series.c.container)).scalars().all()
     assert names == ["app"]
+
+
+def test_series_created_by_another_writer_are_found(database_url: str) -> None:
+    first = open_store(database_url)
+    first.migrate()
+    second = open_store(database_url)
+    late = SeriesKey.for_container("shop", "late", "app")
+    # The second writer knows series id 10; then another writer's transaction, which had taken
+    # the lower id 5, commits the series it is about to write (PostgreSQL sequences allow this).
+    with first.engine.begin() as conn:
+        conn.execute(
+            schema.series.insert(),
+            [
+                {
+                    "id": 10,
+                    "kind": "container",
+                    "node": "",
+                    "namespace": "shop",
+                    "pod": "web",
+                    "container": "app",
+                    "first_seen_ms": 1,
+                    "last_seen_ms": 1,
+                },
+            ],
+        )
+    assert second.write(pods(Sample(WEB, 1_000, 1, 1, 1)), now_ms=1).written == 1
+    with first.engine.begin() as conn:
+        conn.execute(
+            schema.series.insert(),
+            [
+                {
+                    "id": 5,
+                    "kind": "container",
+                    "node": "",
+                    "namespace": "shop",
+                    "pod": "late",
+                    "container": "app",
+                    "first_seen_ms": 1,
+                    "last_seen_ms": 1,
+                },
+            ],
+        )
+    batch = Batch(Kind.CONTAINER, (Sample(late, 2_000, 1, 7, 8), Sample(WEB, 2_000, 1, 2, 2)))
+    assert second.write(batch, now_ms=2).written == 2
+    with second.engine.connect() as conn:
+        rows = conn.execute(
+            select(schema.samples_head.c.series_id, schema.samples_head.c.cpu_nanocores).order_by(
+                schema.samples_head.c.ts_ms, schema.samples_head.c.series_id
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [(10, 1), (5, 7), (10, 2)]
+    first.close()
+    second.close()
