@@ -27,7 +27,7 @@ class SampleWriter:
         self._head = head
         self._ids: dict[SeriesKey, int] = {}
         self._last_ts: dict[int, int] = {}
-        self._labels: dict[PodRef, str] = {}
+        self._labels: dict[PodRef, Mapping[str, str]] = {}
         self._loaded = False
 
     def load(self) -> None:
@@ -48,8 +48,8 @@ class SampleWriter:
             ):
                 if ts > last.get(sid, -1):
                     last[sid] = ts
-            labels = {
-                (ns, pod): text
+            labels: dict[PodRef, Mapping[str, str]] = {
+                (ns, pod): json.loads(text)
                 for ns, pod, text in conn.execute(
                     select(pl.c.namespace, pl.c.pod, pl.c.labels_json)
                 )
@@ -151,15 +151,17 @@ class SampleWriter:
         self._ids = found
         return found
 
-    def _changed_labels(self, labels: Mapping[PodRef, Mapping[str, str]]) -> dict[PodRef, str]:
-        changed = {}
-        for ref, pod_labels in labels.items():
-            text = json.dumps(dict(pod_labels), sort_keys=True, separators=(",", ":"))
-            if self._labels.get(ref) != text:
-                changed[ref] = text
-        return changed
+    def _changed_labels(
+        self, labels: Mapping[PodRef, Mapping[str, str]]
+    ) -> dict[PodRef, Mapping[str, str]]:
+        known = self._labels
+        return {
+            ref: pod_labels for ref, pod_labels in labels.items() if known.get(ref) != pod_labels
+        }
 
-    def _upsert_labels(self, conn: Connection, labels: Mapping[PodRef, str], now_ms: int) -> None:
+    def _upsert_labels(
+        self, conn: Connection, labels: Mapping[PodRef, Mapping[str, str]], now_ms: int
+    ) -> None:
         pl = schema.pod_labels
         statement = _insert(conn, pl)
         statement = statement.on_conflict_do_update(
@@ -169,8 +171,15 @@ class SampleWriter:
         conn.execute(
             statement,
             [
-                {"namespace": ns, "pod": pod, "labels_json": text, "updated_ms": now_ms}
-                for (ns, pod), text in labels.items()
+                {
+                    "namespace": ns,
+                    "pod": pod,
+                    "labels_json": json.dumps(
+                        dict(pod_labels), sort_keys=True, separators=(",", ":")
+                    ),
+                    "updated_ms": now_ms,
+                }
+                for (ns, pod), pod_labels in labels.items()
             ],
         )
 

@@ -544,3 +544,16 @@ def test_units_imports_only_the_standard_library_and_errors() -> None:
             imported.add(node.module)
     outside = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
     assert outside == {"recorder.errors"}
+
+
+@given(
+    digits=st.text(alphabet="0123456789", min_size=1, max_size=19),
+    suffix=st.sampled_from(["", "n", "u", "m", "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti", "Pi"]),
+)
+def test_the_fast_path_for_common_quantities_equals_the_general_one(
+    digits: str, suffix: str
+) -> None:
+    text = digits + suffix
+    general = units.parse_quantity(text)
+    assert units.cpu_nanocores(text) == units._round_away_from_zero(general * 10**9)
+    assert units.memory_bytes(text) == units._round_away_from_zero(general)
