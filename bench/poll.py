@@ -1,0 +1,154 @@
+"""Poll-cycle benchmark: one whole poll against a floor measured on the same data.
+
+    python -m bench.poll --nodes 5000 --pods 150000      # metrics-server's documented maximum
+    python -m bench.poll --nodes 100 --pods 3000         # quick look
+
+The simulator runs in its own process (``recorder simulate``), as metrics-server would. In one
+run, on the same responses:
+
+- **fetch**: the two list calls alone (HTTP, gzip);
+- **floor**: fetch, ``json.loads`` and a bare ``executemany`` of one tuple per container and node
+  into an unindexed SQLite table: the least any recorder must do;
+- **poll**: ``Poller.poll_once()`` into a SQLite store (decode, exact parsing, normalize,
+  idempotent write, snapshot), steady state (the series already exist), median of ``--polls``.
+
+Peak memory is the process's maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from recorder.exporter import SnapshotHolder, build_registry
+from recorder.kube.client import MetricsClient
+from recorder.kube.config import ClusterConfig
+from recorder.poller import Poller
+from recorder.store import open_store
+
+RESOLUTION_SECONDS = 15
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_served(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/apis/metrics.k8s.io", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the simulator did not start")
+
+
+def floor(url: str, db: Path) -> tuple[float, float]:
+    """(fetch seconds, floor seconds) for one pass over the two lists."""
+    begun = time.perf_counter()
+    with httpx.Client(timeout=120) as client:
+        nodes = client.get(f"{url}/apis/metrics.k8s.io/v1beta1/nodes").content
+        pods = client.get(f"{url}/apis/metrics.k8s.io/v1beta1/pods").content
+    fetched = time.perf_counter()
+    rows = [
+        (item["metadata"]["name"], "", item["timestamp"], u["cpu"], u["memory"])
+        for item in json.loads(nodes)["items"]
+        for u in (item["usage"],)
+    ]
+    rows += [
+        (
+            item["metadata"]["name"],
+            c["name"],
+            item["timestamp"],
+            c["usage"]["cpu"],
+            c["usage"]["memory"],
+        )
+        for item in json.loads(pods)["items"]
+        for c in item["containers"]
+    ]
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS raw (a TEXT, b TEXT, t TEXT, c TEXT, m TEXT)")
+        conn.executemany("INSERT INTO raw VALUES (?, ?, ?, ?, ?)", rows)
+    return fetched - begun, time.perf_counter() - begun
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=5_000)
+    parser.add_argument("--pods", type=int, default=150_000)
+    parser.add_argument("--polls", type=int, default=3)
+    args = parser.parse_args()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    simulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recorder",
+            "simulate",
+            "--nodes",
+            str(args.nodes),
+            "--pods",
+            str(args.pods),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--resolution",
+            f"{RESOLUTION_SECONDS}s",
+            "--log-level",
+            "WARNING",
+        ],
+    )
+    try:
+        wait_until_served(url, 120)
+        with tempfile.TemporaryDirectory() as folder:
+            store = open_store(f"sqlite:///{Path(folder) / 'poll.db'}")
+            store.migrate()
+            holder = SnapshotHolder()
+            _registry, metrics = build_registry(holder)
+            client = MetricsClient(ClusterConfig(server=url), timeout_seconds=120)
+            poller = Poller(client, store, holder, metrics)
+            first_begun = time.perf_counter()
+            first = poller.poll_once()
+            first_seconds = time.perf_counter() - first_begun
+            polls, fetches, floors = [], [], []
+            for _ in range(args.polls):
+                time.sleep(RESOLUTION_SECONDS)  # a new resolution: new values to store
+                fetch_s, floor_s = floor(url, Path(folder) / "floor.db")
+                fetches.append(fetch_s)
+                floors.append(floor_s)
+                begun = time.perf_counter()
+                report = poller.poll_once()
+                polls.append(time.perf_counter() - begun)
+                assert report.ok, report
+            client.close()
+            store.close()
+    finally:
+        simulator.terminate()
+        simulator.wait(30)
+    poll, floor_median = statistics.median(polls), statistics.median(floors)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"series per poll:            {first.written}")
+    print(f"first poll (new series):    {first_seconds:.2f} s")
+    print(f"fetch (HTTP, 2 lists):      {statistics.median(fetches):.2f} s")
+    print(f"floor (fetch+json+insert):  {floor_median:.2f} s")
+    print(f"poll (steady, median):      {poll:.2f} s  = {poll / floor_median:.2f} x the floor")
+    print(f"peak memory (max RSS):      {peak_mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
