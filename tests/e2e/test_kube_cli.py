@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from recorder.cli import main
 from recorder.simulator.tls import CertificateAuthority
+from tests.processes import recorder_env, stop, wait_for
 from tests.servers import free_port
 from tests.simcluster import (
     CLUSTER_READER,
@@ -28,12 +28,6 @@ from tests.simcluster import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def recorder_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECORDER_", "KUBE"))}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -190,18 +184,6 @@ def scrape(base: str) -> dict[str, float]:
     return values
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def start_run(kubeconfig: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = subprocess.Popen(
@@ -226,17 +208,6 @@ def start_run(kubeconfig: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], 
         text=True,
     )
     return process, f"http://127.0.0.1:{port}"
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        output, _ = process.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    return output
 
 
 def polls(values: dict[str, float]) -> float:

@@ -13,7 +13,7 @@ import pytest
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.store import open_store
-from tests.e2e.test_run import recorder_env, start_recorder, stop, wait_for
+from tests.processes import recorder_env, start_recorder, stop, wait_for
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow

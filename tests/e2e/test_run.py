@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,30 +15,13 @@ import pytest
 
 from recorder.domain import Kind, Sample
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
+from tests.processes import recorder_env, start_recorder, stop, wait_for
 from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 START = 1_714_557_600.0  # a whole number of resolutions
-
-
-def recorder_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECORDER_", "KUBE"))}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Clock:
@@ -58,28 +39,6 @@ def simulated() -> Iterator[tuple[str, ClusterModel, Clock]]:
     model = ClusterModel(config, clock=clock)
     with SimulatorServer(create_app(model)) as server:
         yield server.url, model, clock
-
-
-def start_recorder(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "recorder", *args],
-        cwd=cwd,
-        env=recorder_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def stop(process: subprocess.Popen[str]) -> str:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        output, _ = process.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-    return output
 
 
 def history(base: str, resource: str, kind: str) -> dict[tuple[str, ...], list[list[float]]]:
