@@ -18,10 +18,10 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from recorder.store import schema
 from recorder.store.codec import ChunkSamples, decode_samples, encode_samples
+from recorder.store.engine import dialect_insert
 from recorder.store.head import Head
 from recorder.store.sketch import QuantileSketch
 
@@ -213,7 +213,7 @@ class Compactor:
     def _upsert(self, conn: Connection, chunk_rows: Sequence[ChunkRow]) -> None:
         c = schema.chunks
         values = [row.values() for row in chunk_rows]
-        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(c)
+        insert = dialect_insert(conn, c)
         replace = {
             name: insert.excluded[name]
             for name in values[0]

@@ -13,12 +13,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, func, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select, tuple_
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.errors import StoreError
 from recorder.store import schema
+from recorder.store.engine import dialect_insert
 from recorder.store.sql import Store
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,6 @@ class CopyReport:
     @property
     def verified(self) -> bool:
         return self.target_samples >= self.source_samples
-
-
-def _insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def _identity(row: object) -> SeriesKey:
@@ -109,7 +105,7 @@ class HistoryCopier:
                     # Up to where the chunks go; the head's samples follow through the writer.
                     value["last_seen_ms"] = in_chunks.get(row.id, row.first_seen_ms - 1)
                     values.append(value)
-                statement = _insert(conn, s)
+                statement = dialect_insert(conn, s)
                 conn.execute(
                     statement.on_conflict_do_update(
                         index_elements=[s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container],
@@ -145,7 +141,7 @@ class HistoryCopier:
         if not rows:
             return
         with self.target.engine.begin() as conn:
-            statement = _insert(conn, pl)
+            statement = dialect_insert(conn, pl)
             for start in range(0, len(rows), _PAGE):
                 conn.execute(
                     statement.on_conflict_do_update(
@@ -186,7 +182,7 @@ class HistoryCopier:
                     .select_from(c)
                     .where(tuple_(c.c.series_id, c.c.block_start_ms).in_(page_keys))
                 ).scalar_one()
-                conn.execute(_insert(conn, c).on_conflict_do_nothing(), values)
+                conn.execute(dialect_insert(conn, c).on_conflict_do_nothing(), values)
             report.chunks_copied += len(values) - present
             report.chunks_already_there += present
             self.progress(f"chunks: {report.chunks_copied + report.chunks_already_there}")

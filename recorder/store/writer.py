@@ -12,10 +12,10 @@ import json
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Connection, Engine, func, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 
 from recorder.domain import Batch, Kind, PodRef, Sample, SeriesKey, WriteResult
 from recorder.store import schema
+from recorder.store.engine import dialect_insert
 from recorder.store.head import Head, HeadRow
 
 _LOOKUP_CHUNK = 500
@@ -128,7 +128,7 @@ class SampleWriter:
             }
             for key, first_ms in missing.items()
         ]
-        conn.execute(_insert(conn, s).on_conflict_do_nothing(), values)
+        conn.execute(dialect_insert(conn, s).on_conflict_do_nothing(), values)
         found = dict(self._ids)
         # New rows (ours, and any another writer added since we loaded) have larger ids than
         # any we know: one range scan finds them. Identities still missing after it (another
@@ -163,7 +163,7 @@ class SampleWriter:
         self, conn: Connection, labels: Mapping[PodRef, Mapping[str, str]], now_ms: int
     ) -> None:
         pl = schema.pod_labels
-        statement = _insert(conn, pl)
+        statement = dialect_insert(conn, pl)
         statement = statement.on_conflict_do_update(
             index_elements=[pl.c.namespace, pl.c.pod],
             set_={"labels_json": statement.excluded.labels_json, "updated_ms": now_ms},
@@ -182,9 +182,3 @@ class SampleWriter:
                 for (ns, pod), pod_labels in labels.items()
             ],
         )
-
-
-def _insert(conn: Connection, table: schema.Table) -> postgresql.Insert | sqlite.Insert:  # type: ignore[name-defined]
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
