@@ -34,6 +34,8 @@ import httpx
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.kube.client import MetricsClient
 from recorder.kube.config import ClusterConfig
+from recorder.buffer import WriteQueue
+from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.store import open_store
 
@@ -121,7 +123,7 @@ def main() -> None:
             holder = SnapshotHolder()
             _registry, metrics = build_registry(holder)
             client = MetricsClient(ClusterConfig(server=url), timeout_seconds=120)
-            poller = Poller(client, store, holder, metrics)
+            poller = Poller(client, Flusher(WriteQueue(), store, metrics), holder, metrics)
             first_begun = time.perf_counter()
             first = poller.poll_once()
             first_seconds = time.perf_counter() - first_begun

@@ -7,7 +7,6 @@ objects and wires them together. Nothing below it reads the environment.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -22,20 +21,21 @@ from recorder import __version__
 from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
 from recorder.errors import ConfigError, RecorderError
 from recorder.exporter import ExportFilter, SelfMetrics, SnapshotHolder, build_registry
+from recorder.flusher import Flusher
 from recorder.kube.client import MetricsClient
 from recorder.kube.config import load_cluster_config
 from recorder.kube.retry import RetryPolicy
 from recorder.poller import Poller, PollReport
 from recorder.settings import Settings, load_settings
 from recorder.store import Store, open_store
+from recorder.store.engine import redact
 from recorder.store.retention import RetentionPolicy
-from recorder.store.sql import MaintenanceReport
+from recorder.worker import configure_logging, store_timeouts, write_queue
 
 log = logging.getLogger("recorder")
 
 DEMO_LISTEN = "127.0.0.1:8080"
 DEMO_INTERVAL_SECONDS = 15.0
-STORE_STATISTICS_INTERVAL_SECONDS = 60.0
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -165,19 +165,6 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return load_settings(**overrides)
 
 
-def _configure_logging(level: str | None) -> None:
-    chosen = (level or "INFO").upper()
-    logging.basicConfig(
-        level=chosen,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if chosen != "DEBUG":
-        # One line per request and per job run would drown the recorder's own messages.
-        for noisy in ("httpx", "httpcore", "apscheduler"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def _store_for(settings: Settings, url: str | None = None) -> Store:
     store = open_store(
         url or settings.database_url.get_secret_value(),
@@ -187,6 +174,7 @@ def _store_for(settings: Settings, url: str | None = None) -> Store:
             statistics_ms=round(settings.statistics_retention_seconds * 1000),
             rollups_ms=round(settings.rollup_retention_seconds * 1000),
         ),
+        **store_timeouts(settings),
     )
     store.query_timeout_seconds = settings.query_timeout_seconds
     return store
@@ -196,14 +184,17 @@ def _open_store(
     settings: Settings, *, url: str | None = None, auto_migrate_sqlite: bool = True
 ) -> Store:
     store = _store_for(settings, url)
-    if store.dialect == "sqlite" and auto_migrate_sqlite:
-        store.migrate()
-    elif not store.schema_is_current():
+    try:
+        if store.dialect == "sqlite" and auto_migrate_sqlite:
+            store.migrate()
+        elif not store.schema_is_current():
+            raise ConfigError(
+                f"the database {store.display_url} is not at the current schema: "
+                "run `recorder migrate` first"
+            )
+    except RecorderError:
         store.close()
-        raise ConfigError(
-            f"the database {store.display_url} is not at the current schema: "
-            "run `recorder migrate` first"
-        )
+        raise
     return store
 
 
@@ -219,6 +210,7 @@ class Pipeline:
 
 @contextmanager
 def _pipeline(settings: Settings, api_url: str | None = None) -> Iterator[Pipeline]:
+    """The whole poll path in this process, writing inline (``recorder poll``)."""
     cluster = load_cluster_config(
         api_url=api_url or settings.api_url,
         kubeconfig=settings.kubeconfig,  # KUBECONFIG and HOME are read from environ
@@ -233,6 +225,7 @@ def _pipeline(settings: Settings, api_url: str | None = None) -> Iterator[Pipeli
             timeout_seconds=settings.request_timeout_seconds,
             # Retries of one request stop after half an interval: a poll never runs into the next.
             retry=RetryPolicy(budget_seconds=settings.interval_seconds / 2),
+            max_response_bytes=settings.max_response_bytes,
         )
         stack.callback(client.close)
         holder = SnapshotHolder(settings.interval_seconds)
@@ -244,73 +237,29 @@ def _pipeline(settings: Settings, api_url: str | None = None) -> Iterator[Pipeli
                 exclude_namespaces=tuple(settings.metrics_exclude_namespace),
             ),
         )
+        queue = write_queue(
+            settings, lambda n, why: metrics.samples_dropped.labels(reason=why).inc(n)
+        )
+        stack.callback(queue.close)
         poller = Poller(
             client,
-            store,
+            Flusher(queue, store, metrics),
             holder,
             metrics,
             namespaces=settings.namespace,
-            max_buffered_samples=settings.max_buffered_samples,
+            max_future_skew_ms=round(settings.max_future_skew_seconds * 1000),
         )
         yield Pipeline(store, client, holder, metrics, poller, registry)
 
 
-def _serve(settings: Settings, pipeline: Pipeline, banner: Sequence[str] = ()) -> int:
-    import uvicorn
-
-    from recorder.api.app import AppDeps, create_app
-    from recorder.scheduler import PollScheduler
-
-    settings.warn_about_interval()
-    app = create_app(
-        AppDeps(
-            store=pipeline.store,
-            registry=pipeline.registry,
-            interval_seconds=settings.interval_seconds,
-            last_success=lambda: pipeline.poller.last_success_time,
-            max_points=settings.max_points,
-            max_samples=settings.max_samples,
-            max_series=settings.max_series,
-            max_range_ms=round(settings.query_max_range_seconds * 1000),
-        )
-    )
-    host, port = settings.listen_address
-    scheduler = PollScheduler(pipeline.poller.poll_once, settings.interval_seconds)
-    scheduler.add_job(
-        lambda: _maintain_logged(pipeline.store, pipeline.metrics),
-        settings.maintenance_interval_seconds,
-        "maintain",
-    )
-    refresh = functools.partial(pipeline.metrics.refresh_store_statistics, pipeline.store)
-    scheduler.add_job(refresh, STORE_STATISTICS_INTERVAL_SECONDS, "store-statistics")
-    refresh()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    )
-    scheduler.start()
-    try:
-        log.info(
-            "recording from %s into %s every %gs; HTTP on %s",
-            pipeline.client.config.server,
-            pipeline.store.display_url,
-            settings.interval_seconds,
-            settings.listen,
-        )
-        for line in banner:
-            print(line, flush=True)
-        server.run()
-    finally:
-        scheduler.shutdown()
-    return 0 if server.started else 1
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    with _pipeline(settings) as pipeline:
-        return _serve(settings, pipeline)
+    from recorder.service import serve
+
+    return serve(_settings(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from recorder.service import serve
     from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
 
     extra: dict[str, Any] = {}
@@ -321,19 +270,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args, **extra)
     config = SimulatorConfig(nodes=args.nodes, pods=args.pods, seed=args.seed)
     simulated = create_app(ClusterModel(config))
-    with SimulatorServer(simulated) as simulator, _pipeline(settings, simulator.url) as pipeline:
+    with SimulatorServer(simulated) as simulator:
         host, port = settings.listen_address
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"
         banner = [
             f"Simulated Metrics API ({args.nodes} nodes, {args.pods} pods): {simulator.url}",
-            f"Recording every {settings.interval_seconds:g}s into {pipeline.store.display_url}",
+            f"Recording every {settings.interval_seconds:g}s into "
+            f"{redact(settings.database_url.get_secret_value())}",
             f"  Prometheus metrics: {base}/metrics",
             f"  History (JSON):     {base}/api/v1/history?resource=cpu&kind=node",
             f"  Readiness:          {base}/readyz",
             "Press Ctrl+C to stop.",
         ]
-        return _serve(settings, pipeline, banner)
+        return serve(settings, api_url=simulator.url, banner=banner)
 
 
 def _print_report(report: PollReport) -> None:
@@ -357,35 +307,9 @@ def cmd_poll(args: argparse.Namespace) -> int:
     with _pipeline(settings) as pipeline:
         report = pipeline.poller.poll_once()
     _print_report(report)
+    if report.buffered:
+        print(f"{report.buffered} samples wait for the database (spooled for the next run)")
     return 0 if report.ok else 1
-
-
-def _maintain_logged(store: Store, metrics: SelfMetrics | None = None) -> MaintenanceReport | None:
-    try:
-        report = store.maintain(now_ms=int(time.time() * 1000))
-    except RecorderError as exc:
-        log.error("maintenance failed (it runs again on schedule): %s", exc)
-        if metrics is not None:
-            metrics.maintenance_errors.inc()
-        return None
-    c, r = report.compaction, report.retention
-    if metrics is not None and not report.skipped:
-        metrics.compaction_duration.observe(c.seconds)
-        metrics.refresh_store_statistics(store)
-    if c.blocks or r.payloads_dropped or r.chunks_deleted:
-        log.info(
-            "maintenance: compacted %d blocks (%d series, %d samples, %d duplicates) in %.1fs; "
-            "expired %d payloads, %d chunks, %d series",
-            c.blocks,
-            c.series,
-            c.samples,
-            c.duplicates_dropped,
-            c.seconds,
-            r.payloads_dropped,
-            r.chunks_deleted,
-            r.series_deleted,
-        )
-    return report
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
@@ -413,7 +337,6 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     from recorder.store.copy import HistoryCopier
-    from recorder.store.engine import redact
 
     settings = _settings(args)
     source = _open_store(settings, url=args.source, auto_migrate_sqlite=False)
@@ -574,7 +497,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.log_level or os.environ.get("RECORDER_LOG_LEVEL"))
+    configure_logging(args.log_level or os.environ.get("RECORDER_LOG_LEVEL"))
     try:
         return COMMANDS[args.command](args)
     except RecorderError as exc:
@@ -582,3 +505,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback in the debug log
+        log.debug("unexpected error", exc_info=True)
+        print(
+            f"recorder {args.command}: unexpected error: {exc!r} (run with --log-level DEBUG "
+            "for details, and please report it)",
+            file=sys.stderr,
+        )
+        return 70

@@ -1,21 +1,25 @@
-"""One poll of the Metrics API: fetch → decode → normalize → store → publish → self-metrics.
+"""One poll of the Metrics API: fetch → decode → normalize → publish → queue for writing.
 
 ``Poller.poll_once()`` never raises for a failed poll: it returns a ``PollReport`` saying what
-was stored, skipped, rejected and what failed, and counts it all in the self-metrics. When the
-database is down, the normalized batches are kept in a bounded in-memory buffer and written
-first by the next poll, so an outage loses only what the buffer cannot hold.
+was fetched, rejected and what failed, and counts it all in the self-metrics. A bad item is
+rejected alone; a bad response fails only its resource; anything unexpected in one resource
+is counted (reason ``internal``) and the other resource still runs.
+
+Writing is the ``Flusher``'s job. With ``write_inline`` (``recorder poll``, tests) the poll
+writes its batches before returning and reports what was stored; in the service a writer
+thread does it, so a slow database never delays fetching.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from recorder.domain import Batch, Kind, Rejection, WriteResult
+from recorder.domain import Batch, Kind, Rejection
 from recorder.errors import (
     CredentialsError,
     DecodeError,
@@ -24,13 +28,14 @@ from recorder.errors import (
     StoreError,
 )
 from recorder.exporter import SelfMetrics, SnapshotHolder
+from recorder.flusher import RESOURCE, Flusher
 from recorder.kube.decode import decode_node_list, decode_pod_list
-from recorder.kube.normalize import normalize_nodes, normalize_pods
+from recorder.kube.normalize import DEFAULT_MAX_FUTURE_SKEW_MS, normalize_nodes, normalize_pods
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BUFFERED_SAMPLES = 2_000_000
-_RESOURCE = {Kind.NODE: "nodes", Kind.CONTAINER: "pods"}
+INLINE_WRITE_SECONDS = 60.0
+"""How long an inline poll (``recorder poll``) may spend writing."""
 
 
 class MetricsSource(Protocol):
@@ -39,12 +44,6 @@ class MetricsSource(Protocol):
     def list_nodes(self) -> bytes: ...
 
     def list_pods(self, namespace: str | None = None) -> bytes: ...
-
-
-class BatchSink(Protocol):
-    """What the poller needs of a store (``store.Store``)."""
-
-    def write(self, batch: Batch, *, now_ms: int) -> WriteResult: ...
 
 
 @dataclass
@@ -79,120 +78,134 @@ class PollReport:
         return sum(len(o.rejections) for o in self.outcomes)
 
 
+class InternalError(RecorderError):
+    """A bug met while polling one resource: counted with reason ``internal``."""
+
+    reason = "internal"
+
+
 class Poller:
     def __init__(
         self,
         source: MetricsSource,
-        sink: BatchSink,
+        flusher: Flusher,
         snapshot: SnapshotHolder,
         metrics: SelfMetrics,
         *,
         namespaces: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
-        max_buffered_samples: int = DEFAULT_MAX_BUFFERED_SAMPLES,
+        max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+        write_inline: bool = True,
+        on_publish: Callable[[Kind], None] = lambda kind: None,
     ):
         self._source = source
-        self._sink = sink
+        self._flusher = flusher
         self._snapshot = snapshot
         self._metrics = metrics
         self._namespaces = tuple(namespaces)
         self._clock = clock
-        self._max_buffered = max_buffered_samples
-        self._buffer: deque[Batch] = deque()
-        self._buffered_samples = 0
-        self.last_report: PollReport | None = None
+        self._max_future_skew_ms = max_future_skew_ms
+        self._write_inline = write_inline
+        self._on_publish = on_publish
         self.last_success_time: float | None = None
+        self.last_attempt_time: float | None = None
 
     @property
     def buffered_samples(self) -> int:
-        return self._buffered_samples
+        return self._flusher.queue.pending_samples
 
     def poll_once(self) -> PollReport:
         started = self._clock()
+        self.last_attempt_time = started
         report = PollReport(started_ms=int(started * 1000))
         begun = time.perf_counter()
-        report.flushed_from_buffer = self._flush_buffer()
-        if not self._namespaces:
-            report.outcomes.append(self._poll_kind(Kind.NODE))
-        report.outcomes.append(self._poll_kind(Kind.CONTAINER))
+        queued: dict[int, ResourceOutcome] = {}
+        kinds = (Kind.CONTAINER,) if self._namespaces else (Kind.NODE, Kind.CONTAINER)
+        for kind in kinds:
+            outcome, seq = self._poll_kind(kind)
+            report.outcomes.append(outcome)
+            if seq is not None:
+                queued[seq] = outcome
+        if self._write_inline:
+            self._write_now(report, queued)
         report.duration_seconds = time.perf_counter() - begun
-        report.buffered = self._buffered_samples
+        report.buffered = self._flusher.queue.pending_samples
         self._metrics.poll_duration.observe(report.duration_seconds)
-        self._metrics.samples_buffered.set(self._buffered_samples)
         fetched_all = all(
             not isinstance(o.error, MetricsApiError | DecodeError | CredentialsError)
             for o in report.outcomes
         )
         self._metrics.api_up.set(1 if fetched_all else 0)
+        self._metrics.component_healthy.labels(component="poll").set(1 if fetched_all else 0)
         if report.ok:
             self.last_success_time = self._clock()
             self._metrics.last_success.set(self.last_success_time)
-        self.last_report = report
         return report
 
-    def _poll_kind(self, kind: Kind) -> ResourceOutcome:
-        resource = _RESOURCE[kind]
+    def _write_now(self, report: PollReport, queued: dict[int, ResourceOutcome]) -> None:
+        written = self._flusher.flush(deadline=time.monotonic() + INLINE_WRITE_SECONDS)
+        first = min(queued, default=None)
+        for seq, result in written.by_seq.items():
+            outcome = queued.get(seq)
+            if outcome is not None:
+                outcome.written, outcome.skipped = result.written, result.skipped_duplicates
+                outcome.rejections.extend(result.rejected)
+                outcome.stored = True
+            elif first is None or seq < first:
+                report.flushed_from_buffer += result.written
+        for outcome in queued.values():
+            if not outcome.stored and outcome.error is None:
+                outcome.error = written.error or StoreError(
+                    "earlier samples are still waiting to be written"
+                )
+                self._metrics.poll_errors.labels(resource=outcome.resource, reason="store").inc()
+
+    def _poll_kind(self, kind: Kind) -> tuple[ResourceOutcome, int | None]:
+        resource = RESOURCE[kind]
         outcome = ResourceOutcome(resource)
         self._metrics.polls.labels(resource=resource).inc()
         try:
             batch = self._fetch(kind)
         except RecorderError as exc:
-            return self._failed(outcome, exc)
+            return self._failed(outcome, exc), None
+        except Exception as exc:  # a bug must cost one resource of one poll, not the service
+            log.exception("polling %s met an unexpected error", resource)
+            return self._failed(outcome, InternalError(f"unexpected error: {exc!r}")), None
         outcome.samples = len(batch.samples)
         outcome.rejections = list(batch.rejections)
-        for reason, count in Counter(r.reason for r in batch.rejections).items():
+        self._count_rejections(resource, batch.rejections)
+        self._snapshot.publish(kind, batch.samples, int(self._clock() * 1000))
+        self._on_publish(kind)
+        return outcome, self._flusher.queue.put(batch)
+
+    def _count_rejections(self, resource: str, rejections: Sequence[Rejection]) -> None:
+        for reason, count in Counter(r.reason for r in rejections).items():
             self._metrics.samples_rejected.labels(reason=reason).inc(count)
-        if batch.rejections:
-            first = batch.rejections[0]
+        if rejections:
+            first = rejections[0]
             log.warning(
                 "rejected %d %s item(s), e.g. %s%s: %s (%s)",
-                len(batch.rejections),
+                len(rejections),
                 resource,
                 f"{first.namespace}/" if first.namespace else "",
                 first.name,
                 first.reason,
                 first.detail,
             )
-        self._snapshot.publish(kind, batch.samples, int(self._clock() * 1000))
-        if self._buffer:
-            # Keep time order per series: newer samples wait behind the buffered ones.
-            self._hold(batch)
-            return self._failed(
-                outcome, StoreError("earlier samples are still waiting to be written")
-            )
-        try:
-            result = self._write(batch)
-        except StoreError as exc:
-            self._hold(batch)
-            return self._failed(outcome, exc)
-        outcome.written, outcome.skipped, outcome.stored = (
-            result.written,
-            result.skipped_duplicates,
-            True,
-        )
-        self._metrics.samples_written.inc(result.written)
-        return outcome
-
-    def _write(self, batch: Batch) -> WriteResult:
-        begun = time.perf_counter()
-        try:
-            return self._sink.write(batch, now_ms=int(self._clock() * 1000))
-        finally:
-            self._metrics.store_write_duration.labels(resource=_RESOURCE[batch.kind]).observe(
-                time.perf_counter() - begun
-            )
 
     def _fetch(self, kind: Kind) -> Batch:
+        now_ms = int(self._clock() * 1000)
+        skew = self._max_future_skew_ms
         if kind is Kind.NODE:
             nodes, bad = decode_node_list(self._source.list_nodes())
-            batch = normalize_nodes(nodes)
+            batch = normalize_nodes(nodes, now_ms=now_ms, max_future_skew_ms=skew)
         else:
             batches = []
             bad = []
             for namespace in self._namespaces or (None,):
                 pods, broken = decode_pod_list(self._source.list_pods(namespace))
                 bad.extend(broken)
-                batches.append(normalize_pods(pods))
+                batches.append(normalize_pods(pods, now_ms=now_ms, max_future_skew_ms=skew))
             batch = Batch(
                 kind,
                 tuple(s for b in batches for s in b.samples),
@@ -204,43 +217,8 @@ class Poller:
         return batch
 
     def _failed(self, outcome: ResourceOutcome, exc: RecorderError) -> ResourceOutcome:
-        reason = getattr(exc, "reason", None) or (
-            "store" if isinstance(exc, StoreError) else "malformed"
-        )
+        reason = getattr(exc, "reason", None) or "malformed"
         self._metrics.poll_errors.labels(resource=outcome.resource, reason=reason).inc()
         log.error("polling %s failed (%s): %s", outcome.resource, reason, exc)
         outcome.error = exc
         return outcome
-
-    def _hold(self, batch: Batch) -> None:
-        self._buffer.append(batch)
-        self._buffered_samples += len(batch.samples)
-        while self._buffered_samples > self._max_buffered and len(self._buffer) > 1:
-            dropped = self._buffer.popleft()
-            self._buffered_samples -= len(dropped.samples)
-            self._metrics.samples_dropped.inc(len(dropped.samples))
-            log.error(
-                "write buffer full (%d samples): dropped %d %s samples from the oldest poll",
-                self._max_buffered,
-                len(dropped.samples),
-                _RESOURCE[dropped.kind],
-            )
-
-    def _flush_buffer(self) -> int:
-        flushed = 0
-        while self._buffer:
-            batch = self._buffer[0]
-            try:
-                result = self._write(batch)
-            except StoreError as exc:
-                log.warning(
-                    "database still unavailable, %d samples buffered: %s",
-                    self._buffered_samples,
-                    exc,
-                )
-                return flushed
-            self._buffer.popleft()
-            self._buffered_samples -= len(batch.samples)
-            self._metrics.samples_written.inc(result.written)
-            flushed += result.written
-        return flushed

@@ -43,6 +43,7 @@ class PollScheduler:
     def start(self) -> None:
         self._scheduler.start()
 
-    def shutdown(self) -> None:
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop scheduling; with ``wait``, also wait for running jobs to finish."""
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.shutdown(wait=wait)

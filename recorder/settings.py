@@ -6,6 +6,7 @@ Built once at the edge (``cli.py``) and passed down; nothing else reads the envi
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
@@ -112,10 +113,79 @@ class Settings(BaseSettings):
         gt=0,
         description="How often `run` compacts closed blocks and applies retention",
     )
-    max_buffered_samples: int = Field(
-        default=2_000_000,
+    buffer_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
         gt=0,
-        description="Samples kept in memory while the database is down (oldest dropped first)",
+        description="Bytes of compressed samples kept in memory while the database does not "
+        "accept them and no spool folder can (oldest dropped first); a quantity (64Mi) or bytes",
+    )
+    spool_dir: str | None = Field(
+        default=None,
+        description="Folder where samples waiting for the database survive a restart; default: "
+        "beside a SQLite file (<file>.spool), none for PostgreSQL; empty: memory only",
+    )
+    spool_max_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        gt=0,
+        description="Most bytes the spool folder may hold (oldest dropped first); e.g. 1Gi",
+    )
+    max_future_skew_seconds: float = Field(
+        default=300.0,
+        validation_alias="RECORDER_MAX_FUTURE_SKEW",
+        ge=0,
+        description="Samples stamped further than this in the future (a node with a wrong "
+        "clock) are rejected one by one",
+    )
+    max_response_bytes: int = Field(
+        default=192 * 1024 * 1024,
+        gt=0,
+        description="Largest Metrics API response accepted, after decompression (e.g. 192Mi)",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        validation_alias="RECORDER_SHUTDOWN_GRACE",
+        gt=0,
+        description="On SIGTERM: time to finish the poll and write or spool what waits, "
+        "then exit 0 (keep it below the pod's terminationGracePeriodSeconds)",
+    )
+    database_timeout_seconds: float = Field(
+        default=30.0,
+        validation_alias="RECORDER_DATABASE_TIMEOUT",
+        gt=0,
+        description="PostgreSQL statement timeout of writes and maintenance",
+    )
+    database_connect_timeout_seconds: float = Field(
+        default=5.0,
+        validation_alias="RECORDER_DATABASE_CONNECT_TIMEOUT",
+        gt=0,
+        description="Connect timeout of PostgreSQL; SQLite's wait for a locked file",
+    )
+    max_concurrent_queries: int | None = Field(
+        default=None,
+        gt=0,
+        description="History queries run at once (default: the number of cores, at least 2)",
+    )
+    max_queued_queries: int = Field(
+        default=64,
+        ge=0,
+        description="History queries that may wait for a slot; more get 503 with Retry-After",
+    )
+    query_queue_timeout_seconds: float = Field(
+        default=10.0,
+        validation_alias="RECORDER_QUERY_QUEUE_TIMEOUT",
+        gt=0,
+        description="Longest wait for a query slot before 503 with Retry-After",
+    )
+    http_max_connections: int = Field(
+        default=512,
+        gt=0,
+        description="Open HTTP connections at once; more are answered 503 and closed",
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        validation_alias="RECORDER_HTTP_HEADER_TIMEOUT",
+        gt=0,
+        description="A client must send a whole request (head and body) within this time",
     )
     max_points: int = Field(
         default=500_000, gt=0, description="Most points one history response may hold"
@@ -156,6 +226,16 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     log_level: str = Field(default="INFO")
 
+    @field_validator("buffer_max_bytes", "spool_max_bytes", "max_response_bytes", mode="before")
+    @classmethod
+    def _byte_sizes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return units.memory_bytes(value.strip())
+            except QuantityError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
     @field_validator("namespace", "metrics_namespace", "metrics_exclude_namespace", mode="before")
     @classmethod
     def _namespaces(cls, value: Any) -> Any:
@@ -179,6 +259,12 @@ class Settings(BaseSettings):
         "maintenance_interval_seconds",
         "query_max_range_seconds",
         "query_timeout_seconds",
+        "max_future_skew_seconds",
+        "shutdown_grace_seconds",
+        "database_timeout_seconds",
+        "database_connect_timeout_seconds",
+        "query_queue_timeout_seconds",
+        "http_header_timeout_seconds",
         mode="before",
     )
     @classmethod
@@ -220,6 +306,17 @@ class Settings(BaseSettings):
     @property
     def listen_address(self) -> tuple[str, int]:
         return parse_listen(self.listen)
+
+    def spool_path(self) -> Path | None:
+        """Where waiting samples are spooled: ``spool_dir``, else beside a SQLite file."""
+        if self.spool_dir is not None:
+            return Path(self.spool_dir) if self.spool_dir.strip() else None
+        url = self.database_url.get_secret_value()
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
+            database = Path(url[len(prefix) :].split("?", 1)[0])
+            return database.with_name(database.name + ".spool")
+        return None
 
     def warn_about_interval(self) -> None:
         if self.interval_seconds < MIN_USEFUL_INTERVAL_SECONDS:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recorder.cli import _maintain_logged
 from recorder.errors import MetricsApiForbidden
 from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
+from recorder.buffer import WriteQueue
+from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.store import Store
+from recorder.worker import maintain_logged
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -33,9 +35,9 @@ class FlakySource:
 def populated_registry(store: Store) -> RecorderRegistry:
     holder = SnapshotHolder(30.0)
     registry, metrics = build_registry(holder)
-    poller = Poller(FlakySource(), store, holder, metrics)
+    poller = Poller(FlakySource(), Flusher(WriteQueue(), store, metrics), holder, metrics)
     assert not poller.poll_once().ok
     assert poller.poll_once().ok
-    assert _maintain_logged(store, metrics) is not None
+    assert maintain_logged(store, metrics) is not None
     registry.exposition(openmetrics=False, gzip=False)  # observes a render duration
     return registry

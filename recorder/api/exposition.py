@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import gzip as gzip_module
 from collections.abc import Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from recorder.exporter import RecorderRegistry, generic_exposition
+from recorder.exporter import generic_exposition
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -63,6 +64,12 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return best.get("gzip", best.get("*", 0.0)) > 0
 
 
+class Exposer(Protocol):
+    """A registry that renders its own body (``RecorderRegistry``, ``RelayRegistry``)."""
+
+    def exposition(self, *, openmetrics: bool, gzip: bool) -> list[bytes]: ...
+
+
 class ChunksResponse(Response):
     """A response whose body is sent as several chunks with a known total length."""
 
@@ -82,10 +89,12 @@ class ChunksResponse(Response):
             await send({"type": "http.response.body", "body": b""})
 
 
-def metrics_response(registry: CollectorRegistry, request_headers: Mapping[str, str]) -> Response:
+def metrics_response(
+    registry: CollectorRegistry | Exposer, request_headers: Mapping[str, str]
+) -> Response:
     openmetrics = wants_openmetrics(request_headers.get("accept", ""))
     compress = accepts_gzip(request_headers.get("accept-encoding", ""))
-    if isinstance(registry, RecorderRegistry):
+    if not isinstance(registry, CollectorRegistry) or hasattr(registry, "exposition"):
         chunks = registry.exposition(openmetrics=openmetrics, gzip=compress)
     else:
         body = generic_exposition(registry, openmetrics=openmetrics)

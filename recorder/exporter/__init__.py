@@ -7,7 +7,9 @@
 - ``render``: the fast renderer of their sample lines (same bytes as prometheus-client);
 - ``selfmetrics``: ``SelfMetrics``, the recorder's own health and throughput;
 - ``registry``: ``RecorderRegistry``, all of it in one explicit registry, the ``/metrics``
-  body rendered once per snapshot.
+  body rendered once per snapshot;
+- ``relay``: the same across the service's two processes: the worker renders, the server's
+  ``RelayRegistry`` serves.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from recorder.exporter.families import DATA_FAMILIES, DataFamily
 from recorder.exporter.filters import ExportFilter
 from recorder.exporter.holder import SnapshotHolder, SnapshotView
 from recorder.exporter.registry import RecorderRegistry, build_registry, generic_exposition
+from recorder.exporter.relay import (
+    KindLines,
+    LineRenderer,
+    OwnExposition,
+    RelayRegistry,
+    own_exposition,
+)
 from recorder.exporter.selfmetrics import SelfMetrics, StoreStatistics
 
 __all__ = [
@@ -24,11 +33,16 @@ __all__ = [
     "DataCollector",
     "DataFamily",
     "ExportFilter",
+    "KindLines",
+    "LineRenderer",
+    "OwnExposition",
     "RecorderRegistry",
+    "RelayRegistry",
     "SelfMetrics",
     "SnapshotHolder",
     "SnapshotView",
     "StoreStatistics",
     "build_registry",
     "generic_exposition",
+    "own_exposition",
 ]

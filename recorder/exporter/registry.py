@@ -66,10 +66,27 @@ class _KindLines:
 
 
 @dataclass(slots=True)
-class _DataBody:
+class DataBody:
+    """The data gauges' part of a ``/metrics`` body in one format, kept until the data
+    changes, with the gzip compressor's state after it (one gzip member per scrape)."""
+
     chunks: list[bytes]
     gzip_head: bytes | None = None
     gzip_state: _Compress | None = field(default=None, repr=False)
+
+    def compress(self, level: int) -> None:
+        if self.gzip_state is None:
+            compressor = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
+            self.gzip_head = b"".join([compressor.compress(c) for c in self.chunks])
+            self.gzip_state = compressor
+
+    def with_tail(self, tail: bytes, *, gzip: bool) -> list[bytes]:
+        """The whole body: these chunks then ``tail``, gzipped as one member when asked."""
+        if not gzip:
+            return [*self.chunks, tail]
+        assert self.gzip_state is not None and self.gzip_head is not None
+        state = self.gzip_state.copy()
+        return [self.gzip_head, state.compress(tail) + state.flush()]
 
 
 class RecorderRegistry(CollectorRegistry):
@@ -99,21 +116,16 @@ class RecorderRegistry(CollectorRegistry):
         self._sample_lines = SampleLines(self.export_filter)
         self._lock = threading.Lock()
         self._lines: dict[Kind, _KindLines] = {}
-        self._bodies: dict[bool, _DataBody] = {}
+        self._bodies: dict[bool, DataBody] = {}
         self._bodies_key: tuple[int, int] = (-1, -1)
 
     def exposition(self, *, openmetrics: bool, gzip: bool) -> list[bytes]:
         """The whole ``/metrics`` body as chunks to send in order (one gzip member when
         ``gzip``)."""
         body = self._data_body(openmetrics, gzip)
-        tail = generic_exposition(self.own, openmetrics=openmetrics)
-        if not gzip:
-            return [*body.chunks, tail]
-        assert body.gzip_state is not None and body.gzip_head is not None
-        state = body.gzip_state.copy()
-        return [body.gzip_head, state.compress(tail) + state.flush()]
+        return body.with_tail(generic_exposition(self.own, openmetrics=openmetrics), gzip=gzip)
 
-    def _data_body(self, openmetrics: bool, gzip: bool) -> _DataBody:
+    def _data_body(self, openmetrics: bool, gzip: bool) -> DataBody:
         view = self.holder.view()
         key = (_generation(view.nodes), _generation(view.containers))
         with self._lock:
@@ -129,20 +141,18 @@ class RecorderRegistry(CollectorRegistry):
                     openmetrics, {Kind.NODE: view.nodes, Kind.CONTAINER: view.containers}
                 )
             if gzip:
-                compressor = zlib.compressobj(self._gzip_level, zlib.DEFLATED, _GZIP_WBITS)
-                body.gzip_head = b"".join([compressor.compress(c) for c in body.chunks])
-                body.gzip_state = compressor
+                body.compress(self._gzip_level)
             self.metrics.render_duration.observe(time.perf_counter() - begun)
             return body
 
-    def _render(self, openmetrics: bool, latest: dict[Kind, Published | None]) -> _DataBody:
+    def _render(self, openmetrics: bool, latest: dict[Kind, Published | None]) -> DataBody:
         chunks: list[bytes] = []
         for family in self._families:
             lines = self._lines_of(family.kind, latest[family.kind])
             chunks.append(headers(family, openmetrics=openmetrics).encode())
             block = lines.cpu if family.resource is Resource.CPU else lines.memory
             chunks.extend(c for c in block if c)
-        return _DataBody(chunks)
+        return DataBody(chunks)
 
     def _lines_of(self, kind: Kind, published: Published | None) -> _KindLines:
         generation = _generation(published)

@@ -108,14 +108,48 @@ class SelfMetrics:
         )
         self.samples_dropped = Counter(
             "recorder_samples_dropped",
-            "Samples dropped because the database was down longer than the write buffer holds",
+            "Samples given up before reaching the database, by reason (buffer_full: the "
+            "database was down longer than the buffer holds; unreadable: a damaged spool file)",
+            ["reason"],
             registry=registry,
         )
         self.samples_buffered = Gauge(
             "recorder_samples_buffered",
-            "Samples held in memory waiting for the database to accept them",
+            "Samples waiting for the database to accept them (in memory or spooled)",
             registry=registry,
         )
+        self.write_errors = Counter(
+            "recorder_store_write_errors",
+            "Writes of a batch of samples that failed for a transient reason (database down, "
+            "locked, full, timed out), by resource (nodes, pods); the batch waits in the "
+            "buffer and is written again",
+            ["resource"],
+            registry=registry,
+        )
+        self.last_write = Gauge(
+            "recorder_last_successful_write_timestamp_seconds",
+            "Unix time in seconds of the last batch of samples the database accepted",
+            unit="seconds",
+            registry=registry,
+        )
+        self.buffer_bytes = Gauge(
+            "recorder_buffer_bytes",
+            "Bytes of samples parked while the database does not accept them, by place "
+            "(memory, spool: the spool folder on disk)",
+            ["place"],
+            unit="bytes",
+            registry=registry,
+        )
+        self.component_healthy = Gauge(
+            "recorder_component_healthy",
+            "1 when a part of the recorder works, else 0: poll (the last poll read the Metrics "
+            "API), write (the last write to the database succeeded); alert on 0 for a few "
+            "minutes",
+            ["component"],
+            registry=registry,
+        )
+        for component in ("poll", "write"):
+            self.component_healthy.labels(component=component).set(1)
         self.api_up = ApiUp(holder)
         registry.register(self.api_up)
         self.compaction_duration = Histogram(

@@ -8,6 +8,8 @@ from pathlib import Path
 from recorder.domain import Batch, Kind, Sample, SeriesKey, WriteResult
 from recorder.errors import MetricsApiUnavailable
 from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
+from recorder.buffer import WriteQueue
+from recorder.flusher import Flusher
 from recorder.poller import Poller
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -57,7 +59,7 @@ def setup() -> tuple[Clock, Source, Poller, RecorderRegistry]:
     source = Source()
     holder = SnapshotHolder(INTERVAL, clock=clock)
     registry, metrics = build_registry(holder, process_collectors=False)
-    return clock, source, Poller(source, Sink(), holder, metrics, clock=clock), registry
+    return clock, source, Poller(source, Flusher(WriteQueue(), Sink(), metrics), holder, metrics, clock=clock), registry
 
 
 def test_three_failed_intervals_withdraw_the_data_and_api_up_is_zero() -> None:

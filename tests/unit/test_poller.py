@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from recorder.buffer import WriteQueue
 from recorder.domain import Batch, WriteResult
 from recorder.errors import MetricsApiForbidden, StoreError
 from recorder.exporter import SnapshotHolder, build_registry
+from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.store import Store, open_store
 
@@ -54,10 +56,21 @@ def store(sqlite_url: str) -> Iterator[Store]:
     store.close()
 
 
-def make(source: Source, sink: object, **kwargs: object) -> tuple[Poller, CollectorRegistry]:
+NOW = 1.8e9  # 2027-01-15: after the fixtures' timestamps, within no skew of them
+
+
+def make(
+    source: Source, sink: object, memory_bytes: int = 1 << 20, **kwargs: object
+) -> tuple[Poller, CollectorRegistry]:
     holder = SnapshotHolder()
     registry, metrics = build_registry(holder)
-    return Poller(source, sink, holder, metrics, clock=lambda: 1e9, **kwargs), registry  # type: ignore[arg-type]
+    queue = WriteQueue(
+        memory_bytes=memory_bytes,
+        on_drop=lambda n, why: metrics.samples_dropped.labels(reason=why).inc(n),
+    )
+    flusher = Flusher(queue, sink, metrics)  # type: ignore[arg-type]
+    poller = Poller(source, flusher, holder, metrics, clock=lambda: NOW, **kwargs)  # type: ignore[arg-type]
+    return poller, registry
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -83,7 +96,7 @@ def test_poll_stores_good_items_rejects_bad_ones_and_counts(store: Store) -> Non
     assert value(registry, "recorder_samples_rejected_total", reason="missing_usage") == 2
     assert value(registry, "recorder_samples_rejected_total", reason="malformed_item") == 1
     assert value(registry, "recorder_metrics_api_up") == 1
-    assert value(registry, "recorder_last_successful_poll_timestamp_seconds") == 1e9
+    assert value(registry, "recorder_last_successful_poll_timestamp_seconds") == NOW
     again = poller.poll_once()
     assert again.written == 0
     assert [o.skipped for o in again.outcomes] == [2, 4]
@@ -139,8 +152,16 @@ def test_database_outage_keeps_samples_and_writes_them_later(store: Store) -> No
 
 def test_outage_longer_than_the_buffer_drops_oldest_and_counts(store: Store) -> None:
     sink = OutageSink(store)
-    poller, registry = make(odd_source(), sink, max_buffered_samples=5)
+    poller, registry = make(odd_source(), sink, memory_bytes=2_000)
     sink.down = True
-    poller.poll_once()
-    assert poller.buffered_samples == 4  # nodes batch (2) dropped to make room for pods (4)
-    assert value(registry, "recorder_samples_dropped_total") == 2
+    for _ in range(6):
+        poller.poll_once()
+    dropped = value(registry, "recorder_samples_dropped_total", reason="buffer_full")
+    assert dropped > 0
+    # What was not dropped is still there, and is written once the database is back.
+    waiting = poller.buffered_samples
+    assert 0 < waiting < 6 * 6
+    assert waiting + dropped == 6 * 6
+    sink.down = False
+    assert poller.poll_once().ok
+    assert poller.buffered_samples == 0

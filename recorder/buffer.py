@@ -1,0 +1,407 @@
+"""The write queue: normalized batches waiting for the database, oldest first.
+
+While the database keeps up, a batch waits here as it is (no copy, no encoding) for the
+moment it takes to write it. Once a write fails, or more than ``max_raw`` batches wait, the
+waiting batches are *parked*: encoded compactly (msgpack + zlib, ~10x smaller than the
+objects) and written to the spool folder, where they survive a restart of the process or of
+the container (the folder is on the data volume or an ``emptyDir``); without a usable spool
+folder they are kept encoded in memory. Both places have a byte budget; beyond it the oldest
+parked batches are dropped and counted, never the newest.
+
+A batch leaves the queue only after the database committed it (``done``), so a crash between
+the two writes it again at the next start, where the writer collapses the exact duplicates.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import threading
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024
+DEFAULT_SPOOL_BYTES = 1024 * 1024 * 1024
+DEFAULT_MAX_RAW = 4
+_MAGIC = b"KMRB1\n"
+_ZLIB_LEVEL = 1
+_NAME = re.compile(r"(\d{20})\.(node|container)\.(\d+)\.batch")
+
+
+class _Wire(msgspec.Struct, array_like=True, gc=False):
+    """A batch on disk: one list per column, pod labels as (namespace, pod, labels)."""
+
+    kind: str
+    node: list[str]
+    namespace: list[str]
+    pod: list[str]
+    container: list[str]
+    ts_ms: list[int]
+    window_ms: list[int]
+    cpu: list[int]
+    memory: list[int]
+    labels: list[tuple[str, str, dict[str, str]]]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_Wire)
+
+
+def encode_batch(batch: Batch) -> bytes:
+    """A batch's samples and pod labels (not its rejections: they were counted already)."""
+    samples = batch.samples
+    keys = [s.key for s in samples]
+    wire = _Wire(
+        batch.kind.value,
+        [k.node for k in keys],
+        [k.namespace for k in keys],
+        [k.pod for k in keys],
+        [k.container for k in keys],
+        [s.timestamp_ms for s in samples],
+        [s.window_ms for s in samples],
+        [s.cpu_nanocores for s in samples],
+        [s.memory_bytes for s in samples],
+        [(ns, pod, dict(labels)) for (ns, pod), labels in batch.pod_labels.items()],
+    )
+    return _MAGIC + zlib.compress(_encoder.encode(wire), _ZLIB_LEVEL)
+
+
+def decode_batch(data: bytes) -> Batch:
+    """The batch ``encode_batch`` wrote; ``ValueError`` when the bytes are not one."""
+    if not data.startswith(_MAGIC):
+        raise ValueError("not a spooled batch (bad header)")
+    try:
+        wire = _decoder.decode(zlib.decompress(data[len(_MAGIC) :]))
+        kind = Kind(wire.kind)
+        lengths = {len(wire.node), len(wire.namespace), len(wire.pod), len(wire.container)}
+        lengths |= {len(wire.ts_ms), len(wire.window_ms), len(wire.cpu), len(wire.memory)}
+        if len(lengths) > 1:
+            raise ValueError("columns of different lengths")
+    except (zlib.error, msgspec.DecodeError) as exc:
+        raise ValueError(f"not a spooled batch ({exc})") from exc
+    samples = tuple(
+        Sample(SeriesKey(kind, node, ns, pod, container), ts, window, cpu, memory)
+        for node, ns, pod, container, ts, window, cpu, memory in zip(
+            wire.node,
+            wire.namespace,
+            wire.pod,
+            wire.container,
+            wire.ts_ms,
+            wire.window_ms,
+            wire.cpu,
+            wire.memory,
+            strict=True,
+        )
+    )
+    labels = {(ns, pod): pod_labels for ns, pod, pod_labels in wire.labels}
+    return Batch(kind, samples, labels)
+
+
+class Spool:
+    """A folder of parked batches, one file each, named ``<seq>.<kind>.<samples>.batch``.
+
+    Files are written to a temporary name and renamed, so a crash never leaves half a batch
+    under a real name. A lock file keeps a second process from draining the same folder.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int = DEFAULT_SPOOL_BYTES):
+        self.directory = directory
+        self.max_bytes = max_bytes
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_file = open(directory / "lock", "a+b")  # noqa: SIM115 (held open)
+        except OSError as exc:
+            raise ConfigError(
+                f"the spool folder {directory} cannot be used ({exc.strerror or exc}): give a "
+                "writable folder on the data volume (RECORDER_SPOOL_DIR), or an empty value "
+                "to keep waiting samples in memory only"
+            ) from exc
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._lock_file.close()
+            raise ConfigError(
+                f"another recorder process uses the spool folder {directory}: give each "
+                "process its own (RECORDER_SPOOL_DIR)"
+            ) from exc
+
+    def close(self) -> None:
+        self._lock_file.close()
+
+    def existing(self) -> Iterator[tuple[int, Kind, int, Path, int]]:
+        """(seq, kind, samples, path, size) of every parked batch left by an earlier run,
+        oldest first. Leftover temporary files are removed."""
+        found = []
+        for path in self.directory.iterdir():
+            if path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+                continue
+            match = _NAME.fullmatch(path.name)
+            if match is None:
+                continue
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            found.append((int(match[1]), Kind(match[2]), int(match[3]), path, size))
+        yield from sorted(found, key=lambda entry: entry[0])
+
+    def store(self, seq: int, kind: Kind, samples: int, data: bytes) -> Path | None:
+        """Write one batch; ``None`` when the disk refuses (full, read-only)."""
+        path = self.directory / f"{seq:020d}.{kind.value}.{samples}.batch"
+        temporary = path.with_name(path.name + ".tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            log.warning("cannot spool %d samples to %s: %s", samples, self.directory, exc)
+            return None
+        return path
+
+    @staticmethod
+    def read(path: Path) -> bytes:
+        return path.read_bytes()
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove the spooled batch %s: %s", path, exc)
+
+
+@dataclass(slots=True)
+class _Entry:
+    seq: int
+    kind: Kind
+    samples: int
+    batch: Batch | None = None
+    data: bytes | None = None
+    path: Path | None = None
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The oldest waiting batch, handed to the writer; ``done(seq)`` once it is committed."""
+
+    seq: int
+    batch: Batch
+
+
+class WriteQueue:
+    """Thread-safe FIFO of batches for the database; see the module docstring.
+
+    ``on_drop(samples, reason)`` is called for samples given up (budget, unreadable spool).
+    """
+
+    def __init__(
+        self,
+        *,
+        memory_bytes: int = DEFAULT_MEMORY_BYTES,
+        spool: Spool | None = None,
+        max_raw: int = DEFAULT_MAX_RAW,
+        on_drop: Callable[[int, str], None] = lambda samples, reason: None,
+    ):
+        self._memory_budget = memory_bytes
+        self._spool = spool
+        self._max_raw = max_raw
+        self._on_drop = on_drop
+        self._entries: deque[_Entry] = deque()
+        self._memory_used = 0
+        self._spool_used = 0
+        self._next_seq = 0
+        self._parking = False
+        self._changed = threading.Condition()
+        if spool is not None:
+            for seq, kind, samples, path, size in spool.existing():
+                self._entries.append(_Entry(seq, kind, samples, path=path, size=size))
+                self._spool_used += size
+                self._next_seq = seq + 1
+            if self._entries:
+                log.info(
+                    "found %d samples in %d batches spooled by an earlier run in %s; "
+                    "writing them first",
+                    self.pending_samples,
+                    len(self._entries),
+                    spool.directory,
+                )
+
+    def close(self) -> None:
+        """Release the spool folder (its files stay for the next start)."""
+        if self._spool is not None:
+            self._spool.close()
+
+    # --- state ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        with self._changed:
+            return len(self._entries)
+
+    @property
+    def pending_samples(self) -> int:
+        with self._changed:
+            return sum(e.samples for e in self._entries)
+
+    @property
+    def samples_by_place(self) -> tuple[int, int, int]:
+        """Waiting samples (as objects, encoded in memory, in the spool folder)."""
+        with self._changed:
+            raw = sum(e.samples for e in self._entries if e.batch is not None)
+            memory = sum(e.samples for e in self._entries if e.data is not None)
+            return raw, memory, sum(e.samples for e in self._entries if e.path is not None)
+
+    @property
+    def parked_bytes(self) -> tuple[int, int]:
+        """Bytes of parked batches (in memory, in the spool folder)."""
+        with self._changed:
+            return self._memory_used, self._spool_used
+
+    # --- producer -----------------------------------------------------------------------
+
+    def put(self, batch: Batch) -> int:
+        """Queue a batch (an empty one is ignored); returns its sequence number."""
+        with self._changed:
+            seq = self._next_seq
+            self._next_seq += 1
+            if not batch.samples and not batch.pod_labels:
+                return seq
+            entry = _Entry(seq, batch.kind, len(batch.samples), batch=batch)
+            self._entries.append(entry)
+            raw = sum(1 for e in self._entries if e.batch is not None)
+            if self._parking or raw > self._max_raw:
+                self._park(entry)
+            self._changed.notify_all()
+            return seq
+
+    def park_all(self) -> None:
+        """Encode and store every batch still waiting as an object (the database failed, or
+        the process is stopping), and park new ones straight away until ``resume()``."""
+        with self._changed:
+            self._parking = True
+            for entry in list(self._entries):
+                if entry.batch is not None:
+                    self._park(entry)
+
+    def resume(self) -> None:
+        """The database writes again: new batches wait as objects again."""
+        with self._changed:
+            self._parking = False
+
+    # --- consumer -----------------------------------------------------------------------
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for something to write; whether there is."""
+        with self._changed:
+            if not self._entries:
+                self._changed.wait(timeout)
+            return bool(self._entries)
+
+    def oldest(self) -> Pending | None:
+        """The oldest batch, decoded when parked. A parked batch that cannot be read back
+        (a damaged file) is dropped, counted and skipped."""
+        while True:
+            with self._changed:
+                if not self._entries:
+                    return None
+                entry = self._entries[0]
+                if entry.batch is not None:
+                    return Pending(entry.seq, entry.batch)
+                data, path = entry.data, entry.path
+            try:
+                if data is None:
+                    assert path is not None
+                    data = Spool.read(path)
+                return Pending(entry.seq, decode_batch(data))
+            except (OSError, ValueError) as exc:
+                log.error(
+                    "dropping %d spooled samples that cannot be read back (%s): %s",
+                    entry.samples,
+                    path or "memory",
+                    exc,
+                )
+                self._remove(entry.seq, dropped="unreadable")
+
+    def done(self, seq: int) -> None:
+        """The batch ``seq`` is in the database: forget it."""
+        self._remove(seq, dropped=None)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _remove(self, seq: int, *, dropped: str | None) -> None:
+        with self._changed:
+            for entry in self._entries:
+                if entry.seq == seq:
+                    self._entries.remove(entry)
+                    self._release(entry)
+                    break
+            else:
+                return
+        if dropped is not None:
+            self._on_drop(entry.samples, dropped)
+
+    def _release(self, entry: _Entry) -> None:
+        if entry.path is not None:
+            Spool.remove(entry.path)
+            self._spool_used -= entry.size
+        elif entry.data is not None:
+            self._memory_used -= entry.size
+
+    def _park(self, entry: _Entry) -> None:
+        """Encode ``entry`` and keep it in the spool folder, else in memory, making room by
+        dropping the oldest parked batches. Called with the lock held."""
+        assert entry.batch is not None
+        data = encode_batch(entry.batch)
+        size = len(data)
+        entry.batch = None
+        spool = self._spool
+        if spool is not None and size <= spool.max_bytes:
+            self._make_room(size, on_disk=True)
+            path = spool.store(entry.seq, entry.kind, entry.samples, data)
+            if path is not None:
+                entry.path, entry.size = path, size
+                self._spool_used += size
+                return
+        if size > self._memory_budget:
+            self._entries.remove(entry)
+            self._dropped(entry.samples)
+            return
+        self._make_room(size, on_disk=False)
+        entry.data, entry.size = data, size
+        self._memory_used += size
+
+    def _make_room(self, size: int, *, on_disk: bool) -> None:
+        budget = self._spool.max_bytes if on_disk and self._spool else self._memory_budget
+        while (self._spool_used if on_disk else self._memory_used) + size > budget:
+            victim = next(
+                (e for e in self._entries if (e.path if on_disk else e.data) is not None), None
+            )
+            if victim is None:
+                return
+            self._entries.remove(victim)
+            self._release(victim)
+            self._dropped(victim.samples)
+
+    def _dropped(self, samples: int) -> None:
+        log.error(
+            "write buffer full (memory %d bytes, spool %s bytes): dropped %d samples of the "
+            "oldest waiting poll",
+            self._memory_budget,
+            self._spool.max_bytes if self._spool else 0,
+            samples,
+        )
+        self._on_drop(samples, "buffer_full")

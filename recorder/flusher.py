@@ -1,0 +1,202 @@
+"""Writing queued batches to the database, apart from fetching them.
+
+``Flusher.flush()`` writes the waiting batches oldest first until the queue is empty, a
+deadline passes, or the database fails for a transient reason (then everything waiting is
+parked in the spool and the next round tries again). Rows the database refuses for their
+content come back from the store as rejections and are counted; they never block the queue.
+
+In the service a thread runs ``Flusher.run()``: a slow, locked or frozen database delays
+writing, never fetching; the queue absorbs the wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from recorder.buffer import WriteQueue
+from recorder.domain import Batch, Kind, Rejection, WriteResult
+from recorder.errors import StoreError
+from recorder.exporter import SelfMetrics
+
+log = logging.getLogger(__name__)
+
+RESOURCE = {Kind.NODE: "nodes", Kind.CONTAINER: "pods"}
+MIN_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 15.0
+
+
+class BatchSink(Protocol):
+    """What writing needs of a store (``store.Store``)."""
+
+    def write(self, batch: Batch, *, now_ms: int) -> WriteResult: ...
+
+
+@dataclass
+class KindWrite:
+    written: int = 0
+    skipped: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+@dataclass
+class FlushReport:
+    """What one ``flush()`` wrote, by kind and by batch sequence number."""
+
+    by_kind: dict[Kind, KindWrite] = field(default_factory=dict)
+    by_seq: dict[int, WriteResult] = field(default_factory=dict)
+    error: StoreError | None = None
+    remaining_samples: int = 0
+
+    @property
+    def written(self) -> int:
+        return sum(k.written for k in self.by_kind.values())
+
+
+@dataclass(frozen=True, slots=True)
+class WriteHealth:
+    """The writer's state, for ``/readyz`` details and the self-metrics."""
+
+    ok: bool
+    last_success: float | None
+    failing_since: float | None
+    last_error: str | None
+    pending_samples: int
+    memory_bytes: int
+    spool_bytes: int
+
+
+class Flusher:
+    def __init__(
+        self,
+        queue: WriteQueue,
+        sink: BatchSink,
+        metrics: SelfMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.queue = queue
+        self._sink = sink
+        self._metrics = metrics
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_success: float | None = None
+        self._failing_since: float | None = None
+        self._last_error: str | None = None
+
+    def health(self) -> WriteHealth:
+        memory, spool = self.queue.parked_bytes
+        with self._lock:
+            return WriteHealth(
+                ok=self._failing_since is None,
+                last_success=self._last_success,
+                failing_since=self._failing_since,
+                last_error=self._last_error,
+                pending_samples=self.queue.pending_samples,
+                memory_bytes=memory,
+                spool_bytes=spool,
+            )
+
+    def flush(self, deadline: float | None = None) -> FlushReport:
+        """Write waiting batches until none is left, ``deadline`` (``time.monotonic()``)
+        passes, or a transient failure; never raises for a database failure."""
+        report = FlushReport()
+        while deadline is None or time.monotonic() < deadline:
+            pending = self.queue.oldest()
+            if pending is None:
+                break
+            batch = pending.batch
+            try:
+                result = self._write(batch)
+            except StoreError as exc:
+                self._failed(batch, exc)
+                report.error = exc
+                break
+            self.queue.done(pending.seq)
+            self._succeeded(batch, result, report)
+            report.by_seq[pending.seq] = result
+        report.remaining_samples = self.queue.pending_samples
+        self._metrics.samples_buffered.set(report.remaining_samples)
+        memory, spool = self.queue.parked_bytes
+        self._metrics.buffer_bytes.labels(place="memory").set(memory)
+        self._metrics.buffer_bytes.labels(place="spool").set(spool)
+        return report
+
+    def run(self, stop: threading.Event) -> None:
+        """Write whatever arrives until ``stop`` is set; back off while the database fails."""
+        backoff = MIN_BACKOFF_SECONDS
+        while not stop.is_set():
+            if not self.queue.wait(timeout=0.5):
+                continue
+            if stop.is_set():
+                break
+            report = self.flush()
+            if report.error is None:
+                backoff = MIN_BACKOFF_SECONDS
+                continue
+            stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _write(self, batch: Batch) -> WriteResult:
+        begun = time.perf_counter()
+        try:
+            return self._sink.write(batch, now_ms=int(self._clock() * 1000))
+        finally:
+            self._metrics.store_write_duration.labels(resource=RESOURCE[batch.kind]).observe(
+                time.perf_counter() - begun
+            )
+
+    def _succeeded(self, batch: Batch, result: WriteResult, report: FlushReport) -> None:
+        self.queue.resume()
+        now = self._clock()
+        with self._lock:
+            if self._failing_since is not None:
+                log.info(
+                    "the database accepts writes again after %.0fs; %d samples still waiting",
+                    now - self._failing_since,
+                    self.queue.pending_samples,
+                )
+            self._last_success, self._failing_since, self._last_error = now, None, None
+        self._metrics.samples_written.inc(result.written)
+        self._metrics.last_write.set(now)
+        self._metrics.component_healthy.labels(component="write").set(1)
+        kind = report.by_kind.setdefault(batch.kind, KindWrite())
+        kind.written += result.written
+        kind.skipped += result.skipped_duplicates
+        rejected = result.rejected
+        if rejected:
+            kind.rejections.extend(rejected)
+            for reason, count in Counter(r.reason for r in rejected).items():
+                self._metrics.samples_rejected.labels(reason=reason).inc(count)
+            first = rejected[0]
+            log.warning(
+                "the database refused %d %s item(s) for their content, e.g. %s%s: %s",
+                len(rejected),
+                RESOURCE[batch.kind],
+                f"{first.namespace}/" if first.namespace else "",
+                first.name,
+                first.detail,
+            )
+
+    def _failed(self, batch: Batch, exc: StoreError) -> None:
+        self.queue.park_all()
+        now = self._clock()
+        with self._lock:
+            first = self._failing_since is None
+            if first:
+                self._failing_since = now
+            self._last_error = str(exc)
+        self._metrics.write_errors.labels(resource=RESOURCE[batch.kind]).inc()
+        self._metrics.component_healthy.labels(component="write").set(0)
+        pending = self.queue.pending_samples
+        if first:
+            log.error("writing to the database failed; %d samples wait: %s", pending, exc)
+        else:
+            log.warning("database still unavailable, %d samples wait: %s", pending, exc)

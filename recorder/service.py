@@ -1,0 +1,368 @@
+"""The service (``recorder run``/``demo``): the server process and the worker it supervises.
+
+See ``worker.py`` for the process model. Here: check the configuration and the schema, start
+the worker and wait for it to be ready, serve HTTP (probes, ``/metrics`` relayed from the
+worker, queries read straight from the database), restart the worker if it dies, and on
+SIGTERM or Ctrl+C stop both within the grace period and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from recorder.api.app import AppDeps, create_app
+from recorder.api.server import build_server
+from recorder.errors import ConfigError, RecorderError
+from recorder.exporter import ExportFilter, KindLines, RelayRegistry
+from recorder.kube.config import load_cluster_config
+from recorder.settings import Settings
+from recorder.store import Store
+from recorder.worker import (
+    STOP,
+    Failed,
+    Started,
+    Status,
+    Stopped,
+    open_write_store,
+    worker_main,
+)
+
+log = logging.getLogger("recorder")
+
+START_TIMEOUT_SECONDS = 120.0
+"""Longest wait for the worker to open the database and the client (exec plugins included)."""
+MAX_RESTART_DELAY_SECONDS = 30.0
+
+
+def open_service_store(settings: Settings) -> Store:
+    """The server's store (reads), with the schema migrated (SQLite) or checked (PostgreSQL)
+    before the worker starts, so both processes agree on it."""
+    store = open_write_store(settings)
+    try:
+        if store.dialect == "sqlite":
+            store.migrate()
+        elif not store.schema_is_current():
+            raise ConfigError(
+                f"the database {store.display_url} is not at the current schema: "
+                "run `recorder migrate` first"
+            )
+    except RecorderError:
+        store.close()
+        raise
+    return store
+
+
+@dataclass(frozen=True, slots=True)
+class _Exit:
+    code: int | None
+    at: float
+
+
+class WorkerHandle:
+    """Starts the worker process, reads what it sends, restarts it when it dies."""
+
+    def __init__(self, settings: Settings, relay: RelayRegistry, api_url: str | None = None):
+        self._settings = settings
+        self._relay = relay
+        self._api_url = api_url
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._process: SpawnProcess | None = None
+        self._conn: Connection | None = None
+        self._status: Status | None = None
+        self._started = threading.Event()
+        self._failed: str | None = None
+        self._stopping = False
+        self._stopped: Stopped | None = None
+        self._last_exit: _Exit | None = None
+        self.restarts = 0
+        self.server = ""
+        self._supervisor: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker and wait until it polls; ``ConfigError`` when it cannot start."""
+        self._spawn()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not self._started.wait(0.1):
+            if self._failed is not None:
+                self._join(5.0)
+                raise ConfigError(self._failed)
+            if time.monotonic() > deadline:
+                self._kill()
+                raise ConfigError(
+                    f"the worker did not start within {START_TIMEOUT_SECONDS:.0f}s (a database "
+                    "or an exec credential plugin that does not answer?)"
+                )
+            process = self._process
+            if process is not None and not process.is_alive() and self._failed is None:
+                raise ConfigError(f"the worker exited at start (code {process.exitcode})")
+        self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+        self._supervisor.start()
+
+    def stop(self, deadline: float) -> Stopped | None:
+        """Ask the worker to stop; wait until ``deadline`` (monotonic), then kill it."""
+        with self._lock:
+            self._stopping = True
+            conn = self._conn
+        if conn is not None:
+            try:
+                conn.send(STOP)
+            except (OSError, ValueError):
+                pass
+        if not self._join(max(0.0, deadline - time.monotonic())):
+            log.error("the worker did not stop within the grace period; killing it")
+            self._kill()
+        return self._stopped
+
+    def _spawn(self) -> None:
+        parent, child = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=worker_main,
+            args=(self._settings, child, self._api_url),
+            name="recorder-worker",
+            daemon=False,
+        )
+        process.start()
+        child.close()
+        with self._lock:
+            self._process, self._conn = process, parent
+        threading.Thread(target=self._receive, args=(parent,), name="receiver", daemon=True).start()
+
+    def _join(self, timeout: float) -> bool:
+        process = self._process
+        if process is None:
+            return True
+        process.join(timeout)
+        return not process.is_alive()
+
+    def _kill(self) -> None:
+        process = self._process
+        if process is not None and process.is_alive():
+            process.kill()
+            process.join(5.0)
+
+    def _supervise(self) -> None:
+        delay = 1.0
+        while True:
+            process = self._process
+            if process is None:
+                return
+            process.join()
+            with self._lock:
+                if self._stopping:
+                    return
+            self._last_exit = _Exit(process.exitcode, time.time())
+            log.error(
+                "the worker process exited unexpectedly (code %s); restarting it in %.0fs",
+                process.exitcode,
+                delay,
+            )
+            time.sleep(delay)
+            with self._lock:
+                if self._stopping:
+                    return
+            self.restarts += 1
+            alive_since = time.monotonic()
+            self._spawn()
+            delay = (
+                1.0
+                if time.monotonic() - alive_since > 60
+                else min(delay * 2, MAX_RESTART_DELAY_SECONDS)
+            )
+
+    # --- messages -------------------------------------------------------------------------
+
+    def _receive(self, conn: Connection) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return
+            except Exception as exc:  # a message we cannot read must not stop the relay
+                log.warning("unreadable message from the worker: %r", exc)
+                continue
+            if isinstance(message, KindLines):
+                self._relay.publish(message)
+            elif isinstance(message, Status):
+                self._status = message
+                self._relay.set_worker_metrics(message.metrics)
+            elif isinstance(message, Started):
+                self.server = message.server
+                self._started.set()
+            elif isinstance(message, Failed):
+                self._failed = message.message
+            elif isinstance(message, Stopped):
+                self._stopped = message
+
+    # --- health ---------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.is_alive() else None
+
+    def details(self, now: float, interval_seconds: float) -> dict[str, str]:
+        """The worker's health for ``/readyz``'s details (not its verdict)."""
+        details: dict[str, str] = {}
+        pid = self.pid
+        if pid is None:
+            exited = self._last_exit
+            code = exited.code if exited is not None else None
+            details["worker"] = f"not running (last exit code {code}); restarting"
+        else:
+            details["worker"] = f"ok (pid {pid}, {self.restarts} restarts)"
+        status = self._status
+        if status is None:
+            details["poll"] = "ok (starting)"
+            return details
+        allowed = max(3 * interval_seconds, 60.0)
+        poll = status.poll
+        if poll.last_attempt is None or now - poll.last_attempt > allowed:
+            details["poll"] = f"stalled: no poll started in the last {allowed:.0f}s"
+        elif poll.last_success is not None and now - poll.last_success <= allowed:
+            details["poll"] = "ok"
+        else:
+            details["poll"] = f"failing: no successful poll in the last {allowed:.0f}s"
+            if poll.last_error:
+                details["poll"] += f": {poll.last_error}"
+        write = status.write
+        if write.ok:
+            details["write"] = "ok"
+        else:
+            since = write.failing_since or now
+            details["write"] = f"failing for {now - since:.0f}s: {write.last_error}"
+        if write.pending_samples:
+            details["buffered"] = (
+                f"{write.pending_samples} samples waiting ({write.memory_bytes} bytes in "
+                f"memory, {write.spool_bytes} bytes spooled)"
+            )
+        return details
+
+
+class WorkerCollector(Collector):
+    """The worker process seen from the server: up, restarts, resident memory."""
+
+    def __init__(self, handle: WorkerHandle) -> None:
+        self._handle = handle
+
+    def collect(self) -> Iterable[Metric]:
+        pid = self._handle.pid
+        yield GaugeMetricFamily(
+            "recorder_worker_up",
+            "1 while the worker process (polling and writing) runs, else 0",
+            value=0 if pid is None else 1,
+        )
+        yield CounterMetricFamily(
+            "recorder_worker_restarts",
+            "Times the worker process died and was started again",
+            value=self._handle.restarts,
+        )
+        rss = _resident_bytes(pid) if pid is not None else None
+        if rss is not None:
+            yield GaugeMetricFamily(
+                "recorder_worker_resident_memory_bytes",
+                "Resident memory of the worker process in bytes (process_resident_memory_bytes "
+                "is the server process's)",
+                value=rss,
+                unit="bytes",
+            )
+
+
+def _resident_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[str] = ()) -> int:
+    """Run the service until SIGTERM/SIGINT; 0 after a clean stop."""
+    settings.warn_about_interval()
+    # Fail fast, in the user's terminal, when no cluster is configured.
+    cluster = load_cluster_config(
+        api_url=api_url or settings.api_url,
+        kubeconfig=settings.kubeconfig,
+        context=settings.context,
+        environ=os.environ,
+    )
+    store = open_service_store(settings)
+    try:
+        relay = RelayRegistry(
+            settings.interval_seconds,
+            ExportFilter(
+                containers=settings.metrics_containers,
+                namespaces=tuple(settings.metrics_namespace),
+                exclude_namespaces=tuple(settings.metrics_exclude_namespace),
+            ),
+        )
+        handle = WorkerHandle(settings, relay, api_url)
+        relay.own.register(WorkerCollector(handle))
+        handle.start()
+        try:
+            app = create_app(_app_deps(settings, store, relay, handle))
+            host, port = settings.listen_address
+            server = build_server(
+                app,
+                host,
+                port,
+                max_connections=settings.http_max_connections,
+                header_timeout_seconds=settings.http_header_timeout_seconds,
+            )
+            log.info(
+                "recording from %s into %s every %gs; HTTP on %s",
+                cluster.server,
+                store.display_url,
+                settings.interval_seconds,
+                settings.listen,
+            )
+            for line in banner:
+                print(line, flush=True)
+            started = server.serve_until_signal()
+        finally:
+            stopping = time.monotonic()
+            stopped = handle.stop(stopping + settings.shutdown_grace_seconds)
+            if stopped is not None:
+                log.info(
+                    "stopped: %d samples written at shutdown, %d spooled for the next start",
+                    stopped.written,
+                    stopped.spooled_samples,
+                )
+    finally:
+        store.close()
+    return 0 if started else 1
+
+
+def _app_deps(
+    settings: Settings, store: Store, relay: RelayRegistry, handle: WorkerHandle
+) -> AppDeps:
+    def poller_status() -> Mapping[str, str]:
+        return handle.details(time.time(), settings.interval_seconds)
+
+    return AppDeps(
+        store=store,
+        registry=relay,
+        http_registry=relay.own,
+        interval_seconds=settings.interval_seconds,
+        poller_status=poller_status,
+        max_points=settings.max_points,
+        max_samples=settings.max_samples,
+        max_series=settings.max_series,
+        max_range_ms=round(settings.query_max_range_seconds * 1000),
+        max_concurrent_queries=settings.max_concurrent_queries or max(2, os.cpu_count() or 2),
+        max_queued_queries=settings.max_queued_queries,
+        queue_timeout_seconds=settings.query_queue_timeout_seconds,
+    )

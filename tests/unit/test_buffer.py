@@ -1,0 +1,163 @@
+"""The write queue and its spool folder: compact, bounded, surviving a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recorder.buffer import Spool, WriteQueue, decode_batch, encode_batch
+from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.errors import ConfigError
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+NAMES = st.text(max_size=20)
+
+
+def pods_batch(count: int, ts_ms: int = 1_800_000_000_000) -> Batch:
+    samples = tuple(
+        Sample(SeriesKey.for_container("shop", f"web-{i}", "app"), ts_ms, 15_000, i * 1000, i)
+        for i in range(count)
+    )
+    labels = {("shop", f"web-{i}"): {"app": "web"} for i in range(count)}
+    return Batch(Kind.CONTAINER, samples, labels)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    kind=st.sampled_from(list(Kind)),
+    rows=st.lists(st.tuples(NAMES, NAMES, NAMES, NAMES, INT64, INT64, INT64, INT64), max_size=20),
+    labels=st.dictionaries(st.tuples(NAMES, NAMES), st.dictionaries(NAMES, NAMES), max_size=3),
+)
+def test_a_batch_comes_back_from_its_encoding_exactly(
+    kind: Kind,
+    rows: list[tuple[str, str, str, str, int, int, int, int]],
+    labels: dict[tuple[str, str], dict[str, str]],
+) -> None:
+    samples = tuple(
+        Sample(SeriesKey(kind, node, ns, pod, container), ts, window, cpu, memory)
+        for node, ns, pod, container, ts, window, cpu, memory in rows
+    )
+    batch = Batch(kind, samples, labels)
+    assert decode_batch(encode_batch(batch)) == batch
+
+
+def test_encoding_is_compact() -> None:
+    batch = pods_batch(10_000)
+    # A Sample with its key is several hundred bytes of objects; encoded it is a few bytes.
+    assert len(encode_batch(batch)) < 16 * len(batch.samples)
+
+
+@pytest.mark.parametrize("damage", [b"", b"garbage", b"KMRB1\n" + b"\x00" * 10])
+def test_bytes_that_are_not_a_batch_are_a_value_error(damage: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_batch(damage)
+
+
+def test_a_healthy_queue_hands_batches_over_as_they_are() -> None:
+    queue = WriteQueue()
+    batch = pods_batch(3)
+    seq = queue.put(batch)
+    pending = queue.oldest()
+    assert pending is not None and pending.seq == seq and pending.batch is batch
+    assert queue.parked_bytes == (0, 0)
+    queue.done(seq)
+    assert queue.oldest() is None and len(queue) == 0
+
+
+def test_parked_batches_survive_a_restart_through_the_spool(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    queue = WriteQueue(spool=spool)
+    first, second = pods_batch(5, 1_000), pods_batch(7, 2_000)
+    queue.put(first)
+    queue.put(second)
+    queue.park_all()  # the database failed
+    memory, on_disk = queue.parked_bytes
+    assert memory == 0 and on_disk > 0
+    spool.close()  # the process ends (kill -9 leaves the same files)
+
+    again = WriteQueue(spool=Spool(tmp_path / "spool"))
+    assert again.pending_samples == 12
+    oldest = again.oldest()
+    assert oldest is not None and oldest.batch == first
+    again.done(oldest.seq)
+    following = again.oldest()
+    assert following is not None and following.batch == second
+    again.done(following.seq)
+    assert list((tmp_path / "spool").glob("*.batch")) == []
+    # New batches get numbers after the recovered ones: order is kept across restarts.
+    assert again.put(pods_batch(1)) > following.seq
+    again.close()
+
+
+def test_a_second_process_cannot_use_the_same_spool(tmp_path: Path) -> None:
+    first = Spool(tmp_path / "spool")
+    try:
+        with pytest.raises(ConfigError, match="another recorder process"):
+            Spool(tmp_path / "spool")
+    finally:
+        first.close()
+    Spool(tmp_path / "spool").close()  # free again once the first one is closed
+
+
+def test_an_unusable_spool_folder_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="RECORDER_SPOOL_DIR"):
+        Spool(blocker / "spool")
+
+
+def test_over_budget_the_oldest_parked_batches_are_dropped_and_counted() -> None:
+    dropped: list[tuple[int, str]] = []
+    one = len(encode_batch(pods_batch(100)))
+    queue = WriteQueue(memory_bytes=3 * one + 10, on_drop=lambda n, why: dropped.append((n, why)))
+    queue.park_all()
+    seqs = [queue.put(pods_batch(100, ts)) for ts in range(1, 6)]
+    assert dropped == [(100, "buffer_full"), (100, "buffer_full")]
+    assert queue.pending_samples == 300
+    oldest = queue.oldest()
+    assert oldest is not None and oldest.seq == seqs[2]  # the newest are kept
+    assert queue.parked_bytes[0] <= 3 * one + 10
+
+
+def test_a_full_disk_parks_in_memory_instead(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=10)  # nothing fits on "disk"
+    queue = WriteQueue(spool=spool)
+    queue.put(pods_batch(50))
+    queue.park_all()
+    memory, on_disk = queue.parked_bytes
+    assert memory > 0 and on_disk == 0
+    assert queue.samples_by_place == (0, 50, 0)
+    queue.close()
+
+
+def test_a_damaged_spool_file_is_dropped_counted_and_skipped(tmp_path: Path) -> None:
+    dropped: list[tuple[int, str]] = []
+    spool = Spool(tmp_path / "spool")
+    queue = WriteQueue(spool=spool)
+    queue.put(pods_batch(4, 1_000))
+    queue.put(pods_batch(6, 2_000))
+    queue.park_all()
+    spool.close()
+    files = sorted((tmp_path / "spool").glob("*.batch"))
+    files[0].write_bytes(b"KMRB1\nnot zlib")
+    (tmp_path / "spool" / "00000000000000000009.container.3.batch.tmp").write_bytes(b"half")
+
+    again = WriteQueue(
+        spool=Spool(tmp_path / "spool"), on_drop=lambda n, why: dropped.append((n, why))
+    )
+    pending = again.oldest()
+    assert pending is not None and pending.batch == pods_batch(6, 2_000)
+    assert dropped == [(4, "unreadable")]
+    assert not list((tmp_path / "spool").glob("*.tmp"))
+    again.close()
+
+
+def test_many_healthy_batches_waiting_are_parked_beyond_max_raw() -> None:
+    queue = WriteQueue(max_raw=2)
+    for ts in range(4):
+        queue.put(pods_batch(10, ts))
+    raw, memory, on_disk = queue.samples_by_place
+    assert (raw, memory, on_disk) == (20, 20, 0)
