@@ -1,10 +1,20 @@
-"""The HTTP API: ``/metrics``, ``/livez``, ``/readyz`` and the history API under ``/api/v1``."""
+"""The HTTP API: ``/metrics``, ``/livez``, ``/readyz`` and the history API under ``/api/v1``.
+
+Routes are thin: a query route parses its parameters on the event loop, then hands one
+blocking function (store call and rendering) to the ``QueryLimiter``, which runs it in a
+thread of its own pool or refuses it with 503 and ``Retry-After``. ``/livez`` answers on the
+event loop; ``/readyz`` asks the database from one thread at most, within a deadline, and
+reuses the answer for a second. ``/metrics`` stays a sync route in the default thread pool,
+outside the query limit. Client input gets 4xx with the error envelope; anything else that
+escapes a handler is a bug, logged (a few times a minute at most) and answered 500.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Protocol
 
@@ -12,10 +22,20 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recorder import __version__
 from recorder.api import params, render, schemas
 from recorder.api.exposition import metrics_response
+from recorder.api.httpmetrics import HttpMetrics, HttpMetricsMiddleware, mark_shed
+from recorder.api.limits import (
+    LogLimiter,
+    Overloaded,
+    QueryLimiter,
+    SingleFlight,
+    default_max_concurrent_queries,
+)
 from recorder.domain import (
     Agg,
     GroupSummary,
@@ -26,8 +46,10 @@ from recorder.domain import (
     SeriesFilter,
     SeriesInfo,
 )
-from recorder.errors import QueryError, QueryTimeout, RecorderError, StoreError
+from recorder.errors import QueryError, QueryTimeout, StoreError
 from recorder.store.sketch import RELATIVE_ACCURACY
+
+log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -65,18 +87,33 @@ class HistoryStore(Protocol):
     ) -> list[GroupSummary]: ...
 
 
+def _no_poller_status() -> Mapping[str, str]:
+    return {}
+
+
 @dataclass
 class AppDeps:
+    """What the HTTP app needs. ``poller_status`` is called on the event loop for every
+    ``/readyz``: it must return at once (e.g. read a few attributes), never wait."""
+
     store: HistoryStore
     registry: CollectorRegistry
-    interval_seconds: float
-    last_success: Callable[[], float | None]
+    _: KW_ONLY
+    poller_status: Callable[[], Mapping[str, str]] = _no_poller_status
+    """Details of polling and writing for ``/readyz``'s ``checks`` (``{"poll": "ok",
+    "write": "failing for 40s: disk full"}``); they never change its status code."""
+    http_registry: CollectorRegistry | None = None
+    """Where the HTTP self-metrics go; ``None`` for none."""
     clock: Callable[[], float] = time.time
     max_points: int = 500_000
     max_samples: int = 5_000_000
     max_series: int = 50_000
     max_range_ms: int = 400 * DAY_MS
-    started_at: float = field(default_factory=time.time)
+    max_concurrent_queries: int = field(default_factory=default_max_concurrent_queries)
+    max_queued_queries: int = 64
+    queue_timeout_seconds: float = 10.0
+    readiness_timeout_seconds: float = 2.0
+    readiness_cache_seconds: float = 1.0
 
 
 class OutputFormat(StrEnum):
@@ -84,17 +121,29 @@ class OutputFormat(StrEnum):
     csv = "csv"
 
 
-def _error(status: int, error_type: str, message: str) -> JSONResponse:
+def _error(
+    status: int, error_type: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
-        {"status": "error", "errorType": error_type, "error": message}, status_code=status
+        {"status": "error", "errorType": error_type, "error": message},
+        status_code=status,
+        headers=headers,
     )
 
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again (when too many queries ran)",
+        "schema": {"type": "integer"},
+    }
+}
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "A bad parameter: the error names it", "model": schemas.ErrorResponse},
     503: {
-        "description": "The database is unavailable or the query timed out",
+        "description": "Too many queries at once (try again after Retry-After), the database "
+        "is unavailable, or the query timed out",
         "model": schemas.ErrorResponse,
+        "headers": _RETRY_AFTER,
     },
 }
 
@@ -117,6 +166,70 @@ Selector = Annotated[
 ]
 
 
+class _CatchAll:
+    """Turns an exception that escaped every handler into a logged 500 with the error
+    envelope. Client input never gets here (tests/integration/test_api_fuzz.py): what does is
+    a bug, logged with its traceback a few times a minute at most."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.logs = LogLimiter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception as exc:
+            dropped = self.logs.allow(type(exc).__name__)
+            if dropped is not None:
+                log.error(
+                    "bug: %s %s failed with %s%s",
+                    scope.get("method"),
+                    scope.get("path"),
+                    type(exc).__name__,
+                    f" ({dropped} more not logged)" if dropped else "",
+                    exc_info=exc,
+                )
+            if started:
+                raise  # half a response is out: the server closes the connection
+            response = _error(
+                500,
+                "internal",
+                "the recorder failed on this request (a bug, logged with its details): "
+                "please report it with the request and the log line",
+            )
+            await response(scope, receive, send)
+
+
+def _database_checks(store: HistoryStore) -> dict[str, str]:
+    """Readiness as far as the database goes: reachable, and at the schema this code needs."""
+    try:
+        store.ping()
+    except Exception as exc:
+        return {"database": f"failed: {exc}"}
+    try:
+        current = store.schema_is_current()
+    except Exception as exc:
+        return {"database": "ok", "schema": f"failed: {exc}"}
+    return {"database": "ok", "schema": "ok" if current else "outdated: run recorder migrate"}
+
+
+def _poller_details(poller_status: Callable[[], Mapping[str, str]]) -> Mapping[str, str]:
+    try:
+        return {str(name): str(value) for name, value in poller_status().items()}
+    except Exception as exc:  # a probe must answer even when the status source is broken
+        return {"poller": f"status unavailable: {type(exc).__name__}: {exc}"}
+
+
 def create_app(deps: AppDeps) -> FastAPI:
     app = FastAPI(
         title="kube-metrics-recorder",
@@ -124,6 +237,18 @@ def create_app(deps: AppDeps) -> FastAPI:
         description="History of Kubernetes CPU and memory usage from metrics.k8s.io. CPU in "
         "cores, memory in bytes.",
     )
+    queries = QueryLimiter(
+        deps.max_concurrent_queries, deps.max_queued_queries, deps.queue_timeout_seconds
+    )
+    database = SingleFlight(
+        lambda: _database_checks(deps.store),
+        deadline_seconds=deps.readiness_timeout_seconds,
+        ttl_seconds=deps.readiness_cache_seconds,
+        name="recorder-readyz",
+    )
+    app.add_middleware(_CatchAll)
+    if deps.http_registry is not None:
+        app.add_middleware(HttpMetricsMiddleware, metrics=HttpMetrics(deps.http_registry))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -132,6 +257,11 @@ def create_app(deps: AppDeps) -> FastAPI:
             for err in exc.errors()
         )
         return _error(400, "bad_data", problems)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        error_type = "not_found" if exc.status_code == 404 else "bad_data"
+        return _error(exc.status_code, error_type, str(exc.detail), exc.headers)
 
     @app.exception_handler(QueryError)
     async def _bad_query(_request: Request, exc: QueryError) -> JSONResponse:
@@ -144,6 +274,11 @@ def create_app(deps: AppDeps) -> FastAPI:
     @app.exception_handler(StoreError)
     async def _store_down(_request: Request, exc: StoreError) -> JSONResponse:
         return _error(503, "unavailable", str(exc))
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        mark_shed(request.scope)
+        return _error(503, "unavailable", str(exc), {"Retry-After": str(exc.retry_after_seconds)})
 
     def now_ms() -> int:
         return int(deps.clock() * 1000)
@@ -159,36 +294,30 @@ def create_app(deps: AppDeps) -> FastAPI:
         return SeriesFilter(kind, node, namespace, pod, container, params.parse_selector(selector))
 
     @app.get("/livez", response_class=PlainTextResponse)
-    def livez() -> str:
+    async def livez() -> str:
         return "ok\n"
 
     @app.get(
         "/readyz",
         responses={
-            200: {"model": schemas.ReadyResponse, "description": "Ready"},
-            503: {"model": schemas.ReadyResponse, "description": "Not ready: a check failed"},
+            200: {"model": schemas.ReadyResponse, "description": "Ready to serve reads"},
+            503: {
+                "model": schemas.ReadyResponse,
+                "description": "Not ready: the database is unreachable or its schema outdated",
+            },
         },
     )
-    def readyz() -> JSONResponse:
-        checks: dict[str, str] = {}
-        try:
-            deps.store.ping()
-            checks["database"] = "ok"
-            checks["schema"] = "ok" if deps.store.schema_is_current() else "outdated: run migrate"
-        except RecorderError as exc:
-            checks["database"] = f"failed: {exc}"
-        now = deps.clock()
-        allowed = max(3 * deps.interval_seconds, 60.0)
-        last = deps.last_success()
-        if last is not None and now - last <= allowed:
-            checks["poll"] = "ok"
-        elif last is None and now - deps.started_at <= allowed:
-            checks["poll"] = "ok (starting)"
-        else:
-            checks["poll"] = f"no successful poll in the last {allowed:.0f}s"
-        ready = all(value.startswith("ok") for value in checks.values())
+    async def readyz() -> JSONResponse:
+        checks = await database.get()
+        if checks is None:
+            checks = {"database": f"no answer within {deps.readiness_timeout_seconds:g}s"}
+        ready = checks.get("database") == "ok" and checks.get("schema") == "ok"
+        details = _poller_details(deps.poller_status)
         return JSONResponse(
-            {"status": "ok" if ready else "fail", "checks": checks},
+            {
+                "status": "ok" if ready else "fail",
+                "checks": checks | {k: v for k, v in details.items() if k not in checks},
+            },
             status_code=200 if ready else 503,
         )
 
@@ -207,7 +336,7 @@ def create_app(deps: AppDeps) -> FastAPI:
             },
         },
     )
-    def history(
+    async def history(
         resource: Annotated[Resource, Query(description="cpu (cores) or memory (bytes)")],
         kind: Annotated[QueryKind, Query(description="pod = sum of its containers")] = (
             QueryKind.CONTAINER
@@ -228,7 +357,7 @@ def create_app(deps: AppDeps) -> FastAPI:
         start_ms, end_ms = params.parse_range(
             start, end, now_ms=now_ms(), default_ms=HOUR_MS, max_range_ms=deps.max_range_ms
         )
-        step_ms = params.parse_step_ms(step)
+        step_ms = params.parse_step_ms(step, max_ms=deps.max_range_ms)
         query = HistoryQuery(
             resource=resource,
             where=where(kind, node, namespace, pod, container, selector),
@@ -237,17 +366,25 @@ def create_app(deps: AppDeps) -> FastAPI:
             step_ms=step_ms,
             agg=agg,
         )
-        result = deps.store.history(query, max_points=deps.max_points, max_samples=deps.max_samples)
         shown_agg = agg if step_ms is not None else None
-        if format is OutputFormat.csv:
-            return Response(
-                render.history_csv(result, resource, shown_agg),
-                media_type="text/csv; charset=utf-8",
+
+        def answer() -> Response:
+            result = deps.store.history(
+                query, max_points=deps.max_points, max_samples=deps.max_samples
             )
-        return JSONResponse(render.history_json(result, resource, kind.value, step_ms, shown_agg))
+            if format is OutputFormat.csv:
+                return Response(
+                    render.history_csv(result, resource, shown_agg),
+                    media_type="text/csv; charset=utf-8",
+                )
+            return JSONResponse(
+                render.history_json(result, resource, kind.value, step_ms, shown_agg)
+            )
+
+        return await queries.run(answer)
 
     @app.get("/api/v1/series", responses=_ok(schemas.SeriesResponse))
-    def series(
+    async def series(
         kind: Annotated[QueryKind, Query()] = QueryKind.CONTAINER,
         node: Text = None,
         namespace: Text = None,
@@ -256,23 +393,25 @@ def create_app(deps: AppDeps) -> FastAPI:
         selector: Selector = None,
         start: TimeParam = None,
         end: TimeParam = None,
-    ) -> JSONResponse:
+    ) -> Response:
         now = now_ms()
         start_ms = params.parse_time_ms(start, "start", now) if start else None
         end_ms = params.parse_time_ms(end, "end", now) if end else None
         stored_kind = QueryKind.NODE if kind is QueryKind.NODE else QueryKind.CONTAINER
-        found = deps.store.series(
-            where(stored_kind, node, namespace, pod, container, selector),
-            limit=deps.max_series,
-            start_ms=start_ms,
-            end_ms=end_ms,
-        )
-        if kind is QueryKind.POD:
-            found = _pods_of(found)
-        return JSONResponse(render.series_json(found))
+        filters = where(stored_kind, node, namespace, pod, container, selector)
+
+        def answer() -> Response:
+            found = deps.store.series(
+                filters, limit=deps.max_series, start_ms=start_ms, end_ms=end_ms
+            )
+            if kind is QueryKind.POD:
+                found = _pods_of(found)
+            return JSONResponse(render.series_json(found))
+
+        return await queries.run(answer)
 
     @app.get("/api/v1/summary", responses=_ok(schemas.SummaryResponse))
-    def summary(
+    async def summary(
         group_by: Annotated[
             str,
             Query(
@@ -289,7 +428,7 @@ def create_app(deps: AppDeps) -> FastAPI:
         selector: Selector = None,
         start: TimeParam = None,
         end: TimeParam = None,
-    ) -> JSONResponse:
+    ) -> Response:
         grouping = params.parse_group_by(group_by)
         if (grouping == "node") != (kind is QueryKind.NODE):
             raise QueryError("group_by=node goes with kind=node, and only with it")
@@ -297,17 +436,22 @@ def create_app(deps: AppDeps) -> FastAPI:
             start, end, now_ms=now_ms(), default_ms=24 * HOUR_MS, max_range_ms=deps.max_range_ms
         )
         stored_kind = QueryKind.NODE if kind is QueryKind.NODE else QueryKind.CONTAINER
-        groups = deps.store.summary(
-            where(stored_kind, node, namespace, pod, container, selector),
-            grouping,
-            start_ms,
-            end_ms,
-            max_groups=deps.max_series,
-            max_samples=deps.max_samples,
-        )
-        return JSONResponse(
-            render.summary_json(groups, grouping, start_ms, end_ms, RELATIVE_ACCURACY)
-        )
+        filters = where(stored_kind, node, namespace, pod, container, selector)
+
+        def answer() -> Response:
+            groups = deps.store.summary(
+                filters,
+                grouping,
+                start_ms,
+                end_ms,
+                max_groups=deps.max_series,
+                max_samples=deps.max_samples,
+            )
+            return JSONResponse(
+                render.summary_json(groups, grouping, start_ms, end_ms, RELATIVE_ACCURACY)
+            )
+
+        return await queries.run(answer)
 
     return app
 

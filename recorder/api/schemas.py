@@ -8,8 +8,13 @@ from pydantic import BaseModel, Field
 
 
 class ErrorResponse(BaseModel):
+    """``bad_data`` (400: the message names the parameter), ``not_found`` (404),
+    ``unavailable`` (503: too many queries at once, with ``Retry-After``, or the database is
+    down), ``timeout`` (503: the query ran past the statement timeout), ``internal`` (500: a
+    bug, never caused by client input)."""
+
     status: Literal["error"]
-    errorType: Literal["bad_data", "timeout", "unavailable"]
+    errorType: Literal["bad_data", "not_found", "timeout", "unavailable", "internal"]
     error: str
 
 
@@ -77,5 +82,9 @@ class SummaryResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
+    """``status`` is ``ok`` (HTTP 200) when the history can be read: the database answers and
+    its schema is current. ``checks`` also holds the poller's and writer's health, which
+    never changes the status: a replica that cannot poll still serves history."""
+
     status: Literal["ok", "fail"]
     checks: dict[str, str]

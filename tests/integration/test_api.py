@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from recorder.api.app import AppDeps, create_app
 from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.errors import StoreError
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.store import Store, open_store
 from tests.servers import serving
@@ -50,13 +52,11 @@ def client(store: Store) -> Iterator[httpx.Client]:
     deps = AppDeps(
         store,
         registry,
-        30.0,
-        lambda: NOW - 5,
+        poller_status=lambda: {"poll": "ok"},
         clock=lambda: NOW,
         max_points=100,
         max_range_ms=400 * 86_400_000,
     )
-    deps.started_at = NOW - 100
     with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
         yield client
 
@@ -141,7 +141,7 @@ def test_bad_parameters_get_the_error_envelope(
 
 def test_too_many_points_is_a_400_not_an_unbounded_response(store: Store) -> None:
     registry, _ = build_registry(SnapshotHolder())
-    deps = AppDeps(store, registry, 30.0, lambda: NOW, clock=lambda: NOW, max_points=1)
+    deps = AppDeps(store, registry, clock=lambda: NOW, max_points=1)
     with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
         response = client.get("/api/v1/history?resource=cpu")
     assert response.status_code == 400
@@ -155,13 +155,75 @@ def test_health_endpoints(client: httpx.Client) -> None:
     assert ready.json()["checks"] == {"database": "ok", "schema": "ok", "poll": "ok"}
 
 
-def test_not_ready_without_a_recent_poll(store: Store) -> None:
+def test_a_failing_poller_shows_in_readyz_without_failing_it(store: Store) -> None:
+    """Readiness means "can serve reads": a replica whose polls or writes fail keeps serving
+    history, and says why in the details."""
     registry, _ = build_registry(SnapshotHolder())
-    deps = AppDeps(store, registry, 30.0, lambda: NOW - 3600, clock=lambda: NOW)
+    status = {"poll": "no successful poll for 95s: metrics-server unavailable", "write": "ok"}
+    deps = AppDeps(store, registry, poller_status=lambda: status, clock=lambda: NOW)
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "schema": "ok", **status},
+    }
+
+
+def test_a_broken_poller_status_still_answers_readyz(store: Store) -> None:
+    def broken() -> dict[str, str]:
+        raise RuntimeError("poller gone")
+
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(store, registry, poller_status=broken, clock=lambda: NOW)
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["poller"] == "status unavailable: RuntimeError: poller gone"
+
+
+class _Failing:
+    """A store whose database is down, or at an older schema."""
+
+    def __init__(self, store: Store, *, down: bool = False, outdated: bool = False) -> None:
+        self._store, self._down, self._outdated = store, down, outdated
+
+    def ping(self) -> None:
+        if self._down:
+            raise StoreError("database sqlite:///x is unreachable: disk I/O error")
+
+    def schema_is_current(self) -> bool:
+        return not self._outdated
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize(
+    ("failing", "checks"),
+    [
+        (
+            {"down": True},
+            {"database": "failed: database sqlite:///x is unreachable: disk I/O error"},
+        ),
+        ({"outdated": True}, {"database": "ok", "schema": "outdated: run recorder migrate"}),
+    ],
+)
+def test_not_ready_when_the_database_cannot_serve_reads(
+    store: Store, failing: dict[str, bool], checks: dict[str, str]
+) -> None:
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(_Failing(store, **failing), registry, poller_status=lambda: {"poll": "ok"})
     with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
         response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"]["poll"].startswith("no successful poll")
+    assert response.json() == {"status": "fail", "checks": {**checks, "poll": "ok"}}
+
+
+def test_unknown_paths_get_the_error_envelope(client: httpx.Client) -> None:
+    response = client.get("/nothing-here")
+    assert response.status_code == 404
+    assert response.json() == {"status": "error", "errorType": "not_found", "error": "Not Found"}
 
 
 def test_metrics_negotiates_openmetrics(client: httpx.Client) -> None:
