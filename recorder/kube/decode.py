@@ -1,8 +1,16 @@
 """Bytes from the Metrics API to typed lists, tolerant of single broken items.
 
-The fast path decodes the whole list into typed structs in one call. When some item has a value
-of the wrong JSON type, that call fails; the slow path then decodes item by item, so one bad item
-becomes one rejection and the rest of the list survives.
+The fast path decodes the whole list into typed structs in one call. When some item cannot be
+decoded (a value of the wrong JSON type, a number out of range such as ``1e999``, a string that
+is not UTF-8), that call fails; the slow path then decodes item by item, so one bad item becomes
+one ``malformed_item`` rejection and the rest of the list survives.
+
+Only a body that cannot be split into items at all raises, and always ``MalformedResponseError``
+(reason ``malformed``): not JSON, cut short, nested deeper than the interpreter's recursion
+limit (about 1,000 levels; real responses have 6), a lone UTF-16 surrogate escape (msgspec
+refuses the whole document; Go never writes one), invalid UTF-8 in the list's own ``kind``, a
+top level that is not an object, or an object of another kind. What msgspec does with each of
+these is pinned by ``tests/unit/test_decode_normalize.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import msgspec
 from recorder.domain import Kind, Rejection
 from recorder.errors import MalformedResponseError
 from recorder.kube import wire
+from recorder.kube.normalize import shown
 
 _node_list = msgspec.json.Decoder(wire.NodeMetricsList)
 _pod_list = msgspec.json.Decoder(wire.PodMetricsList)
@@ -26,38 +35,60 @@ _EXPECTED_KIND = {Kind.NODE: "NodeMetricsList", Kind.CONTAINER: "PodMetricsList"
 
 
 def decode_node_list(body: bytes) -> tuple[list[wire.NodeMetrics], list[Rejection]]:
+    """A NodeMetricsList's items and a rejection per item that cannot be decoded."""
     try:
         whole = _node_list.decode(body)
-    except msgspec.ValidationError:
-        return _decode_item_by_item(body, Kind.NODE, _node_item)
-    except msgspec.DecodeError as exc:
-        raise MalformedResponseError(_not_json("NodeMetricsList", exc)) from exc
-    _check_kind(whole.kind, "NodeMetricsList")
+    except Exception as exc:
+        return _after_failure(body, Kind.NODE, _node_item, exc)
+    _check_kind(whole.kind, _EXPECTED_KIND[Kind.NODE])
     return list(whole.items or ()), []
 
 
 def decode_pod_list(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]]:
+    """A PodMetricsList's items and a rejection per item that cannot be decoded."""
     try:
         whole = _pod_list.decode(body)
-    except msgspec.ValidationError:
-        return _decode_item_by_item(body, Kind.CONTAINER, _pod_item)
-    except msgspec.DecodeError as exc:
-        raise MalformedResponseError(_not_json("PodMetricsList", exc)) from exc
-    _check_kind(whole.kind, "PodMetricsList")
+    except Exception as exc:
+        return _after_failure(body, Kind.CONTAINER, _pod_item, exc)
+    _check_kind(whole.kind, _EXPECTED_KIND[Kind.CONTAINER])
     return list(whole.items or ()), []
 
 
-def _not_json(expected: str, exc: Exception) -> str:
-    return (
-        f"the {expected} response is not valid JSON ({exc}): it was cut short or does not come "
-        "from the Kubernetes API (a proxy or load balancer answering instead?)"
-    )
+def _after_failure(
+    body: bytes, kind: Kind, decoder: msgspec.json.Decoder[ItemT], exc: Exception
+) -> tuple[list[ItemT], list[Rejection]]:
+    """The fast path failed: a syntax error fails the response; anything else (a wrong type,
+    a number out of range, invalid UTF-8, deep nesting) is looked for item by item."""
+    if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+        raise _malformed(_EXPECTED_KIND[kind], exc) from exc
+    return _decode_item_by_item(body, kind, decoder)
+
+
+def _malformed(expected: str, exc: Exception) -> MalformedResponseError:
+    if isinstance(exc, RecursionError):
+        detail = (
+            f"the {expected} response is nested too deeply to decode ({exc}); a Metrics API "
+            "response is a few levels deep: it does not come from the Kubernetes API"
+        )
+    elif isinstance(exc, UnicodeDecodeError):
+        detail = (
+            f"the {expected} response is not valid UTF-8 where it names its kind ({exc}): it "
+            "does not come from the Kubernetes API, or a proxy changed it"
+        )
+    elif isinstance(exc, msgspec.ValidationError):
+        detail = f"the {expected} response has an unexpected shape: {exc}"
+    else:
+        detail = (
+            f"the {expected} response is not valid JSON ({exc}): it was cut short or does not "
+            "come from the Kubernetes API (a proxy or load balancer answering instead?)"
+        )
+    return MalformedResponseError(detail)
 
 
 def _check_kind(kind: str | None, expected: str) -> None:
     if kind is not None and kind != expected:
         raise MalformedResponseError(
-            f"expected a {expected} from the Metrics API, got kind {kind!r}"
+            f"expected a {expected} from the Metrics API, got kind {shown(kind)!r}"
         )
 
 
@@ -67,38 +98,42 @@ def _decode_item_by_item(
     expected = _EXPECTED_KIND[kind]
     try:
         raw = _raw_list.decode(body)
-    except msgspec.ValidationError as exc:
-        raise MalformedResponseError(
-            f"the {expected} response has an unexpected shape: {exc}"
-        ) from exc
+    except Exception as exc:
+        raise _malformed(expected, exc) from exc
     _check_kind(raw.kind, expected)
     items: list[ItemT] = []
     rejections: list[Rejection] = []
     for position, item in enumerate(raw.items or ()):
         try:
             items.append(decoder.decode(item))
-        except msgspec.ValidationError as exc:
+        except Exception as exc:  # whatever is wrong with one item costs only that item
             name, namespace = _name_of(item, position)
             rejections.append(
-                Rejection(kind, name, "malformed_item", str(exc), namespace=namespace)
+                Rejection(kind, name, "malformed_item", _item_problem(exc), namespace=namespace)
             )
     return items, rejections
+
+
+def _item_problem(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"the item holds a string that is not valid UTF-8 ({exc})"
+    return f"the item cannot be decoded: {exc}"
 
 
 def _name_of(item: msgspec.Raw, position: int) -> tuple[str, str]:
     try:
         meta = _loose.decode(item).metadata
-    except msgspec.ValidationError:
+    except Exception:  # the name itself may be what is broken
         meta = None
-    if meta is None or meta.name is None:
+    if meta is None or not meta.name:
         return f"items[{position}]", ""
-    return meta.name, meta.namespace or ""
+    return shown(meta.name), shown(meta.namespace or "")
 
 
 def decode_group(body: bytes) -> wire.APIGroup:
     try:
         return msgspec.json.decode(body, type=wire.APIGroup)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except Exception as exc:
         raise MalformedResponseError(
             f"the metrics.k8s.io discovery document is malformed ({exc}): is the URL a "
             "Kubernetes API server?"
@@ -109,6 +144,6 @@ def decode_status(body: bytes) -> wire.Status | None:
     """The API server's ``kind: Status`` error body, or ``None`` when it is something else."""
     try:
         status = msgspec.json.decode(body, type=wire.Status)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except Exception:
         return None
     return status if status.kind == "Status" else None

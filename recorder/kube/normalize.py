@@ -1,16 +1,28 @@
-"""Typed Metrics API items to domain samples, one rejection per bad item (pure).
+"""Typed Metrics API items to domain samples, one rejection per bad item (pure, total).
 
-Rules:
-- a node or pod with no name, a null/invalid timestamp or an invalid window is rejected whole;
-- a container with no name, missing ``cpu``/``memory`` usage, or an unparseable or negative
-  quantity is rejected alone; its pod's other containers are kept;
+Rules (``reason`` of each rejection in brackets):
+- a node or pod with no name [missing_name], a name that is too long or holds control characters
+  [bad_name], a null [null_timestamp], invalid or pre-Kubernetes [bad_timestamp] or future
+  [future_timestamp] timestamp, or an invalid or out-of-range window [bad_window] is rejected
+  whole;
+- a container with no name or a bad one, missing ``cpu``/``memory`` usage [missing_usage], an
+  unparseable or out-of-range [bad_quantity] or negative [negative_usage] quantity is rejected
+  alone; its pod's other containers are kept;
+- a pod label with an invalid key or value is dropped alone [bad_label]; the pod is kept;
 - a pod with an empty container list produces no samples and no rejection (metrics-server
   reports pods whose containers it has not scraped yet that way);
-- a missing ``window`` is stored as 0 (unknown); values are never invented.
+- a missing ``window`` is stored as 0 (unknown); values are never invented;
+- anything else that goes wrong with one item rejects that item alone [malformed_item]: no
+  exception leaves ``normalize_nodes``/``normalize_pods``.
+
+The limits are the storage columns' (signed 64-bit values, a signed 32-bit window in ms) and
+the ones Kubernetes itself sets on names (253 characters), so whatever passes here can be
+written by every dialect.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -20,10 +32,35 @@ from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, SeriesKey
 from recorder.errors import DecodeError, QuantityError
 from recorder.kube import wire
 
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z")
+INT64_MAX = 2**63 - 1
+"""The largest CPU nanocores or memory bytes a sample may hold (a signed 64-bit column)."""
+MAX_WINDOW_MS = 2**31 - 1
+"""The longest window a sample may hold (a signed 32-bit column of milliseconds, 24.8 days)."""
+MIN_TIMESTAMP_MS = 1_388_534_400_000
+"""2014-01-01T00:00:00Z: Kubernetes did not exist before, so an earlier timestamp is wrong."""
+DEFAULT_MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
+"""How far ahead of the recorder's clock a sample's timestamp may be (5 minutes)."""
+MAX_NAME_CHARS = 253
+"""Kubernetes' own limit on object names (a DNS subdomain)."""
+MAX_LABEL_KEY_CHARS = 317
+"""A label key: a 253-character DNS subdomain prefix, "/", a 63-character name."""
+MAX_LABEL_VALUE_CHARS = 1024
+"""Kubernetes allows 63; values up to this are kept anyway (nothing breaks with them)."""
+MAX_QUANTITY_CHARS = 64
+MAX_WINDOW_CHARS = 64
+"""metrics-server writes quantities and windows of a dozen characters; a longer string is not
+one of them, and is refused before an exact parser spends time on millions of digits."""
+
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
+)
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Control characters (C0, DEL, C1) and lone surrogates: no name or label holds them, and
+PostgreSQL refuses NUL in text outright."""
 _NS_PER_MS = 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
+_SHOWN_CHARS = 80
 
 
 class _Reject(Exception):
@@ -33,23 +70,73 @@ class _Reject(Exception):
         self.detail = detail
 
 
-class _Parsers:
-    """Memoized timestamp/window/quantity parsing: a list repeats the same strings a lot."""
+def shown(text: str) -> str:
+    """``text`` safe to print in a log line or a rejection: control characters escaped, cut to
+    80 characters with the full length said."""
+    cut = text[:_SHOWN_CHARS]
+    safe = cut if _storable(cut) else repr(cut)[1:-1]
+    return safe if len(text) <= _SHOWN_CHARS else f"{safe}… ({len(text)} characters)"
 
-    def __init__(self) -> None:
+
+def _storable(text: str) -> bool:
+    return text.isprintable() or _UNSTORABLE.search(text) is None
+
+
+def _check_name(what: str, name: str | None) -> str:
+    if name and len(name) <= MAX_NAME_CHARS and name.isprintable():
+        return name  # every real name
+    if not name:
+        raise _Reject("missing_name", f"{what} is missing")
+    if len(name) > MAX_NAME_CHARS:
+        raise _Reject(
+            "bad_name",
+            f"{what} {shown(name)!r} is longer than Kubernetes' limit of {MAX_NAME_CHARS} "
+            "characters; this is not a name a real API server returns",
+        )
+    if not _storable(name):
+        raise _Reject(
+            "bad_name",
+            f"{what} {shown(name)!r} holds control characters (NUL, newline, ...), which no "
+            "Kubernetes name has and the database cannot store",
+        )
+    return name
+
+
+def _ahead(milliseconds: int) -> str:
+    seconds = milliseconds / 1000
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+class _Parsers:
+    """Memoized, range-checked timestamp, window and label checks: a list repeats the same
+    strings a lot (a timestamp per scrape, a few windows, the same label keys and values)."""
+
+    def __init__(self, now_ms: int, max_future_skew_ms: int) -> None:
+        self.latest_ms = now_ms + max_future_skew_ms
+        self.now_ms = now_ms
+        self.skew_ms = max_future_skew_ms
         self.timestamps: dict[str, int] = {}
         self.windows: dict[str, int] = {}
+        self.good_keys: set[str] = set()
+        self.good_values: set[str] = set()
 
-    def timestamp_ms(self, text: str | None) -> int:
+    def timestamp_ms(self, text: str | None, whose: str) -> int:
         if text is None:
             raise _Reject("null_timestamp", "timestamp is null or missing")
         cached = self.timestamps.get(text)
         if cached is None:
-            if not _RFC3339.match(text):
-                raise _Reject("bad_timestamp", f"timestamp {text!r} is not RFC 3339")
-            moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
-            cached = (moment - _EPOCH) // _ONE_MS
+            cached = _parse_timestamp(text)
             self.timestamps[text] = cached
+        if cached > self.latest_ms:
+            raise _Reject(
+                "future_timestamp",
+                f"timestamp {text} is {_ahead(cached - self.now_ms)} ahead of the recorder's "
+                f"clock (at most {_ahead(self.skew_ms)} is allowed): the clock of {whose} is "
+                "probably wrong; fix its time synchronisation (NTP, chrony)",
+            )
         return cached
 
     def window_ms(self, text: str | None) -> int:
@@ -57,15 +144,90 @@ class _Parsers:
             return 0
         cached = self.windows.get(text)
         if cached is None:
-            try:
-                nanoseconds = units.parse_go_duration(text)
-            except QuantityError as exc:
-                raise _Reject("bad_window", str(exc)) from exc
-            if nanoseconds < 0:
-                raise _Reject("bad_window", f"window {text!r} is negative")
-            cached = -(-nanoseconds // _NS_PER_MS)  # round up: 1µs is not 0
+            cached = _parse_window(text)
             self.windows[text] = cached
         return cached
+
+    def labels(
+        self, labels: dict[str, str] | None, pod: str, namespace: str, rejections: list[Rejection]
+    ) -> Mapping[str, str]:
+        if not labels:
+            return {}
+        good_keys, good_values = self.good_keys, self.good_values
+        bad: list[str] = []
+        for key, value in labels.items():
+            if key in good_keys and value in good_values:
+                continue
+            problem = _label_problem(key, value)
+            if problem is None:
+                good_keys.add(key)
+                good_values.add(value)
+            else:
+                bad.append(key)
+                rejections.append(
+                    Rejection(Kind.CONTAINER, pod, "bad_label", problem, namespace=namespace)
+                )
+        if not bad:
+            return labels
+        return {k: v for k, v in labels.items() if k not in bad}
+
+
+def _label_problem(key: str, value: str) -> str | None:
+    kept = "the label is dropped, the pod's samples are kept"
+    if not key or len(key) > MAX_LABEL_KEY_CHARS:
+        return (
+            f"label key {shown(key)!r} is empty or longer than {MAX_LABEL_KEY_CHARS} characters "
+            f"(Kubernetes allows a 253-character prefix and a 63-character name): {kept}"
+        )
+    if len(value) > MAX_LABEL_VALUE_CHARS:
+        return (
+            f"the value of label {shown(key)!r} is {len(value)} characters long (Kubernetes "
+            f"allows 63, the recorder keeps up to {MAX_LABEL_VALUE_CHARS}): {kept}"
+        )
+    if not (_storable(key) and _storable(value)):
+        return (
+            f"label {shown(key)!r}={shown(value)!r} holds control characters (NUL, newline, ...)"
+            f", which no Kubernetes label has and the database cannot store: {kept}"
+        )
+    return None
+
+
+def _parse_timestamp(text: str) -> int:
+    if not _RFC3339.match(text):
+        raise _Reject("bad_timestamp", f"timestamp {shown(text)!r} is not RFC 3339")
+    try:
+        moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        milliseconds = (moment - _EPOCH) // _ONE_MS
+    except (ValueError, OverflowError) as exc:
+        # Month 13, day 45, hour 99, year 0, an offset of 24 h or more, second 60.
+        raise _Reject("bad_timestamp", f"timestamp {text!r} is not a valid time: {exc}") from None
+    if milliseconds < MIN_TIMESTAMP_MS:
+        raise _Reject(
+            "bad_timestamp",
+            f"timestamp {text} is before 2014-01-01, when Kubernetes did not exist yet: the "
+            "clock of the node that produced it is wrong",
+        )
+    return milliseconds
+
+
+def _parse_window(text: str) -> int:
+    if len(text) > MAX_WINDOW_CHARS:
+        raise _Reject("bad_window", f"window {shown(text)!r} is not a Go duration")
+    try:
+        nanoseconds = units.parse_go_duration(text)
+    except QuantityError as exc:
+        raise _Reject("bad_window", str(exc)) from exc
+    if nanoseconds < 0:
+        raise _Reject("bad_window", f"window {text!r} is negative")
+    milliseconds = -(-nanoseconds // _NS_PER_MS)  # round up: 1µs is not 0
+    if milliseconds > MAX_WINDOW_MS:
+        raise _Reject(
+            "bad_window",
+            f"window {text!r} ({milliseconds} ms) is longer than the {MAX_WINDOW_MS} ms "
+            "(24.8 days) a sample's window may be; metrics-server's windows are seconds to "
+            "minutes, so this one is wrong",
+        )
+    return milliseconds
 
 
 def _usage(usage: Mapping[str, str] | None) -> tuple[int, int]:
@@ -78,6 +240,13 @@ def _usage(usage: Mapping[str, str] | None) -> tuple[int, int]:
             n for n, v in (("cpu", cpu_text), ("memory", memory_text)) if v is None
         )
         raise _Reject("missing_usage", f"usage has no {missing}")
+    if len(cpu_text) > MAX_QUANTITY_CHARS or len(memory_text) > MAX_QUANTITY_CHARS:
+        text = max(cpu_text, memory_text, key=len)
+        raise _Reject(
+            "bad_quantity",
+            f"quantity {shown(text)!r} is longer than {MAX_QUANTITY_CHARS} characters; "
+            "metrics-server never writes such a quantity",
+        )
     try:
         cpu = units.cpu_nanocores(cpu_text)
         memory = units.memory_bytes(memory_text)
@@ -85,71 +254,127 @@ def _usage(usage: Mapping[str, str] | None) -> tuple[int, int]:
         raise _Reject("bad_quantity", str(exc)) from exc
     if cpu < 0 or memory < 0:
         raise _Reject("negative_usage", f"usage is negative: cpu={cpu_text} memory={memory_text}")
+    if cpu > INT64_MAX:
+        raise _Reject(
+            "bad_quantity",
+            f"cpu {cpu_text!r} is {_digits(cpu)} nanocores, out of range: a sample holds at "
+            f"most {INT64_MAX} ({INT64_MAX // 10**9} cores)",
+        )
+    if memory > INT64_MAX:
+        raise _Reject(
+            "bad_quantity",
+            f"memory {memory_text!r} is {_digits(memory)} bytes, out of range: a sample holds "
+            f"at most {INT64_MAX} (8 EiB)",
+        )
     return cpu, memory
 
 
-def normalize_nodes(items: Iterable[wire.NodeMetrics]) -> Batch:
-    parsers = _Parsers()
+def _digits(value: int) -> str:
+    if value < 10**30:
+        return str(value)
+    exponent = int(math.log10(value))  # str() of an int stops at 4300 digits
+    exponent += 1 if 10 ** (exponent + 1) <= value else -1 if 10**exponent > value else 0
+    return f"about 10^{exponent}"
+
+
+def _malformed(exc: Exception) -> _Reject:
+    return _Reject("malformed_item", f"the item could not be read ({type(exc).__name__}: {exc})")
+
+
+def normalize_nodes(
+    items: Iterable[wire.NodeMetrics],
+    *,
+    now_ms: int,
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+) -> Batch:
+    """Samples of a NodeMetricsList's items; ``now_ms`` is the recorder's clock, against which
+    timestamps more than ``max_future_skew_ms`` ahead are rejected."""
+    parsers = _Parsers(now_ms, max_future_skew_ms)
     samples: list[Sample] = []
     rejections: list[Rejection] = []
     for item in items:
-        name = item.metadata.name if item.metadata else None
+        name: str | None = None
         try:
-            if not name:
-                raise _Reject("missing_name", "metadata.name is missing")
-            timestamp_ms = parsers.timestamp_ms(item.timestamp)
+            name = item.metadata.name if item.metadata else None
+            name = _check_name("metadata.name", name)
+            timestamp_ms = parsers.timestamp_ms(item.timestamp, f"node {name}")
             window_ms = parsers.window_ms(item.window)
             cpu, memory = _usage(item.usage)
-        except _Reject as bad:
-            rejections.append(Rejection(Kind.NODE, name or "?", bad.reason, bad.detail))
+            sample = Sample(SeriesKey.for_node(name), timestamp_ms, window_ms, cpu, memory)
+        except Exception as exc:  # one item, whatever is wrong with it, costs only itself
+            bad = exc if isinstance(exc, _Reject) else _malformed(exc)
+            rejections.append(Rejection(Kind.NODE, _label(name), bad.reason, bad.detail))
             continue
-        samples.append(Sample(SeriesKey.for_node(name), timestamp_ms, window_ms, cpu, memory))
+        samples.append(sample)
     return Batch(Kind.NODE, tuple(samples), {}, tuple(rejections))
 
 
-def normalize_pods(items: Iterable[wire.PodMetrics]) -> Batch:
-    parsers = _Parsers()
+def normalize_pods(
+    items: Iterable[wire.PodMetrics],
+    *,
+    now_ms: int,
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+) -> Batch:
+    """Samples (one per container) and labels of a PodMetricsList's items; ``now_ms`` as for
+    ``normalize_nodes``."""
+    parsers = _Parsers(now_ms, max_future_skew_ms)
     samples: list[Sample] = []
     labels: dict[PodRef, Mapping[str, str]] = {}
     rejections: list[Rejection] = []
     for item in items:
-        meta = item.metadata or wire.ObjectMeta()
-        pod, namespace = meta.name, meta.namespace
+        pod: str | None = None
+        namespace: str | None = None
         try:
-            if not pod or not namespace:
-                raise _Reject("missing_name", "metadata.name or metadata.namespace is missing")
-            timestamp_ms = parsers.timestamp_ms(item.timestamp)
+            meta = item.metadata or wire.ObjectMeta()
+            pod, namespace = meta.name, meta.namespace
+            pod = _check_name("metadata.name", pod)
+            namespace = _check_name("metadata.namespace", namespace)
+            timestamp_ms = parsers.timestamp_ms(
+                item.timestamp, f"the node running pod {namespace}/{pod}"
+            )
             window_ms = parsers.window_ms(item.window)
-        except _Reject as bad:
+            pod_labels = parsers.labels(meta.labels, pod, namespace, rejections)
+            containers = item.containers or ()
+        except Exception as exc:
+            bad = exc if isinstance(exc, _Reject) else _malformed(exc)
             rejections.append(
-                Rejection(Kind.CONTAINER, pod or "?", bad.reason, bad.detail, namespace or "")
+                Rejection(
+                    Kind.CONTAINER, _label(pod), bad.reason, bad.detail, _label(namespace, "")
+                )
             )
             continue
-        labels[(namespace, pod)] = meta.labels or {}
-        for container in item.containers or ():
+        labels[(namespace, pod)] = pod_labels
+        for container in containers:
+            name: str | None = None
             try:
-                if not container.name:
-                    raise _Reject("missing_name", "container name is missing")
+                name = container.name
+                name = _check_name("container name", name)
                 cpu, memory = _usage(container.usage)
-            except _Reject as bad:
+                key = SeriesKey.for_container(namespace, pod, name)
+                sample = Sample(key, timestamp_ms, window_ms, cpu, memory)
+            except Exception as exc:
+                bad = exc if isinstance(exc, _Reject) else _malformed(exc)
                 rejections.append(
                     Rejection(
-                        Kind.CONTAINER,
-                        f"{pod}/{container.name or '?'}",
-                        bad.reason,
-                        bad.detail,
-                        namespace,
+                        Kind.CONTAINER, f"{pod}/{_label(name)}", bad.reason, bad.detail, namespace
                     )
                 )
                 continue
-            key = SeriesKey.for_container(namespace, pod, container.name)
-            samples.append(Sample(key, timestamp_ms, window_ms, cpu, memory))
+            samples.append(sample)
     return Batch(Kind.CONTAINER, tuple(samples), labels, tuple(rejections))
 
 
+def _label(name: object, missing: str = "?") -> str:
+    """A name as a rejection shows it: "?" when absent, escaped and cut when odd."""
+    if not isinstance(name, str) or not name:
+        return missing
+    return name if len(name) <= MAX_NAME_CHARS and _storable(name) else shown(name)
+
+
 def parse_timestamp_ms(text: str) -> int:
-    """RFC 3339 to unix milliseconds (for callers outside this module), strict."""
+    """RFC 3339 to unix milliseconds (for callers outside this module), strict: a time that
+    does not exist or is before 2014 is a ``DecodeError``."""
     try:
-        return _Parsers().timestamp_ms(text)
+        return _parse_timestamp(text)
     except _Reject as bad:
         raise DecodeError(bad.detail) from None

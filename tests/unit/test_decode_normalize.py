@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from recorder.domain import Kind, Sample, SeriesKey
-from recorder.errors import DecodeError
+from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.errors import DecodeError, MalformedResponseError
+from recorder.kube import wire
 from recorder.kube.decode import decode_node_list, decode_pod_list
-from recorder.kube.normalize import normalize_nodes, normalize_pods
+from recorder.kube.normalize import (
+    DEFAULT_MAX_FUTURE_SKEW_MS,
+    INT64_MAX,
+    MAX_WINDOW_MS,
+    MIN_TIMESTAMP_MS,
+    normalize_nodes,
+    normalize_pods,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 KI, MI, GI = 1024, 1024**2, 1024**3
@@ -21,6 +29,10 @@ def utc_ms(*fields: int, ms: int = 0) -> int:
     return calendar.timegm((*fields, 0, 0, 0)) * 1000 + ms
 
 
+NOW_MS = utc_ms(2025, 1, 1, 0, 0, 0)
+"""The recorder's clock in these tests: after every fixture's timestamps."""
+
+
 def as_list(item: dict[str, object], kind: str) -> bytes:
     return json.dumps({"kind": kind, "apiVersion": item["apiVersion"], "items": [item]}).encode()
 
@@ -28,7 +40,7 @@ def as_list(item: dict[str, object], kind: str) -> bytes:
 def test_real_single_node_metrics(shared_fixtures: Path) -> None:
     item = json.loads((shared_fixtures / "01_website_nodemetrics_minikube.json").read_text())
     nodes, bad = decode_node_list(as_list(item, "NodeMetricsList"))
-    batch = normalize_nodes(nodes)
+    batch = normalize_nodes(nodes, now_ms=NOW_MS)
     assert bad == [] and batch.rejections == ()
     assert batch.samples == (
         Sample(
@@ -46,7 +58,7 @@ def test_real_single_pod_metrics(shared_fixtures: Path) -> None:
         (shared_fixtures / "02_website_podmetrics_kube-scheduler-minikube.json").read_text()
     )
     pods, bad = decode_pod_list(as_list(item, "PodMetricsList"))
-    batch = normalize_pods(pods)
+    batch = normalize_pods(pods, now_ms=NOW_MS)
     assert bad == [] and batch.rejections == ()
     assert batch.samples == (
         Sample(
@@ -62,7 +74,7 @@ def test_real_single_pod_metrics(shared_fixtures: Path) -> None:
 def test_real_node_list(shared_fixtures: Path) -> None:
     body = (shared_fixtures / "03_libcloud_gke_nodemetricslist.json").read_bytes()
     nodes, bad = decode_node_list(body)
-    batch = normalize_nodes(nodes)
+    batch = normalize_nodes(nodes, now_ms=NOW_MS)
     assert bad == []
     assert [(s.key.node, s.cpu_nanocores, s.memory_bytes) for s in batch.samples] == [
         ("gke-cluster-3-default-pool-76fd57f7-l83v", 110_691_045, 801_112 * KI)
@@ -73,7 +85,7 @@ def test_real_multicontainer_pod_list(shared_fixtures: Path) -> None:
     body = (shared_fixtures / "04_libcloud_gke_podmetricslist_multicontainer.json").read_bytes()
     raw = json.loads(body)
     pods, bad = decode_pod_list(body)
-    batch = normalize_pods(pods)
+    batch = normalize_pods(pods, now_ms=NOW_MS)
     assert bad == [] and batch.rejections == ()
     expected_containers = sum(len(item["containers"]) for item in raw["items"])
     assert len(batch.samples) == expected_containers
@@ -91,7 +103,7 @@ def test_real_multicontainer_pod_list(shared_fixtures: Path) -> None:
 
 def test_odd_nodes() -> None:
     nodes, bad = decode_node_list((FIXTURES / "odd_nodes.json").read_bytes())
-    batch = normalize_nodes(nodes)
+    batch = normalize_nodes(nodes, now_ms=NOW_MS)
     assert bad == []
     t0 = utc_ms(2024, 5, 1, 10, 0, 0)
     assert batch.samples == (
@@ -116,7 +128,7 @@ def test_odd_pods_keep_every_good_container_and_reject_each_bad_one() -> None:
     assert [(r.namespace, r.name, r.reason) for r in bad] == [
         ("kube-system", "wrong-type", "malformed_item")
     ]
-    batch = normalize_pods(pods)
+    batch = normalize_pods(pods, now_ms=NOW_MS)
     t0 = utc_ms(2024, 5, 1, 10, 0, 0)
     assert batch.samples == (
         Sample(
@@ -180,7 +192,7 @@ def test_bad_timestamps_are_rejected(timestamp: str) -> None:
         }
     ).encode()
     nodes, _ = decode_node_list(body)
-    batch = normalize_nodes(nodes)
+    batch = normalize_nodes(nodes, now_ms=NOW_MS)
     assert batch.samples == ()
     assert [r.reason for r in batch.rejections] == ["bad_timestamp"]
 
@@ -199,6 +211,386 @@ def test_offset_timestamps_are_converted_to_utc() -> None:
         }
     ).encode()
     nodes, _ = decode_node_list(body)
-    (sample,) = normalize_nodes(nodes).samples
+    (sample,) = normalize_nodes(nodes, now_ms=NOW_MS).samples
     assert sample.timestamp_ms == utc_ms(2024, 5, 1, 10, 0, 0, ms=123)
     assert sample.window_ms == 0  # missing window: unknown, not invented
+
+
+# --- one bad item costs only itself ------------------------------------------------------------
+
+T0 = "2024-05-01T10:00:00Z"
+T0_MS = utc_ms(2024, 5, 1, 10, 0, 0)
+
+
+def node(name: object = "good", **fields: object) -> dict[str, object]:
+    item: dict[str, object] = {
+        "metadata": {"name": name},
+        "timestamp": T0,
+        "window": "30s",
+        "usage": {"cpu": "250m", "memory": "1Gi"},
+    }
+    item.update(fields)
+    return item
+
+
+def pod(
+    name: object = "web-1", namespace: object = "shop", labels: object = None, **fields: object
+) -> dict[str, object]:
+    item: dict[str, object] = {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": "web"}},
+        "timestamp": T0,
+        "window": "30s",
+        "containers": [{"name": "app", "usage": {"cpu": "250m", "memory": "1Gi"}}],
+    }
+    item.update(fields)
+    return item
+
+
+def list_body(kind: str, *items: object) -> bytes:
+    return json.dumps(
+        {"kind": kind, "apiVersion": "metrics.k8s.io/v1beta1", "items": items}
+    ).encode()
+
+
+def nodes_of(body: bytes, now_ms: int = NOW_MS, **kwargs: int) -> Batch:
+    """Decode and normalize a node list; decode rejections come first, as the poller adds them."""
+    items, bad = decode_node_list(body)
+    batch = normalize_nodes(items, now_ms=now_ms, **kwargs)
+    return Batch(batch.kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections))
+
+
+def pods_of(body: bytes, now_ms: int = NOW_MS) -> Batch:
+    items, bad = decode_pod_list(body)
+    batch = normalize_pods(items, now_ms=now_ms)
+    return Batch(batch.kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections))
+
+
+GOOD_NODE = Sample(SeriesKey.for_node("good"), T0_MS, 30_000, 250_000_000, GI)
+
+
+def assert_only_bad_rejected(batch: Batch, reason: str, *, name: str = "bad") -> str:
+    assert batch.samples == (GOOD_NODE,)
+    assert [(r.name, r.reason) for r in batch.rejections] == [(name, reason)]
+    return batch.rejections[0].detail
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "2024-13-45T99:99:99Z",  # calendar-invalid
+        "2024-02-30T10:00:00Z",
+        "2024-05-01T23:59:60Z",  # Go has no leap seconds either
+        "0000-01-01T00:00:00Z",  # year 0
+        "0001-01-01T00:00:00+01:00",  # before datetime's first instant
+        "2024-05-01T10:00:00+24:00",  # offsets of a day or more
+        "2024-05-01T10:00:00-99:99",
+        "\uff12\uff10\uff12\uff14-05-01T10:00:00Z",  # fullwidth digits: not RFC 3339
+        "2013-12-31T23:59:59.999Z",  # before Kubernetes existed
+        "1970-01-01T00:00:00Z",
+    ],
+)
+def test_a_timestamp_that_is_not_a_time_rejects_its_item_alone(timestamp: str) -> None:
+    body = list_body("NodeMetricsList", node("bad", timestamp=timestamp), node())
+    assert_only_bad_rejected(nodes_of(body), "bad_timestamp")
+
+
+def test_the_timestamp_floor_is_2014() -> None:
+    body = list_body("NodeMetricsList", node(timestamp="2014-01-01T00:00:00Z"))
+    assert [s.timestamp_ms for s in nodes_of(body).samples] == [MIN_TIMESTAMP_MS]
+    assert utc_ms(2014, 1, 1, 0, 0, 0) == MIN_TIMESTAMP_MS
+
+
+def test_a_future_timestamp_is_rejected_per_item_and_says_the_clock_is_wrong() -> None:
+    now_ms = T0_MS
+    ahead = "2024-05-01T10:05:00.001Z"  # 5 min + 1 ms ahead
+    edge = "2024-05-01T10:05:00Z"  # exactly the allowed skew
+    body = list_body("NodeMetricsList", node("bad", timestamp=ahead), node("edge", timestamp=edge))
+    batch = nodes_of(body, now_ms=now_ms)
+    assert [s.key.node for s in batch.samples] == ["edge"]
+    ((rejection),) = batch.rejections
+    assert (rejection.name, rejection.reason) == ("bad", "future_timestamp")
+    assert "5.0 minutes ahead" in rejection.detail and "clock of node bad" in rejection.detail
+    assert "probably wrong" in rejection.detail
+    assert DEFAULT_MAX_FUTURE_SKEW_MS == 5 * 60 * 1000
+
+
+def test_the_allowed_skew_is_a_parameter() -> None:
+    body = list_body("NodeMetricsList", node(timestamp="2024-05-01T10:00:00.001Z"))
+    strict = nodes_of(body, now_ms=T0_MS, max_future_skew_ms=0)
+    assert [r.reason for r in strict.rejections] == ["future_timestamp"]
+    assert len(nodes_of(body, now_ms=T0_MS, max_future_skew_ms=1).samples) == 1
+
+
+def test_a_future_pod_names_the_node_running_it() -> None:
+    body = list_body("PodMetricsList", pod(timestamp="2030-01-01T00:00:00Z"), pod("web-2"))
+    batch = pods_of(body, now_ms=T0_MS)
+    assert [s.key.pod for s in batch.samples] == ["web-2"]
+    ((rejection),) = batch.rejections
+    assert (rejection.namespace, rejection.name, rejection.reason) == (
+        "shop",
+        "web-1",
+        "future_timestamp",
+    )
+    assert "days ahead" in rejection.detail
+    assert "the node running pod shop/web-1" in rejection.detail
+
+
+@pytest.mark.parametrize(
+    ("usage", "what"),
+    [
+        ({"cpu": "10G", "memory": "1Gi"}, "cpu '10G' is 10000000000000000000 nanocores"),
+        ({"cpu": "9223372036854775808n", "memory": "1"}, "out of range"),
+        ({"cpu": "1e999", "memory": "1"}, "about 10^1008 nanocores"),
+        ({"cpu": "1", "memory": "10E"}, "memory '10E' is 10000000000000000000 bytes"),
+        ({"cpu": "1", "memory": "1e999"}, "out of range"),
+        ({"cpu": "1" * 65, "memory": "1"}, "longer than 64 characters"),
+        ({"cpu": "1", "memory": "1.5 GB"}, "invalid quantity"),
+    ],
+)
+def test_a_quantity_outside_int64_rejects_its_item_alone(usage: dict[str, str], what: str) -> None:
+    body = list_body("NodeMetricsList", node("bad", usage=usage), node())
+    detail = assert_only_bad_rejected(nodes_of(body), "bad_quantity")
+    assert what in detail
+
+
+def test_the_largest_int64_quantities_are_kept_exactly() -> None:
+    usage = {"cpu": "9223372036854775807n", "memory": "8Ei"}  # Go caps binary values at 2^63-1
+    (sample,) = nodes_of(list_body("NodeMetricsList", node(usage=usage))).samples
+    assert sample.cpu_nanocores == sample.memory_bytes == INT64_MAX
+
+
+@pytest.mark.parametrize(
+    "body_text",
+    [
+        '"cpu": 1e999, "memory": "1"',  # msgspec: "Number out of range"
+        '"cpu": 123456789012345678901234567890, "memory": "1"',
+        '"cpu": null, "memory": "1"',
+        '"cpu": ["1"], "memory": "1"',
+    ],
+)
+def test_a_number_where_a_quantity_belongs_rejects_its_item_alone(body_text: str) -> None:
+    good = json.dumps(node())
+    bad = f'{{"metadata": {{"name": "bad"}}, "timestamp": "{T0}", "usage": {{{body_text}}}}}'
+    body = f'{{"kind": "NodeMetricsList", "items": [{bad}, {good}]}}'.encode()
+    detail = assert_only_bad_rejected(nodes_of(body), "malformed_item")
+    assert "usage" in detail
+
+
+def test_invalid_utf8_in_one_item_rejects_it_alone() -> None:
+    good = json.dumps(node()).encode()
+    bad = b'{"metadata": {"name": "bad"}, "timestamp": "\xff\xfe", "usage": {}}'
+    body = b'{"kind": "NodeMetricsList", "items": [' + bad + b", " + good + b"]}"
+    detail = assert_only_bad_rejected(nodes_of(body), "malformed_item")
+    assert "not valid UTF-8" in detail
+
+
+def test_invalid_utf8_in_the_name_itself_is_reported_by_position() -> None:
+    good = json.dumps(pod()).encode()
+    bad = b'{"metadata": {"name": "b\xc3(", "namespace": "shop"}, "timestamp": "x"}'
+    body = b'{"kind": "PodMetricsList", "items": [' + good + b", " + bad + b"]}"
+    batch = pods_of(body)
+    assert [s.key.pod for s in batch.samples] == ["web-1"]
+    assert [(r.name, r.reason) for r in batch.rejections] == [("items[1]", "malformed_item")]
+
+
+def test_invalid_utf8_outside_the_fields_read_is_ignored_as_msgspec_skips_it() -> None:
+    good = json.dumps(node())[1:]
+    body = b'{"junk": "\xff", "kind": "NodeMetricsList", "items": [{"x": "\xff", ' + (
+        good.encode() + b"]}"
+    )
+    assert nodes_of(body).samples == (GOOD_NODE,)
+
+
+def test_items_that_are_not_objects_are_rejected_by_position() -> None:
+    body = list_body("NodeMetricsList", None, 5, "node", [], node())
+    batch = nodes_of(body)
+    assert batch.samples == (GOOD_NODE,)
+    assert [(r.name, r.reason) for r in batch.rejections] == [
+        (f"items[{i}]", "malformed_item") for i in range(4)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("window", "window_ms"),
+    [("596h31m23.647s", MAX_WINDOW_MS), ("0s", 0), ("1us", 1), ("10.043s", 10_043)],
+)
+def test_windows_up_to_the_column_limit_are_kept(window: str, window_ms: int) -> None:
+    (sample,) = nodes_of(list_body("NodeMetricsList", node(window=window))).samples
+    assert sample.window_ms == window_ms
+
+
+@pytest.mark.parametrize(
+    ("window", "what"),
+    [
+        ("600h", "2160000000 ms) is longer than the 2147483647 ms"),
+        ("596h31m23.648s", "longer than"),
+        ("2562047h", "longer than"),
+        ("-30s", "negative"),
+        ("1" * 65 + "s", "not a Go duration"),
+    ],
+)
+def test_a_window_the_column_cannot_hold_rejects_its_item_alone(window: str, what: str) -> None:
+    body = list_body("NodeMetricsList", node("bad", window=window), node())
+    detail = assert_only_bad_rejected(nodes_of(body), "bad_window")
+    assert what in detail
+
+
+@pytest.mark.parametrize(
+    ("name", "shown_as"),
+    [
+        ("n" * 254, "n" * 80 + "… (254 characters)"),
+        ("n" * 5000, "n" * 80 + "… (5000 characters)"),
+        ("bad\x00node", "bad\\x00node"),
+        ("bad\nnode", "bad\\nnode"),
+        ("bad\x85node", "bad\\x85node"),  # C1 control
+        ("bad\x7fnode", "bad\\x7fnode"),
+    ],
+)
+def test_a_name_the_database_cannot_store_rejects_its_item_alone(name: str, shown_as: str) -> None:
+    body = list_body("NodeMetricsList", node(name), node())
+    batch = nodes_of(body)
+    assert batch.samples == (GOOD_NODE,)
+    ((rejection),) = batch.rejections
+    assert (rejection.name, rejection.reason) == (shown_as, "bad_name")
+    assert "\x00" not in rejection.detail and "\n" not in rejection.detail
+
+
+def test_names_of_253_characters_and_beyond_ascii_are_kept() -> None:
+    body = list_body("NodeMetricsList", node("n" * 253), node("nœud-ü"))
+    assert [s.key.node for s in nodes_of(body).samples] == ["n" * 253, "nœud-ü"]
+
+
+def test_a_bad_namespace_pod_or_container_name_costs_only_its_own_samples() -> None:
+    containers = [
+        {"name": "c" * 5000, "usage": {"cpu": "1", "memory": "1"}},
+        {"name": "nul\x00", "usage": {"cpu": "1", "memory": "1"}},
+        {"name": "", "usage": {"cpu": "1", "memory": "1"}},
+        {"name": "app", "usage": {"cpu": "1", "memory": "1"}},
+    ]
+    body = list_body(
+        "PodMetricsList",
+        pod("web-1", containers=containers),
+        pod("web-2", namespace="sh\x00op"),
+        pod("p" * 300),
+        pod("web-3"),
+    )
+    batch = pods_of(body)
+    assert [(s.key.pod, s.key.container) for s in batch.samples] == [
+        ("web-1", "app"),
+        ("web-3", "app"),
+    ]
+    assert [(r.namespace, r.name, r.reason) for r in batch.rejections] == [
+        ("shop", "web-1/" + "c" * 80 + "… (5000 characters)", "bad_name"),
+        ("shop", "web-1/nul\\x00", "bad_name"),
+        ("shop", "web-1/?", "missing_name"),
+        ("sh\\x00op", "web-2", "bad_name"),
+        ("shop", "p" * 80 + "… (300 characters)", "bad_name"),
+    ]
+    assert set(batch.pod_labels) == {("shop", "web-1"), ("shop", "web-3")}
+
+
+def test_a_bad_label_is_dropped_alone_and_the_pod_is_kept() -> None:
+    labels = {
+        "app": "web",
+        "k" * 318: "long key",
+        "": "empty key",
+        "nul\x00": "in key",
+        "long-value": "v" * 1025,
+        "nul-value": "a\x00b",
+        "example.com/" + "k" * 63: "v" * 1024,  # long but allowed
+        "tier": "",
+    }
+    batch = pods_of(list_body("PodMetricsList", pod(labels=labels)))
+    assert [s.key.container for s in batch.samples] == ["app"]
+    assert batch.pod_labels[("shop", "web-1")] == {
+        "app": "web",
+        "example.com/" + "k" * 63: "v" * 1024,
+        "tier": "",
+    }
+    assert [r.reason for r in batch.rejections] == ["bad_label"] * 5
+    assert all(r.name == "web-1" and r.namespace == "shop" for r in batch.rejections)
+    assert "samples are kept" in batch.rejections[0].detail
+
+
+def test_good_labels_are_passed_through_unchanged() -> None:
+    labels = {"app": "web", "pod-template-hash": "7c9f"}
+    batch = pods_of(list_body("PodMetricsList", pod(labels=labels), pod("web-2", labels=labels)))
+    assert batch.rejections == ()
+    assert batch.pod_labels == {("shop", "web-1"): labels, ("shop", "web-2"): labels}
+
+
+def test_an_unexpected_error_inside_normalize_rejects_one_item() -> None:
+    """Structs are not validated when built: a value of a type decode would never produce
+    stands for any bug met while reading one item."""
+    odd = [
+        wire.NodeMetrics(metadata=wire.ObjectMeta(name=5)),  # type: ignore[arg-type]
+        wire.NodeMetrics(wire.ObjectMeta(name="n"), T0, "30s", usage=["cpu"]),  # type: ignore[arg-type]
+        wire.NodeMetrics(wire.ObjectMeta(name="good"), T0, "30s", {"cpu": "250m", "memory": "1Gi"}),
+    ]
+    batch = normalize_nodes(odd, now_ms=NOW_MS)
+    assert batch.samples == (GOOD_NODE,)
+    assert [(r.name, r.reason) for r in batch.rejections] == [
+        ("?", "malformed_item"),
+        ("n", "malformed_item"),
+    ]
+    assert (
+        "TypeError" in batch.rejections[0].detail or "AttributeError" in batch.rejections[0].detail
+    )
+
+    pods = [
+        wire.PodMetrics(wire.ObjectMeta("a", "shop"), T0, "30s", [wire.ContainerMetrics("c", 7)]),  # type: ignore[arg-type]
+        wire.PodMetrics(wire.ObjectMeta("b", "shop", labels=[1]), T0, "30s"),  # type: ignore[arg-type]
+    ]
+    pod_batch = normalize_pods(pods, now_ms=NOW_MS)
+    assert [(r.name, r.reason) for r in pod_batch.rejections] == [
+        ("a/c", "malformed_item"),
+        ("b", "malformed_item"),
+    ]
+
+
+# --- a body that cannot be split into items fails alone, always as MalformedResponseError -------
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"", "not valid JSON"),
+        (b"\xef\xbb\xbf{}", "not valid JSON"),  # a byte-order mark
+        (b'{"kind": "NodeMetricsList", "items": [NaN]}', "not valid JSON"),
+        (b'{"kind": "NodeMetricsList", "items": []} trailing', "not valid JSON"),
+        (b'{"kind": "NodeMetricsList", "items": [{"metadata": {"name": "\\ud800"}}]}', "JSON"),
+        (b'{"kind": "NodeMetricsList", "items": [{"x": ' + nested(5000) + b"}]}", "too deeply"),
+        (b'{"kind": "NodeMetricsList", "items": ' + nested(5000) + b"}", "too deeply"),
+        (b'{"kind": "Node\xffMetricsList", "items": []}', "not valid UTF-8"),
+        (b'{"kind": 1e999, "items": []}', "unexpected shape"),
+        (b'{"kind": "NodeMetricsList", "items": {"a": 1}}', "unexpected shape"),
+        (b"[]", "unexpected shape"),
+        (b"null", "unexpected shape"),
+        (b'"NodeMetricsList"', "unexpected shape"),
+        (b'{"kind": "PodMetricsList", "items": []}', "got kind 'PodMetricsList'"),
+        (b'{"kind": "Status", "items": [1]}', "got kind 'Status'"),
+        (b'{"kind": "a\\u0000b"}', "got kind 'a\\\\x00b'"),
+    ],
+)
+def test_a_body_that_cannot_be_split_into_items_is_one_malformed_error(
+    body: bytes, says: str
+) -> None:
+    with pytest.raises(MalformedResponseError, match="NodeMetricsList") as caught:
+        decode_node_list(body)
+    assert says in str(caught.value)
+    assert caught.value.reason == "malformed"
+
+
+def test_nesting_real_responses_never_reach_is_tolerated_where_it_is_ignored() -> None:
+    good = json.dumps(node())[1:]
+    body = (
+        b'{"kind": "NodeMetricsList", "items": [{"x": '
+        + nested(500)
+        + b", "
+        + (good.encode() + b"]}")
+    )
+    assert nodes_of(body).samples == (GOOD_NODE,)
