@@ -40,8 +40,8 @@ LABEL org.opencontainers.image.title="kube-metrics-recorder" \
 RUN groupadd --system --gid 65532 recorder \
     && useradd --system --uid 65532 --gid 65532 --home-dir /data --no-create-home \
        --shell /usr/sbin/nologin recorder \
-    && mkdir -p /data \
-    && chown 65532:65532 /data
+    && mkdir -p /data /var/lib/recorder/spool \
+    && chown 65532:65532 /data /var/lib/recorder/spool
 
 COPY --from=build /opt/recorder /opt/recorder
 
@@ -57,6 +57,10 @@ WORKDIR /data
 VOLUME ["/data"]
 USER 65532:65532
 EXPOSE 8080
+
+# SIGTERM (Kubernetes, docker stop) is the graceful stop: finish the poll, write or spool what
+# waits, exit 0 within RECORDER_SHUTDOWN_GRACE.
+STOPSIGNAL SIGTERM
 
 # No curl in the image: ask /livez with the interpreter that is already there.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

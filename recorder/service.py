@@ -321,6 +321,8 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
                 port,
                 max_connections=settings.http_max_connections,
                 header_timeout_seconds=settings.http_header_timeout_seconds,
+                # Open requests get a quarter of the grace; the worker has all of it.
+                graceful_shutdown_seconds=max(1, int(settings.shutdown_grace_seconds / 4)),
             )
             log.info(
                 "recording from %s into %s every %gs; HTTP on %s",
@@ -331,7 +333,8 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
             )
             for line in banner:
                 print(line, flush=True)
-            started = server.serve_until_signal()
+            server.run()
+            started = server.started
         finally:
             stopping = time.monotonic()
             stopped = handle.stop(stopping + settings.shutdown_grace_seconds)
@@ -356,7 +359,6 @@ def _app_deps(
         store=store,
         registry=relay,
         http_registry=relay.own,
-        interval_seconds=settings.interval_seconds,
         poller_status=poller_status,
         max_points=settings.max_points,
         max_samples=settings.max_samples,
