@@ -91,8 +91,19 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
+    """What ``Store.write`` did with a batch.
+
+    Every sample of the batch is written, skipped as an exact duplicate, or rejected alone;
+    ``rejected`` holds one rejection per refused sample and one per pod whose labels could not
+    be stored (its detail starts with ``labels:``; the pod's samples may still be written).
+    Reasons: ``out_of_range`` and ``invalid_text`` (checked against the columns before
+    sending), ``database_rejected`` (the database refused it; the detail is its first message
+    line).
+    """
+
     written: int
     skipped_duplicates: int
+    rejected: tuple[Rejection, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,14 +9,17 @@
     │   ├── MetricsApiNotFound       404: metrics-server / APIService missing, or object gone
     │   ├── MetricsApiUnavailable    503 and other 5xx: installed but not serving
     │   │   └── MetricsApiThrottled  429: API Priority and Fairness asks us to slow down
+    │   ├── MetricsApiRedirected     3xx: the URL is not the API server (never followed)
+    │   ├── MetricsApiResponseTooLarge  the body passed the size limit (on the wire or inflated)
     │   └── MetricsApiTransportError refused or dropped connections
-    │       ├── MetricsApiTimeout    no answer within the request timeout
+    │       ├── MetricsApiTimeout    no complete answer within the request's deadline
     │       └── MetricsApiTLSError   the server's certificate or the TLS handshake failed
     ├── DecodeError                  a response or a value could not be understood
     │   ├── MalformedResponseError   a Metrics API body is truncated, not JSON, or of another kind
     │   └── QuantityError            a Kubernetes quantity or Go duration is malformed
     ├── StoreError                   the database failed or is not at the expected schema
-    │   └── QueryTimeout             a query ran past the statement timeout (HTTP 503)
+    │   ├── QueryTimeout             a query ran past the statement timeout (HTTP 503)
+    │   └── StoreUnavailable         unreachable, busy, locked, full or timed out: retry as is
     └── QueryError                   a history query parameter is invalid (HTTP 400)
 
 Every message says what the operator can do about it.
@@ -47,7 +50,8 @@ class MetricsApiError(RecorderError):
     """A request to the Metrics API failed.
 
     ``reason`` is a short stable label (``unauthorized``, ``forbidden``, ``not_found``,
-    ``unavailable``, ``throttled``, ``timeout``, ``tls``, ``connection``, ``http_error``) used as
+    ``unavailable``, ``throttled``, ``timeout``, ``tls``, ``connection``, ``http_error``,
+    ``redirect``, ``too_large``) used as
     the ``reason`` label of ``recorder_poll_errors_total``; ``malformed`` (a bad body) and
     ``credentials`` (no credential could be obtained) come from the classes outside this branch.
     """
@@ -116,5 +120,27 @@ class QueryTimeout(StoreError):
     """A history query ran longer than the configured statement timeout."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot take the operation now: it is unreachable, shutting down, busy
+    (a SQLite lock, a serialization failure), out of space, or past a timeout. Retrying the same
+    operation later can succeed. (A *plain* ``StoreError`` from a write means something an
+    operator must fix, such as a missing schema; rows the database refuses for their content
+    are never raised: ``Store.write`` reports them in ``WriteResult.rejected``.)"""
+
+
 class QueryError(RecorderError, ValueError):
     """A history query has an invalid parameter; the message names it."""
+
+
+class MetricsApiRedirected(MetricsApiError):
+    """A 3xx answer: the configured URL is not the API server itself (a login page, a load
+    balancer). Redirects are never followed, so credentials never reach another host."""
+
+    default_reason = "redirect"
+
+
+class MetricsApiResponseTooLarge(MetricsApiError):
+    """A response passed the size limit, on the wire or once decompressed; reading stopped
+    there, so a huge body or a gzip bomb costs at most the limit in memory."""
+
+    default_reason = "too_large"

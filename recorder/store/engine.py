@@ -1,61 +1,266 @@
-"""Engines for SQLite (WAL, one writer) and PostgreSQL, and safe display of their URLs."""
+"""Engines for SQLite (WAL, one writer) and PostgreSQL, with a deadline on every wait; what the
+drivers' errors mean (a value the database refuses, or a database that cannot take the write
+now); and safe display of URLs.
+
+Deadlines (``Timeouts``):
+
+- PostgreSQL: connecting (TCP and authentication), every statement of the pooled connections
+  (``statement_timeout``; readers set a tighter one per transaction), waiting for a lock
+  (``lock_timeout``), and TCP keepalives so a connection to a vanished host is noticed. A server
+  that is *frozen* (SIGSTOP, a hung VM) still has a kernel that acknowledges packets: it enforces
+  none of its own timeouts, and a statement already sent to it waits until it thaws. Only a new
+  connection fails (after ``connect_seconds``); callers that must not wait run their database
+  work off their critical path (``Store.ping`` does).
+- SQLite: how long a write waits for another process' write lock (``busy_timeout``), then fails
+  with "database is locked", which is transient.
+- Both: how long a thread waits for a free pooled connection.
+
+Parameters the database URL sets itself (``?connect_timeout=``, ``?options=-c ...``,
+``?keepalives_idle=``) win over these.
+"""
 
 from __future__ import annotations
 
+import math
+import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+import psycopg
+from sqlalchemy import Connection, Engine, Table, create_engine, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
 
-from recorder.errors import ConfigError
+from recorder.errors import ConfigError, StoreError, StoreUnavailable
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_PAGE_SIZE = 16_384
+KEEPALIVE_IDLE_SECONDS = 30
+KEEPALIVE_INTERVAL_SECONDS = 10
+KEEPALIVE_COUNT = 3
+"""A silent peer is given up after 30 + 3 x 10 = 60 s of unanswered keepalives."""
+
+
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
+DEFAULT_STATEMENT_TIMEOUT_SECONDS = 30.0
+DEFAULT_LOCK_TIMEOUT_SECONDS = 10.0
+DEFAULT_POOL_TIMEOUT_SECONDS = 10.0
+DEFAULT_SQLITE_BUSY_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Every wait on the database, in seconds."""
+
+    connect_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    """PostgreSQL: opening a connection (libpq counts whole seconds, at least 2)."""
+    statement_seconds: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS
+    """PostgreSQL: server-side ``statement_timeout`` of writes and maintenance (readers set
+    their own per transaction; migrations have none)."""
+    lock_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+    """PostgreSQL: server-side ``lock_timeout``."""
+    pool_seconds: float = DEFAULT_POOL_TIMEOUT_SECONDS
+    """Waiting for a free connection of the pool."""
+    sqlite_busy_seconds: float = DEFAULT_SQLITE_BUSY_TIMEOUT_SECONDS
+    """SQLite: waiting for another connection's write lock."""
 
 
 def redact(url: str) -> str:
     """The URL with its password hidden, for logs and messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except exc.ArgumentError:
         return "<invalid database URL>"
 
 
-def create(url: str) -> Engine:
+def create(url: str, *, timeouts: Timeouts | None = None, for_migrations: bool = False) -> Engine:
+    """An engine for ``url`` with ``timeouts`` on every wait.
+
+    ``for_migrations``: on SQLite, every transaction is a real one that DDL joins (pysqlite
+    otherwise runs each ``CREATE`` in autocommit mode, so a killed migration leaves half a
+    schema) and takes the write lock at its start (``BEGIN IMMEDIATE``); on PostgreSQL, no
+    statement timeout (a migration may rewrite a large table).
+    """
+    timeouts = timeouts or Timeouts()
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except exc.ArgumentError as error:
         raise ConfigError(
             f"invalid database URL {redact(url)!r}: use sqlite:///path/to/file.db or "
             "postgresql+psycopg://user:password@host:5432/db"
-        ) from exc
+        ) from error
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        if parsed.database in (None, "", ":memory:"):
-            raise ConfigError("an in-memory SQLite database would lose all history: give a file")
-        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+        return _sqlite(parsed, timeouts, for_migrations)
     if backend == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True)
+        return _postgresql(parsed, timeouts, for_migrations)
     raise ConfigError(f"unsupported database {backend!r}: use sqlite or postgresql+psycopg")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        # Only takes effect on a new, empty file. Chunk rows are 1-2 KB: 16 KiB pages pack them
-        # ~95% full where 4 KiB pages hold two and waste a fifth.
-        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    finally:
-        cursor.close()
+def _sqlite(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
+    if url.database in (None, "", ":memory:"):
+        raise ConfigError("an in-memory SQLite database would lose all history: give a file")
+    busy_ms = round(timeouts.sqlite_busy_seconds * 1000)
+    engine = create_engine(
+        url,
+        connect_args={"timeout": timeouts.sqlite_busy_seconds},
+        **_pool(timeouts, for_migrations),
+    )
+
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # Only takes effect on a new, empty file. Chunk rows are 1-2 KB: 16 KiB pages pack
+            # them ~95% full where 4 KiB pages hold two and waste a fifth.
+            cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        finally:
+            cursor.close()
+        if for_migrations:
+            # SQLAlchemy's documented pysqlite recipe for transactional DDL: the driver no
+            # longer begins transactions on its own; the "begin" listener below does.
+            dbapi_connection.isolation_level = None
+
+    event.listen(engine, "connect", pragmas)
+    if for_migrations:
+
+        def begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        event.listen(engine, "begin", begin)
+    return engine
+
+
+def _postgresql(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
+    statement_ms = 0 if for_migrations else round(timeouts.statement_seconds * 1000)
+    lock_ms = round(timeouts.lock_seconds * 1000)
+    ours = f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms}"
+    theirs = url.query.get("options")
+    # Later -c settings win: the URL's own options go last.
+    options = f"{ours} {theirs}" if isinstance(theirs, str) else ours
+    defaults: dict[str, Any] = {
+        "connect_timeout": max(2, math.ceil(timeouts.connect_seconds)),
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVE_IDLE_SECONDS,
+        "keepalives_interval": KEEPALIVE_INTERVAL_SECONDS,
+        "keepalives_count": KEEPALIVE_COUNT,
+    }
+    connect_args = {k: v for k, v in defaults.items() if k not in url.query}
+    connect_args["options"] = options
+    return create_engine(
+        url.difference_update_query(["options"]),
+        connect_args=connect_args,
+        pool_pre_ping=True,
+        **_pool(timeouts, for_migrations),
+    )
+
+
+def _pool(timeouts: Timeouts, for_migrations: bool) -> dict[str, Any]:
+    # A migration uses one connection once: no pool to keep after it.
+    if for_migrations:
+        return {"poolclass": NullPool}
+    return {"pool_timeout": timeouts.pool_seconds}
 
 
 def dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT of the connection's dialect, which has ``on_conflict_do_*`` (both have it)."""
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+# --- what a failure means ----------------------------------------------------------------------
+
+_CONTENT_ERRORS: tuple[type[BaseException], ...] = (
+    exc.DataError,
+    exc.IntegrityError,
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    # Raised by the drivers while binding a value, before anything is sent.
+    OverflowError,
+    UnicodeError,
+)
+
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    exc.SQLAlchemyError,
+    psycopg.Error,
+    sqlite3.Error,
+)
+"""What a database operation can raise besides ``_CONTENT_ERRORS`` and bugs."""
+
+
+def original(error: BaseException) -> BaseException:
+    """The driver's exception under SQLAlchemy's wrapper, or ``error`` itself."""
+    inner = getattr(error, "orig", None)
+    return inner if isinstance(inner, BaseException) else error
+
+
+def is_content_error(error: BaseException) -> bool:
+    """True when the database or its driver refused a *value* (too long, out of range, a NUL in
+    text, a constraint): the same rows would be refused again, however often they are retried.
+    """
+    return isinstance(error, _CONTENT_ERRORS) or isinstance(original(error), _CONTENT_ERRORS)
+
+
+def first_line(error: BaseException) -> str:
+    """The driver's own first message line (no SQL, no parameters, no DETAIL with row values)."""
+    lines = str(original(error)).strip().splitlines()
+    return lines[0] if lines else original(error).__class__.__name__
+
+
+def reason(error: BaseException) -> str:
+    return f"{original(error).__class__.__name__}: {first_line(error)}"
+
+
+def failure(error: BaseException, doing: str, timeouts: Timeouts | None = None) -> StoreError:
+    """The ``StoreError`` for a failed database operation: ``StoreUnavailable`` when it is worth
+    retrying as is (the database is unreachable, busy, locked, out of space or timed out), a
+    plain ``StoreError`` otherwise (the schema is missing or another problem an operator must
+    fix). Content errors are not raised as either: callers isolate the offending rows."""
+    timeouts = timeouts or Timeouts()
+    inner = original(error)
+    text = first_line(error).lower()
+    message = f"{doing} failed: {reason(error)}"
+    if "no such table" in text or isinstance(inner, psycopg.errors.UndefinedTable):
+        return StoreError(f"{message}: the schema is missing; run `recorder migrate`")
+    if isinstance(inner, psycopg.errors.QueryCanceled):
+        advice = (
+            f"a statement ran past statement_timeout ({timeouts.statement_seconds:g}s): "
+            "the database is overloaded or a lock is held; it is retried"
+        )
+    elif isinstance(inner, psycopg.errors.LockNotAvailable):
+        advice = (
+            f"another session held a lock longer than lock_timeout ({timeouts.lock_seconds:g}s)"
+            "; it is retried"
+        )
+    elif "database is locked" in text or "database table is locked" in text:
+        advice = (
+            "another process held the SQLite write lock longer than the busy timeout "
+            f"({timeouts.sqlite_busy_seconds:g}s); it is retried"
+        )
+    elif "is full" in text or "no space" in text or isinstance(inner, psycopg.errors.DiskFull):
+        advice = "free space on the database's volume; it is retried"
+    elif "disk i/o" in text:
+        advice = "check the volume that holds the database; it is retried"
+    elif _is_unavailable(error):
+        advice = "check that the database is running and reachable; it is retried"
+    else:
+        return StoreError(message)
+    return StoreUnavailable(f"{message}: {advice}")
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    if getattr(error, "connection_invalidated", False):
+        return True
+    transient = (
+        exc.OperationalError,
+        exc.InterfaceError,
+        exc.TimeoutError,
+        exc.DisconnectionError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        sqlite3.OperationalError,
+    )
+    return isinstance(error, transient) or isinstance(original(error), transient)

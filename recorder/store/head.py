@@ -30,6 +30,10 @@ class Head(Protocol):
 
     def drop_block(self, conn: Connection, start_ms: int, end_ms: int) -> None: ...
 
+    def forget(self) -> None:
+        """Drop what the head remembers of the database: the transaction of the last
+        ``append`` rolled back."""
+
 
 class SqliteHead:
     def append(self, conn: Connection, rows: Sequence[HeadRow]) -> None:
@@ -41,6 +45,9 @@ class SqliteHead:
         conn.exec_driver_sql(
             "DELETE FROM samples_head WHERE ts_ms >= ? AND ts_ms < ?", (start_ms, end_ms)
         )
+
+    def forget(self) -> None:
+        pass
 
 
 def partition_name(start_ms: int, end_ms: int) -> str:
@@ -81,6 +88,11 @@ class PostgresHead:
             savepoint.rollback()
             log.debug("head partition %s not created, using the default one: %s", name, exc)
         self._known.add(start)
+
+    def forget(self) -> None:
+        # A partition created in a transaction that rolled back is gone: without this, every
+        # later sample of its block would go to the DEFAULT partition.
+        self._known.clear()
 
     def drop_block(self, conn: Connection, start_ms: int, end_ms: int) -> None:
         name = partition_name(start_ms, end_ms)

@@ -1,17 +1,28 @@
-"""Schema migrations through Alembic, driven from code (``recorder migrate``, ``run``)."""
+"""Schema migrations through Alembic, driven from code (``recorder migrate``, ``run``).
+
+Every migration runs in one transaction, with its version bump, on both dialects: on SQLite the
+migration engine makes DDL transactional (``engine.create(for_migrations=True)``), so a
+``kill -9`` in the middle of a migration leaves the schema as it was before it.
+
+The schema check behind ``/readyz`` reads the version table directly: no Alembic context, so
+no log lines per probe.
+"""
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect, text
 
 from recorder.errors import StoreError
+from recorder.store import engine as engines
+
+VERSION_TABLE = "alembic_version"
 
 
 def _migrations_dir() -> Path:
@@ -26,28 +37,59 @@ def _migrations_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "migrations"
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine | None = None) -> Config:
+    """Alembic's configuration; ``engine`` (a migration engine) is what env.py migrates."""
     config = Config()
     config.set_main_option("script_location", str(_migrations_dir()))
-    config.attributes["engine"] = engine
+    if engine is not None:
+        config.attributes["engine"] = engine
     return config
 
 
-def head_revision(engine: Engine) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+@functools.cache
+def _head_revision(directory: Path) -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(directory))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def head_revision(_engine: Engine | None = None) -> str | None:
+    """The newest revision of the migrations shipped with this version (read once)."""
+    return _head_revision(_migrations_dir())
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The database's revision, or ``None`` before the first migration."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        versions = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(versions) > 1:
+        raise StoreError(
+            f"the database has several schema versions {sorted(versions)}: it was migrated by "
+            "diverging versions of the recorder; restore it from a backup"
+        )
+    return versions[0] if versions else None
 
 
-def upgrade(engine: Engine) -> None:
+def upgrade(
+    engine: Engine, *, timeouts: engines.Timeouts | None = None, revision: str = "head"
+) -> None:
+    """Migrate the database of ``engine`` to ``revision``, through a migration engine of its
+    own (transactional DDL on SQLite, no statement timeout on PostgreSQL)."""
+    migrating = engines.create(
+        engine.url.render_as_string(hide_password=False), timeouts=timeouts, for_migrations=True
+    )
     try:
-        command.upgrade(alembic_config(engine), "head")
+        command.upgrade(alembic_config(migrating), revision)
     except Exception as exc:
-        raise StoreError(f"migrating the database failed: {exc}") from exc
+        raise StoreError(
+            f"migrating the database failed: {engines.reason(exc)}: nothing of the failed "
+            "migration was applied; fix the cause and run `recorder migrate` again"
+        ) from exc
+    finally:
+        migrating.dispose()
 
 
 def is_current(engine: Engine) -> bool:
-    return current_revision(engine) == head_revision(engine)
+    return current_revision(engine) == head_revision()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import Connection, Engine, event, func, select, text
@@ -25,7 +25,7 @@ from recorder.domain import (
     SeriesInfo,
     WriteResult,
 )
-from recorder.errors import QueryTimeout, StoreError
+from recorder.errors import QueryTimeout, StoreError, StoreUnavailable
 from recorder.store import engine as engines
 from recorder.store import migrate, queries, rollups, schema
 from recorder.store.compactor import CompactionReport, Compactor, block_start
@@ -39,6 +39,7 @@ DEFAULT_BLOCK_MS = 3_600_000
 DEFAULT_GRACE_MS = 600_000
 DEFAULT_MAX_SAMPLES = 5_000_000
 DEFAULT_QUERY_TIMEOUT_SECONDS = 30.0
+DEFAULT_CHECK_TIMEOUT_SECONDS = 5.0
 _MAINTENANCE_LOCK_KEY = 0x6B6D72  # "kmr": one maintainer at a time across replicas
 
 
@@ -54,6 +55,11 @@ class Store:
 
     Thread-safe: one writer at a time inside this process, any number of readers. On SQLite,
     compaction of a block takes the same lock as writes, since SQLite has one writer anyway.
+
+    Failures: ``StoreUnavailable`` (a ``StoreError``) when the database cannot take the
+    operation now (retry it as is), a plain ``StoreError`` when an operator must act (e.g. the
+    schema is missing). ``write`` never raises for rows the database refuses for their content:
+    it writes the rest and reports them in ``WriteResult.rejected``.
     """
 
     def __init__(
@@ -63,15 +69,19 @@ class Store:
         display_url: str,
         block_ms: int = DEFAULT_BLOCK_MS,
         retention: RetentionPolicy | None = None,
+        timeouts: engines.Timeouts | None = None,
     ):
         self.engine = engine
         self.display_url = display_url
+        self.timeouts = timeouts or engines.Timeouts()
         self.block_ms = block_ms
         self.retention = retention or RetentionPolicy()
         self.head: Head = PostgresHead(block_ms) if self.dialect == "postgresql" else SqliteHead()
         self._writer = SampleWriter(engine, self.head)
         self._compactor = Compactor(engine, self.head, block_ms)
         self._write_lock = threading.Lock()
+        self._ping_check = _BoundedCheck()
+        self._schema_check = _BoundedCheck()
         self.query_timeout_seconds = DEFAULT_QUERY_TIMEOUT_SECONDS
         if self.dialect == "sqlite":
             event.listen(engine, "connect", _install_deadline_check)
@@ -81,22 +91,34 @@ class Store:
         return self.engine.dialect.name
 
     def migrate(self) -> None:
-        migrate.upgrade(self.engine)
+        """Upgrade the schema to the newest revision, each migration in one transaction."""
+        migrate.upgrade(self.engine, timeouts=self.timeouts)
 
-    def schema_is_current(self) -> bool:
-        try:
-            return migrate.is_current(self.engine)
-        except SQLAlchemyError as exc:
-            raise StoreError(
-                f"cannot read the schema version of {self.display_url}: {exc}"
-            ) from exc
+    def schema_is_current(self, timeout_seconds: float = DEFAULT_CHECK_TIMEOUT_SECONDS) -> bool:
+        """Whether the database is at the newest schema revision. Logs nothing; answers within
+        ``timeout_seconds`` or raises ``StoreUnavailable``."""
+        return self._schema_check.run(
+            lambda: migrate.is_current(self.engine),
+            timeout_seconds,
+            f"reading the schema version of {self.display_url}",
+            self.timeouts,
+        )
 
-    def ping(self) -> None:
-        try:
-            with self.engine.connect() as conn:
+    def ping(self, timeout_seconds: float = DEFAULT_CHECK_TIMEOUT_SECONDS) -> None:
+        """Check that the database answers a query within ``timeout_seconds``, even when it is
+        frozen and a statement sent to it would wait forever: the query runs in a thread of its
+        own (one at a time; while one is still waiting, the next check fails at once)."""
+        self._ping_check.run(
+            self._ping, timeout_seconds, f"reaching the database {self.display_url}", self.timeouts
+        )
+
+    def _ping(self) -> None:
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
                 conn.execute(text("SELECT 1"))
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database {self.display_url} is unreachable: {exc}") from exc
+            else:
+                # Reads the file's first page, so an unreadable file fails here.
+                conn.execute(text("SELECT count(*) FROM sqlite_master"))
 
     def size_bytes(self) -> int:
         """Bytes the database takes: SQLite's pages plus its write-ahead log, PostgreSQL's
@@ -109,8 +131,8 @@ class Store:
                 pages = int(conn.execute(text("PRAGMA page_count")).scalar_one())
                 page_size = int(conn.execute(text("PRAGMA page_size")).scalar_one())
         except SQLAlchemyError as exc:
-            raise StoreError(
-                f"reading the size of {self.display_url} failed: {_reason(exc)}"
+            raise engines.failure(
+                exc, f"reading the size of {self.display_url}", self.timeouts
             ) from exc
         wal = Path(f"{self.engine.url.database}-wal")
         return pages * page_size + (wal.stat().st_size if wal.is_file() else 0)
@@ -123,18 +145,27 @@ class Store:
             with self.engine.connect() as conn:
                 return {str(kind): int(count) for kind, count in conn.execute(query)}
         except SQLAlchemyError as exc:
-            raise StoreError(
-                f"counting the series in {self.display_url} failed: {_reason(exc)}"
+            raise engines.failure(
+                exc, f"counting the series in {self.display_url}", self.timeouts
             ) from exc
 
-    def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
+    def write(self, batch: Batch, *, now_ms: int, newer_only: bool = False) -> WriteResult:
+        """Write a batch: samples that fit their columns and that the database takes are
+        written (mostly in one transaction), exact duplicates skipped, and the rest reported in
+        ``WriteResult.rejected``; see ``writer``. ``newer_only``: also skip samples older than
+        their series' newest (``recorder copy``, which writes in time order and may resume).
+
+        Raises ``StoreUnavailable`` when the database cannot take the write now, ``StoreError``
+        when an operator must act; either way the batch should be retried as a whole."""
         with self._write_lock:
             try:
-                return self._writer.write(batch, now_ms)
-            except (SQLAlchemyError, psycopg.Error) as exc:
-                raise StoreError(
+                return self._writer.write(batch, now_ms, newer_only=newer_only)
+            except engines.DATABASE_ERRORS as exc:
+                raise engines.failure(
+                    exc,
                     f"writing {len(batch.samples)} {batch.kind.value} samples to "
-                    f"{self.display_url} failed: {_reason(exc)}"
+                    f"{self.display_url}",
+                    self.timeouts,
                 ) from exc
 
     def invalidate_writer(self) -> None:
@@ -162,8 +193,8 @@ class Store:
                 if retention.series_deleted:
                     self.invalidate_writer()
                 return MaintenanceReport(compaction, retention)
-        except (SQLAlchemyError, psycopg.Error) as exc:
-            raise StoreError(f"maintenance of {self.display_url} failed: {_reason(exc)}") from exc
+        except engines.DATABASE_ERRORS as exc:
+            raise engines.failure(exc, f"maintenance of {self.display_url}", self.timeouts) from exc
 
     @contextmanager
     def _maintenance_lock(self) -> Iterator[bool]:
@@ -276,8 +307,8 @@ class Store:
                     f"the query ran longer than {self.query_timeout_seconds:g}s: narrow the "
                     "time range or the filters, or use a step that block statistics answer"
                 ) from exc
-            raise StoreError(
-                f"reading history from {self.display_url} failed: {_reason(exc)}"
+            raise engines.failure(
+                exc, f"reading history from {self.display_url}", self.timeouts
             ) from exc
         finally:
             _deadline.at = None
@@ -303,14 +334,85 @@ def _install_deadline_check(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.set_progress_handler(_past_deadline, 20_000)
 
 
-def _reason(exc: SQLAlchemyError | psycopg.Error) -> str:
-    original = getattr(exc, "orig", None)
-    return f"{exc.__class__.__name__}: {original or exc}".splitlines()[0]
+R = TypeVar("R")
+
+
+class _BoundedCheck:
+    """Runs a check in a daemon thread and waits for it at most a deadline, so a frozen
+    database fails a probe instead of holding its thread. One check in flight at a time: while
+    one is still waiting for the database, the next fails at once instead of piling up."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: threading.Thread | None = None
+
+    def run(
+        self, check: Callable[[], R], timeout_seconds: float, doing: str, timeouts: engines.Timeouts
+    ) -> R:
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["value"] = check()
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        with self._lock:
+            if self._running is not None and self._running.is_alive():
+                raise StoreUnavailable(
+                    f"{doing} failed: the previous check has not returned yet; the database is "
+                    "not answering"
+                )
+            thread = threading.Thread(target=target, name="store-check", daemon=True)
+            self._running = thread
+            thread.start()
+        thread.join(timeout_seconds)
+        if thread.is_alive():
+            raise StoreUnavailable(
+                f"{doing} failed: no answer within {timeout_seconds:g}s; check that the database "
+                "is running and not overloaded"
+            )
+        error = outcome.get("error")
+        if error is None:
+            return outcome["value"]  # type: ignore[no-any-return]
+        if isinstance(error, StoreError):
+            raise error
+        if isinstance(error, engines.DATABASE_ERRORS):
+            raise engines.failure(error, doing, timeouts) from error
+        raise error
 
 
 def open_store(
-    url: str, *, block_ms: int = DEFAULT_BLOCK_MS, retention: RetentionPolicy | None = None
+    url: str,
+    *,
+    block_ms: int = DEFAULT_BLOCK_MS,
+    retention: RetentionPolicy | None = None,
+    connect_timeout_seconds: float = engines.DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    statement_timeout_seconds: float = engines.DEFAULT_STATEMENT_TIMEOUT_SECONDS,
+    lock_timeout_seconds: float = engines.DEFAULT_LOCK_TIMEOUT_SECONDS,
+    pool_timeout_seconds: float = engines.DEFAULT_POOL_TIMEOUT_SECONDS,
+    sqlite_busy_timeout_seconds: float | None = None,
 ) -> Store:
+    """A ``Store`` for ``url``, with a deadline on every wait (see ``engine.Timeouts``):
+    PostgreSQL's connect timeout and server-side statement and lock timeouts of writes and
+    maintenance, the wait for a pooled connection, and SQLite's wait for a locked file
+    (``sqlite_busy_timeout_seconds``, by default the connect timeout: the one "how long may
+    reaching the database take" setting)."""
+    timeouts = engines.Timeouts(
+        connect_seconds=connect_timeout_seconds,
+        statement_seconds=statement_timeout_seconds,
+        lock_seconds=lock_timeout_seconds,
+        pool_seconds=pool_timeout_seconds,
+        sqlite_busy_seconds=(
+            connect_timeout_seconds
+            if sqlite_busy_timeout_seconds is None
+            else sqlite_busy_timeout_seconds
+        ),
+    )
     return Store(
-        engines.create(url), display_url=engines.redact(url), block_ms=block_ms, retention=retention
+        engines.create(url, timeouts=timeouts),
+        display_url=engines.redact(url),
+        block_ms=block_ms,
+        retention=retention,
+        timeouts=timeouts,
     )

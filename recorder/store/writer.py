@@ -1,24 +1,87 @@
-"""Appends samples to the head, idempotently.
+"""Appends samples to the head, idempotently, and isolates what the database refuses.
 
-The writer keeps two maps in memory, rebuilt from the database when it starts: series identity
-to id, and each series' newest stored timestamp. A sample not newer than its series' newest one
-is skipped, so polling faster than metrics-server's resolution, restarts and a second writer
-never store a sample twice.
+Duplicates (design §5): only an exact (series, timestamp) duplicate collapses. The writer keeps
+in memory, rebuilt from the database when it starts: series identity to id, each series' newest
+stored timestamp, and the last timestamp it wrote below that newest one (after a clock stepped
+back). A sample at either of them is skipped, so polling faster than metrics-server's
+resolution and restarts write nothing twice, at the cost of two dictionary lookups. An older
+sample (a late one, a clock stepped back, a series whose newest row is stamped in the future) is
+written: reads and compaction collapse the rare exact duplicate that still gets in (an older
+sample polled again after a restart, or a retried batch of which an isolation had committed a
+part). ``newer_only`` keeps the strict rule for ``recorder copy``, which writes in time order.
+
+Faults stay where they start:
+
+- every value is checked against its column before anything is sent (integer ranges of the
+  column types, string lengths, no NUL or lone surrogate in text): an unstorable sample or pod's
+  labels is rejected alone (``out_of_range``, ``invalid_text``);
+- when the database still refuses the batch for its content (``engine.is_content_error``), it
+  is split in halves, each written in its own transaction, until the refused samples and pods'
+  labels are found (``database_rejected``); everything else is written;
+- any other failure is raised (``engine.failure`` tells transient from not), and the caller
+  retries the batch.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, func, select, tuple_
+from sqlalchemy import BigInteger, Column, Connection, Engine, func, select, tuple_
 
-from recorder.domain import Batch, Kind, PodRef, Sample, SeriesKey, WriteResult
+from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, SeriesKey, WriteResult
 from recorder.store import schema
-from recorder.store.engine import dialect_insert
+from recorder.store.engine import dialect_insert, first_line, is_content_error
 from recorder.store.head import Head, HeadRow
 
+log = logging.getLogger(__name__)
+
 _LOOKUP_CHUNK = 500
+MAX_ISOLATED = 64
+"""Refused items a batch's isolation finds one by one; past that, each group the database
+still refuses is rejected whole, so a database that refuses everything costs a bounded number
+of attempts (about ``2 * MAX_ISOLATED * log2(batch size)``)."""
+
+OUT_OF_RANGE = "out_of_range"
+INVALID_TEXT = "invalid_text"
+DATABASE_REJECTED = "database_rejected"
+
+
+def _int_range(column: Column[Any]) -> tuple[int, int]:
+    bits = 64 if isinstance(column.type, BigInteger) else 32
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+_h, _s, _pl = schema.samples_head, schema.series, schema.pod_labels
+_TS_MIN, _TS_MAX = _int_range(_h.c.ts_ms)
+_WINDOW_MIN, _WINDOW_MAX = _int_range(_h.c.window_ms)
+_CPU_MIN, _CPU_MAX = _int_range(_h.c.cpu_nanocores)
+_MEMORY_MIN, _MEMORY_MAX = _int_range(_h.c.memory_bytes)
+_KEY_LENGTHS = tuple(
+    (name, int(_s.c[name].type.length))  # type: ignore[attr-defined]
+    for name in ("node", "namespace", "pod", "container")
+)
+_NAMESPACE_LENGTH = int(_pl.c.namespace.type.length)  # type: ignore[attr-defined]
+_POD_LENGTH = int(_pl.c.pod.type.length)  # type: ignore[attr-defined]
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+"""NUL (PostgreSQL refuses it in text, and in JSON once labels become jsonb) and lone
+surrogates (no encoding can store them)."""
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Isolation:
+    """Counts of one batch's isolation."""
+
+    written: int = 0
+    skipped: int = 0
+    attempts: int = 0
+    found: int = 0
 
 
 class SampleWriter:
@@ -26,7 +89,9 @@ class SampleWriter:
         self._engine = engine
         self._head = head
         self._ids: dict[SeriesKey, int] = {}
-        self._last_ts: dict[int, int] = {}
+        self._newest: dict[int, int] = {}
+        self._below: dict[int, int] = {}
+        """Per series, the last timestamp written below its newest one, if any."""
         self._labels: dict[PodRef, Mapping[str, str]] = {}
         self._loaded = False
 
@@ -40,14 +105,14 @@ class SampleWriter:
                     select(s.c.id, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
                 )
             }
-            last: dict[int, int] = {
+            newest: dict[int, int] = {
                 sid: ts for sid, ts in conn.execute(select(s.c.id, s.c.last_seen_ms))
             }
             for sid, ts in conn.execute(
                 select(h.c.series_id, func.max(h.c.ts_ms)).group_by(h.c.series_id)
             ):
-                if ts > last.get(sid, -1):
-                    last[sid] = ts
+                if ts > newest.get(sid, -1):
+                    newest[sid] = ts
             labels: dict[PodRef, Mapping[str, str]] = {
                 (ns, pod): json.loads(text)
                 for ns, pod, text in conn.execute(
@@ -55,60 +120,160 @@ class SampleWriter:
                 )
             }
         self._ids = ids
-        self._last_ts = last
+        self._newest = newest
+        self._below = {}
         self._labels = labels
         self._loaded = True
 
     def newest_timestamps(self) -> dict[int, int]:
         """Newest stored timestamp of each series this writer knows (a copy)."""
-        return dict(self._last_ts)
+        return dict(self._newest)
 
     def invalidate(self) -> None:
         """Forget the in-memory maps; the next write reloads them from the database."""
         self._loaded = False
 
-    def write(self, batch: Batch, now_ms: int) -> WriteResult:
+    def write(self, batch: Batch, now_ms: int, *, newer_only: bool = False) -> WriteResult:
         if not self._loaded:
             self.load()
+        samples, labels, rejected = self._checked(batch)
         try:
-            return self._write(batch, now_ms)
-        except BaseException:
-            # The transaction rolled back; our maps may hold ids that were never committed.
-            self.invalidate()
-            raise
+            written, skipped = self._attempt(samples, labels, now_ms, newer_only)
+        except BaseException as error:
+            if not (isinstance(error, Exception) and is_content_error(error)):
+                # Another writer may have changed the database meanwhile: reload before the
+                # next write.
+                self.invalidate()
+                raise
+            try:
+                isolation = self._isolate(samples, labels, now_ms, newer_only, rejected)
+            except BaseException:
+                self.invalidate()
+                raise
+            written, skipped = isolation.written, isolation.skipped
+            log.warning(
+                "the database refused part of a batch of %d %s samples (%s); wrote the rest "
+                "after %d attempts",
+                len(batch.samples),
+                batch.kind.value,
+                first_line(error),
+                isolation.attempts,
+            )
+        return WriteResult(written=written, skipped_duplicates=skipped, rejected=tuple(rejected))
 
-    def _write(self, batch: Batch, now_ms: int) -> WriteResult:
-        with self._engine.begin() as conn:
-            ids = self._resolve_ids(conn, batch.samples)
-            rows, last_ts = self._fresh_rows(batch.samples, ids)
-            if rows:
-                self._head.append(conn, rows)
-            changed_labels = self._changed_labels(batch.pod_labels)
-            if changed_labels:
-                self._upsert_labels(conn, changed_labels, now_ms)
-        self._last_ts.update(last_ts)
-        self._labels.update(changed_labels)
-        return WriteResult(written=len(rows), skipped_duplicates=len(batch.samples) - len(rows))
+    # --- checks against the columns, before anything is sent ----------------------------------
+
+    def _checked(
+        self, batch: Batch
+    ) -> tuple[list[Sample], dict[PodRef, Mapping[str, str]], list[Rejection]]:
+        """The samples and changed pod labels that fit their columns, and a rejection for each
+        one that does not. Series and labels already stored are known to fit."""
+        known = self._ids
+        key_problems: dict[SeriesKey, tuple[str, str] | None] = {}
+        samples: list[Sample] = []
+        rejected: list[Rejection] = []
+        for sample in batch.samples:
+            key = sample.key
+            if key not in known:
+                if key not in key_problems:
+                    key_problems[key] = _key_problem(key)
+                problem = key_problems[key]
+                if problem is not None:
+                    rejected.append(_sample_rejection(sample, *problem))
+                    continue
+            if not (
+                _TS_MIN <= sample.timestamp_ms <= _TS_MAX
+                and _WINDOW_MIN <= sample.window_ms <= _WINDOW_MAX
+                and _CPU_MIN <= sample.cpu_nanocores <= _CPU_MAX
+                and _MEMORY_MIN <= sample.memory_bytes <= _MEMORY_MAX
+            ):
+                rejected.append(_sample_rejection(sample, OUT_OF_RANGE, _value_problem(sample)))
+                continue
+            samples.append(sample)
+        labels: dict[PodRef, Mapping[str, str]] = {}
+        for ref, pod_labels in self._changed_labels(batch.pod_labels).items():
+            label_problem = _labels_problem(ref, pod_labels)
+            if label_problem is None:
+                labels[ref] = pod_labels
+            else:
+                rejected.append(_labels_rejection((ref, pod_labels), *label_problem))
+        return samples, labels, rejected
+
+    # --- one attempt: one transaction ----------------------------------------------------------
+
+    def _attempt(
+        self,
+        samples: Sequence[Sample],
+        labels: Mapping[PodRef, Mapping[str, str]],
+        now_ms: int,
+        newer_only: bool,
+    ) -> tuple[int, int]:
+        """Write ``samples`` and ``labels`` in one transaction; the in-memory maps learn what it
+        wrote only once it has committed."""
+        try:
+            with self._engine.begin() as conn:
+                ids = self._resolve_ids(conn, samples)
+                rows, newest, below = self._fresh_rows(samples, ids, newer_only)
+                if rows:
+                    self._head.append(conn, rows)
+                if labels:
+                    self._upsert_labels(conn, labels, now_ms)
+        except BaseException:
+            self._head.forget()
+            raise
+        self._ids = ids
+        self._newest.update(newest)
+        for sid, ts in below.items():
+            if ts is None:
+                self._below.pop(sid, None)
+            else:
+                self._below[sid] = ts
+        self._labels.update(labels)
+        return len(rows), len(samples) - len(rows)
 
     def _fresh_rows(
-        self, samples: Sequence[Sample], ids: Mapping[SeriesKey, int]
-    ) -> tuple[list[HeadRow], dict[int, int]]:
-        known = self._last_ts
+        self, samples: Sequence[Sample], ids: Mapping[SeriesKey, int], newer_only: bool
+    ) -> tuple[list[HeadRow], dict[int, int], dict[int, int | None]]:
+        """The head rows to write, and the changes they make to the newest and below-newest
+        timestamps (``None``: forget the series' below-newest one)."""
+        known_newest = self._newest
+        known_below = self._below
         newest: dict[int, int] = {}
-        rows = []
+        below: dict[int, int | None] = {}
+        first_in_batch: dict[int, int] = {}
+        several: dict[int, set[int]] = {}
+        rows: list[HeadRow] = []
         for sample in samples:
             sid = ids[sample.key]
             ts = sample.timestamp_ms
-            previous = newest.get(sid)
-            if previous is None:
-                previous = known.get(sid, -1)
-            if ts <= previous:
+            top = known_newest.get(sid)
+            if ts == top or (known_below and ts == known_below.get(sid)):
                 continue
-            newest[sid] = ts
+            first = first_in_batch.get(sid)
+            if first is None:
+                first_in_batch[sid] = ts
+            else:
+                stamps = several.get(sid)
+                if stamps is None:
+                    stamps = several[sid] = {first}
+                if ts in stamps:
+                    continue
+                stamps.add(ts)
+            current = newest.get(sid, top)
+            if current is None or ts > current:
+                newest[sid] = ts
+                if sid in known_below or sid in below:
+                    below[sid] = None
+            elif newer_only:
+                continue
+            else:
+                below[sid] = ts
             rows.append((ts, sid, sample.window_ms, sample.cpu_nanocores, sample.memory_bytes))
-        return rows, newest
+        return rows, newest, below
 
     def _resolve_ids(self, conn: Connection, samples: Sequence[Sample]) -> dict[SeriesKey, int]:
+        """Ids of every series of ``samples``, inserting the new ones. Returns a new map when
+        series were added (the caller keeps it once the transaction has committed)."""
         missing: dict[SeriesKey, int] = {}
         for sample in samples:
             if sample.key not in self._ids and sample.key not in missing:
@@ -148,7 +313,6 @@ class SampleWriter:
                 select(*columns).where(identity.in_(wanted))
             ):
                 found[SeriesKey(Kind(kind), node, namespace, pod, container)] = sid
-        self._ids = found
         return found
 
     def _changed_labels(
@@ -182,3 +346,129 @@ class SampleWriter:
                 for (ns, pod), pod_labels in labels.items()
             ],
         )
+
+    # --- isolation of what the database refuses ------------------------------------------------
+
+    def _isolate(
+        self,
+        samples: list[Sample],
+        labels: Mapping[PodRef, Mapping[str, str]],
+        now_ms: int,
+        newer_only: bool,
+        rejected: list[Rejection],
+    ) -> _Isolation:
+        """Write everything of a refused batch that the database takes; add a rejection for
+        each sample and pod's labels it refuses. Samples and labels are isolated apart."""
+        isolation = _Isolation()
+
+        def write_samples(part: list[Sample]) -> tuple[int, int]:
+            return self._attempt(part, {}, now_ms, newer_only)
+
+        def write_labels(part: list[tuple[PodRef, Mapping[str, str]]]) -> tuple[int, int]:
+            return self._attempt((), dict(part), now_ms, newer_only)
+
+        _bisect(samples, write_samples, _sample_rejection, isolation, rejected)
+        _bisect(list(labels.items()), write_labels, _labels_rejection, isolation, rejected)
+        return isolation
+
+
+def _bisect(
+    items: list[T],
+    attempt: Callable[[list[T]], tuple[int, int]],
+    reject: Callable[[T, str, str], Rejection],
+    isolation: _Isolation,
+    rejected: list[Rejection],
+) -> None:
+    """Attempt ``items``; when the database refuses them for their content, attempt each half
+    in its own transaction, down to single items, which are rejected. Transient failures are
+    raised."""
+    stack: list[list[T]] = [items] if items else []
+    while stack:
+        group = stack.pop()
+        isolation.attempts += 1
+        try:
+            written, skipped = attempt(group)
+        except Exception as error:
+            if not is_content_error(error):
+                raise
+            if len(group) == 1 or isolation.found >= MAX_ISOLATED:
+                isolation.found += len(group)
+                rejected.extend(
+                    reject(item, DATABASE_REJECTED, first_line(error)) for item in group
+                )
+            else:
+                middle = len(group) // 2
+                stack += (group[middle:], group[:middle])
+            continue
+        isolation.written += written
+        isolation.skipped += skipped
+
+
+# --- rejections ----------------------------------------------------------------------------------
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` safe to print: NUL, control characters and lone surrogates escaped, cut to
+    ``limit`` characters with the full length said."""
+    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    if len(escaped) <= limit:
+        return escaped
+    return f"{escaped[:limit]}... ({len(text)} characters)"
+
+
+def _sample_rejection(sample: Sample, reason: str, detail: str) -> Rejection:
+    key = sample.key
+    if key.kind is Kind.NODE:
+        return Rejection(Kind.NODE, _shown(key.node), reason, detail)
+    return Rejection(
+        key.kind,
+        f"{_shown(key.pod)}/{_shown(key.container)}",
+        reason,
+        detail,
+        _shown(key.namespace),
+    )
+
+
+def _labels_rejection(
+    item: tuple[PodRef, Mapping[str, str]], reason: str, detail: str
+) -> Rejection:
+    (namespace, pod), _labels = item
+    return Rejection(
+        Kind.CONTAINER, _shown(pod), reason, f"labels: {detail}", namespace=_shown(namespace)
+    )
+
+
+def _key_problem(key: SeriesKey) -> tuple[str, str] | None:
+    for name, length in _KEY_LENGTHS:
+        value: str = getattr(key, name)
+        if len(value) > length:
+            return OUT_OF_RANGE, f"{name} has {len(value)} characters; the column holds {length}"
+        if _BAD_TEXT.search(value):
+            return INVALID_TEXT, f"{name} {_shown(value)!r} holds NUL or a lone surrogate"
+    return None
+
+
+def _value_problem(sample: Sample) -> str:
+    for name, value, low, high in (
+        ("timestamp_ms", sample.timestamp_ms, _TS_MIN, _TS_MAX),
+        ("window_ms", sample.window_ms, _WINDOW_MIN, _WINDOW_MAX),
+        ("cpu_nanocores", sample.cpu_nanocores, _CPU_MIN, _CPU_MAX),
+        ("memory_bytes", sample.memory_bytes, _MEMORY_MIN, _MEMORY_MAX),
+    ):
+        if not low <= value <= high:
+            return f"{name} {value} is outside the column's range [{low}, {high}]"
+    return "a value is outside its column's range"
+
+
+def _labels_problem(ref: PodRef, labels: Mapping[str, str]) -> tuple[str, str] | None:
+    namespace, pod = ref
+    for name, value, length in (
+        ("namespace", namespace, _NAMESPACE_LENGTH),
+        ("pod", pod, _POD_LENGTH),
+    ):
+        if len(value) > length:
+            return OUT_OF_RANGE, f"{name} has {len(value)} characters; the column holds {length}"
+    for text in (namespace, pod, *labels.keys(), *labels.values()):
+        if _BAD_TEXT.search(text):
+            return INVALID_TEXT, f"{_shown(text)!r} holds NUL or a lone surrogate"
+    return None

@@ -104,16 +104,49 @@ def test_same_poll_again_stores_nothing_and_survives_restart(database_url: str) 
     second.close()
 
 
-def test_older_and_duplicate_samples_within_one_batch_are_skipped(store: Store) -> None:
+def test_exact_duplicates_collapse_and_older_samples_are_stored(store: Store) -> None:
     result = store.write(
         pods(
             Sample(WEB, 2_000, 30_000, 1, 1),
             Sample(WEB, 2_000, 30_000, 1, 1),
-            Sample(WEB, 1_000, 30_000, 1, 1),
+            Sample(WEB, 1_000, 30_000, 2, 2),
         ),
         now_ms=1,
     )
-    assert (result.written, result.skipped_duplicates) == (1, 2)
+    assert (result.written, result.skipped_duplicates) == (2, 1)
+    again = store.write(pods(Sample(WEB, 2_000, 30_000, 1, 1)), now_ms=2)
+    assert (again.written, again.skipped_duplicates) == (0, 1)
+    assert head_rows(store) == 2
+
+
+def test_a_future_stamped_sample_does_not_block_its_series(database_url: str) -> None:
+    """A node with a wrong clock stamps one sample in 2100: the series keeps recording, also
+    across a restart (the future row is the newest one the restarted writer finds)."""
+    future = 4_102_444_800_000  # 2100-01-01
+    first = open_store(database_url)
+    first.migrate()
+    assert first.write(pods(Sample(WEB, future, 1, 9, 9)), now_ms=1).written == 1
+    assert first.write(pods(Sample(WEB, 1_000, 1, 1, 1)), now_ms=2).written == 1
+    repeated = first.write(pods(Sample(WEB, 1_000, 1, 1, 1)), now_ms=3)  # a poll too soon
+    assert (repeated.written, repeated.skipped_duplicates) == (0, 1)
+    assert first.write(pods(Sample(WEB, 2_000, 1, 2, 2)), now_ms=4).written == 1
+    first.close()
+    restarted = open_store(database_url)
+    assert restarted.write(pods(Sample(WEB, 3_000, 1, 3, 3)), now_ms=5).written == 1
+    assert restarted.write(pods(Sample(WEB, future, 1, 9, 9)), now_ms=6).written == 0
+    points = raw(restarted, Resource.CPU, QueryKind.CONTAINER, 0, future, container="app")
+    assert points[0].points == [(1_000, 1), (2_000, 2), (3_000, 3), (future, 9)]
+    restarted.close()
+
+
+def test_a_clock_stepped_back_is_stored(store: Store) -> None:
+    store.write(Batch(Kind.NODE, (Sample(NODE, 10_000, 1, 10, 10),)), now_ms=1)
+    stepped_back = Batch(Kind.NODE, (Sample(NODE, 9_000, 1, 9, 9), Sample(NODE, 9_500, 1, 8, 8)))
+    result = store.write(stepped_back, now_ms=2)
+    assert (result.written, result.skipped_duplicates) == (2, 0)
+    assert store.write(stepped_back, now_ms=3).written == 1  # 9_000 again is not the last one
+    found = raw(store, Resource.CPU, QueryKind.NODE, 0, 20_000, node="node-a")
+    assert found[0].points == [(9_000, 9), (9_500, 8), (10_000, 10)]
 
 
 def test_series_are_dictionary_encoded_once(store: Store) -> None:
