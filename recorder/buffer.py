@@ -273,13 +273,14 @@ class WriteQueue:
 
     # --- producer -----------------------------------------------------------------------
 
-    def put(self, batch: Batch) -> int:
-        """Queue a batch (an empty one is ignored); returns its sequence number."""
+    def put(self, batch: Batch) -> int | None:
+        """Queue a batch; returns its sequence number (``None`` for an empty one, which has
+        nothing to write)."""
+        if not batch.samples and not batch.pod_labels:
+            return None
         with self._changed:
             seq = self._next_seq
             self._next_seq += 1
-            if not batch.samples and not batch.pod_labels:
-                return seq
             entry = _Entry(seq, batch.kind, len(batch.samples), batch=batch)
             self._entries.append(entry)
             raw = sum(1 for e in self._entries if e.batch is not None)

@@ -176,7 +176,9 @@ class Poller:
         self._count_rejections(resource, batch.rejections)
         self._snapshot.publish(kind, batch.samples, int(self._clock() * 1000))
         self._on_publish(kind)
-        return outcome, self._flusher.queue.put(batch)
+        seq = self._flusher.queue.put(batch)
+        outcome.stored = seq is None  # nothing to write
+        return outcome, seq
 
     def _count_rejections(self, resource: str, rejections: Sequence[Rejection]) -> None:
         for reason, count in Counter(r.reason for r in rejections).items():

@@ -169,7 +169,6 @@ def test_a_clock_stepped_back_is_stored_and_an_exact_duplicate_once(
     "damage",
     [
         pytest.param(lambda b: b.replace(b'"250m"', b"[" * 5000 + b"]" * 5000), id="nesting_5000"),
-        pytest.param(lambda b: b.replace(b"good-2", b"good-\xff\xfe"), id="invalid_utf8"),
         pytest.param(lambda b: b[: len(b) // 2], id="truncated"),
     ],
 )
@@ -186,3 +185,17 @@ def test_a_node_list_that_cannot_be_parsed_fails_only_the_nodes(
     )
     assert stored(store, Kind.CONTAINER) == 1
     figure(pods_stored=1, nodes_failed_and_counted=1)
+
+
+def test_invalid_utf8_in_one_item_costs_only_that_item(
+    store: Store, figure: Callable[..., None]
+) -> None:
+    nodes = body("NodeMetricsList", [node("good-1"), node("bad-2"), node("good-3")])
+    poller, registry = poller_for(
+        Source(nodes.replace(b"bad-2", b"bad-\xff\xfe"), body("PodMetricsList", [pod("w")])),
+        store,
+    )
+    assert poller.poll_once().ok
+    assert stored(store, Kind.NODE) == 2 and stored(store, Kind.CONTAINER) == 1
+    assert rejected(registry, "malformed_item") == 1
+    figure(served=4, stored=3, rejected_and_counted=1, lost=0)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.faults.service import duplicates, gaps, migrate, running, stored_timestamps
-from tests.pgcluster import OwnPostgres
+from tests.pgcluster import PgCluster, own_postgres  # noqa: F401 (a fixture)
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.slow
@@ -112,7 +112,7 @@ def test_sigterm_writes_what_waits_and_exits_zero(
 
 
 def test_sigterm_during_a_database_outage_keeps_the_samples_for_the_next_start(
-    tmp_path: Path, simulator: str, own_postgres: OwnPostgres, figure: Figure
+    tmp_path: Path, simulator: str, own_postgres: PgCluster, figure: Figure
 ) -> None:
     url = own_postgres.url
     spool = tmp_path / "spool"
@@ -158,7 +158,7 @@ def test_sigterm_during_a_database_outage_keeps_the_samples_for_the_next_start(
 
 
 def test_a_frozen_database_delays_writing_not_fetching_nor_probes(
-    tmp_path: Path, simulator: str, own_postgres: OwnPostgres, figure: Figure
+    tmp_path: Path, simulator: str, own_postgres: PgCluster, figure: Figure
 ) -> None:
     url = own_postgres.url
     migrate(url)

@@ -88,7 +88,8 @@ def test_parked_batches_survive_a_restart_through_the_spool(tmp_path: Path) -> N
     again.done(following.seq)
     assert list((tmp_path / "spool").glob("*.batch")) == []
     # New batches get numbers after the recovered ones: order is kept across restarts.
-    assert again.put(pods_batch(1)) > following.seq
+    new_seq = again.put(pods_batch(1))
+    assert new_seq is not None and new_seq > following.seq
     again.close()
 
 
@@ -115,6 +116,7 @@ def test_over_budget_the_oldest_parked_batches_are_dropped_and_counted() -> None
     queue = WriteQueue(memory_bytes=3 * one + 10, on_drop=lambda n, why: dropped.append((n, why)))
     queue.park_all()
     seqs = [queue.put(pods_batch(100, ts)) for ts in range(1, 6)]
+    assert queue.put(Batch(Kind.NODE)) is None  # nothing to write
     assert dropped == [(100, "buffer_full"), (100, "buffer_full")]
     assert queue.pending_samples == 300
     oldest = queue.oldest()
