@@ -1,14 +1,33 @@
 """HTTP client for ``metrics.k8s.io``: discovery, list calls, retries, and one place mapping
-errors to messages that say what to do."""
+errors to messages that say what to do.
+
+Every request is bounded:
+- in time, as a whole: connect, headers and body must finish within ``deadline_seconds`` (and
+  within what is left of the retry budget). httpx's timeouts apply to each read, so a server
+  sending a byte a second would never trip them; here every socket operation waits at most
+  until the request's deadline (``_DeadlineBackend``), and the body loop checks it too;
+- in size: a ``Content-Length`` above ``max_response_bytes`` is refused before reading, and the
+  body is read in chunks, inflated here with a bound (gzip, the only coding the API server
+  uses), and abandoned as soon as either the bytes on the wire or the inflated bytes pass the
+  limit, so a gzip bomb costs the limit, not gigabytes;
+- in where it goes: redirects are reported, never followed, so credentials stay with the host
+  they were configured for.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import io
 import logging
 import ssl
 import time
-from collections.abc import Callable
-from typing import NoReturn
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
+import httpcore
 import httpx
 
 from recorder import __version__
@@ -18,6 +37,8 @@ from recorder.errors import (
     MetricsApiError,
     MetricsApiForbidden,
     MetricsApiNotFound,
+    MetricsApiRedirected,
+    MetricsApiResponseTooLarge,
     MetricsApiThrottled,
     MetricsApiTimeout,
     MetricsApiTLSError,
@@ -28,7 +49,7 @@ from recorder.errors import (
 from recorder.kube.config import ClusterConfig
 from recorder.kube.decode import decode_group, decode_status
 from recorder.kube.retry import RetryPolicy
-from recorder.kube.tls import ClientCertificate, build_ssl_context
+from recorder.kube.tls import ClientCertificate, build_ssl_context, system_trust_store
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +59,15 @@ DISCOVERY_TTL_SECONDS = 600.0
 """Discovery is also refreshed this often, so an upgrade to ``v1`` is noticed without a 404."""
 RBAC_RULE = "apiGroups [metrics.k8s.io], resources [nodes, pods], verbs [get, list]"
 _NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+DEFAULT_MAX_RESPONSE_BYTES = 192 * 1024 * 1024
+"""The largest body accepted, on the wire and inflated: a 150,000-pod PodMetricsList is about
+69 MB of JSON, so this leaves room for the largest clusters metrics-server supports."""
+ERROR_BODY_BYTES = 64 * 1024
+"""How much of an error answer (3xx, 4xx, 5xx) is read for its message; the rest is dropped."""
+_INFLATE_ANY = zlib.MAX_WBITS | 32  # a gzip or zlib header, told apart by zlib itself
+_INFLATED_ENCODINGS = ("gzip", "x-gzip", "deflate")
+_INFLATE_STEP = 1024 * 1024
+_MIB = 1024 * 1024
 
 
 class MetricsClient:
@@ -48,13 +78,20 @@ class MetricsClient:
         config: ClusterConfig,
         *,
         timeout_seconds: float = 10.0,
+        deadline_seconds: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
+        """``timeout_seconds`` bounds each network operation; ``deadline_seconds`` (default:
+        the same) the whole of one request, body included; ``max_response_bytes`` its body,
+        compressed and inflated."""
         self.config = config
         self.retry = retry or RetryPolicy()
         self._timeout = timeout_seconds
+        self._deadline = timeout_seconds if deadline_seconds is None else deadline_seconds
+        self._max_bytes = max_response_bytes
         self._clock = clock
         self._sleep = sleep
         self._extensions = (
@@ -91,7 +128,7 @@ class MetricsClient:
         if self._version is not None and fresh and not refresh:
             return self._version
         response = self._get(f"/apis/{GROUP}", what=f"the {GROUP} API group", group=True)
-        group = decode_group(response.content)
+        group = decode_group(response.body)
         served = {v.version for v in group.versions}
         for version in PREFERRED_VERSIONS:
             if version in served:
@@ -120,23 +157,26 @@ class MetricsClient:
         version = self.discover()
         try:
             url = f"/apis/{GROUP}/{version}/{path}"
-            return self._get(url, what=what, namespace=namespace).content
+            return self._get(url, what=what, namespace=namespace).body
         except MetricsApiNotFound:
             # The served version may have changed (an upgrade to v1): discover again, once.
             fresh = self.discover(refresh=True)
             url = f"/apis/{GROUP}/{fresh}/{path}"
-            return self._get(url, what=what, namespace=namespace).content
+            return self._get(url, what=what, namespace=namespace).body
 
     # --- one request, with retries --------------------------------------------------------
 
     def _get(
         self, url: str, *, what: str, group: bool = False, namespace: str | None = None
-    ) -> httpx.Response:
+    ) -> _Reply:
         started = self._clock()
+        budget_ends = started + self.retry.budget_seconds
         attempt = 0
         while True:
             try:
-                return self._attempt(url, what=what, group=group, namespace=namespace)
+                return self._attempt(
+                    url, what=what, group=group, namespace=namespace, budget_ends=budget_ends
+                )
             except MetricsApiError as exc:
                 credentials = self.config.credentials
                 delay = self.retry.next_delay(
@@ -162,19 +202,22 @@ class MetricsClient:
                 attempt += 1
 
     def _attempt(
-        self, url: str, *, what: str, group: bool, namespace: str | None
-    ) -> httpx.Response:
-        response = self._send(url, what)
+        self, url: str, *, what: str, group: bool, namespace: str | None, budget_ends: float
+    ) -> _Reply:
+        reply = self._send(url, what, budget_ends)
         credentials = self.config.credentials
-        if response.status_code == 401 and credentials is not None and credentials.refresh():
+        if reply.status == 401 and credentials is not None and credentials.refresh():
             # A rotated token or an expired plugin credential: the new one, straight away.
             log.info("the API server rejected the credentials; re-sending with fresh ones")
-            response = self._send(url, what)
-        if response.status_code >= 400:
-            self._raise_for(response, what, group=group, namespace=namespace)
-        return response
+            reply = self._send(url, what, budget_ends)
+        if 300 <= reply.status < 400:
+            self._redirected(reply, what)
+        if reply.status >= 400:
+            self._raise_for(reply, what, group=group, namespace=namespace)
+        return reply
 
-    def _send(self, url: str, what: str) -> httpx.Response:
+    def _send(self, url: str, what: str, budget_ends: float) -> _Reply:
+        """One request, bounded by the deadline and the size limit."""
         headers: list[tuple[str, str]] = []
         credentials = self.config.credentials
         http = self._http
@@ -187,29 +230,96 @@ class MetricsClient:
                 http = self._http = self._build(certificate)
             headers = credentials.headers()
         assert http is not None
-        try:
-            return http.get(url, headers=headers, extensions=self._extensions)
-        except httpx.TimeoutException as exc:
+        seconds = min(self._deadline, budget_ends - self._clock())
+        if seconds <= 0:
             raise MetricsApiTimeout(
-                f"no answer from {self.config.server} within {self._timeout:g} s while reading "
-                f"{what}: the API server or metrics-server is overloaded or unreachable. Check "
-                "metrics-server (`kubectl -n kube-system get pods -l k8s-app=metrics-server`) "
-                "or raise RECORDER_REQUEST_TIMEOUT_SECONDS"
-            ) from exc
+                f"the retry budget of {self.retry.budget_seconds:g} s for reading {what} is "
+                "spent; the next poll tries again"
+            )
+        deadline = time.monotonic() + seconds
+        try:
+            with (
+                _until(deadline),
+                http.stream("GET", url, headers=headers, extensions=self._extensions) as response,
+            ):
+                limit = self._max_bytes if response.status_code < 300 else ERROR_BODY_BYTES
+                body = self._read_body(response, what, limit, deadline)
+                return _Reply(response.status_code, response.reason_phrase, response.headers, body)
+        except httpx.TimeoutException as exc:
+            raise self._timeout_error(what, seconds) from exc
         except httpx.TransportError as exc:
             tls_error = _ssl_cause(exc)
             if tls_error is not None:
                 raise MetricsApiTLSError(self._tls_message(tls_error)) from exc
             raise MetricsApiTransportError(self._transport_message(exc, what)) from exc
-        except httpx.DecodingError as exc:
-            raise MalformedResponseError(
-                f"the response for {what} from {self.config.server} could not be decompressed "
-                f"({exc}): it was cut short, or a proxy changed it"
-            ) from exc
         except httpx.RequestError as exc:
             raise MetricsApiTransportError(
                 f"reading {what} from {self.config.server} failed: {exc}"
             ) from exc
+
+    def _timeout_error(self, what: str, seconds: float) -> MetricsApiTimeout:
+        return MetricsApiTimeout(
+            f"no complete answer from {self.config.server} within {seconds:.3g} s while "
+            f"reading {what}: the API server or metrics-server is overloaded or unreachable, "
+            "or something in between sends the answer very slowly. Check metrics-server "
+            "(`kubectl -n kube-system get pods -l k8s-app=metrics-server`) or raise "
+            "RECORDER_REQUEST_TIMEOUT_SECONDS"
+        )
+
+    def _read_body(self, response: httpx.Response, what: str, limit: int, deadline: float) -> bytes:
+        """The body, inflated, or an error as soon as it passes ``limit`` or the deadline.
+
+        An error answer (``limit`` is then ``ERROR_BODY_BYTES``) is cut, not refused: its
+        status says what happened, the body only adds the API server's message.
+        """
+        error_answer = response.status_code >= 300
+        declared = response.headers.get("Content-Length", "")
+        if not error_answer and declared.isdigit() and int(declared) > limit:
+            raise self._too_large(what, f"announces {int(declared)} bytes (Content-Length)")
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity", *_INFLATED_ENCODINGS):
+            raise MalformedResponseError(
+                f"the response for {what} from {self.config.server} is encoded as "
+                f"{encoding!r}, which the recorder did not ask for (it accepts gzip): a proxy "
+                "in between changed it"
+            )
+        body = _BoundedBody(limit, inflate=encoding in _INFLATED_ENCODINGS)
+        try:
+            for chunk in response.iter_raw():
+                body.add(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the request's deadline has passed")
+            return body.finish()
+        except (_TooLarge, zlib.error) as exc:
+            if error_answer:  # its status tells the story; what could be read adds to it
+                return body.partial()
+            if isinstance(exc, _TooLarge):
+                raise self._too_large(what, str(exc)) from None
+            raise MalformedResponseError(
+                f"the response for {what} from {self.config.server} could not be decompressed "
+                f"({exc}): it was cut short, or a proxy changed it"
+            ) from exc
+
+    def _too_large(self, what: str, how: str) -> MetricsApiResponseTooLarge:
+        limit = self._max_bytes
+        return MetricsApiResponseTooLarge(
+            f"the response for {what} from {self.config.server} {how}: the limit is {limit} "
+            f"bytes ({limit / _MIB:.0f} MiB), and reading stopped there. A PodMetricsList "
+            "takes about 460 bytes per pod: if the cluster is that large, raise "
+            "RECORDER_MAX_RESPONSE_BYTES (and the memory limit with it), or read fewer pods "
+            "with --namespace; otherwise something other than the API server answers"
+        )
+
+    def _redirected(self, reply: _Reply, what: str) -> NoReturn:
+        location = reply.headers.get("Location") or "nowhere (no Location header)"
+        raise MetricsApiRedirected(
+            f"the server at {self.config.server} answered {reply.status} "
+            f"{reply.reason_phrase} redirecting to {location} while reading {what}: it is not "
+            "the Kubernetes API server (a login page, a load balancer or an ingress answers "
+            "there). Point --api-url or the kubeconfig's cluster server at the API server "
+            "itself; redirects are not followed, so credentials never go to another host",
+            status=reply.status,
+        )
 
     # --- building the HTTP client ---------------------------------------------------------
 
@@ -219,18 +329,25 @@ class MetricsClient:
 
     def _build(self, certificate: ClientCertificate | None) -> httpx.Client:
         config = self.config
-        verify: ssl.SSLContext | bool = True
         if config.server.startswith("https://"):
             verify = build_ssl_context(config.tls, certificate)
+        else:
+            verify = ssl.create_default_context()  # unused for http://, but never certifi's
+        proxy: httpx.Proxy | str | None = config.proxy
+        if config.proxy is not None and config.proxy.startswith("https://"):
+            # An https:// proxy is verified with the system trust store too, as the docs say.
+            proxy = httpx.Proxy(config.proxy, ssl_context=ssl.create_default_context())
         self._certificate = certificate
         try:
-            return httpx.Client(
+            client = httpx.Client(
                 base_url=config.server,
                 verify=verify,
-                proxy=config.proxy,
+                proxy=proxy,
                 timeout=self._timeout,
+                follow_redirects=False,
                 headers={
                     "Accept": "application/json",
+                    "Accept-Encoding": "gzip",
                     "User-Agent": f"kube-metrics-recorder/{__version__}",
                 },
             )
@@ -238,6 +355,12 @@ class MetricsClient:
             raise ConfigError(
                 f"proxy-url {config.proxy} needs SOCKS support: pip install 'httpx[socks]'"
             ) from exc
+        if not _bound_every_read(client):
+            log.warning(
+                "this httpx/httpcore version hides its connection pool: a request's deadline "
+                "is checked between body chunks only, not within each read"
+            )
+        return client
 
     # --- messages -------------------------------------------------------------------------
 
@@ -247,6 +370,9 @@ class MetricsClient:
     def _tls_message(self, error: ssl.SSLError) -> str:
         config = self.config
         name = f" (checking the name {config.tls.server_name!r})" if config.tls.server_name else ""
+        trusted = config.tls.ca_source
+        if config.tls.ca_pem is None and not config.tls.insecure:
+            trusted = system_trust_store()
         if isinstance(error, ssl.SSLCertVerificationError):
             detail = error.verify_message or error.reason or str(error)
             if error.verify_code in _NAME_MISMATCH:
@@ -262,11 +388,11 @@ class MetricsClient:
                 )
             return (
                 f"TLS verification of {config.server} failed ({detail}) using "
-                f"{config.tls.ca_source}{name}: {fix}"
+                f"{trusted}{name}: {fix}"
             )
         return (
             f"the TLS handshake with {config.server} failed ({error.reason or error}) using "
-            f"{config.tls.ca_source}{name}: if the server asks for a client certificate, check "
+            f"{trusted}{name}: if the server asks for a client certificate, check "
             "client-certificate(-data) and client-key(-data); otherwise check that the server "
             "speaks HTTPS on that port"
         )
@@ -288,10 +414,10 @@ class MetricsClient:
         return f"cannot reach the Kubernetes API at {config.server} ({config.source}): {exc}"
 
     def _raise_for(
-        self, response: httpx.Response, what: str, *, group: bool, namespace: str | None
+        self, response: _Reply, what: str, *, group: bool, namespace: str | None
     ) -> NoReturn:
-        status = response.status_code
-        body = decode_status(response.content)
+        status = response.status
+        body = decode_status(response.body)
         detail = f"; the API server says: {body.message}" if body and body.message else ""
         if status == 401:
             sent = "no credentials" if self.config.credentials is None else "credentials"
@@ -365,6 +491,186 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: _Reply) -> float | None:
     value = response.headers.get("Retry-After", "")
     return float(value) if value.isdigit() else None
+
+
+# --- one answer, read within bounds ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A whole answer: status line, headers and the (inflated) body."""
+
+    status: int
+    reason_phrase: str
+    headers: httpx.Headers
+    body: bytes
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BoundedBody:
+    """Collects a body, inflating gzip (several members, as Go reads them) or zlib with a
+    bound, and raises ``_TooLarge`` as soon as the wire bytes or the inflated bytes pass
+    ``limit``. zlib is asked for at most 1 MiB at a time and never for more than one byte
+    past the room left, so memory holds the limit plus a step, whatever the compression
+    ratio."""
+
+    def __init__(self, limit: int, *, inflate: bool) -> None:
+        self._limit = limit
+        self._sink = io.BytesIO()  # getvalue() hands over its buffer: no second copy
+        self._size = 0
+        self._wire = 0
+        self._inflater = zlib.decompressobj(_INFLATE_ANY) if inflate else None
+        self._pending = False
+
+    def add(self, chunk: bytes) -> None:
+        self._wire += len(chunk)
+        if self._inflater is None:
+            self._keep(chunk)
+        elif self._wire > self._limit:
+            raise _TooLarge(f"is more than {self._limit} bytes on the wire (compressed)")
+        else:
+            self._inflate(self._inflater, chunk)
+
+    def _inflate(self, inflater: zlib._Decompress, data: bytes) -> None:
+        while data or self._pending:
+            if inflater.eof:  # another gzip member follows the last one
+                inflater = self._inflater = zlib.decompressobj(_INFLATE_ANY)
+            step = min(self._limit - self._size + 1, _INFLATE_STEP)
+            out = inflater.decompress(data, step)
+            self._keep(out)
+            self._pending = len(out) == step and not inflater.eof  # zlib may hold more
+            data = inflater.unconsumed_tail or inflater.unused_data
+
+    def _keep(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._limit:
+            self._sink.write(data[: len(data) - (self._size - self._limit)])  # for partial()
+            if self._inflater is None:
+                raise _TooLarge(f"is more than {self._limit} bytes")
+            raise _TooLarge(
+                f"inflates to more than {self._limit} bytes (after {self._wire} compressed bytes)"
+            )
+        self._sink.write(data)
+
+    def finish(self) -> bytes:
+        if self._inflater is not None and self._wire:
+            self._keep(self._inflater.flush())
+            if not self._inflater.eof:
+                raise zlib.error("the compressed stream ends early")
+        return self._sink.getvalue()
+
+    def partial(self) -> bytes:
+        return self._sink.getvalue()
+
+
+# --- a deadline for every socket operation of a request ----------------------------------------
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "metrics_request_deadline", default=None
+)
+"""The ``time.monotonic()`` by which the current thread's request must be complete."""
+
+
+@contextmanager
+def _until(deadline: float) -> Iterator[None]:
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _left(timeout: float | None, expired: type[Exception]) -> float | None:
+    """``timeout`` shortened to what is left before the request's deadline."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the request's deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        wait = _left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, wait))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        wait = _left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._inner.connect_tcp(host, port, wait, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        wait = _left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_unix_socket(path, wait, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _bound_every_read(client: httpx.Client) -> bool:
+    """Put every connection pool of ``client`` (direct and through proxies) on a network
+    backend that stops each socket operation at the request's deadline.
+
+    httpx offers no parameter for the network backend, so this reaches into its transports
+    (``_transport``, ``_mounts``, ``_pool``) and httpcore's pools (``_network_backend``);
+    ``False`` when some version no longer has them. ``tests/integration/test_kube_limits.py``
+    fails then (a server dripping bytes would hold a request past its deadline)."""
+    transports = [getattr(client, "_transport", None)]
+    transports += list(getattr(client, "_mounts", {}).values())
+    bound = True
+    for transport in transports:
+        if transport is None:
+            continue  # a mount that routes around proxies
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if not isinstance(backend, httpcore.NetworkBackend):
+            bound = False
+        elif not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+    return bound

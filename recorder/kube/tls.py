@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from recorder.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,10 +59,23 @@ def build_ssl_context(tls: TlsSettings, certificate: ClientCertificate | None) -
                 f"{tls.ca_source} holds no usable PEM certificate ({exc}); fix it or remove it"
             ) from exc
     else:
-        context = httpx.create_ssl_context()
+        # The system trust store, as the README says: OpenSSL's default paths, which
+        # SSL_CERT_FILE and SSL_CERT_DIR override (httpx's own default would be certifi's).
+        context = ssl.create_default_context()
     if certificate is not None:
         load_client_certificate(context, certificate)
     return context
+
+
+def system_trust_store() -> str:
+    """Which files the system trust store is read from, in words, for error messages."""
+    paths = ssl.get_default_verify_paths()
+    found = [p for p in (paths.cafile, paths.capath) if p]
+    where = " and ".join(found) if found else "no CA file or folder found"
+    return (
+        f"the system trust store ({where}; {paths.openssl_cafile_env} or "
+        f"{paths.openssl_capath_env} choose others)"
+    )
 
 
 def load_client_certificate(context: ssl.SSLContext, certificate: ClientCertificate) -> None:
