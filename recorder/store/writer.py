@@ -136,27 +136,30 @@ class SampleWriter:
     def write(self, batch: Batch, now_ms: int, *, newer_only: bool = False) -> WriteResult:
         if not self._loaded:
             self.load()
-        samples, labels, rejected = self._checked(batch)
+        samples, labels, rejected, missing = self._checked(batch)
         try:
-            written, skipped = self._attempt(samples, labels, now_ms, newer_only)
+            written, skipped = self._attempt(samples, labels, now_ms, newer_only, missing)
         except BaseException as error:
             if not (isinstance(error, Exception) and is_content_error(error)):
                 # Another writer may have changed the database meanwhile: reload before the
                 # next write.
                 self.invalidate()
                 raise
+            checked = len(rejected)
             try:
-                isolation = self._isolate(samples, labels, now_ms, newer_only, rejected)
+                isolation = self._isolate(list(samples), labels, now_ms, newer_only, rejected)
             except BaseException:
                 self.invalidate()
                 raise
             written, skipped = isolation.written, isolation.skipped
             log.warning(
-                "the database refused part of a batch of %d %s samples (%s); wrote the rest "
-                "after %d attempts",
-                len(batch.samples),
+                "the database refused %d of %d %s samples and pods' labels (%s); wrote %d "
+                "samples after %d attempts",
+                len(rejected) - checked,
+                len(samples) + len(labels),
                 batch.kind.value,
                 first_line(error),
+                written,
                 isolation.attempts,
             )
         return WriteResult(written=written, skipped_duplicates=skipped, rejected=tuple(rejected))
@@ -165,31 +168,47 @@ class SampleWriter:
 
     def _checked(
         self, batch: Batch
-    ) -> tuple[list[Sample], dict[PodRef, Mapping[str, str]], list[Rejection]]:
-        """The samples and changed pod labels that fit their columns, and a rejection for each
-        one that does not. Series and labels already stored are known to fit."""
+    ) -> tuple[
+        Sequence[Sample], dict[PodRef, Mapping[str, str]], list[Rejection], dict[SeriesKey, int]
+    ]:
+        """The samples and changed pod labels that fit their columns, a rejection for each one
+        that does not, and the series not stored yet (with their first timestamp). Series and
+        labels already stored are known to fit. One pass when everything fits (the common
+        case), which also finds the new series that the first attempt would look up again."""
         known = self._ids
-        key_problems: dict[SeriesKey, tuple[str, str] | None] = {}
-        samples: list[Sample] = []
-        rejected: list[Rejection] = []
+        ts_min, ts_max, window_min, window_max = _TS_MIN, _TS_MAX, _WINDOW_MIN, _WINDOW_MAX
+        cpu_min, cpu_max, memory_min, memory_max = _CPU_MIN, _CPU_MAX, _MEMORY_MIN, _MEMORY_MAX
+        missing: dict[SeriesKey, int] = {}
+        fits = True
         for sample in batch.samples:
             key = sample.key
-            if key not in known:
-                if key not in key_problems:
-                    key_problems[key] = _key_problem(key)
-                problem = key_problems[key]
+            if key not in known and key not in missing:
+                missing[key] = sample.timestamp_ms
+            if not (
+                ts_min <= sample.timestamp_ms <= ts_max
+                and window_min <= sample.window_ms <= window_max
+                and cpu_min <= sample.cpu_nanocores <= cpu_max
+                and memory_min <= sample.memory_bytes <= memory_max
+            ):
+                fits = False
+        key_problems = {key: p for key in missing if (p := _key_problem(key)) is not None}
+        rejected: list[Rejection] = []
+        samples: Sequence[Sample] = batch.samples
+        if key_problems or not fits:
+            kept: list[Sample] = []
+            missing = {}
+            for sample in batch.samples:
+                key = sample.key
+                problem = key_problems.get(key)
+                if problem is None and _value_problem(sample) is not None:
+                    problem = (OUT_OF_RANGE, str(_value_problem(sample)))
                 if problem is not None:
                     rejected.append(_sample_rejection(sample, *problem))
                     continue
-            if not (
-                _TS_MIN <= sample.timestamp_ms <= _TS_MAX
-                and _WINDOW_MIN <= sample.window_ms <= _WINDOW_MAX
-                and _CPU_MIN <= sample.cpu_nanocores <= _CPU_MAX
-                and _MEMORY_MIN <= sample.memory_bytes <= _MEMORY_MAX
-            ):
-                rejected.append(_sample_rejection(sample, OUT_OF_RANGE, _value_problem(sample)))
-                continue
-            samples.append(sample)
+                if key not in known and key not in missing:
+                    missing[key] = sample.timestamp_ms
+                kept.append(sample)
+            samples = kept
         labels: dict[PodRef, Mapping[str, str]] = {}
         for ref, pod_labels in self._changed_labels(batch.pod_labels).items():
             label_problem = _labels_problem(ref, pod_labels)
@@ -197,7 +216,7 @@ class SampleWriter:
                 labels[ref] = pod_labels
             else:
                 rejected.append(_labels_rejection((ref, pod_labels), *label_problem))
-        return samples, labels, rejected
+        return samples, labels, rejected, missing
 
     # --- one attempt: one transaction ----------------------------------------------------------
 
@@ -207,12 +226,14 @@ class SampleWriter:
         labels: Mapping[PodRef, Mapping[str, str]],
         now_ms: int,
         newer_only: bool,
+        missing: Mapping[SeriesKey, int] | None = None,
     ) -> tuple[int, int]:
         """Write ``samples`` and ``labels`` in one transaction; the in-memory maps learn what it
-        wrote only once it has committed."""
+        wrote only once it has committed. ``missing``: the series of ``samples`` not stored
+        yet, when the caller knows them."""
         try:
             with self._engine.begin() as conn:
-                ids = self._resolve_ids(conn, samples)
+                ids = self._resolve_ids(conn, samples, missing)
                 rows, newest, below = self._fresh_rows(samples, ids, newer_only)
                 if rows:
                     self._head.append(conn, rows)
@@ -271,13 +292,19 @@ class SampleWriter:
             rows.append((ts, sid, sample.window_ms, sample.cpu_nanocores, sample.memory_bytes))
         return rows, newest, below
 
-    def _resolve_ids(self, conn: Connection, samples: Sequence[Sample]) -> dict[SeriesKey, int]:
+    def _resolve_ids(
+        self,
+        conn: Connection,
+        samples: Sequence[Sample],
+        missing: Mapping[SeriesKey, int] | None = None,
+    ) -> dict[SeriesKey, int]:
         """Ids of every series of ``samples``, inserting the new ones. Returns a new map when
         series were added (the caller keeps it once the transaction has committed)."""
-        missing: dict[SeriesKey, int] = {}
-        for sample in samples:
-            if sample.key not in self._ids and sample.key not in missing:
-                missing[sample.key] = sample.timestamp_ms
+        if missing is None:
+            missing = {}
+            for sample in samples:
+                if sample.key not in self._ids and sample.key not in missing:
+                    missing[sample.key] = sample.timestamp_ms
         if not missing:
             return self._ids
         s = schema.series
@@ -444,11 +471,11 @@ def _key_problem(key: SeriesKey) -> tuple[str, str] | None:
         if len(value) > length:
             return OUT_OF_RANGE, f"{name} has {len(value)} characters; the column holds {length}"
         if _BAD_TEXT.search(value):
-            return INVALID_TEXT, f"{name} {_shown(value)!r} holds NUL or a lone surrogate"
+            return INVALID_TEXT, f"{name} '{_shown(value)}' holds NUL or a lone surrogate"
     return None
 
 
-def _value_problem(sample: Sample) -> str:
+def _value_problem(sample: Sample) -> str | None:
     for name, value, low, high in (
         ("timestamp_ms", sample.timestamp_ms, _TS_MIN, _TS_MAX),
         ("window_ms", sample.window_ms, _WINDOW_MIN, _WINDOW_MAX),
@@ -457,7 +484,7 @@ def _value_problem(sample: Sample) -> str:
     ):
         if not low <= value <= high:
             return f"{name} {value} is outside the column's range [{low}, {high}]"
-    return "a value is outside its column's range"
+    return None
 
 
 def _labels_problem(ref: PodRef, labels: Mapping[str, str]) -> tuple[str, str] | None:
@@ -470,5 +497,5 @@ def _labels_problem(ref: PodRef, labels: Mapping[str, str]) -> tuple[str, str] |
             return OUT_OF_RANGE, f"{name} has {len(value)} characters; the column holds {length}"
     for text in (namespace, pod, *labels.keys(), *labels.values()):
         if _BAD_TEXT.search(text):
-            return INVALID_TEXT, f"{_shown(text)!r} holds NUL or a lone surrogate"
+            return INVALID_TEXT, f"'{_shown(text)}' holds NUL or a lone surrogate"
     return None

@@ -1,0 +1,353 @@
+"""Faults of the store stay where they start, on real databases.
+
+Figures each test proves:
+- unstorable values (a 600 h window, 2^63 cores, a 254-character name, a 64-character
+  namespace) among 200 good samples: 200 stored, 6 rejected, none sent;
+- a 5,000-character name, a NUL in a name and a NUL in a label value among 1,000 good samples:
+  1,000 stored, 3 rejected; later batches written normally (before: every write stopped);
+- rows the database itself refuses (a rule the writer does not know) among 1,000 good samples:
+  1,000 stored, 4 samples and 1 pod's labels rejected by bisection in a bounded number of
+  attempts;
+- a locked SQLite file fails a write transiently after the busy timeout (0.5 s here), a held
+  PostgreSQL lock after lock_timeout (0.5 s here); both write normally afterwards;
+- a private PostgreSQL stopped: the write fails at once (``StoreUnavailable``); started again:
+  written; frozen: a new connection fails within the connect timeout (2 s), a ping within its
+  deadline (1 s); thawed: written.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import sqlalchemy
+from sqlalchemy import func, select
+
+from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.errors import StoreError, StoreUnavailable
+from recorder.store import Store, open_store, schema
+from recorder.store.engine import is_content_error
+from recorder.store.writer import DATABASE_REJECTED, INVALID_TEXT, MAX_ISOLATED, OUT_OF_RANGE
+from tests.pgcluster import PgCluster, running_cluster, wait_until
+
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = open_store(database_url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def good(count: int, ts: int = T0) -> list[Sample]:
+    return [
+        Sample(
+            SeriesKey.for_container("shop", f"web-{i % 50}", f"c{i // 50}"),
+            ts,
+            15_000,
+            1_000 + i,
+            i,
+        )
+        for i in range(count)
+    ]
+
+
+def head_count(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(schema.samples_head)).scalar_one())
+
+
+def series_names(store: Store) -> set[str]:
+    with store.engine.connect() as conn:
+        return set(conn.execute(select(schema.series.c.pod)).scalars())
+
+
+def test_unstorable_values_are_rejected_alone_and_never_sent(store: Store) -> None:
+    bad = [
+        Sample(SeriesKey.for_container("shop", "w", "long-window"), T0, 600 * 3_600_000, 1, 1),
+        Sample(SeriesKey.for_container("shop", "w", "cpu"), T0, 1, 2**63, 1),
+        Sample(SeriesKey.for_container("shop", "w", "memory"), T0, 1, 1, -(2**63) - 1),
+        Sample(SeriesKey.for_container("shop", "w", "ts"), 2**63, 1, 1, 1),
+        Sample(SeriesKey.for_container("shop", "w", "x" * 254), T0, 1, 1, 1),
+        Sample(SeriesKey.for_container("n" * 64, "w", "app"), T0, 1, 1, 1),
+    ]
+    samples = good(100) + bad + good(100, T0 + 15_000)
+    result = store.write(Batch(Kind.CONTAINER, tuple(samples)), now_ms=T0)
+    assert (result.written, result.skipped_duplicates) == (200, 0)
+    assert [(r.reason, r.name.split("/")[-1][:12]) for r in result.rejected] == [
+        (OUT_OF_RANGE, "long-window"),
+        (OUT_OF_RANGE, "cpu"),
+        (OUT_OF_RANGE, "memory"),
+        (OUT_OF_RANGE, "ts"),
+        (OUT_OF_RANGE, "xxxxxxxxxxxx"),
+        (OUT_OF_RANGE, "app"),
+    ]
+    assert result.rejected[0].detail == (
+        "window_ms 2160000000 is outside the column's range [-2147483648, 2147483647]"
+    )
+    assert "254 characters" in result.rejected[4].detail
+    assert len(result.rejected[4].name) < 120  # the name is shown cut, not 254 characters
+    assert head_count(store) == 200
+    assert series_names(store) == {f"web-{i}" for i in range(50)}  # nothing of "w" was sent
+
+
+def test_a_refused_name_or_label_does_not_stop_writing(store: Store) -> None:
+    """Issue 10 row 3: a 5,000-character or NUL-containing name used to stop every write."""
+    long_name = SeriesKey.for_container("shop", "p" * 5_000, "app")
+    nul_name = SeriesKey.for_container("shop", "nul", "a\x00b")
+    samples = [*good(500), Sample(long_name, T0, 1, 1, 1), Sample(nul_name, T0, 1, 1, 1)]
+    samples += good(500, T0 + 15_000)
+    labels = {("shop", f"web-{i}"): {"app": "web"} for i in range(50)}
+    labels[("shop", "web-7")] = {"app": "we\x00b"}
+    result = store.write(Batch(Kind.CONTAINER, tuple(samples), labels), now_ms=T0)
+    assert result.written == 1_000
+    assert sorted((r.reason, r.name, r.detail) for r in result.rejected) == [
+        (INVALID_TEXT, "nul/a\\x00b", "container 'a\\x00b' holds NUL or a lone surrogate"),
+        (INVALID_TEXT, "web-7", "labels: 'we\\x00b' holds NUL or a lone surrogate"),
+        (
+            OUT_OF_RANGE,
+            f"{'p' * 80}... (5000 characters)/app",
+            "pod has 5000 characters; the column holds 253",
+        ),
+    ]
+    assert head_count(store) == 1_000
+    later = store.write(Batch(Kind.CONTAINER, tuple(good(1_000, T0 + 30_000))), now_ms=T0)
+    assert (later.written, later.rejected) == (1_000, ())
+    with store.engine.connect() as conn:
+        stored_labels = conn.execute(select(func.count()).select_from(schema.pod_labels))
+        assert stored_labels.scalar_one() == 49
+
+
+def refuse_in_database(store: Store) -> None:
+    """Rules the writer's checks know nothing of: the database refuses CPU 666, the pod
+    "poison" and any labels holding "refuse"."""
+    with store.engine.begin() as conn:
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql(
+                "ALTER TABLE samples_head ADD CONSTRAINT no_666 CHECK (cpu_nanocores <> 666)"
+            )
+            conn.exec_driver_sql(
+                "ALTER TABLE series ADD CONSTRAINT no_poison CHECK (pod <> 'poison')"
+            )
+            conn.exec_driver_sql(
+                "ALTER TABLE pod_labels ADD CONSTRAINT no_refuse "
+                "CHECK (labels_json NOT LIKE '%%refuse%%')"
+            )
+            return
+        for table, condition in (
+            ("samples_head", "NEW.cpu_nanocores = 666"),
+            ("series", "NEW.pod = 'poison'"),
+            ("pod_labels", "NEW.labels_json LIKE '%refuse%'"),
+        ):
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} WHEN {condition} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} refused by a test rule'); END"
+            )
+
+
+def test_rows_the_database_refuses_are_found_by_bisection(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    refuse_in_database(store)
+    offenders = [
+        Sample(SeriesKey.for_container("shop", "web-1", "c1"), T0 + 1, 15_000, 666, 1),
+        Sample(SeriesKey.for_container("shop", "poison", "app"), T0, 15_000, 1, 1),
+        Sample(SeriesKey.for_container("shop", "web-2", "c3"), T0 + 2, 15_000, 666, 1),
+        Sample(SeriesKey.for_node("node-a"), T0, 15_000, 666, 1),
+    ]
+    samples = good(300) + offenders[:2] + good(400, T0 + 15_000) + offenders[2:]
+    samples += good(300, T0 + 30_000)
+    labels = {("shop", "web-1"): {"app": "web"}, ("shop", "web-2"): {"app": "refuse"}}
+    with caplog.at_level(logging.WARNING, logger="recorder.store.writer"):
+        result = store.write(Batch(Kind.CONTAINER, tuple(samples), labels), now_ms=T0)
+    assert result.written == 1_000
+    assert len(result.rejected) == 5
+    assert {r.reason for r in result.rejected} == {DATABASE_REJECTED}
+    assert sorted(r.name for r in result.rejected) == [
+        "node-a",
+        "poison/app",
+        "web-1/c1",
+        "web-2",
+        "web-2/c3",
+    ]
+    for rejection in result.rejected:
+        # The database's first message line only: no SQL, no parameters, no row values.
+        assert "\n" not in rejection.detail and "[SQL" not in rejection.detail
+        assert (
+            "no_666" in rejection.detail
+            or "refused" in rejection.detail
+            or ("no_poison" in rejection.detail or "no_refuse" in rejection.detail)
+        )
+    assert [r.detail.startswith("labels: ") for r in result.rejected].count(True) == 1
+    attempts = int(caplog.records[-1].getMessage().rsplit("after ", 1)[1].split()[0])
+    assert attempts <= 2 * 5 * 11 + 2  # 5 offenders, log2(1004) < 11 levels, both halves
+    assert head_count(store) == 1_000
+    assert "poison" not in series_names(store)
+    later = store.write(Batch(Kind.CONTAINER, tuple(good(1_000, T0 + 45_000))), now_ms=T0)
+    assert (later.written, later.rejected) == (1_000, ())
+
+
+def test_a_database_that_refuses_everything_costs_bounded_attempts(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    refuse_in_database(store)
+    samples = [Sample(SeriesKey.for_node(f"n{i}"), T0, 1, 666, 1) for i in range(2_000)]
+    with caplog.at_level(logging.WARNING, logger="recorder.store.writer"):
+        result = store.write(Batch(Kind.NODE, tuple(samples)), now_ms=T0)
+    assert (result.written, len(result.rejected)) == (0, 2_000)
+    attempts = int(caplog.records[-1].getMessage().rsplit("after ", 1)[1].split()[0])
+    assert attempts <= 2 * MAX_ISOLATED * 11 + 2
+
+
+def test_driver_and_database_refusals_are_content_errors(postgres_url: str, tmp_path) -> None:
+    engine = sqlalchemy.create_engine(postgres_url)
+    errors: list[BaseException] = []
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (name varchar(253), n int4)")
+    for statement, value in (
+        ("INSERT INTO t (name) VALUES (%s)", "x" * 5_000),  # value too long: server side
+        ("INSERT INTO t (name) VALUES (%s)", "a\x00b"),  # NUL: psycopg refuses it client side
+        ("INSERT INTO t (n) VALUES (%s)", 2**40),  # out of range for int4
+    ):
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as caught, engine.begin() as conn:
+            conn.exec_driver_sql(statement, (value,))
+        errors.append(caught.value)
+    engine.dispose()
+    lite = sqlite3.connect(tmp_path / "x.db")
+    with pytest.raises(OverflowError) as overflow:
+        lite.execute("SELECT ?", (2**64,))
+    lite.close()
+    errors.append(overflow.value)
+    assert [is_content_error(e) for e in errors] == [True] * 4
+    assert isinstance(errors[1], sqlalchemy.exc.DataError)
+    assert isinstance(errors[1].orig, psycopg.DataError)
+
+
+def test_a_locked_sqlite_file_fails_transiently_after_the_busy_timeout(sqlite_url: str) -> None:
+    store = open_store(sqlite_url, sqlite_busy_timeout_seconds=0.5)
+    store.migrate()
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    begun = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=r"database is locked.*busy timeout"):
+        store.write(Batch(Kind.NODE, tuple(good(1))), now_ms=T0)
+    assert 0.4 < time.monotonic() - begun < 3
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert store.write(Batch(Kind.NODE, tuple(good(1))), now_ms=T0).written == 1
+    store.close()
+
+
+def test_postgres_write_and_maintenance_connections_carry_server_side_timeouts(
+    postgres_url: str,
+) -> None:
+    store = open_store(postgres_url, lock_timeout_seconds=0.5, statement_timeout_seconds=20)
+    store.migrate()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "20s"
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "500ms"
+        client = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+        assert (client["connect_timeout"], client["keepalives_idle"]) == ("5", "30")
+    holder = sqlalchemy.create_engine(postgres_url)
+    with holder.connect() as conn:
+        conn.exec_driver_sql("LOCK TABLE samples_head IN ACCESS EXCLUSIVE MODE")
+        begun = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="lock_timeout"):
+            store.write(Batch(Kind.CONTAINER, tuple(good(10))), now_ms=T0)
+        assert time.monotonic() - begun < 3
+        conn.rollback()
+    holder.dispose()
+    assert store.write(Batch(Kind.CONTAINER, tuple(good(10))), now_ms=T0).written == 10
+    store.close()
+
+
+def test_a_missing_schema_is_an_operator_error_not_a_transient_one(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE pod_labels")
+    with pytest.raises(StoreError, match="recorder migrate") as caught:
+        store.write(Batch(Kind.CONTAINER, tuple(good(1)), {("shop", "web-0"): {}}), now_ms=T0)
+    assert not isinstance(caught.value, StoreUnavailable)
+
+
+# --- a private PostgreSQL: outage and freeze ------------------------------------------------
+
+
+@pytest.fixture
+def cluster() -> Iterator[PgCluster]:
+    with running_cluster() as started:
+        yield started
+
+
+def test_postgres_outage_fails_writes_at_once_and_recovers(cluster: PgCluster) -> None:
+    store = open_store(cluster.url, connect_timeout_seconds=2)
+    store.migrate()
+    assert store.write(Batch(Kind.NODE, tuple(good(5))), now_ms=T0).written == 5
+    cluster.stop()
+    begun = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="reachable"):
+        store.write(Batch(Kind.NODE, tuple(good(5, T0 + 1))), now_ms=T0)
+    assert time.monotonic() - begun < 2.5
+    with pytest.raises(StoreUnavailable):
+        store.ping(timeout_seconds=2)
+    cluster.start()
+    assert store.write(Batch(Kind.NODE, tuple(good(5, T0 + 1))), now_ms=T0).written == 5
+    assert head_count(store) == 10
+    store.close()
+
+
+def test_frozen_postgres_fails_new_connections_and_pings_within_their_deadlines(
+    cluster: PgCluster,
+) -> None:
+    store = open_store(cluster.url, connect_timeout_seconds=2)
+    store.migrate()
+    store.ping()
+    cluster.freeze()
+    try:
+        fresh = open_store(cluster.url, connect_timeout_seconds=2)
+        begun = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="reachable"):
+            fresh.write(Batch(Kind.NODE, tuple(good(5))), now_ms=T0)
+        assert time.monotonic() - begun < 3.5
+        fresh.close()
+        begun = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="no answer within 1s"):
+            store.ping(timeout_seconds=1)  # a pooled connection: the server never answers
+        with pytest.raises(StoreUnavailable, match="previous check has not returned"):
+            store.ping(timeout_seconds=1)
+        assert time.monotonic() - begun < 2
+    finally:
+        cluster.thaw()
+    assert wait_until(lambda: _pings(store), timeout=10)
+    assert store.write(Batch(Kind.NODE, tuple(good(5))), now_ms=T0).written == 5
+    store.close()
+
+
+def _pings(store: Store) -> bool:
+    try:
+        store.ping(timeout_seconds=2)
+    except StoreUnavailable:
+        return False
+    return True
+
+
+def test_ping_threads_do_not_pile_up(cluster: PgCluster) -> None:
+    store = open_store(cluster.url, connect_timeout_seconds=2)
+    store.ping()
+    before = threading.active_count()
+    cluster.freeze()
+    try:
+        for _ in range(5):
+            with pytest.raises(StoreUnavailable):
+                store.ping(timeout_seconds=0.2)
+        assert threading.active_count() <= before + 1
+    finally:
+        cluster.thaw()
+    assert wait_until(lambda: _pings(store), timeout=10)
+    store.close()
