@@ -2,7 +2,9 @@
 
 Every field is optional here on purpose: a missing or null field is reported per item by
 ``normalize`` with a precise reason instead of failing the whole list. Only values of the wrong
-JSON type fail decoding, and ``decode`` then falls back to item-by-item decoding.
+JSON type fail decoding, and ``decode`` then falls back to item-by-item decoding. Fields the
+recorder does not use (a list's ``apiVersion``, ``metadata.creationTimestamp``) are left out:
+msgspec skips them unchecked, so an odd value there costs nothing.
 """
 
 from __future__ import annotations
@@ -37,13 +39,11 @@ class PodMetrics(msgspec.Struct, gc=False):
 
 class NodeMetricsList(msgspec.Struct, gc=False):
     kind: str | None = None
-    apiVersion: str | None = None
     items: list[NodeMetrics] | None = None
 
 
 class PodMetricsList(msgspec.Struct, gc=False):
     kind: str | None = None
-    apiVersion: str | None = None
     items: list[PodMetrics] | None = None
 
 
@@ -51,7 +51,6 @@ class RawList(msgspec.Struct, gc=False):
     """A list whose items are kept undecoded, for the item-by-item fallback."""
 
     kind: str | None = None
-    apiVersion: str | None = None
     items: list[msgspec.Raw] | None = None
 
 
