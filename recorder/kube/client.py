@@ -278,6 +278,8 @@ class MetricsClient:
             raise self._too_large(what, f"announces {int(declared)} bytes (Content-Length)")
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity", *_INFLATED_ENCODINGS):
+            if error_answer:
+                return b""
             raise MalformedResponseError(
                 f"the response for {what} from {self.config.server} is encoded as "
                 f"{encoding!r}, which the recorder did not ask for (it accepts gzip): a proxy "

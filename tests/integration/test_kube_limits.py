@@ -271,6 +271,16 @@ def test_a_gzip_body_cut_short_is_malformed() -> None:
             client.list_nodes()
 
 
+def test_an_encoding_that_was_not_asked_for_is_malformed() -> None:
+    def brotli(conn: Connection) -> None:
+        conn.head("200 OK", "Content-Encoding: br", f"Content-Length: {len(NODES)}")
+        conn.send(NODES)
+
+    with serving(answering(brotli)) as server, client_for(server) as client:
+        with pytest.raises(MalformedResponseError, match="encoded as 'br'"):
+            client.list_nodes()
+
+
 def test_a_content_length_over_the_limit_is_refused_before_reading() -> None:
     """Figure: 10 GiB announced, 0 body bytes read, refused at once."""
     body_sent = threading.Event()
