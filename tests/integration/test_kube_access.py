@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from recorder.buffer import WriteQueue
 from recorder.errors import (
     CredentialsError,
     MalformedResponseError,
@@ -31,12 +32,11 @@ from recorder.errors import (
     MetricsApiUnavailable,
 )
 from recorder.exporter import SnapshotHolder, build_registry
+from recorder.flusher import Flusher
 from recorder.kube.client import MetricsClient
 from recorder.kube.config import ClusterConfig, Sources, load_cluster_config
 from recorder.kube.decode import decode_node_list, decode_pod_list
 from recorder.kube.retry import RetryPolicy
-from recorder.buffer import WriteQueue
-from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.simulator.access import Identity
 from recorder.simulator.tls import CertificateAuthority
@@ -449,7 +449,9 @@ def poll_with(
     try:
         holder = SnapshotHolder()
         registry, metrics = build_registry(holder)
-        report = Poller(client, Flusher(WriteQueue(), store, metrics), holder, metrics, **kwargs).poll_once()
+        report = Poller(
+            client, Flusher(WriteQueue(), store, metrics), holder, metrics, **kwargs
+        ).poll_once()
     finally:
         store.close()
     return report, registry
