@@ -160,8 +160,11 @@ def container_violations(objs: list[Obj]) -> list[str]:
         problems += _probe_violations(where, role, container)
         problems += _image_violations(where, container)
         mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
-        if "/tmp" not in mounts or not mounts <= {"/tmp", "/data"}:
-            problems.append(f"{where}: writable mounts {mounts}, want /tmp (and /data)")
+        allowed = {"/tmp", "/data", "/var/lib/recorder/spool"}
+        if "/tmp" not in mounts or not mounts <= allowed:
+            problems.append(
+                f"{where}: writable mounts {mounts}, want /tmp (and /data or the spool folder)"
+            )
     return problems
 
 

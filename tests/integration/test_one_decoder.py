@@ -24,7 +24,9 @@ def test_simulator_bodies_decode_to_the_models_samples(legacy: bool, version: st
     assert (nodes_reply.status, pods_reply.status) == (200, 200)
     nodes, bad_nodes = decode_node_list(nodes_reply.body)
     pods, bad_pods = decode_pod_list(pods_reply.body)
-    node_batch, pod_batch = normalize_nodes(nodes), normalize_pods(pods)
+    now_ms = int(START * 1000)
+    node_batch = normalize_nodes(nodes, now_ms=now_ms)
+    pod_batch = normalize_pods(pods, now_ms=now_ms)
     assert bad_nodes == bad_pods == [] and node_batch.rejections == pod_batch.rejections == ()
     assert (*node_batch.samples, *pod_batch.samples) == model.samples(START)
     if not legacy:

@@ -18,7 +18,7 @@ INTERVAL = 30.0
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1_000_000.0
+        self.now = 1_800_000_000.0  # after the fixtures: their samples are not in the future
 
     def __call__(self) -> float:
         return self.now
