@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recorder.errors import MetricsApiForbidden
+from recorder.domain import Batch, WriteResult
+from recorder.errors import MetricsApiForbidden, StoreError
 from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
 from recorder.buffer import WriteQueue
 from recorder.flusher import Flusher
@@ -32,11 +33,27 @@ class FlakySource:
         return (FIXTURES / "odd_pods.json").read_bytes()
 
 
-def populated_registry(store: Store) -> RecorderRegistry:
+class FailingSink:
+    """A database that is down: every write fails for a transient reason."""
+
+    def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
+        raise StoreError("the database is down")
+
+
+def populated_registry(store: Store, *, process_collectors: bool = True) -> RecorderRegistry:
     holder = SnapshotHolder(30.0)
-    registry, metrics = build_registry(holder)
+    registry, metrics = build_registry(holder, process_collectors=process_collectors)
+    # A database outage first: a failed write, a batch dropped from a tiny buffer.
+    down = WriteQueue(
+        memory_bytes=64, on_drop=lambda n, why: metrics.samples_dropped.labels(reason=why).inc(n)
+    )
+    assert (
+        not Poller(FlakySource(), Flusher(down, FailingSink(), metrics), holder, metrics)
+        .poll_once()
+        .ok
+    )
     poller = Poller(FlakySource(), Flusher(WriteQueue(), store, metrics), holder, metrics)
-    assert not poller.poll_once().ok
+    poller.poll_once()
     assert poller.poll_once().ok
     assert maintain_logged(store, metrics) is not None
     registry.exposition(openmetrics=False, gzip=False)  # observes a render duration
