@@ -45,7 +45,9 @@ def pod(name: str, **changes: Any) -> dict[str, Any]:
 
 
 def body(kind: str, items: list[dict[str, Any]]) -> bytes:
-    return json.dumps({"kind": kind, "apiVersion": "metrics.k8s.io/v1beta1", "items": items}).encode()
+    return json.dumps(
+        {"kind": kind, "apiVersion": "metrics.k8s.io/v1beta1", "items": items}
+    ).encode()
 
 
 class Source:

@@ -30,10 +30,10 @@ Figure = Callable[..., None]
 
 def wait_for_samples(database_url: str, count: int, timeout: float = 30) -> None:
     wait_for(
-        lambda: all(
-            len(set(v)) >= count for v in stored_timestamps(database_url).values()
-        )
-        and bool(stored_timestamps(database_url)),
+        lambda: (
+            all(len(set(v)) >= count for v in stored_timestamps(database_url).values())
+            and bool(stored_timestamps(database_url))
+        ),
         timeout,
         f"{count} resolutions of every node to be stored",
     )
@@ -295,3 +295,45 @@ def test_a_killed_worker_is_restarted_and_probes_never_fail(
     assert code == 0, output
     assert restarts == 1 and probe.failures == 0
     assert gaps(after) == 0
+
+
+def test_compaction_never_stops_fetching(tmp_path: Path, simulator: str, figure: Figure) -> None:
+    from recorder.domain import Batch, Kind, Sample, SeriesKey
+    from recorder.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'rec.db'}"
+    store = open_store(url)
+    store.migrate()
+    two_hours_ago = (int(time.time()) // 3600 - 2) * 3600 * 1000
+    keys = [SeriesKey.for_container("old", f"pod-{i}", "app") for i in range(400)]
+    for step in range(0, 7_200_000, 7_200):  # two closed blocks of 1,000 samples a series
+        at = two_hours_ago + step
+        samples = tuple(Sample(k, at, 7_200, 1_000_000 + i, 1 << 20) for i, k in enumerate(keys))
+        store.write(Batch(Kind.CONTAINER, samples), now_ms=at)
+    store.close()
+    env = {"RECORDER_MAINTENANCE_INTERVAL": "3s"}
+    with running(tmp_path, simulator, url, env=env) as service:
+        polls_before = service.metric("recorder_polls_total", resource="nodes")
+        begun = time.monotonic()
+        wait_for(
+            lambda: service.metric("recorder_compaction_duration_seconds_count") >= 1,
+            60,
+            "the first compaction",
+        )
+        elapsed = time.monotonic() - begun
+        compaction = service.metric("recorder_compaction_duration_seconds_sum")
+        polls_during = service.metric("recorder_polls_total", resource="nodes") - polls_before
+        time.sleep(1.5)
+        code, _ = service.terminate()
+    stored = stored_timestamps(url)
+    figure(
+        compacted_samples=400 * 1000,
+        compaction_seconds=round(compaction, 2),
+        polls_in_that_time=polls_during,
+        polls_expected=round(elapsed / 0.25),
+        lost=gaps(stored),
+    )
+    assert code == 0
+    assert compaction > 0.5  # long enough to have skipped polls before
+    assert polls_during >= 0.8 * elapsed / 0.25
+    assert gaps(stored) == 0 and duplicates(stored) == 0
