@@ -41,6 +41,9 @@ from recorder.store.head import Head, HeadRow
 log = logging.getLogger(__name__)
 
 _LOOKUP_CHUNK = 500
+LOAD_STATEMENT_TIMEOUT_MS = 600_000
+"""Rebuilding the maps scans the whole head once (seconds at the largest clusters): it gets
+more than a write's statement timeout, or a large head would fail every write after a restart."""
 MAX_ISOLATED = 64
 """Refused items a batch's isolation finds one by one; past that, each group the database
 still refuses is rejected whole, so a database that refuses everything costs a bounded number
@@ -99,6 +102,8 @@ class SampleWriter:
         """Rebuild the in-memory maps from the database (at start, and after a failure)."""
         s, h, pl = schema.series, schema.samples_head, schema.pod_labels
         with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {LOAD_STATEMENT_TIMEOUT_MS}")
             ids = {
                 SeriesKey(Kind(kind), node, namespace, pod, container): sid
                 for sid, kind, node, namespace, pod, container in conn.execute(
