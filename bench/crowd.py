@@ -172,14 +172,17 @@ def run_one(database: str, args: argparse.Namespace) -> dict[str, float | str]:
             url = f"sqlite:///{Path(folder) / 'crowd.db'}"
         else:
             admin_url = os.environ.get(
-                "RECORDER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+                "RECORDER_TEST_POSTGRES_URL",
+                "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
             )
             name = f"recorder_crowd_{uuid.uuid4().hex[:8]}"
             admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            url = sqlalchemy.engine.make_url(admin_url).set(database=name).render_as_string(
-                hide_password=False
+            url = (
+                sqlalchemy.engine.make_url(admin_url)
+                .set(database=name)
+                .render_as_string(hide_password=False)
             )
         try:
             return measure(url, database, folder, args)
@@ -190,7 +193,9 @@ def run_one(database: str, args: argparse.Namespace) -> dict[str, float | str]:
                 admin.dispose()
 
 
-def measure(url: str, database: str, folder: str, args: argparse.Namespace) -> dict[str, float | str]:
+def measure(
+    url: str, database: str, folder: str, args: argparse.Namespace
+) -> dict[str, float | str]:
     namespaces = prefill(url, args.pods)
     sim_port, port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECORDER_", "KUBE"))}
@@ -201,7 +206,7 @@ def measure(url: str, database: str, folder: str, args: argparse.Namespace) -> d
         env=env,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    log = open(Path(folder) / "recorder.log", "wb")  # noqa: SIM115
+    log = open(Path(folder) / "recorder.log", "wb")
     recorder = subprocess.Popen(
         [sys.executable, "-m", "recorder", "run", "--api-url", f"http://127.0.0.1:{sim_port}",
          "--database-url", url, "--interval", "1s", "--listen", f"127.0.0.1:{port}",

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import httpx
 
+from recorder.buffer import WriteQueue
 from recorder.exporter import SnapshotHolder, build_registry
+from recorder.flusher import Flusher
 from recorder.kube.client import MetricsClient
 from recorder.kube.config import ClusterConfig
-from recorder.buffer import WriteQueue
-from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.store import open_store
 

@@ -121,7 +121,7 @@ class Spool:
         self.max_bytes = max_bytes
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._lock_file = open(directory / "lock", "a+b")  # noqa: SIM115 (held open)
+            self._lock_file = open(directory / "lock", "a+b")
         except OSError as exc:
             raise ConfigError(
                 f"the spool folder {directory} cannot be used ({exc.strerror or exc}): give a "

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recorder.buffer import WriteQueue
 from recorder.domain import Batch, WriteResult
 from recorder.errors import MetricsApiForbidden, StoreError
 from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
-from recorder.buffer import WriteQueue
 from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.store import Store

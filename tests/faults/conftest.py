@@ -11,6 +11,9 @@ import pytest
 
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
 from tests.faults.service import record
+from tests.pgcluster import own_postgres
+
+__all__ = ["own_postgres"]  # a fixture for the outage and freeze cases
 
 _FIGURES: dict[str, Path] = {}
 

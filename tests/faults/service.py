@@ -61,7 +61,9 @@ class Service:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"no exit within {timeout}s of SIGTERM:\n{self.output()}")
+            raise AssertionError(
+                f"no exit within {timeout}s of SIGTERM:\n{self.output()}"
+            ) from None
         return code, time.monotonic() - begun
 
 
@@ -78,7 +80,7 @@ def running(
 ) -> Iterator[Service]:
     port = free_port()
     log = tmp_path / f"{name}.log"
-    handle = open(log, "wb")  # noqa: SIM115 (closed below)
+    handle = open(log, "wb")
     process = subprocess.Popen(
         [
             sys.executable,

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.faults.service import duplicates, gaps, migrate, running, stored_timestamps
-from tests.pgcluster import PgCluster, own_postgres  # noqa: F401 (a fixture)
+from tests.pgcluster import PgCluster
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.slow

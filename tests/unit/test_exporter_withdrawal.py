@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, Sample, SeriesKey, WriteResult
 from recorder.errors import MetricsApiUnavailable
 from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
-from recorder.buffer import WriteQueue
 from recorder.flusher import Flusher
 from recorder.poller import Poller
 
@@ -59,7 +59,12 @@ def setup() -> tuple[Clock, Source, Poller, RecorderRegistry]:
     source = Source()
     holder = SnapshotHolder(INTERVAL, clock=clock)
     registry, metrics = build_registry(holder, process_collectors=False)
-    return clock, source, Poller(source, Flusher(WriteQueue(), Sink(), metrics), holder, metrics, clock=clock), registry
+    return (
+        clock,
+        source,
+        Poller(source, Flusher(WriteQueue(), Sink(), metrics), holder, metrics, clock=clock),
+        registry,
+    )
 
 
 def test_three_failed_intervals_withdraw_the_data_and_api_up_is_zero() -> None:
