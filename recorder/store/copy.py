@@ -214,7 +214,9 @@ class HistoryCopier:
         for kind in Kind:
             mine = tuple(s for s in samples if s.key.kind is kind)
             if mine:
-                result = self.target.write(Batch(kind, mine), now_ms=mine[-1].timestamp_ms)
+                result = self.target.write(
+                    Batch(kind, mine), now_ms=mine[-1].timestamp_ms, newer_only=True
+                )
                 report.head_samples_written += result.written
                 report.head_samples_already_there += result.skipped_duplicates
         self.progress(f"head samples: {report.head_samples_written}")
