@@ -1,0 +1,255 @@
+"""Query parameters: every input is a value the store can use or a QueryError naming it."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recorder.api.params import (
+    MAX_TIME_MS,
+    MIN_STEP_MS,
+    MIN_TIME_MS,
+    parse_group_by,
+    parse_range,
+    parse_selector,
+    parse_step_ms,
+    parse_time_ms,
+)
+from recorder.errors import QueryError
+
+NOW = 1_714_557_600_000  # 2024-05-01T10:00:00Z
+DAY = 86_400_000
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-01T10:00:00Z", NOW),
+        ("2024-05-01T10:00:00z", NOW),
+        ("2024-05-01T12:00:00+02:00", NOW),
+        ("2024-05-01T10:00:00.0005Z", NOW + 1),  # to the nearest millisecond
+        ("2024-05-01T10:00:00.123456Z", NOW + 123),
+        ("1970-01-01T00:00:00Z", 0),
+        ("9999-12-31T23:59:59.999Z", MAX_TIME_MS),
+        ("1714557600", NOW),
+        ("1714557600.25", NOW + 250),
+        (" 1714557600 ", NOW),
+        ("0", 0),
+        ("now", NOW),
+        ("-1h", NOW - 3_600_000),
+        ("-90m", NOW - 90 * 60_000),
+        ("-1.5d", NOW - 36 * 3_600_000),
+        ("-1w", NOW - 7 * DAY),
+        ("-500ms", NOW - 500),
+        ("-0s", NOW),
+    ],
+)
+def test_times(text: str, expected: int) -> None:
+    assert parse_time_ms(text, "start", NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # issue 10, row 11: both were HTTP 500
+        ("9999-12-31T23:59:59-23:59", "out of range"),
+        ("-99999999999999999999999999999999999w", "too far back"),
+        ("0001-01-01T00:00:00+23:59", "out of range"),
+        ("1969-12-31T23:59:59Z", "out of range"),
+        ("-60000w", "out of range"),  # before 1970
+        ("-" + "9" * 400 + "s", "too far back"),  # float() gives inf
+        ("1e300", "out of range"),
+        ("-1", "out of range"),
+        ("253402300800", "out of range"),  # 10000-01-01
+        ("nan", "out of range"),
+        ("inf", "out of range"),
+        ("-inf", "out of range"),
+        ("2024-05-01T10:00:00", "time zone"),
+        ("2024-05-01", "time zone"),
+        ("2024-13-45T99:99:99Z", "not RFC 3339"),
+        ("0000-01-01T00:00:00Z", "not RFC 3339"),
+        ("2024-05-01T10:00:00+24:00", "not RFC 3339"),
+        ("yesterday", "not RFC 3339"),
+        ("-5x", "not RFC 3339"),
+        ("+1h", "not RFC 3339"),
+        ("-٣h", "not RFC 3339"),  # non-ASCII digits are no relative time
+        ("\x00", "not RFC 3339"),
+        ("", "not RFC 3339"),
+    ],
+)
+def test_bad_times_name_the_parameter(text: str, message: str) -> None:
+    with pytest.raises(QueryError, match=message) as caught:
+        parse_time_ms(text, "end", NOW)
+    assert str(caught.value).startswith(f"end={text!r}")
+
+
+hostile_times = st.one_of(
+    st.text(max_size=40),
+    st.from_regex(r"\A[-+]?[0-9]{1,40}(\.[0-9]{0,20})?(e[-+]?[0-9]{1,5})?\Z"),
+    st.from_regex(r"\A-[0-9]{1,38}(\.[0-9]{1,5})?(ms|s|m|h|d|w)\Z"),
+    st.builds(
+        "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}{}".format,
+        st.integers(0, 9999),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 25),
+        st.integers(0, 61),
+        st.integers(0, 61),
+        st.sampled_from(["Z", "z", "", "+00:00", "-23:59", "+23:59", "+24:00", "-00:01"]),
+    ),
+)
+
+
+@given(hostile_times)
+def test_any_time_is_in_range_or_a_query_error(text: str) -> None:
+    try:
+        value = parse_time_ms(text, "start", NOW)
+    except QueryError as exc:
+        assert str(exc).startswith(f"start={text!r}")
+    else:
+        assert isinstance(value, int)
+        assert MIN_TIME_MS <= value <= MAX_TIME_MS
+
+
+def test_ranges() -> None:
+    assert parse_range(None, None, now_ms=NOW, default_ms=3_600_000, max_range_ms=DAY) == (
+        NOW - 3_600_000,
+        NOW,
+    )
+    assert parse_range("-2h", "-1h", now_ms=NOW, default_ms=1, max_range_ms=DAY) == (
+        NOW - 7_200_000,
+        NOW - 3_600_000,
+    )
+    # a default start before 1970 is 1970
+    assert parse_range(None, "1", now_ms=NOW, default_ms=DAY, max_range_ms=DAY) == (0, 1000)
+    with pytest.raises(QueryError, match="start must not be after end"):
+        parse_range("10", "5", now_ms=NOW, default_ms=1, max_range_ms=DAY)
+    with pytest.raises(QueryError, match="longer than the maximum of 1 days"):
+        parse_range("0", "now", now_ms=NOW, default_ms=1, max_range_ms=DAY)
+
+
+@given(st.one_of(st.none(), hostile_times), st.one_of(st.none(), hostile_times))
+def test_any_range_is_ordered_bounded_and_in_range_or_a_query_error(
+    start: str | None, end: str | None
+) -> None:
+    try:
+        start_ms, end_ms = parse_range(start, end, now_ms=NOW, default_ms=DAY, max_range_ms=DAY)
+    except QueryError:
+        return
+    assert MIN_TIME_MS <= start_ms <= end_ms <= MAX_TIME_MS
+    assert end_ms - start_ms <= DAY
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("30s", 30_000),
+        ("5m", 300_000),
+        ("1h30m", 5_400_000),
+        ("1d", DAY),
+        ("400d", 400 * DAY),
+        ("300", 300_000),
+        ("1.5", 1500),
+        (" 1h ", 3_600_000),
+    ],
+)
+def test_steps(text: str | None, expected: int | None) -> None:
+    assert parse_step_ms(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0s", "greater than zero"),
+        ("-5s", "greater than zero"),
+        ("500ms", "shorter than 1s"),
+        ("0d", "shorter than 1s"),
+        ("0.5", "shorter than 1s"),
+        ("401d", "longer than the longest range"),
+        ("99999999999999999999", "longer than the longest range"),
+        ("9999999999999999999d", "longer than the longest range"),
+        ("2562047h", "longer than the longest range"),
+        ("9999999999999999999h", "invalid interval"),  # beyond Go's 292 years
+        ("²d", "invalid interval"),  # str.isdigit() is true for '²', int() is not
+        ("1.5d", "invalid interval"),
+        ("1y", "invalid interval"),
+        ("nan", "invalid interval"),
+        ("inf", "invalid interval"),
+    ],
+)
+def test_bad_steps_name_the_parameter(text: str, message: str) -> None:
+    with pytest.raises(QueryError, match=message) as caught:
+        parse_step_ms(text)
+    assert str(caught.value).startswith(f"step={text!r}")
+
+
+def test_the_longest_step_is_the_longest_range() -> None:
+    assert parse_step_ms("2d", max_ms=2 * DAY) == 2 * DAY
+    with pytest.raises(QueryError, match=r"\(172800s\)"):
+        parse_step_ms("3d", max_ms=2 * DAY)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=20),
+        st.from_regex(r"\A[-+]?[0-9]{0,25}(\.[0-9]{0,10})?(ns|us|µs|ms|s|m|h|d|w|)+\Z"),
+    )
+)
+def test_any_step_is_bounded_or_a_query_error(text: str) -> None:
+    try:
+        step = parse_step_ms(text, max_ms=DAY)
+    except QueryError as exc:
+        assert str(exc).startswith(f"step={text!r}")
+    else:
+        assert step is None or MIN_STEP_MS <= step <= DAY
+
+
+def test_selectors() -> None:
+    assert parse_selector(None) is None
+    assert parse_selector("  ") is None
+    selector = parse_selector("app=web,tier!=db")
+    assert selector is not None and selector.matches({"app": "web"})
+    with pytest.raises(QueryError, match="selector"):
+        parse_selector("app in (a")
+
+
+@given(st.text(max_size=200))
+def test_any_selector_parses_or_is_a_query_error(text: str) -> None:
+    try:
+        parse_selector(text)
+    except QueryError:
+        pass
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["namespace", "pod", "container", "node", "label:app", "label:app.kubernetes.io/name"],
+)
+def test_group_by(text: str) -> None:
+    assert parse_group_by(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "Namespace",
+        "label:",
+        "label: app",
+        "label:app=web",
+        "label:!app",
+        "label:a,b",
+        "label:-app",
+        "label:" + "a" * 64,
+        "label:Example.com/app",
+        "label:app\x00",
+        "workload",
+    ],
+)
+def test_bad_group_by_names_the_parameter(text: str) -> None:
+    with pytest.raises(QueryError) as caught:
+        parse_group_by(text)
+    assert str(caught.value).startswith(f"group_by={text!r}")
