@@ -24,6 +24,7 @@ from recorder.errors import (
     CredentialsError,
     DecodeError,
     MetricsApiError,
+    MetricsApiTimeout,
     RecorderError,
     StoreError,
 )
@@ -97,6 +98,7 @@ class Poller:
         max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
         write_inline: bool = True,
         on_publish: Callable[[Kind], None] = lambda kind: None,
+        deadline_seconds: float | None = None,
     ):
         self._source = source
         self._flusher = flusher
@@ -107,6 +109,8 @@ class Poller:
         self._max_future_skew_ms = max_future_skew_ms
         self._write_inline = write_inline
         self._on_publish = on_publish
+        self._deadline_seconds = deadline_seconds
+        self._deadline: float | None = None
         self.last_success_time: float | None = None
         self.last_attempt_time: float | None = None
 
@@ -119,6 +123,8 @@ class Poller:
         self.last_attempt_time = started
         report = PollReport(started_ms=int(started * 1000))
         begun = time.perf_counter()
+        if self._deadline_seconds is not None:
+            self._deadline = time.monotonic() + self._deadline_seconds
         queued: dict[int, ResourceOutcome] = {}
         kinds = (Kind.CONTAINER,) if self._namespaces else (Kind.NODE, Kind.CONTAINER)
         for kind in kinds:
@@ -164,13 +170,22 @@ class Poller:
         resource = RESOURCE[kind]
         outcome = ResourceOutcome(resource)
         self._metrics.polls.labels(resource=resource).inc()
-        try:
-            batch = self._fetch(kind)
-        except RecorderError as exc:
-            return self._failed(outcome, exc), None
-        except Exception as exc:  # a bug must cost one resource of one poll, not the service
-            log.exception("polling %s met an unexpected error", resource)
-            return self._failed(outcome, InternalError(f"unexpected error: {exc!r}")), None
+        scopes: tuple[str | None, ...] = (
+            (None,) if kind is Kind.NODE else (self._namespaces or (None,))
+        )
+        batches: list[Batch] = []
+        for scope in scopes:
+            # Each list is its own response: one that fails costs only itself.
+            try:
+                batches.append(self._fetch(kind, scope))
+            except RecorderError as exc:
+                self._failed(outcome, exc)
+            except Exception as exc:  # a bug must cost one list of one poll, not the service
+                log.exception("polling %s met an unexpected error", resource)
+                self._failed(outcome, InternalError(f"unexpected error: {exc!r}"))
+        if not batches:
+            return outcome, None
+        batch = batches[0] if len(batches) == 1 else _merged(kind, batches)
         outcome.samples = len(batch.samples)
         outcome.rejections = list(batch.rejections)
         self._count_rejections(resource, batch.rejections)
@@ -195,25 +210,26 @@ class Poller:
                 first.detail,
             )
 
-    def _fetch(self, kind: Kind) -> Batch:
+    def _check_deadline(self, what: str) -> None:
+        """No new request starts once the poll's deadline has passed (each request has its
+        own deadline too), so one poll never runs far into the next."""
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise MetricsApiTimeout(
+                f"the poll ran past its deadline of {self._deadline_seconds:g}s before reading "
+                f"{what}: the Metrics API answers slowly; the next poll reads it again"
+            )
+
+    def _fetch(self, kind: Kind, namespace: str | None) -> Batch:
         now_ms = int(self._clock() * 1000)
         skew = self._max_future_skew_ms
         if kind is Kind.NODE:
+            self._check_deadline("nodes")
             nodes, bad = decode_node_list(self._source.list_nodes())
             batch = normalize_nodes(nodes, now_ms=now_ms, max_future_skew_ms=skew)
         else:
-            batches = []
-            bad = []
-            for namespace in self._namespaces or (None,):
-                pods, broken = decode_pod_list(self._source.list_pods(namespace))
-                bad.extend(broken)
-                batches.append(normalize_pods(pods, now_ms=now_ms, max_future_skew_ms=skew))
-            batch = Batch(
-                kind,
-                tuple(s for b in batches for s in b.samples),
-                {ref: labels for b in batches for ref, labels in b.pod_labels.items()},
-                tuple(r for b in batches for r in b.rejections),
-            )
+            self._check_deadline("pods" if namespace is None else f"pods in {namespace}")
+            pods, bad = decode_pod_list(self._source.list_pods(namespace))
+            batch = normalize_pods(pods, now_ms=now_ms, max_future_skew_ms=skew)
         if bad:
             batch = Batch(kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections))
         return batch
@@ -222,5 +238,15 @@ class Poller:
         reason = getattr(exc, "reason", None) or "malformed"
         self._metrics.poll_errors.labels(resource=outcome.resource, reason=reason).inc()
         log.error("polling %s failed (%s): %s", outcome.resource, reason, exc)
-        outcome.error = exc
+        if outcome.error is None:
+            outcome.error = exc
         return outcome
+
+
+def _merged(kind: Kind, batches: Sequence[Batch]) -> Batch:
+    return Batch(
+        kind,
+        tuple(s for b in batches for s in b.samples),
+        {ref: labels for b in batches for ref, labels in b.pod_labels.items()},
+        tuple(r for b in batches for r in b.rejections),
+    )

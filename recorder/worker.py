@@ -216,6 +216,7 @@ class Worker:
             max_future_skew_ms=round(settings.max_future_skew_seconds * 1000),
             write_inline=False,
             on_publish=self._send_lines,
+            deadline_seconds=max(settings.interval_seconds, settings.request_timeout_seconds),
         )
 
     # --- running --------------------------------------------------------------------------

@@ -165,3 +165,46 @@ def test_outage_longer_than_the_buffer_drops_oldest_and_counts(store: Store) -> 
     sink.down = False
     assert poller.poll_once().ok
     assert poller.buffered_samples == 0
+
+
+class SlowSource(Source):
+    """Each list call takes ``seconds``."""
+
+    def __init__(self, seconds: float):
+        base = odd_source()
+        super().__init__(base.nodes, base.pods)
+        self.seconds = seconds
+
+    def list_pods(self, namespace: str | None = None) -> bytes:
+        import time
+
+        time.sleep(self.seconds)
+        return super().list_pods(namespace)
+
+
+def test_a_poll_starts_no_request_past_its_deadline(store: Store) -> None:
+    source = SlowSource(0.2)
+    poller, registry = make(source, store, namespaces=["a", "b", "c"], deadline_seconds=0.3)
+    report = poller.poll_once()
+    assert source.pod_calls == ["a", "b"]  # "c" would start after the 0.3 s deadline
+    assert report.outcomes[0].error is not None
+    assert value(registry, "recorder_poll_errors_total", resource="pods", reason="timeout") == 1
+    assert report.outcomes[0].written == 4  # what "a" and "b" answered is kept
+
+
+class OneNamespaceForbidden(Source):
+    def list_pods(self, namespace: str | None = None) -> bytes:
+        if namespace == "locked":
+            self.pod_calls.append(namespace)
+            raise MetricsApiForbidden("no", status=403)
+        return super().list_pods(namespace)
+
+
+def test_one_namespace_that_fails_costs_only_its_own_list(store: Store) -> None:
+    base = odd_source()
+    source = OneNamespaceForbidden(base.nodes, base.pods)
+    poller, registry = make(source, store, namespaces=["locked", "shop"])
+    report = poller.poll_once()
+    assert source.pod_calls == ["locked", "shop"]
+    assert not report.ok and report.outcomes[0].written == 4
+    assert value(registry, "recorder_poll_errors_total", resource="pods", reason="forbidden") == 1
