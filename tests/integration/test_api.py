@@ -220,6 +220,27 @@ def test_not_ready_when_the_database_cannot_serve_reads(
     assert response.json() == {"status": "fail", "checks": {**checks, "poll": "ok"}}
 
 
+def test_a_bug_is_a_logged_500_with_the_envelope_and_no_log_storm(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Buggy(_Failing):
+        def history(self, *_args: object, **_kwargs: object) -> None:
+            raise ZeroDivisionError("a bug")
+
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(Buggy(store), registry, clock=lambda: NOW)
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        responses = [client.get("/api/v1/history?resource=cpu") for _ in range(20)]
+        assert client.get("/livez").status_code == 200
+    for response in responses:
+        assert response.status_code == 500
+        assert response.json()["errorType"] == "internal"
+        assert "a bug, logged" in response.json()["error"]
+    logged = [r for r in caplog.records if r.name == "recorder.api.app"]
+    assert len(logged) == 5  # of 20: a few a minute
+    assert "ZeroDivisionError" in logged[0].getMessage() and logged[0].exc_info
+
+
 def test_unknown_paths_get_the_error_envelope(client: httpx.Client) -> None:
     response = client.get("/nothing-here")
     assert response.status_code == 404

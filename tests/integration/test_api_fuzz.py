@@ -50,7 +50,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     populate(url)
     store = open_store(url)
     registry, _ = build_registry(SnapshotHolder())
-    server = build_server(create_app(AppDeps(store, registry)), "127.0.0.1", 0)
+    app = create_app(AppDeps(store, registry))
+    server = build_server(app, "127.0.0.1", 0, freeze_startup_heap=False)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

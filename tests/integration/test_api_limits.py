@@ -156,7 +156,8 @@ def child_server(
 
 @contextmanager
 def running(app: Any, **options: Any) -> Iterator[tuple[str, RecorderServer]]:
-    server = build_server(app, "127.0.0.1", 0, **options)
+    """(The heap of pytest's process is not frozen; the child-process server's is.)"""
+    server = build_server(app, "127.0.0.1", 0, freeze_startup_heap=False, **options)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
