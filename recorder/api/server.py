@@ -11,10 +11,13 @@
   first byte (or after the connect), and one whose request body stalls as long: uvicorn has no
   such timeout, so a client dripping a header byte a second (slowloris) held a connection
   forever, and 1,100 idle connections made the server unreachable;
-- closes idle keep-alive connections after ``keep_alive_seconds`` and refuses request heads
-  above ``max_header_bytes`` (400);
-- raises the soft open-files limit to the hard one, and lowers ``max_connections`` when even
-  that cannot hold them;
+- closes idle keep-alive connections after ``keep_alive_seconds``; answers 400 to a request
+  head still incomplete after ``max_header_bytes`` (h11's bound on buffered data; a whole head
+  arriving in one read, at most 256 KiB, is parsed);
+- raises the soft open-files limit to the hard one and fits the listen backlog (which is also
+  how many connections asyncio accepts in one go, before closed ones free their descriptors)
+  and ``max_connections`` into it, lowering them when it is small: with 1,024 files, 1,100
+  connections in a burst hit EMFILE, and asyncio then stopped accepting for a second;
 - never writes a log storm: uvicorn's per-request warnings ("Exceeded concurrency limit.",
   "Invalid HTTP request received.") and the event loop's ``accept()`` errors (EMFILE) are let
   through a few times a minute, the rest counted; no access log;
