@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from recorder import __version__
 from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
@@ -252,10 +252,19 @@ def _pipeline(settings: Settings, api_url: str | None = None) -> Iterator[Pipeli
         yield Pipeline(store, client, holder, metrics, poller, registry)
 
 
+def _exit_now(code: int) -> NoReturn:
+    """End the service process once it has cleaned up: a query thread stuck in a database
+    that does not answer must not keep a stopping pod alive past its grace period."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from recorder.service import serve
 
-    return serve(_settings(args))
+    return _exit_now(serve(_settings(args)))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -283,7 +292,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  Readiness:          {base}/readyz",
             "Press Ctrl+C to stop.",
         ]
-        return serve(settings, api_url=simulator.url, banner=banner)
+        code = serve(settings, api_url=simulator.url, banner=banner)
+    return _exit_now(code)
 
 
 def _print_report(report: PollReport) -> None:

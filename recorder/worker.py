@@ -372,5 +372,5 @@ def configure_logging(level: str | None) -> None:
     )
     if chosen != "DEBUG":
         # One line per request and per job run would drown the recorder's own messages.
-        for noisy in ("httpx", "httpcore", "apscheduler", "alembic"):
+        for noisy in ("httpx", "httpcore", "apscheduler"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

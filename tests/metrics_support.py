@@ -3,14 +3,24 @@ rejected, maintenance, store statistics), so every family, labelled ones too, ha
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from recorder.api.httpmetrics import HttpMetrics
 from recorder.buffer import WriteQueue
-from recorder.domain import Batch, WriteResult
+from recorder.domain import Batch, Kind, WriteResult
 from recorder.errors import MetricsApiForbidden, StoreError
-from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
+from recorder.exporter import (
+    LineRenderer,
+    RecorderRegistry,
+    RelayRegistry,
+    SnapshotHolder,
+    build_registry,
+    own_exposition,
+)
 from recorder.flusher import Flusher
 from recorder.poller import Poller
+from recorder.service import WorkerCollector
 from recorder.store import Store
 from recorder.worker import maintain_logged
 
@@ -58,3 +68,33 @@ def populated_registry(store: Store, *, process_collectors: bool = True) -> Reco
     assert maintain_logged(store, metrics) is not None
     registry.exposition(openmetrics=False, gzip=False)  # observes a render duration
     return registry
+
+
+class _Worker:
+    """The server's view of a worker process (``WorkerCollector`` reads these two)."""
+
+    pid = os.getpid()
+    restarts = 1
+
+
+def relayed_registry(store: Store) -> tuple[RelayRegistry, RecorderRegistry]:
+    """What the service's ``/metrics`` serves: the worker's data and self-metrics (a
+    ``populated_registry`` without process collectors), relayed by the server with its own
+    process, worker and HTTP metrics (after a shed request, so that every labelled family has
+    samples); and the worker's registry, for comparison."""
+    worker = populated_registry(store, process_collectors=False)
+    relay = RelayRegistry(30.0)
+    renderer = LineRenderer()
+    view = worker.holder.view()
+    for kind, published in ((Kind.NODE, view.nodes), (Kind.CONTAINER, view.containers)):
+        assert published is not None
+        lines = renderer.render(kind, published.samples)
+        assert lines is not None
+        relay.publish(lines)
+    relay.set_worker_metrics(own_exposition(worker.own))
+    relay.own.register(WorkerCollector(_Worker()))  # type: ignore[arg-type]
+    http = HttpMetrics(relay.own)
+    http.requests.labels("/api/v1/history", "503").inc()
+    http.shed.labels("/api/v1/history").inc()
+    http.duration.labels("/api/v1/history").observe(0.1)
+    return relay, worker

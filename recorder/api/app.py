@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recorder import __version__
 from recorder.api import params, render, schemas
-from recorder.api.exposition import metrics_response
+from recorder.api.exposition import Exposer, metrics_response
 from recorder.api.httpmetrics import HttpMetrics, HttpMetricsMiddleware, mark_shed
 from recorder.api.limits import (
     LogLimiter,
@@ -97,7 +97,9 @@ class AppDeps:
     ``/readyz``: it must return at once (e.g. read a few attributes), never wait."""
 
     store: HistoryStore
-    registry: CollectorRegistry
+    registry: CollectorRegistry | Exposer
+    """What ``/metrics`` serves: a registry, or one that renders its own body (the service's
+    ``RelayRegistry``)."""
     _: KW_ONLY
     poller_status: Callable[[], Mapping[str, str]] = _no_poller_status
     """Details of polling and writing for ``/readyz``'s ``checks`` (``{"poll": "ok",

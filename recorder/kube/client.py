@@ -258,8 +258,14 @@ class MetricsClient:
             ) from exc
 
     def _timeout_error(self, what: str, seconds: float) -> MetricsApiTimeout:
+        limit = f"{seconds:.3g} s"
+        if seconds < self._deadline:
+            limit += (
+                f" (the {self._deadline:g} s request deadline, cut to what was left of the "
+                "poll's retry budget)"
+            )
         return MetricsApiTimeout(
-            f"no complete answer from {self.config.server} within {seconds:.3g} s while "
+            f"no complete answer from {self.config.server} within {limit} while "
             f"reading {what}: the API server or metrics-server is overloaded or unreachable, "
             "or something in between sends the answer very slowly. Check metrics-server "
             "(`kubectl -n kube-system get pods -l k8s-app=metrics-server`) or raise "

@@ -110,7 +110,7 @@ def test_poll_with_a_client_certificate(
         ("forbidden", "403 Forbidden"),
         ("missing", "metrics-server is not installed"),
         ("unavailable", "installed but unavailable (503 Service Unavailable)"),
-        ("slow", "no answer from"),
+        ("slow", "no complete answer from"),
         ("wrong-ca", "TLS verification of"),
     ],
 )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import shutil
 import subprocess
-import time
 from collections.abc import Iterable, Iterator
 
 import httpx
@@ -42,7 +41,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """One populated recorder app for the whole module: building it migrates a database."""
     store: Store = open_store(f"sqlite:///{tmp_path_factory.mktemp('metrics') / 'rec.db'}")
     store.migrate()
-    deps = AppDeps(store, populated_registry(store), 30.0, time.time)
+    deps = AppDeps(store, populated_registry(store))
     with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
         yield client
     store.close()
@@ -164,6 +163,8 @@ def test_openmetrics_parses_strictly_to_the_same_samples_and_lints_clean(
         "recorder_poll_duration_seconds": "seconds",
         "recorder_store_write_duration_seconds": "seconds",
         "recorder_last_successful_poll_timestamp_seconds": "seconds",
+        "recorder_last_successful_write_timestamp_seconds": "seconds",
+        "recorder_buffer_bytes": "bytes",
         "recorder_compaction_duration_seconds": "seconds",
         "recorder_database_size_bytes": "bytes",
         "recorder_metrics_render_duration_seconds": "seconds",

@@ -10,7 +10,6 @@ prometheus-client's counters and histograms are described in the text, not the t
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,12 +18,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from recorder.api.httpmetrics import HttpMetrics
-from recorder.domain import Kind
-from recorder.exporter import LineRenderer, RelayRegistry, own_exposition
-from recorder.service import WorkerCollector
 from recorder.store import open_store
-from tests.metrics_support import populated_registry
+from tests.metrics_support import relayed_registry
 
 REPO = Path(__file__).resolve().parents[2]
 START, END = "<!-- metrics-table:start -->", "<!-- metrics-table:end -->"
@@ -43,36 +38,13 @@ class Row:
     labels: frozenset[str]
 
 
-class _Worker:
-    """The server's view of a worker process (``WorkerCollector`` reads these two)."""
-
-    pid = os.getpid()
-    restarts = 1
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Family]]:
-    """What the service's ``/metrics`` serves: the worker's data and self-metrics, relayed by
-    the server with its own (process, worker, HTTP) metrics, after failures, rejections,
-    maintenance and a shed request, so that labelled families have samples."""
+    """What the service's ``/metrics`` serves (``relayed_registry``)."""
     store = open_store(f"sqlite:///{tmp_path_factory.mktemp('table') / 'rec.db'}")
     store.migrate()
-    worker = populated_registry(store, process_collectors=False)
+    relay, _ = relayed_registry(store)
     store.close()
-    relay = RelayRegistry(30.0)
-    renderer = LineRenderer()
-    view = worker.holder.view()
-    for kind, published in ((Kind.NODE, view.nodes), (Kind.CONTAINER, view.containers)):
-        assert published is not None
-        lines = renderer.render(kind, published.samples)
-        assert lines is not None
-        relay.publish(lines)
-    relay.set_worker_metrics(own_exposition(worker.own))
-    relay.own.register(WorkerCollector(_Worker()))  # type: ignore[arg-type]
-    http = HttpMetrics(relay.own)
-    http.requests.labels("/api/v1/history", "503").inc()
-    http.shed.labels("/api/v1/history").inc()
-    http.duration.labels("/api/v1/history").observe(0.1)
     text = b"".join(relay.exposition(openmetrics=False, gzip=False)).decode()
     families: dict[str, Family] = {}
     for family in text_string_to_metric_families(text):

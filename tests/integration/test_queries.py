@@ -311,7 +311,7 @@ def test_summary_by_namespace_and_label(dbs: dict[str, Store]) -> None:
 @pytest.fixture(scope="module")
 def api(dbs: dict[str, Store]) -> Iterator[httpx.Client]:
     registry, _ = build_registry(SnapshotHolder())
-    deps = AppDeps(dbs["postgresql"], registry, 15.0, lambda: END / 1000, clock=lambda: END / 1000)
+    deps = AppDeps(dbs["postgresql"], registry, clock=lambda: END / 1000)
     with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
         yield client
 
