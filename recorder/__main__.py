@@ -2,4 +2,5 @@ from __future__ import annotations
 
 from recorder.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a worker process (multiprocessing spawn) imports it
+    raise SystemExit(main())

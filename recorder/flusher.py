@@ -102,11 +102,16 @@ class Flusher:
                 spool_bytes=spool,
             )
 
-    def flush(self, deadline: float | None = None) -> FlushReport:
+    def flush(
+        self, deadline: float | None = None, stop: threading.Event | None = None
+    ) -> FlushReport:
         """Write waiting batches until none is left, ``deadline`` (``time.monotonic()``)
-        passes, or a transient failure; never raises for a database failure."""
+        passes, ``stop`` is set, or a transient failure; never raises for a database
+        failure."""
         report = FlushReport()
         while deadline is None or time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                break
             pending = self.queue.oldest()
             if pending is None:
                 break
@@ -135,7 +140,7 @@ class Flusher:
                 continue
             if stop.is_set():
                 break
-            report = self.flush()
+            report = self.flush(stop=stop)
             if report.error is None:
                 backoff = MIN_BACKOFF_SECONDS
                 continue
