@@ -27,10 +27,9 @@ from recorder.kube.config import load_cluster_config
 from recorder.kube.retry import RetryPolicy
 from recorder.poller import Poller, PollReport
 from recorder.settings import Settings, load_settings
-from recorder.store import Store, open_store
+from recorder.store import Store
 from recorder.store.engine import redact
-from recorder.store.retention import RetentionPolicy
-from recorder.worker import configure_logging, store_timeouts, write_queue
+from recorder.worker import configure_logging, open_write_store, ready_store, write_queue
 
 log = logging.getLogger("recorder")
 
@@ -165,39 +164,6 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return load_settings(**overrides)
 
 
-def _store_for(settings: Settings, url: str | None = None) -> Store:
-    store = open_store(
-        url or settings.database_url.get_secret_value(),
-        block_ms=round(settings.block_seconds * 1000),
-        retention=RetentionPolicy(
-            full_resolution_ms=round(settings.full_resolution_retention_seconds * 1000),
-            statistics_ms=round(settings.statistics_retention_seconds * 1000),
-            rollups_ms=round(settings.rollup_retention_seconds * 1000),
-        ),
-        **store_timeouts(settings),
-    )
-    store.query_timeout_seconds = settings.query_timeout_seconds
-    return store
-
-
-def _open_store(
-    settings: Settings, *, url: str | None = None, auto_migrate_sqlite: bool = True
-) -> Store:
-    store = _store_for(settings, url)
-    try:
-        if store.dialect == "sqlite" and auto_migrate_sqlite:
-            store.migrate()
-        elif not store.schema_is_current():
-            raise ConfigError(
-                f"the database {store.display_url} is not at the current schema: "
-                "run `recorder migrate` first"
-            )
-    except RecorderError:
-        store.close()
-        raise
-    return store
-
-
 @dataclass
 class Pipeline:
     store: Store
@@ -218,7 +184,7 @@ def _pipeline(settings: Settings, api_url: str | None = None) -> Iterator[Pipeli
         environ=os.environ,
     )
     with ExitStack() as stack:
-        store = _open_store(settings)
+        store = ready_store(open_write_store(settings))
         stack.callback(store.close)
         client = MetricsClient(
             cluster,
@@ -324,7 +290,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 def cmd_maintain(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _open_store(settings)
+    store = ready_store(open_write_store(settings))
     try:
         report = store.maintain(now_ms=int(time.time() * 1000))
     finally:
@@ -349,9 +315,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
     from recorder.store.copy import HistoryCopier
 
     settings = _settings(args)
-    source = _open_store(settings, url=args.source, auto_migrate_sqlite=False)
+    source = ready_store(open_write_store(settings, args.source), migrate_sqlite=False)
     try:
-        target = _store_for(settings, args.target)
+        target = open_write_store(settings, args.target)
         try:
             target.migrate()
             print(f"copying {redact(args.source)} -> {redact(args.target)}", flush=True)
@@ -374,7 +340,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 def _query_store(args: argparse.Namespace) -> Store:
     settings = _settings(args)
-    store = _store_for(settings)
+    store = open_write_store(settings)
     if not store.schema_is_current():
         store.close()
         raise ConfigError(f"{store.display_url} holds no recorder history at the current schema")
@@ -466,7 +432,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _store_for(settings)
+    store = open_write_store(settings)
     try:
         store.migrate()
         print(f"{store.display_url} is at the newest schema")

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from recorder.api.app import AppDeps, create_app
 from recorder.api.server import build_server
-from recorder.errors import ConfigError, RecorderError
+from recorder.errors import ConfigError
 from recorder.exporter import ExportFilter, KindLines, RelayRegistry
 from recorder.kube.config import load_cluster_config
 from recorder.settings import Settings
@@ -35,6 +35,7 @@ from recorder.worker import (
     Status,
     Stopped,
     open_write_store,
+    ready_store,
     worker_main,
 )
 
@@ -43,24 +44,6 @@ log = logging.getLogger("recorder")
 START_TIMEOUT_SECONDS = 120.0
 """Longest wait for the worker to open the database and the client (exec plugins included)."""
 MAX_RESTART_DELAY_SECONDS = 30.0
-
-
-def open_service_store(settings: Settings) -> Store:
-    """The server's store (reads), with the schema migrated (SQLite) or checked (PostgreSQL)
-    before the worker starts, so both processes agree on it."""
-    store = open_write_store(settings)
-    try:
-        if store.dialect == "sqlite":
-            store.migrate()
-        elif not store.schema_is_current():
-            raise ConfigError(
-                f"the database {store.display_url} is not at the current schema: "
-                "run `recorder migrate` first"
-            )
-    except RecorderError:
-        store.close()
-        raise
-    return store
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +282,8 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
         context=settings.context,
         environ=os.environ,
     )
-    store = open_service_store(settings)
+    # The schema is migrated (SQLite) or checked before the worker starts: both agree on it.
+    store = ready_store(open_write_store(settings))
     try:
         relay = RelayRegistry(
             settings.interval_seconds,

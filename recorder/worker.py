@@ -32,7 +32,7 @@ from typing import Any
 
 from recorder.buffer import Spool, WriteQueue
 from recorder.domain import Kind
-from recorder.errors import RecorderError
+from recorder.errors import ConfigError, RecorderError
 from recorder.exporter import (
     ExportFilter,
     KindLines,
@@ -105,11 +105,11 @@ class Stopped:
 # --- building the write path --------------------------------------------------------------
 
 
-def open_write_store(settings: Settings) -> Store:
-    """The store as the write path uses it: retention, block size and timeouts from
-    ``settings``."""
+def open_write_store(settings: Settings, url: str | None = None) -> Store:
+    """The store for ``settings`` (or another database ``url``): retention, block size and
+    every timeout from the settings. Used by every command and both processes."""
     store = open_store(
-        settings.database_url.get_secret_value(),
+        url or settings.database_url.get_secret_value(),
         block_ms=round(settings.block_seconds * 1000),
         retention=RetentionPolicy(
             full_resolution_ms=round(settings.full_resolution_retention_seconds * 1000),
@@ -119,6 +119,23 @@ def open_write_store(settings: Settings) -> Store:
         **store_timeouts(settings),
     )
     store.query_timeout_seconds = settings.query_timeout_seconds
+    return store
+
+
+def ready_store(store: Store, *, migrate_sqlite: bool = True) -> Store:
+    """``store`` at the current schema: SQLite is migrated (the embedded default needs no
+    separate step), PostgreSQL is checked (``recorder migrate`` does it). Closed on failure."""
+    try:
+        if store.dialect == "sqlite" and migrate_sqlite:
+            store.migrate()
+        elif not store.schema_is_current():
+            raise ConfigError(
+                f"the database {store.display_url} is not at the current schema: "
+                "run `recorder migrate` first"
+            )
+    except RecorderError:
+        store.close()
+        raise
     return store
 
 

@@ -28,6 +28,8 @@ from collections.abc import Iterator  # noqa: E402
 
 import sqlalchemy  # noqa: E402
 
+from recorder.store import Store, open_store  # noqa: E402
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "RECORDER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -54,3 +56,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'recorder.db'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    """A migrated store on each database (``database_url``), closed afterwards."""
+    store = open_store(database_url)
+    store.migrate()
+    yield store
+    store.close()

@@ -4,7 +4,7 @@ every other sample, counts the rejection by reason, and the series goes on recor
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
 from recorder.flusher import Flusher
 from recorder.poller import Poller
-from recorder.store import Store, open_store
+from recorder.store import Store
 
 NOW_S = 1_800_000_000.0
 NOW_MS = int(NOW_S * 1000)
@@ -59,14 +59,6 @@ class Source:
 
     def list_pods(self, namespace: str | None = None) -> bytes:
         return self.pods
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = open_store(database_url)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def poller_for(

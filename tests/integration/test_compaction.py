@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, inspect, select
@@ -72,14 +71,6 @@ def read_all(
 def count(store: Store, table: schema.Table) -> int:
     with store.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = open_store(database_url)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def test_history_reads_back_identically_before_and_after_compaction(store: Store) -> None:

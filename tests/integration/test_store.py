@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -26,14 +24,6 @@ from recorder.store import Store, open_store, schema
 WEB = SeriesKey.for_container("shop", "web", "app")
 SIDE = SeriesKey.for_container("shop", "web", "sidecar")
 NODE = SeriesKey.for_node("node-a")
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = open_store(database_url)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def pods(*samples: Sample, labels: dict[str, str] | None = None) -> Batch:

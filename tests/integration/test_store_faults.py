@@ -38,14 +38,6 @@ from tests.pgcluster import PgCluster, running_cluster, wait_until
 T0 = 1_700_000_000_000
 
 
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = open_store(database_url)
-    store.migrate()
-    yield store
-    store.close()
-
-
 def good(count: int, ts: int = T0) -> list[Sample]:
     return [
         Sample(
