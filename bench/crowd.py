@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy
 
+from bench.poll import free_port
 from recorder.domain import Batch, Kind
 from recorder.simulator import ClusterModel, SimulatorConfig
 from recorder.store import open_store
@@ -42,14 +43,6 @@ from recorder.store import open_store
 RESOLUTION_SECONDS = 15
 NODES = 20
 SEED = 3
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float) -> None:

@@ -22,6 +22,7 @@ from recorder.api.server import build_server
 from recorder.domain import Agg, Batch, Kind, Sample, SeriesKey
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.store import open_store
+from tests.strategies import rfc3339_like
 
 PODS = 3
 
@@ -133,16 +134,7 @@ rfc3339_edges = st.one_of(
             "2024-W18-3T10:00:00Z",
         ]
     ),
-    st.builds(
-        "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}{}".format,
-        st.integers(0, 9999),
-        st.integers(0, 13),
-        st.integers(0, 32),
-        st.integers(0, 25),
-        st.integers(0, 61),
-        st.integers(0, 61),
-        st.sampled_from(["Z", "", "+00:00", "-23:59", "+23:59", "+24:00", "-12:00"]),
-    ),
+    rfc3339_like(),
 )
 selectors = st.one_of(
     st.sampled_from(
