@@ -12,24 +12,17 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from recorder import __version__
 from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
 from recorder.errors import ConfigError, RecorderError
-from recorder.exporter import ExportFilter, SelfMetrics, SnapshotHolder, build_registry
-from recorder.flusher import Flusher
-from recorder.kube.client import MetricsClient
-from recorder.kube.config import load_cluster_config
-from recorder.kube.retry import RetryPolicy
-from recorder.poller import Poller, PollReport
+from recorder.poller import PollReport
 from recorder.settings import Settings, load_settings
 from recorder.store import Store
 from recorder.store.engine import redact
-from recorder.worker import configure_logging, open_write_store, ready_store, write_queue
+from recorder.worker import build_poll_path, configure_logging, open_write_store, ready_store
 
 log = logging.getLogger("recorder")
 
@@ -164,60 +157,6 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return load_settings(**overrides)
 
 
-@dataclass
-class Pipeline:
-    store: Store
-    client: MetricsClient
-    holder: SnapshotHolder
-    metrics: SelfMetrics
-    poller: Poller
-    registry: Any
-
-
-@contextmanager
-def _pipeline(settings: Settings, api_url: str | None = None) -> Iterator[Pipeline]:
-    """The whole poll path in this process, writing inline (``recorder poll``)."""
-    cluster = load_cluster_config(
-        api_url=api_url or settings.api_url,
-        kubeconfig=settings.kubeconfig,  # KUBECONFIG and HOME are read from environ
-        context=settings.context,
-        environ=os.environ,
-    )
-    with ExitStack() as stack:
-        store = ready_store(open_write_store(settings))
-        stack.callback(store.close)
-        client = MetricsClient(
-            cluster,
-            timeout_seconds=settings.request_timeout_seconds,
-            # Retries of one request stop after half an interval: a poll never runs into the next.
-            retry=RetryPolicy(budget_seconds=settings.interval_seconds / 2),
-            max_response_bytes=settings.max_response_bytes,
-        )
-        stack.callback(client.close)
-        holder = SnapshotHolder(settings.interval_seconds)
-        registry, metrics = build_registry(
-            holder,
-            ExportFilter(
-                containers=settings.metrics_containers,
-                namespaces=tuple(settings.metrics_namespace),
-                exclude_namespaces=tuple(settings.metrics_exclude_namespace),
-            ),
-        )
-        queue = write_queue(
-            settings, lambda n, why: metrics.samples_dropped.labels(reason=why).inc(n)
-        )
-        stack.callback(queue.close)
-        poller = Poller(
-            client,
-            Flusher(queue, store, metrics),
-            holder,
-            metrics,
-            namespaces=settings.namespace,
-            max_future_skew_ms=round(settings.max_future_skew_seconds * 1000),
-        )
-        yield Pipeline(store, client, holder, metrics, poller, registry)
-
-
 def _exit_now(code: int) -> NoReturn:
     """End the service process once it has cleaned up: a query thread stuck in a database
     that does not answer must not keep a stopping pod alive past its grace period."""
@@ -280,8 +219,11 @@ def _print_report(report: PollReport) -> None:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with _pipeline(settings) as pipeline:
-        report = pipeline.poller.poll_once()
+    path = build_poll_path(settings)
+    try:
+        report = path.poller.poll_once()
+    finally:
+        path.close()
     _print_report(report)
     if report.buffered:
         print(f"{report.buffered} samples wait for the database (spooled for the next run)")

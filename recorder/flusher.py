@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from recorder.buffer import WriteQueue
-from recorder.domain import Batch, Kind, Rejection, WriteResult
+from recorder.domain import Batch, Kind, WriteResult
 from recorder.errors import StoreError
 from recorder.exporter import SelfMetrics
 
@@ -38,24 +38,16 @@ class BatchSink(Protocol):
 
 
 @dataclass
-class KindWrite:
-    written: int = 0
-    skipped: int = 0
-    rejections: list[Rejection] = field(default_factory=list)
-
-
-@dataclass
 class FlushReport:
-    """What one ``flush()`` wrote, by kind and by batch sequence number."""
+    """What one ``flush()`` wrote, by batch sequence number."""
 
-    by_kind: dict[Kind, KindWrite] = field(default_factory=dict)
     by_seq: dict[int, WriteResult] = field(default_factory=dict)
     error: StoreError | None = None
     remaining_samples: int = 0
 
     @property
     def written(self) -> int:
-        return sum(k.written for k in self.by_kind.values())
+        return sum(r.written for r in self.by_seq.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +115,7 @@ class Flusher:
                 report.error = exc
                 break
             self.queue.done(pending.seq)
-            self._succeeded(batch, result, report)
+            self._succeeded(batch, result)
             report.by_seq[pending.seq] = result
         report.remaining_samples = self.queue.pending_samples
         self._metrics.samples_buffered.set(report.remaining_samples)
@@ -158,7 +150,7 @@ class Flusher:
                 time.perf_counter() - begun
             )
 
-    def _succeeded(self, batch: Batch, result: WriteResult, report: FlushReport) -> None:
+    def _succeeded(self, batch: Batch, result: WriteResult) -> None:
         self.queue.resume()
         now = self._clock()
         with self._lock:
@@ -172,12 +164,8 @@ class Flusher:
         self._metrics.samples_written.inc(result.written)
         self._metrics.last_write.set(now)
         self._metrics.component_healthy.labels(component="write").set(1)
-        kind = report.by_kind.setdefault(batch.kind, KindWrite())
-        kind.written += result.written
-        kind.skipped += result.skipped_duplicates
         rejected = result.rejected
         if rejected:
-            kind.rejections.extend(rejected)
             for reason, count in Counter(r.reason for r in rejected).items():
                 self._metrics.samples_rejected.labels(reason=reason).inc(count)
             first = rejected[0]

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from recorder.api.app import AppDeps, create_app
 from recorder.api.server import build_server
 from recorder.errors import ConfigError
-from recorder.exporter import ExportFilter, KindLines, RelayRegistry
+from recorder.exporter import KindLines, RelayRegistry
 from recorder.kube.config import load_cluster_config
 from recorder.settings import Settings
 from recorder.store import Store
@@ -34,6 +34,7 @@ from recorder.worker import (
     Started,
     Status,
     Stopped,
+    export_filter,
     open_write_store,
     ready_store,
     worker_main,
@@ -143,10 +144,13 @@ class WorkerHandle:
             process = self._process
             if process is None:
                 return
+            spawned = time.monotonic()
             process.join()
             with self._lock:
                 if self._stopping:
                     return
+            if time.monotonic() - spawned > 60:
+                delay = 1.0  # it ran for a while: not a crash loop
             self._last_exit = _Exit(process.exitcode, time.time())
             log.error(
                 "the worker process exited unexpectedly (code %s); restarting it in %.0fs",
@@ -158,13 +162,8 @@ class WorkerHandle:
                 if self._stopping:
                     return
             self.restarts += 1
-            alive_since = time.monotonic()
             self._spawn()
-            delay = (
-                1.0
-                if time.monotonic() - alive_since > 60
-                else min(delay * 2, MAX_RESTART_DELAY_SECONDS)
-            )
+            delay = min(delay * 2, MAX_RESTART_DELAY_SECONDS)
 
     # --- messages -------------------------------------------------------------------------
 
@@ -287,11 +286,7 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
     try:
         relay = RelayRegistry(
             settings.interval_seconds,
-            ExportFilter(
-                containers=settings.metrics_containers,
-                namespaces=tuple(settings.metrics_namespace),
-                exclude_namespaces=tuple(settings.metrics_exclude_namespace),
-            ),
+            export_filter(settings),
         )
         handle = WorkerHandle(settings, relay, api_url)
         relay.own.register(WorkerCollector(handle))

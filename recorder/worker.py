@@ -26,9 +26,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
 from recorder.buffer import Spool, WriteQueue
 from recorder.domain import Kind
@@ -38,6 +38,7 @@ from recorder.exporter import (
     KindLines,
     LineRenderer,
     OwnExposition,
+    RecorderRegistry,
     SelfMetrics,
     SnapshotHolder,
     build_registry,
@@ -116,7 +117,8 @@ def open_write_store(settings: Settings, url: str | None = None) -> Store:
             statistics_ms=round(settings.statistics_retention_seconds * 1000),
             rollups_ms=round(settings.rollup_retention_seconds * 1000),
         ),
-        **store_timeouts(settings),
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
+        statement_timeout_seconds=settings.database_timeout_seconds,
     )
     store.query_timeout_seconds = settings.query_timeout_seconds
     return store
@@ -139,17 +141,90 @@ def ready_store(store: Store, *, migrate_sqlite: bool = True) -> Store:
     return store
 
 
-def store_timeouts(settings: Settings) -> dict[str, Any]:
-    return {
-        "connect_timeout_seconds": settings.database_connect_timeout_seconds,
-        "statement_timeout_seconds": settings.database_timeout_seconds,
-    }
+def export_filter(settings: Settings) -> ExportFilter:
+    return ExportFilter(
+        containers=settings.metrics_containers,
+        namespaces=tuple(settings.metrics_namespace),
+        exclude_namespaces=tuple(settings.metrics_exclude_namespace),
+    )
 
 
-def write_queue(settings: Settings, on_drop: Callable[[int, str], None]) -> WriteQueue:
-    spool_path = settings.spool_path()
-    spool = Spool(spool_path, settings.spool_max_bytes) if spool_path is not None else None
-    return WriteQueue(memory_bytes=settings.buffer_max_bytes, spool=spool, on_drop=on_drop)
+@dataclass
+class PollPath:
+    """Everything one poll needs, from the Metrics API to the database, built from settings."""
+
+    server: str
+    store: Store
+    client: MetricsClient
+    holder: SnapshotHolder
+    registry: RecorderRegistry
+    queue: WriteQueue
+    flusher: Flusher
+    poller: Poller
+
+    @property
+    def metrics(self) -> SelfMetrics:
+        return self.registry.metrics
+
+    def close(self) -> None:
+        for close in (self.queue.close, self.client.close, self.store.close):
+            try:
+                close()
+            except Exception as exc:  # closing must not turn a clean stop into a crash
+                log.warning("closing failed: %s", exc)
+
+
+def build_poll_path(
+    settings: Settings,
+    *,
+    api_url: str | None = None,
+    write_inline: bool = True,
+    on_publish: Callable[[Kind], None] = lambda kind: None,
+    process_collectors: bool = True,
+) -> PollPath:
+    """The poll path of ``recorder poll`` (``write_inline``: one process) and of the worker
+    (a writer thread drains the queue). Whatever was opened is closed again on failure."""
+    cluster = load_cluster_config(
+        api_url=api_url or settings.api_url,
+        kubeconfig=settings.kubeconfig,  # KUBECONFIG and HOME are read from environ
+        context=settings.context,
+        environ=os.environ,
+    )
+    with ExitStack() as opened:
+        store = ready_store(open_write_store(settings))
+        opened.callback(store.close)
+        client = MetricsClient(
+            cluster,
+            timeout_seconds=settings.request_timeout_seconds,
+            # Retries of one request stop after half an interval: a poll never runs into the next.
+            retry=RetryPolicy(budget_seconds=settings.interval_seconds / 2),
+            max_response_bytes=settings.max_response_bytes,
+        )
+        opened.callback(client.close)
+        holder = SnapshotHolder(settings.interval_seconds)
+        registry, metrics = build_registry(
+            holder, export_filter(settings), process_collectors=process_collectors
+        )
+        spool_path = settings.spool_path()
+        queue = WriteQueue(
+            memory_bytes=settings.buffer_max_bytes,
+            spool=Spool(spool_path, settings.spool_max_bytes) if spool_path else None,
+            on_drop=lambda n, why: metrics.samples_dropped.labels(reason=why).inc(n),
+        )
+        flusher = Flusher(queue, store, metrics)
+        poller = Poller(
+            client,
+            flusher,
+            holder,
+            metrics,
+            namespaces=settings.namespace,
+            max_future_skew_ms=round(settings.max_future_skew_seconds * 1000),
+            write_inline=write_inline,
+            on_publish=on_publish,
+            deadline_seconds=max(settings.interval_seconds, settings.request_timeout_seconds),
+        )
+        opened.pop_all()
+    return PollPath(cluster.server, store, client, holder, registry, queue, flusher, poller)
 
 
 def maintain_logged(store: Store, metrics: SelfMetrics | None = None) -> MaintenanceReport | None:
@@ -192,49 +267,18 @@ class Worker:
         self._stop = threading.Event()
         self._polling = threading.Lock()
         self._last_error: str | None = None
-        cluster = load_cluster_config(
-            api_url=api_url or settings.api_url,
-            kubeconfig=settings.kubeconfig,
-            context=settings.context,
-            environ=os.environ,
-        )
-        self.server = cluster.server
-        self._closers: list[Callable[[], None]] = []
-        self._store = open_write_store(settings)
-        self._closers.append(self._store.close)
-        self._client = MetricsClient(
-            cluster,
-            timeout_seconds=settings.request_timeout_seconds,
-            retry=RetryPolicy(budget_seconds=settings.interval_seconds / 2),
-            max_response_bytes=settings.max_response_bytes,
-        )
-        self._closers.append(self._client.close)
-        self._holder = SnapshotHolder(settings.interval_seconds)
-        self._registry, self.metrics = build_registry(self._holder, process_collectors=False)
-        metrics = self.metrics
-        self._queue = write_queue(
-            settings, lambda n, why: metrics.samples_dropped.labels(reason=why).inc(n)
-        )
-        self._closers.append(self._queue.close)
-        self._flusher = Flusher(self._queue, self._store, metrics)
-        self._renderer = LineRenderer(
-            ExportFilter(
-                containers=settings.metrics_containers,
-                namespaces=tuple(settings.metrics_namespace),
-                exclude_namespaces=tuple(settings.metrics_exclude_namespace),
-            )
-        )
-        self._poller = Poller(
-            self._client,
-            self._flusher,
-            self._holder,
-            metrics,
-            namespaces=settings.namespace,
-            max_future_skew_ms=round(settings.max_future_skew_seconds * 1000),
+        self._path = path = build_poll_path(
+            settings,
+            api_url=api_url,
             write_inline=False,
             on_publish=self._send_lines,
-            deadline_seconds=max(settings.interval_seconds, settings.request_timeout_seconds),
+            process_collectors=False,  # the server's process metrics are the ones served
         )
+        self.server = path.server
+        self.metrics = path.metrics
+        self._store, self._holder, self._registry = path.store, path.holder, path.registry
+        self._queue, self._flusher, self._poller = path.queue, path.flusher, path.poller
+        self._renderer = LineRenderer(export_filter(settings))
 
     # --- running --------------------------------------------------------------------------
 
@@ -308,11 +352,7 @@ class Worker:
         self._send(Stopped(written, spooled, lost))
         self._send_status()
         if not writer.is_alive():
-            for close in reversed(self._closers):
-                try:
-                    close()
-                except Exception as exc:  # closing must not turn a clean stop into a crash
-                    log.warning("closing failed: %s", exc)
+            self._path.close()
         log.info("worker stopped in %.1fs", time.monotonic() - begun)
         return 0
 
