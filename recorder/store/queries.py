@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from recorder.domain import (
     Agg,
@@ -101,18 +101,33 @@ def _check_selector(where: SeriesFilter) -> None:
         raise QueryError("selector matches pod labels: use it with kind=container or kind=pod")
 
 
+def _newest_in_head(conn: Connection, found: Mapping[int, Series]) -> dict[int, int]:
+    """The newest head timestamp of each of ``found``: ``series.last_seen_ms`` only advances
+    at compaction, and the writer that knows better lives in another process (the worker).
+    Only head rows after the oldest ``last_seen_ms`` are read (the time index; on PostgreSQL,
+    the partitions of those blocks)."""
+    floor = min((series.last_seen_ms for series in found.values()), default=None)
+    if floor is None:
+        return {}
+    h = schema.samples_head
+    statement = (
+        select(h.c.series_id, func.max(h.c.ts_ms)).where(h.c.ts_ms > floor).group_by(h.c.series_id)
+    )
+    return {sid: int(ts) for sid, ts in conn.execute(statement) if sid in found}
+
+
 def list_series(
     conn: Connection,
     where: SeriesFilter,
-    newest: Mapping[int, int],
     *,
     limit: int,
     start_ms: int | None = None,
     end_ms: int | None = None,
 ) -> list[SeriesInfo]:
-    """Known series with first/last seen (``newest``: the writer's newest timestamps)."""
+    """Known series with first and last seen (head samples included)."""
     _check_selector(where)
     found = select_series(conn, where)
+    newest = _newest_in_head(conn, found)
     result: list[SeriesInfo] = []
     for series in found.values():
         last = max(series.last_seen_ms, newest.get(series.id, 0))

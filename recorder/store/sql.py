@@ -241,7 +241,6 @@ class Store:
             return queries.list_series(
                 conn,
                 where,
-                self._writer.newest_timestamps(),
                 limit=limit,
                 start_ms=start_ms,
                 end_ms=end_ms,

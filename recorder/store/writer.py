@@ -130,10 +130,6 @@ class SampleWriter:
         self._labels = labels
         self._loaded = True
 
-    def newest_timestamps(self) -> dict[int, int]:
-        """Newest stored timestamp of each series this writer knows (a copy)."""
-        return dict(self._newest)
-
     def invalidate(self) -> None:
         """Forget the in-memory maps; the next write reloads them from the database."""
         self._loaded = False

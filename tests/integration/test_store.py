@@ -236,3 +236,24 @@ def test_series_created_by_another_writer_are_found(database_url: str) -> None:
     assert [tuple(r) for r in rows] == [(10, 1), (5, 7), (10, 2)]
     first.close()
     second.close()
+
+
+def test_series_list_sees_what_another_process_wrote_since(database_url: str) -> None:
+    """The service reads with its own store while the worker writes with another: the last
+    sample of a series, not yet compacted, still counts for ``last seen`` and ``start``."""
+    writer = open_store(database_url)
+    writer.migrate()
+    reader = open_store(database_url)
+    try:
+        for ts in (60_000, 120_000, 1_200_000):
+            writer.write(pods(Sample(WEB, ts, 1, 1, 1)), now_ms=ts)
+        where = SeriesFilter(QueryKind.CONTAINER, namespace="shop")
+        [info] = reader.series(where, limit=10)
+        assert (info.first_seen_ms, info.last_seen_ms) == (60_000, 1_200_000)
+        assert [i.last_seen_ms for i in reader.series(where, limit=10, start_ms=900_000)] == [
+            1_200_000
+        ]
+        assert reader.series(where, limit=10, start_ms=1_200_001) == []
+    finally:
+        writer.close()
+        reader.close()
