@@ -26,8 +26,8 @@ from sqlalchemy import insert
 
 from bench.storage import database
 from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
+from recorder.stats.codec import ChunkSamples
 from recorder.store import Store, open_store, rollups, schema
-from recorder.store.codec import ChunkSamples
 from recorder.store.compactor import ChunkRow
 
 HOUR = 3_600_000

@@ -47,7 +47,7 @@ from recorder.domain import (
     SeriesInfo,
 )
 from recorder.errors import QueryError, QueryTimeout, StoreError
-from recorder.store.sketch import RELATIVE_ACCURACY
+from recorder.stats.sketch import RELATIVE_ACCURACY
 
 log = logging.getLogger(__name__)
 

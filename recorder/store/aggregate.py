@@ -21,11 +21,11 @@ from sqlalchemy import Connection, select
 
 from recorder.domain import Resource
 from recorder.errors import QueryError
+from recorder.stats.codec import decode_samples
+from recorder.stats.sketch import QuantileSketch, exact_quantile
 from recorder.store import schema
-from recorder.store.codec import decode_samples
 from recorder.store.compactor import smallest_gap
 from recorder.store.rollups import DAY_MS, day_of, watermark
-from recorder.store.sketch import QuantileSketch, exact_quantile
 
 BucketOf = Callable[[int], int]
 

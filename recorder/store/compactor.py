@@ -19,11 +19,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
+from recorder.stats.codec import ChunkSamples, decode_samples, encode_samples
+from recorder.stats.sketch import QuantileSketch
 from recorder.store import schema
-from recorder.store.codec import ChunkSamples, decode_samples, encode_samples
 from recorder.store.engine import dialect_insert
 from recorder.store.head import Head
-from recorder.store.sketch import QuantileSketch
 
 log = logging.getLogger(__name__)
 

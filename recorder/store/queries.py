@@ -29,10 +29,10 @@ from recorder.domain import (
     Value,
 )
 from recorder.errors import QueryError
+from recorder.stats.sketch import RELATIVE_ACCURACY
 from recorder.store import schema
 from recorder.store.aggregate import Accumulator, Scan, aligned, series_buckets, whole
 from recorder.store.reader import read_points
-from recorder.store.sketch import RELATIVE_ACCURACY
 
 _LABELS = {
     QueryKind.NODE: ("node",),

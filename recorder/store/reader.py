@@ -8,8 +8,8 @@ from sqlalchemy import Connection, select
 
 from recorder.domain import Resource
 from recorder.errors import QueryError
+from recorder.stats.codec import decode_samples
 from recorder.store import schema
-from recorder.store.codec import decode_samples
 
 
 class _Points:

@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
+from recorder.stats.sketch import QuantileSketch
 from recorder.store import schema
-from recorder.store.sketch import QuantileSketch
 
 DAY_MS = 86_400_000
 _BATCH = 2_000

@@ -17,10 +17,10 @@ from recorder.domain import (
     SeriesFilter,
     SeriesKey,
 )
+from recorder.stats.sketch import RELATIVE_ACCURACY, QuantileSketch, exact_quantile
 from recorder.store import Store, open_store, schema
 from recorder.store import compactor as compactor_module
 from recorder.store.retention import DAY_MS, RetentionPolicy
-from recorder.store.sketch import RELATIVE_ACCURACY, QuantileSketch, exact_quantile
 
 HOUR = 3_600_000
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z, a block boundary

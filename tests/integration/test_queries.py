@@ -27,8 +27,8 @@ from recorder.domain import (
 )
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.selectors import parse_label_selector
+from recorder.stats.sketch import RELATIVE_ACCURACY, exact_quantile
 from recorder.store import Store, open_store
-from recorder.store.sketch import RELATIVE_ACCURACY, exact_quantile
 from tests.servers import serving
 
 HOUR = 3_600_000

@@ -20,8 +20,8 @@ from recorder.domain import (
     SeriesFilter,
     SeriesKey,
 )
+from recorder.stats.sketch import RELATIVE_ACCURACY, exact_quantile
 from recorder.store import Store, open_store, schema
-from recorder.store.sketch import RELATIVE_ACCURACY, exact_quantile
 
 DAY = 86_400_000
 D0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recorder.errors import DecodeError
-from recorder.store.codec import (
+from recorder.stats.codec import (
     FORMAT_VERSION,
     MAX_SAMPLES,
     ChunkSamples,

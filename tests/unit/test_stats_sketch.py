@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recorder.errors import DecodeError
-from recorder.store.sketch import (
+from recorder.stats.sketch import (
     DEFAULT_MAX_BUCKETS,
     FORMAT_VERSION,
     MAX_VALUE,
