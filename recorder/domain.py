@@ -15,10 +15,16 @@ from recorder.selectors import LabelSelector
 
 
 class Kind(StrEnum):
-    """What a series measures: a node as a whole, or one container of a pod."""
+    """What a series measures: a node as a whole, one container of a pod, or a pod as a whole
+    (the sum of its containers at each instant; made by compaction, never polled)."""
 
     NODE = "node"
     CONTAINER = "container"
+    POD = "pod"
+
+
+DEFAULT_CLUSTER = "default"
+"""The ``cluster`` of every series when none is configured (``RECORDER_CLUSTER``)."""
 
 
 class Resource(StrEnum):
@@ -31,7 +37,8 @@ class SeriesKey:
     """The identity of one time series.
 
     Nodes have only ``node``; containers have ``namespace``, ``pod`` and ``container`` (the
-    Metrics API does not say which node a pod runs on, so ``node`` is empty for them).
+    Metrics API does not say which node a pod runs on, so ``node`` is empty for them); pods have
+    ``namespace`` and ``pod``. Every series belongs to a ``cluster``.
     """
 
     kind: Kind
@@ -39,14 +46,23 @@ class SeriesKey:
     namespace: str = ""
     pod: str = ""
     container: str = ""
+    cluster: str = DEFAULT_CLUSTER
 
     @classmethod
-    def for_node(cls, node: str) -> SeriesKey:
-        return cls(Kind.NODE, node=node)
+    def for_node(cls, node: str, cluster: str = DEFAULT_CLUSTER) -> SeriesKey:
+        return cls(Kind.NODE, node=node, cluster=cluster)
 
     @classmethod
-    def for_container(cls, namespace: str, pod: str, container: str) -> SeriesKey:
-        return cls(Kind.CONTAINER, namespace=namespace, pod=pod, container=container)
+    def for_container(
+        cls, namespace: str, pod: str, container: str, cluster: str = DEFAULT_CLUSTER
+    ) -> SeriesKey:
+        return cls(
+            Kind.CONTAINER, namespace=namespace, pod=pod, container=container, cluster=cluster
+        )
+
+    @classmethod
+    def for_pod(cls, namespace: str, pod: str, cluster: str = DEFAULT_CLUSTER) -> SeriesKey:
+        return cls(Kind.POD, namespace=namespace, pod=pod, cluster=cluster)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +145,18 @@ class QueryKind(StrEnum):
 
 
 class Agg(StrEnum):
+    """How a bucket's samples become one value; ``stddev`` is the population standard
+    deviation, ``pNN`` the NN-th percentile."""
+
     AVG = "avg"
     MIN = "min"
     MAX = "max"
     SUM = "sum"
     COUNT = "count"
     LAST = "last"
+    STDDEV = "stddev"
     P50 = "p50"
+    P75 = "p75"
     P90 = "p90"
     P95 = "p95"
     P99 = "p99"
@@ -160,6 +181,7 @@ class SeriesFilter:
     pod: str | None = None
     container: str | None = None
     selector: LabelSelector | None = None
+    cluster: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
