@@ -3,7 +3,7 @@
     RecorderError
     ├── ConfigError                  bad settings, kubeconfig, flags: fix the configuration
     │   └── CredentialsError         a credential could not be obtained (token file, exec plugin)
-    ├── MetricsApiError              talking to metrics.k8s.io failed (.status, .reason)
+    ├── MetricsApiError              talking to metrics.k8s.io failed (.status)
     │   ├── MetricsApiUnauthorized   401: credentials rejected
     │   ├── MetricsApiForbidden      403: RBAC denies the list/get
     │   ├── MetricsApiNotFound       404: metrics-server / APIService missing, or object gone
@@ -20,9 +20,12 @@
     ├── StoreError                   the database failed or is not at the expected schema
     │   ├── QueryTimeout             a query ran past the statement timeout (HTTP 503)
     │   └── StoreUnavailable         unreachable, busy, locked, full or timed out: retry as is
-    └── QueryError                   a history query parameter is invalid (HTTP 400)
+    ├── QueryError                   a history query parameter is invalid (HTTP 400)
+    └── InternalError                a bug met while polling one resource (counted, not fatal)
 
-Every message says what the operator can do about it.
+Every message says what the operator can do about it. Every class has a ``reason``: a short
+stable label (the ``reason`` label of ``recorder_poll_errors_total`` for errors of a poll),
+one per class.
 """
 
 from __future__ import annotations
@@ -31,9 +34,14 @@ from __future__ import annotations
 class RecorderError(Exception):
     """Base class of every error the recorder raises on purpose."""
 
+    reason: str = "error"
+    """A short stable label of the kind of failure; every subclass sets its own."""
+
 
 class ConfigError(RecorderError):
     """The configuration (flags, environment, kubeconfig) is invalid or incomplete."""
+
+    reason = "config"
 
 
 class CredentialsError(ConfigError):
@@ -56,50 +64,65 @@ class MetricsApiError(RecorderError):
     ``credentials`` (no credential could be obtained) come from the classes outside this branch.
     """
 
-    default_reason = "http_error"
+    reason = "http_error"
 
-    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None):
+    def __init__(self, message: str, *, status: int | None = None):
         super().__init__(message)
         self.status = status
-        self.reason = reason or self.default_reason
 
 
 class MetricsApiUnauthorized(MetricsApiError):
-    default_reason = "unauthorized"
+    reason = "unauthorized"
 
 
 class MetricsApiForbidden(MetricsApiError):
-    default_reason = "forbidden"
+    reason = "forbidden"
 
 
 class MetricsApiNotFound(MetricsApiError):
-    default_reason = "not_found"
+    reason = "not_found"
 
 
 class MetricsApiUnavailable(MetricsApiError):
-    default_reason = "unavailable"
+    reason = "unavailable"
     retry_after_seconds: float | None = None
     """The server's ``Retry-After``, when it sent one."""
 
 
 class MetricsApiThrottled(MetricsApiUnavailable):
-    default_reason = "throttled"
+    reason = "throttled"
+
+
+class MetricsApiRedirected(MetricsApiError):
+    """A 3xx answer: the configured URL is not the API server itself (a login page, a load
+    balancer). Redirects are never followed, so credentials never reach another host."""
+
+    reason = "redirect"
+
+
+class MetricsApiResponseTooLarge(MetricsApiError):
+    """A response passed the size limit, on the wire or once decompressed; reading stopped
+    there, so a huge body or a gzip bomb costs at most the limit in memory."""
+
+    reason = "too_large"
 
 
 class MetricsApiTransportError(MetricsApiError):
-    default_reason = "connection"
+    reason = "connection"
 
 
 class MetricsApiTimeout(MetricsApiTransportError):
-    default_reason = "timeout"
+    reason = "timeout"
 
 
 class MetricsApiTLSError(MetricsApiTransportError):
-    default_reason = "tls"
+    reason = "tls"
 
 
 class DecodeError(RecorderError):
     """A response body or a single value could not be decoded."""
+
+    reason = "decode"
 
 
 class MalformedResponseError(DecodeError):
@@ -111,13 +134,19 @@ class MalformedResponseError(DecodeError):
 class QuantityError(DecodeError, ValueError):
     """A Kubernetes resource quantity or a Go duration string is malformed."""
 
+    reason = "quantity"
+
 
 class StoreError(RecorderError):
     """The database could not be read or written."""
 
+    reason = "store"
+
 
 class QueryTimeout(StoreError):
     """A history query ran longer than the configured statement timeout."""
+
+    reason = "query_timeout"
 
 
 class StoreUnavailable(StoreError):
@@ -127,20 +156,17 @@ class StoreUnavailable(StoreError):
     operator must fix, such as a missing schema; rows the database refuses for their content
     are never raised: ``Store.write`` reports them in ``WriteResult.rejected``.)"""
 
+    reason = "store_unavailable"
+
 
 class QueryError(RecorderError, ValueError):
     """A history query has an invalid parameter; the message names it."""
 
-
-class MetricsApiRedirected(MetricsApiError):
-    """A 3xx answer: the configured URL is not the API server itself (a login page, a load
-    balancer). Redirects are never followed, so credentials never reach another host."""
-
-    default_reason = "redirect"
+    reason = "query"
 
 
-class MetricsApiResponseTooLarge(MetricsApiError):
-    """A response passed the size limit, on the wire or once decompressed; reading stopped
-    there, so a huge body or a gzip bomb costs at most the limit in memory."""
+class InternalError(RecorderError):
+    """A bug met while polling one resource: logged with its traceback, counted, and the
+    poll of the other resources goes on."""
 
-    default_reason = "too_large"
+    reason = "internal"

@@ -23,6 +23,7 @@ from recorder.domain import Batch, Kind, Rejection
 from recorder.errors import (
     CredentialsError,
     DecodeError,
+    InternalError,
     MetricsApiError,
     MetricsApiTimeout,
     RecorderError,
@@ -77,12 +78,6 @@ class PollReport:
     @property
     def rejected(self) -> int:
         return sum(len(o.rejections) for o in self.outcomes)
-
-
-class InternalError(RecorderError):
-    """A bug met while polling one resource: counted with reason ``internal``."""
-
-    reason = "internal"
 
 
 class Poller:
@@ -235,7 +230,7 @@ class Poller:
         return batch
 
     def _failed(self, outcome: ResourceOutcome, exc: RecorderError) -> ResourceOutcome:
-        reason = getattr(exc, "reason", None) or "malformed"
+        reason = exc.reason
         self._metrics.poll_errors.labels(resource=outcome.resource, reason=reason).inc()
         log.error("polling %s failed (%s): %s", outcome.resource, reason, exc)
         if outcome.error is None:
