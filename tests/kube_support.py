@@ -1,14 +1,20 @@
 """Helpers for the tests of recorder/kube/: kubeconfig documents written to disk and loaded the
-way the recorder loads them, a CA for PEM material, and a fake clock."""
+way the recorder loads them, a CA for PEM material, a fake clock, and Metrics API
+list bodies built item by item, decoded and normalized as the poller does."""
 
 from __future__ import annotations
 
+import calendar
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from recorder.domain import Batch, Sample, SeriesKey
 from recorder.kube.config import ClusterConfig, Sources, load_cluster_config
+from recorder.kube.decode import decode_node_list, decode_pod_list
+from recorder.kube.normalize import normalize_nodes, normalize_pods
 from recorder.simulator.tls import CertificateAuthority
 
 PEM_CA = CertificateAuthority.generate()
@@ -68,3 +74,72 @@ def load(
 def headers(config: ClusterConfig) -> dict[str, str]:
     assert config.credentials is not None
     return dict(config.credentials.headers())
+
+
+# --- Metrics API list bodies, decoded and normalized ------------------------------------------
+
+KI, MI, GI = 1024, 1024**2, 1024**3
+
+
+def utc_ms(*fields: int, ms: int = 0) -> int:
+    return calendar.timegm((*fields, 0, 0, 0)) * 1000 + ms
+
+
+NOW_MS = utc_ms(2025, 1, 1, 0, 0, 0)
+"""The recorder's clock in these tests: after every fixture's timestamps."""
+
+
+T0 = "2024-05-01T10:00:00Z"
+T0_MS = utc_ms(2024, 5, 1, 10, 0, 0)
+
+
+def node(name: object = "good", **fields: object) -> dict[str, object]:
+    item: dict[str, object] = {
+        "metadata": {"name": name},
+        "timestamp": T0,
+        "window": "30s",
+        "usage": {"cpu": "250m", "memory": "1Gi"},
+    }
+    item.update(fields)
+    return item
+
+
+def pod(
+    name: object = "web-1", namespace: object = "shop", labels: object = None, **fields: object
+) -> dict[str, object]:
+    item: dict[str, object] = {
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": "web"}},
+        "timestamp": T0,
+        "window": "30s",
+        "containers": [{"name": "app", "usage": {"cpu": "250m", "memory": "1Gi"}}],
+    }
+    item.update(fields)
+    return item
+
+
+def list_body(kind: str, *items: object) -> bytes:
+    return json.dumps(
+        {"kind": kind, "apiVersion": "metrics.k8s.io/v1beta1", "items": items}
+    ).encode()
+
+
+def nodes_of(body: bytes, now_ms: int = NOW_MS, **kwargs: int) -> Batch:
+    """Decode and normalize a node list; decode rejections come first, as the poller adds them."""
+    items, bad = decode_node_list(body)
+    batch = normalize_nodes(items, now_ms=now_ms, **kwargs)
+    return Batch(batch.kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections))
+
+
+def pods_of(body: bytes, now_ms: int = NOW_MS) -> Batch:
+    items, bad = decode_pod_list(body)
+    batch = normalize_pods(items, now_ms=now_ms)
+    return Batch(batch.kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections))
+
+
+GOOD_NODE = Sample(SeriesKey.for_node("good"), T0_MS, 30_000, 250_000_000, GI)
+
+
+def assert_only_bad_rejected(batch: Batch, reason: str, *, name: str = "bad") -> str:
+    assert batch.samples == (GOOD_NODE,)
+    assert [(r.name, r.reason) for r in batch.rejections] == [(name, reason)]
+    return batch.rejections[0].detail

@@ -1,15 +1,14 @@
-"""Decoding and normalizing real and odd Metrics API responses (pure, no I/O but fixtures)."""
+"""Normalizing real and odd Metrics API responses to samples (recorder/kube/normalize.py), after
+decoding as the poller does (pure, no I/O but fixtures)."""
 
 from __future__ import annotations
 
-import calendar
 import json
 from pathlib import Path
 
 import pytest
 
-from recorder.domain import Batch, Kind, Sample, SeriesKey
-from recorder.errors import DecodeError, MalformedResponseError
+from recorder.domain import Kind, Sample, SeriesKey
 from recorder.kube import wire
 from recorder.kube.decode import decode_node_list, decode_pod_list
 from recorder.kube.normalize import (
@@ -20,17 +19,24 @@ from recorder.kube.normalize import (
     normalize_nodes,
     normalize_pods,
 )
+from tests.kube_support import (
+    GI,
+    GOOD_NODE,
+    KI,
+    MI,
+    NOW_MS,
+    T0,
+    T0_MS,
+    assert_only_bad_rejected,
+    list_body,
+    node,
+    nodes_of,
+    pod,
+    pods_of,
+    utc_ms,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-KI, MI, GI = 1024, 1024**2, 1024**3
-
-
-def utc_ms(*fields: int, ms: int = 0) -> int:
-    return calendar.timegm((*fields, 0, 0, 0)) * 1000 + ms
-
-
-NOW_MS = utc_ms(2025, 1, 1, 0, 0, 0)
-"""The recorder's clock in these tests: after every fixture's timestamps."""
 
 
 def as_list(item: dict[str, object], kind: str) -> bytes:
@@ -166,15 +172,6 @@ def test_odd_pods_keep_every_good_container_and_reject_each_bad_one() -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
-    [b"", b"not json", b'{"kind": "NodeMetricsList", "items": 5}', b'{"kind": "Status"}'],
-)
-def test_unusable_node_list_is_one_clear_error(body: bytes) -> None:
-    with pytest.raises(DecodeError, match="NodeMetricsList"):
-        decode_node_list(body)
-
-
-@pytest.mark.parametrize(
     "timestamp", ["2024-05-01 10:00:00Z", "2024-05-01T10:00:00", "yesterday", ""]
 )
 def test_bad_timestamps_are_rejected(timestamp: str) -> None:
@@ -217,61 +214,6 @@ def test_offset_timestamps_are_converted_to_utc() -> None:
 
 
 # --- one bad item costs only itself ------------------------------------------------------------
-
-T0 = "2024-05-01T10:00:00Z"
-T0_MS = utc_ms(2024, 5, 1, 10, 0, 0)
-
-
-def node(name: object = "good", **fields: object) -> dict[str, object]:
-    item: dict[str, object] = {
-        "metadata": {"name": name},
-        "timestamp": T0,
-        "window": "30s",
-        "usage": {"cpu": "250m", "memory": "1Gi"},
-    }
-    item.update(fields)
-    return item
-
-
-def pod(
-    name: object = "web-1", namespace: object = "shop", labels: object = None, **fields: object
-) -> dict[str, object]:
-    item: dict[str, object] = {
-        "metadata": {"name": name, "namespace": namespace, "labels": labels or {"app": "web"}},
-        "timestamp": T0,
-        "window": "30s",
-        "containers": [{"name": "app", "usage": {"cpu": "250m", "memory": "1Gi"}}],
-    }
-    item.update(fields)
-    return item
-
-
-def list_body(kind: str, *items: object) -> bytes:
-    return json.dumps(
-        {"kind": kind, "apiVersion": "metrics.k8s.io/v1beta1", "items": items}
-    ).encode()
-
-
-def nodes_of(body: bytes, now_ms: int = NOW_MS, **kwargs: int) -> Batch:
-    """Decode and normalize a node list; decode rejections come first, as the poller adds them."""
-    items, bad = decode_node_list(body)
-    batch = normalize_nodes(items, now_ms=now_ms, **kwargs)
-    return Batch(batch.kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections))
-
-
-def pods_of(body: bytes, now_ms: int = NOW_MS) -> Batch:
-    items, bad = decode_pod_list(body)
-    batch = normalize_pods(items, now_ms=now_ms)
-    return Batch(batch.kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections))
-
-
-GOOD_NODE = Sample(SeriesKey.for_node("good"), T0_MS, 30_000, 250_000_000, GI)
-
-
-def assert_only_bad_rejected(batch: Batch, reason: str, *, name: str = "bad") -> str:
-    assert batch.samples == (GOOD_NODE,)
-    assert [(r.name, r.reason) for r in batch.rejections] == [(name, reason)]
-    return batch.rejections[0].detail
 
 
 @pytest.mark.parametrize(
@@ -357,57 +299,6 @@ def test_the_largest_int64_quantities_are_kept_exactly() -> None:
     usage = {"cpu": "9223372036854775807n", "memory": "8Ei"}  # Go caps binary values at 2^63-1
     (sample,) = nodes_of(list_body("NodeMetricsList", node(usage=usage))).samples
     assert sample.cpu_nanocores == sample.memory_bytes == INT64_MAX
-
-
-@pytest.mark.parametrize(
-    "body_text",
-    [
-        '"cpu": 1e999, "memory": "1"',  # msgspec: "Number out of range"
-        '"cpu": 123456789012345678901234567890, "memory": "1"',
-        '"cpu": null, "memory": "1"',
-        '"cpu": ["1"], "memory": "1"',
-    ],
-)
-def test_a_number_where_a_quantity_belongs_rejects_its_item_alone(body_text: str) -> None:
-    good = json.dumps(node())
-    bad = f'{{"metadata": {{"name": "bad"}}, "timestamp": "{T0}", "usage": {{{body_text}}}}}'
-    body = f'{{"kind": "NodeMetricsList", "items": [{bad}, {good}]}}'.encode()
-    detail = assert_only_bad_rejected(nodes_of(body), "malformed_item")
-    assert "usage" in detail
-
-
-def test_invalid_utf8_in_one_item_rejects_it_alone() -> None:
-    good = json.dumps(node()).encode()
-    bad = b'{"metadata": {"name": "bad"}, "timestamp": "\xff\xfe", "usage": {}}'
-    body = b'{"kind": "NodeMetricsList", "items": [' + bad + b", " + good + b"]}"
-    detail = assert_only_bad_rejected(nodes_of(body), "malformed_item")
-    assert "not valid UTF-8" in detail
-
-
-def test_invalid_utf8_in_the_name_itself_is_reported_by_position() -> None:
-    good = json.dumps(pod()).encode()
-    bad = b'{"metadata": {"name": "b\xc3(", "namespace": "shop"}, "timestamp": "x"}'
-    body = b'{"kind": "PodMetricsList", "items": [' + good + b", " + bad + b"]}"
-    batch = pods_of(body)
-    assert [s.key.pod for s in batch.samples] == ["web-1"]
-    assert [(r.name, r.reason) for r in batch.rejections] == [("items[1]", "malformed_item")]
-
-
-def test_invalid_utf8_outside_the_fields_read_is_ignored_as_msgspec_skips_it() -> None:
-    good = json.dumps(node())[1:]
-    body = b'{"junk": "\xff", "kind": "NodeMetricsList", "items": [{"x": "\xff", ' + (
-        good.encode() + b"]}"
-    )
-    assert nodes_of(body).samples == (GOOD_NODE,)
-
-
-def test_items_that_are_not_objects_are_rejected_by_position() -> None:
-    body = list_body("NodeMetricsList", None, 5, "node", [], node())
-    batch = nodes_of(body)
-    assert batch.samples == (GOOD_NODE,)
-    assert [(r.name, r.reason) for r in batch.rejections] == [
-        (f"items[{i}]", "malformed_item") for i in range(4)
-    ]
 
 
 @pytest.mark.parametrize(
@@ -546,51 +437,3 @@ def test_an_unexpected_error_inside_normalize_rejects_one_item() -> None:
         ("a/c", "malformed_item"),
         ("b", "malformed_item"),
     ]
-
-
-# --- a body that cannot be split into items fails alone, always as MalformedResponseError -------
-
-
-def nested(depth: int) -> bytes:
-    return b"[" * depth + b"]" * depth
-
-
-@pytest.mark.parametrize(
-    ("body", "says"),
-    [
-        (b"", "not valid JSON"),
-        (b"\xef\xbb\xbf{}", "not valid JSON"),  # a byte-order mark
-        (b'{"kind": "NodeMetricsList", "items": [NaN]}', "not valid JSON"),
-        (b'{"kind": "NodeMetricsList", "items": []} trailing', "not valid JSON"),
-        (b'{"kind": "NodeMetricsList", "items": [{"metadata": {"name": "\\ud800"}}]}', "JSON"),
-        (b'{"kind": "NodeMetricsList", "items": [{"x": ' + nested(5000) + b"}]}", "too deeply"),
-        (b'{"kind": "NodeMetricsList", "items": ' + nested(5000) + b"}", "too deeply"),
-        (b'{"kind": "Node\xffMetricsList", "items": []}', "not valid UTF-8"),
-        (b'{"kind": 1e999, "items": []}', "unexpected shape"),
-        (b'{"kind": "NodeMetricsList", "items": {"a": 1}}', "unexpected shape"),
-        (b"[]", "unexpected shape"),
-        (b"null", "unexpected shape"),
-        (b'"NodeMetricsList"', "unexpected shape"),
-        (b'{"kind": "PodMetricsList", "items": []}', "got kind 'PodMetricsList'"),
-        (b'{"kind": "Status", "items": [1]}', "got kind 'Status'"),
-        (b'{"kind": "a\\u0000b"}', "got kind 'a\\\\x00b'"),
-    ],
-)
-def test_a_body_that_cannot_be_split_into_items_is_one_malformed_error(
-    body: bytes, says: str
-) -> None:
-    with pytest.raises(MalformedResponseError, match="NodeMetricsList") as caught:
-        decode_node_list(body)
-    assert says in str(caught.value)
-    assert caught.value.reason == "malformed"
-
-
-def test_nesting_real_responses_never_reach_is_tolerated_where_it_is_ignored() -> None:
-    good = json.dumps(node())[1:]
-    body = (
-        b'{"kind": "NodeMetricsList", "items": [{"x": '
-        + nested(500)
-        + b", "
-        + (good.encode() + b"]}")
-    )
-    assert nodes_of(body).samples == (GOOD_NODE,)

@@ -1,0 +1,132 @@
+"""Decoding Metrics API bodies (recorder/kube/decode.py): one malformed item costs only itself, a
+body that cannot be split into items is one MalformedResponseError."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recorder.errors import DecodeError, MalformedResponseError
+from recorder.kube.decode import decode_node_list
+from tests.kube_support import (
+    GOOD_NODE,
+    T0,
+    assert_only_bad_rejected,
+    list_body,
+    node,
+    nodes_of,
+    pod,
+    pods_of,
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b'{"kind": "NodeMetricsList", "items": 5}', b'{"kind": "Status"}'],
+)
+def test_unusable_node_list_is_one_clear_error(body: bytes) -> None:
+    with pytest.raises(DecodeError, match="NodeMetricsList"):
+        decode_node_list(body)
+
+
+# --- one malformed item costs only itself ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body_text",
+    [
+        '"cpu": 1e999, "memory": "1"',  # msgspec: "Number out of range"
+        '"cpu": 123456789012345678901234567890, "memory": "1"',
+        '"cpu": null, "memory": "1"',
+        '"cpu": ["1"], "memory": "1"',
+    ],
+)
+def test_a_number_where_a_quantity_belongs_rejects_its_item_alone(body_text: str) -> None:
+    good = json.dumps(node())
+    bad = f'{{"metadata": {{"name": "bad"}}, "timestamp": "{T0}", "usage": {{{body_text}}}}}'
+    body = f'{{"kind": "NodeMetricsList", "items": [{bad}, {good}]}}'.encode()
+    detail = assert_only_bad_rejected(nodes_of(body), "malformed_item")
+    assert "usage" in detail
+
+
+def test_invalid_utf8_in_one_item_rejects_it_alone() -> None:
+    good = json.dumps(node()).encode()
+    bad = b'{"metadata": {"name": "bad"}, "timestamp": "\xff\xfe", "usage": {}}'
+    body = b'{"kind": "NodeMetricsList", "items": [' + bad + b", " + good + b"]}"
+    detail = assert_only_bad_rejected(nodes_of(body), "malformed_item")
+    assert "not valid UTF-8" in detail
+
+
+def test_invalid_utf8_in_the_name_itself_is_reported_by_position() -> None:
+    good = json.dumps(pod()).encode()
+    bad = b'{"metadata": {"name": "b\xc3(", "namespace": "shop"}, "timestamp": "x"}'
+    body = b'{"kind": "PodMetricsList", "items": [' + good + b", " + bad + b"]}"
+    batch = pods_of(body)
+    assert [s.key.pod for s in batch.samples] == ["web-1"]
+    assert [(r.name, r.reason) for r in batch.rejections] == [("items[1]", "malformed_item")]
+
+
+def test_invalid_utf8_outside_the_fields_read_is_ignored_as_msgspec_skips_it() -> None:
+    good = json.dumps(node())[1:]
+    body = b'{"junk": "\xff", "kind": "NodeMetricsList", "items": [{"x": "\xff", ' + (
+        good.encode() + b"]}"
+    )
+    assert nodes_of(body).samples == (GOOD_NODE,)
+
+
+def test_items_that_are_not_objects_are_rejected_by_position() -> None:
+    body = list_body("NodeMetricsList", None, 5, "node", [], node())
+    batch = nodes_of(body)
+    assert batch.samples == (GOOD_NODE,)
+    assert [(r.name, r.reason) for r in batch.rejections] == [
+        (f"items[{i}]", "malformed_item") for i in range(4)
+    ]
+
+
+# --- a body that cannot be split into items fails alone, always as MalformedResponseError -------
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"", "not valid JSON"),
+        (b"\xef\xbb\xbf{}", "not valid JSON"),  # a byte-order mark
+        (b'{"kind": "NodeMetricsList", "items": [NaN]}', "not valid JSON"),
+        (b'{"kind": "NodeMetricsList", "items": []} trailing', "not valid JSON"),
+        (b'{"kind": "NodeMetricsList", "items": [{"metadata": {"name": "\\ud800"}}]}', "JSON"),
+        (b'{"kind": "NodeMetricsList", "items": [{"x": ' + nested(5000) + b"}]}", "too deeply"),
+        (b'{"kind": "NodeMetricsList", "items": ' + nested(5000) + b"}", "too deeply"),
+        (b'{"kind": "Node\xffMetricsList", "items": []}', "not valid UTF-8"),
+        (b'{"kind": 1e999, "items": []}', "unexpected shape"),
+        (b'{"kind": "NodeMetricsList", "items": {"a": 1}}', "unexpected shape"),
+        (b"[]", "unexpected shape"),
+        (b"null", "unexpected shape"),
+        (b'"NodeMetricsList"', "unexpected shape"),
+        (b'{"kind": "PodMetricsList", "items": []}', "got kind 'PodMetricsList'"),
+        (b'{"kind": "Status", "items": [1]}', "got kind 'Status'"),
+        (b'{"kind": "a\\u0000b"}', "got kind 'a\\\\x00b'"),
+    ],
+)
+def test_a_body_that_cannot_be_split_into_items_is_one_malformed_error(
+    body: bytes, says: str
+) -> None:
+    with pytest.raises(MalformedResponseError, match="NodeMetricsList") as caught:
+        decode_node_list(body)
+    assert says in str(caught.value)
+    assert caught.value.reason == "malformed"
+
+
+def test_nesting_real_responses_never_reach_is_tolerated_where_it_is_ignored() -> None:
+    good = json.dumps(node())[1:]
+    body = (
+        b'{"kind": "NodeMetricsList", "items": [{"x": '
+        + nested(500)
+        + b", "
+        + (good.encode() + b"]}")
+    )
+    assert nodes_of(body).samples == (GOOD_NODE,)
