@@ -124,10 +124,10 @@ def test_api_up_drops_to_zero_even_when_no_poll_reports_the_failure() -> None:
     metrics.api_up.set(1)
     clock.now += 3 * INTERVAL - 1
     assert registry.get_sample_value("recorder_metrics_api_up") == 1
-    assert holder.get().nodes
+    assert holder.view().nodes is not None
     clock.now += 1
     assert registry.get_sample_value("recorder_metrics_api_up") == 0
-    assert holder.get().nodes == ()
+    assert holder.view().nodes is None
     assert data_lines(scrape(registry), "node") == []
 
 
@@ -136,4 +136,4 @@ def test_without_an_interval_nothing_is_withdrawn() -> None:
     holder = SnapshotHolder(clock=clock)
     holder.publish(Kind.NODE, [Sample(SeriesKey.for_node("n1"), 1, 1, 1, 1)], 1)
     clock.now += 10**9
-    assert holder.view().fresh and holder.get().nodes
+    assert holder.view().fresh and holder.view().nodes is not None
