@@ -122,15 +122,6 @@ class WriteResult:
     rejected: tuple[Rejection, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The latest values of every series seen by the last successful poll of each kind."""
-
-    taken_at_ms: int
-    nodes: tuple[Sample, ...] = ()
-    containers: tuple[Sample, ...] = ()
-
-
 class QueryKind(StrEnum):
     """What a history query returns: nodes, containers, or pods (the sum of their containers
     at each timestamp)."""

@@ -38,10 +38,6 @@ class ExportFilter:
         object.__setattr__(self, "_allow", _pattern(self.namespaces))
         object.__setattr__(self, "_deny", _pattern(self.exclude_namespaces))
 
-    @property
-    def filters_namespaces(self) -> bool:
-        return self._allow is not None or self._deny is not None
-
     def allows_namespace(self, namespace: str) -> bool:
         if self._allow is not None and self._allow.fullmatch(namespace) is None:
             return False

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from recorder.domain import Kind, Sample, Snapshot
+from recorder.domain import Kind, Sample
 
 WITHDRAW_AFTER_INTERVALS = 3
 
@@ -59,10 +59,6 @@ class SnapshotHolder:
         self._latest: dict[Kind, Published] = {}
         self._generation = 0
 
-    @property
-    def stale_after_seconds(self) -> float | None:
-        return self._stale_after
-
     def publish(self, kind: Kind, samples: Sequence[Sample], taken_at_ms: int) -> None:
         frozen = tuple(samples)
         now = self._clock()
@@ -77,15 +73,6 @@ class SnapshotHolder:
             containers = self._current(Kind.CONTAINER, now)
             fresh = self._stale_after is None or nodes is not None or containers is not None
         return SnapshotView(nodes, containers, fresh)
-
-    def get(self) -> Snapshot:
-        view = self.view()
-        taken = [p.taken_at_ms for p in (view.nodes, view.containers) if p is not None]
-        return Snapshot(
-            max(taken, default=0),
-            view.nodes.samples if view.nodes is not None else (),
-            view.containers.samples if view.containers is not None else (),
-        )
 
     def _current(self, kind: Kind, now: float) -> Published | None:
         published = self._latest.get(kind)

@@ -158,9 +158,6 @@ class SampleLines:
         self._containers = LabelCache(self._container_labels)
         self._namespaces: dict[str, bool] = {}
 
-    def cached_series(self, kind: Kind) -> int:
-        return len(self._nodes if kind is Kind.NODE else self._containers)
-
     def _container_labels(self, identity: Hashable) -> str:
         container, namespace, pod = cast(tuple[str, str, str], identity)
         allowed = self._namespaces.get(namespace)

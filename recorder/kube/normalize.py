@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 from recorder import units
 from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, SeriesKey
-from recorder.errors import DecodeError, QuantityError
+from recorder.errors import QuantityError
 from recorder.kube import wire
 
 INT64_MAX = 2**63 - 1
@@ -369,12 +369,3 @@ def _label(name: object, missing: str = "?") -> str:
     if not isinstance(name, str) or not name:
         return missing
     return name if len(name) <= MAX_NAME_CHARS and _storable(name) else shown(name)
-
-
-def parse_timestamp_ms(text: str) -> int:
-    """RFC 3339 to unix milliseconds (for callers outside this module), strict: a time that
-    does not exist or is before 2014 is a ``DecodeError``."""
-    try:
-        return _parse_timestamp(text)
-    except _Reject as bad:
-        raise DecodeError(bad.detail) from None
