@@ -1,4 +1,4 @@
-"""The HTTP API in-process over a real SQLite store."""
+"""The HTTP API in-process over a real store, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from recorder.api.app import AppDeps, create_app
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.errors import StoreError
 from recorder.exporter import SnapshotHolder, build_registry
-from recorder.store import Store, open_store
+from recorder.store import Store
 from tests.servers import serving
 
 NOW = 1_714_557_600.0  # 2024-05-01T10:00:00Z
@@ -22,9 +22,9 @@ T0 = int(NOW * 1000) - 60_000
 
 
 @pytest.fixture
-def store(sqlite_url: str) -> Iterator[Store]:
-    store = open_store(sqlite_url)
-    store.migrate()
+def store(store: Store) -> Store:
+    """The shared store (tests/conftest.py: SQLite and PostgreSQL) with two containers' and a
+    node's samples of a minute ago."""
     store.write(
         Batch(
             Kind.CONTAINER,
@@ -42,8 +42,7 @@ def store(sqlite_url: str) -> Iterator[Store]:
         Batch(Kind.NODE, (Sample(SeriesKey.for_node("n1"), T0, 30_000, 2_250_000_000, 9),)),
         now_ms=T0,
     )
-    yield store
-    store.close()
+    return store
 
 
 @pytest.fixture

@@ -40,9 +40,15 @@ SAMPLES = 120  # 30 s apart: the last hour
 
 
 def populate(url: str) -> None:
-    """An hour of history for 10 namespaces of 20 pods, ending now."""
+    """`write_history` into the database at ``url``, for a server in a child process."""
     store = open_store(url)
     store.migrate()
+    write_history(store)
+    store.close()
+
+
+def write_history(store: Store) -> None:
+    """An hour of history for 10 namespaces of 20 pods, ending now."""
     keys = [
         SeriesKey.for_container(f"ns-{n}", f"pod-{p}", "app")
         for n in range(NAMESPACES)
@@ -53,7 +59,6 @@ def populate(url: str) -> None:
         ts = end - (SAMPLES - i) * 30_000
         samples = tuple(Sample(k, ts, 30_000, 1_000_000 * (i + 1), 2**20 * (i + 1)) for k in keys)
         store.write(Batch(Kind.CONTAINER, samples), now_ms=ts)
-    store.close()
 
 
 class SlowHistory:
@@ -174,11 +179,10 @@ def running(app: Any, **options: Any) -> Iterator[tuple[str, RecorderServer]]:
 
 
 @pytest.fixture
-def store(sqlite_url: str) -> Iterator[Store]:
-    populate(sqlite_url)
-    store = open_store(sqlite_url)
-    yield store
-    store.close()
+def store(store: Store) -> Store:
+    """The shared store (tests/conftest.py: SQLite and PostgreSQL) holding `write_history`."""
+    write_history(store)
+    return store
 
 
 def deps_for(store: Any, **options: Any) -> AppDeps:

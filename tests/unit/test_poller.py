@@ -1,11 +1,10 @@
-"""The poll cycle over our own seams: a fake Metrics API source and a real SQLite store."""
+"""The poll cycle over our own seams: a fake Metrics API source and a real store (the shared
+``store`` fixture: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from recorder.buffer import WriteQueue
@@ -14,7 +13,7 @@ from recorder.errors import MetricsApiForbidden, StoreError
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.flusher import Flusher
 from recorder.poller import Poller
-from recorder.store import Store, open_store
+from recorder.store import Store
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -46,14 +45,6 @@ class OutageSink:
         if self.down:
             raise StoreError("database is down")
         return self.store.write(batch, now_ms=now_ms)
-
-
-@pytest.fixture
-def store(sqlite_url: str) -> Iterator[Store]:
-    store = open_store(sqlite_url)
-    store.migrate()
-    yield store
-    store.close()
 
 
 NOW = 1.8e9  # 2027-01-15: after the fixtures' timestamps, within no skew of them
