@@ -6,6 +6,7 @@ Built once at the edge (``cli.py``) and passed down; nothing else reads the envi
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from recorder import units
+from recorder.domain import DEFAULT_CLUSTER
 from recorder.errors import ConfigError, QuantityError
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DATABASE_URL = "sqlite:///recorder.db"
 # metrics-server's own manifests scrape every 15 s; polling faster only returns the same values.
 MIN_USEFUL_INTERVAL_SECONDS = 15.0
+MAX_CLUSTER_CHARS = 63
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
+"""A Kubernetes label value, which is also a Prometheus label value as it is."""
 
 
 def _split_csv(value: Any) -> Any:
@@ -57,6 +62,21 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, port
 
 
+def check_cluster(name: str) -> None:
+    """Refuse a cluster name that is not a Kubernetes label value (a ValueError saying why)."""
+    if len(name) > MAX_CLUSTER_CHARS:
+        raise ValueError(
+            f"--cluster must be at most {MAX_CLUSTER_CHARS} characters, like "
+            f"a Kubernetes label value, got {len(name)}"
+        )
+    if _CLUSTER_NAME.match(name) is None:
+        raise ValueError(
+            "--cluster must be a Kubernetes label value: letters, digits, "
+            "'-', '_' and '.', beginning and ending with a letter or digit (e.g. prod-eu-1), "
+            f"got {name!r}"
+        )
+
+
 class Settings(BaseSettings):
     """Every knob of the recorder. Each field is also ``RECORDER_<FIELD>`` in the environment."""
 
@@ -70,6 +90,11 @@ class Settings(BaseSettings):
     )
     api_url: str | None = Field(
         default=None, description="Plain Metrics API base URL, e.g. kubectl proxy's"
+    )
+    cluster: str = Field(
+        default=DEFAULT_CLUSTER,
+        description="Name of this cluster: the `cluster` label of every series, in the database, "
+        "the APIs and /metrics; set it before the first run (changing it starts new series)",
     )
     kubeconfig: str | None = Field(default=None, description="Kubeconfig path(s), ':'-separated")
     context: str | None = Field(default=None, description="Kubeconfig context to use")
@@ -292,6 +317,12 @@ class Settings(BaseSettings):
     def _interval_positive(cls, value: float) -> float:
         if not value > 0:
             raise ValueError(f"interval must be positive, got {value}")
+        return value
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: str) -> str:
+        check_cluster(value)
         return value
 
     @field_validator("listen")
