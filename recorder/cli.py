@@ -1,33 +1,39 @@
-"""The ``recorder`` command line: run, demo, poll, migrate, simulate.
+"""The ``recorder`` command line: flags in, text out.
 
-This is the edge: it reads flags and the environment once (into ``Settings``), builds the
-objects and wires them together. Nothing below it reads the environment.
+It parses the flags, hands them to ``commands`` (which builds ``Settings`` once and wires the
+service, a poll, maintenance...) or to the query layer, and prints what comes back: reports
+line by line, query results as ``recorder.query.formats`` writes them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
 
-from recorder import __version__
-from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
-from recorder.errors import ConfigError, RecorderError
+from recorder import __version__, commands, timeutil
+from recorder.domain import Agg, HistoryQuery, HistoryResult, QueryKind, Resource, SeriesFilter
+from recorder.errors import DurationError, RecorderError
 from recorder.poller import PollReport
-from recorder.settings import Settings, load_settings
-from recorder.store import Store
-from recorder.store.engine import redact
-from recorder.worker import build_poll_path, configure_logging, open_write_store, ready_store
+from recorder.query import engine, formats, params
+from recorder.settings import Settings
+from recorder.timeutil import HOUR_MS
 
 log = logging.getLogger("recorder")
 
-DEMO_LISTEN = "127.0.0.1:8080"
-DEMO_INTERVAL_SECONDS = 15.0
+
+def _positive_seconds(text: str) -> float:
+    """A duration flag (``timeutil``'s grammar) in seconds, more than zero; argparse names the
+    flag in its message."""
+    try:
+        seconds = timeutil.parse_duration_seconds(text)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero, e.g. 30s")
+    return seconds
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +47,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="only pods of this namespace (repeatable); skips nodes",
     )
-    group.add_argument("--interval", help="poll interval: seconds or a duration (default 30s)")
+    group.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        help="poll interval: a duration such as 30s, 1m30s or 45 (seconds) (default 30s)",
+    )
     group.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
 
 
@@ -73,42 +83,44 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keeps the history of Kubernetes CPU and memory usage from metrics.k8s.io.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="the service: poll on a schedule and serve HTTP")
+    run = subcommands.add_parser("run", help="the service: poll on a schedule and serve HTTP")
     _common(run)
     run.add_argument("--listen", help="HOST:PORT of the HTTP server (default 0.0.0.0:8080)")
     _exposition_options(run)
 
-    demo = commands.add_parser("demo", help="the service against the built-in simulator")
+    demo = subcommands.add_parser("demo", help="the service against the built-in simulator")
     _common(demo)
-    demo.add_argument("--listen", help=f"HOST:PORT of the HTTP server (default {DEMO_LISTEN})")
+    demo.add_argument(
+        "--listen", help=f"HOST:PORT of the HTTP server (default {commands.DEMO_LISTEN})"
+    )
     demo.add_argument("--nodes", type=int, default=3, help="simulated nodes (default 3)")
     demo.add_argument("--pods", type=int, default=30, help="simulated pods (default 30)")
     demo.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
     _exposition_options(demo)
 
-    poll = commands.add_parser("poll", help="one poll cycle, then exit (non-zero on failure)")
+    poll = subcommands.add_parser("poll", help="one poll cycle, then exit (non-zero on failure)")
     _common(poll)
 
-    migrate = commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    migrate = subcommands.add_parser("migrate", help="upgrade the database to the newest schema")
     migrate.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
     migrate.add_argument("--log-level")
 
-    maintain = commands.add_parser(
+    maintain = subcommands.add_parser(
         "maintain", help="one round of compaction and retention (run does it on a schedule)"
     )
     maintain.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
     maintain.add_argument("--log-level")
 
-    copy = commands.add_parser(
+    copy = subcommands.add_parser(
         "copy", help="copy the whole history to another database (resumable: run it again)"
     )
     copy.add_argument("--from", dest="source", required=True, help="source database URL")
     copy.add_argument("--to", dest="target", required=True, help="target database URL")
     copy.add_argument("--log-level")
 
-    query = commands.add_parser("query", help="the history API from the command line")
+    query = subcommands.add_parser("query", help="the history API from the command line")
     query.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
     query.add_argument("--resource", required=True, choices=["cpu", "memory"])
     query.add_argument("--kind", default="container", choices=["node", "container", "pod"])
@@ -118,25 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--format", default="table", choices=["table", "json", "csv"])
     query.add_argument("--log-level")
 
-    top = commands.add_parser("top", help="like kubectl top, over a past window")
+    top = subcommands.add_parser("top", help="like kubectl top, over a past window")
     top.add_argument("what", choices=["pods", "nodes"])
     top.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
     scope = top.add_mutually_exclusive_group()
     scope.add_argument("-A", "--all-namespaces", action="store_true")
     scope.add_argument("--namespace", help="pods of this namespace (default: default)")
     top.add_argument("--selector", "-l", help="label selector on pod labels")
-    top.add_argument("--since", default="1h", help="window length: 1h, 24h, 7d (default 1h)")
+    top.add_argument(
+        "--since", default="1h", help="window length: a duration (1h, 90m, 1.5d, 2w; default 1h)"
+    )
     top.add_argument("--end", help="end of the window (default now): RFC 3339, unix seconds")
     top.add_argument("--agg", default="avg", choices=[a.value for a in Agg if a is not Agg.COUNT])
     top.add_argument("--sort-by", default="cpu", choices=["cpu", "memory"])
     top.add_argument("-n", "--limit", type=int, default=20, help="rows to show (default 20)")
     top.add_argument("--log-level")
 
-    simulate = commands.add_parser("simulate", help="serve only the simulated Metrics API")
+    simulate = subcommands.add_parser("simulate", help="serve only the simulated Metrics API")
     simulate.add_argument("--nodes", type=int, default=3)
     simulate.add_argument("--pods", type=int, default=30)
     simulate.add_argument("--seed", type=int, default=0)
-    simulate.add_argument("--resolution", default="15s", help="metric resolution (default 15s)")
+    simulate.add_argument(
+        "--resolution",
+        type=_positive_seconds,
+        default="15s",
+        help="metric resolution: a duration (default 15s)",
+    )
     simulate.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT")
     simulate.add_argument("--serve-v1", action="store_true", help="also serve metrics.k8s.io/v1")
     simulate.add_argument("--log-level")
@@ -146,59 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    names = ("database_url", "api_url", "kubeconfig", "context", "namespace", "listen")
-    overrides = {name: getattr(args, name, None) for name in names}
-    overrides["interval_seconds"] = getattr(args, "interval", None)
-    overrides["log_level"] = getattr(args, "log_level", None)
-    for name in ("metrics_containers", "metrics_namespace", "metrics_exclude_namespace"):
-        overrides[name] = getattr(args, name, None)
-    overrides.update(extra)
-    return load_settings(**overrides)
-
-
-def _exit_now(code: int) -> NoReturn:
-    """End the service process once it has cleaned up: a query thread stuck in a database
-    that does not answer must not keep a stopping pod alive past its grace period."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from recorder.service import serve
-
-    return _exit_now(serve(_settings(args)))
+    commands.run_service(commands.settings_from_args(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from recorder.service import serve
-    from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
-
-    extra: dict[str, Any] = {}
-    if args.listen is None and "RECORDER_LISTEN" not in os.environ:
-        extra["listen"] = DEMO_LISTEN
-    if args.interval is None and "RECORDER_INTERVAL" not in os.environ:
-        extra["interval_seconds"] = DEMO_INTERVAL_SECONDS
-    settings = _settings(args, **extra)
-    config = SimulatorConfig(nodes=args.nodes, pods=args.pods, seed=args.seed)
-    simulated = create_app(ClusterModel(config))
-    with SimulatorServer(simulated) as simulator:
-        host, port = settings.listen_address
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        base = f"http://{shown}:{port}"
-        banner = [
-            f"Simulated Metrics API ({args.nodes} nodes, {args.pods} pods): {simulator.url}",
-            f"Recording every {settings.interval_seconds:g}s into "
-            f"{redact(settings.database_url.get_secret_value())}",
-            f"  Prometheus metrics: {base}/metrics",
-            f"  History (JSON):     {base}/api/v1/history?resource=cpu&kind=node",
-            f"  Readiness:          {base}/readyz",
-            "Press Ctrl+C to stop.",
-        ]
-        code = serve(settings, api_url=simulator.url, banner=banner)
-    return _exit_now(code)
+    settings = commands.demo_settings(args)
+    commands.run_demo(settings, nodes=args.nodes, pods=args.pods, seed=args.seed)
 
 
 def _print_report(report: PollReport) -> None:
@@ -218,12 +191,7 @@ def _print_report(report: PollReport) -> None:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    path = build_poll_path(settings)
-    try:
-        report = path.poller.poll_once()
-    finally:
-        path.close()
+    report = commands.poll_once(commands.settings_from_args(args))
     _print_report(report)
     if report.buffered:
         print(f"{report.buffered} samples wait for the database (spooled for the next run)")
@@ -231,12 +199,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = ready_store(open_write_store(settings))
-    try:
-        report = store.maintain(now_ms=int(time.time() * 1000))
-    finally:
-        store.close()
+    report = commands.maintain_once(commands.settings_from_args(args))
     if report.skipped:
         print("another replica holds the maintenance lock; nothing done")
         return 0
@@ -254,20 +217,12 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    from recorder.store.copy import HistoryCopier
-
-    settings = _settings(args)
-    source = ready_store(open_write_store(settings, args.source), migrate_sqlite=False)
-    try:
-        target = open_write_store(settings, args.target)
-        try:
-            target.migrate()
-            print(f"copying {redact(args.source)} -> {redact(args.target)}", flush=True)
-            report = HistoryCopier(source, target, progress=lambda line: None).run()
-        finally:
-            target.close()
-    finally:
-        source.close()
+    report = commands.copy_history(
+        commands.settings_from_args(args),
+        args.source,
+        args.target,
+        on_start=lambda line: print(line, flush=True),
+    )
     print(
         f"series: {report.series}; chunks copied: {report.chunks_copied} "
         f"(already there: {report.chunks_already_there}); head samples written: "
@@ -280,121 +235,89 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query_store(args: argparse.Namespace) -> Store:
-    settings = _settings(args)
-    store = open_write_store(settings)
-    if not store.schema_is_current():
-        store.close()
-        raise ConfigError(f"{store.display_url} holds no recorder history at the current schema")
-    return store
-
-
-def cmd_query(args: argparse.Namespace) -> int:
-    from recorder.api import params, render
-
-    store = _query_store(args)
-    try:
-        now_ms = int(time.time() * 1000)
-        start_ms, end_ms = params.parse_range(
-            args.start, args.end, now_ms=now_ms, default_ms=3_600_000, max_range_ms=2**62
-        )
-        step_ms = params.parse_step_ms(args.step)
-        resource, kind, agg = Resource(args.resource), QueryKind(args.kind), Agg(args.agg)
-        where = SeriesFilter(
-            kind,
-            args.node,
-            args.namespace,
-            args.pod,
-            args.container,
-            params.parse_selector(args.selector),
-        )
-        result = store.history(
-            HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg), max_points=10**7
-        )
-    finally:
-        store.close()
-    shown = agg if step_ms is not None else None
-    if args.format == "json":
-        print(json.dumps(render.history_json(result, resource, kind.value, step_ms, shown)))
-    elif args.format == "csv":
-        print(render.history_csv(result, resource, shown), end="")
-    else:
-        print(render.history_table(result, resource, shown), end="")
+def cmd_migrate(args: argparse.Namespace) -> int:
+    shown = commands.migrate(commands.settings_from_args(args))
+    print(f"{shown} is at the newest schema")
     return 0
 
 
-def cmd_top(args: argparse.Namespace) -> int:
-    from recorder.api import params, render
-
-    store = _query_store(args)
+def _history(settings: Settings, query: HistoryQuery) -> HistoryResult:
+    """The one call site of ``recorder query`` into the history."""
+    store = commands.open_query_store(settings)
     try:
-        now_ms = int(time.time() * 1000)
-        end_ms = params.parse_time_ms(args.end, "--end", now_ms) if args.end else now_ms
-        since_ms = params.parse_step_ms(args.since) or 3_600_000
-        nodes = args.what == "nodes"
-        namespace = None if args.all_namespaces or nodes else (args.namespace or "default")
-        where = SeriesFilter(
-            QueryKind.NODE if nodes else QueryKind.CONTAINER,
-            namespace=namespace,
-            selector=params.parse_selector(args.selector),
-        )
-        rows = store.top(where, end_ms - since_ms, end_ms, Agg(args.agg))
+        return engine.history(store, query, max_points=10**7)
     finally:
         store.close()
-    key = Resource.CPU if args.sort_by == "cpu" else Resource.MEMORY
-    rows.sort(key=lambda r: (-(r.cpu if key is Resource.CPU else r.memory), *r.labels.values()))
-    shown = rows[: max(args.limit, 0)]
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    settings = commands.settings_from_args(args)
+    start_ms, end_ms = params.parse_range(
+        args.start,
+        args.end,
+        now_ms=timeutil.now_ms(),
+        default_ms=HOUR_MS,
+        max_range_ms=2**62,
+        names=("--start", "--end"),
+    )
+    step_ms = params.parse_step_ms(args.step, name="--step")
+    resource, kind, agg = Resource(args.resource), QueryKind(args.kind), Agg(args.agg)
+    where = SeriesFilter(
+        kind,
+        args.node,
+        args.namespace,
+        args.pod,
+        args.container,
+        params.parse_selector(args.selector),
+    )
+    result = _history(settings, HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg))
+    shown = agg if step_ms is not None else None
+    print(formats.history_text(args.format, result, resource, kind, step_ms, shown), end="")
+    return 0
+
+
+def _top(
+    settings: Settings, where: SeriesFilter, start_ms: int, end_ms: int, agg: Agg
+) -> list[formats.TopRow]:
+    """The one call site of ``recorder top`` into the history."""
+    store = commands.open_query_store(settings)
+    try:
+        return list(engine.top(store, where, start_ms, end_ms, agg))
+    finally:
+        store.close()
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    settings = commands.settings_from_args(args)
+    now_ms = timeutil.now_ms()
+    end_ms = params.parse_time_ms(args.end, "--end", now_ms) if args.end else now_ms
+    since_ms = params.parse_step_ms(args.since, name="--since") or HOUR_MS
+    nodes = args.what == "nodes"
+    namespace = None if args.all_namespaces or nodes else (args.namespace or "default")
+    where = SeriesFilter(
+        QueryKind.NODE if nodes else QueryKind.CONTAINER,
+        namespace=namespace,
+        selector=params.parse_selector(args.selector),
+    )
+    rows = _top(settings, where, end_ms - since_ms, end_ms, Agg(args.agg))
+    sort_by = Resource.CPU if args.sort_by == "cpu" else Resource.MEMORY
+    shown = formats.rank_top(rows, sort_by, args.limit)
     if not shown:
         where_text = "in any namespace" if namespace is None else f"in namespace {namespace}"
         print(f"No {args.what} recorded {where_text} in the last {args.since}.", file=sys.stderr)
         return 0
-    header = ["NAME"] if nodes else ["NAMESPACE", "NAME"] if namespace is None else ["NAME"]
-    header += ["CPU(cores)", "MEMORY(bytes)"]
-    table_rows = []
-    for row in shown:
-        names = (
-            [row.labels["node"]]
-            if nodes
-            else (
-                [row.labels["namespace"], row.labels["pod"]]
-                if namespace is None
-                else [row.labels["pod"]]
-            )
-        )
-        table_rows.append(
-            [
-                *names,
-                render.kubectl_value(Resource.CPU, row.cpu),
-                render.kubectl_value(Resource.MEMORY, row.memory),
-            ]
-        )
-    print(render.table(header, table_rows), end="")
-    return 0
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = open_write_store(settings)
-    try:
-        store.migrate()
-        print(f"{store.display_url} is at the newest schema")
-    finally:
-        store.close()
+    print(formats.top_table(shown, nodes=nodes, all_namespaces=namespace is None), end="")
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from recorder import units
     from recorder.settings import parse_listen
     from recorder.simulator import SimulatorConfig
     from recorder.simulator.options import options_from_args, run
 
     host, port = parse_listen(args.listen)
     config = SimulatorConfig(
-        nodes=args.nodes,
-        pods=args.pods,
-        seed=args.seed,
-        resolution_seconds=units.parse_interval_seconds(args.resolution),
+        nodes=args.nodes, pods=args.pods, seed=args.seed, resolution_seconds=args.resolution
     )
     run(config, host, port, options_from_args(args), serve_v1=args.serve_v1)
     return 0
@@ -415,7 +338,7 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level or os.environ.get("RECORDER_LOG_LEVEL"))
+    commands.configure_logging(args.log_level or os.environ.get("RECORDER_LOG_LEVEL"))
     try:
         return COMMANDS[args.command](args)
     except RecorderError as exc:

@@ -16,7 +16,8 @@
     │       └── MetricsApiTLSError   the server's certificate or the TLS handshake failed
     ├── DecodeError                  a response or a value could not be understood
     │   ├── MalformedResponseError   a Metrics API body is truncated, not JSON, or of another kind
-    │   └── QuantityError            a Kubernetes quantity or Go duration is malformed
+    │   ├── QuantityError            a Kubernetes quantity or Go duration is malformed
+    │   └── DurationError            a duration a user typed (flag, variable, parameter) is not one
     ├── StoreError                   the database failed or is not at the expected schema
     │   ├── QueryTimeout             a query ran past the statement timeout (HTTP 503)
     │   └── StoreUnavailable         unreachable, busy, locked, full or timed out: retry as is
@@ -135,6 +136,25 @@ class QuantityError(DecodeError, ValueError):
     """A Kubernetes resource quantity or a Go duration string is malformed."""
 
     reason = "quantity"
+
+
+class DurationError(DecodeError, ValueError):
+    """A duration typed in our CLI, environment or HTTP API is not one (``timeutil``'s grammar).
+
+    ``text`` is what was typed and ``problem`` what is wrong with it, so a caller can name the
+    flag, variable or parameter: ``QueryError(f"step={exc.text!r}: {exc.problem}")``.
+    ``too_long``: well formed, but longer than any duration the recorder can hold.
+    """
+
+    reason = "duration"
+
+    def __init__(
+        self, text: str, problem: str = "it is malformed", *, too_long: bool = False
+    ) -> None:
+        super().__init__(f"{text!r} is not a duration: {problem}")
+        self.text = text
+        self.problem = problem
+        self.too_long = too_long
 
 
 class StoreError(RecorderError):

@@ -23,6 +23,7 @@ from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, WriteResult
 from recorder.errors import StoreError
 from recorder.exporter import SelfMetrics
+from recorder.timeutil import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class Flusher:
     def _write(self, batch: Batch) -> WriteResult:
         begun = time.perf_counter()
         try:
-            return self._sink.write(batch, now_ms=int(self._clock() * 1000))
+            return self._sink.write(batch, now_ms=now_ms(self._clock))
         finally:
             self._metrics.store_write_duration.labels(resource=RESOURCE[batch.kind]).observe(
                 time.perf_counter() - begun

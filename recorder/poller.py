@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from recorder import timeutil
 from recorder.domain import Batch, Kind, Rejection
 from recorder.errors import (
     CredentialsError,
@@ -116,7 +117,7 @@ class Poller:
     def poll_once(self) -> PollReport:
         started = self._clock()
         self.last_attempt_time = started
-        report = PollReport(started_ms=int(started * 1000))
+        report = PollReport(started_ms=timeutil.now_ms(lambda: started))
         begun = time.perf_counter()
         if self._deadline_seconds is not None:
             self._deadline = time.monotonic() + self._deadline_seconds
@@ -184,7 +185,7 @@ class Poller:
         outcome.samples = len(batch.samples)
         outcome.rejections = list(batch.rejections)
         self._count_rejections(resource, batch.rejections)
-        self._snapshot.publish(kind, batch.samples, int(self._clock() * 1000))
+        self._snapshot.publish(kind, batch.samples, timeutil.now_ms(self._clock))
         self._on_publish(kind)
         seq = self._flusher.queue.put(batch)
         outcome.stored = seq is None  # nothing to write
@@ -215,7 +216,7 @@ class Poller:
             )
 
     def _fetch(self, kind: Kind, namespace: str | None) -> Batch:
-        now_ms = int(self._clock() * 1000)
+        now_ms = timeutil.now_ms(self._clock)
         skew = self._max_future_skew_ms
         if kind is Kind.NODE:
             self._check_deadline("nodes")

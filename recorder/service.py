@@ -28,6 +28,7 @@ from recorder.exporter import KindLines, RelayRegistry
 from recorder.kube.config import load_cluster_config
 from recorder.settings import Settings
 from recorder.store import Store
+from recorder.timeutil import seconds_to_ms
 from recorder.worker import (
     STOP,
     Failed,
@@ -342,7 +343,7 @@ def _app_deps(
         max_points=settings.max_points,
         max_samples=settings.max_samples,
         max_series=settings.max_series,
-        max_range_ms=round(settings.query_max_range_seconds * 1000),
+        max_range_ms=seconds_to_ms(settings.query_max_range_seconds),
         max_concurrent_queries=settings.max_concurrent_queries or max(2, os.cpu_count() or 2),
         max_queued_queries=settings.max_queued_queries,
         queue_timeout_seconds=settings.query_queue_timeout_seconds,

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from recorder import units
+from recorder import timeutil, units
 from recorder.domain import DEFAULT_CLUSTER
-from recorder.errors import ConfigError, QuantityError
+from recorder.errors import ConfigError, DurationError, QuantityError
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +33,14 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-def parse_period_seconds(text: str) -> float:
-    """A duration for retention-like settings: ``14d``, ``36h``, ``90m``, ``1h30m`` or seconds."""
-    value = text.strip()
-    if value.endswith("d") and value[:-1].replace(".", "", 1).isdigit():
-        return float(value[:-1]) * 86_400
-    return units.parse_interval_seconds(value)
-
-
-def _period(value: Any) -> Any:
+def _duration_seconds(value: Any) -> Any:
+    """A duration setting in ``timeutil``'s grammar (``30``, ``1m30s``, ``14d``, ``1.5d``, ``2w``)
+    as seconds; non-strings (defaults, values passed in code) are left to the field's type."""
     if isinstance(value, str):
         try:
-            return parse_period_seconds(value)
-        except QuantityError as exc:
-            raise ValueError(str(exc)) from exc
+            return timeutil.parse_duration_seconds(value)
+        except DurationError as exc:
+            raise ValueError(str(exc)) from None
     return value
 
 
@@ -104,7 +98,7 @@ class Settings(BaseSettings):
     interval_seconds: float = Field(
         default=30.0,
         validation_alias="RECORDER_INTERVAL",
-        description="Poll interval: seconds (30, 0.5) or a duration (30s, 1m)",
+        description="Poll interval: a duration (30s, 1m30s) or seconds (30, 0.5)",
     )
     listen: str = Field(default="0.0.0.0:8080", description="HOST:PORT of the HTTP server")
     block_seconds: float = Field(
@@ -266,17 +260,8 @@ class Settings(BaseSettings):
     def _namespaces(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("interval_seconds", mode="before")
-    @classmethod
-    def _interval(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return units.parse_interval_seconds(value)
-            except QuantityError as exc:
-                raise ValueError(str(exc)) from exc
-        return value
-
     @field_validator(
+        "interval_seconds",
         "block_seconds",
         "full_resolution_retention_seconds",
         "statistics_retention_seconds",
@@ -290,11 +275,12 @@ class Settings(BaseSettings):
         "database_connect_timeout_seconds",
         "query_queue_timeout_seconds",
         "http_header_timeout_seconds",
+        "request_timeout_seconds",
         mode="before",
     )
     @classmethod
-    def _periods(cls, value: Any) -> Any:
-        return _period(value)
+    def _durations(cls, value: Any) -> Any:
+        return _duration_seconds(value)
 
     @field_validator("statistics_retention_seconds")
     @classmethod
@@ -369,8 +355,13 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(f"{_variable(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a validation error is about (``RECORDER_INTERVAL``)."""
+    where = ".".join(str(part) for part in loc) or "settings"
+    if where in Settings.model_fields and not where.startswith("RECORDER_"):
+        return f"RECORDER_{where.upper()}"
+    return where

@@ -64,7 +64,6 @@ _DURATION_UNITS_NS = {
 }
 _DURATION_PART = re.compile(r"(?P<whole>[0-9]*)(?:\.(?P<fraction>[0-9]*))?(?P<unit>[^0-9.]*)")
 _DURATION_HINT = "expected a Go duration such as '30s', '1m30s', '1h2m3.5s', '500ms' or '0'"
-_PLAIN_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
 def parse_quantity(text: str) -> Fraction:
@@ -206,23 +205,6 @@ def parse_go_duration(text: str) -> int:
     if total > _INT64_MAX:
         raise _duration_error(text, "it is longer than Go's limit of about 292 years")
     return total
-
-
-def parse_interval_seconds(text: str) -> float:
-    """A polling interval: plain seconds ("30", "0.5") or a Go duration ("30s", "1m30s")."""
-    if _PLAIN_SECONDS.fullmatch(text):
-        seconds = Fraction(Decimal(text))
-    else:
-        try:
-            seconds = Fraction(parse_go_duration(text), _NANO)
-        except QuantityError:
-            raise QuantityError(
-                f"invalid interval {text!r}: expected seconds such as '30' or '0.5', "
-                "or a Go duration such as '30s', '1m' or '1m30s'"
-            ) from None
-    if seconds <= 0:
-        raise QuantityError(f"invalid interval {text!r}: it must be greater than zero, e.g. '30s'")
-    return float(seconds)
 
 
 def _decimal_exponent(text: str, suffix: str) -> int:

@@ -54,6 +54,7 @@ from recorder.settings import Settings
 from recorder.store import Store, open_store
 from recorder.store.retention import RetentionPolicy
 from recorder.store.sql import MaintenanceReport
+from recorder.timeutil import now_ms, seconds_to_ms
 
 log = logging.getLogger("recorder.worker")
 
@@ -111,11 +112,11 @@ def open_write_store(settings: Settings, url: str | None = None) -> Store:
     every timeout from the settings. Used by every command and both processes."""
     store = open_store(
         url or settings.database_url.get_secret_value(),
-        block_ms=round(settings.block_seconds * 1000),
+        block_ms=seconds_to_ms(settings.block_seconds),
         retention=RetentionPolicy(
-            full_resolution_ms=round(settings.full_resolution_retention_seconds * 1000),
-            statistics_ms=round(settings.statistics_retention_seconds * 1000),
-            rollups_ms=round(settings.rollup_retention_seconds * 1000),
+            full_resolution_ms=seconds_to_ms(settings.full_resolution_retention_seconds),
+            statistics_ms=seconds_to_ms(settings.statistics_retention_seconds),
+            rollups_ms=seconds_to_ms(settings.rollup_retention_seconds),
         ),
         connect_timeout_seconds=settings.database_connect_timeout_seconds,
         statement_timeout_seconds=settings.database_timeout_seconds,
@@ -218,7 +219,7 @@ def build_poll_path(
             holder,
             metrics,
             namespaces=settings.namespace,
-            max_future_skew_ms=round(settings.max_future_skew_seconds * 1000),
+            max_future_skew_ms=seconds_to_ms(settings.max_future_skew_seconds),
             write_inline=write_inline,
             on_publish=on_publish,
             deadline_seconds=max(settings.interval_seconds, settings.request_timeout_seconds),
@@ -230,7 +231,7 @@ def build_poll_path(
 def maintain_logged(store: Store, metrics: SelfMetrics | None = None) -> MaintenanceReport | None:
     """One maintenance round; a failure is logged and counted, never raised."""
     try:
-        report = store.maintain(now_ms=int(time.time() * 1000))
+        report = store.maintain(now_ms=now_ms())
     except RecorderError as exc:
         log.error("maintenance failed (it runs again on schedule): %s", exc)
         if metrics is not None:

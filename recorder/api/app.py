@@ -25,8 +25,8 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recorder import __version__
-from recorder.api import params, render, schemas
+from recorder import __version__, timeutil
+from recorder.api import schemas
 from recorder.api.exposition import Exposer, metrics_response
 from recorder.api.httpmetrics import HttpMetrics, HttpMetricsMiddleware, mark_shed
 from recorder.api.limits import (
@@ -47,12 +47,11 @@ from recorder.domain import (
     SeriesInfo,
 )
 from recorder.errors import QueryError, QueryTimeout, StoreError
+from recorder.query import formats, params
 from recorder.stats.sketch import RELATIVE_ACCURACY
+from recorder.timeutil import DAY_MS, HOUR_MS
 
 log = logging.getLogger(__name__)
-
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 
 
 class HistoryStore(Protocol):
@@ -283,7 +282,7 @@ def create_app(deps: AppDeps) -> FastAPI:
         return _error(503, "unavailable", str(exc), {"Retry-After": str(exc.retry_after_seconds)})
 
     def now_ms() -> int:
-        return int(deps.clock() * 1000)
+        return timeutil.now_ms(deps.clock)
 
     def where(
         kind: QueryKind,
@@ -376,11 +375,11 @@ def create_app(deps: AppDeps) -> FastAPI:
             )
             if format is OutputFormat.csv:
                 return Response(
-                    render.history_csv(result, resource, shown_agg),
+                    formats.history_csv(result, resource, shown_agg),
                     media_type="text/csv; charset=utf-8",
                 )
             return JSONResponse(
-                render.history_json(result, resource, kind.value, step_ms, shown_agg)
+                formats.history_json(result, resource, kind.value, step_ms, shown_agg)
             )
 
         return await queries.run(answer)
@@ -408,7 +407,7 @@ def create_app(deps: AppDeps) -> FastAPI:
             )
             if kind is QueryKind.POD:
                 found = _pods_of(found)
-            return JSONResponse(render.series_json(found))
+            return JSONResponse(formats.series_json(found))
 
         return await queries.run(answer)
 
@@ -450,7 +449,7 @@ def create_app(deps: AppDeps) -> FastAPI:
                 max_samples=deps.max_samples,
             )
             return JSONResponse(
-                render.summary_json(groups, grouping, start_ms, end_ms, RELATIVE_ACCURACY)
+                formats.summary_json(groups, grouping, start_ms, end_ms, RELATIVE_ACCURACY)
             )
 
         return await queries.run(answer)

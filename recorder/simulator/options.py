@@ -18,8 +18,8 @@ from typing import Any
 
 from starlette.middleware import Middleware
 
-from recorder import units
-from recorder.errors import ConfigError
+from recorder import timeutil
+from recorder.errors import ConfigError, DurationError
 from recorder.simulator.access import AccessControl, AccessMiddleware, Identity, RotatingToken
 from recorder.simulator.faults import FaultMiddleware, FaultPlan, Faults
 from recorder.simulator.kubeconfig import kubeconfig_document, write_kubeconfig
@@ -258,8 +258,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _seconds(text: str | None) -> float | None:
-    return units.parse_interval_seconds(text) if text else None
+def _seconds(text: str | None, flag: str) -> float | None:
+    """A duration flag in ``timeutil``'s grammar, in seconds (more than zero); none if absent."""
+    if not text:
+        return None
+    try:
+        seconds = timeutil.parse_duration_seconds(text)
+    except DurationError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+    if not seconds > 0:
+        raise ConfigError(f"{flag}: {text!r} must be longer than zero, e.g. 30s")
+    return seconds
 
 
 def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
@@ -268,15 +277,15 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         auth=args.auth,
         namespaces=tuple(args.identity_namespace),
         token_file=args.token_file,
-        rotate_token_every_seconds=_seconds(args.rotate_token_every),
+        rotate_token_every_seconds=_seconds(args.rotate_token_every, "--rotate-token-every"),
         write_kubeconfig=args.write_kubeconfig,
         core_api=args.core_api,
         faults=FaultPlan(
             unavailable=args.fail_503,
             truncate=args.truncate,
             malformed=args.malformed,
-            slow_seconds=_seconds(args.slow) or 0.0,
+            slow_seconds=_seconds(args.slow, "--slow") or 0.0,
             missing=args.without_metrics_api,
         ),
-        faults_every_seconds=_seconds(args.faults_every),
+        faults_every_seconds=_seconds(args.faults_every, "--faults-every"),
     )

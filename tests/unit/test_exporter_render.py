@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from recorder.cli import _settings, build_parser
+from recorder.cli import build_parser
+from recorder.commands import settings_from_args
 from recorder.domain import Kind, Sample, SeriesKey
 from recorder.exporter import DataCollector, ExportFilter, RecorderRegistry, SnapshotHolder
 from recorder.exporter.render import (
@@ -162,9 +163,9 @@ def test_cardinality_controls_from_flags_and_environment(monkeypatch: pytest.Mon
             "--metrics-containers",
         ]
     )
-    flagged = _settings(args)
+    flagged = settings_from_args(args)
     assert flagged.metrics_namespace == ["team-*", "shop"]
     assert flagged.metrics_containers is True
     assert flagged.metrics_exclude_namespace == ["kube-*", "shop"]
-    demo = _settings(build_parser().parse_args(["demo", "--no-metrics-containers"]))
+    demo = settings_from_args(build_parser().parse_args(["demo", "--no-metrics-containers"]))
     assert demo.metrics_containers is False

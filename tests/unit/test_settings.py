@@ -32,7 +32,7 @@ def test_short_interval_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixt
 
 @pytest.mark.parametrize("interval", ["0", "-5", "0s", "soon", ""])
 def test_bad_interval_is_a_clear_config_error(interval: str) -> None:
-    with pytest.raises(ConfigError, match="interval"):
+    with pytest.raises(ConfigError, match="RECORDER_INTERVAL"):
         load_settings(interval_seconds=interval)
 
 

@@ -367,42 +367,6 @@ def test_rejected_go_durations(text: str) -> None:
     assert "30s" in str(caught.value)
 
 
-# --- parse_interval_seconds -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("30", 30.0),
-        ("0.5", 0.5),
-        (".5", 0.5),
-        ("15.", 15.0),
-        ("30s", 30.0),
-        ("1m", 60.0),
-        ("1m30s", 90.0),
-        ("1500ms", 1.5),
-        ("10.043s", 10.043),
-    ],
-)
-def test_parse_interval_seconds(text: str, expected: float) -> None:
-    assert units.parse_interval_seconds(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text", ["", "abc", "30 s", " 30", "1e3", "nan", "inf", "-1", "-30s", "+30", "30x"]
-)
-def test_rejected_intervals(text: str) -> None:
-    with pytest.raises(QuantityError) as caught:
-        units.parse_interval_seconds(text)
-    assert repr(text) in str(caught.value)
-
-
-@pytest.mark.parametrize("text", ["0", "0.0", "0s", "-0"])
-def test_interval_must_be_positive(text: str) -> None:
-    with pytest.raises(QuantityError, match="greater than zero"):
-        units.parse_interval_seconds(text)
-
-
 # --- properties -----------------------------------------------------------------------------
 
 SUFFIX_FACTORS: dict[str, Fraction] = {

@@ -6,21 +6,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recorder.api.params import (
-    MAX_TIME_MS,
+from recorder.errors import QueryError
+from recorder.query.params import (
+    MAX_STEP_MS,
     MIN_STEP_MS,
-    MIN_TIME_MS,
     parse_group_by,
     parse_range,
     parse_selector,
     parse_step_ms,
     parse_time_ms,
 )
-from recorder.errors import QueryError
+from recorder.timeutil import DAY_MS, MAX_TIME_MS, MIN_TIME_MS
 from tests.strategies import rfc3339_like
 
 NOW = 1_714_557_600_000  # 2024-05-01T10:00:00Z
-DAY = 86_400_000
+DAY = DAY_MS
 
 
 @pytest.mark.parametrize(
@@ -44,6 +44,10 @@ DAY = 86_400_000
         ("-1w", NOW - 7 * DAY),
         ("-500ms", NOW - 500),
         ("-0s", NOW),
+        ("-1m30s", NOW - 90_000),
+        ("-2d12h", NOW - 60 * 3_600_000),
+        ("-.5h", NOW - 1_800_000),
+        (" -24h ", NOW - DAY),
     ],
 )
 def test_times(text: str, expected: int) -> None:
@@ -73,6 +77,10 @@ def test_times(text: str, expected: int) -> None:
         ("2024-05-01T10:00:00+24:00", "not RFC 3339"),
         ("yesterday", "not RFC 3339"),
         ("-5x", "not RFC 3339"),
+        ("-5x", "unknown unit 'x'"),
+        ("-1m30", "'30' has no unit"),
+        ("-", "it is empty"),
+        ("--1h", "has a sign"),
         ("+1h", "not RFC 3339"),
         ("-٣h", "not RFC 3339"),  # non-ASCII digits are no relative time
         ("\x00", "not RFC 3339"),
@@ -121,6 +129,18 @@ def test_ranges() -> None:
         parse_range("0", "now", now_ms=NOW, default_ms=1, max_range_ms=DAY)
 
 
+def test_ranges_name_their_parameters_as_the_caller_calls_them() -> None:
+    names = ("--start", "--end")
+    with pytest.raises(QueryError, match="--start must not be after --end"):
+        parse_range("10", "5", now_ms=NOW, default_ms=1, max_range_ms=DAY, names=names)
+    with pytest.raises(QueryError) as caught:
+        parse_range("-1x", None, now_ms=NOW, default_ms=1, max_range_ms=DAY, names=names)
+    assert str(caught.value).startswith("--start='-1x'")
+    with pytest.raises(QueryError) as caught:
+        parse_range(None, "yesterday", now_ms=NOW, default_ms=1, max_range_ms=DAY, names=names)
+    assert str(caught.value).startswith("--end='yesterday'")
+
+
 @given(st.one_of(st.none(), hostile_times), st.one_of(st.none(), hostile_times))
 def test_any_range_is_ordered_bounded_and_in_range_or_a_query_error(
     start: str | None, end: str | None
@@ -146,6 +166,12 @@ def test_any_range_is_ordered_bounded_and_in_range_or_a_query_error(
         ("300", 300_000),
         ("1.5", 1500),
         (" 1h ", 3_600_000),
+        ("1.5d", 36 * 3_600_000),
+        ("1m30s", 90_000),
+        ("2w", 14 * DAY),
+        ("2d12h", 60 * 3_600_000),
+        ("1.0005s", 1001),  # half a millisecond rounds up
+        ("57w1d", 400 * DAY),
     ],
 )
 def test_steps(text: str | None, expected: int | None) -> None:
@@ -155,27 +181,51 @@ def test_steps(text: str | None, expected: int | None) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("0s", "greater than zero"),
-        ("-5s", "greater than zero"),
+        ("0s", "shorter than 1s"),
+        ("0", "shorter than 1s"),
+        ("-5s", "has a sign"),
+        ("+5s", "has a sign"),
         ("500ms", "shorter than 1s"),
         ("0d", "shorter than 1s"),
         ("0.5", "shorter than 1s"),
+        ("0.9994s", "shorter than 1s"),  # rounds to 999 ms
         ("401d", "longer than the longest range"),
+        ("57w2d", "longer than the longest range"),
         ("99999999999999999999", "longer than the longest range"),
         ("9999999999999999999d", "longer than the longest range"),
+        ("9999999999999999999h", "longer than the longest range"),
         ("2562047h", "longer than the longest range"),
-        ("9999999999999999999h", "invalid interval"),  # beyond Go's 292 years
-        ("²d", "invalid interval"),  # str.isdigit() is true for '²', int() is not
-        ("1.5d", "invalid interval"),
-        ("1y", "invalid interval"),
-        ("nan", "invalid interval"),
-        ("inf", "invalid interval"),
+        ("1" + "0" * 5000 + "s", "longer than the longest range"),
+        ("²d", "no number before '²d'"),  # str.isdigit() is true for '²', int() is not
+        ("1y", "unknown unit 'y'"),
+        ("1x", "unknown unit 'x'"),
+        ("1e400", "unknown unit 'e'"),
+        ("1m30", "'30' has no unit"),
+        ("1..5h", "'1..5' is not a number"),
+        ("1 h", "unknown unit ' h'"),
+        ("1H", "unknown unit 'H'"),
+        ("10us", "unknown unit 'us'"),
+        ("nan", "no number before 'nan'"),
+        ("inf", "no number before 'inf'"),
+        ("  ", "it is empty"),
     ],
 )
 def test_bad_steps_name_the_parameter(text: str, message: str) -> None:
     with pytest.raises(QueryError, match=message) as caught:
         parse_step_ms(text)
     assert str(caught.value).startswith(f"step={text!r}")
+
+
+def test_a_step_is_named_as_the_caller_calls_it() -> None:
+    with pytest.raises(QueryError) as caught:
+        parse_step_ms("1x", name="--since")
+    assert str(caught.value).startswith("--since='1x': unknown unit 'x'")
+    assert parse_step_ms("2w", name="--since") == 14 * DAY
+
+
+def test_the_default_longest_step_is_the_default_longest_range() -> None:
+    assert MAX_STEP_MS == 400 * DAY
+    assert parse_step_ms("400d") == MAX_STEP_MS
 
 
 def test_the_longest_step_is_the_longest_range() -> None:

@@ -1,23 +1,42 @@
 """Stored values (integer nanocores and bytes, exact averages, percentile floats) to what the
-API and CLI show: cores and bytes in JSON, CSV, or kubectl-style tables."""
+API and CLI show: cores and bytes in JSON, CSV, or kubectl-style tables. The CLI prints what
+these functions return and nothing else."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Any
+from math import ceil
+from typing import Any, Protocol, TypeVar
 
+from recorder import units
 from recorder.domain import (
     Agg,
     GroupSummary,
     HistoryResult,
+    QueryKind,
     Resource,
     ResourceSummary,
     SeriesInfo,
     Value,
 )
+from recorder.timeutil import SECOND_MS
+
+
+class TopRow(Protocol):
+    """One node's or pod's CPU and memory over a window (what ``Store.top`` returns)."""
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def cpu(self) -> Value: ...
+    @property
+    def memory(self) -> Value: ...
+
 
 UNIT = {Resource.CPU: "cores", Resource.MEMORY: "bytes"}
 _NANO = 10**9
@@ -49,18 +68,39 @@ def history_json(
         "tier": result.tier.value,
     }
     if step_ms is not None:
-        data["step"] = step_ms / 1000
+        data["step"] = step_ms / SECOND_MS
         data["agg"] = agg.value if agg else None
         if agg is not None and agg.quantile is not None:
             data["relativeError"] = result.relative_error
     data["series"] = [
         {
             "labels": dict(series.labels),
-            "points": [[ts / 1000, display(resource, value, agg)] for ts, value in series.points],
+            "points": [
+                [ts / SECOND_MS, display(resource, value, agg)] for ts, value in series.points
+            ],
         }
         for series in result.series
     ]
     return {"status": "success", "data": data}
+
+
+def history_text(
+    format: str,
+    result: HistoryResult,
+    resource: Resource,
+    kind: QueryKind,
+    step_ms: int | None,
+    agg: Agg | None,
+) -> str:
+    """``recorder query``'s output in ``format`` (``json``, one line; ``csv``; ``table``),
+    each ending in a newline."""
+    if format == "json":
+        return json.dumps(history_json(result, resource, kind.value, step_ms, agg)) + "\n"
+    if format == "csv":
+        return history_csv(result, resource, agg)
+    if format == "table":
+        return history_table(result, resource, agg)
+    raise ValueError(f"unknown format {format!r}: json, csv or table")
 
 
 def history_csv(result: HistoryResult, resource: Resource, agg: Agg | None) -> str:
@@ -72,7 +112,7 @@ def history_csv(result: HistoryResult, resource: Resource, agg: Agg | None) -> s
     for series in result.series:
         labels = [series.labels[name] for name in names]
         for ts, value in series.points:
-            writer.writerow([*labels, ts / 1000, display(resource, value, agg)])
+            writer.writerow([*labels, ts / SECOND_MS, display(resource, value, agg)])
     return out.getvalue()
 
 
@@ -82,8 +122,8 @@ def series_json(found: Sequence[SeriesInfo]) -> dict[str, Any]:
         "data": [
             {
                 "labels": dict(info.labels),
-                "firstSeen": info.first_seen_ms / 1000,
-                "lastSeen": info.last_seen_ms / 1000,
+                "firstSeen": info.first_seen_ms / SECOND_MS,
+                "lastSeen": info.last_seen_ms / SECOND_MS,
                 **({"podLabels": dict(info.pod_labels)} if info.pod_labels is not None else {}),
             }
             for info in found
@@ -115,8 +155,8 @@ def summary_json(
         "status": "success",
         "data": {
             "groupBy": group_by,
-            "start": start_ms / 1000,
-            "end": end_ms / 1000,
+            "start": start_ms / SECOND_MS,
+            "end": end_ms / SECOND_MS,
             "relativeError": error,
             "groups": [
                 {
@@ -143,23 +183,53 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def kubectl_value(resource: Resource, value: Value) -> str:
     """``250m`` for CPU (millicores, rounded up), ``512Mi`` for memory, as kubectl top."""
-    from math import ceil
-
-    from recorder import units
-
     amount = ceil(value) if not isinstance(value, int) else value
     return units.format_cpu(amount) if resource is Resource.CPU else units.format_memory(amount)
 
 
 def history_table(result: HistoryResult, resource: Resource, agg: Agg | None) -> str:
-    from datetime import UTC, datetime
-
+    """One row per point: the series' labels, the time (RFC 3339) and the kubectl value."""
     names = list(result.series[0].labels) if result.series else ["series"]
     rows = []
     for series in result.series:
         for ts, value in series.points:
-            moment = datetime.fromtimestamp(ts / 1000, UTC).isoformat().replace("+00:00", "Z")
+            moment = datetime.fromtimestamp(ts / SECOND_MS, UTC).isoformat().replace("+00:00", "Z")
             shown = str(int(value)) if agg is Agg.COUNT else kubectl_value(resource, value)
             rows.append([*(series.labels[n] for n in names), moment, shown])
     header = [n.upper() for n in names] + ["TIME", resource.value.upper()]
     return table(header, rows)
+
+
+Row = TypeVar("Row", bound=TopRow)
+
+
+def rank_top(rows: Sequence[Row], sort_by: Resource, limit: int) -> list[Row]:
+    """The ``limit`` rows using the most of ``sort_by``, as ``kubectl top --sort-by``; ties in
+    label order."""
+
+    def key(row: Row) -> tuple[Any, ...]:
+        used = row.cpu if sort_by is Resource.CPU else row.memory
+        return (-used, *row.labels.values())
+
+    return sorted(rows, key=key)[: max(limit, 0)]
+
+
+def top_table(rows: Sequence[TopRow], *, nodes: bool, all_namespaces: bool) -> str:
+    """``kubectl top nodes`` / ``kubectl top pods [-A]``: NAME (NAMESPACE too across
+    namespaces), CPU in millicores and memory in MiB."""
+    if nodes:
+        header, name_keys = ["NAME"], ["node"]
+    elif all_namespaces:
+        header, name_keys = ["NAMESPACE", "NAME"], ["namespace", "pod"]
+    else:
+        header, name_keys = ["NAME"], ["pod"]
+    header += ["CPU(cores)", "MEMORY(bytes)"]
+    body = [
+        [
+            *(row.labels[key] for key in name_keys),
+            kubectl_value(Resource.CPU, row.cpu),
+            kubectl_value(Resource.MEMORY, row.memory),
+        ]
+        for row in rows
+    ]
+    return table(header, body)

@@ -1,0 +1,173 @@
+"""What each ``recorder`` command does, wired from settings: the service, the demo, one poll,
+one maintenance round, a migration, a copy, and the store the query commands read.
+
+``cli.py`` parses the flags and prints; this module builds ``Settings`` from the flags (once,
+at the edge), opens the stores and builds the poll path. Nothing here prints except the
+service's own banner and log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from recorder.errors import ConfigError
+from recorder.poller import PollReport
+from recorder.settings import Settings, load_settings
+from recorder.store import Store, redact
+from recorder.store.copy import CopyReport, HistoryCopier
+from recorder.store.sql import MaintenanceReport
+from recorder.timeutil import now_ms
+from recorder.worker import build_poll_path, configure_logging, open_write_store, ready_store
+
+__all__ = [
+    "DEMO_INTERVAL_SECONDS",
+    "DEMO_LISTEN",
+    "configure_logging",
+    "copy_history",
+    "demo_settings",
+    "exit_now",
+    "maintain_once",
+    "migrate",
+    "open_query_store",
+    "poll_once",
+    "run_demo",
+    "run_service",
+    "settings_from_args",
+]
+
+DEMO_LISTEN = "127.0.0.1:8080"
+DEMO_INTERVAL_SECONDS = 15.0
+
+_SETTINGS_FLAGS = (
+    "database_url",
+    "api_url",
+    "kubeconfig",
+    "context",
+    "namespace",
+    "listen",
+    "log_level",
+    "metrics_containers",
+    "metrics_namespace",
+    "metrics_exclude_namespace",
+)
+
+
+def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
+    """``Settings`` from the environment with the command's flags (those it has and were
+    given) and ``extra`` on top."""
+    overrides = {name: getattr(args, name, None) for name in _SETTINGS_FLAGS}
+    overrides["interval_seconds"] = getattr(args, "interval", None)
+    overrides.update(extra)
+    return load_settings(**overrides)
+
+
+def demo_settings(args: argparse.Namespace) -> Settings:
+    """``settings_from_args``, with the demo's listen address and interval unless a flag or the
+    environment sets them."""
+    extra: dict[str, Any] = {}
+    if getattr(args, "listen", None) is None and "RECORDER_LISTEN" not in os.environ:
+        extra["listen"] = DEMO_LISTEN
+    if getattr(args, "interval", None) is None and "RECORDER_INTERVAL" not in os.environ:
+        extra["interval_seconds"] = DEMO_INTERVAL_SECONDS
+    return settings_from_args(args, **extra)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the service process once it has cleaned up: a query thread stuck in a database
+    that does not answer must not keep a stopping pod alive past its grace period."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+def run_service(settings: Settings) -> NoReturn:
+    """``recorder run``: the service until SIGTERM, then exit with its code."""
+    from recorder.service import serve
+
+    exit_now(serve(settings))
+
+
+def run_demo(settings: Settings, *, nodes: int, pods: int, seed: int) -> NoReturn:
+    """``recorder demo``: the service against a simulator of ``nodes`` and ``pods``."""
+    from recorder.service import serve
+    from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
+
+    config = SimulatorConfig(nodes=nodes, pods=pods, seed=seed)
+    simulated = create_app(ClusterModel(config))
+    with SimulatorServer(simulated) as simulator:
+        host, port = settings.listen_address
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        base = f"http://{shown}:{port}"
+        banner = [
+            f"Simulated Metrics API ({nodes} nodes, {pods} pods): {simulator.url}",
+            f"Recording every {settings.interval_seconds:g}s into "
+            f"{redact(settings.database_url.get_secret_value())}",
+            f"  Prometheus metrics: {base}/metrics",
+            f"  History (JSON):     {base}/api/v1/history?resource=cpu&kind=node",
+            f"  Readiness:          {base}/readyz",
+            "Press Ctrl+C to stop.",
+        ]
+        code = serve(settings, api_url=simulator.url, banner=banner)
+    exit_now(code)
+
+
+def poll_once(settings: Settings) -> PollReport:
+    """``recorder poll``: one poll cycle through the whole poll path, which is closed after."""
+    path = build_poll_path(settings)
+    try:
+        return path.poller.poll_once()
+    finally:
+        path.close()
+
+
+def maintain_once(settings: Settings) -> MaintenanceReport:
+    """``recorder maintain``: one round of compaction and retention, now."""
+    store = ready_store(open_write_store(settings))
+    try:
+        return store.maintain(now_ms=now_ms())
+    finally:
+        store.close()
+
+
+def migrate(settings: Settings) -> str:
+    """``recorder migrate``: the database at the newest schema; its URL for display."""
+    store = open_write_store(settings)
+    try:
+        store.migrate()
+        return store.display_url
+    finally:
+        store.close()
+
+
+def copy_history(
+    settings: Settings, source_url: str, target_url: str, *, on_start: Callable[[str], None]
+) -> CopyReport:
+    """``recorder copy``: the whole history of ``source_url`` into ``target_url`` (migrated
+    first); ``on_start`` hears which copy begins, once both databases are open."""
+    source = ready_store(open_write_store(settings, source_url), migrate_sqlite=False)
+    try:
+        target = open_write_store(settings, target_url)
+        try:
+            target.migrate()
+            on_start(f"copying {redact(source_url)} -> {redact(target_url)}")
+            return HistoryCopier(source, target).run()
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def open_query_store(settings: Settings) -> Store:
+    """The store ``recorder query`` and ``recorder top`` read; it must hold recorder history
+    at the current schema (nothing is migrated for a read)."""
+    store = open_write_store(settings)
+    if not store.schema_is_current():
+        store.close()
+        raise ConfigError(f"{store.display_url} holds no recorder history at the current schema")
+    return store

@@ -1,0 +1,2 @@
+"""The query layer: parameters, planning, aggregation and output formats, shared by the HTTP API
+and the CLI."""

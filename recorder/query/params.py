@@ -1,0 +1,106 @@
+"""Parsing and validation of history query parameters (pure), for the HTTP API and the CLI.
+
+Every function either returns a value the store can use as it is (integers of milliseconds
+within ``MIN_TIME_MS..MAX_TIME_MS``, a step no longer than the longest range) or raises
+``QueryError`` with a message that names the parameter. Times and durations follow the one
+grammar of ``recorder.timeutil``. No client input reaches the store as an overflowing integer,
+an infinite or NaN float, or a date ``datetime`` cannot represent.
+"""
+
+from __future__ import annotations
+
+from recorder.errors import DurationError, QueryError
+from recorder.selectors import LabelSelector, parse_label_selector
+from recorder.timeutil import DAY_MS, MIN_TIME_MS, SECOND_MS, parse_duration_ms, parse_time_ms
+
+__all__ = [
+    "MAX_STEP_MS",
+    "MIN_STEP_MS",
+    "parse_group_by",
+    "parse_range",
+    "parse_selector",
+    "parse_step_ms",
+    "parse_time_ms",
+]
+
+MIN_STEP_MS = SECOND_MS
+MAX_STEP_MS = 400 * DAY_MS
+"""The default longest step: the default longest range (``RECORDER_QUERY_MAX_RANGE``)."""
+
+
+def parse_range(
+    start: str | None,
+    end: str | None,
+    *,
+    now_ms: int,
+    default_ms: int,
+    max_range_ms: int,
+    names: tuple[str, str] = ("start", "end"),
+) -> tuple[int, int]:
+    """``start`` and ``end`` (times as ``timeutil.parse_time_ms`` reads them; absent: ``now``
+    and ``default_ms`` before ``end``), checked to be in order and no further apart than
+    ``max_range_ms``. ``names`` are what messages call them (``--start`` on the command line)."""
+    start_name, end_name = names
+    end_ms = parse_time_ms(end, end_name, now_ms) if end else now_ms
+    if start:
+        start_ms = parse_time_ms(start, start_name, now_ms)
+    else:
+        start_ms = max(end_ms - default_ms, MIN_TIME_MS)
+    if start_ms > end_ms:
+        raise QueryError(f"{start_name} must not be after {end_name}")
+    if end_ms - start_ms > max_range_ms:
+        raise QueryError(
+            f"the range is longer than the maximum of {max_range_ms // DAY_MS} days "
+            f"({max_range_ms // SECOND_MS}s): narrow it"
+        )
+    return start_ms, end_ms
+
+
+def parse_step_ms(text: str | None, *, max_ms: int = MAX_STEP_MS, name: str = "step") -> int | None:
+    """A duration in ``timeutil``'s grammar (``30s``, ``5m``, ``1h30m``, ``1.5d``, ``300``);
+    at least one second and at most ``max_ms`` (the longest range a query may ask for). Blank
+    is ``None``. ``name`` is what messages call it (``--since`` for ``recorder top``)."""
+    if text is None or text == "":
+        return None
+    try:
+        step_ms = parse_duration_ms(text)
+    except DurationError as exc:
+        if exc.too_long:
+            step_ms = max_ms + 1
+        else:
+            raise QueryError(f"{name}={text!r}: {exc.problem}") from None
+    if step_ms > max_ms:
+        raise QueryError(
+            f"{name}={text!r} is longer than the longest range a query may cover "
+            f"({max_ms // SECOND_MS}s): use a shorter step"
+        )
+    if step_ms < MIN_STEP_MS:
+        raise QueryError(f"{name}={text!r} is shorter than 1s")
+    return step_ms
+
+
+def parse_selector(text: str | None) -> LabelSelector | None:
+    """A Kubernetes label selector (``app=web,tier!=db``); blank means none."""
+    if text is None or text.strip() == "":
+        return None
+    return parse_label_selector(text)
+
+
+def parse_group_by(text: str) -> str:
+    """``namespace``, ``pod``, ``container``, ``node`` or ``label:<key>`` with a valid
+    Kubernetes label key (the same rule as a selector's keys)."""
+    if text in ("namespace", "pod", "container", "node"):
+        return text
+    key = text.removeprefix("label:")
+    if key != text and key.strip() == key and key:
+        try:
+            selector = parse_label_selector(key)
+        except QueryError as exc:
+            raise QueryError(f"group_by={text!r}: {exc}") from None
+        requirements = selector.requirements
+        if len(requirements) == 1 and (requirements[0].key, requirements[0].operator) == (
+            key,
+            "exists",
+        ):
+            return text
+    raise QueryError(f"group_by={text!r}: use namespace, pod, container, node or label:<key>")
