@@ -1,0 +1,265 @@
+"""Output formats: exact JSON, CSV and kubectl-style tables from small hand-built results."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from fractions import Fraction
+
+import pytest
+
+from recorder.domain import (
+    Agg,
+    GroupSummary,
+    HistoryResult,
+    QueryKind,
+    Resource,
+    ResourceSummary,
+    SeriesInfo,
+    SeriesPoints,
+    Tier,
+    Value,
+)
+from recorder.query import formats
+
+T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z
+GIB = 2**30
+
+RESULT = HistoryResult(
+    series=[
+        SeriesPoints(
+            {"namespace": "shop", "pod": "web-1", "container": "app"},
+            [(T0, 250_000_000), (T0 + 60_000, Fraction(1_000_000_001, 2))],
+        ),
+        SeriesPoints(
+            {"namespace": "shop", "pod": "web-2", "container": "app"},
+            [(T0, 1_500_000_000)],
+        ),
+    ],
+    tier=Tier.RAW,
+)
+MEMORY = HistoryResult(
+    series=[SeriesPoints({"node": "n1"}, [(T0, 512 * 2**20), (T0 + 500, Fraction(3, 2))])],
+    tier=Tier.STATISTICS,
+    relative_error=0.01,
+)
+
+
+def test_history_json_raw() -> None:
+    assert formats.history_json(RESULT, Resource.CPU, "container", None, None) == {
+        "status": "success",
+        "data": {
+            "resource": "cpu",
+            "unit": "cores",
+            "kind": "container",
+            "tier": "raw",
+            "series": [
+                {
+                    "labels": {"namespace": "shop", "pod": "web-1", "container": "app"},
+                    "points": [[1714557600.0, 0.25], [1714557660.0, 0.5000000005]],
+                },
+                {
+                    "labels": {"namespace": "shop", "pod": "web-2", "container": "app"},
+                    "points": [[1714557600.0, 1.5]],
+                },
+            ],
+        },
+    }
+
+
+def test_history_json_aggregated_with_a_percentile() -> None:
+    data = formats.history_json(MEMORY, Resource.MEMORY, "node", 60_000, Agg.P95)["data"]
+    assert data == {
+        "resource": "memory",
+        "unit": "bytes",
+        "kind": "node",
+        "tier": "chunk_statistics",
+        "step": 60.0,
+        "agg": "p95",
+        "relativeError": 0.01,
+        "series": [
+            {"labels": {"node": "n1"}, "points": [[1714557600.0, 536870912], [1714557600.5, 1.5]]}
+        ],
+    }
+
+
+def test_history_json_count_is_in_samples() -> None:
+    data = formats.history_json(MEMORY, Resource.MEMORY, "node", 60_000, Agg.COUNT)["data"]
+    assert data["unit"] == "samples"
+    assert data["series"][0]["points"] == [[1714557600.0, 536870912], [1714557600.5, 1]]
+    assert "relativeError" not in data
+
+
+def test_history_csv() -> None:
+    assert formats.history_csv(RESULT, Resource.CPU, Agg.AVG) == (
+        "namespace,pod,container,timestamp,cpu_cores\n"
+        "shop,web-1,app,1714557600.0,0.25\n"
+        "shop,web-1,app,1714557660.0,0.5000000005\n"
+        "shop,web-2,app,1714557600.0,1.5\n"
+    )
+
+
+def test_history_csv_of_nothing_is_a_header() -> None:
+    empty = HistoryResult([], Tier.RAW)
+    assert formats.history_csv(empty, Resource.MEMORY, Agg.COUNT) == "timestamp,memory_samples\n"
+
+
+def test_history_table() -> None:
+    assert formats.history_table(RESULT, Resource.CPU, None) == (
+        "NAMESPACE   POD     CONTAINER   TIME                   CPU\n"
+        "shop        web-1   app         2024-05-01T10:00:00Z   250m\n"
+        "shop        web-1   app         2024-05-01T10:01:00Z   501m\n"
+        "shop        web-2   app         2024-05-01T10:00:00Z   1500m\n"
+    )
+
+
+def test_history_table_of_memory_and_counts() -> None:
+    assert formats.history_table(MEMORY, Resource.MEMORY, None) == (
+        "NODE   TIME                          MEMORY\n"
+        "n1     2024-05-01T10:00:00Z          512Mi\n"
+        "n1     2024-05-01T10:00:00.500000Z   0Mi\n"
+    )
+    assert formats.history_table(MEMORY, Resource.MEMORY, Agg.COUNT).splitlines()[1:] == [
+        "n1     2024-05-01T10:00:00Z          536870912",
+        "n1     2024-05-01T10:00:00.500000Z   1",
+    ]
+
+
+def test_history_text_picks_the_format() -> None:
+    as_json = formats.history_text("json", RESULT, Resource.CPU, QueryKind.CONTAINER, None, None)
+    assert as_json.endswith("}\n") and as_json.count("\n") == 1
+    assert json.loads(as_json) == formats.history_json(
+        RESULT, Resource.CPU, "container", None, None
+    )
+    as_csv = formats.history_text("csv", RESULT, Resource.CPU, QueryKind.CONTAINER, None, None)
+    assert as_csv == formats.history_csv(RESULT, Resource.CPU, None)
+    as_table = formats.history_text("table", RESULT, Resource.CPU, QueryKind.CONTAINER, None, None)
+    assert as_table == formats.history_table(RESULT, Resource.CPU, None)
+    with pytest.raises(ValueError, match="unknown format 'xml'"):
+        formats.history_text("xml", RESULT, Resource.CPU, QueryKind.CONTAINER, None, None)
+
+
+def test_series_json() -> None:
+    found = [
+        SeriesInfo({"node": "n1"}, T0, T0 + 1500),
+        SeriesInfo({"namespace": "shop", "pod": "web-1"}, T0, T0, pod_labels={"app": "web"}),
+    ]
+    assert formats.series_json(found) == {
+        "status": "success",
+        "data": [
+            {"labels": {"node": "n1"}, "firstSeen": 1714557600.0, "lastSeen": 1714557601.5},
+            {
+                "labels": {"namespace": "shop", "pod": "web-1"},
+                "firstSeen": 1714557600.0,
+                "lastSeen": 1714557600.0,
+                "podLabels": {"app": "web"},
+            },
+        ],
+    }
+
+
+def test_summary_json() -> None:
+    cpu = ResourceSummary(
+        samples=10, avg=500_000_000.0, max=2_000_000_000, p95=1_500_000_000.0,
+        integral=1_800 * 10**9 * 3600.0, coverage=1.0,
+    )  # fmt: skip
+    memory = ResourceSummary(
+        samples=10, avg=GIB * 1.0, max=2 * GIB, p95=1.5 * GIB, integral=GIB * 7200.0, coverage=0.5
+    )
+    groups = [GroupSummary("shop", 2, cpu, memory), GroupSummary("idle", 1, None, None)]
+    assert formats.summary_json(groups, "namespace", T0, T0 + 3_600_000, 0.01) == {
+        "status": "success",
+        "data": {
+            "groupBy": "namespace",
+            "start": 1714557600.0,
+            "end": 1714561200.0,
+            "relativeError": 0.01,
+            "groups": [
+                {
+                    "group": "shop",
+                    "series": 2,
+                    "cpu": {
+                        "avg": 0.5,
+                        "max": 2.0,
+                        "p95": 1.5,
+                        "coreHours": 1800.0,
+                        "samples": 10,
+                        "coverage": 1.0,
+                    },
+                    "memory": {
+                        "avg": GIB * 1.0,
+                        "max": 2 * GIB,
+                        "p95": 1.5 * GIB,
+                        "gibHours": 2.0,
+                        "samples": 10,
+                        "coverage": 0.5,
+                    },
+                },
+                {"group": "idle", "series": 1, "cpu": None, "memory": None},
+            ],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Row:
+    labels: dict[str, str]
+    cpu: Value
+    memory: Value
+
+
+PODS = [
+    Row({"namespace": "shop", "pod": "web-1"}, 250_000_000, 300 * 2**20),
+    Row({"namespace": "kube-system", "pod": "dns"}, Fraction(1, 3), 700 * 2**20),
+    Row({"namespace": "shop", "pod": "web-2"}, 250_000_000, 100 * 2**20),
+    Row({"namespace": "shop", "pod": "db"}, 1_250_000_000.5, 2 * GIB),
+]
+
+
+def test_rank_top_orders_by_the_resource_then_labels_and_limits() -> None:
+    by_cpu = formats.rank_top(PODS, Resource.CPU, 3)
+    assert [r.labels["pod"] for r in by_cpu] == ["db", "web-1", "web-2"]
+    by_memory = formats.rank_top(PODS, Resource.MEMORY, 10)
+    assert [r.labels["pod"] for r in by_memory] == ["db", "dns", "web-1", "web-2"]
+    assert formats.rank_top(PODS, Resource.CPU, 0) == []
+    assert formats.rank_top(PODS, Resource.CPU, -1) == []
+
+
+def test_top_table_of_pods_across_namespaces() -> None:
+    assert formats.top_table(PODS, nodes=False, all_namespaces=True) == (
+        "NAMESPACE     NAME    CPU(cores)   MEMORY(bytes)\n"
+        "shop          web-1   250m         300Mi\n"
+        "kube-system   dns     1m           700Mi\n"
+        "shop          web-2   250m         100Mi\n"
+        "shop          db      1251m        2048Mi\n"
+    )
+
+
+def test_top_table_of_pods_in_one_namespace_and_of_nodes() -> None:
+    assert formats.top_table(PODS[:1], nodes=False, all_namespaces=False) == (
+        "NAME    CPU(cores)   MEMORY(bytes)\nweb-1   250m         300Mi\n"
+    )
+    nodes = [Row({"node": "n1"}, 3_000_000_000, 8 * GIB)]
+    assert formats.top_table(nodes, nodes=True, all_namespaces=True) == (
+        "NAME   CPU(cores)   MEMORY(bytes)\nn1     3000m        8192Mi\n"
+    )
+
+
+def test_table_aligns_left_and_trims_trailing_blanks() -> None:
+    assert formats.table(["A", "LONGER"], [["xyz", ""], ["", "b"]]) == (
+        "A     LONGER\nxyz\n      b\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("resource", "value", "text"),
+    [
+        (Resource.CPU, 250_000_000, "250m"),
+        (Resource.CPU, 250_000_001, "251m"),  # rounded up, as kubectl
+        (Resource.CPU, Fraction(1, 2), "1m"),
+        (Resource.MEMORY, 2**20 - 1, "0Mi"),  # truncated, as kubectl
+        (Resource.MEMORY, 1.5 * 2**20, "1Mi"),
+    ],
+)
+def test_kubectl_value(resource: Resource, value: Value, text: str) -> None:
+    assert formats.kubectl_value(resource, value) == text
