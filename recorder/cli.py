@@ -336,8 +336,30 @@ COMMANDS = {
 }
 
 
+_TIME_FLAGS = ("--start", "--end")
+
+
+def _relative_times_attached(argv: Sequence[str]) -> list[str]:
+    """``--start -24h`` as ``--start=-24h``: argparse takes a value that starts with a minus
+    for an unknown flag, and a relative time always does."""
+    out: list[str] = []
+    for arg in argv:
+        if (
+            out
+            and out[-1] in _TIME_FLAGS
+            and len(arg) > 1
+            and arg[0] == "-"
+            and arg[1] in "0123456789."
+        ):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(_relative_times_attached(given))
     commands.configure_logging(args.log_level or os.environ.get("RECORDER_LOG_LEVEL"))
     try:
         return COMMANDS[args.command](args)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from recorder import timeutil
-from recorder.cli import build_parser
+from recorder.cli import build_parser, main
 from recorder.errors import ConfigError, DurationError, QueryError
 from recorder.query import params
 from recorder.settings import load_settings
@@ -185,7 +186,7 @@ UNITS = ["ms", "s", "m", "h", "d", "w"]
 
 
 @given(
-    st.decimals(min_value=0, max_value=10**6, places=3, allow_nan=False, allow_infinity=False),
+    st.decimals(min_value=0, max_value=10**5, places=3, allow_nan=False, allow_infinity=False),
     st.integers(min_value=0, max_value=len(UNITS) - 2),
 )
 def test_a_larger_unit_is_never_shorter(number: Decimal, index: int) -> None:
@@ -311,6 +312,20 @@ def test_the_cli_refuses_a_zero_interval_naming_the_flag(
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--interval", "0s"])
     assert "argument --interval: '0s' must be longer than zero" in capsys.readouterr().err
+
+
+def test_query_takes_relative_times_after_a_space_and_names_the_flag(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    argv = ["query", "--resource", "cpu", "--database-url", url, "--step", "1h"]
+    assert main([*argv, "--start", "-1x"]) == 2  # refused before any database is opened
+    assert "recorder query: error: --start='-1x' is not" in capsys.readouterr().err
+    assert main([*argv, "--start", "-1.5d", "--end", "-1x"]) == 2
+    assert "error: --end='-1x' is not" in capsys.readouterr().err
+    assert main([*argv, "--start", "-1.5d", "--step", "1x"]) == 2
+    assert "error: --step='1x': unknown unit 'x'" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_top_since_refuses_1x_naming_the_flag() -> None:
