@@ -5,18 +5,23 @@ The source is only read. The copy is idempotent, so an interrupted copy is resum
 it again: series and labels are upserted by identity, chunks are inserted in pages of one
 transaction each and skipped when already there, and the head's samples go through the normal
 idempotent write path. At the end the sample counts of both sides are compared.
+
+Every database failure is a ``StoreError`` naming the side (the source read, the target
+written) and what to do; nothing of a driver's exception reaches the user.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, tuple_
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.errors import StoreError
+from recorder.store import engine as engines
 from recorder.store import schema
 from recorder.store.engine import dialect_insert
 from recorder.store.sql import Store
@@ -52,10 +57,27 @@ def _identity(row: object) -> SeriesKey:
     )
 
 
+@contextmanager
+def _failing_as(store: Store, doing: str) -> Iterator[None]:
+    """Database errors inside become the ``StoreError`` for ``doing`` ``store``."""
+    try:
+        yield
+    except engines.DATABASE_ERRORS as exc:
+        raise engines.failure(exc, f"{doing} {store.display_url}", store.timeouts) from exc
+
+
+def _reading(store: Store) -> AbstractContextManager[None]:
+    return _failing_as(store, "copying: reading the source")
+
+
+def _writing(store: Store) -> AbstractContextManager[None]:
+    return _failing_as(store, "copying: writing the target")
+
+
 def _sample_count(store: Store) -> int:
     """Samples held: chunk counts plus distinct head samples not already in a chunk."""
     c, h = schema.chunks, schema.samples_head
-    with store.engine.connect() as conn:
+    with _failing_as(store, "copying: counting the samples of"), store.engine.connect() as conn:
         in_chunks = conn.execute(select(func.coalesce(func.sum(c.c.count), 0))).scalar_one()
         head = conn.execute(
             select(func.count()).select_from(select(h.c.series_id, h.c.ts_ms).distinct().subquery())
@@ -87,7 +109,7 @@ class HistoryCopier:
 
     def _copy_series(self, report: CopyReport) -> dict[int, int]:
         s, c = schema.series, schema.chunks
-        with self.source.engine.connect() as conn:
+        with _reading(self.source), self.source.engine.connect() as conn:
             rows = conn.execute(select(s)).all()
             in_chunks = {
                 sid: last
@@ -96,7 +118,7 @@ class HistoryCopier:
                 )
             }
         report.series = len(rows)
-        with self.target.engine.begin() as conn:
+        with _writing(self.target), self.target.engine.begin() as conn:
             for start in range(0, len(rows), _PAGE):
                 page = rows[start : start + _PAGE]
                 values = []
@@ -136,11 +158,11 @@ class HistoryCopier:
 
     def _copy_labels(self) -> None:
         pl = schema.pod_labels
-        with self.source.engine.connect() as conn:
+        with _reading(self.source), self.source.engine.connect() as conn:
             rows = [dict(row._mapping) for row in conn.execute(select(pl))]
         if not rows:
             return
-        with self.target.engine.begin() as conn:
+        with _writing(self.target), self.target.engine.begin() as conn:
             statement = dialect_insert(conn, pl)
             for start in range(0, len(rows), _PAGE):
                 conn.execute(
@@ -160,7 +182,7 @@ class HistoryCopier:
         c = schema.chunks
         after: tuple[int, int] = (-1, -1)
         while True:
-            with self.source.engine.connect() as conn:
+            with _reading(self.source), self.source.engine.connect() as conn:
                 page = conn.execute(
                     select(c)
                     .where(tuple_(c.c.series_id, c.c.block_start_ms) > after)
@@ -176,7 +198,7 @@ class HistoryCopier:
                 value["series_id"] = ids[row.series_id]
                 values.append(value)
             page_keys = [(v["series_id"], v["block_start_ms"]) for v in values]
-            with self.target.engine.begin() as conn:
+            with _writing(self.target), self.target.engine.begin() as conn:
                 present = conn.execute(
                     select(func.count())
                     .select_from(c)
@@ -189,7 +211,9 @@ class HistoryCopier:
 
     def _copy_head(self, ids: dict[int, int], report: CopyReport) -> None:
         h, s = schema.samples_head, schema.series
-        with self.source.engine.connect() as conn:
+        # Writes of the head go through Store.write, which raises StoreError of its own (not
+        # caught here): what fails in this block as a driver error is the source.
+        with _reading(self.source), self.source.engine.connect() as conn:
             keys = {
                 row.id: _identity(row)
                 for row in conn.execute(

@@ -214,38 +214,75 @@ def reason(error: BaseException) -> str:
     return f"{original(error).__class__.__name__}: {first_line(error)}"
 
 
+def sqlite_code(error: BaseException) -> int | None:
+    """SQLite's primary result code under ``error`` (``sqlite3.SQLITE_BUSY``, ...), if any."""
+    code = getattr(original(error), "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def is_cancelled(error: BaseException) -> bool:
+    """True when a statement was stopped by its deadline: PostgreSQL's ``statement_timeout``
+    (``QueryCanceled``) or SQLite's progress handler (``SQLITE_INTERRUPT``)."""
+    return (
+        isinstance(original(error), psycopg.errors.QueryCanceled)
+        or sqlite_code(error) == sqlite3.SQLITE_INTERRUPT
+    )
+
+
 def failure(error: BaseException, doing: str, timeouts: Timeouts | None = None) -> StoreError:
     """The ``StoreError`` for a failed database operation: ``StoreUnavailable`` when it is worth
     retrying as is (the database is unreachable, busy, locked, out of space or timed out), a
-    plain ``StoreError`` otherwise (the schema is missing or another problem an operator must
-    fix). Content errors are not raised as either: callers isolate the offending rows."""
+    plain ``StoreError`` otherwise (the schema is missing, the file cannot be opened or another
+    problem an operator must fix). Content errors are not raised as either: callers isolate the
+    offending rows. The message is ``doing``, the driver's first line (no SQL, no parameters,
+    no credentials) and what to do about it; the service retries either kind on its own."""
     timeouts = timeouts or Timeouts()
     inner = original(error)
+    code = sqlite_code(error)
     text = first_line(error).lower()
     message = f"{doing} failed: {reason(error)}"
     if "no such table" in text or isinstance(inner, psycopg.errors.UndefinedTable):
         return StoreError(f"{message}: the schema is missing; run `recorder migrate`")
+    if "no such column" in text or isinstance(inner, psycopg.errors.UndefinedColumn):
+        return StoreError(
+            f"{message}: the schema is not the one this version expects; run `recorder migrate`"
+        )
+    if code == sqlite3.SQLITE_CANTOPEN:
+        return StoreError(
+            f"{message}: check that the SQLite file's folder exists and that the recorder may "
+            "read and write there (or fix --database-url)"
+        )
+    if code == sqlite3.SQLITE_NOTADB:
+        return StoreError(f"{message}: the file is not a SQLite database; fix --database-url")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
+        return StoreError(
+            f"{message}: the recorder may not write the SQLite file or its folder; fix the "
+            "permissions or the volume"
+        )
     if isinstance(inner, psycopg.errors.QueryCanceled):
         advice = (
             f"a statement ran past statement_timeout ({timeouts.statement_seconds:g}s): "
-            "the database is overloaded or a lock is held; it is retried"
+            "the database is overloaded or a lock is held; try again later"
         )
     elif isinstance(inner, psycopg.errors.LockNotAvailable):
         advice = (
             f"another session held a lock longer than lock_timeout ({timeouts.lock_seconds:g}s)"
-            "; it is retried"
+            "; try again when it is done"
         )
-    elif "database is locked" in text or "database table is locked" in text:
+    elif code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         advice = (
-            "another process held the SQLite write lock longer than the busy timeout "
-            f"({timeouts.sqlite_busy_seconds:g}s); it is retried"
+            "another process held a lock on the SQLite file longer than the busy timeout "
+            f"({timeouts.sqlite_busy_seconds:g}s): let it finish (or stop it) and try again, "
+            "or raise RECORDER_DATABASE_CONNECT_TIMEOUT"
         )
-    elif "is full" in text or "no space" in text or isinstance(inner, psycopg.errors.DiskFull):
-        advice = "free space on the database's volume; it is retried"
-    elif "disk i/o" in text:
-        advice = "check the volume that holds the database; it is retried"
+    elif code == sqlite3.SQLITE_FULL or isinstance(inner, psycopg.errors.DiskFull):
+        advice = "free space on the database's volume"
+    elif code == sqlite3.SQLITE_IOERR:
+        advice = "check the volume that holds the database"
     elif _is_unavailable(error):
-        advice = "check that the database is running and reachable; it is retried"
+        advice = "check that the database is running and reachable from here"
+        if "timeout" in text or "timed out" in text:
+            advice += ", or raise RECORDER_DATABASE_CONNECT_TIMEOUT if it is only slow"
     else:
         return StoreError(message)
     return StoreUnavailable(f"{message}: {advice}")

@@ -82,6 +82,11 @@ def upgrade(
     )
     try:
         command.upgrade(alembic_config(migrating), revision)
+    except engines.DATABASE_ERRORS as exc:
+        failed = engines.failure(
+            exc, f"migrating {engine.url.render_as_string(hide_password=True)}", timeouts
+        )
+        raise type(failed)(f"{failed}; nothing of the failed migration was applied") from exc
     except Exception as exc:
         raise StoreError(
             f"migrating the database failed: {engines.reason(exc)}: nothing of the failed "
