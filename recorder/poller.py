@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from recorder import timeutil
-from recorder.domain import Batch, Kind, Rejection
+from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Rejection
 from recorder.errors import (
     CredentialsError,
     DecodeError,
@@ -90,6 +90,7 @@ class Poller:
         metrics: SelfMetrics,
         *,
         namespaces: Sequence[str] = (),
+        cluster: str = DEFAULT_CLUSTER,
         clock: Callable[[], float] = time.time,
         max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
         write_inline: bool = True,
@@ -101,6 +102,7 @@ class Poller:
         self._snapshot = snapshot
         self._metrics = metrics
         self._namespaces = tuple(namespaces)
+        self._cluster = cluster
         self._clock = clock
         self._max_future_skew_ms = max_future_skew_ms
         self._write_inline = write_inline
@@ -221,11 +223,15 @@ class Poller:
         if kind is Kind.NODE:
             self._check_deadline("nodes")
             nodes, bad = decode_node_list(self._source.list_nodes())
-            batch = normalize_nodes(nodes, now_ms=now_ms, max_future_skew_ms=skew)
+            batch = normalize_nodes(
+                nodes, now_ms=now_ms, max_future_skew_ms=skew, cluster=self._cluster
+            )
         else:
             self._check_deadline("pods" if namespace is None else f"pods in {namespace}")
             pods, bad = decode_pod_list(self._source.list_pods(namespace))
-            batch = normalize_pods(pods, now_ms=now_ms, max_future_skew_ms=skew)
+            batch = normalize_pods(
+                pods, now_ms=now_ms, max_future_skew_ms=skew, cluster=self._cluster
+            )
         if bad:
             batch = Batch(kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections))
         return batch

@@ -219,6 +219,7 @@ def build_poll_path(
             holder,
             metrics,
             namespaces=settings.namespace,
+            cluster=settings.cluster,
             max_future_skew_ms=seconds_to_ms(settings.max_future_skew_seconds),
             write_inline=write_inline,
             on_publish=on_publish,

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from recorder import units
-from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, SeriesKey
+from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, PodRef, Rejection, Sample, SeriesKey
 from recorder.errors import QuantityError
 from recorder.kube import wire
 
@@ -286,9 +286,11 @@ def normalize_nodes(
     *,
     now_ms: int,
     max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+    cluster: str = DEFAULT_CLUSTER,
 ) -> Batch:
-    """Samples of a NodeMetricsList's items; ``now_ms`` is the recorder's clock, against which
-    timestamps more than ``max_future_skew_ms`` ahead are rejected."""
+    """Samples of a NodeMetricsList's items, each series in ``cluster``; ``now_ms`` is the
+    recorder's clock, against which timestamps more than ``max_future_skew_ms`` ahead are
+    rejected."""
     parsers = _Parsers(now_ms, max_future_skew_ms)
     samples: list[Sample] = []
     rejections: list[Rejection] = []
@@ -300,7 +302,8 @@ def normalize_nodes(
             timestamp_ms = parsers.timestamp_ms(item.timestamp, f"node {name}")
             window_ms = parsers.window_ms(item.window)
             cpu, memory = _usage(item.usage)
-            sample = Sample(SeriesKey.for_node(name), timestamp_ms, window_ms, cpu, memory)
+            key = SeriesKey.for_node(name, cluster)
+            sample = Sample(key, timestamp_ms, window_ms, cpu, memory)
         except Exception as exc:  # one item, whatever is wrong with it, costs only itself
             bad = exc if isinstance(exc, _Reject) else _malformed(exc)
             rejections.append(Rejection(Kind.NODE, _label(name), bad.reason, bad.detail))
@@ -314,9 +317,11 @@ def normalize_pods(
     *,
     now_ms: int,
     max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+    cluster: str = DEFAULT_CLUSTER,
 ) -> Batch:
-    """Samples (one per container) and labels of a PodMetricsList's items; ``now_ms`` as for
-    ``normalize_nodes``."""
+    """Samples (one per container, each series in ``cluster``) and labels of a PodMetricsList's
+    items; ``now_ms`` as for ``normalize_nodes``. The labels are keyed by (namespace, pod): the
+    whole batch is of one cluster, its samples say which."""
     parsers = _Parsers(now_ms, max_future_skew_ms)
     samples: list[Sample] = []
     labels: dict[PodRef, Mapping[str, str]] = {}
@@ -350,7 +355,7 @@ def normalize_pods(
                 name = container.name
                 name = _check_name("container name", name)
                 cpu, memory = _usage(container.usage)
-                key = SeriesKey.for_container(namespace, pod, name)
+                key = SeriesKey.for_container(namespace, pod, name, cluster)
                 sample = Sample(key, timestamp_ms, window_ms, cpu, memory)
             except Exception as exc:
                 bad = exc if isinstance(exc, _Reject) else _malformed(exc)

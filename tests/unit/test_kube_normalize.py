@@ -3,12 +3,13 @@ decoding as the poller does (pure, no I/O but fixtures)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from recorder.domain import Kind, Sample, SeriesKey
+from recorder.domain import DEFAULT_CLUSTER, Kind, Sample, SeriesKey
 from recorder.kube import wire
 from recorder.kube.decode import decode_node_list, decode_pod_list
 from recorder.kube.normalize import (
@@ -437,3 +438,29 @@ def test_an_unexpected_error_inside_normalize_rejects_one_item() -> None:
         ("a/c", "malformed_item"),
         ("b", "malformed_item"),
     ]
+
+
+def test_every_sample_carries_the_cluster_it_was_polled_in() -> None:
+    nodes, _ = decode_node_list((FIXTURES / "odd_nodes.json").read_bytes())
+    pods, _ = decode_pod_list((FIXTURES / "odd_pods.json").read_bytes())
+    unnamed_nodes = normalize_nodes(nodes, now_ms=NOW_MS)
+    unnamed_pods = normalize_pods(pods, now_ms=NOW_MS)
+    assert {s.key.cluster for s in (*unnamed_nodes.samples, *unnamed_pods.samples)} == {
+        DEFAULT_CLUSTER
+    }
+
+    named_nodes = normalize_nodes(nodes, now_ms=NOW_MS, cluster="prod-eu-1")
+    named_pods = normalize_pods(pods, now_ms=NOW_MS, cluster="prod-eu-1")
+    assert named_nodes.samples[0].key == SeriesKey.for_node(
+        "ip-10-0-1-23.ec2.internal", "prod-eu-1"
+    )
+    # The same samples, rejections and labels as without a cluster, but for the cluster.
+    for named, unnamed in ((named_nodes, unnamed_nodes), (named_pods, unnamed_pods)):
+        assert {s.key.cluster for s in named.samples} == {"prod-eu-1"}
+        assert [
+            dataclasses.replace(s, key=dataclasses.replace(s.key, cluster=DEFAULT_CLUSTER))
+            for s in named.samples
+        ] == list(unnamed.samples)
+        assert named.rejections == unnamed.rejections
+        assert named.pod_labels == unnamed.pod_labels
+    assert named_pods.samples and named_pods.pod_labels

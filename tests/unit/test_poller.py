@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from recorder.buffer import WriteQueue
 from recorder.domain import Batch, WriteResult
 from recorder.errors import MetricsApiForbidden, StoreError
-from recorder.exporter import SnapshotHolder, build_registry
+from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
 from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.store import Store
@@ -104,6 +104,23 @@ def test_api_failure_is_counted_by_reason_and_pods_still_stored(store: Store) ->
     assert value(registry, "recorder_poll_errors_total", resource="nodes", reason="forbidden") == 1
     assert value(registry, "recorder_metrics_api_up") == 0
     assert value(registry, "recorder_polls_total", resource="nodes") == 1
+
+
+def test_every_sample_published_and_queued_carries_the_pollers_cluster(store: Store) -> None:
+    poller, registry = make(odd_source(), store, cluster="prod-eu-1")
+    report = poller.poll_once()
+    assert report.ok and report.written == 6
+    assert isinstance(registry, RecorderRegistry)
+    view = registry.holder.view()
+    assert view.nodes is not None and view.containers is not None
+    published = (*view.nodes.samples, *view.containers.samples)
+    assert len(published) == 6 and {s.key.cluster for s in published} == {"prod-eu-1"}
+    default_poller, default_registry = make(odd_source(), store)
+    default_poller.poll_once()
+    assert isinstance(default_registry, RecorderRegistry)
+    default_view = default_registry.holder.view()
+    assert default_view.nodes is not None
+    assert {s.key.cluster for s in default_view.nodes.samples} == {"default"}
 
 
 def test_namespaced_mode_lists_each_namespace_and_skips_nodes(store: Store) -> None:
