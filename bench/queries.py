@@ -26,6 +26,7 @@ from sqlalchemy import insert
 
 from bench.storage import database
 from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
+from recorder.query import engine
 from recorder.stats.codec import ChunkSamples
 from recorder.store import Store, open_store, rollups, schema
 from recorder.store.compactor import ChunkRow
@@ -107,7 +108,7 @@ def measure(kind: str, series: int, days: int, repeat: int) -> dict[str, float]:
 
         def history(step_ms: int, agg: Agg) -> Callable[[], object]:
             query = HistoryQuery(Resource.CPU, one, NOW - 30 * DAY, NOW, step_ms, agg)
-            return lambda: store.history(query, max_points=10**6, max_samples=10**7)
+            return lambda: engine.history(store, query, max_points=10**6, max_samples=10**7)
 
         results = {
             "setup_seconds": setup,
@@ -115,11 +116,13 @@ def measure(kind: str, series: int, days: int, repeat: int) -> dict[str, float]:
             "container_30d_1h_p95": best(repeat, history(HOUR, Agg.P95)),
             "namespace_summary_7d": best(
                 repeat,
-                lambda: store.summary(every, "namespace", NOW - 7 * DAY, NOW, max_groups=10**5),
+                lambda: engine.summarize(
+                    store, every, "namespace", NOW - 7 * DAY, NOW, max_groups=10**5
+                ),
             ),
             "top_pods_7d_p95": best(
                 repeat,
-                lambda: store.top(every, NOW - 7 * DAY, NOW, Agg.P95, max_samples=10**7),
+                lambda: engine.top(store, every, NOW - 7 * DAY, NOW, Agg.P95, max_samples=10**7),
             ),
         }
         store.close()

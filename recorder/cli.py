@@ -17,7 +17,7 @@ from recorder import __version__, commands, timeutil
 from recorder.domain import Agg, HistoryQuery, HistoryResult, QueryKind, Resource, SeriesFilter
 from recorder.errors import DurationError, RecorderError
 from recorder.poller import PollReport
-from recorder.query import formats, params
+from recorder.query import engine, formats, params
 from recorder.settings import Settings
 from recorder.timeutil import HOUR_MS
 
@@ -245,7 +245,7 @@ def _history(settings: Settings, query: HistoryQuery) -> HistoryResult:
     """The one call site of ``recorder query`` into the history."""
     store = commands.open_query_store(settings)
     try:
-        return store.history(query, max_points=10**7)
+        return engine.history(store, query, max_points=10**7)
     finally:
         store.close()
 
@@ -282,7 +282,7 @@ def _top(
     """The one call site of ``recorder top`` into the history."""
     store = commands.open_query_store(settings)
     try:
-        return list(store.top(where, start_ms, end_ms, agg))
+        return list(engine.top(store, where, start_ms, end_ms, agg))
     finally:
         store.close()
 

@@ -103,6 +103,8 @@ class Batch:
     samples: tuple[Sample, ...] = ()
     pod_labels: Mapping[PodRef, Mapping[str, str]] = field(default_factory=dict)
     rejections: tuple[Rejection, ...] = ()
+    cluster: str = DEFAULT_CLUSTER
+    """The cluster of ``pod_labels`` (and of every sample: one list call, one cluster)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,52 +38,26 @@ from recorder.api.limits import (
 )
 from recorder.domain import (
     Agg,
-    GroupSummary,
     HistoryQuery,
-    HistoryResult,
     QueryKind,
     Resource,
     SeriesFilter,
-    SeriesInfo,
 )
 from recorder.errors import QueryError, QueryTimeout, StoreError
-from recorder.query import formats, params
+from recorder.query import engine, formats, params
+from recorder.query.engine import HistoryReader
 from recorder.stats.sketch import RELATIVE_ACCURACY
 from recorder.timeutil import DAY_MS, HOUR_MS
 
 log = logging.getLogger(__name__)
 
 
-class HistoryStore(Protocol):
+class HistoryStore(HistoryReader, Protocol):
     """What the HTTP API needs of ``store.Store``."""
 
     def ping(self) -> None: ...
 
     def schema_is_current(self) -> bool: ...
-
-    def history(
-        self, query: HistoryQuery, *, max_points: int, max_samples: int = ...
-    ) -> HistoryResult: ...
-
-    def series(
-        self,
-        where: SeriesFilter,
-        *,
-        limit: int,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-    ) -> list[SeriesInfo]: ...
-
-    def summary(
-        self,
-        where: SeriesFilter,
-        group_by: str,
-        start_ms: int,
-        end_ms: int,
-        *,
-        max_groups: int,
-        max_samples: int = ...,
-    ) -> list[GroupSummary]: ...
 
 
 def _no_poller_status() -> Mapping[str, str]:
@@ -370,8 +344,8 @@ def create_app(deps: AppDeps) -> FastAPI:
         shown_agg = agg if step_ms is not None else None
 
         def answer() -> Response:
-            result = deps.store.history(
-                query, max_points=deps.max_points, max_samples=deps.max_samples
+            result = engine.history(
+                deps.store, query, max_points=deps.max_points, max_samples=deps.max_samples
             )
             if format is OutputFormat.csv:
                 return Response(
@@ -398,15 +372,12 @@ def create_app(deps: AppDeps) -> FastAPI:
         now = now_ms()
         start_ms = params.parse_time_ms(start, "start", now) if start else None
         end_ms = params.parse_time_ms(end, "end", now) if end else None
-        stored_kind = QueryKind.NODE if kind is QueryKind.NODE else QueryKind.CONTAINER
-        filters = where(stored_kind, node, namespace, pod, container, selector)
+        filters = where(kind, node, namespace, pod, container, selector)
 
         def answer() -> Response:
-            found = deps.store.series(
-                filters, limit=deps.max_series, start_ms=start_ms, end_ms=end_ms
+            found = engine.list_series(
+                deps.store, filters, limit=deps.max_series, start_ms=start_ms, end_ms=end_ms
             )
-            if kind is QueryKind.POD:
-                found = _pods_of(found)
             return JSONResponse(formats.series_json(found))
 
         return await queries.run(answer)
@@ -436,11 +407,11 @@ def create_app(deps: AppDeps) -> FastAPI:
         start_ms, end_ms = params.parse_range(
             start, end, now_ms=now_ms(), default_ms=24 * HOUR_MS, max_range_ms=deps.max_range_ms
         )
-        stored_kind = QueryKind.NODE if kind is QueryKind.NODE else QueryKind.CONTAINER
-        filters = where(stored_kind, node, namespace, pod, container, selector)
+        filters = where(kind, node, namespace, pod, container, selector)
 
         def answer() -> Response:
-            groups = deps.store.summary(
+            groups = engine.summarize(
+                deps.store,
                 filters,
                 grouping,
                 start_ms,
@@ -455,25 +426,3 @@ def create_app(deps: AppDeps) -> FastAPI:
         return await queries.run(answer)
 
     return app
-
-
-def _pods_of(found: list[SeriesInfo]) -> list[SeriesInfo]:
-    pods: dict[tuple[str, str], SeriesInfo] = {}
-    for info in found:
-        key = (info.labels["namespace"], info.labels["pod"])
-        seen = pods.get(key)
-        if seen is None:
-            pods[key] = SeriesInfo(
-                {"namespace": key[0], "pod": key[1]},
-                info.first_seen_ms,
-                info.last_seen_ms,
-                info.pod_labels,
-            )
-        else:
-            pods[key] = SeriesInfo(
-                seen.labels,
-                min(seen.first_seen_ms, info.first_seen_ms),
-                max(seen.last_seen_ms, info.last_seen_ms),
-                seen.pod_labels,
-            )
-    return list(pods.values())

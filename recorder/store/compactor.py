@@ -1,10 +1,15 @@
-"""Compaction: closed time blocks move from the head into one chunk row per series per block.
+"""Compaction: closed time blocks move from the head into one chunk row per series per block,
+and each pod gets the statistics of its summed series.
 
-For each closed block, in one transaction: read the block's head rows ordered by series and
-time (streamed, so memory stays bounded), merge them with the chunk already stored for that
-series and block if any (late samples), drop duplicate timestamps, encode the samples, compute
-the statistics and sketches, upsert the chunks, advance ``series.last_seen_ms``, and remove the
-block from the head. A crash rolls the whole block back; running it again is harmless.
+For each closed block, in one transaction: stream the block's head rows ordered by pod, series
+and time (joined to ``series``, so memory holds one pod at a time), merge each series' rows
+with the chunk already stored for it in that block, if any (late samples), under the one
+deduplication rule (``recorder.stats.dedup``), encode the samples, take their statistics
+(``recorder.stats.block``), upsert the chunks, advance ``series.last_seen_ms``, and remove the
+block from the head. Each pod's containers are summed at each instant into the pod's own series
+(kind ``pod``): a statistics-only chunk (no payload: its samples are its containers'), so pod
+maxima and percentiles are exact at every tier, long after the containers' samples expired.
+A crash rolls the whole block back; running it again is harmless.
 """
 
 from __future__ import annotations
@@ -13,21 +18,25 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import groupby, pairwise
-from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, tuple_, update
 
+from recorder.domain import Kind
+from recorder.stats import dedup
+from recorder.stats.block import BlockStats
 from recorder.stats.codec import ChunkSamples, decode_samples, encode_samples
-from recorder.stats.sketch import QuantileSketch
 from recorder.store import schema
 from recorder.store.engine import dialect_insert
 from recorder.store.head import Head
+from recorder.timeutil import floor_to
 
 log = logging.getLogger(__name__)
 
 _UPSERT_BATCH = 2_000
+
+PodKey = tuple[str, str, str]
+"""(cluster, namespace, pod)"""
 
 
 @dataclass
@@ -36,6 +45,7 @@ class CompactionReport:
     block_starts: list[int] = field(default_factory=list)
     rollup_days: int = 0
     series: int = 0
+    pods: int = 0
     samples: int = 0
     duplicates_dropped: int = 0
     expired_dropped: int = 0
@@ -44,81 +54,41 @@ class CompactionReport:
 
 @dataclass(frozen=True, slots=True)
 class ChunkRow:
-    """The statistics and payload of one series over one block."""
+    """The statistics and payload of one series over one block (no payload: a pod's)."""
 
     series_id: int
     block_start_ms: int
-    samples: ChunkSamples
+    stats: BlockStats
+    samples: ChunkSamples | None
+
+    @classmethod
+    def of(cls, series_id: int, block_start_ms: int, samples: ChunkSamples) -> ChunkRow:
+        return cls(series_id, block_start_ms, BlockStats.of(samples), samples)
 
     def values(self) -> dict[str, Any]:
         s = self.samples
-        cpu, memory = s.cpu_nanocores, s.memory_bytes
+        payload = None
+        if s is not None:
+            payload = encode_samples(s.timestamps_ms, s.windows_ms, s.cpu_nanocores, s.memory_bytes)
         return {
             "series_id": self.series_id,
             "block_start_ms": self.block_start_ms,
-            "first_ms": s.timestamps_ms[0],
-            "last_ms": s.timestamps_ms[-1],
-            "count": len(s),
-            "interval_ms": smallest_gap(s.timestamps_ms),
-            "cpu_sum": sum(cpu),
-            "cpu_min": min(cpu),
-            "cpu_max": max(cpu),
-            "cpu_last": cpu[-1],
-            "memory_sum": sum(memory),
-            "memory_min": min(memory),
-            "memory_max": max(memory),
-            "memory_last": memory[-1],
-            "cpu_sketch": QuantileSketch.of(cpu).to_bytes(),
-            "memory_sketch": QuantileSketch.of(memory).to_bytes(),
-            "payload": encode_samples(
-                s.timestamps_ms, s.windows_ms, s.cpu_nanocores, s.memory_bytes
-            ),
+            **self.stats.to_columns(),
+            "payload": payload,
         }
 
 
-def smallest_gap(timestamps_ms: Sequence[int]) -> int:
-    """The smallest gap between consecutive timestamps (sorted, distinct); 0 for fewer than 2."""
-    return min(
-        (later - earlier for earlier, later in pairwise(timestamps_ms)),
-        default=0,
-    )
-
-
 def block_start(ts_ms: int, block_ms: int) -> int:
-    return ts_ms - ts_ms % block_ms
+    return floor_to(ts_ms, block_ms)
 
 
-def merge_samples(
-    rows: Sequence[tuple[int, int, int, int]], existing: ChunkSamples | None
-) -> tuple[ChunkSamples, int]:
-    """Samples of one series in time order, one per timestamp (the stored chunk's value wins
-    over a late duplicate), and how many duplicates were dropped."""
-    by_ts: dict[int, tuple[int, int, int]] = {}
-    if existing is not None:
-        for ts, window, cpu, memory in zip(
-            existing.timestamps_ms,
-            existing.windows_ms,
-            existing.cpu_nanocores,
-            existing.memory_bytes,
-            strict=True,
-        ):
-            by_ts[ts] = (window, cpu, memory)
-    duplicates = 0
-    for ts, window, cpu, memory in rows:
-        if ts in by_ts:
-            duplicates += 1
-            continue
-        by_ts[ts] = (window, cpu, memory)
-    ordered = sorted(by_ts.items())
-    return (
-        ChunkSamples(
-            [ts for ts, _ in ordered],
-            [v[0] for _, v in ordered],
-            [v[1] for _, v in ordered],
-            [v[2] for _, v in ordered],
-        ),
-        duplicates,
-    )
+class _Block:
+    """What one block's compaction has pending: container/node chunks, pods to sum."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.chunks: list[ChunkRow] = []
+        self.pods: dict[PodKey, list[ChunkSamples]] = {}
 
 
 class Compactor:
@@ -158,7 +128,7 @@ class Compactor:
 
     def compact_block(self, start: int, report: CompactionReport) -> None:
         end = start + self.block_ms
-        h = schema.samples_head
+        h, s = schema.samples_head, schema.series
         with self._engine.begin() as conn:
             existing_ids = set(
                 conn.execute(
@@ -166,33 +136,37 @@ class Compactor:
                 ).scalars()
             )
             rows = conn.execute(
-                select(h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
+                select(
+                    h.c.series_id,
+                    h.c.ts_ms,
+                    h.c.window_ms,
+                    h.c.cpu_nanocores,
+                    h.c.memory_bytes,
+                    s.c.kind,
+                    s.c.cluster,
+                    s.c.namespace,
+                    s.c.pod,
+                )
+                .join(s, s.c.id == h.c.series_id)
                 .where(h.c.ts_ms >= start, h.c.ts_ms < end)
-                .order_by(h.c.series_id, h.c.ts_ms)
+                .order_by(s.c.kind, s.c.cluster, s.c.namespace, s.c.pod, h.c.series_id, h.c.ts_ms)
                 .execution_options(stream_results=True, yield_per=50_000)
             )
-            pending: list[ChunkRow] = []
-            for series_id, group in groupby(rows, key=itemgetter(0)):
-                samples = [(r[1], r[2], r[3], r[4]) for r in group]
-                existing = None
-                if series_id in existing_ids:
-                    existing = self._stored(conn, series_id, start)
-                    if existing is None:
-                        # This block's full resolution has already expired: its statistics
-                        # cannot take samples whose duplicates can no longer be detected.
-                        report.expired_dropped += len(samples)
-                        continue
-                merged, duplicates = merge_samples(samples, existing)
-                report.series += 1
-                report.samples += len(samples) - duplicates
-                report.duplicates_dropped += duplicates
-                pending.append(ChunkRow(series_id, start, merged))
-                if len(pending) >= _UPSERT_BATCH:
-                    self._upsert(conn, pending)
-                    pending = []
+            block = _Block(start)
+            current: int | None = None
+            pod: PodKey | None = None
+            run: list[dedup.Row] = []
+            for series_id, ts, window, cpu, memory, kind, cluster, namespace, pod_name in rows:
+                if series_id != current:
+                    if current is not None:
+                        self._close_series(conn, block, current, pod, run, existing_ids, report)
+                    current, run = series_id, []
+                    pod = (cluster, namespace, pod_name) if kind == Kind.CONTAINER else None
+                run.append((ts, window, cpu, memory))
+            if current is not None:
+                self._close_series(conn, block, current, pod, run, existing_ids, report)
             rows.close()
-            if pending:
-                self._upsert(conn, pending)
+            self._flush(conn, block, existing_ids, report, with_pods=True)
             self._head.drop_block(conn, start, end)
         report.blocks += 1
         report.block_starts.append(start)
@@ -203,6 +177,84 @@ class Compactor:
                 start,
             )
 
+    def _close_series(
+        self,
+        conn: Connection,
+        block: _Block,
+        series_id: int,
+        pod: PodKey | None,
+        rows: list[dedup.Row],
+        existing_ids: set[int],
+        report: CompactionReport,
+    ) -> None:
+        existing = None
+        if series_id in existing_ids:
+            existing = self._stored(conn, series_id, block.start)
+            if existing is None:
+                # This block's full resolution has already expired: its statistics cannot
+                # take samples whose duplicates can no longer be detected.
+                report.expired_dropped += len(rows)
+                return
+        merged, duplicates = dedup.merge(existing, rows)
+        report.series += 1
+        report.samples += len(rows) - duplicates
+        report.duplicates_dropped += duplicates
+        block.chunks.append(ChunkRow.of(series_id, block.start, merged))
+        if pod is not None:
+            if block.pods and pod not in block.pods:
+                # Rows come ordered by pod: the pod before this one is complete.
+                self._flush(conn, block, existing_ids, report, with_pods=True)
+            block.pods.setdefault(pod, []).append(merged)
+        if len(block.chunks) >= _UPSERT_BATCH:
+            self._flush(conn, block, existing_ids, report, with_pods=False)
+
+    def _flush(
+        self,
+        conn: Connection,
+        block: _Block,
+        existing_ids: set[int],
+        report: CompactionReport,
+        *,
+        with_pods: bool,
+    ) -> None:
+        """Upsert pending chunks, then (``with_pods``) the statistics of the pending pods."""
+        if block.chunks:
+            _upsert(conn, block.chunks)
+            block.chunks = []
+        if not with_pods or not block.pods:
+            return
+        if existing_ids:
+            self._add_stored_containers(conn, block.start, block.pods)
+        summed = {
+            key: BlockStats.of(dedup.sum_runs(runs)) for key, runs in block.pods.items() if runs
+        }
+        block.pods = {}
+        if not summed:
+            return
+        first_seen = min(stats.first_ms for stats in summed.values())
+        ids = pod_series_ids(conn, list(summed), first_seen_ms=first_seen)
+        _upsert(
+            conn, [ChunkRow(ids[key], block.start, stats, None) for key, stats in summed.items()]
+        )
+        report.pods += len(summed)
+
+    def _add_stored_containers(
+        self, conn: Connection, start: int, pods: dict[PodKey, list[ChunkSamples]]
+    ) -> None:
+        """A block compacted again (late samples): a pod's sum also takes its containers that
+        got no late sample, from their stored chunks (already upserted ones are replaced by
+        their new version: the runs in ``pods`` are rebuilt from the stored chunks)."""
+        c, s = schema.chunks, schema.series
+        for key in pods:
+            payloads = conn.execute(
+                select(c.c.payload)
+                .join(s, s.c.id == c.c.series_id)
+                .where(c.c.block_start_ms == start, s.c.kind == Kind.CONTAINER.value)
+                .where(tuple_(s.c.cluster, s.c.namespace, s.c.pod) == key)
+                .where(c.c.payload.is_not(None))
+            ).scalars()
+            pods[key] = [decode_samples(p) for p in payloads]
+
     def _stored(self, conn: Connection, series_id: int, start: int) -> ChunkSamples | None:
         c = schema.chunks
         payload = conn.execute(
@@ -210,25 +262,67 @@ class Compactor:
         ).scalar()
         return None if payload is None else decode_samples(payload)
 
-    def _upsert(self, conn: Connection, chunk_rows: Sequence[ChunkRow]) -> None:
-        c = schema.chunks
-        values = [row.values() for row in chunk_rows]
-        insert = dialect_insert(conn, c)
-        replace = {
-            name: insert.excluded[name]
-            for name in values[0]
-            if name not in ("series_id", "block_start_ms")
-        }
+
+def pod_series_ids(
+    conn: Connection, pods: Sequence[PodKey], *, first_seen_ms: int
+) -> dict[PodKey, int]:
+    """The ids of the pods' own series (kind ``pod``), created where missing."""
+    s = schema.series
+    wanted = set(pods)
+    found: dict[PodKey, int] = {}
+
+    def lookup(keys: Sequence[PodKey]) -> None:
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            for sid, cluster, namespace, pod in conn.execute(
+                select(s.c.id, s.c.cluster, s.c.namespace, s.c.pod)
+                .where(s.c.kind == Kind.POD.value)
+                .where(tuple_(s.c.cluster, s.c.namespace, s.c.pod).in_(part))
+            ):
+                found[(cluster, namespace, pod)] = sid
+
+    lookup(list(wanted))
+    missing = [key for key in wanted if key not in found]
+    if missing:
         conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[c.c.series_id, c.c.block_start_ms], set_=replace
-            ),
-            values,
+            dialect_insert(conn, s).on_conflict_do_nothing(),
+            [
+                {
+                    "cluster": cluster,
+                    "kind": Kind.POD.value,
+                    "node": "",
+                    "namespace": namespace,
+                    "pod": pod,
+                    "container": "",
+                    "first_seen_ms": first_seen_ms,
+                    "last_seen_ms": first_seen_ms,
+                }
+                for cluster, namespace, pod in missing
+            ],
         )
-        s = schema.series
-        conn.execute(
-            update(s)
-            .where(s.c.id == bindparam("sid"), s.c.last_seen_ms < bindparam("last"))
-            .values(last_seen_ms=bindparam("last")),
-            [{"sid": v["series_id"], "last": v["last_ms"]} for v in values],
-        )
+        lookup(missing)
+    return found
+
+
+def _upsert(conn: Connection, chunk_rows: Sequence[ChunkRow]) -> None:
+    c = schema.chunks
+    values = [row.values() for row in chunk_rows]
+    insert = dialect_insert(conn, c)
+    replace = {
+        name: insert.excluded[name]
+        for name in values[0]
+        if name not in ("series_id", "block_start_ms")
+    }
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=[c.c.series_id, c.c.block_start_ms], set_=replace
+        ),
+        values,
+    )
+    s = schema.series
+    conn.execute(
+        update(s)
+        .where(s.c.id == bindparam("sid"), s.c.last_seen_ms < bindparam("last"))
+        .values(last_seen_ms=bindparam("last")),
+        [{"sid": v["series_id"], "last": v["last_ms"]} for v in values],
+    )

@@ -11,16 +11,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
+
+from recorder.store import schema
 
 log = logging.getLogger(__name__)
 
 HeadRow = tuple[int, int, int, int, int]
 """(ts_ms, series_id, window_ms, cpu_nanocores, memory_bytes)"""
+SampleRow = tuple[int, int, int, int]
+"""(ts_ms, window_ms, cpu_nanocores, memory_bytes): ``recorder.stats.dedup.Row``"""
 
 _COLUMNS = "ts_ms, series_id, window_ms, cpu_nanocores, memory_bytes"
 
@@ -101,3 +105,21 @@ class PostgresHead:
         conn.exec_driver_sql(
             "DELETE FROM samples_head WHERE ts_ms >= %s AND ts_ms < %s", (start_ms, end_ms)
         )
+
+
+def read(
+    conn: Connection, series_ids: Sequence[int], start_ms: int, end_ms: int
+) -> Iterator[tuple[int, SampleRow]]:
+    """Head rows of some series with ``start_ms <= ts_ms <= end_ms`` as ``(series id, (ts_ms,
+    window_ms, cpu_nanocores, memory_bytes))``, ordered by series and time. Exact duplicates are
+    all returned: the reader collapses them by the one rule (``recorder.stats.dedup``)."""
+    h = schema.samples_head
+    for start in range(0, len(series_ids), 1000):
+        rows = conn.execute(
+            select(h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
+            .where(h.c.ts_ms >= start_ms, h.c.ts_ms <= end_ms)
+            .where(h.c.series_id.in_(series_ids[start : start + 1000]))
+            .order_by(h.c.series_id, h.c.ts_ms)
+        )
+        for series_id, ts, window, cpu, memory in rows:
+            yield series_id, (ts, window, cpu, memory)

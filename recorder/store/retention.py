@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, exists, select, update
 
 from recorder.store import schema
-
-DAY_MS = 86_400_000
+from recorder.timeutil import DAY_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +71,11 @@ def apply_retention(
         if report.series_deleted:
             conn.execute(
                 delete(pl).where(
-                    ~exists().where(s.c.namespace == pl.c.namespace, s.c.pod == pl.c.pod)
+                    ~exists().where(
+                        s.c.cluster == pl.c.cluster,
+                        s.c.namespace == pl.c.namespace,
+                        s.c.pod == pl.c.pod,
+                    )
                 )
             )
     return report

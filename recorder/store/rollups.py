@@ -8,23 +8,22 @@ to it, so they always agree with the chunks they summarize.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select
 
-from recorder.stats.sketch import QuantileSketch
+from recorder.stats import block
+from recorder.stats.block import BlockStats
 from recorder.store import schema
+from recorder.timeutil import DAY_MS, floor_to
 
-DAY_MS = 86_400_000
 _BATCH = 2_000
-_RESOURCES = ("cpu", "memory")
 
 
 def day_of(ts_ms: int) -> int:
-    return ts_ms - ts_ms % DAY_MS
+    return floor_to(ts_ms, DAY_MS)
 
 
 def watermark(conn: Connection) -> int | None:
@@ -45,7 +44,7 @@ def build(engine: Engine, closed_before_ms: int, late_blocks: Iterable[int]) -> 
     first = mark if mark is not None else day_of(int(oldest))
     last_closed = day_of(closed_before_ms)  # days ending at or before this are complete
     days = set(range(first, last_closed, DAY_MS))
-    days |= {day_of(block) for block in late_blocks if day_of(block) < first}
+    days |= {day_of(start) for start in late_blocks if day_of(start) < first}
     built = 0
     for day in sorted(days):
         with engine.begin() as conn:
@@ -59,32 +58,26 @@ def build(engine: Engine, closed_before_ms: int, late_blocks: Iterable[int]) -> 
 
 def _merged(conn: Connection, day: int) -> Iterator[dict[str, Any]]:
     c = schema.chunks
-    columns = [c.c.series_id, c.c.first_ms, c.c.last_ms, c.c.count, c.c.interval_ms]
-    for resource in _RESOURCES:
-        columns += [c.c[f"{resource}_{part}"] for part in ("sum", "min", "max", "last", "sketch")]
     rows = conn.execute(
-        select(*columns)
+        select(c.c.series_id, *(c.c[name] for name in block.COLUMNS))
         .where(c.c.block_start_ms >= day, c.c.block_start_ms < day + DAY_MS)
         .order_by(c.c.series_id, c.c.block_start_ms)
-    ).all()
-    for series_id, group in groupby(rows, key=itemgetter(0)):
-        chunks = list(group)
-        merged: dict[str, Any] = {
-            "series_id": series_id,
-            "day_start_ms": day,
-            "first_ms": min(r[1] for r in chunks),
-            "last_ms": max(r[2] for r in chunks),
-            "count": sum(r[3] for r in chunks),
-            "interval_ms": min((r[4] for r in chunks if r[4] > 0), default=0),
-        }
-        for i, resource in enumerate(_RESOURCES):
-            at = 5 + 5 * i
-            merged[f"{resource}_sum"] = sum(r[at] for r in chunks)
-            merged[f"{resource}_min"] = min(r[at + 1] for r in chunks)
-            merged[f"{resource}_max"] = max(r[at + 2] for r in chunks)
-            merged[f"{resource}_last"] = chunks[-1][at + 3]
-            sketch = QuantileSketch.from_bytes(chunks[0][at + 4])
-            for r in chunks[1:]:
-                sketch.merge(QuantileSketch.from_bytes(r[at + 4]))
-            merged[f"{resource}_sketch"] = sketch.to_bytes()
-        yield merged
+    )
+    for series_id, group in groupby(rows, key=lambda row: row.series_id):
+        merged = block.merge(BlockStats.from_columns(row._mapping) for row in group)
+        yield {"series_id": series_id, "day_start_ms": day, **merged.to_columns()}
+
+
+def read(
+    conn: Connection, series_ids: Sequence[int], first_day_ms: int, end_day_ms: int
+) -> Iterator[tuple[int, int, BlockStats]]:
+    """``(series id, day start, statistics)`` of the rolled-up days in ``[first, end)``."""
+    r = schema.rollups
+    for start in range(0, len(series_ids), 1000):
+        rows = conn.execute(
+            select(r.c.series_id, r.c.day_start_ms, *(r.c[name] for name in block.COLUMNS))
+            .where(r.c.series_id.in_(series_ids[start : start + 1000]))
+            .where(r.c.day_start_ms >= first_day_ms, r.c.day_start_ms < end_day_ms)
+        )
+        for row in rows:
+            yield row.series_id, row.day_start_ms, BlockStats.from_columns(row._mapping)

@@ -7,9 +7,12 @@ this (a test compares them).
   indexed, so every write lands at the end of the table and of its one index (design §5). On
   PostgreSQL it is partitioned by time, one partition per block plus a default one; compaction
   drops a block's partition instead of deleting rows (no vacuum churn).
-- ``chunks`` holds one row per series per closed block: time range, count, sum/min/max/last of
-  CPU and memory, a quantile sketch of each, and the compressed samples (``payload``, set to
-  NULL once full-resolution retention has passed: that is the downsampling).
+- ``chunks`` holds one row per series per closed block: the block statistics of
+  ``recorder.stats.block`` (one column each, named by ``block.COLUMNS``) and the compressed
+  samples (``payload``, set to NULL once full-resolution retention has passed: that is the
+  downsampling). Pods have series of their own (kind ``pod``), made by compaction from the sum
+  of their containers at each instant: they have chunks and rollups, never head rows.
+- Every series and pod's labels belong to a ``cluster``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from recorder.stats.block import BLOCK_FIELDS, RESOURCE_PARTS, RESOURCES
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -41,6 +46,7 @@ series = Table(
     "series",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("cluster", String(63), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("node", String(253), nullable=False),
     Column("namespace", String(63), nullable=False),
@@ -50,12 +56,13 @@ series = Table(
     # Newest sample timestamp already moved into chunks (maintained by compaction); with the
     # head's own maximum it rebuilds the writer's idempotency map without scanning chunks.
     Column("last_seen_ms", BigInteger, nullable=False),
-    UniqueConstraint("kind", "node", "namespace", "pod", "container"),
+    UniqueConstraint("cluster", "kind", "node", "namespace", "pod", "container"),
 )
 
 pod_labels = Table(
     "pod_labels",
     metadata,
+    Column("cluster", String(63), primary_key=True),
     Column("namespace", String(63), primary_key=True),
     Column("pod", String(253), primary_key=True),
     Column("labels_json", Text, nullable=False),
@@ -75,21 +82,29 @@ samples_head = Table(
 )
 
 
+_PART_TYPES: dict[str, Any] = {
+    "sum": BigInteger,
+    "min": BigInteger,
+    "max": BigInteger,
+    "last": BigInteger,
+    "sketch": LargeBinary,
+}
+
+
 def _statistics() -> list[Column[Any]]:
-    """The statistics columns shared by chunks (one block) and rollups (one day)."""
+    """The block-statistics columns shared by chunks (one block) and rollups (one day), named
+    and ordered as ``recorder.stats.block.COLUMNS``."""
     columns: list[Column[Any]] = [
-        Column("first_ms", BigInteger, nullable=False),
-        Column("last_ms", BigInteger, nullable=False),
-        Column("count", Integer, nullable=False),
-        # Smallest gap between consecutive samples (the resolution as seen), 0 for one sample.
-        Column("interval_ms", Integer, nullable=False),
+        Column(name, Integer if name in ("count", "interval_ms") else BigInteger, nullable=False)
+        for name in BLOCK_FIELDS
     ]
-    for resource in ("cpu", "memory"):
-        columns += [
-            Column(f"{resource}_{part}", BigInteger, nullable=False)
-            for part in ("sum", "min", "max", "last")
-        ]
-    columns += [Column(f"{r}_sketch", LargeBinary, nullable=False) for r in ("cpu", "memory")]
+    for resource in RESOURCES:
+        for part in RESOURCE_PARTS:
+            if part == "sumsq":
+                # Outgrows 64 bits; NULL for blocks compacted before it was kept.
+                columns.append(Column(f"{resource}_sumsq", LargeBinary, nullable=True))
+            else:
+                columns.append(Column(f"{resource}_{part}", _PART_TYPES[part], nullable=False))
     return columns
 
 

@@ -11,23 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 from sqlalchemy import Connection, Engine, event, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from recorder.domain import (
-    Agg,
     Batch,
-    GroupSummary,
-    HistoryQuery,
-    HistoryResult,
-    SeriesFilter,
-    SeriesInfo,
     WriteResult,
 )
 from recorder.errors import QueryTimeout, StoreError, StoreUnavailable
 from recorder.store import engine as engines
-from recorder.store import migrate, queries, rollups, schema
+from recorder.store import migrate, rollups, schema
 from recorder.store.compactor import CompactionReport, Compactor, block_start
 from recorder.store.head import Head, PostgresHead, SqliteHead
 from recorder.store.retention import RetentionPolicy, RetentionReport, apply_retention
@@ -37,7 +30,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_MS = 3_600_000
 DEFAULT_GRACE_MS = 600_000
-DEFAULT_MAX_SAMPLES = 5_000_000
 DEFAULT_QUERY_TIMEOUT_SECONDS = 30.0
 DEFAULT_CHECK_TIMEOUT_SECONDS = 5.0
 _MAINTENANCE_LOCK_KEY = 0x6B6D72  # "kmr": one maintainer at a time across replicas
@@ -217,79 +209,8 @@ class Store:
                     )
                     conn.commit()
 
-    def history(
-        self, query: HistoryQuery, *, max_points: int, max_samples: int = DEFAULT_MAX_SAMPLES
-    ) -> HistoryResult:
-        with self._reading() as conn:
-            return queries.history(
-                conn,
-                query,
-                block_ms=self.block_ms,
-                max_points=max_points,
-                max_samples=max_samples,
-            )
-
-    def series(
-        self,
-        where: SeriesFilter,
-        *,
-        limit: int,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-    ) -> list[SeriesInfo]:
-        with self._reading() as conn:
-            return queries.list_series(
-                conn,
-                where,
-                limit=limit,
-                start_ms=start_ms,
-                end_ms=end_ms,
-            )
-
-    def summary(
-        self,
-        where: SeriesFilter,
-        group_by: str,
-        start_ms: int,
-        end_ms: int,
-        *,
-        max_groups: int,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-    ) -> list[GroupSummary]:
-        with self._reading() as conn:
-            return queries.summarize(
-                conn,
-                where,
-                group_by,
-                start_ms,
-                end_ms,
-                block_ms=self.block_ms,
-                max_samples=max_samples,
-                max_groups=max_groups,
-            )
-
-    def top(
-        self,
-        where: SeriesFilter,
-        start_ms: int,
-        end_ms: int,
-        agg: Agg,
-        *,
-        max_samples: int = DEFAULT_MAX_SAMPLES,
-    ) -> list[queries.TopRow]:
-        with self._reading() as conn:
-            return queries.top(
-                conn,
-                where,
-                start_ms,
-                end_ms,
-                agg,
-                block_ms=self.block_ms,
-                max_samples=max_samples,
-            )
-
     @contextmanager
-    def _reading(self) -> Iterator[Connection]:
+    def reading(self) -> Iterator[Connection]:
         """A connection whose statements stop after ``query_timeout_seconds``."""
         timeout_ms = round(self.query_timeout_seconds * 1000)
         try:
@@ -299,9 +220,8 @@ class Store:
                 else:
                     _deadline.at = time.monotonic() + self.query_timeout_seconds
                 yield conn
-        except (SQLAlchemyError, psycopg.Error) as exc:
-            original = getattr(exc, "orig", exc)
-            if isinstance(original, psycopg.errors.QueryCanceled) or "interrupted" in str(exc):
+        except engines.DATABASE_ERRORS as exc:
+            if engines.is_cancelled(exc):
                 raise QueryTimeout(
                     f"the query ran longer than {self.query_timeout_seconds:g}s: narrow the "
                     "time range or the filters, or use a step that block statistics answer"

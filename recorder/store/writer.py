@@ -1,14 +1,16 @@
 """Appends samples to the head, idempotently, and isolates what the database refuses.
 
-Duplicates (design §5): only an exact (series, timestamp) duplicate collapses. The writer keeps
-in memory, rebuilt from the database when it starts: series identity to id, each series' newest
-stored timestamp, and the last timestamp it wrote below that newest one (after a clock stepped
-back). A sample at either of them is skipped, so polling faster than metrics-server's
-resolution and restarts write nothing twice, at the cost of two dictionary lookups. An older
-sample (a late one, a clock stepped back, a series whose newest row is stamped in the future) is
-written: reads and compaction collapse the rare exact duplicate that still gets in (an older
-sample polled again after a restart, or a retried batch of which an isolation had committed a
-part). ``newer_only`` keeps the strict rule for ``recorder copy``, which writes in time order.
+Duplicates (design §5): only an exact (series, timestamp) duplicate collapses, by the one rule
+of ``recorder.stats.dedup`` (its winner does not depend on arrival order). The writer keeps in
+memory, rebuilt from the database when it starts: series identity to id, each series' newest
+stored timestamp with a digest of that sample's values, and the last timestamp (and digest) it
+wrote below that newest one (after a clock stepped back). A sample equal to either of them is
+skipped, so polling faster than metrics-server's resolution and restarts write nothing twice, at
+the cost of a few dictionary lookups. Anything else is written: an older sample (a late one, a
+clock stepped back, a series whose newest row is stamped in the future), and a sample at a
+stored timestamp with other values (which may be the rule's winner). Reads and compaction
+collapse whatever exact duplicates get in. ``newer_only`` keeps the strict rule for ``recorder
+copy``, which writes in time order.
 
 Faults stay where they start:
 
@@ -32,8 +34,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, Column, Connection, Engine, func, select, tuple_
+from sqlalchemy.dialects import postgresql
 
-from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, SeriesKey, WriteResult
+from recorder.domain import Batch, Kind, Rejection, Sample, SeriesKey, WriteResult
 from recorder.store import schema
 from recorder.store.engine import dialect_insert, first_line, is_content_error
 from recorder.store.head import Head, HeadRow
@@ -66,8 +69,9 @@ _CPU_MIN, _CPU_MAX = _int_range(_h.c.cpu_nanocores)
 _MEMORY_MIN, _MEMORY_MAX = _int_range(_h.c.memory_bytes)
 _KEY_LENGTHS = tuple(
     (name, int(_s.c[name].type.length))  # type: ignore[attr-defined]
-    for name in ("node", "namespace", "pod", "container")
+    for name in ("cluster", "node", "namespace", "pod", "container")
 )
+_CLUSTER_LENGTH = int(_pl.c.cluster.type.length)  # type: ignore[attr-defined]
 _NAMESPACE_LENGTH = int(_pl.c.namespace.type.length)  # type: ignore[attr-defined]
 _POD_LENGTH = int(_pl.c.pod.type.length)  # type: ignore[attr-defined]
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
@@ -75,6 +79,39 @@ _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 surrogates (no encoding can store them)."""
 
 T = TypeVar("T")
+
+LabelRef = tuple[str, str, str]
+"""(cluster, namespace, pod)"""
+
+
+def digest(window_ms: int, cpu_nanocores: int, memory_bytes: int) -> int:
+    """What tells two samples at one timestamp apart (equal values, equal digests)."""
+    return hash((window_ms, cpu_nanocores, memory_bytes))
+
+
+_IDENTITY = (_s.c.id, _s.c.kind, _s.c.node, _s.c.namespace, _s.c.pod, _s.c.container, _s.c.cluster)
+
+
+def _newest_in_head(conn: Connection) -> Any:
+    """Each series' newest head row (of duplicates at that timestamp, the rule's winner on
+    PostgreSQL, any one on SQLite: the digest only spares rewriting it)."""
+    h = _h
+    if conn.dialect.name == "postgresql":
+        return (
+            select(h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
+            .ext(postgresql.distinct_on(h.c.series_id))
+            .order_by(
+                h.c.series_id,
+                h.c.ts_ms.desc(),
+                h.c.cpu_nanocores.desc(),
+                h.c.memory_bytes.desc(),
+                h.c.window_ms.desc(),
+            )
+        )
+    # SQLite fills the bare columns of a max() aggregate from the row holding the maximum.
+    return select(
+        h.c.series_id, func.max(h.c.ts_ms), h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes
+    ).group_by(h.c.series_id)
 
 
 @dataclass
@@ -93,39 +130,42 @@ class SampleWriter:
         self._head = head
         self._ids: dict[SeriesKey, int] = {}
         self._newest: dict[int, int] = {}
-        self._below: dict[int, int] = {}
-        """Per series, the last timestamp written below its newest one, if any."""
-        self._labels: dict[PodRef, Mapping[str, str]] = {}
+        self._newest_digest: dict[int, int] = {}
+        self._below: dict[int, tuple[int, int]] = {}
+        """Per series, the last timestamp (and digest) written below its newest one, if any."""
+        self._labels: dict[LabelRef, Mapping[str, str]] = {}
         self._loaded = False
 
     def load(self) -> None:
         """Rebuild the in-memory maps from the database (at start, and after a failure)."""
-        s, h, pl = schema.series, schema.samples_head, schema.pod_labels
+        s, pl = schema.series, schema.pod_labels
         with self._engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SET LOCAL statement_timeout = {LOAD_STATEMENT_TIMEOUT_MS}")
+            written = s.c.kind != Kind.POD.value  # pods' series are made by compaction
             ids = {
-                SeriesKey(Kind(kind), node, namespace, pod, container): sid
-                for sid, kind, node, namespace, pod, container in conn.execute(
-                    select(s.c.id, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
+                SeriesKey(Kind(kind), node, namespace, pod, container, cluster): sid
+                for sid, kind, node, namespace, pod, container, cluster in conn.execute(
+                    select(*_IDENTITY).where(written)
                 )
             }
             newest: dict[int, int] = {
-                sid: ts for sid, ts in conn.execute(select(s.c.id, s.c.last_seen_ms))
+                sid: ts for sid, ts in conn.execute(select(s.c.id, s.c.last_seen_ms).where(written))
             }
-            for sid, ts in conn.execute(
-                select(h.c.series_id, func.max(h.c.ts_ms)).group_by(h.c.series_id)
-            ):
-                if ts > newest.get(sid, -1):
+            digests: dict[int, int] = {}
+            for sid, ts, window, cpu, memory in conn.execute(_newest_in_head(conn)):
+                if ts >= newest.get(sid, -1):
                     newest[sid] = ts
-            labels: dict[PodRef, Mapping[str, str]] = {
-                (ns, pod): json.loads(text)
-                for ns, pod, text in conn.execute(
-                    select(pl.c.namespace, pl.c.pod, pl.c.labels_json)
+                    digests[sid] = digest(window, cpu, memory)
+            labels: dict[LabelRef, Mapping[str, str]] = {
+                (cluster, ns, pod): json.loads(text)
+                for cluster, ns, pod, text in conn.execute(
+                    select(pl.c.cluster, pl.c.namespace, pl.c.pod, pl.c.labels_json)
                 )
             }
         self._ids = ids
         self._newest = newest
+        self._newest_digest = digests
         self._below = {}
         self._labels = labels
         self._loaded = True
@@ -170,7 +210,7 @@ class SampleWriter:
     def _checked(
         self, batch: Batch
     ) -> tuple[
-        Sequence[Sample], dict[PodRef, Mapping[str, str]], list[Rejection], dict[SeriesKey, int]
+        Sequence[Sample], dict[LabelRef, Mapping[str, str]], list[Rejection], dict[SeriesKey, int]
     ]:
         """The samples and changed pod labels that fit their columns, a rejection for each one
         that does not, and the series not stored yet (with their first timestamp). Series and
@@ -210,8 +250,11 @@ class SampleWriter:
                     missing[key] = sample.timestamp_ms
                 kept.append(sample)
             samples = kept
-        labels: dict[PodRef, Mapping[str, str]] = {}
-        for ref, pod_labels in self._changed_labels(batch.pod_labels).items():
+        labels: dict[LabelRef, Mapping[str, str]] = {}
+        cluster = batch.cluster
+        for ref, pod_labels in self._changed_labels(
+            {(cluster, ns, pod): values for (ns, pod), values in batch.pod_labels.items()}
+        ).items():
             label_problem = _labels_problem(ref, pod_labels)
             if label_problem is None:
                 labels[ref] = pod_labels
@@ -224,7 +267,7 @@ class SampleWriter:
     def _attempt(
         self,
         samples: Sequence[Sample],
-        labels: Mapping[PodRef, Mapping[str, str]],
+        labels: Mapping[LabelRef, Mapping[str, str]],
         now_ms: int,
         newer_only: bool,
         missing: Mapping[SeriesKey, int] | None = None,
@@ -244,53 +287,62 @@ class SampleWriter:
             self._head.forget()
             raise
         self._ids = ids
-        self._newest.update(newest)
-        for sid, ts in below.items():
-            if ts is None:
+        for sid, (ts, mark) in newest.items():
+            self._newest[sid] = ts
+            self._newest_digest[sid] = mark
+        for sid, seen in below.items():
+            if seen is None:
                 self._below.pop(sid, None)
             else:
-                self._below[sid] = ts
+                self._below[sid] = seen
         self._labels.update(labels)
         return len(rows), len(samples) - len(rows)
 
     def _fresh_rows(
         self, samples: Sequence[Sample], ids: Mapping[SeriesKey, int], newer_only: bool
-    ) -> tuple[list[HeadRow], dict[int, int], dict[int, int | None]]:
+    ) -> tuple[list[HeadRow], dict[int, tuple[int, int]], dict[int, tuple[int, int] | None]]:
         """The head rows to write, and the changes they make to the newest and below-newest
-        timestamps (``None``: forget the series' below-newest one)."""
+        (timestamp, digest) of their series (``None``: forget the series' below-newest one)."""
         known_newest = self._newest
+        known_digest = self._newest_digest
         known_below = self._below
-        newest: dict[int, int] = {}
-        below: dict[int, int | None] = {}
-        first_in_batch: dict[int, int] = {}
-        several: dict[int, set[int]] = {}
+        newest: dict[int, tuple[int, int]] = {}
+        below: dict[int, tuple[int, int] | None] = {}
+        first_in_batch: dict[int, tuple[int, int]] = {}
+        several: dict[int, set[tuple[int, int]]] = {}
         rows: list[HeadRow] = []
         for sample in samples:
             sid = ids[sample.key]
             ts = sample.timestamp_ms
+            window, cpu, memory = sample.window_ms, sample.cpu_nanocores, sample.memory_bytes
+            mark = digest(window, cpu, memory)
             top = known_newest.get(sid)
-            if ts == top or (known_below and ts == known_below.get(sid)):
+            if ts == top and known_digest.get(sid) == mark:
                 continue
-            first = first_in_batch.get(sid)
-            if first is None:
-                first_in_batch[sid] = ts
+            if known_below and known_below.get(sid) == (ts, mark):
+                continue
+            seen = first_in_batch.get(sid)
+            if seen is None:
+                first_in_batch[sid] = (ts, mark)
             else:
-                stamps = several.get(sid)
-                if stamps is None:
-                    stamps = several[sid] = {first}
-                if ts in stamps:
+                written = several.get(sid)
+                if written is None:
+                    written = several[sid] = {seen}
+                if (ts, mark) in written:
                     continue
-                stamps.add(ts)
-            current = newest.get(sid, top)
+                written.add((ts, mark))
+            current = newest[sid][0] if sid in newest else top
             if current is None or ts > current:
-                newest[sid] = ts
+                newest[sid] = (ts, mark)
                 if sid in known_below or sid in below:
                     below[sid] = None
+            elif ts == current:
+                newest[sid] = (ts, mark)  # another sample at the newest timestamp
             elif newer_only:
                 continue
             else:
-                below[sid] = ts
-            rows.append((ts, sid, sample.window_ms, sample.cpu_nanocores, sample.memory_bytes))
+                below[sid] = (ts, mark)
+            rows.append((ts, sid, window, cpu, memory))
         return rows, newest, below
 
     def _resolve_ids(
@@ -311,6 +363,7 @@ class SampleWriter:
         s = schema.series
         values = [
             {
+                "cluster": key.cluster,
                 "kind": key.kind.value,
                 "node": key.node,
                 "namespace": key.namespace,
@@ -327,43 +380,45 @@ class SampleWriter:
         # any we know: one range scan finds them. Identities still missing after it (another
         # writer's rows committed out of id order) are looked up by value.
         newest_known = max(self._ids.values(), default=0)
-        columns = (s.c.id, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
-        for sid, kind, node, namespace, pod, container in conn.execute(
-            select(*columns).where(s.c.id > newest_known)
+        for sid, kind, node, namespace, pod, container, cluster in conn.execute(
+            select(*_IDENTITY).where(s.c.id > newest_known, s.c.kind != Kind.POD.value)
         ):
-            found[SeriesKey(Kind(kind), node, namespace, pod, container)] = sid
+            found[SeriesKey(Kind(kind), node, namespace, pod, container, cluster)] = sid
         keys = [key for key in missing if key not in found]
-        identity = tuple_(s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
+        identity = tuple_(s.c.cluster, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
-            wanted = [(k.kind.value, k.node, k.namespace, k.pod, k.container) for k in chunk]
-            for sid, kind, node, namespace, pod, container in conn.execute(
-                select(*columns).where(identity.in_(wanted))
+            wanted = [
+                (k.cluster, k.kind.value, k.node, k.namespace, k.pod, k.container) for k in chunk
+            ]
+            for sid, kind, node, namespace, pod, container, cluster in conn.execute(
+                select(*_IDENTITY).where(identity.in_(wanted))
             ):
-                found[SeriesKey(Kind(kind), node, namespace, pod, container)] = sid
+                found[SeriesKey(Kind(kind), node, namespace, pod, container, cluster)] = sid
         return found
 
     def _changed_labels(
-        self, labels: Mapping[PodRef, Mapping[str, str]]
-    ) -> dict[PodRef, Mapping[str, str]]:
+        self, labels: Mapping[LabelRef, Mapping[str, str]]
+    ) -> dict[LabelRef, Mapping[str, str]]:
         known = self._labels
         return {
             ref: pod_labels for ref, pod_labels in labels.items() if known.get(ref) != pod_labels
         }
 
     def _upsert_labels(
-        self, conn: Connection, labels: Mapping[PodRef, Mapping[str, str]], now_ms: int
+        self, conn: Connection, labels: Mapping[LabelRef, Mapping[str, str]], now_ms: int
     ) -> None:
         pl = schema.pod_labels
         statement = dialect_insert(conn, pl)
         statement = statement.on_conflict_do_update(
-            index_elements=[pl.c.namespace, pl.c.pod],
+            index_elements=[pl.c.cluster, pl.c.namespace, pl.c.pod],
             set_={"labels_json": statement.excluded.labels_json, "updated_ms": now_ms},
         )
         conn.execute(
             statement,
             [
                 {
+                    "cluster": cluster,
                     "namespace": ns,
                     "pod": pod,
                     "labels_json": json.dumps(
@@ -371,7 +426,7 @@ class SampleWriter:
                     ),
                     "updated_ms": now_ms,
                 }
-                for (ns, pod), pod_labels in labels.items()
+                for (cluster, ns, pod), pod_labels in labels.items()
             ],
         )
 
@@ -380,7 +435,7 @@ class SampleWriter:
     def _isolate(
         self,
         samples: list[Sample],
-        labels: Mapping[PodRef, Mapping[str, str]],
+        labels: Mapping[LabelRef, Mapping[str, str]],
         now_ms: int,
         newer_only: bool,
         rejected: list[Rejection],
@@ -392,7 +447,7 @@ class SampleWriter:
         def write_samples(part: list[Sample]) -> tuple[int, int]:
             return self._attempt(part, {}, now_ms, newer_only)
 
-        def write_labels(part: list[tuple[PodRef, Mapping[str, str]]]) -> tuple[int, int]:
+        def write_labels(part: list[tuple[LabelRef, Mapping[str, str]]]) -> tuple[int, int]:
             return self._attempt((), dict(part), now_ms, newer_only)
 
         _bisect(samples, write_samples, _sample_rejection, isolation, rejected)
@@ -458,9 +513,9 @@ def _sample_rejection(sample: Sample, reason: str, detail: str) -> Rejection:
 
 
 def _labels_rejection(
-    item: tuple[PodRef, Mapping[str, str]], reason: str, detail: str
+    item: tuple[LabelRef, Mapping[str, str]], reason: str, detail: str
 ) -> Rejection:
-    (namespace, pod), _labels = item
+    (_cluster, namespace, pod), _labels = item
     return Rejection(
         Kind.CONTAINER, _shown(pod), reason, f"labels: {detail}", namespace=_shown(namespace)
     )
@@ -488,15 +543,16 @@ def _value_problem(sample: Sample) -> str | None:
     return None
 
 
-def _labels_problem(ref: PodRef, labels: Mapping[str, str]) -> tuple[str, str] | None:
-    namespace, pod = ref
+def _labels_problem(ref: LabelRef, labels: Mapping[str, str]) -> tuple[str, str] | None:
+    cluster, namespace, pod = ref
     for name, value, length in (
+        ("cluster", cluster, _CLUSTER_LENGTH),
         ("namespace", namespace, _NAMESPACE_LENGTH),
         ("pod", pod, _POD_LENGTH),
     ):
         if len(value) > length:
             return OUT_OF_RANGE, f"{name} has {len(value)} characters; the column holds {length}"
-    for text in (namespace, pod, *labels.keys(), *labels.values()):
+    for text in (cluster, namespace, pod, *labels.keys(), *labels.values()):
         if _BAD_TEXT.search(text):
             return INVALID_TEXT, f"'{_shown(text)}' holds NUL or a lone surrogate"
     return None

@@ -31,6 +31,7 @@ from recorder.api.app import AppDeps, create_app
 from recorder.api.server import RecorderServer, build_server
 from recorder.domain import Batch, HistoryQuery, HistoryResult, Kind, Sample, SeriesKey
 from recorder.exporter import SnapshotHolder, build_registry
+from recorder.query import engine
 from recorder.store import Store, open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +75,7 @@ class SlowHistory:
         if self._gate is not None:
             self._gate.wait(30)
         time.sleep(self._seconds)
-        result: HistoryResult = self._store.history(query, **limits)
+        result: HistoryResult = engine.history(self._store, query, **limits)
         return result
 
     def __getattr__(self, name: str) -> Any:

@@ -17,6 +17,7 @@ from recorder.domain import (
     SeriesFilter,
     SeriesKey,
 )
+from recorder.query import engine
 from recorder.stats.sketch import RELATIVE_ACCURACY, QuantileSketch, exact_quantile
 from recorder.store import Store, open_store, schema
 from recorder.store import compactor as compactor_module
@@ -64,7 +65,7 @@ def read_all(
     store: Store, resource: Resource, start: int = 0, end: int = 2**62
 ) -> dict[str, list[tuple[int, int]]]:
     query = HistoryQuery(resource, SeriesFilter(QueryKind.CONTAINER), start, end)
-    found = store.history(query, max_points=10**6).series
+    found = engine.history(store, query, max_points=10**6).series
     return {s.labels["pod"]: s.points for s in found}
 
 
@@ -261,7 +262,9 @@ def test_a_second_replicas_duplicates_are_counted_once_before_compaction(store: 
         query = HistoryQuery(
             Resource.CPU, SeriesFilter(QueryKind.CONTAINER), T0, T0 + HOUR, HOUR, agg
         )
-        found = {s.labels["pod"]: s.points for s in store.history(query, max_points=99).series}
+        found = {
+            s.labels["pod"]: s.points for s in engine.history(store, query, max_points=99).series
+        }
         for pod, points in expected(samples, Resource.CPU).items():
             want = len(points) if agg is Agg.COUNT else sum(v for _, v in points)
             assert found[pod] == [(T0, want)]

@@ -26,6 +26,7 @@ from recorder.domain import (
     Tier,
 )
 from recorder.exporter import SnapshotHolder, build_registry
+from recorder.query import engine
 from recorder.selectors import parse_label_selector
 from recorder.stats.sketch import RELATIVE_ACCURACY, exact_quantile
 from recorder.store import Store, open_store
@@ -202,7 +203,9 @@ def run(
     selector: str | None = None,
 ):
     where = SeriesFilter(kind, selector=parse_label_selector(selector) if selector else None)
-    result = store.history(HistoryQuery(resource, where, start, end, step, agg), max_points=10**6)
+    result = engine.history(
+        store, HistoryQuery(resource, where, start, end, step, agg), max_points=10**6
+    )
     return result, {tuple(s.labels.values()): s.points for s in result.series}
 
 
@@ -278,8 +281,8 @@ def test_summary_by_namespace_and_label(dbs: dict[str, Store]) -> None:
             ("label:tier", lambda s: PODS[(s.key.namespace, s.key.pod)][1]["tier"]),
             ("pod", lambda s: f"{s.key.namespace}/{s.key.pod}"),
         ):
-            groups = store.summary(
-                SeriesFilter(QueryKind.CONTAINER), group_by, T0, END, max_groups=100
+            groups = engine.summarize(
+                store, SeriesFilter(QueryKind.CONTAINER), group_by, T0, END, max_groups=100
             )
             mine = [s for s in SAMPLES if s.key.kind is Kind.CONTAINER]
             assert [g.group for g in groups] == sorted({group_of(s) for s in mine})

@@ -20,6 +20,7 @@ from recorder.domain import (
     SeriesFilter,
     SeriesKey,
 )
+from recorder.query import engine
 from recorder.stats.sketch import RELATIVE_ACCURACY, exact_quantile
 from recorder.store import Store, open_store, schema
 
@@ -57,7 +58,7 @@ def store(database_url: str) -> Iterator[Store]:
 
 def daily(store: Store, agg: Agg, start: int = D0, end: int = D0 + 3 * DAY - 1) -> dict:
     query = HistoryQuery(Resource.CPU, SeriesFilter(QueryKind.CONTAINER), start, end, DAY, agg)
-    return {s.labels["pod"]: s.points for s in store.history(query, max_points=1000).series}
+    return {s.labels["pod"]: s.points for s in engine.history(store, query, max_points=1000).series}
 
 
 def reference(agg: Agg, extra: list[Sample] = ()) -> dict:  # type: ignore[assignment]
@@ -121,7 +122,7 @@ def test_partial_days_and_summaries_still_match(store: Store) -> None:
     query = HistoryQuery(
         Resource.MEMORY, SeriesFilter(QueryKind.CONTAINER), start, end, DAY, Agg.SUM
     )
-    found = {s.labels["pod"]: s.points for s in store.history(query, max_points=100).series}
+    found = {s.labels["pod"]: s.points for s in engine.history(store, query, max_points=100).series}
     for key in KEYS:
         expected = []
         for day in range(D0, D0 + 3 * DAY, DAY):
@@ -132,8 +133,8 @@ def test_partial_days_and_summaries_still_match(store: Store) -> None:
             ]
             expected.append((day, sum(values)))
         assert found[key.pod] == expected
-    (group,) = store.summary(
-        SeriesFilter(QueryKind.CONTAINER), "namespace", D0, D0 + 3 * DAY, max_groups=10
+    (group,) = engine.summarize(
+        store, SeriesFilter(QueryKind.CONTAINER), "namespace", D0, D0 + 3 * DAY, max_groups=10
     )
     assert group.cpu is not None
     assert group.cpu.samples == len(SAMPLES)

@@ -19,6 +19,7 @@ from recorder.domain import (
     SeriesPoints,
 )
 from recorder.errors import QueryError
+from recorder.query import engine
 from recorder.store import Store, open_store, schema
 
 WEB = SeriesKey.for_container("shop", "web", "app")
@@ -40,7 +41,7 @@ def raw(
     **filters: str,
 ) -> list[SeriesPoints]:
     query = HistoryQuery(resource, SeriesFilter(kind, **filters), start, end)
-    return store.history(query, max_points=max_points).series
+    return engine.history(store, query, max_points=max_points).series
 
 
 def head_rows(store: Store) -> int:
@@ -248,12 +249,12 @@ def test_series_list_sees_what_another_process_wrote_since(database_url: str) ->
         for ts in (60_000, 120_000, 1_200_000):
             writer.write(pods(Sample(WEB, ts, 1, 1, 1)), now_ms=ts)
         where = SeriesFilter(QueryKind.CONTAINER, namespace="shop")
-        [info] = reader.series(where, limit=10)
+        [info] = engine.list_series(reader, where, limit=10)
         assert (info.first_seen_ms, info.last_seen_ms) == (60_000, 1_200_000)
-        assert [i.last_seen_ms for i in reader.series(where, limit=10, start_ms=900_000)] == [
-            1_200_000
-        ]
-        assert reader.series(where, limit=10, start_ms=1_200_001) == []
+        assert [
+            i.last_seen_ms for i in engine.list_series(reader, where, limit=10, start_ms=900_000)
+        ] == [1_200_000]
+        assert engine.list_series(reader, where, limit=10, start_ms=1_200_001) == []
     finally:
         writer.close()
         reader.close()

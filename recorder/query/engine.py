@@ -1,0 +1,366 @@
+"""The history queries behind ``/api/v1/history``, ``/series``, ``/summary`` and ``recorder
+query``/``top``: which units answer, which tier answers which bucket (``scan``), and the
+aggregation of each bucket (``recorder.stats.buckets``). Every query is bounded:
+``max_points`` for what a response may hold, ``max_samples`` for how many raw samples it may
+decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import Connection
+
+from recorder.domain import (
+    Agg,
+    GroupSummary,
+    HistoryQuery,
+    HistoryResult,
+    Kind,
+    QueryKind,
+    Resource,
+    ResourceSummary,
+    SeriesFilter,
+    SeriesInfo,
+    SeriesPoints,
+    Tier,
+    Value,
+)
+from recorder.errors import QueryError
+from recorder.query.scan import Scan, Unit
+from recorder.stats.buckets import Accumulator, aggregate, aligned, whole
+from recorder.stats.sketch import RELATIVE_ACCURACY
+from recorder.store.series import Series, newest_in_head, select_series
+
+MAX_BUCKETS = 11_000
+DEFAULT_MAX_SAMPLES = 5_000_000
+
+_LABELS = {
+    QueryKind.NODE: ("cluster", "node"),
+    QueryKind.CONTAINER: ("cluster", "namespace", "pod", "container"),
+    QueryKind.POD: ("cluster", "namespace", "pod"),
+}
+
+
+class HistoryReader(Protocol):
+    """What queries need of ``store.Store``: bounded read connections and the block size."""
+
+    block_ms: int
+
+    def reading(self) -> AbstractContextManager[Connection]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One unit with its identity labels and its pods' labels."""
+
+    labels: dict[str, str]
+    pod_labels: Mapping[str, str] | None
+    members: tuple[Series, ...]
+
+
+def _labels(series: Series, kind: QueryKind) -> dict[str, str]:
+    return {name: getattr(series, name) for name in _LABELS[kind]}
+
+
+def _check_selector(where: SeriesFilter) -> None:
+    if where.selector is not None and where.kind is QueryKind.NODE:
+        raise QueryError("selector matches pod labels: use it with kind=container or kind=pod")
+
+
+def units_of(conn: Connection, where: SeriesFilter) -> tuple[list[Output], list[Unit]]:
+    """The output series of a filter and what each is made of. A pod is its own statistics
+    series (made by compaction) plus its containers' samples."""
+    _check_selector(where)
+    if where.kind is QueryKind.NODE:
+        found = select_series(conn, (Kind.NODE,), where)
+    elif where.kind is QueryKind.CONTAINER:
+        found = select_series(conn, (Kind.CONTAINER,), where)
+    else:
+        found = select_series(conn, (Kind.CONTAINER, Kind.POD), _pod_filter(where))
+    if where.kind is not QueryKind.POD:
+        outputs = [Output(_labels(s, where.kind), s.pod_labels, (s,)) for s in found.values()]
+        return outputs, [Unit((s.id,), (s.id,)) for s in found.values()]
+    by_pod: dict[tuple[str, str, str], list[Series]] = {}
+    for series in found.values():
+        by_pod.setdefault((series.cluster, series.namespace, series.pod), []).append(series)
+    outputs, units = [], []
+    for members in by_pod.values():
+        containers = [s for s in members if s.kind is Kind.CONTAINER]
+        if where.selector is not None and not containers:
+            continue  # the selector matched no container: labels live beside containers
+        pods = [s for s in members if s.kind is Kind.POD]
+        shown = containers[0] if containers else pods[0]
+        outputs.append(Output(_labels(shown, QueryKind.POD), shown.pod_labels, tuple(members)))
+        units.append(Unit(tuple(s.id for s in pods), tuple(s.id for s in containers)))
+    return outputs, units
+
+
+def _pod_filter(where: SeriesFilter) -> SeriesFilter:
+    if where.container is not None or where.node is not None:
+        raise QueryError("kind=pod sums a pod's containers: filter by namespace, pod or selector")
+    return SeriesFilter(
+        where.kind, None, where.namespace, where.pod, None, where.selector, where.cluster
+    )
+
+
+def list_series(
+    reader: HistoryReader,
+    where: SeriesFilter,
+    *,
+    limit: int,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> list[SeriesInfo]:
+    """Known series (pods: one entry each) with first and last seen, head samples included."""
+    with reader.reading() as conn:
+        outputs, _units = units_of(conn, where)
+        newest = newest_in_head(conn, {s.id: s for o in outputs for s in o.members})
+    result: list[SeriesInfo] = []
+    for output in outputs:
+        first = min(s.first_seen_ms for s in output.members)
+        last = max(max(s.last_seen_ms, newest.get(s.id, 0)) for s in output.members)
+        if start_ms is not None and last < start_ms:
+            continue
+        if end_ms is not None and first > end_ms:
+            continue
+        if len(result) >= limit:
+            raise QueryError(
+                f"more than {limit} series match: add filters or a selector, or raise limit"
+            )
+        result.append(SeriesInfo(output.labels, first, last, output.pod_labels))
+    return result
+
+
+def _check_points(count: int, max_points: int) -> None:
+    if count > max_points:
+        raise QueryError(
+            f"the response would hold more than {max_points} points: narrow the time range, "
+            "use a larger step, or add filters"
+        )
+
+
+def history(
+    reader: HistoryReader,
+    query: HistoryQuery,
+    *,
+    max_points: int,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> HistoryResult:
+    """Raw points, or ``agg`` per bucket of ``step_ms``: from block statistics (percentiles
+    within ``RELATIVE_ACCURACY``) when the step is a multiple of the block, else exactly from
+    the samples."""
+    step = query.step_ms
+    if step is not None:
+        if step <= 0:
+            raise QueryError("step must be positive")
+        buckets = (query.end_ms - query.start_ms) // step + 1
+        if buckets > MAX_BUCKETS:
+            raise QueryError(
+                f"{buckets} points per series is more than {MAX_BUCKETS}: use a larger step or "
+                "a shorter range"
+            )
+    block_ms = reader.block_ms
+    with reader.reading() as conn:
+        outputs, units = units_of(conn, query.where)
+        if not units:
+            return HistoryResult([], Tier.RAW)
+        scan = Scan(
+            units,
+            start_ms=query.start_ms,
+            end_ms=query.end_ms,
+            block_ms=block_ms,
+            max_samples=max_samples if step is not None else min(max_samples, max_points),
+            points_only=step is None,
+        )
+        if step is not None and step % block_ms == 0:
+            results = scan.statistics(conn, aligned(step), (query.resource,))[query.resource]
+            tier, error = Tier.STATISTICS, RELATIVE_ACCURACY if query.agg.quantile else 0.0
+        else:
+            runs = scan.samples(conn)
+            results = None
+            tier, error = Tier.RAW, 0.0
+    series_out: list[SeriesPoints] = []
+    total = 0
+    if results is not None:
+        grouped = _by_unit(results)
+        for index, output in enumerate(outputs):
+            buckets_of = grouped.get(index)
+            if buckets_of:
+                total += len(buckets_of)
+                _check_points(total, max_points)
+                values = [(b, aggregate(acc, query.agg)) for b, acc in buckets_of]
+                series_out.append(SeriesPoints(output.labels, values))
+        return HistoryResult(series_out, tier, error)
+    column = "cpu_nanocores" if query.resource is Resource.CPU else "memory_bytes"
+    for index, output in enumerate(outputs):
+        run = runs.get(index)
+        if run is None:
+            continue
+        points: list[tuple[int, Value]]
+        values_of = getattr(run, column)
+        if step is None:
+            points = list(zip(run.timestamps_ms, values_of, strict=True))
+        else:
+            accumulators: dict[int, Accumulator] = {}
+            for ts, value in zip(run.timestamps_ms, values_of, strict=True):
+                bucket = ts - ts % step
+                acc = accumulators.get(bucket)
+                if acc is None:
+                    acc = accumulators[bucket] = Accumulator(exact=True)
+                acc.add_values((ts,), (value,))
+            points = [(b, aggregate(a, query.agg)) for b, a in sorted(accumulators.items())]
+        total += len(points)
+        _check_points(total, max_points)
+        series_out.append(SeriesPoints(output.labels, points))
+    return HistoryResult(series_out, tier, error)
+
+
+def _by_unit(
+    results: Mapping[tuple[int, int], Accumulator],
+) -> dict[int, list[tuple[int, Accumulator]]]:
+    grouped: dict[int, list[tuple[int, Accumulator]]] = {}
+    for (unit, bucket), acc in sorted(results.items()):
+        grouped.setdefault(unit, []).append((bucket, acc))
+    return grouped
+
+
+def _whole_window(
+    reader: HistoryReader, where: SeriesFilter, start_ms: int, end_ms: int, max_samples: int
+) -> tuple[list[Output], dict[Resource, dict[int, Accumulator]]]:
+    """The output series and their CPU and memory statistics over the whole window."""
+    resources = (Resource.CPU, Resource.MEMORY)
+    with reader.reading() as conn:
+        outputs, units = units_of(conn, where)
+        if not units:
+            return [], {r: {} for r in resources}
+        scan = Scan(
+            units,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            block_ms=reader.block_ms,
+            max_samples=max_samples,
+        )
+        results = scan.statistics(conn, whole(start_ms), resources)
+    return outputs, {r: {unit: acc for (unit, _b), acc in results[r].items()} for r in resources}
+
+
+GroupBy = str
+"""``namespace``, ``pod``, ``container``, ``node`` or ``label:<key>``."""
+
+
+def _group_key(output: Output, group_by: GroupBy) -> str | None:
+    if group_by.startswith("label:"):
+        return (output.pod_labels or {}).get(group_by[len("label:") :])
+    labels = output.labels
+    if group_by == "pod":
+        return f"{labels['namespace']}/{labels['pod']}"
+    if group_by == "container":
+        return f"{labels['namespace']}/{labels['pod']}/{labels['container']}"
+    return labels[group_by]
+
+
+def summarize(
+    reader: HistoryReader,
+    where: SeriesFilter,
+    group_by: GroupBy,
+    start_ms: int,
+    end_ms: int,
+    *,
+    max_groups: int,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> list[GroupSummary]:
+    """Per group over the window: avg (the usage integral divided by the window), max, p95
+    (of the group's samples), usage integral and coverage; see README "Summary"."""
+    if group_by == "container" and where.kind is QueryKind.POD:
+        raise QueryError("group_by=container goes with kind=container")
+    outputs, results = _whole_window(reader, where, start_ms, end_ms, max_samples)
+    members: dict[str, list[int]] = {}
+    for index, output in enumerate(outputs):
+        key = _group_key(output, group_by)
+        if key is not None:
+            members.setdefault(key, []).append(index)
+    if len(members) > max_groups:
+        raise QueryError(f"more than {max_groups} groups: add filters or a selector")
+    window_seconds = max(end_ms - start_ms, 1) / 1000
+    out = []
+    for group in sorted(members):
+        indexes = members[group]
+        parts: dict[Resource, ResourceSummary | None] = {}
+        for resource in (Resource.CPU, Resource.MEMORY):
+            accs = [a for a in (results[resource].get(i) for i in indexes) if a]
+            parts[resource] = _resource_summary(accs, window_seconds)
+        series = sum(1 for i in indexes for s in outputs[i].members if s.kind is not Kind.POD)
+        out.append(GroupSummary(group, series, parts[Resource.CPU], parts[Resource.MEMORY]))
+    return out
+
+
+def _resource_summary(accs: Sequence[Accumulator], window_seconds: float) -> ResourceSummary | None:
+    if not accs:
+        return None
+    integral = 0.0
+    expected = 0
+    samples = 0
+    sketch = None
+    for acc in accs:
+        samples += acc.count
+        interval = acc.interval_ms
+        if interval > 0:
+            integral += acc.total * interval / 1000
+            expected += (acc.last_ms - acc.first_ms) // interval + 1
+        else:
+            expected += acc.count
+        if sketch is None:
+            sketch = acc.merged_sketch()
+        else:
+            sketch.merge(acc.merged_sketch())
+    assert sketch is not None
+    return ResourceSummary(
+        samples=samples,
+        avg=integral / window_seconds,
+        max=max(a.maximum for a in accs),
+        p95=sketch.quantile(0.95),
+        integral=integral,
+        coverage=min(1.0, samples / expected) if expected else 0.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TopRow:
+    labels: dict[str, str]
+    cpu: Value
+    memory: Value
+
+
+def top(
+    reader: HistoryReader,
+    where: SeriesFilter,
+    start_ms: int,
+    end_ms: int,
+    agg: Agg,
+    *,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> list[TopRow]:
+    """Each node's, or each pod's, ``agg`` of CPU and memory over the window. A pod's value is
+    computed on its summed series (the sum of its containers at each instant), exactly as
+    ``history?kind=pod`` computes it."""
+    kind = QueryKind.NODE if where.kind is QueryKind.NODE else QueryKind.POD
+    outputs, results = _whole_window(
+        reader,
+        SeriesFilter(
+            kind, where.node, where.namespace, where.pod, None, where.selector, where.cluster
+        ),
+        start_ms,
+        end_ms,
+        max_samples,
+    )
+    rows = []
+    for index, output in enumerate(outputs):
+        cpu, memory = results[Resource.CPU].get(index), results[Resource.MEMORY].get(index)
+        if cpu is None or memory is None:
+            continue
+        rows.append(TopRow(output.labels, aggregate(cpu, agg), aggregate(memory, agg)))
+    return rows

@@ -1,0 +1,260 @@
+"""Planning and gathering: which tier answers which part of a query, and the samples and
+statistics of each output series ("unit") in each bucket.
+
+A unit is one output series: a node or a container (one stored series), or a pod (its own
+statistics series, made by compaction, plus its containers' samples summed at each instant).
+
+Tiers, from coarsest:
+
+- **rollups** answer whole UTC days that lie inside the range and inside one bucket, once they
+  are rolled up (and when no head row of the query falls in them: a late sample waits there
+  for compaction);
+- **chunk statistics** answer a block that lies wholly inside one bucket and inside the range,
+  or whose samples have expired (taken whole even where the range cuts it);
+- **samples** answer the rest: chunk payloads decoded and head rows, merged under the one
+  deduplication rule (``recorder.stats.dedup``), so a late duplicate reads the same before and
+  after compaction. A block that has both a chunk and head rows (a late sample) is always
+  decoded and merged, never taken from its statistics.
+
+Without ``use_statistics`` every sample is decoded and percentiles are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+
+from recorder.domain import Resource
+from recorder.errors import QueryError
+from recorder.stats import dedup
+from recorder.stats.block import BlockStats
+from recorder.stats.buckets import Accumulator, BucketOf
+from recorder.stats.codec import ChunkSamples
+from recorder.store import chunks, head, rollups
+from recorder.timeutil import DAY_MS, floor_to
+
+Key = tuple[int, int]
+"""(unit index, bucket start ms)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One output series: the series whose statistics answer whole blocks and days, and the
+    series whose samples, summed at each instant, are its samples."""
+
+    stats_ids: tuple[int, ...]
+    sample_ids: tuple[int, ...]
+
+
+@dataclass
+class Gathered:
+    """Per unit: its samples inside the range (summed, deduplicated, in time order), and per
+    resource its accumulators (statistics mode)."""
+
+    runs: dict[int, ChunkSamples] = field(default_factory=dict)
+    results: dict[Resource, dict[Key, Accumulator]] = field(default_factory=dict)
+
+
+class Scan:
+    """Gathers the units' data between ``start_ms`` and ``end_ms`` (inclusive)."""
+
+    def __init__(
+        self,
+        units: Sequence[Unit],
+        *,
+        start_ms: int,
+        end_ms: int,
+        block_ms: int,
+        max_samples: int,
+        points_only: bool = False,
+    ):
+        """``points_only``: the samples are the response (no step), so ``max_samples`` is the
+        response's point bound and the error says so."""
+        self.units = list(units)
+        self.points_only = points_only
+        self.start_ms, self.end_ms = start_ms, end_ms
+        self.block_ms = block_ms
+        self.max_samples = max_samples
+        self.decoded = 0
+        self._unit_of_stats = {sid: i for i, u in enumerate(self.units) for sid in u.stats_ids}
+        self._unit_of_sample = {sid: i for i, u in enumerate(self.units) for sid in u.sample_ids}
+
+    def _count(self, n: int) -> None:
+        self.decoded += n
+        if self.decoded > self.max_samples and self.points_only:
+            raise QueryError(
+                f"the query matches more than {self.max_samples} points: narrow the time range, "
+                "add filters (node, namespace, pod, container, selector) or use a step"
+            )
+        if self.decoded > self.max_samples:
+            raise QueryError(
+                f"the query needs more than {self.max_samples} raw samples: use a step that is "
+                f"a multiple of the block ({self.block_ms // 1000}s) so block statistics answer "
+                "it, or narrow the time range or the filters"
+            )
+
+    # --- samples ------------------------------------------------------------------------------
+
+    def _head(self, conn: Connection) -> dict[int, list[dedup.Row]]:
+        rows: dict[int, list[dedup.Row]] = {}
+        for series_id, row in head.read(
+            conn, list(self._unit_of_sample), self.start_ms, self.end_ms
+        ):
+            rows.setdefault(series_id, []).append(row)
+        self._count(sum(map(len, rows.values())))
+        return rows
+
+    def _runs(
+        self,
+        conn: Connection,
+        head_rows: dict[int, list[dedup.Row]],
+        decode: Sequence[tuple[int, int]] | None,
+        decoded_blocks: set[tuple[int, int]] | None = None,
+    ) -> dict[int, ChunkSamples]:
+        """Each unit's samples in the range: the chunks ``decode`` lists (every chunk in the
+        range when None) merged with the head rows, per series by the dedup rule, then summed
+        across the unit's series at each instant."""
+        rows = {sid: list(found) for sid, found in head_rows.items()}
+        if decode is None:
+            decoded = chunks.read_samples_in_range(
+                conn, list(self._unit_of_sample), self.start_ms, self.end_ms, block_ms=self.block_ms
+            )
+        else:
+            decoded = chunks.read_samples(conn, decode)
+        for series_id, block_start, samples in decoded:
+            self._count(len(samples))
+            if decoded_blocks is not None:
+                decoded_blocks.add((self._unit_of_sample[series_id], block_start))
+            rows.setdefault(series_id, []).extend(dedup.rows_of(samples))
+        per_unit: dict[int, list[ChunkSamples]] = {}
+        for series_id, found in rows.items():
+            inside = [r for r in found if self.start_ms <= r[0] <= self.end_ms]
+            if inside:
+                collapsed, _ = dedup.collapse(inside)
+                per_unit.setdefault(self._unit_of_sample[series_id], []).append(
+                    dedup.columns_of(collapsed)
+                )
+        return {
+            unit: parts[0] if len(parts) == 1 else dedup.sum_runs(parts)
+            for unit, parts in per_unit.items()
+        }
+
+    def samples(self, conn: Connection) -> dict[int, ChunkSamples]:
+        """Every unit's samples in the range, from every tier that still has samples."""
+        return self._runs(conn, self._head(conn), None)
+
+    # --- statistics ---------------------------------------------------------------------------
+
+    def statistics(
+        self, conn: Connection, bucket_of: BucketOf, resources: Sequence[Resource]
+    ) -> dict[Resource, dict[Key, Accumulator]]:
+        """Accumulators per unit and bucket, from the coarsest tier that answers each part."""
+        results: dict[Resource, dict[Key, Accumulator]] = {r: {} for r in resources}
+
+        def acc(resource: Resource, key: Key) -> Accumulator:
+            table = results[resource]
+            found = table.get(key)
+            if found is None:
+                found = table[key] = Accumulator(exact=False)
+            return found
+
+        def add_stats(unit: int, bucket: int, stats: BlockStats) -> None:
+            for resource in resources:
+                acc(resource, (unit, bucket)).add_stats(
+                    stats.resource(resource.value),
+                    count=stats.count,
+                    first_ms=stats.first_ms,
+                    last_ms=stats.last_ms,
+                    interval_ms=stats.interval_ms,
+                )
+
+        head_rows = self._head(conn)
+        head_blocks: set[tuple[int, int]] = {
+            (self._unit_of_sample[sid], floor_to(row[0], self.block_ms))
+            for sid, found in head_rows.items()
+            for row in found
+        }
+        rolled = self._rolled_days(conn, bucket_of, head_blocks)
+        stats_ids = list(self._unit_of_stats)
+        if rolled is not None:
+            for series_id, day, stats in rollups.read(conn, stats_ids, *rolled):
+                add_stats(self._unit_of_stats[series_id], bucket_of(day), stats)
+        to_decode: set[tuple[int, int]] = set()
+        held: dict[tuple[int, int], BlockStats] = {}
+        for chunk in chunks.read_stats(
+            conn, stats_ids, self.start_ms, self.end_ms, block_ms=self.block_ms, skip=rolled
+        ):
+            unit = self._unit_of_stats[chunk.series_id]
+            start = chunk.block_start_ms
+            separate = self.units[unit].stats_ids != self.units[unit].sample_ids
+            in_one_bucket = bucket_of(start) == bucket_of(start + self.block_ms - 1)
+            inside = self.start_ms <= start and start + self.block_ms - 1 <= self.end_ms
+            if (unit, start) in head_blocks:
+                to_decode.add((unit, start))
+                held[(unit, start)] = chunk.stats
+            elif in_one_bucket and (inside or not (chunk.has_payload or separate)):
+                add_stats(unit, bucket_of(start), chunk.stats)
+            elif chunk.has_payload or separate:
+                to_decode.add((unit, start))
+                held[(unit, start)] = chunk.stats
+        wanted = [
+            (sid, start) for unit, start in sorted(to_decode) for sid in self.units[unit].sample_ids
+        ]
+        covered: set[tuple[int, int]] = set()
+        runs = self._runs(conn, head_rows, wanted, covered)
+        for (unit, start), stats in held.items():
+            # Nothing decoded for a block: its samples have expired (a pod's statistics have no
+            # payload of their own): the statistics answer it whole, where one bucket holds it.
+            if (unit, start) not in covered and bucket_of(start) == bucket_of(
+                start + self.block_ms - 1
+            ):
+                add_stats(unit, bucket_of(start), stats)
+        for unit, run in runs.items():
+            add_run(results, unit, run, bucket_of, resources, acc)
+        return results
+
+    def _rolled_days(
+        self, conn: Connection, bucket_of: BucketOf, head_blocks: set[tuple[int, int]]
+    ) -> tuple[int, int] | None:
+        """The whole days inside the range that rollups answer, as [first, end), if any: each
+        must lie in one bucket, be rolled up already, and hold no head row of the query."""
+        first = (
+            self.start_ms
+            if self.start_ms % DAY_MS == 0
+            else floor_to(self.start_ms, DAY_MS) + DAY_MS
+        )
+        end = floor_to(self.end_ms + 1, DAY_MS)
+        mark = rollups.watermark(conn)
+        if mark is None:
+            return None
+        end = min(end, mark)
+        if end <= first:
+            return None
+        days = range(first, end, DAY_MS)
+        if any(bucket_of(day) != bucket_of(day + DAY_MS - 1) for day in days):
+            return None
+        if any(first <= start < end for _unit, start in head_blocks):
+            return None  # a late sample waits in the head: chunks and samples answer
+        return first, end
+
+
+def add_run(
+    results: dict[Resource, dict[Key, Accumulator]],
+    unit: int,
+    run: ChunkSamples,
+    bucket_of: BucketOf,
+    resources: Sequence[Resource],
+    acc: Callable[[Resource, Key], Accumulator],
+) -> None:
+    """Adds a unit's time-ordered samples to its buckets' accumulators."""
+    groups: dict[int, list[int]] = {}
+    for position, ts in enumerate(run.timestamps_ms):
+        groups.setdefault(bucket_of(ts), []).append(position)
+    columns = {Resource.CPU: run.cpu_nanocores, Resource.MEMORY: run.memory_bytes}
+    for bucket, positions in groups.items():
+        stamps = [run.timestamps_ms[p] for p in positions]
+        for resource in resources:
+            column = columns[resource]
+            acc(resource, (unit, bucket)).add_values(stamps, [column[p] for p in positions])

@@ -1,0 +1,96 @@
+"""Reads of the chunk tier: each series' block statistics, and its decoded samples."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select, tuple_
+
+from recorder.stats import block
+from recorder.stats.block import BlockStats
+from recorder.stats.codec import ChunkSamples, decode_samples
+from recorder.store import schema
+
+_IDS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    series_id: int
+    block_start_ms: int
+    stats: BlockStats
+    has_payload: bool
+    """False once full-resolution retention has dropped the samples (and always for a pod)."""
+
+
+def read_stats(
+    conn: Connection,
+    series_ids: Sequence[int],
+    start_ms: int,
+    end_ms: int,
+    *,
+    block_ms: int,
+    skip: tuple[int, int] | None = None,
+) -> Iterator[StoredChunk]:
+    """The statistics of every chunk of ``series_ids`` with samples in ``[start_ms, end_ms]``,
+    except blocks starting in ``skip`` (``[first, end)``: days that rollups answer)."""
+    c = schema.chunks
+    for start in range(0, len(series_ids), _IDS):
+        statement = (
+            select(
+                c.c.series_id,
+                c.c.block_start_ms,
+                *(c.c[name] for name in block.COLUMNS),
+                c.c.payload.is_not(None).label("has_payload"),
+            )
+            .where(c.c.series_id.in_(series_ids[start : start + _IDS]))
+            .where(c.c.block_start_ms > start_ms - block_ms, c.c.block_start_ms <= end_ms)
+            .where(c.c.last_ms >= start_ms, c.c.first_ms <= end_ms)
+        )
+        if skip is not None:
+            statement = statement.where(
+                ~((c.c.block_start_ms >= skip[0]) & (c.c.block_start_ms < skip[1]))
+            )
+        for row in conn.execute(statement):
+            yield StoredChunk(
+                row.series_id,
+                row.block_start_ms,
+                BlockStats.from_columns(row._mapping),
+                bool(row.has_payload),
+            )
+
+
+def read_samples(
+    conn: Connection, wanted: Sequence[tuple[int, int]]
+) -> Iterator[tuple[int, int, ChunkSamples]]:
+    """``(series id, block start, samples)`` of the given chunks that still have samples."""
+    c = schema.chunks
+    for start in range(0, len(wanted), _IDS):
+        rows = conn.execute(
+            select(c.c.series_id, c.c.block_start_ms, c.c.payload)
+            .where(tuple_(c.c.series_id, c.c.block_start_ms).in_(wanted[start : start + _IDS]))
+            .where(c.c.payload.is_not(None))
+        )
+        for series_id, block_start, payload in rows:
+            yield series_id, block_start, decode_samples(payload)
+
+
+def read_samples_in_range(
+    conn: Connection, series_ids: Sequence[int], start_ms: int, end_ms: int, *, block_ms: int
+) -> Iterator[tuple[int, int, ChunkSamples]]:
+    """``(series id, block start, samples)`` of every chunk of ``series_ids`` with samples
+    in ``[start_ms, end_ms]`` that still has them (blocks past full-resolution retention have
+    only statistics)."""
+    c = schema.chunks
+    for start in range(0, len(series_ids), _IDS):
+        rows = conn.execute(
+            select(c.c.series_id, c.c.block_start_ms, c.c.payload)
+            .where(c.c.series_id.in_(series_ids[start : start + _IDS]))
+            .where(c.c.block_start_ms > start_ms - block_ms, c.c.block_start_ms <= end_ms)
+            .where(c.c.last_ms >= start_ms, c.c.first_ms <= end_ms)
+            .where(c.c.payload.is_not(None))
+            .order_by(c.c.series_id, c.c.block_start_ms)
+        )
+        for series_id, block_start, payload in rows:
+            yield series_id, block_start, decode_samples(payload)

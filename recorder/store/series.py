@@ -1,0 +1,95 @@
+"""Reads of the series dictionary: which series match a filter, with their pods' labels, and
+the newest head timestamp of each."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+
+from recorder.domain import Kind, SeriesFilter
+from recorder.store import schema
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    id: int
+    kind: Kind
+    cluster: str
+    node: str
+    namespace: str
+    pod: str
+    container: str
+    first_seen_ms: int
+    last_seen_ms: int
+    """Newest timestamp moved into chunks (head rows may be newer)."""
+    pod_labels: Mapping[str, str] | None
+
+
+def select_series(
+    conn: Connection, kinds: Sequence[Kind], where: SeriesFilter
+) -> dict[int, Series]:
+    """The stored series of ``kinds`` matching every filter of ``where`` (its ``kind`` aside;
+    the selector on pod labels), by id in id order."""
+    s, pl = schema.series, schema.pod_labels
+    statement = (
+        select(
+            s.c.id,
+            s.c.kind,
+            s.c.cluster,
+            s.c.node,
+            s.c.namespace,
+            s.c.pod,
+            s.c.container,
+            s.c.first_seen_ms,
+            s.c.last_seen_ms,
+            pl.c.labels_json,
+        )
+        .outerjoin(
+            pl,
+            (pl.c.cluster == s.c.cluster)
+            & (pl.c.namespace == s.c.namespace)
+            & (pl.c.pod == s.c.pod),
+        )
+        .where(s.c.kind.in_([kind.value for kind in kinds]))
+        .order_by(s.c.id)
+    )
+    for name in ("cluster", "node", "namespace", "pod", "container"):
+        wanted = getattr(where, name)
+        if wanted is not None:
+            statement = statement.where(s.c[name] == wanted)
+    found: dict[int, Series] = {}
+    for row in conn.execute(statement):
+        labels = json.loads(row.labels_json) if row.labels_json is not None else None
+        if where.selector is not None and not where.selector.matches(labels or {}):
+            continue
+        found[row.id] = Series(
+            row.id,
+            Kind(row.kind),
+            row.cluster,
+            row.node,
+            row.namespace,
+            row.pod,
+            row.container,
+            row.first_seen_ms,
+            row.last_seen_ms,
+            labels,
+        )
+    return found
+
+
+def newest_in_head(conn: Connection, found: Mapping[int, Series]) -> dict[int, int]:
+    """The newest head timestamp of each of ``found``: ``series.last_seen_ms`` only advances
+    at compaction, and the writer that knows better lives in another process (the worker).
+    Only head rows after the oldest ``last_seen_ms`` are read (the time index; on PostgreSQL,
+    the partitions of those blocks)."""
+    floor = min((series.last_seen_ms for series in found.values()), default=None)
+    if floor is None:
+        return {}
+    h = schema.samples_head
+    statement = (
+        select(h.c.series_id, func.max(h.c.ts_ms)).where(h.c.ts_ms > floor).group_by(h.c.series_id)
+    )
+    return {sid: int(ts) for sid, ts in conn.execute(statement) if sid in found}
