@@ -43,6 +43,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG)")
     group.add_argument("--context", help="kubeconfig context (default: current-context)")
     group.add_argument(
+        "--cluster",
+        help="name of this cluster, the cluster label of every series (default: default); "
+        "set it before the first run: changing it starts new series",
+    )
+    group.add_argument(
         "--namespace",
         action="append",
         help="only pods of this namespace (repeatable); skips nodes",

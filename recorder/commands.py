@@ -48,6 +48,7 @@ _SETTINGS_FLAGS = (
     "api_url",
     "kubeconfig",
     "context",
+    "cluster",
     "namespace",
     "listen",
     "log_level",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from recorder.cli import build_parser
+from recorder.commands import settings_from_args
 from recorder.domain import DEFAULT_CLUSTER
 from recorder.errors import ConfigError
 from recorder.settings import load_settings
@@ -40,3 +42,13 @@ def test_a_bad_name_from_the_environment_names_the_variable(
     monkeypatch.setenv("RECORDER_CLUSTER", "prod eu")
     with pytest.raises(ConfigError, match=r"(?i)cluster: .*--cluster must be a Kubernetes label"):
         load_settings()
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "poll"])
+def test_cluster_flag_of_the_polling_commands(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECORDER_CLUSTER", "from-environment")
+    args = build_parser().parse_args([command, "--cluster", "prod-eu-1"])
+    assert settings_from_args(args).cluster == "prod-eu-1"
+    assert settings_from_args(build_parser().parse_args([command])).cluster == "from-environment"
