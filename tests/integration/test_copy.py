@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 
 from recorder.cli import main
 from recorder.domain import Batch, Kind, Resource
+from recorder.errors import StoreUnavailable
 from recorder.store import Store, open_store
 from recorder.store import copy as copy_module
 from recorder.store.copy import HistoryCopier
@@ -89,3 +93,34 @@ def test_copy_command(
     restored = open_store(back)
     assert read_all(restored, Resource.MEMORY) == expected(samples, Resource.MEMORY)
     restored.close()
+
+
+def _shut_out(path: str) -> sqlite3.Connection:
+    """Another process holding the SQLite file in exclusive locking mode: readers wait too."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    return holder
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_a_database_failure_mid_copy_names_its_side(tmp_path: Path, side: str) -> None:
+    """Past the opening checks, every read of the source and write of the target fails as a
+    StoreError that says which side and what to do, not as a driver's exception."""
+    paths = {name: str(tmp_path / f"{name}.db") for name in ("source", "target")}
+    stores = {
+        name: open_store(f"sqlite:///{path}", sqlite_busy_timeout_seconds=0.2)
+        for name, path in paths.items()
+    }
+    for store in stores.values():
+        store.migrate()
+    holder = _shut_out(paths[side])
+    doing = "reading the source" if side == "source" else "writing the target"
+    try:
+        with pytest.raises(StoreUnavailable, match=rf"copying: {doing} .*database is locked"):
+            HistoryCopier(stores["source"], stores["target"]).run()
+    finally:
+        holder.close()
+        for store in stores.values():
+            store.close()
