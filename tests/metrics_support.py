@@ -25,6 +25,8 @@ from recorder.store import Store
 from recorder.worker import maintain_logged
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CLUSTER = "prod-eu-1"
+"""The cluster the populated registry's polls are of (not the default: it must show)."""
 
 
 class FlakySource:
@@ -58,11 +60,15 @@ def populated_registry(store: Store, *, process_collectors: bool = True) -> Reco
         memory_bytes=64, on_drop=lambda n, why: metrics.samples_dropped.labels(reason=why).inc(n)
     )
     assert (
-        not Poller(FlakySource(), Flusher(down, FailingSink(), metrics), holder, metrics)
+        not Poller(
+            FlakySource(), Flusher(down, FailingSink(), metrics), holder, metrics, cluster=CLUSTER
+        )
         .poll_once()
         .ok
     )
-    poller = Poller(FlakySource(), Flusher(WriteQueue(), store, metrics), holder, metrics)
+    poller = Poller(
+        FlakySource(), Flusher(WriteQueue(), store, metrics), holder, metrics, cluster=CLUSTER
+    )
     poller.poll_once()
     assert poller.poll_once().ok
     assert maintain_logged(store, metrics) is not None

@@ -21,10 +21,11 @@ from recorder.exporter.holder import SnapshotHolder
 
 
 def _labels(sample: Sample) -> list[str]:
+    """The label values in ``DataFamily.label_names``' order."""
     key = sample.key
     if key.kind is Kind.NODE:
-        return [key.node]
-    return [key.container, key.namespace, key.pod]
+        return [key.cluster, key.node]
+    return [key.cluster, key.container, key.namespace, key.pod]
 
 
 def _value(family: DataFamily, sample: Sample) -> float:

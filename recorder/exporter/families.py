@@ -24,7 +24,9 @@ class DataFamily:
     kind: Kind
     resource: Resource
     label_names: tuple[str, ...]
-    """As exposed: sorted, since the exposition formats sort label names."""
+    """As exposed: sorted, since the exposition formats sort label names; ``cluster`` comes
+    first on every data family, so a Prometheus federating several recorders keeps their
+    clusters apart."""
 
 
 NODE_CPU = DataFamily(
@@ -34,7 +36,7 @@ NODE_CPU = DataFamily(
     "cores",
     Kind.NODE,
     Resource.CPU,
-    ("node",),
+    ("cluster", "node"),
 )
 NODE_MEMORY = DataFamily(
     "recorder_node_memory_working_set_bytes",
@@ -42,7 +44,7 @@ NODE_MEMORY = DataFamily(
     "bytes",
     Kind.NODE,
     Resource.MEMORY,
-    ("node",),
+    ("cluster", "node"),
 )
 CONTAINER_CPU = DataFamily(
     "recorder_container_cpu_usage_cores",
@@ -51,7 +53,7 @@ CONTAINER_CPU = DataFamily(
     "cores",
     Kind.CONTAINER,
     Resource.CPU,
-    ("container", "namespace", "pod"),
+    ("cluster", "container", "namespace", "pod"),
 )
 CONTAINER_MEMORY = DataFamily(
     "recorder_container_memory_working_set_bytes",
@@ -60,7 +62,7 @@ CONTAINER_MEMORY = DataFamily(
     "bytes",
     Kind.CONTAINER,
     Resource.MEMORY,
-    ("container", "namespace", "pod"),
+    ("cluster", "container", "namespace", "pod"),
 )
 
 DATA_FAMILIES = (NODE_CPU, NODE_MEMORY, CONTAINER_CPU, CONTAINER_MEMORY)

@@ -483,7 +483,8 @@ def test_recorder_records_the_simulator(stack: Stack) -> None:
             stack,
         )
         metrics = client.get(f"{base}/metrics").text
-        exposed = set(re.findall(r'^recorder_node_cpu_usage_cores\{node="([^"]+)"', metrics, re.M))
+        node_line = r'^recorder_node_cpu_usage_cores\{cluster="default",node="([^"]+)"'
+        exposed = set(re.findall(node_line, metrics, re.M))
         assert len(exposed) == _simulated_nodes(stack), metrics[:2000]
 
     assert _stored_rows(stack) > 0, "the history API answered, but the database is empty"

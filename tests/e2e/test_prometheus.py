@@ -37,6 +37,8 @@ pytestmark = pytest.mark.slow
 RESOLUTION_SECONDS = 2.0
 TIMEOUT_SECONDS = 30.0
 DATA_QUERY = '{__name__=~"recorder_(node|container)_.+"}'
+CLUSTER = "e2e-eu-1"
+"""``--cluster`` of the recorder: every data series in Prometheus carries it."""
 
 Series = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -142,6 +144,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                     "run",
                     "--api-url",
                     simulator.url,
+                    "--cluster",
+                    CLUSTER,
                     "--database-url",
                     f"sqlite:///{tmp_path / 'recorder.db'}",
                     "--interval",
@@ -192,10 +196,11 @@ def _expected(samples: tuple[Sample, ...]) -> dict[Series, float]:
     out: dict[Series, float] = {}
     for sample in samples:
         key = sample.key
+        labels = {"cluster": CLUSTER}
         if key.kind is Kind.NODE:
-            labels: dict[str, str] = {"node": key.node}
+            labels["node"] = key.node
         else:
-            labels = {"namespace": key.namespace, "pod": key.pod, "container": key.container}
+            labels |= {"namespace": key.namespace, "pod": key.pod, "container": key.container}
         for family in DATA_FAMILIES:
             if family.kind is key.kind:
                 value = (

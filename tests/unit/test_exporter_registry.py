@@ -1,5 +1,6 @@
-"""Exact exposition output of the data gauges: literal bytes for a small snapshot, and our fast
-renderer against prometheus-client's own rendering of the same data on a fresh registry."""
+"""Exact exposition output of the data gauges: literal bytes for a small snapshot (every series
+labelled with its cluster, first), and our fast renderer against prometheus-client's own
+rendering of the same data on a fresh registry."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from recorder.domain import Kind, Sample, SeriesKey
+from recorder.domain import DEFAULT_CLUSTER, Kind, Sample, SeriesKey
 from recorder.exporter import DataCollector, RecorderRegistry, SnapshotHolder, build_registry
 
 
@@ -31,35 +32,43 @@ def ours(registry: RecorderRegistry, *, openmetrics: bool = False) -> bytes:
     return b"".join(registry.exposition(openmetrics=openmetrics, gzip=False))
 
 
-def node(name: str, cpu: int, memory: int) -> Sample:
-    return Sample(SeriesKey.for_node(name), 1, 1, cpu, memory)
+CLUSTER = "prod-eu-1"
 
 
-def container(namespace: str, pod: str, name: str, cpu: int, memory: int) -> Sample:
-    return Sample(SeriesKey.for_container(namespace, pod, name), 1, 1, cpu, memory)
+def node(name: str, cpu: int, memory: int, cluster: str = CLUSTER) -> Sample:
+    return Sample(SeriesKey.for_node(name, cluster), 1, 1, cpu, memory)
+
+
+def container(
+    namespace: str, pod: str, name: str, cpu: int, memory: int, cluster: str = CLUSTER
+) -> Sample:
+    return Sample(SeriesKey.for_container(namespace, pod, name, cluster), 1, 1, cpu, memory)
 
 
 EXPECTED_TEXT = (
     "# HELP recorder_node_cpu_usage_cores CPU usage of the node in cores (average over the "
     "Metrics API window), from metrics.k8s.io NodeMetrics usage.cpu\n"
     "# TYPE recorder_node_cpu_usage_cores gauge\n"
-    'recorder_node_cpu_usage_cores{node="10.0.2.15"} 0.487558164\n'
+    'recorder_node_cpu_usage_cores{cluster="prod-eu-1",node="10.0.2.15"} 0.487558164\n'
     "# HELP recorder_node_memory_working_set_bytes Memory working set of the node in bytes, "
     "from metrics.k8s.io NodeMetrics usage.memory\n"
     "# TYPE recorder_node_memory_working_set_bytes gauge\n"
-    'recorder_node_memory_working_set_bytes{node="10.0.2.15"} 7.49785088e+08\n'
+    "recorder_node_memory_working_set_bytes"
+    '{cluster="prod-eu-1",node="10.0.2.15"} 7.49785088e+08\n'
     "# HELP recorder_container_cpu_usage_cores CPU usage of the container in cores (average "
     "over the Metrics API window), from metrics.k8s.io PodMetrics containers[].usage.cpu\n"
     "# TYPE recorder_container_cpu_usage_cores gauge\n"
-    'recorder_container_cpu_usage_cores{container="app",namespace="shop",pod="web"} 1.5\n'
-    'recorder_container_cpu_usage_cores{container="app",namespace="shop",pod="old"} 0.0\n'
+    "recorder_container_cpu_usage_cores"
+    '{cluster="prod-eu-1",container="app",namespace="shop",pod="web"} 1.5\n'
+    "recorder_container_cpu_usage_cores"
+    '{cluster="prod-eu-1",container="app",namespace="shop",pod="old"} 0.0\n'
     "# HELP recorder_container_memory_working_set_bytes Memory working set of the container "
     "in bytes, from metrics.k8s.io PodMetrics containers[].usage.memory\n"
     "# TYPE recorder_container_memory_working_set_bytes gauge\n"
     "recorder_container_memory_working_set_bytes"
-    '{container="app",namespace="shop",pod="web"} 1.7179869184e+10\n'
+    '{cluster="prod-eu-1",container="app",namespace="shop",pod="web"} 1.7179869184e+10\n'
     "recorder_container_memory_working_set_bytes"
-    '{container="app",namespace="shop",pod="old"} 1.0\n'
+    '{cluster="prod-eu-1",container="app",namespace="shop",pod="old"} 1.0\n'
 )
 
 
@@ -95,7 +104,9 @@ def test_exact_openmetrics_exposition_has_units_and_eof() -> None:
     text = expected.decode()
     assert "# UNIT recorder_node_cpu_usage_cores cores\n" in text
     assert "# UNIT recorder_container_memory_working_set_bytes bytes\n" in text
-    assert text.endswith('{container="app",namespace="shop",pod="old"} 1.0\n# EOF\n')
+    assert text.endswith(
+        '{cluster="prod-eu-1",container="app",namespace="shop",pod="old"} 1.0\n# EOF\n'
+    )
 
 
 def test_the_whole_registry_renders_like_prometheus_client_in_both_formats() -> None:
@@ -123,7 +134,21 @@ def test_a_snapshot_is_rendered_once_and_reused_by_later_scrapes() -> None:
     assert gzip.decompress(b"".join(zipped)) == b"".join(first)
     holder.publish(Kind.NODE, [node("10.0.2.15", 1, 1)], 2)
     changed = ours(registry)
-    assert b'recorder_node_cpu_usage_cores{node="10.0.2.15"} 1e-09\n' in changed
+    assert b'recorder_node_cpu_usage_cores{cluster="prod-eu-1",node="10.0.2.15"} 1e-09\n' in changed
+
+
+def test_series_of_clusters_stay_apart_and_unnamed_ones_are_in_the_default_cluster() -> None:
+    holder = SnapshotHolder()
+    holder.publish(Kind.NODE, [node("n1", 1, 1), node("n1", 2, 2, cluster=DEFAULT_CLUSTER)], 1)
+    holder.publish(Kind.CONTAINER, [Sample(SeriesKey.for_container("a", "b", "c"), 1, 1, 3, 3)], 1)
+    text = ours(data_only(holder)).decode()
+    assert text == generate_latest(fresh(holder)).decode()
+    assert 'recorder_node_memory_working_set_bytes{cluster="prod-eu-1",node="n1"} 1.0\n' in text
+    assert 'recorder_node_memory_working_set_bytes{cluster="default",node="n1"} 2.0\n' in text
+    assert (
+        'recorder_container_memory_working_set_bytes{cluster="default",container="c",'
+        'namespace="a",pod="b"} 3.0\n'
+    ) in text
 
 
 # Label values with everything that needs escaping, non-ASCII, and plain names.
@@ -145,14 +170,22 @@ memory = st.one_of(
 def snapshots(draw: st.DrawFn) -> tuple[list[Sample], list[Sample]]:
     nodes = draw(
         st.lists(
-            st.builds(node, label_values, nanocores, memory),
+            st.builds(node, label_values, nanocores, memory, label_values),
             max_size=6,
             unique_by=lambda s: s.key,
         )
     )
     containers = draw(
         st.lists(
-            st.builds(container, label_values, label_values, label_values, nanocores, memory),
+            st.builds(
+                container,
+                label_values,
+                label_values,
+                label_values,
+                nanocores,
+                memory,
+                st.one_of(st.just(CLUSTER), label_values),
+            ),
             max_size=12,
             unique_by=lambda s: s.key,
         )

@@ -68,7 +68,7 @@ def test_memory_lines_vectorized_and_per_value_agree(values: list[int]) -> None:
     samples = [_container("ns", f"p{i}", memory=v) for i, v in enumerate(values)]
     _, memory = SampleLines(ExportFilter()).render(Kind.CONTAINER, "c", "m", samples)
     expected = "".join(
-        f'm{{container="app",namespace="ns",pod="p{i}"}} {floatToGoString(v)}\n'
+        f'm{{cluster="default",container="app",namespace="ns",pod="p{i}"}} {floatToGoString(v)}\n'
         for i, v in enumerate(values)
     )
     assert b"".join(memory).decode() == expected
@@ -138,13 +138,13 @@ def _pods(text: str) -> set[str]:
 def test_namespace_allow_and_deny_lists(export_filter: ExportFilter, pods: set[str]) -> None:
     text = _render(export_filter, SAMPLES)
     assert _pods(text) == pods
-    assert 'recorder_node_cpu_usage_cores{node="n1"}' in text
+    assert 'recorder_node_cpu_usage_cores{cluster="default",node="n1"}' in text
 
 
 def test_container_gauges_can_be_switched_off() -> None:
     text = _render(ExportFilter(containers=False), SAMPLES)
     assert "recorder_container" not in text
-    assert 'recorder_node_memory_working_set_bytes{node="n1"} 3.0' in text
+    assert 'recorder_node_memory_working_set_bytes{cluster="default",node="n1"} 3.0' in text
 
 
 def test_cardinality_controls_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:

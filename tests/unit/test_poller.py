@@ -140,11 +140,13 @@ def test_database_outage_keeps_samples_and_writes_them_later(store: Store) -> No
     assert poller.buffered_samples == 6
     assert value(registry, "recorder_poll_errors_total", resource="pods", reason="store") == 1
     # The exporter still shows the current values while the database is down.
-    assert value(registry, "recorder_node_cpu_usage_cores", node="10.0.2.15") == 0.0
+    node = {"cluster": "default", "node": "10.0.2.15"}
+    assert registry.get_sample_value("recorder_node_cpu_usage_cores", node) == 0.0
     assert (
         value(
             registry,
             "recorder_container_cpu_usage_cores",
+            cluster="default",
             namespace="shop",
             pod="web-7c9f",
             container="app",

@@ -14,7 +14,7 @@ from prometheus_client.openmetrics.parser import (
 from recorder.domain import Kind
 from recorder.exporter import KindLines, RelayRegistry
 from recorder.store import open_store
-from tests.metrics_support import relayed_registry
+from tests.metrics_support import CLUSTER, relayed_registry
 
 
 def data_lines(text: str) -> list[str]:
@@ -38,6 +38,7 @@ def test_relayed_body_equals_the_in_process_one_and_parses_strictly(tmp_path: Pa
     relayed = scrape(relay)
     local = b"".join(worker.exposition(openmetrics=False, gzip=False)).decode()
     assert data_lines(local) and data_lines(relayed) == data_lines(local)
+    assert all(f'{{cluster="{CLUSTER}",' in line for line in data_lines(relayed))
     for compress in (False, True):
         openmetrics = scrape(relay, openmetrics=True, compress=compress)
         assert openmetrics.endswith("# EOF\n") and openmetrics.count("# EOF") == 1
