@@ -1,0 +1,231 @@
+"""The query layer end to end on both databases: one dedup winner on every read path before
+and after compaction, pods' statistics beyond full-resolution retention, stddev and p75 at
+every tier."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterator
+
+import pytest
+
+from recorder.domain import (
+    Agg,
+    Batch,
+    HistoryQuery,
+    Kind,
+    QueryKind,
+    Resource,
+    Sample,
+    SeriesFilter,
+    SeriesKey,
+    Tier,
+)
+from recorder.query import engine
+from recorder.stats.sketch import RELATIVE_ACCURACY, exact_quantile
+from recorder.store import Store, open_store, schema
+from recorder.store.retention import RetentionPolicy
+from recorder.timeutil import DAY_MS, HOUR_MS, MINUTE_MS
+
+T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z, a day boundary
+APP = SeriesKey.for_container("shop", "web", "app")
+SIDE = SeriesKey.for_container("shop", "web", "sidecar")
+
+
+@pytest.fixture
+def second(database_url: str, store: Store) -> Iterator[Store]:
+    """Another writer on the same database (a second replica)."""
+    other = open_store(database_url)
+    yield other
+    other.close()
+
+
+def write(store: Store, *samples: Sample) -> None:
+    store.write(Batch(Kind.CONTAINER, samples), now_ms=samples[-1].timestamp_ms)
+
+
+def every_read(store: Store, at_ms: int) -> dict[str, object]:
+    """The app container's CPU at ``at_ms`` as every read path answers it."""
+    start, end = at_ms - at_ms % HOUR_MS, at_ms - at_ms % HOUR_MS + HOUR_MS - 1
+    app = SeriesFilter(QueryKind.CONTAINER, namespace="shop", pod="web", container="app")
+    pod = SeriesFilter(QueryKind.POD, namespace="shop", pod="web")
+
+    def history(where: SeriesFilter, step: int | None, agg: Agg = Agg.MAX) -> object:
+        result = engine.history(
+            store, HistoryQuery(Resource.CPU, where, start, end, step, agg), max_points=10**5
+        )
+        (series,) = result.series
+        if step is None:
+            return dict(series.points)[at_ms]
+        return max(v for _, v in series.points)
+
+    (summary,) = engine.summarize(store, app, "container", start, end, max_groups=10)
+    (row,) = engine.top(store, pod, start, end, Agg.MAX)
+    assert summary.cpu is not None
+    return {
+        "raw": history(app, None),
+        "raw buckets": history(app, MINUTE_MS),
+        "statistics": history(app, HOUR_MS),
+        "pod raw": history(pod, None),
+        "pod statistics": history(pod, HOUR_MS),
+        "summary max": summary.cpu.max,
+        "top pod max": row.cpu,
+    }
+
+
+def expect(app_cpu: int, sidecar_cpu: int) -> dict[str, object]:
+    return {
+        "raw": app_cpu,
+        "raw buckets": app_cpu,
+        "statistics": app_cpu,
+        "pod raw": app_cpu + sidecar_cpu,
+        "pod statistics": app_cpu + sidecar_cpu,
+        "summary max": app_cpu,
+        "top pod max": app_cpu + sidecar_cpu,
+    }
+
+
+def test_one_winner_for_a_duplicate_on_every_read_path_before_and_after_compaction(
+    store: Store, second: Store
+) -> None:
+    t = T0 + 10 * MINUTE_MS
+    write(store, Sample(SIDE, t, 15_000, 7, 1))
+    # Two writers, the same (series, timestamp), other values: the greater one wins, whoever
+    # wrote first.
+    write(second, Sample(APP, t, 15_000, 300, 1))
+    write(store, Sample(APP, t, 15_000, 100, 1))
+    assert every_read(store, t) == expect(300, 7)
+    store.maintain(now_ms=T0 + 2 * HOUR_MS, grace_ms=0)
+    assert every_read(store, t) == expect(300, 7)
+    # Late, after compaction: a losing duplicate changes nothing, a winning one wins, before
+    # and after the block is compacted again.
+    write(second, Sample(APP, t, 15_000, 200, 1))
+    assert every_read(store, t) == expect(300, 7)
+    write(second, Sample(APP, t, 15_000, 500, 1))
+    assert every_read(store, t) == expect(500, 7)
+    store.maintain(now_ms=T0 + 3 * HOUR_MS, grace_ms=0)
+    assert every_read(store, t) == expect(500, 7)
+    with store.engine.connect() as conn:
+        head_rows = conn.execute(schema.samples_head.select()).all()
+    assert head_rows == []
+
+
+def test_the_same_writer_keeps_a_greater_duplicate_and_older_samples(store: Store) -> None:
+    t = T0 + 10 * MINUTE_MS
+    write(store, Sample(SIDE, t, 15_000, 0, 1), Sample(APP, t, 15_000, 100, 1))
+    write(store, Sample(APP, t, 15_000, 300, 1))  # not skipped: it may be the winner
+    write(store, Sample(APP, t, 15_000, 300, 1))  # identical: skipped
+    write(store, Sample(APP, t - 60_000, 15_000, 42, 1))  # older than the newest: kept
+    result = engine.history(
+        store,
+        HistoryQuery(
+            Resource.CPU,
+            SeriesFilter(QueryKind.CONTAINER, container="app"),
+            T0,
+            T0 + HOUR_MS,
+        ),
+        max_points=100,
+    )
+    assert [s.points for s in result.series] == [[(t - 60_000, 42), (t, 300)]]
+    assert every_read(store, t) == expect(300, 0)
+
+
+def pod_samples(hours: int) -> list[Sample]:
+    """Two containers out of phase: the pod's peak is far below the sum of their peaks."""
+    out = []
+    for i in range(hours * 60):
+        ts = T0 + i * MINUTE_MS
+        app = 1_000_000 * (1 + i % 10)
+        side = 1_000_000 * (11 - i % 10)
+        out += [Sample(APP, ts, 60_000, app, 2 * app), Sample(SIDE, ts, 60_000, side, side)]
+    return out
+
+
+def test_pod_max_beyond_full_resolution_retention_equals_the_reference(
+    database_url: str, store: Store
+) -> None:
+    samples = pod_samples(hours=3)
+    write(store, *samples)
+    retained = open_store(
+        database_url,
+        retention=RetentionPolicy(full_resolution_ms=HOUR_MS, statistics_ms=30 * DAY_MS),
+    )
+    try:
+        retained.maintain(now_ms=T0 + 8 * HOUR_MS, grace_ms=0)
+    finally:
+        retained.close()
+    with store.engine.connect() as conn:
+        payloads = conn.execute(
+            schema.chunks.select().where(schema.chunks.c.payload.is_not(None))
+        ).all()
+    assert payloads == []  # every sample has expired: only statistics are left
+    sums: dict[int, int] = {}
+    for s in samples:
+        sums[s.timestamp_ms] = sums.get(s.timestamp_ms, 0) + s.cpu_nanocores
+    pod = SeriesFilter(QueryKind.POD, namespace="shop", pod="web")
+    for agg in (Agg.MAX, Agg.MIN, Agg.AVG, Agg.STDDEV, Agg.P75):
+        result = engine.history(
+            store,
+            HistoryQuery(Resource.CPU, pod, T0, T0 + 3 * HOUR_MS - 1, HOUR_MS, agg),
+            max_points=100,
+        )
+        assert result.tier is Tier.STATISTICS
+        (series,) = result.series
+        assert series.labels == {"cluster": "default", "namespace": "shop", "pod": "web"}
+        assert len(series.points) == 3
+        for bucket, value in series.points:
+            values = [v for ts, v in sums.items() if bucket <= ts < bucket + HOUR_MS]
+            if agg is Agg.MAX:
+                assert value == max(values) == 12_000_000  # not 10M + 10M
+            elif agg is Agg.MIN:
+                assert value == min(values)
+            elif agg is Agg.AVG:
+                assert value == statistics.mean(values)
+            elif agg is Agg.STDDEV:
+                assert value == pytest.approx(statistics.pstdev(values), rel=1e-9, abs=1e-9)
+            else:
+                assert math.isclose(
+                    float(value), exact_quantile(values, 0.75), rel_tol=RELATIVE_ACCURACY
+                )
+    (row,) = engine.top(store, pod, T0, T0 + 3 * HOUR_MS - 1, Agg.MAX)
+    assert row.cpu == 12_000_000
+
+
+def test_stddev_and_p75_at_every_tier(database_url: str, store: Store) -> None:
+    samples = [
+        Sample(APP, T0 + i * 5 * MINUTE_MS, 60_000, (i * 7919) % 1_000_003, i)
+        for i in range(2 * 24 * 12)  # two days, every 5 minutes
+    ]
+    write(store, *samples)
+    store.maintain(now_ms=T0 + 3 * DAY_MS, grace_ms=0)  # chunks and the two days' rollups
+    with store.engine.connect() as conn:
+        assert len(conn.execute(schema.rollups.select()).all()) == 2 * 2  # app and its pod
+    values = [s.cpu_nanocores for s in samples]
+    app = SeriesFilter(QueryKind.CONTAINER, container="app")
+    for step, tier in (
+        (5 * MINUTE_MS, Tier.RAW),
+        (HOUR_MS, Tier.STATISTICS),
+        (DAY_MS, Tier.STATISTICS),
+    ):
+        for agg in (Agg.STDDEV, Agg.P75):
+            result = engine.history(
+                store,
+                HistoryQuery(Resource.CPU, app, T0, T0 + 2 * DAY_MS - 1, step, agg),
+                max_points=10**5,
+            )
+            assert result.tier is tier
+            (series,) = result.series
+            for bucket, value in series.points:
+                inside = [
+                    s.cpu_nanocores for s in samples if bucket <= s.timestamp_ms < bucket + step
+                ]
+                if agg is Agg.STDDEV:
+                    assert value == pytest.approx(statistics.pstdev(inside), rel=1e-9, abs=1e-9)
+                elif tier is Tier.RAW:
+                    assert value == exact_quantile(inside, 0.75)
+                else:
+                    assert math.isclose(
+                        float(value), exact_quantile(inside, 0.75), rel_tol=RELATIVE_ACCURACY
+                    )
+    assert len(values) == 576
