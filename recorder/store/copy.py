@@ -54,6 +54,7 @@ def _identity(row: object) -> SeriesKey:
         row.namespace,  # type: ignore[attr-defined]
         row.pod,  # type: ignore[attr-defined]
         row.container,  # type: ignore[attr-defined]
+        row.cluster,  # type: ignore[attr-defined]
     )
 
 
@@ -75,10 +76,14 @@ def _writing(store: Store) -> AbstractContextManager[None]:
 
 
 def _sample_count(store: Store) -> int:
-    """Samples held: chunk counts plus distinct head samples not already in a chunk."""
-    c, h = schema.chunks, schema.samples_head
+    """Samples held: chunk counts plus distinct head samples not already in a chunk (pods'
+    statistics count their containers' samples again, so they are left out)."""
+    c, h, s = schema.chunks, schema.samples_head, schema.series
+    pods = select(s.c.id).where(s.c.kind == Kind.POD.value)
     with _failing_as(store, "copying: counting the samples of"), store.engine.connect() as conn:
-        in_chunks = conn.execute(select(func.coalesce(func.sum(c.c.count), 0))).scalar_one()
+        in_chunks = conn.execute(
+            select(func.coalesce(func.sum(c.c.count), 0)).where(c.c.series_id.not_in(pods))
+        ).scalar_one()
         head = conn.execute(
             select(func.count()).select_from(select(h.c.series_id, h.c.ts_ms).distinct().subquery())
         ).scalar_one()
@@ -130,7 +135,14 @@ class HistoryCopier:
                 statement = dialect_insert(conn, s)
                 conn.execute(
                     statement.on_conflict_do_update(
-                        index_elements=[s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container],
+                        index_elements=[
+                            s.c.cluster,
+                            s.c.kind,
+                            s.c.node,
+                            s.c.namespace,
+                            s.c.pod,
+                            s.c.container,
+                        ],
                         set_={
                             "first_seen_ms": func.min(
                                 s.c.first_seen_ms, statement.excluded.first_seen_ms
@@ -149,7 +161,15 @@ class HistoryCopier:
             target_ids = {
                 _identity(row): row.id
                 for row in conn.execute(
-                    select(s.c.id, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
+                    select(
+                        s.c.id,
+                        s.c.kind,
+                        s.c.node,
+                        s.c.namespace,
+                        s.c.pod,
+                        s.c.container,
+                        s.c.cluster,
+                    )
                 )
             }
         self.target.invalidate_writer()
@@ -167,7 +187,7 @@ class HistoryCopier:
             for start in range(0, len(rows), _PAGE):
                 conn.execute(
                     statement.on_conflict_do_update(
-                        index_elements=[pl.c.namespace, pl.c.pod],
+                        index_elements=[pl.c.cluster, pl.c.namespace, pl.c.pod],
                         set_={
                             "labels_json": statement.excluded.labels_json,
                             "updated_ms": statement.excluded.updated_ms,
@@ -217,7 +237,15 @@ class HistoryCopier:
             keys = {
                 row.id: _identity(row)
                 for row in conn.execute(
-                    select(s.c.id, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
+                    select(
+                        s.c.id,
+                        s.c.kind,
+                        s.c.node,
+                        s.c.namespace,
+                        s.c.pod,
+                        s.c.container,
+                        s.c.cluster,
+                    )
                 )
             }
             rows = conn.execute(
