@@ -23,7 +23,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -32,6 +31,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.processes import free_port
 
 _TEMPLATE_LOCK = threading.Lock()
 _template: Path | None = None
@@ -73,12 +74,6 @@ def _run(*args: str | Path, timeout: float = 60.0) -> None:
             f"{' '.join(str(a) for a in args)} failed ({result.returncode}): "
             f"{result.stdout}{result.stderr}"
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _template_cluster(bin_dir: Path) -> Path:
@@ -124,7 +119,7 @@ class PgCluster:
         _own(self.root)
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.frozen = False
         template = _template_cluster(self.bin_dir)
         subprocess.run(["cp", "-a", str(template), str(self.data)], check=True)

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ from tests.deploy.support import (
     load_compose,
     parse_dockerfile,
 )
+from tests.processes import free_port, recorder_command
 
 # `postgres`: docker-compose.yml records into PostgreSQL (.ci/run makes sure a server runs).
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -57,12 +57,6 @@ RECORD_TIMEOUT_SECONDS = 45.0
 SCRAPE_TIMEOUT_SECONDS = 30.0
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PROMETHEUS_BINARIES = ("/usr/bin/prometheus", "prometheus")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _depends_on(service: Obj) -> dict[str, str]:
@@ -230,7 +224,7 @@ def _entrypoint() -> list[str]:
     if found is not None:
         return [found, *argv[1:]]
     assert argv[0] == "recorder", argv
-    return [sys.executable, "-m", "recorder", *argv[1:]]
+    return recorder_command(argv[1:])
 
 
 def _image_environment(root: Path) -> dict[str, str]:
@@ -370,7 +364,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ours = image_services(compose)
     for name, service in compose["services"].items():
         for port in _listen_ports(service):
-            network.ports[(name, port)] = ("127.0.0.1", _free_port())
+            network.ports[(name, port)] = ("127.0.0.1", free_port())
     stack = Stack(compose, root, network)
 
     if _needs_postgres(compose):

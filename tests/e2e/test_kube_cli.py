@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,8 +16,7 @@ import pytest
 
 from recorder.cli import main
 from recorder.simulator.tls import CertificateAuthority
-from tests.processes import recorder_env, stop, wait_for
-from tests.servers import free_port
+from tests.processes import free_port, run_recorder, start_recorder, stop, wait_for
 from tests.simcluster import (
     CLUSTER_READER,
     TEAM_NAMESPACES,
@@ -71,22 +69,15 @@ def test_poll_process_reads_v1_with_a_private_ca_and_a_token(
     cluster: SecureCluster, tmp_path: Path
 ) -> None:
     cluster.paths.clear()
-    result = subprocess.run(
+    result = run_recorder(
         [
-            sys.executable,
-            "-m",
-            "recorder",
             "poll",
             "--kubeconfig",
             str(cluster.kubeconfig(tmp_path / "config")),
             "--database-url",
             f"sqlite:///{tmp_path / 'poll.db'}",
         ],
-        cwd=tmp_path,
-        env=recorder_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     frame = cluster.model.frame()
@@ -186,11 +177,8 @@ def scrape(base: str) -> dict[str, float]:
 
 def start_run(kubeconfig: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
-    process = subprocess.Popen(
+    process = start_recorder(
         [
-            sys.executable,
-            "-m",
-            "recorder",
             "run",
             "--kubeconfig",
             str(kubeconfig),
@@ -201,11 +189,7 @@ def start_run(kubeconfig: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], 
             "--listen",
             f"127.0.0.1:{port}",
         ],
-        cwd=tmp_path,
-        env=recorder_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        tmp_path,
     )
     return process, f"http://127.0.0.1:{port}"
 

@@ -6,12 +6,9 @@ metrics-server the way it would see them there."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from recorder.simulator.tls import CertificateAuthority
-from tests.servers import free_port
+from tests.processes import free_port, recorder_env, run_recorder, start_recorder, stop
 from tests.simcluster import secure_cluster
 
 pytestmark = pytest.mark.slow
@@ -27,17 +24,11 @@ pytestmark = pytest.mark.slow
 KUBECTL = shutil.which("kubectl")
 
 
-def environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECORDER_", "KUBE"))}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
     assert KUBECTL is not None, "kubectl is required for these tests (install kubectl 1.32)"
     return subprocess.run(
         [KUBECTL, "--kubeconfig", str(kubeconfig), "--request-timeout", "10s", *args],
-        env=environment(),
+        env=recorder_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -48,11 +39,8 @@ class Simulator:
     def __init__(self, tmp_path: Path, *flags: str) -> None:
         self.port = free_port()
         self.kubeconfig = tmp_path / "kubeconfig"
-        self.process = subprocess.Popen(
+        self.process = start_recorder(
             [
-                sys.executable,
-                "-m",
-                "recorder",
                 "simulate",
                 "--listen",
                 f"127.0.0.1:{self.port}",
@@ -65,11 +53,7 @@ class Simulator:
                 str(self.kubeconfig),
                 *flags,
             ],
-            cwd=tmp_path,
-            env=environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            tmp_path,
         )
         deadline = time.monotonic() + 30
         while not self._ready():
@@ -84,14 +68,7 @@ class Simulator:
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            output, _ = self.process.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            output, _ = self.process.communicate()
-        return output
+        return stop(self.process)
 
 
 @pytest.fixture(scope="module")
@@ -156,21 +133,14 @@ def test_token_rotation_and_the_recorder_reads_the_same_kubeconfig(
         assert time.monotonic() < deadline, "the token was not rotated"
         time.sleep(0.1)
     assert kubectl(token_simulator.kubeconfig, "top", "nodes").returncode == 0
-    polled = subprocess.run(
+    polled = run_recorder(
         [
-            sys.executable,
-            "-m",
-            "recorder",
             "poll",
             "--kubeconfig",
             str(token_simulator.kubeconfig),
             "--database-url",
             f"sqlite:///{tmp_path / 'poll.db'}",
-        ],
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        ]
     )
     assert polled.returncode == 0, polled.stdout + polled.stderr
     assert "nodes: 4 samples, 4 stored" in polled.stdout

@@ -13,8 +13,7 @@ import pytest
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.store import open_store
-from tests.processes import recorder_env, start_recorder, stop, wait_for
-from tests.servers import free_port
+from tests.processes import free_port, recorder_env, start_recorder, stop, wait_for
 
 pytestmark = pytest.mark.slow
 

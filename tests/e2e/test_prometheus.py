@@ -12,11 +12,9 @@ does (without one, the last value would be returned for the 5-minute lookback).
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ import yaml
 from recorder.domain import Kind, Sample
 from recorder.exporter import DATA_FAMILIES
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
-from tests.servers import free_port
+from tests.processes import free_port, start_process, start_recorder, stop
 
 pytestmark = pytest.mark.slow
 
@@ -82,25 +80,6 @@ def _wait(what: str, check: Callable[[], bool], stack: Stack) -> None:
     raise AssertionError(f"timed out waiting for {what}\n{stack.tail()}")
 
 
-def _start(
-    argv: list[str], log: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=15)
-
-
 def _churned_resolution(model: ClusterModel, start: float) -> tuple[float, set[str]]:
     """The first later resolution in which some pod running at ``start`` is gone."""
     running = {p.name for p in model.pod_metrics(start)}
@@ -132,15 +111,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     logs = tmp_path / "logs"
     logs.mkdir()
     recorder_port, prometheus_port = free_port(), free_port()
-    processes: list[subprocess.Popen[bytes]] = []
+    processes: list[subprocess.Popen[str]] = []
     with SimulatorServer(create_app(model)) as simulator:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RECORDER_", "KUBE"))}
         processes.append(
-            _start(
+            start_recorder(
                 [
-                    sys.executable,
-                    "-m",
-                    "recorder",
                     "run",
                     "--api-url",
                     simulator.url,
@@ -153,8 +128,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                     "--listen",
                     f"127.0.0.1:{recorder_port}",
                 ],
-                logs / "recorder.log",
-                env,
+                log=logs / "recorder.log",
             )
         )
         settings = {
@@ -168,14 +142,14 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         }
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(settings))
         processes.append(
-            _start(
+            start_process(
                 [
                     binary,
                     f"--config.file={tmp_path / 'prometheus.yml'}",
                     f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                     f"--web.listen-address=127.0.0.1:{prometheus_port}",
                 ],
-                logs / "prometheus.log",
+                log=logs / "prometheus.log",
             )
         )
         try:
@@ -188,7 +162,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             )
         finally:
             for process in processes:
-                _stop(process)
+                stop(process, sig=signal.SIGTERM)
 
 
 def _expected(samples: tuple[Sample, ...]) -> dict[Series, float]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +13,7 @@ import pytest
 
 from recorder.domain import Kind, Sample
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
-from tests.processes import recorder_env, start_recorder, stop, wait_for
-from tests.servers import free_port
+from tests.processes import free_port, run_recorder, start_recorder, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -151,22 +148,9 @@ def test_poll_of_real_world_odd_responses(tmp_path: Path) -> None:
     }
     db = tmp_path / "odd.db"
     with SimulatorServer(create_app(static=static)) as server:
-        command = [
-            sys.executable,
-            "-m",
-            "recorder",
-            "poll",
-            "--api-url",
-            server.url,
-            "--database-url",
-            f"sqlite:///{db}",
-        ]
-        first = subprocess.run(
-            command, env=recorder_env(), capture_output=True, text=True, timeout=60
-        )
-        again = subprocess.run(
-            command, env=recorder_env(), capture_output=True, text=True, timeout=60
-        )
+        command = ["poll", "--api-url", server.url, "--database-url", f"sqlite:///{db}"]
+        first = run_recorder(command)
+        again = run_recorder(command)
     assert first.returncode == 0, first.stderr
     assert "nodes: 2 samples, 2 stored, 0 already stored, 3 rejected" in first.stdout
     assert "pods: 4 samples, 4 stored, 0 already stored, 5 rejected" in first.stdout
@@ -228,35 +212,21 @@ def test_poll_of_real_world_odd_responses(tmp_path: Path) -> None:
 
 def test_poll_failure_exits_non_zero(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
-    result = subprocess.run(
+    result = run_recorder(
         [
-            sys.executable,
-            "-m",
-            "recorder",
             "poll",
             "--api-url",
             f"http://127.0.0.1:{port}",
             "--database-url",
             f"sqlite:///{tmp_path / 'x.db'}",
-        ],
-        env=recorder_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        ]
     )
     assert result.returncode == 1
     assert "FAILED: cannot reach the Kubernetes API" in result.stdout
 
 
 def test_run_without_a_cluster_points_to_demo(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "recorder", "run"],
-        cwd=tmp_path,
-        env=recorder_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_recorder(["run"], tmp_path)
     assert result.returncode == 2
     assert "no cluster is configured" in result.stderr and "recorder demo" in result.stderr
 

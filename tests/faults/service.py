@@ -6,7 +6,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,15 +15,14 @@ from pathlib import Path
 import httpx
 import sqlalchemy
 
-from tests.processes import recorder_env, wait_for
-from tests.servers import free_port
+from tests.processes import free_port, run_recorder, start_recorder, wait_for
 
 RESOLUTION_MS = 1000
 
 
 @dataclass
 class Service:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
     base: str
     log: Path
     figures: dict[str, float] = field(default_factory=dict)
@@ -80,12 +78,8 @@ def running(
 ) -> Iterator[Service]:
     port = free_port()
     log = tmp_path / f"{name}.log"
-    handle = open(log, "wb")
-    process = subprocess.Popen(
+    process = start_recorder(
         [
-            sys.executable,
-            "-m",
-            "recorder",
             "run",
             "--api-url",
             api_url,
@@ -97,10 +91,9 @@ def running(
             f"127.0.0.1:{port}",
             *extra,
         ],
-        cwd=tmp_path,
-        env={**recorder_env(), **(env or {})},
-        stdout=handle,
-        stderr=subprocess.STDOUT,
+        tmp_path,
+        env=env,
+        log=log,
     )
     service = Service(process, f"http://127.0.0.1:{port}", log)
     try:
@@ -114,18 +107,11 @@ def running(
         if process.poll() is None:
             process.kill()
             process.wait()
-        handle.close()
 
 
 def migrate(database_url: str) -> None:
     """``recorder migrate``, as the init container runs it."""
-    subprocess.run(
-        [sys.executable, "-m", "recorder", "migrate"],
-        env={**recorder_env(), "RECORDER_DATABASE_URL": database_url},
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    run_recorder(["migrate"], env={"RECORDER_DATABASE_URL": database_url}).check_returncode()
 
 
 def stored_timestamps(database_url: str, kind: str = "node") -> dict[str, list[int]]:
