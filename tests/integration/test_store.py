@@ -8,6 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
 from recorder.domain import (
+    DEFAULT_CLUSTER,
     Batch,
     HistoryQuery,
     Kind,
@@ -70,11 +71,15 @@ def test_write_then_read_back_exact_values(store: Store) -> None:
     cpu = raw(store, Resource.CPU, QueryKind.CONTAINER, 0, 100_000, 100, namespace="shop")
     assert [(dict(s.labels), s.points) for s in cpu] == [
         (
-            {"namespace": "shop", "pod": "web", "container": "app"},
+            {"cluster": DEFAULT_CLUSTER, "namespace": "shop", "pod": "web", "container": "app"},
             [(1_000, 1_500_000_000), (31_000, 7)],
         ),
-        ({"namespace": "shop", "pod": "web", "container": "sidecar"}, [(1_000, 0)]),
+        (
+            {"cluster": DEFAULT_CLUSTER, "namespace": "shop", "pod": "web", "container": "sidecar"},
+            [(1_000, 0)],
+        ),
     ]
+    assert [list(s.labels) for s in cpu] == [["cluster", "namespace", "pod", "container"]] * 2
     memory = raw(store, Resource.MEMORY, QueryKind.CONTAINER, 0, 100_000, 100, container="app")
     assert [s.points for s in memory] == [[(1_000, 512 * 2**20), (31_000, 2**40 + 1)]]
 
@@ -108,6 +113,17 @@ def test_exact_duplicates_collapse_and_older_samples_are_stored(store: Store) ->
     again = store.write(pods(Sample(WEB, 2_000, 30_000, 1, 1)), now_ms=2)
     assert (again.written, again.skipped_duplicates) == (0, 1)
     assert head_rows(store) == 2
+    # The same timestamp with other values is written; every read keeps the greater sample,
+    # whichever arrived first.
+    other = store.write(
+        pods(Sample(WEB, 2_000, 30_000, 3, 0), Sample(WEB, 1_000, 30_000, 1, 9)), now_ms=3
+    )
+    assert (other.written, other.skipped_duplicates) == (2, 0)
+    assert head_rows(store) == 4
+    cpu = raw(store, Resource.CPU, QueryKind.CONTAINER, 0, 10_000, container="app")
+    memory = raw(store, Resource.MEMORY, QueryKind.CONTAINER, 0, 10_000, container="app")
+    assert [s.points for s in cpu] == [[(1_000, 2), (2_000, 3)]]
+    assert [s.points for s in memory] == [[(1_000, 2), (2_000, 0)]]
 
 
 def test_a_future_stamped_sample_does_not_block_its_series(database_url: str) -> None:
@@ -199,6 +215,7 @@ def test_series_created_by_another_writer_are_found(database_url: str) -> None:
             [
                 {
                     "id": 10,
+                    "cluster": DEFAULT_CLUSTER,
                     "kind": "container",
                     "node": "",
                     "namespace": "shop",
@@ -216,6 +233,7 @@ def test_series_created_by_another_writer_are_found(database_url: str) -> None:
             [
                 {
                     "id": 5,
+                    "cluster": DEFAULT_CLUSTER,
                     "kind": "container",
                     "node": "",
                     "namespace": "shop",
