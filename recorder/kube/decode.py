@@ -10,7 +10,7 @@ Only a body that cannot be split into items at all raises, and always ``Malforme
 limit (about 1,000 levels; real responses have 6), a lone UTF-16 surrogate escape (msgspec
 refuses the whole document; Go never writes one), invalid UTF-8 in the list's own ``kind``, a
 top level that is not an object, or an object of another kind. What msgspec does with each of
-these is pinned by ``tests/unit/test_decode_normalize.py``.
+these is pinned by ``tests/unit/test_kube_decode.py``.
 """
 
 from __future__ import annotations
