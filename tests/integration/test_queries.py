@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import statistics
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -14,6 +15,7 @@ import pytest
 
 from recorder.api.app import AppDeps, create_app
 from recorder.domain import (
+    DEFAULT_CLUSTER,
     Agg,
     Batch,
     HistoryQuery,
@@ -150,12 +152,13 @@ def reference_series(
         if wanted is not None and not wanted.matches(PODS[(s.key.namespace, s.key.pod)][1]):
             continue
         value = s.cpu_nanocores if resource is Resource.CPU else s.memory_bytes
+        # Every output series is labelled with its cluster first; SAMPLES are all the default's.
         if kind is QueryKind.NODE:
-            ident: tuple[str, ...] = (s.key.node,)
+            ident: tuple[str, ...] = (DEFAULT_CLUSTER, s.key.node)
         elif kind is QueryKind.POD:
-            ident = (s.key.namespace, s.key.pod)
+            ident = (DEFAULT_CLUSTER, s.key.namespace, s.key.pod)
         else:
-            ident = (s.key.namespace, s.key.pod, s.key.container)
+            ident = (DEFAULT_CLUSTER, s.key.namespace, s.key.pod, s.key.container)
         points = out.setdefault(ident, {})
         points[s.timestamp_ms] = points.get(s.timestamp_ms, 0) + value
     return out
@@ -164,6 +167,8 @@ def reference_series(
 def reference_agg(values: list[int], agg: Agg) -> int | Fraction | float:
     if agg.quantile is not None:
         return exact_quantile(values, agg.quantile)
+    if agg is Agg.STDDEV:
+        return statistics.pstdev(values)
     return {
         Agg.AVG: Fraction(sum(values), len(values)),
         Agg.MIN: min(values),
@@ -231,12 +236,23 @@ def test_aggregations_match_the_reference(
             result, found = run(dbs[database], kind, resource, start, end, step, agg)
             expected = reference(kind, resource, start, end, step, agg)
             assert found.keys() == expected.keys()
-            stats_tier = step % HOUR == 0 and kind is not QueryKind.POD
+            # A step that is a multiple of the block (1 h) goes to block statistics, for pods
+            # (their own statistics series) as for nodes and containers.
+            stats_tier = step % HOUR == 0
             assert result.tier is (Tier.STATISTICS if stats_tier else Tier.RAW)
             for ident, points in expected.items():
                 got = found[ident]
                 assert [b for b, _ in got] == [b for b, _ in points], (ident, agg)
-                if agg.quantile is not None and stats_tier:
+                if agg is Agg.STDDEV:
+                    # Exact at every tier (sums of squares are stored), up to float rounding.
+                    assert result.relative_error == 0.0
+                    assert [v for _, v in got] == pytest.approx([v for _, v in points], rel=1e-9), (
+                        database,
+                        kind,
+                        resource,
+                        ident,
+                    )
+                elif agg.quantile is not None and stats_tier:
                     assert result.relative_error == RELATIVE_ACCURACY
                     for (_, value), (_, exact) in zip(got, points, strict=True):
                         assert abs(value - exact) <= RELATIVE_ACCURACY * exact + 1e-9, (ident, agg)
@@ -331,6 +347,7 @@ def test_http_json_and_csv_agree_with_the_reference(api: httpx.Client) -> None:
     body = api.get("/api/v1/history", params=params).json()
     assert body["data"]["tier"] == "raw" and body["data"]["step"] == 1800
     expected = reference(QueryKind.POD, Resource.CPU, T0 + 1000, END, 30 * 60_000, Agg.P95)
+    assert all(list(s["labels"]) == ["cluster", "namespace", "pod"] for s in body["data"]["series"])
     got = {tuple(s["labels"].values()): s["points"] for s in body["data"]["series"]}
     assert got == {
         k: [[b / 1000, float(v) / 1e9] for b, v in points] for k, points in expected.items()
@@ -338,11 +355,11 @@ def test_http_json_and_csv_agree_with_the_reference(api: httpx.Client) -> None:
     rows = list(
         csv.reader(io.StringIO(api.get("/api/v1/history", params={**params, "format": "csv"}).text))
     )
-    assert rows[0] == ["namespace", "pod", "timestamp", "cpu_cores"]
+    assert rows[0] == ["cluster", "namespace", "pod", "timestamp", "cpu_cores"]
     assert len(rows) - 1 == sum(len(p) for p in expected.values())
-    for namespace, pod, ts, value in rows[1:]:
+    for cluster, namespace, pod, ts, value in rows[1:]:
         bucket = int(float(ts) * 1000)
-        exact = dict(expected[(namespace, pod)])[bucket]
+        exact = dict(expected[(cluster, namespace, pod)])[bucket]
         assert float(value) == float(exact) / 1e9
 
     avg = api.get(
@@ -392,19 +409,16 @@ def test_cli_top_pods_prints_kubectl_style_values(
     assert main([*args, "--database-url", url, "--sort-by", "memory"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["NAMESPACE", "NAME", "CPU(cores)", "MEMORY(bytes)"]
+    # A pod's max is the max of its summed series (its containers added at each instant), not
+    # the sum of each container's max.
+    cpu_of = reference_series(QueryKind.POD, Resource.CPU, start, END)
+    memory_of = reference_series(QueryKind.POD, Resource.MEMORY, start, END)
     expected = {}
-    for (namespace, pod), (containers, _labels) in PODS.items():
-        cpu = memory = 0
-        for container in containers:
-            mine = [
-                s
-                for s in SAMPLES
-                if (s.key.namespace, s.key.pod, s.key.container) == (namespace, pod, container)
-                and start <= s.timestamp_ms <= END
-            ]
-            cpu += max(s.cpu_nanocores for s in mine)
-            memory += max(s.memory_bytes for s in mine)
+    for (cluster, namespace, pod), points in cpu_of.items():
+        assert cluster == DEFAULT_CLUSTER
+        cpu, memory = max(points.values()), max(memory_of[(cluster, namespace, pod)].values())
         expected[(namespace, pod)] = (f"{ceil(cpu / 10**6)}m", f"{memory // 2**20}Mi", memory)
+    assert expected.keys() == set(PODS)
     rows = [line.split() for line in lines[1:]]
     assert rows == [
         [ns, pod, cpu, mem]
@@ -443,11 +457,18 @@ def test_cli_query_formats(dbs: dict[str, Store], capsys: pytest.CaptureFixture[
     ]
     assert main([*common, "--format", "json"]) == 0
     body = json.loads(capsys.readouterr().out)
-    expected = reference(QueryKind.NODE, Resource.MEMORY, T0, END, HOUR, Agg.MAX)[("n1",)]
+    expected = reference(QueryKind.NODE, Resource.MEMORY, T0, END, HOUR, Agg.MAX)[
+        (DEFAULT_CLUSTER, "n1")
+    ]
     assert body["data"]["series"][0]["points"] == [[b / 1000, v] for b, v in expected]
     assert main([*common, "--format", "table"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["NODE", "TIME", "MEMORY"]
-    assert table[1].split() == ["n1", "2024-05-01T00:00:00Z", f"{expected[0][1] // 2**20}Mi"]
+    assert table[0].split() == ["CLUSTER", "NODE", "TIME", "MEMORY"]
+    assert table[1].split() == [
+        DEFAULT_CLUSTER,
+        "n1",
+        "2024-05-01T00:00:00Z",
+        f"{expected[0][1] // 2**20}Mi",
+    ]
     assert main([*common, "--format", "csv"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "node,timestamp,memory_bytes"
+    assert capsys.readouterr().out.splitlines()[0] == "cluster,node,timestamp,memory_bytes"
