@@ -27,7 +27,7 @@ from pathlib import Path
 
 import msgspec
 
-from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Sample, SeriesKey
 from recorder.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,10 @@ _NAME = re.compile(r"(\d{20})\.(node|container)\.(\d+)\.batch")
 
 
 class _Wire(msgspec.Struct, array_like=True, gc=False):
-    """A batch on disk: one list per column, pod labels as (namespace, pod, labels)."""
+    """A batch on disk: one list per column, pod labels as (namespace, pod, labels).
+
+    ``cluster`` came later, last: a batch parked by an older version has none, and its
+    samples are all of the default cluster."""
 
     kind: str
     node: list[str]
@@ -53,6 +56,7 @@ class _Wire(msgspec.Struct, array_like=True, gc=False):
     cpu: list[int]
     memory: list[int]
     labels: list[tuple[str, str, dict[str, str]]]
+    cluster: list[str] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -74,6 +78,7 @@ def encode_batch(batch: Batch) -> bytes:
         [s.cpu_nanocores for s in samples],
         [s.memory_bytes for s in samples],
         [(ns, pod, dict(labels)) for (ns, pod), labels in batch.pod_labels.items()],
+        [k.cluster for k in keys],
     )
     return _MAGIC + zlib.compress(_encoder.encode(wire), _ZLIB_LEVEL)
 
@@ -87,17 +92,19 @@ def decode_batch(data: bytes) -> Batch:
         kind = Kind(wire.kind)
         lengths = {len(wire.node), len(wire.namespace), len(wire.pod), len(wire.container)}
         lengths |= {len(wire.ts_ms), len(wire.window_ms), len(wire.cpu), len(wire.memory)}
-        if len(lengths) > 1:
+        clusters = wire.cluster or [DEFAULT_CLUSTER] * len(wire.node)
+        if len(lengths | {len(clusters)}) > 1:
             raise ValueError("columns of different lengths")
     except (zlib.error, msgspec.DecodeError) as exc:
         raise ValueError(f"not a spooled batch ({exc})") from exc
     samples = tuple(
-        Sample(SeriesKey(kind, node, ns, pod, container), ts, window, cpu, memory)
-        for node, ns, pod, container, ts, window, cpu, memory in zip(
+        Sample(SeriesKey(kind, node, ns, pod, container, cluster), ts, window, cpu, memory)
+        for node, ns, pod, container, cluster, ts, window, cpu, memory in zip(
             wire.node,
             wire.namespace,
             wire.pod,
             wire.container,
+            clusters,
             wire.ts_ms,
             wire.window_ms,
             wire.cpu,

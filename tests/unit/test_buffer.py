@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,20 +30,37 @@ def pods_batch(count: int, ts_ms: int = 1_800_000_000_000) -> Batch:
 @settings(max_examples=100, deadline=None)
 @given(
     kind=st.sampled_from(list(Kind)),
-    rows=st.lists(st.tuples(NAMES, NAMES, NAMES, NAMES, INT64, INT64, INT64, INT64), max_size=20),
+    rows=st.lists(
+        st.tuples(NAMES, NAMES, NAMES, NAMES, NAMES, INT64, INT64, INT64, INT64), max_size=20
+    ),
     labels=st.dictionaries(st.tuples(NAMES, NAMES), st.dictionaries(NAMES, NAMES), max_size=3),
 )
 def test_a_batch_comes_back_from_its_encoding_exactly(
     kind: Kind,
-    rows: list[tuple[str, str, str, str, int, int, int, int]],
+    rows: list[tuple[str, str, str, str, str, int, int, int, int]],
     labels: dict[tuple[str, str], dict[str, str]],
 ) -> None:
     samples = tuple(
-        Sample(SeriesKey(kind, node, ns, pod, container), ts, window, cpu, memory)
-        for node, ns, pod, container, ts, window, cpu, memory in rows
+        Sample(SeriesKey(kind, node, ns, pod, container, cluster), ts, window, cpu, memory)
+        for node, ns, pod, container, cluster, ts, window, cpu, memory in rows
     )
     batch = Batch(kind, samples, labels)
     assert decode_batch(encode_batch(batch)) == batch
+
+
+def _parked(columns: list[object]) -> bytes:
+    return b"KMRB1\n" + zlib.compress(msgspec.msgpack.encode(columns))
+
+
+def test_a_batch_parked_before_clusters_existed_is_of_the_default_cluster() -> None:
+    labels = [["shop", "web", {"app": "web"}]]
+    old = ["container", [""], ["shop"], ["web"], ["app"], [1], [2], [3], [4], labels]
+    batch = decode_batch(_parked(old))
+    assert batch.samples == (Sample(SeriesKey.for_container("shop", "web", "app"), 1, 2, 3, 4),)
+    assert batch.samples[0].key.cluster == "default"
+    assert batch.pod_labels == {("shop", "web"): {"app": "web"}}
+    with pytest.raises(ValueError, match="different lengths"):
+        decode_batch(_parked([*old, ["prod", "prod"]]))
 
 
 def test_encoding_is_compact() -> None:
