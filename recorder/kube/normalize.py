@@ -31,6 +31,7 @@ from recorder import units
 from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, PodRef, Rejection, Sample, SeriesKey
 from recorder.errors import QuantityError
 from recorder.kube import wire
+from recorder.timeutil import MINUTE_MS
 
 INT64_MAX = 2**63 - 1
 """The largest CPU nanocores or memory bytes a sample may hold (a signed 64-bit column)."""
@@ -38,7 +39,7 @@ MAX_WINDOW_MS = 2**31 - 1
 """The longest window a sample may hold (a signed 32-bit column of milliseconds, 24.8 days)."""
 MIN_TIMESTAMP_MS = 1_388_534_400_000
 """2014-01-01T00:00:00Z: Kubernetes did not exist before, so an earlier timestamp is wrong."""
-DEFAULT_MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
+DEFAULT_MAX_FUTURE_SKEW_MS = 5 * MINUTE_MS
 """How far ahead of the recorder's clock a sample's timestamp may be (5 minutes)."""
 MAX_NAME_CHARS = 253
 """Kubernetes' own limit on object names (a DNS subdomain)."""
@@ -309,7 +310,7 @@ def normalize_nodes(
             rejections.append(Rejection(Kind.NODE, _label(name), bad.reason, bad.detail))
             continue
         samples.append(sample)
-    return Batch(Kind.NODE, tuple(samples), {}, tuple(rejections))
+    return Batch(Kind.NODE, tuple(samples), {}, tuple(rejections), cluster)
 
 
 def normalize_pods(
@@ -321,7 +322,7 @@ def normalize_pods(
 ) -> Batch:
     """Samples (one per container, each series in ``cluster``) and labels of a PodMetricsList's
     items; ``now_ms`` as for ``normalize_nodes``. The labels are keyed by (namespace, pod): the
-    whole batch is of one cluster, its samples say which."""
+    whole batch is of one cluster, ``Batch.cluster``."""
     parsers = _Parsers(now_ms, max_future_skew_ms)
     samples: list[Sample] = []
     labels: dict[PodRef, Mapping[str, str]] = {}
@@ -366,7 +367,7 @@ def normalize_pods(
                 )
                 continue
             samples.append(sample)
-    return Batch(Kind.CONTAINER, tuple(samples), labels, tuple(rejections))
+    return Batch(Kind.CONTAINER, tuple(samples), labels, tuple(rejections), cluster)
 
 
 def _label(name: object, missing: str = "?") -> str:

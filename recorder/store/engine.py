@@ -33,6 +33,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from recorder.errors import ConfigError, StoreError, StoreUnavailable
+from recorder.timeutil import seconds_to_ms
 
 SQLITE_PAGE_SIZE = 16_384
 KEEPALIVE_IDLE_SECONDS = 30
@@ -100,7 +101,7 @@ def create(url: str, *, timeouts: Timeouts | None = None, for_migrations: bool =
 def _sqlite(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
     if url.database in (None, "", ":memory:"):
         raise ConfigError("an in-memory SQLite database would lose all history: give a file")
-    busy_ms = round(timeouts.sqlite_busy_seconds * 1000)
+    busy_ms = seconds_to_ms(timeouts.sqlite_busy_seconds)
     engine = create_engine(
         url,
         connect_args={"timeout": timeouts.sqlite_busy_seconds},
@@ -134,8 +135,8 @@ def _sqlite(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
 
 
 def _postgresql(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
-    statement_ms = 0 if for_migrations else round(timeouts.statement_seconds * 1000)
-    lock_ms = round(timeouts.lock_seconds * 1000)
+    statement_ms = 0 if for_migrations else seconds_to_ms(timeouts.statement_seconds)
+    lock_ms = seconds_to_ms(timeouts.lock_seconds)
     ours = f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms}"
     theirs = url.query.get("options")
     # Later -c settings win: the URL's own options go last.

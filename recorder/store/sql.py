@@ -25,10 +25,11 @@ from recorder.store.compactor import CompactionReport, Compactor, block_start
 from recorder.store.head import Head, PostgresHead, SqliteHead
 from recorder.store.retention import RetentionPolicy, RetentionReport, apply_retention
 from recorder.store.writer import SampleWriter
+from recorder.timeutil import HOUR_MS, seconds_to_ms
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BLOCK_MS = 3_600_000
+DEFAULT_BLOCK_MS = HOUR_MS
 DEFAULT_GRACE_MS = 600_000
 DEFAULT_QUERY_TIMEOUT_SECONDS = 30.0
 DEFAULT_CHECK_TIMEOUT_SECONDS = 5.0
@@ -212,7 +213,7 @@ class Store:
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A connection whose statements stop after ``query_timeout_seconds``."""
-        timeout_ms = round(self.query_timeout_seconds * 1000)
+        timeout_ms = seconds_to_ms(self.query_timeout_seconds)
         try:
             with self.engine.connect() as conn:
                 if self.dialect == "postgresql":
