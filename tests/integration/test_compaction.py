@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import func, inspect, select
 
 from recorder.domain import (
+    DEFAULT_CLUSTER,
+    Agg,
     Batch,
     HistoryQuery,
     Kind,
@@ -18,6 +21,7 @@ from recorder.domain import (
     SeriesKey,
 )
 from recorder.query import engine
+from recorder.stats.block import squares_from_bytes
 from recorder.stats.sketch import RELATIVE_ACCURACY, QuantileSketch, exact_quantile
 from recorder.store import Store, open_store, schema
 from recorder.store import compactor as compactor_module
@@ -74,6 +78,20 @@ def count(store: Store, table: schema.Table) -> int:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
+def chunks_by_kind(store: Store) -> dict[str, int]:
+    """How many chunks each kind of series has: a container's hold its samples, a pod's (made
+    by compaction) the statistics of its containers' sum."""
+    c, s = schema.chunks, schema.series
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(s.c.kind, func.count())
+            .select_from(c)
+            .join(s, s.c.id == c.c.series_id)
+            .group_by(s.c.kind)
+        ).all()
+    return {kind: int(n) for kind, n in rows}
+
+
 def test_history_reads_back_identically_before_and_after_compaction(store: Store) -> None:
     series = keys(6)
     samples = synthetic(series, T0, T0 + 3 * HOUR + 20 * 60_000)
@@ -84,7 +102,8 @@ def test_history_reads_back_identically_before_and_after_compaction(store: Store
     report = store.maintain(now_ms=T0 + 3 * HOUR + 20 * 60_000, grace_ms=10 * 60_000)
     assert report.compaction.blocks == 3
     assert report.compaction.samples == sum(1 for s in samples if s.timestamp_ms < T0 + 3 * HOUR)
-    assert count(store, schema.chunks) == 3 * len(series)
+    # One chunk per container per block, and one per pod (each pod here has one container).
+    assert chunks_by_kind(store) == {"container": 3 * len(series), "pod": 3 * len(series)}
     with store.engine.connect() as conn:
         head_min = conn.execute(select(func.min(schema.samples_head.c.ts_ms))).scalar()
     assert head_min >= T0 + 3 * HOUR  # only the open block is left in the head
@@ -101,8 +120,19 @@ def test_history_reads_back_identically_before_and_after_compaction(store: Store
     assert read_all(store, Resource.MEMORY) == expected(samples, Resource.MEMORY)
 
 
+def summed(samples: Sequence[Sample]) -> list[tuple[int, int, int]]:
+    """(timestamp, cpu, memory) of the sum of ``samples`` at each instant, in time order."""
+    by_ts: dict[int, tuple[int, int]] = {}
+    for s in samples:
+        cpu, memory = by_ts.get(s.timestamp_ms, (0, 0))
+        by_ts[s.timestamp_ms] = (cpu + s.cpu_nanocores, memory + s.memory_bytes)
+    return [(ts, *by_ts[ts]) for ts in sorted(by_ts)]
+
+
 def test_chunk_statistics_match_the_raw_samples(store: Store) -> None:
-    series = keys(3)
+    """Each container's chunk holds its samples' statistics; each pod's statistics-only chunk
+    those of its containers summed at each instant (pod-0 has two containers)."""
+    series = [*keys(3), SeriesKey.for_container("ns", "pod-0", "sidecar")]
     samples = synthetic(series, T0, T0 + HOUR, seed=7)
     write_polls(store, samples)
     store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
@@ -110,21 +140,40 @@ def test_chunk_statistics_match_the_raw_samples(store: Store) -> None:
         rows = {
             row.series_id: row
             for row in conn.execute(
-                select(schema.chunks, schema.series.c.pod).join(
-                    schema.series, schema.series.c.id == schema.chunks.c.series_id
-                )
+                select(
+                    schema.chunks,
+                    schema.series.c.kind,
+                    schema.series.c.cluster,
+                    schema.series.c.pod,
+                    schema.series.c.container,
+                ).join(schema.series, schema.series.c.id == schema.chunks.c.series_id)
             )
         }
-    assert len(rows) == 3
+    assert sorted((r.kind, r.pod, r.container) for r in rows.values()) == [
+        ("container", "pod-0", "app"),
+        ("container", "pod-0", "sidecar"),
+        ("container", "pod-1", "app"),
+        ("container", "pod-2", "app"),
+        ("pod", "pod-0", ""),
+        ("pod", "pod-1", ""),
+        ("pod", "pod-2", ""),
+    ]
     for row in rows.values():
-        mine = [s for s in samples if s.key.pod == row.pod]
-        cpu = [s.cpu_nanocores for s in mine]
-        memory = [s.memory_bytes for s in mine]
-        assert (row.count, row.first_ms, row.last_ms) == (
-            len(mine),
-            mine[0].timestamp_ms,
-            mine[-1].timestamp_ms,
-        )
+        assert row.cluster == DEFAULT_CLUSTER
+        assert row.block_start_ms == T0
+        if row.kind == "pod":
+            assert row.payload is None  # its samples are its containers'
+            mine = summed([s for s in samples if s.key.pod == row.pod])
+        else:
+            assert row.payload is not None
+            mine = [
+                (s.timestamp_ms, s.cpu_nanocores, s.memory_bytes)
+                for s in samples
+                if (s.key.pod, s.key.container) == (row.pod, row.container)
+            ]
+        cpu = [c for _, c, _ in mine]
+        memory = [m for _, _, m in mine]
+        assert (row.count, row.first_ms, row.last_ms) == (len(mine), mine[0][0], mine[-1][0])
         assert (row.cpu_sum, row.cpu_min, row.cpu_max, row.cpu_last) == (
             sum(cpu),
             min(cpu),
@@ -137,7 +186,9 @@ def test_chunk_statistics_match_the_raw_samples(store: Store) -> None:
             max(memory),
             memory[-1],
         )
-        for q in (0.5, 0.9, 0.95, 0.99):
+        assert squares_from_bytes(row.cpu_sumsq) == sum(v * v for v in cpu)
+        assert squares_from_bytes(row.memory_sumsq) == sum(v * v for v in memory)
+        for q in (0.5, 0.75, 0.9, 0.95, 0.99):
             exact = exact_quantile(cpu, q)
             estimate = QuantileSketch.from_bytes(row.cpu_sketch).quantile(q)
             assert abs(estimate - exact) <= RELATIVE_ACCURACY * exact + 1e-9
@@ -149,16 +200,26 @@ def test_late_samples_merge_into_a_compacted_block_without_duplicates(store: Sto
     write_polls(store, on_time)
     store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
     # Another replica, whose memory did not know these timestamps yet, appended the odd ones
-    # late, plus a duplicate of a sample that is already compacted.
+    # late, plus a duplicate, with greater values, of a sample that is already compacted.
     with store.engine.begin() as conn:
-        sid = conn.execute(select(schema.series.c.id)).scalar_one()
+        sid = conn.execute(
+            select(schema.series.c.id).where(schema.series.c.kind == Kind.CONTAINER.value)
+        ).scalar_one()
         late = [(T0 + i * STEP, sid, 1, i, i) for i in range(1, 240, 2)]
         store.head.append(conn, [*late, (T0, sid, 1, 999, 999)])
     report = store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
     assert report.compaction.duplicates_dropped == 1
-    assert count(store, schema.chunks) == 1
-    points = read_all(store, Resource.CPU)["pod-0"]
-    assert points == [(T0 + i * STEP, i) for i in range(240)]
+    assert chunks_by_kind(store) == {"container": 1, "pod": 1}  # merged, not added
+    # The duplicate collapses to the greater sample, whichever was compacted first.
+    want = [(T0, 999)] + [(T0 + i * STEP, i) for i in range(1, 240)]
+    assert read_all(store, Resource.CPU)["pod-0"] == want
+    # The pod's statistics were taken again over the merged block.
+    for agg, value in ((Agg.COUNT, 240), (Agg.SUM, sum(v for _, v in want)), (Agg.MAX, 999)):
+        query = HistoryQuery(
+            Resource.CPU, SeriesFilter(QueryKind.POD), T0, T0 + HOUR - 1, HOUR, agg
+        )
+        [pod] = engine.history(store, query, max_points=9).series
+        assert pod.points == [(T0, value)], agg
 
 
 def test_compaction_is_all_or_nothing_per_block(
@@ -183,7 +244,7 @@ def test_compaction_is_all_or_nothing_per_block(
     assert count(store, schema.samples_head) == len(samples)
     monkeypatch.setattr(compactor_module, "encode_samples", real)
     store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
-    assert count(store, schema.chunks) == 4
+    assert chunks_by_kind(store) == {"container": 4, "pod": 4}
     assert read_all(store, Resource.CPU) == expected(samples, Resource.CPU)
 
 
@@ -203,20 +264,25 @@ def test_retention_keeps_statistics_and_drops_old_full_resolution(database_url: 
     # No full-resolution data older than a day is left...
     assert read_all(store, Resource.CPU, 0, now - DAY_MS) == {}
     assert read_all(store, Resource.CPU) == expected(recent, Resource.CPU)
-    # ...but the old blocks' statistics are, and equal the raw samples'.
+    # ...but the old blocks' statistics are, and equal the raw samples', for the containers'
+    # chunks as for the pods' (one container each here, so the same sums).
     with store.engine.connect() as conn:
         rows = conn.execute(
-            select(schema.chunks).where(schema.chunks.c.block_start_ms < T0 + DAY_MS)
+            select(schema.chunks, schema.series.c.kind)
+            .join(schema.series, schema.series.c.id == schema.chunks.c.series_id)
+            .where(schema.chunks.c.block_start_ms < T0 + DAY_MS)
         ).all()
-    assert len(rows) == 2 * len(series) and all(r.payload is None for r in rows)
-    total_cpu = sum(s.cpu_nanocores for s in old)
-    assert sum(r.cpu_sum for r in rows) == total_cpu
-    assert sum(r.count for r in rows) == len(old)
-    assert max(r.memory_max for r in rows) == max(s.memory_bytes for s in old)
-    assert min(r.cpu_min for r in rows) == min(s.cpu_nanocores for s in old)
-    # After the statistics period, even they go, and so do series with nothing left.
+    assert all(r.payload is None for r in rows)
+    for kind in ("container", "pod"):
+        mine = [r for r in rows if r.kind == kind]
+        assert len(mine) == 2 * len(series), kind
+        assert sum(r.cpu_sum for r in mine) == sum(s.cpu_nanocores for s in old)
+        assert sum(r.count for r in mine) == len(old)
+        assert max(r.memory_max for r in mine) == max(s.memory_bytes for s in old)
+        assert min(r.cpu_min for r in mine) == min(s.cpu_nanocores for s in old)
+    # After the statistics period, even they go (both blocks' container and pod chunks).
     later = store.maintain(now_ms=T0 + 4 * DAY_MS + 4 * HOUR, grace_ms=0)
-    assert later.retention.chunks_deleted == 2 * len(series)
+    assert later.retention.chunks_deleted == 2 * 2 * len(series)
     store.close()
 
 
@@ -228,10 +294,12 @@ def test_restart_after_compaction_still_skips_stored_samples(database_url: str) 
     store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
     store.close()
     restarted = open_store(database_url)
-    result = restarted.write(Batch(Kind.CONTAINER, tuple(samples[-2:])), now_ms=0)
-    assert result.written == 0
-    assert count(restarted, schema.samples_head) == 0
-    restarted.close()
+    try:
+        result = restarted.write(Batch(Kind.CONTAINER, tuple(samples[-2:])), now_ms=0)
+        assert result.written == 0
+        assert count(restarted, schema.samples_head) == 0
+    finally:
+        restarted.close()  # a failure here must not leak a connection into the next test
 
 
 def test_postgres_head_partitions_are_dropped_after_compaction(postgres_url: str) -> None:
@@ -248,8 +316,6 @@ def test_postgres_head_partitions_are_dropped_after_compaction(postgres_url: str
 
 
 def test_a_second_replicas_duplicates_are_counted_once_before_compaction(store: Store) -> None:
-    from recorder.domain import Agg
-
     samples = synthetic(keys(2), T0, T0 + 20 * 60_000, seed=4)
     write_polls(store, samples)
     with store.engine.begin() as conn:  # another replica wrote the same polls
