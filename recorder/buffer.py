@@ -43,8 +43,9 @@ _NAME = re.compile(r"(\d{20})\.(node|container)\.(\d+)\.batch")
 class _Wire(msgspec.Struct, array_like=True, gc=False):
     """A batch on disk: one list per column, pod labels as (namespace, pod, labels).
 
-    ``cluster`` came later, last: a batch parked by an older version has none, and its
-    samples are all of the default cluster."""
+    ``cluster`` (one per sample) and ``batch_cluster`` (``Batch.cluster``, that of the pod
+    labels) came later, last: a batch parked by an older version has neither, and is all of the
+    default cluster."""
 
     kind: str
     node: list[str]
@@ -57,6 +58,7 @@ class _Wire(msgspec.Struct, array_like=True, gc=False):
     memory: list[int]
     labels: list[tuple[str, str, dict[str, str]]]
     cluster: list[str] = []
+    batch_cluster: str = DEFAULT_CLUSTER
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -79,6 +81,7 @@ def encode_batch(batch: Batch) -> bytes:
         [s.memory_bytes for s in samples],
         [(ns, pod, dict(labels)) for (ns, pod), labels in batch.pod_labels.items()],
         [k.cluster for k in keys],
+        batch.cluster,
     )
     return _MAGIC + zlib.compress(_encoder.encode(wire), _ZLIB_LEVEL)
 
@@ -113,7 +116,7 @@ def decode_batch(data: bytes) -> Batch:
         )
     )
     labels = {(ns, pod): pod_labels for ns, pod, pod_labels in wire.labels}
-    return Batch(kind, samples, labels)
+    return Batch(kind, samples, labels, cluster=wire.batch_cluster)
 
 
 class Spool:

@@ -233,7 +233,9 @@ class Poller:
                 pods, now_ms=now_ms, max_future_skew_ms=skew, cluster=self._cluster
             )
         if bad:
-            batch = Batch(kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections))
+            batch = Batch(
+                kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections), batch.cluster
+            )
         return batch
 
     def _failed(self, outcome: ResourceOutcome, exc: RecorderError) -> ResourceOutcome:
@@ -251,4 +253,5 @@ def _merged(kind: Kind, batches: Sequence[Batch]) -> Batch:
         tuple(s for b in batches for s in b.samples),
         {ref: labels for b in batches for ref, labels in b.pod_labels.items()},
         tuple(r for b in batches for r in b.rejections),
+        batches[0].cluster,  # one poller, one cluster
     )

@@ -34,17 +34,19 @@ def pods_batch(count: int, ts_ms: int = 1_800_000_000_000) -> Batch:
         st.tuples(NAMES, NAMES, NAMES, NAMES, NAMES, INT64, INT64, INT64, INT64), max_size=20
     ),
     labels=st.dictionaries(st.tuples(NAMES, NAMES), st.dictionaries(NAMES, NAMES), max_size=3),
+    cluster=NAMES,
 )
 def test_a_batch_comes_back_from_its_encoding_exactly(
     kind: Kind,
     rows: list[tuple[str, str, str, str, str, int, int, int, int]],
     labels: dict[tuple[str, str], dict[str, str]],
+    cluster: str,
 ) -> None:
     samples = tuple(
-        Sample(SeriesKey(kind, node, ns, pod, container, cluster), ts, window, cpu, memory)
-        for node, ns, pod, container, cluster, ts, window, cpu, memory in rows
+        Sample(SeriesKey(kind, node, ns, pod, container, of), ts, window, cpu, memory)
+        for node, ns, pod, container, of, ts, window, cpu, memory in rows
     )
-    batch = Batch(kind, samples, labels)
+    batch = Batch(kind, samples, labels, cluster=cluster)
     assert decode_batch(encode_batch(batch)) == batch
 
 
@@ -57,7 +59,7 @@ def test_a_batch_parked_before_clusters_existed_is_of_the_default_cluster() -> N
     old = ["container", [""], ["shop"], ["web"], ["app"], [1], [2], [3], [4], labels]
     batch = decode_batch(_parked(old))
     assert batch.samples == (Sample(SeriesKey.for_container("shop", "web", "app"), 1, 2, 3, 4),)
-    assert batch.samples[0].key.cluster == "default"
+    assert batch.samples[0].key.cluster == batch.cluster == "default"
     assert batch.pod_labels == {("shop", "web"): {"app": "web"}}
     with pytest.raises(ValueError, match="different lengths"):
         decode_batch(_parked([*old, ["prod", "prod"]]))

@@ -448,6 +448,7 @@ def test_every_sample_carries_the_cluster_it_was_polled_in() -> None:
     assert {s.key.cluster for s in (*unnamed_nodes.samples, *unnamed_pods.samples)} == {
         DEFAULT_CLUSTER
     }
+    assert unnamed_nodes.cluster == unnamed_pods.cluster == DEFAULT_CLUSTER
 
     named_nodes = normalize_nodes(nodes, now_ms=NOW_MS, cluster="prod-eu-1")
     named_pods = normalize_pods(pods, now_ms=NOW_MS, cluster="prod-eu-1")
@@ -464,3 +465,4 @@ def test_every_sample_carries_the_cluster_it_was_polled_in() -> None:
         assert named.rejections == unnamed.rejections
         assert named.pod_labels == unnamed.pod_labels
     assert named_pods.samples and named_pods.pod_labels
+    assert named_nodes.cluster == named_pods.cluster == "prod-eu-1"  # that of the pod labels

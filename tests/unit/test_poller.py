@@ -47,6 +47,17 @@ class OutageSink:
         return self.store.write(batch, now_ms=now_ms)
 
 
+class RecordingSink:
+    """A database that accepts everything and keeps the batches it was given."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+
+    def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
+        self.batches.append(batch)
+        return WriteResult(len(batch.samples), 0)
+
+
 NOW = 1.8e9  # 2027-01-15: after the fixtures' timestamps, within no skew of them
 
 
@@ -121,6 +132,16 @@ def test_every_sample_published_and_queued_carries_the_pollers_cluster(store: St
     default_view = default_registry.holder.view()
     assert default_view.nodes is not None
     assert {s.key.cluster for s in default_view.nodes.samples} == {"default"}
+
+
+def test_the_batches_written_are_of_the_pollers_cluster_labels_included() -> None:
+    for namespaces in ((), ("shop", "kube-system")):  # one list per kind, or merged lists
+        sink = RecordingSink()
+        poller, _ = make(odd_source(), sink, cluster="prod-eu-1", namespaces=namespaces)
+        assert poller.poll_once().ok
+        assert sink.batches and all(b.cluster == "prod-eu-1" for b in sink.batches)
+        assert {s.key.cluster for b in sink.batches for s in b.samples} == {"prod-eu-1"}
+        assert any(b.pod_labels for b in sink.batches)
 
 
 def test_namespaced_mode_lists_each_namespace_and_skips_nodes(store: Store) -> None:
