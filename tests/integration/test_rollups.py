@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import statistics
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -56,8 +57,16 @@ def store(database_url: str) -> Iterator[Store]:
     store.close()
 
 
-def daily(store: Store, agg: Agg, start: int = D0, end: int = D0 + 3 * DAY - 1) -> dict:
-    query = HistoryQuery(Resource.CPU, SeriesFilter(QueryKind.CONTAINER), start, end, DAY, agg)
+def daily(
+    store: Store,
+    agg: Agg,
+    start: int = D0,
+    end: int = D0 + 3 * DAY - 1,
+    kind: QueryKind = QueryKind.CONTAINER,
+) -> dict:
+    """Per pod, its daily ``agg``: of its one container, or (``kind=pod``) of the pod's own
+    series, which equals it here (each pod has one container)."""
+    query = HistoryQuery(Resource.CPU, SeriesFilter(kind), start, end, DAY, agg)
     return {s.labels["pod"]: s.points for s in engine.history(store, query, max_points=1000).series}
 
 
@@ -76,32 +85,45 @@ def reference(agg: Agg, extra: list[Sample] = ()) -> dict:  # type: ignore[assig
                 Agg.LAST: values[-1],
                 Agg.COUNT: len(values),
                 Agg.P95: exact_quantile(values, 0.95),
+                Agg.STDDEV: statistics.pstdev(values),
             }[agg]
             out.setdefault(key.pod, []).append((day, exact))
     return out
 
 
 def test_rollups_hold_each_days_statistics(store: Store) -> None:
+    """One rollup per series per day: each container's, and each pod's own (its containers'
+    sum; one container each here, so the same counts)."""
     with store.engine.connect() as conn:
-        rows = conn.execute(select(schema.rollups)).all()
-    assert len(rows) == 3 * len(KEYS)
+        rows = conn.execute(
+            select(schema.rollups, schema.series.c.kind, schema.series.c.pod).join(
+                schema.series, schema.series.c.id == schema.rollups.c.series_id
+            )
+        ).all()
+    assert sorted((r.kind, r.pod, r.day_start_ms) for r in rows) == sorted(
+        (kind, key.pod, day)
+        for kind in ("container", "pod")
+        for key in KEYS
+        for day in range(D0, D0 + 3 * DAY, DAY)
+    )
     for row in rows:
         day = [s for s in SAMPLES if row.day_start_ms <= s.timestamp_ms < row.day_start_ms + DAY]
-        assert row.count == len([s for s in day if s.key.pod == _pod(store, row.series_id)])
+        assert row.count == len([s for s in day if s.key.pod == row.pod])
 
 
-def _pod(store: Store, series_id: int) -> str:
-    with store.engine.connect() as conn:
-        return str(
-            conn.execute(
-                select(schema.series.c.pod).where(schema.series.c.id == series_id)
-            ).scalar_one()
-        )
+def _assert_stddev(found: dict, expected: dict) -> None:
+    """Exact from the stored sums of squares, up to float rounding."""
+    assert found.keys() == expected.keys()
+    for pod, points in expected.items():
+        assert [day for day, _ in found[pod]] == [day for day, _ in points]
+        assert [v for _, v in found[pod]] == pytest.approx([v for _, v in points], rel=1e-9)
 
 
 def test_daily_statistics_come_from_rollups(store: Store) -> None:
-    for agg in (Agg.AVG, Agg.MAX, Agg.LAST, Agg.COUNT):
-        assert daily(store, agg) == reference(agg)
+    for kind in (QueryKind.CONTAINER, QueryKind.POD):
+        for agg in (Agg.AVG, Agg.MAX, Agg.LAST, Agg.COUNT):
+            assert daily(store, agg, kind=kind) == reference(agg), (kind, agg)
+        _assert_stddev(daily(store, Agg.STDDEV, kind=kind), reference(Agg.STDDEV))
     # The chunks of the middle day can go: its rollups answer alone.
     with store.engine.begin() as conn:
         conn.execute(
@@ -111,6 +133,8 @@ def test_daily_statistics_come_from_rollups(store: Store) -> None:
             )
         )
     assert daily(store, Agg.AVG) == reference(Agg.AVG)
+    assert daily(store, Agg.MAX, kind=QueryKind.POD) == reference(Agg.MAX)
+    _assert_stddev(daily(store, Agg.STDDEV), reference(Agg.STDDEV))
     found = daily(store, Agg.P95)
     for pod, points in reference(Agg.P95).items():
         for (day, value), (got_day, got) in zip(points, found[pod], strict=True):
@@ -145,14 +169,17 @@ def test_a_late_block_rebuilds_its_days_rollup(store: Store) -> None:
     late = Sample(KEYS[0], D0 + DAY + 1, 30_000, 5 * 10**9, 4096)  # a new maximum, day 2
     with store.engine.begin() as conn:
         sid = conn.execute(
-            select(schema.series.c.id).where(schema.series.c.pod == "p0")
+            select(schema.series.c.id).where(
+                schema.series.c.pod == "p0", schema.series.c.kind == Kind.CONTAINER.value
+            )
         ).scalar_one()
         store.head.append(conn, [(late.timestamp_ms, sid, 30_000, late.cpu_nanocores, 4096)])
     report = store.maintain(now_ms=D0 + 3 * DAY + 3_600_000, grace_ms=600_000)
     assert report.compaction.blocks == 1 and report.compaction.rollup_days == 1
     assert daily(store, Agg.MAX) == reference(Agg.MAX, [late])
-    with store.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(schema.rollups)).scalar_one() == 9
+    assert daily(store, Agg.MAX, kind=QueryKind.POD) == reference(Agg.MAX, [late])  # pod's too
+    with store.engine.connect() as conn:  # rebuilt, not added: 3 days of 3 containers, 3 pods
+        assert conn.execute(select(func.count()).select_from(schema.rollups)).scalar_one() == 18
 
 
 def test_rollups_outlive_block_statistics(database_url: str) -> None:
@@ -171,12 +198,17 @@ def test_rollups_outlive_block_statistics(database_url: str) -> None:
         )
     report = store.maintain(now_ms=D0 + 8 * DAY, grace_ms=0)
     assert report.compaction.rollup_days == 3
-    assert report.retention.chunks_deleted == 3 * 24 * len(KEYS)
+    # Every hourly block of the 3 days: each container's chunk and each pod's.
+    assert report.retention.chunks_deleted == 3 * 24 * 2 * len(KEYS)
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.chunks)).scalar_one() == 0
     assert daily(store, Agg.MAX) == reference(Agg.MAX)  # the days are still answered
+    assert daily(store, Agg.MAX, kind=QueryKind.POD) == reference(Agg.MAX)
+    _assert_stddev(daily(store, Agg.STDDEV), reference(Agg.STDDEV))
     gone = store.maintain(now_ms=D0 + 12 * DAY + 1, grace_ms=0)
-    assert gone.retention.rollups_deleted == 3 * len(KEYS)
-    assert gone.retention.series_deleted == len(KEYS)
+    # The containers' and the pods' rollups go, then their series, with nothing left.
+    assert gone.retention.rollups_deleted == 3 * 2 * len(KEYS)
+    assert gone.retention.series_deleted == 2 * len(KEYS)
     assert daily(store, Agg.MAX) == {}
+    assert daily(store, Agg.MAX, kind=QueryKind.POD) == {}
     store.close()
