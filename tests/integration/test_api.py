@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from recorder.api.app import AppDeps, create_app
-from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Sample, SeriesKey
 from recorder.errors import StoreError
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.store import Store
@@ -72,7 +72,12 @@ def test_history_json_in_cores_and_bytes(client: httpx.Client) -> None:
             "tier": "raw",
             "series": [
                 {
-                    "labels": {"namespace": "shop", "pod": "web", "container": "app"},
+                    "labels": {
+                        "cluster": DEFAULT_CLUSTER,
+                        "namespace": "shop",
+                        "pod": "web",
+                        "container": "app",
+                    },
                     "points": [[T0 / 1000, 0.487558164], [T0 / 1000 + 15, 1e-9]],
                 }
             ],
@@ -80,7 +85,9 @@ def test_history_json_in_cores_and_bytes(client: httpx.Client) -> None:
     }
     nodes = client.get("/api/v1/history?resource=memory&kind=node").json()["data"]
     assert nodes["unit"] == "bytes"
-    assert nodes["series"] == [{"labels": {"node": "n1"}, "points": [[T0 / 1000, 9]]}]
+    assert nodes["series"] == [
+        {"labels": {"cluster": DEFAULT_CLUSTER, "node": "n1"}, "points": [[T0 / 1000, 9]]}
+    ]
 
 
 def test_history_time_range_rfc3339_and_unix(client: httpx.Client) -> None:
@@ -100,8 +107,8 @@ def test_history_csv(client: httpx.Client) -> None:
     response = client.get("/api/v1/history?resource=cpu&kind=node&format=csv")
     assert response.headers["content-type"].startswith("text/csv")
     assert list(csv.reader(io.StringIO(response.text))) == [
-        ["node", "timestamp", "cpu_cores"],
-        ["n1", str(T0 / 1000), "2.25"],
+        ["cluster", "node", "timestamp", "cpu_cores"],
+        [DEFAULT_CLUSTER, "n1", str(T0 / 1000), "2.25"],
     ]
 
 
@@ -119,6 +126,8 @@ def test_history_csv(client: httpx.Client) -> None:
         ("resource=cpu&agg=p42&step=1m", "agg"),
         ("resource=cpu&selector=app%20in%20(a", "selector"),
         ("resource=cpu&kind=node&selector=app%3Dweb", "selector matches pod labels"),
+        ("resource=cpu&kind=pod&container=app", "kind=pod sums a pod's containers"),
+        ("resource=cpu&kind=pod&node=n1", "filter by namespace, pod or selector"),
         ("resource=cpu&start=0&end=99999999", "maximum"),
         ("resource=cpu&start=2024-05-01T10:00:00", "time zone"),
         ("resource=cpu&start=10&end=5", "start must not be after end"),
@@ -144,7 +153,7 @@ def test_too_many_points_is_a_400_not_an_unbounded_response(store: Store) -> Non
     with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
         response = client.get("/api/v1/history?resource=cpu")
     assert response.status_code == 400
-    assert "more than 1 points" in response.json()["error"]
+    assert "the query matches more than 1 points" in response.json()["error"]
 
 
 def test_health_endpoints(client: httpx.Client) -> None:
@@ -223,7 +232,9 @@ def test_a_bug_is_a_logged_500_with_the_envelope_and_no_log_storm(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Buggy(_Failing):
-        def history(self, *_args: object, **_kwargs: object) -> None:
+        """Every history query reads through ``reading()``: the bug strikes there."""
+
+        def reading(self) -> None:
             raise ZeroDivisionError("a bug")
 
     registry, _ = build_registry(SnapshotHolder())
