@@ -26,12 +26,12 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import Connection
 
 from recorder.api.app import AppDeps, create_app
 from recorder.api.server import RecorderServer, build_server
-from recorder.domain import Batch, HistoryQuery, HistoryResult, Kind, Sample, SeriesKey
+from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.exporter import SnapshotHolder, build_registry
-from recorder.query import engine
 from recorder.store import Store, open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,20 +63,21 @@ def write_history(store: Store) -> None:
 
 
 class SlowHistory:
-    """A store whose history calls take ``seconds`` longer (a slow query), or wait for
-    ``gate`` to open."""
+    """A store whose history reads take ``seconds`` longer (a slow query), or wait for
+    ``gate`` to open: every query (``recorder.query.engine``) reads through ``reading()``."""
 
     def __init__(
         self, store: Any, seconds: float = 0.0, gate: threading.Event | None = None
     ) -> None:
         self._store, self._seconds, self._gate = store, seconds, gate
 
-    def history(self, query: HistoryQuery, **limits: int) -> HistoryResult:
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
         if self._gate is not None:
             self._gate.wait(30)
         time.sleep(self._seconds)
-        result: HistoryResult = engine.history(self._store, query, **limits)
-        return result
+        with self._store.reading() as conn:
+            yield conn
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
