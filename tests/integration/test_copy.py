@@ -8,8 +8,18 @@ from pathlib import Path
 import pytest
 
 from recorder.cli import main
-from recorder.domain import Batch, Kind, Resource
+from recorder.domain import (
+    Agg,
+    Batch,
+    HistoryQuery,
+    Kind,
+    QueryKind,
+    Resource,
+    SeriesFilter,
+    Tier,
+)
 from recorder.errors import StoreUnavailable
+from recorder.query import engine
 from recorder.store import Store, open_store
 from recorder.store import copy as copy_module
 from recorder.store.copy import HistoryCopier
@@ -43,9 +53,21 @@ def test_copy_sqlite_to_postgres_reads_back_identically(sqlite_url: str, postgre
     target.migrate()
     report = HistoryCopier(source, target).run()
     assert report.verified and report.source_samples == len(samples) + 1
-    assert report.chunks_copied == 10
+    # 2 compacted blocks of 5 containers, and of their 5 pods' own statistics series.
+    assert report.series == 5 + 5 + 1
+    assert report.chunks_copied == 2 * (5 + 5)
     for resource in Resource:
         assert read_all(target, resource) == expected(samples, resource)
+    # The pods' statistics-only chunks came along: kind=pod block statistics read the same.
+    for agg in (Agg.MAX, Agg.COUNT, Agg.STDDEV, Agg.P75):
+        query = HistoryQuery(
+            Resource.CPU, SeriesFilter(QueryKind.POD), T0, T0 + 2 * HOUR - 1, HOUR, agg
+        )
+        copied, original = (
+            engine.history(store, query, max_points=100) for store in (target, source)
+        )
+        assert copied.tier is Tier.STATISTICS
+        assert len(copied.series) == 5 and copied.series == original.series, agg
     # The target keeps recording where the source stopped: old samples are not taken again.
     result = target.write(Batch(Kind.CONTAINER, tuple(samples[-3:])), now_ms=0)
     assert result.written == 0
