@@ -39,6 +39,13 @@ def test_size_and_series_counts(database_url: str) -> None:
         assert size is not None and size >= empty
         assert registry.get_sample_value("recorder_stored_series", {"kind": "container"}) == 500
         assert registry.get_sample_value("recorder_stored_series", {"kind": "node"}) == 1
+
+        # Compaction gives each pod its own statistics series: they are stored series too.
+        store.maintain(now_ms=T0 + 2 * 3_600_000, grace_ms=0)
+        assert store.series_counts() == {"container": 500, "node": 1, "pod": 500}
+        metrics.refresh_store_statistics(store)
+        assert registry.get_sample_value("recorder_stored_series", {"kind": "pod"}) == 500
+        assert registry.get_sample_value("recorder_stored_series", {"kind": "container"}) == 500
     finally:
         store.close()
 
