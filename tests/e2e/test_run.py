@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recorder.domain import Kind, Sample
+from recorder.domain import DEFAULT_CLUSTER, Kind, Sample
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
 from tests.processes import free_port, run_recorder, start_recorder, stop, wait_for
 
@@ -104,7 +104,9 @@ def test_run_records_and_serves_exactly_what_the_simulator_served(
         time.sleep(1)  # a few more polls of the same resolution store nothing new
         served = {}
         for sample in (*first, *second):
-            served.setdefault((sample.key.kind, identity(sample)), []).append(sample)
+            # History labels start with the cluster: the recorder runs in the default one.
+            labelled = (DEFAULT_CLUSTER, *identity(sample))
+            served.setdefault((sample.key.kind, labelled), []).append(sample)
         for kind in ("node", "container"):
             for resource in ("cpu", "memory"):
                 stored = history(base, resource, kind)
