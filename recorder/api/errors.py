@@ -1,0 +1,116 @@
+"""The HTTP API's error envelope and what answers with it.
+
+Every error is ``{"status": "error", "errorType": ..., "error": ...}``: client input gets 4xx
+(``bad_data``, ``not_found``), an overloaded limiter, an unavailable database or a query past
+its deadline get 503, and anything else that escapes a handler is a bug, logged (a few times
+a minute at most) and answered 500 by ``CatchAll``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from recorder.api.httpmetrics import mark_shed
+from recorder.api.limits import LogLimiter, Overloaded
+from recorder.errors import QueryError, QueryTimeout, StoreError
+
+__all__ = ["CatchAll", "error_response", "install_error_handlers"]
+
+
+def error_response(
+    status: int, error_type: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The error envelope with ``status``."""
+    return JSONResponse(
+        {"status": "error", "errorType": error_type, "error": message},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer invalid parameters, bad queries, timeouts, an unavailable database and an
+    overloaded limiter with the error envelope."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0]}: {err['msg']}"
+            for err in exc.errors()
+        )
+        return error_response(400, "bad_data", problems)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        error_type = "not_found" if exc.status_code == 404 else "bad_data"
+        return error_response(exc.status_code, error_type, str(exc.detail), exc.headers)
+
+    @app.exception_handler(QueryError)
+    async def _bad_query(_request: Request, exc: QueryError) -> JSONResponse:
+        return error_response(400, "bad_data", str(exc))
+
+    @app.exception_handler(QueryTimeout)
+    async def _timeout(_request: Request, exc: QueryTimeout) -> JSONResponse:
+        return error_response(503, "timeout", str(exc))
+
+    @app.exception_handler(StoreError)
+    async def _store_down(_request: Request, exc: StoreError) -> JSONResponse:
+        return error_response(503, "unavailable", str(exc))
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        mark_shed(request.scope)
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
+        return error_response(503, "unavailable", str(exc), headers)
+
+
+class CatchAll:
+    """Turns an exception that escaped every handler into a logged 500 with the error
+    envelope. Client input never gets here (tests/integration/test_api_fuzz.py): what does is
+    a bug, logged to ``log`` with its traceback a few times a minute at most."""
+
+    def __init__(self, app: ASGIApp, log: logging.Logger) -> None:
+        self.app = app
+        self.log = log
+        self.logs = LogLimiter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception as exc:
+            dropped = self.logs.allow(type(exc).__name__)
+            if dropped is not None:
+                self.log.error(
+                    "bug: %s %s failed with %s%s",
+                    scope.get("method"),
+                    scope.get("path"),
+                    type(exc).__name__,
+                    f" ({dropped} more not logged)" if dropped else "",
+                    exc_info=exc,
+                )
+            if started:
+                raise  # half a response is out: the server closes the connection
+            response = error_response(
+                500,
+                "internal",
+                "the recorder failed on this request (a bug, logged with its details): "
+                "please report it with the request and the log line",
+            )
+            await response(scope, receive, send)

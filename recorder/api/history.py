@@ -1,0 +1,197 @@
+"""The history API: ``/api/v1/history``, ``/api/v1/series`` and ``/api/v1/summary``.
+
+Each route declares its parameters, parses them with ``recorder.query.params`` on the event
+loop, builds the domain query, and hands one blocking function (``engine`` call and
+``formats`` rendering) to the ``QueryLimiter``, which runs it in a thread of its own pool or
+refuses it with 503 and ``Retry-After``. The CLI's ``recorder query`` and ``recorder top`` go
+through the same ``engine`` and ``formats``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+
+from recorder.api import schemas
+from recorder.api.deps import AppDeps
+from recorder.api.limits import QueryLimiter
+from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
+from recorder.errors import QueryError
+from recorder.query import engine, formats, params
+from recorder.stats.sketch import RELATIVE_ACCURACY
+from recorder.timeutil import HOUR_MS
+
+__all__ = ["history_router"]
+
+
+class OutputFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again (when too many queries ran)",
+        "schema": {"type": "integer"},
+    }
+}
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A bad parameter: the error names it", "model": schemas.ErrorResponse},
+    503: {
+        "description": "Too many queries at once (try again after Retry-After), the database "
+        "is unavailable, or the query timed out",
+        "model": schemas.ErrorResponse,
+        "headers": _RETRY_AFTER,
+    },
+}
+
+
+def _ok(model: type[Any]) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model, "description": "Success"}, **_ERROR_RESPONSES}
+
+
+Text = Annotated[str | None, Query(max_length=253, pattern=r"^[^\x00]*$")]
+TimeParam = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        description="RFC 3339, unix seconds, `now`, or relative to now (`-24h`, `-7d`)",
+    ),
+]
+Selector = Annotated[
+    str | None,
+    Query(max_length=1024, description="Kubernetes label selector on pod labels"),
+]
+
+
+def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
+    """The history routes over ``deps.store``, their queries run by ``queries``."""
+    router = APIRouter()
+
+    @router.get(
+        "/api/v1/history",
+        responses={
+            **_ok(schemas.HistoryResponse),
+            200: {
+                "model": schemas.HistoryResponse,
+                "description": "JSON, or CSV with format=csv",
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            },
+        },
+    )
+    async def history(
+        resource: Annotated[Resource, Query(description="cpu (cores) or memory (bytes)")],
+        kind: Annotated[QueryKind, Query(description="pod = sum of its containers")] = (
+            QueryKind.CONTAINER
+        ),
+        node: Text = None,
+        namespace: Text = None,
+        pod: Text = None,
+        container: Text = None,
+        selector: Selector = None,
+        start: TimeParam = None,
+        end: TimeParam = None,
+        step: Annotated[
+            str | None, Query(max_length=20, description="bucket size: 30s, 5m, 1h, 1d")
+        ] = None,
+        agg: Annotated[Agg, Query(description="aggregation within each step")] = Agg.AVG,
+        format: Annotated[OutputFormat, Query()] = OutputFormat.json,
+    ) -> Response:
+        start_ms, end_ms = params.parse_range(
+            start, end, now_ms=deps.now_ms(), default_ms=HOUR_MS, max_range_ms=deps.max_range_ms
+        )
+        step_ms = params.parse_step_ms(step, max_ms=deps.max_range_ms)
+        where = SeriesFilter(kind, node, namespace, pod, container, params.parse_selector(selector))
+        query = HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg)
+        shown_agg = agg if step_ms is not None else None
+
+        def answer() -> Response:
+            result = engine.history(
+                deps.store, query, max_points=deps.max_points, max_samples=deps.max_samples
+            )
+            if format is OutputFormat.csv:
+                return Response(
+                    formats.history_csv(result, resource, shown_agg),
+                    media_type="text/csv; charset=utf-8",
+                )
+            return JSONResponse(
+                formats.history_json(result, resource, kind.value, step_ms, shown_agg)
+            )
+
+        return await queries.run(answer)
+
+    @router.get("/api/v1/series", responses=_ok(schemas.SeriesResponse))
+    async def series(
+        kind: Annotated[QueryKind, Query()] = QueryKind.CONTAINER,
+        node: Text = None,
+        namespace: Text = None,
+        pod: Text = None,
+        container: Text = None,
+        selector: Selector = None,
+        start: TimeParam = None,
+        end: TimeParam = None,
+    ) -> Response:
+        now_ms = deps.now_ms()
+        start_ms = params.parse_time_ms(start, "start", now_ms) if start else None
+        end_ms = params.parse_time_ms(end, "end", now_ms) if end else None
+        where = SeriesFilter(kind, node, namespace, pod, container, params.parse_selector(selector))
+
+        def answer() -> Response:
+            found = engine.list_series(
+                deps.store, where, limit=deps.max_series, start_ms=start_ms, end_ms=end_ms
+            )
+            return JSONResponse(formats.series_json(found))
+
+        return await queries.run(answer)
+
+    @router.get("/api/v1/summary", responses=_ok(schemas.SummaryResponse))
+    async def summary(
+        group_by: Annotated[
+            str,
+            Query(
+                max_length=300,
+                pattern=r"^(namespace|pod|container|node|label:.+)$",
+                description="namespace, pod, container, node or label:<key>",
+            ),
+        ],
+        kind: Annotated[QueryKind, Query()] = QueryKind.CONTAINER,
+        node: Text = None,
+        namespace: Text = None,
+        pod: Text = None,
+        container: Text = None,
+        selector: Selector = None,
+        start: TimeParam = None,
+        end: TimeParam = None,
+    ) -> Response:
+        grouping = params.parse_group_by(group_by)
+        if (grouping == "node") != (kind is QueryKind.NODE):
+            raise QueryError("group_by=node goes with kind=node, and only with it")
+        start_ms, end_ms = params.parse_range(
+            start,
+            end,
+            now_ms=deps.now_ms(),
+            default_ms=24 * HOUR_MS,
+            max_range_ms=deps.max_range_ms,
+        )
+        where = SeriesFilter(kind, node, namespace, pod, container, params.parse_selector(selector))
+
+        def answer() -> Response:
+            groups = engine.summarize(
+                deps.store,
+                where,
+                grouping,
+                start_ms,
+                end_ms,
+                max_groups=deps.max_series,
+                max_samples=deps.max_samples,
+            )
+            return JSONResponse(
+                formats.summary_json(groups, grouping, start_ms, end_ms, RELATIVE_ACCURACY)
+            )
+
+        return await queries.run(answer)
+
+    return router
