@@ -4,7 +4,8 @@
     python -m bench.queries --series 500 --days 2 --databases sqlite   # quick look
 
 The history is written as compacted chunks directly (the write path has its own benchmark,
-bench/storage.py), then rolled up by day as maintenance does: one container over 30 days at
+bench/storage.py), each pod's statistics chunk beside its containers' as compaction makes them,
+then rolled up by day as maintenance does: one container over 30 days at
 15 s, and ``--series`` containers in 50 namespaces over ``--days`` days at 60 s. Then, each
 timed as the best of ``--repeat`` runs:
 
@@ -22,11 +23,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from bench.storage import database
-from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
+from recorder.domain import DEFAULT_CLUSTER, Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
 from recorder.query import engine
+from recorder.stats import dedup
+from recorder.stats.block import BlockStats
 from recorder.stats.codec import ChunkSamples
 from recorder.store import Store, open_store, rollups, schema
 from recorder.store.compactor import ChunkRow
@@ -37,50 +40,82 @@ NOW = 1_717_200_000_000 - 1_717_200_000_000 % HOUR  # a block boundary in June 2
 
 
 def synthesize(store: Store, series: int, days: int) -> None:
+    """The chunks compaction would have made: each container's, and each pod's statistics-only
+    chunk of its containers' sum (kind=pod and ``top pods`` read those)."""
     rng = random.Random(3)
+    identities = [("bench", "long-lived", "app")] + [
+        (f"ns-{i % 50:02d}", f"pod-{i // 2}", f"c{i % 2}") for i in range(series)
+    ]
+    pods = list(dict.fromkeys((ns, pod) for ns, pod, _ in identities))
     with store.engine.begin() as conn:
-        identities = [("bench", "long-lived", "app")] + [
-            (f"ns-{i % 50:02d}", f"pod-{i // 2}", f"c{i % 2}") for i in range(series)
-        ]
+        rows = [
+            {"kind": "container", "namespace": ns, "pod": pod, "container": container}
+            for ns, pod, container in identities
+        ] + [{"kind": "pod", "namespace": ns, "pod": pod, "container": ""} for ns, pod in pods]
         conn.execute(
             insert(schema.series),
             [
                 {
-                    "kind": "container",
+                    **row,
+                    "cluster": DEFAULT_CLUSTER,
                     "node": "",
-                    "namespace": ns,
-                    "pod": pod,
-                    "container": container,
                     "first_seen_ms": NOW - 30 * DAY,
                     "last_seen_ms": NOW,
                 }
-                for ns, pod, container in identities
+                for row in rows
             ],
         )
+        s = schema.series
+        ids = {
+            (kind, ns, pod, container): sid
+            for sid, kind, ns, pod, container in conn.execute(
+                select(s.c.id, s.c.kind, s.c.namespace, s.c.pod, s.c.container)
+            )
+        }
         conn.execute(
             insert(schema.pod_labels),
             [
-                {"namespace": ns, "pod": pod, "labels_json": '{"app":"bench"}', "updated_ms": NOW}
-                for ns, pod in {(ns, pod) for ns, pod, _ in identities}
+                {
+                    "cluster": DEFAULT_CLUSTER,
+                    "namespace": ns,
+                    "pod": pod,
+                    "labels_json": '{"app":"bench"}',
+                    "updated_ms": NOW,
+                }
+                for ns, pod in pods
             ],
         )
-    plan = [(1, NOW - 30 * DAY, 15_000)] + [
-        (series_id, NOW - days * DAY, 60_000) for series_id in range(2, series + 2)
-    ]
+    containers: dict[tuple[str, str], list[str]] = {}
+    for ns, pod, container in identities:
+        containers.setdefault((ns, pod), []).append(container)
     batch: list[dict[str, Any]] = []
-    for series_id, start, step in plan:
-        level = rng.randrange(10**6, 10**9)
-        memory = rng.randrange(10**5, 10**6) * 4096
+
+    def add(row: ChunkRow) -> None:
+        nonlocal batch
+        batch.append(row.values())
+        if len(batch) >= 5_000:
+            with store.engine.begin() as conn:
+                conn.execute(insert(schema.chunks), batch)
+            batch = []
+
+    for ns, pod in pods:
+        # One container over 30 days at 15 s; the others over ``days`` at 60 s.
+        start, step = (NOW - 30 * DAY, 15_000) if ns == "bench" else (NOW - days * DAY, 60_000)
+        levels = {
+            name: (rng.randrange(10**6, 10**9), rng.randrange(10**5, 10**6) * 4096)
+            for name in containers[(ns, pod)]
+        }
         for block in range(start, NOW, HOUR):
             stamps = list(range(block, block + HOUR, step))
-            cpu = [max(0, int(rng.gauss(level, level / 10))) for _ in stamps]
-            mem = [memory + 4096 * rng.randrange(-8, 8) for _ in stamps]
-            row = ChunkRow(series_id, block, ChunkSamples(stamps, [30_000] * len(stamps), cpu, mem))
-            batch.append(row.values())
-            if len(batch) >= 5_000:
-                with store.engine.begin() as conn:
-                    conn.execute(insert(schema.chunks), batch)
-                batch = []
+            runs = []
+            for name, (level, memory) in levels.items():
+                cpu = [max(0, int(rng.gauss(level, level / 10))) for _ in stamps]
+                mem = [memory + 4096 * rng.randrange(-8, 8) for _ in stamps]
+                run = ChunkSamples(stamps, [30_000] * len(stamps), cpu, mem)
+                runs.append(run)
+                add(ChunkRow.of(ids[("container", ns, pod, name)], block, run))
+            pod_stats = BlockStats.of(dedup.sum_runs(runs))
+            add(ChunkRow(ids[("pod", ns, pod, "")], block, pod_stats, None))
     if batch:
         with store.engine.begin() as conn:
             conn.execute(insert(schema.chunks), batch)

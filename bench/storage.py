@@ -101,11 +101,12 @@ def split(samples: list[Sample]) -> list[Batch]:
 
 
 def sizes(store: Store) -> tuple[int, int, int]:
-    """(payload bytes, chunk table bytes, whole database bytes)."""
+    """(payload + sketch bytes, chunk table bytes, whole database bytes). Pods' chunks have
+    no payload but their sketches count: they are what compaction adds for pods."""
     with store.engine.connect() as conn:
         payload = conn.exec_driver_sql(
-            "SELECT COALESCE(SUM(LENGTH(payload) + LENGTH(cpu_sketch) + LENGTH(memory_sketch)),"
-            " 0) FROM chunks"
+            "SELECT COALESCE(SUM(COALESCE(LENGTH(payload), 0) + LENGTH(cpu_sketch)"
+            " + LENGTH(memory_sketch)), 0) FROM chunks"
         ).scalar_one()
         if store.dialect == "postgresql":
             conn.exec_driver_sql("CHECKPOINT")
