@@ -82,6 +82,13 @@ def _exposition_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _cluster_filter(parser: argparse.ArgumentParser) -> None:
+    # Its own dest: the ``cluster`` setting names the cluster a recorder writes, not a filter.
+    parser.add_argument(
+        "--cluster", dest="only_cluster", metavar="NAME", help="only series of this cluster"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recorder",
@@ -131,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--kind", default="container", choices=["node", "container", "pod"])
     for name in ("node", "namespace", "pod", "container", "selector", "start", "end", "step"):
         query.add_argument(f"--{name}")
+    _cluster_filter(query)
     query.add_argument("--agg", default="avg", choices=[a.value for a in Agg])
     query.add_argument("--format", default="table", choices=["table", "json", "csv"])
     query.add_argument("--log-level")
@@ -142,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-A", "--all-namespaces", action="store_true")
     scope.add_argument("--namespace", help="pods of this namespace (default: default)")
     top.add_argument("--selector", "-l", help="label selector on pod labels")
+    _cluster_filter(top)
     top.add_argument(
         "--since", default="1h", help="window length: a duration (1h, 90m, 1.5d, 2w; default 1h)"
     )
@@ -274,6 +283,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         args.pod,
         args.container,
         params.parse_selector(args.selector),
+        args.only_cluster,
     )
     result = _history(settings, HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg))
     shown = agg if step_ms is not None else None
@@ -303,12 +313,15 @@ def cmd_top(args: argparse.Namespace) -> int:
         QueryKind.NODE if nodes else QueryKind.CONTAINER,
         namespace=namespace,
         selector=params.parse_selector(args.selector),
+        cluster=args.only_cluster,
     )
     rows = _top(settings, where, end_ms - since_ms, end_ms, Agg(args.agg))
     sort_by = Resource.CPU if args.sort_by == "cpu" else Resource.MEMORY
     shown = formats.rank_top(rows, sort_by, args.limit)
     if not shown:
         where_text = "in any namespace" if namespace is None else f"in namespace {namespace}"
+        if args.only_cluster is not None:
+            where_text += f" of cluster {args.only_cluster}"
         print(f"No {args.what} recorded {where_text} in the last {args.since}.", file=sys.stderr)
         return 0
     print(formats.top_table(shown, nodes=nodes, all_namespaces=namespace is None), end="")

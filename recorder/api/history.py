@@ -54,6 +54,10 @@ def _ok(model: type[Any]) -> dict[int | str, dict[str, Any]]:
 
 
 Text = Annotated[str | None, Query(max_length=253, pattern=r"^[^\x00]*$")]
+Cluster = Annotated[
+    str | None,
+    Query(max_length=63, pattern=r"^[^\x00]*$", description="only series of this cluster"),
+]
 TimeParam = Annotated[
     str | None,
     Query(
@@ -92,6 +96,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
         pod: Text = None,
         container: Text = None,
         selector: Selector = None,
+        cluster: Cluster = None,
         start: TimeParam = None,
         end: TimeParam = None,
         step: Annotated[
@@ -104,7 +109,9 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             start, end, now_ms=deps.now_ms(), default_ms=HOUR_MS, max_range_ms=deps.max_range_ms
         )
         step_ms = params.parse_step_ms(step, max_ms=deps.max_range_ms)
-        where = SeriesFilter(kind, node, namespace, pod, container, params.parse_selector(selector))
+        where = SeriesFilter(
+            kind, node, namespace, pod, container, params.parse_selector(selector), cluster
+        )
         query = HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg)
         shown_agg = agg if step_ms is not None else None
 
@@ -131,13 +138,16 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
         pod: Text = None,
         container: Text = None,
         selector: Selector = None,
+        cluster: Cluster = None,
         start: TimeParam = None,
         end: TimeParam = None,
     ) -> Response:
         now_ms = deps.now_ms()
         start_ms = params.parse_time_ms(start, "start", now_ms) if start else None
         end_ms = params.parse_time_ms(end, "end", now_ms) if end else None
-        where = SeriesFilter(kind, node, namespace, pod, container, params.parse_selector(selector))
+        where = SeriesFilter(
+            kind, node, namespace, pod, container, params.parse_selector(selector), cluster
+        )
 
         def answer() -> Response:
             found = engine.list_series(
@@ -153,8 +163,8 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             str,
             Query(
                 max_length=300,
-                pattern=r"^(namespace|pod|container|node|label:.+)$",
-                description="namespace, pod, container, node or label:<key>",
+                pattern=r"^(cluster|namespace|pod|container|node|label:.+)$",
+                description="cluster, namespace, pod, container, node or label:<key>",
             ),
         ],
         kind: Annotated[QueryKind, Query()] = QueryKind.CONTAINER,
@@ -163,11 +173,12 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
         pod: Text = None,
         container: Text = None,
         selector: Selector = None,
+        cluster: Cluster = None,
         start: TimeParam = None,
         end: TimeParam = None,
     ) -> Response:
         grouping = params.parse_group_by(group_by)
-        if (grouping == "node") != (kind is QueryKind.NODE):
+        if grouping != "cluster" and (grouping == "node") != (kind is QueryKind.NODE):
             raise QueryError("group_by=node goes with kind=node, and only with it")
         start_ms, end_ms = params.parse_range(
             start,
@@ -176,7 +187,9 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             default_ms=24 * HOUR_MS,
             max_range_ms=deps.max_range_ms,
         )
-        where = SeriesFilter(kind, node, namespace, pod, container, params.parse_selector(selector))
+        where = SeriesFilter(
+            kind, node, namespace, pod, container, params.parse_selector(selector), cluster
+        )
 
         def answer() -> Response:
             groups = engine.summarize(

@@ -87,9 +87,9 @@ def parse_selector(text: str | None) -> LabelSelector | None:
 
 
 def parse_group_by(text: str) -> str:
-    """``namespace``, ``pod``, ``container``, ``node`` or ``label:<key>`` with a valid
-    Kubernetes label key (the same rule as a selector's keys)."""
-    if text in ("namespace", "pod", "container", "node"):
+    """``cluster``, ``namespace``, ``pod``, ``container``, ``node`` or ``label:<key>`` with a
+    valid Kubernetes label key (the same rule as a selector's keys)."""
+    if text in ("cluster", "namespace", "pod", "container", "node"):
         return text
     key = text.removeprefix("label:")
     if key != text and key.strip() == key and key:
@@ -103,4 +103,6 @@ def parse_group_by(text: str) -> str:
             "exists",
         ):
             return text
-    raise QueryError(f"group_by={text!r}: use namespace, pod, container, node or label:<key>")
+    raise QueryError(
+        f"group_by={text!r}: use cluster, namespace, pod, container, node or label:<key>"
+    )
