@@ -19,7 +19,6 @@ from recorder.api import schemas
 from recorder.api.deps import AppDeps
 from recorder.api.limits import QueryLimiter
 from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
-from recorder.errors import QueryError
 from recorder.query import engine, formats, params
 from recorder.stats.sketch import RELATIVE_ACCURACY
 from recorder.timeutil import HOUR_MS
@@ -177,9 +176,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
         start: TimeParam = None,
         end: TimeParam = None,
     ) -> Response:
-        grouping = params.parse_group_by(group_by)
-        if grouping != "cluster" and (grouping == "node") != (kind is QueryKind.NODE):
-            raise QueryError("group_by=node goes with kind=node, and only with it")
+        grouping = params.parse_group_by(group_by, kind)
         start_ms, end_ms = params.parse_range(
             start,
             end,

@@ -275,8 +275,6 @@ def summarize(
 ) -> list[GroupSummary]:
     """Per group over the window: avg (the usage integral divided by the window), max, p95
     (of the group's samples), usage integral and coverage; see README "Summary"."""
-    if group_by == "container" and where.kind is QueryKind.POD:
-        raise QueryError("group_by=container goes with kind=container")
     outputs, results = _whole_window(reader, where, start_ms, end_ms, max_samples)
     members: dict[str, list[int]] = {}
     for index, output in enumerate(outputs):

@@ -9,6 +9,7 @@ an infinite or NaN float, or a date ``datetime`` cannot represent.
 
 from __future__ import annotations
 
+from recorder.domain import QueryKind
 from recorder.errors import DurationError, QueryError
 from recorder.selectors import LabelSelector, parse_label_selector
 from recorder.timeutil import DAY_MS, MIN_TIME_MS, SECOND_MS, parse_duration_ms, parse_time_ms
@@ -86,9 +87,20 @@ def parse_selector(text: str | None) -> LabelSelector | None:
     return parse_label_selector(text)
 
 
-def parse_group_by(text: str) -> str:
+def parse_group_by(text: str, kind: QueryKind | None = None) -> str:
     """``cluster``, ``namespace``, ``pod``, ``container``, ``node`` or ``label:<key>`` with a
-    valid Kubernetes label key (the same rule as a selector's keys)."""
+    valid Kubernetes label key (the same rule as a selector's keys); with ``kind``, also that
+    the grouping fits it (``node`` goes with nodes only, ``container`` with containers)."""
+    grouping = _grouping(text)
+    if kind is not None:
+        if grouping != "cluster" and (grouping == "node") != (kind is QueryKind.NODE):
+            raise QueryError("group_by=node goes with kind=node, and only with it")
+        if grouping == "container" and kind is QueryKind.POD:
+            raise QueryError("group_by=container goes with kind=container")
+    return grouping
+
+
+def _grouping(text: str) -> str:
     if text in ("cluster", "namespace", "pod", "container", "node"):
         return text
     key = text.removeprefix("label:")

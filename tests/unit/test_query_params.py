@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from recorder.domain import QueryKind
 from recorder.errors import QueryError
 from recorder.query.params import (
     MAX_STEP_MS,
@@ -295,3 +296,30 @@ def test_bad_group_by_names_the_parameter(text: str) -> None:
     with pytest.raises(QueryError) as caught:
         parse_group_by(text)
     assert str(caught.value).startswith(f"group_by={text!r}")
+
+
+@pytest.mark.parametrize(
+    ("group_by", "kind", "problem"),
+    [
+        ("node", QueryKind.CONTAINER, "group_by=node goes with kind=node"),
+        ("namespace", QueryKind.NODE, "group_by=node goes with kind=node"),
+        ("container", QueryKind.POD, "group_by=container goes with kind=container"),
+    ],
+)
+def test_a_grouping_must_fit_the_kind(group_by: str, kind: QueryKind, problem: str) -> None:
+    with pytest.raises(QueryError, match=problem):
+        parse_group_by(group_by, kind)
+
+
+@pytest.mark.parametrize(
+    ("group_by", "kind"),
+    [
+        ("node", QueryKind.NODE),
+        ("cluster", QueryKind.NODE),
+        ("cluster", QueryKind.POD),
+        ("pod", QueryKind.POD),
+        ("label:app", QueryKind.CONTAINER),
+    ],
+)
+def test_groupings_that_fit_their_kind(group_by: str, kind: QueryKind) -> None:
+    assert parse_group_by(group_by, kind) == group_by
