@@ -135,7 +135,7 @@ class Compactor:
                     select(schema.chunks.c.series_id).where(schema.chunks.c.block_start_ms == start)
                 ).scalars()
             )
-            rows = conn.execute(
+            with conn.execute(
                 select(
                     h.c.series_id,
                     h.c.ts_ms,
@@ -151,22 +151,8 @@ class Compactor:
                 .where(h.c.ts_ms >= start, h.c.ts_ms < end)
                 .order_by(s.c.kind, s.c.cluster, s.c.namespace, s.c.pod, h.c.series_id, h.c.ts_ms)
                 .execution_options(stream_results=True, yield_per=50_000)
-            )
-            block = _Block(start)
-            current: int | None = None
-            pod: PodKey | None = None
-            run: list[dedup.Row] = []
-            for series_id, ts, window, cpu, memory, kind, cluster, namespace, pod_name in rows:
-                if series_id != current:
-                    if current is not None:
-                        self._close_series(conn, block, current, pod, run, existing_ids, report)
-                    current, run = series_id, []
-                    pod = (cluster, namespace, pod_name) if kind == Kind.CONTAINER else None
-                run.append((ts, window, cpu, memory))
-            if current is not None:
-                self._close_series(conn, block, current, pod, run, existing_ids, report)
-            rows.close()
-            self._flush(conn, block, existing_ids, report, with_pods=True)
+            ) as rows:
+                self._compact_rows(conn, start, rows, existing_ids, report)
             self._head.drop_block(conn, start, end)
         report.blocks += 1
         report.block_starts.append(start)
@@ -176,6 +162,31 @@ class Compactor:
                 report.expired_dropped,
                 start,
             )
+
+    def _compact_rows(
+        self,
+        conn: Connection,
+        start: int,
+        rows: Any,
+        existing_ids: set[int],
+        report: CompactionReport,
+    ) -> None:
+        """Chunks of the block's head rows (ordered by pod, series and time) and its pods'
+        statistics, upserted as each pod is complete."""
+        block = _Block(start)
+        current: int | None = None
+        pod: PodKey | None = None
+        run: list[dedup.Row] = []
+        for series_id, ts, window, cpu, memory, kind, cluster, namespace, pod_name in rows:
+            if series_id != current:
+                if current is not None:
+                    self._close_series(conn, block, current, pod, run, existing_ids, report)
+                current, run = series_id, []
+                pod = (cluster, namespace, pod_name) if kind == Kind.CONTAINER else None
+            run.append((ts, window, cpu, memory))
+        if current is not None:
+            self._close_series(conn, block, current, pod, run, existing_ids, report)
+        self._flush(conn, block, existing_ids, report, with_pods=True)
 
     def _close_series(
         self,

@@ -37,6 +37,7 @@ from sqlalchemy import BigInteger, Column, Connection, Engine, func, select, tup
 from sqlalchemy.dialects import postgresql
 
 from recorder.domain import Batch, Kind, Rejection, Sample, SeriesKey, WriteResult
+from recorder.stats.codec import decode_samples
 from recorder.store import schema
 from recorder.store.engine import dialect_insert, first_line, is_content_error
 from recorder.store.head import Head, HeadRow
@@ -278,6 +279,7 @@ class SampleWriter:
         try:
             with self._engine.begin() as conn:
                 ids = self._resolve_ids(conn, samples, missing)
+                self._learn_compacted_digests(conn, samples, ids)
                 rows, newest, below = self._fresh_rows(samples, ids, newer_only)
                 if rows:
                     self._head.append(conn, rows)
@@ -297,6 +299,34 @@ class SampleWriter:
                 self._below[sid] = seen
         self._labels.update(labels)
         return len(rows), len(samples) - len(rows)
+
+    def _learn_compacted_digests(
+        self, conn: Connection, samples: Sequence[Sample], ids: Mapping[SeriesKey, int]
+    ) -> None:
+        """Digests of the stored newest samples the writer does not know yet: those of series
+        whose newest sample was compacted before this writer loaded (the head had no row of
+        them). Read from their chunks, only for samples polled again at that timestamp (after
+        a restart right after compaction), so a repeat is skipped as it would be otherwise."""
+        known, digests = self._newest, self._newest_digest
+        wanted: dict[int, int] = {}
+        for sample in samples:
+            sid = ids[sample.key]
+            if sample.timestamp_ms == known.get(sid) and sid not in digests:
+                wanted[sid] = sample.timestamp_ms
+        if not wanted:
+            return
+        c = schema.chunks
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            part = list(wanted.items())[start : start + _LOOKUP_CHUNK]
+            for sid, payload in conn.execute(
+                select(c.c.series_id, c.c.payload)
+                .where(c.c.payload.is_not(None))
+                .where(tuple_(c.c.series_id, c.c.last_ms).in_(part))
+            ):
+                stored = decode_samples(payload)
+                digests[sid] = digest(
+                    stored.windows_ms[-1], stored.cpu_nanocores[-1], stored.memory_bytes[-1]
+                )
 
     def _fresh_rows(
         self, samples: Sequence[Sample], ids: Mapping[SeriesKey, int], newer_only: bool
