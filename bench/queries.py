@@ -33,9 +33,10 @@ from recorder.stats.block import BlockStats
 from recorder.stats.codec import ChunkSamples
 from recorder.store import Store, open_store, rollups, schema
 from recorder.store.compactor import ChunkRow
+from recorder.timeutil import DAY_MS, HOUR_MS
 
-HOUR = 3_600_000
-DAY = 24 * HOUR
+HOUR = HOUR_MS
+DAY = DAY_MS
 NOW = 1_717_200_000_000 - 1_717_200_000_000 % HOUR  # a block boundary in June 2024
 
 
