@@ -23,7 +23,7 @@ from recorder.query import engine
 from recorder.store import Store, open_store
 from recorder.store import copy as copy_module
 from recorder.store.copy import HistoryCopier
-from tests.integration.test_compaction import (
+from tests.integration.test_store_compactor import (
     HOUR,
     T0,
     expected,

@@ -1,10 +1,9 @@
-"""The store on real databases: a SQLite file and a PostgreSQL database."""
+"""The ``Store`` façade (``recorder.store.sql``) on real databases: a SQLite file and a
+PostgreSQL database."""
 
 from __future__ import annotations
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
 from recorder.domain import (
@@ -48,14 +47,6 @@ def raw(
 def head_rows(store: Store) -> int:
     with store.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(schema.samples_head)).scalar_one())
-
-
-def test_migrations_build_exactly_the_code_schema(store: Store) -> None:
-    assert store.schema_is_current()
-    with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"include_name": schema.include_name})
-        diff = compare_metadata(context, schema.metadata)
-    assert diff == []
 
 
 def test_write_then_read_back_exact_values(store: Store) -> None:

@@ -1,0 +1,77 @@
+"""The history routes (``recorder.api.history``) through HTTP over a real store, on SQLite and
+on PostgreSQL: JSON in cores and bytes, time ranges, CSV, and the response bound."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+
+from recorder.api.app import AppDeps, create_app
+from recorder.domain import DEFAULT_CLUSTER
+from recorder.exporter import SnapshotHolder, build_registry
+from recorder.store import Store
+from tests.api_support import NOW, T0
+from tests.servers import serving
+
+
+def test_history_json_in_cores_and_bytes(client: httpx.Client) -> None:
+    response = client.get("/api/v1/history", params={"resource": "cpu", "namespace": "shop"})
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "success",
+        "data": {
+            "resource": "cpu",
+            "unit": "cores",
+            "kind": "container",
+            "tier": "raw",
+            "series": [
+                {
+                    "labels": {
+                        "cluster": DEFAULT_CLUSTER,
+                        "namespace": "shop",
+                        "pod": "web",
+                        "container": "app",
+                    },
+                    "points": [[T0 / 1000, 0.487558164], [T0 / 1000 + 15, 1e-9]],
+                }
+            ],
+        },
+    }
+    nodes = client.get("/api/v1/history?resource=memory&kind=node").json()["data"]
+    assert nodes["unit"] == "bytes"
+    assert nodes["series"] == [
+        {"labels": {"cluster": DEFAULT_CLUSTER, "node": "n1"}, "points": [[T0 / 1000, 9]]}
+    ]
+
+
+def test_history_time_range_rfc3339_and_unix(client: httpx.Client) -> None:
+    start = "2024-05-01T09:59:10Z"  # after T0 (09:59:00), before T0 + 15 s
+    found = client.get(
+        "/api/v1/history", params={"resource": "memory", "pod": "web", "start": start}
+    ).json()["data"]["series"]
+    assert found[0]["points"] == [[T0 / 1000 + 15, 2]]
+    found = client.get(
+        "/api/v1/history",
+        params={"resource": "memory", "pod": "web", "start": T0 / 1000, "end": T0 / 1000},
+    ).json()["data"]["series"]
+    assert found[0]["points"] == [[T0 / 1000, 2**30]]
+
+
+def test_history_csv(client: httpx.Client) -> None:
+    response = client.get("/api/v1/history?resource=cpu&kind=node&format=csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    assert list(csv.reader(io.StringIO(response.text))) == [
+        ["cluster", "node", "timestamp", "cpu_cores"],
+        [DEFAULT_CLUSTER, "n1", str(T0 / 1000), "2.25"],
+    ]
+
+
+def test_too_many_points_is_a_400_not_an_unbounded_response(api_store: Store) -> None:
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(api_store, registry, clock=lambda: NOW, max_points=1)
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        response = client.get("/api/v1/history?resource=cpu")
+    assert response.status_code == 400
+    assert "the query matches more than 1 points" in response.json()["error"]

@@ -1,0 +1,74 @@
+"""Reads of the head (``recorder.store.head.read``) on SQLite and PostgreSQL: by series then
+time, both ends of the range inclusive, exact duplicates all returned, more than 1000 ids."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.store import Store, head, schema
+
+T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z, a block boundary
+STEP = 15_000
+
+
+def ids_by_node(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(schema.series.c.node, schema.series.c.id))
+        return {str(node): int(sid) for node, sid in rows}
+
+
+def read(store: Store, series_ids: list[int], start_ms: int, end_ms: int) -> list:
+    with store.reading() as conn:
+        return list(head.read(conn, series_ids, start_ms, end_ms))
+
+
+def test_rows_come_by_series_then_time_within_an_inclusive_range(store: Store) -> None:
+    nodes = ("node-a", "node-b", "node-c")
+    for i in range(5):  # one poll per instant: the head holds the series interleaved
+        samples = [
+            Sample(SeriesKey.for_node(node), T0 + i * STEP, 10_000, 100 * n + i, 1_000 * n + i)
+            for n, node in enumerate(nodes)
+        ]
+        store.write(Batch(Kind.NODE, tuple(samples)), now_ms=T0 + i * STEP)
+    ids = ids_by_node(store)
+    a, b = ids["node-a"], ids["node-b"]
+
+    found = read(store, [b, a], T0 + STEP, T0 + 3 * STEP)  # node-c not asked for
+
+    assert found == [
+        (sid, (T0 + i * STEP, 10_000, 100 * n + i, 1_000 * n + i))
+        for sid, n in sorted([(a, 0), (b, 1)])
+        for i in (1, 2, 3)
+    ]
+    assert read(store, [a], T0 + 4 * STEP + 1, T0 + 9 * STEP) == []
+    assert read(store, [], T0, T0 + 9 * STEP) == []
+
+
+def test_exact_duplicates_are_all_returned_for_the_reader_to_collapse(store: Store) -> None:
+    key = SeriesKey.for_node("node-a")
+    store.write(Batch(Kind.NODE, (Sample(key, T0, 10_000, 5, 7),)), now_ms=T0)
+    [sid] = ids_by_node(store).values()
+    with store.engine.begin() as conn:  # another replica appended the same instant twice
+        store.head.append(conn, [(T0, sid, 10_000, 5, 7), (T0, sid, 10_000, 9, 7)])
+
+    found = read(store, [sid], T0, T0)
+
+    assert sorted(row for _, row in found) == [
+        (T0, 10_000, 5, 7),
+        (T0, 10_000, 5, 7),
+        (T0, 10_000, 9, 7),
+    ]
+
+
+def test_more_than_a_thousand_series_are_read_in_chunks(store: Store) -> None:
+    samples = [Sample(SeriesKey.for_node(f"n{i:04}"), T0, 10_000, i, i) for i in range(2_345)]
+    store.write(Batch(Kind.NODE, tuple(samples)), now_ms=T0)
+    ids = ids_by_node(store)
+    assert len(ids) == 2_345
+
+    found = read(store, sorted(ids.values()), T0, T0)
+
+    assert [sid for sid, _ in found] == sorted(ids.values())
+    cpu_of = {sid: row[2] for sid, row in found}
+    assert all(cpu_of[sid] == int(node[1:]) for node, sid in ids.items())
