@@ -98,11 +98,23 @@ class Scan:
     # --- samples ------------------------------------------------------------------------------
 
     def _head(self, conn: Connection) -> dict[int, list[dedup.Row]]:
+        """Head rows by series, without the late ones that fall in a block whose samples have
+        expired (compaction drops them: reads agree with it before and after)."""
         rows: dict[int, list[dedup.Row]] = {}
         for series_id, row in head.read(
             conn, list(self._unit_of_sample), self.start_ms, self.end_ms
         ):
             rows.setdefault(series_id, []).append(row)
+        blocks = sorted(
+            {(sid, floor_to(r[0], self.block_ms)) for sid, found in rows.items() for r in found}
+        )
+        gone = chunks.expired(conn, blocks) if blocks else set()
+        if gone:
+            rows = {
+                sid: kept
+                for sid, found in rows.items()
+                if (kept := [r for r in found if (sid, floor_to(r[0], self.block_ms)) not in gone])
+            }
         self._count(sum(map(len, rows.values())))
         return rows
 
