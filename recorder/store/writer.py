@@ -279,8 +279,10 @@ class SampleWriter:
         try:
             with self._engine.begin() as conn:
                 ids = self._resolve_ids(conn, samples, missing)
-                self._learn_compacted_digests(conn, samples, ids)
-                rows, newest, below = self._fresh_rows(samples, ids, newer_only)
+                unknown: dict[int, int] = {}
+                rows, newest, below = self._fresh_rows(samples, ids, newer_only, unknown)
+                if unknown and self._learn_compacted_digests(conn, unknown):
+                    rows, newest, below = self._fresh_rows(samples, ids, newer_only)
                 if rows:
                     self._head.append(conn, rows)
                 if labels:
@@ -300,39 +302,41 @@ class SampleWriter:
         self._labels.update(labels)
         return len(rows), len(samples) - len(rows)
 
-    def _learn_compacted_digests(
-        self, conn: Connection, samples: Sequence[Sample], ids: Mapping[SeriesKey, int]
-    ) -> None:
-        """Digests of the stored newest samples the writer does not know yet: those of series
-        whose newest sample was compacted before this writer loaded (the head had no row of
-        them). Read from their chunks, only for samples polled again at that timestamp (after
-        a restart right after compaction), so a repeat is skipped as it would be otherwise."""
-        known, digests = self._newest, self._newest_digest
-        wanted: dict[int, int] = {}
-        for sample in samples:
-            sid = ids[sample.key]
-            if sample.timestamp_ms == known.get(sid) and sid not in digests:
-                wanted[sid] = sample.timestamp_ms
-        if not wanted:
-            return
+    def _learn_compacted_digests(self, conn: Connection, unknown: Mapping[int, int]) -> bool:
+        """Digests of stored newest samples the writer did not know: those of series whose
+        newest sample was compacted before this writer loaded (the head had no row of them),
+        read from their chunks when such a sample is polled again (after a restart right after
+        compaction), so the repeat is skipped as it would be otherwise. ``unknown``: series id
+        to that newest timestamp. Whether any was learned."""
         c = schema.chunks
+        wanted = list(unknown.items())
+        learned = False
         for start in range(0, len(wanted), _LOOKUP_CHUNK):
-            part = list(wanted.items())[start : start + _LOOKUP_CHUNK]
             for sid, payload in conn.execute(
                 select(c.c.series_id, c.c.payload)
                 .where(c.c.payload.is_not(None))
-                .where(tuple_(c.c.series_id, c.c.last_ms).in_(part))
+                .where(
+                    tuple_(c.c.series_id, c.c.last_ms).in_(wanted[start : start + _LOOKUP_CHUNK])
+                )
             ):
                 stored = decode_samples(payload)
-                digests[sid] = digest(
+                self._newest_digest[sid] = digest(
                     stored.windows_ms[-1], stored.cpu_nanocores[-1], stored.memory_bytes[-1]
                 )
+                learned = True
+        return learned
 
     def _fresh_rows(
-        self, samples: Sequence[Sample], ids: Mapping[SeriesKey, int], newer_only: bool
+        self,
+        samples: Sequence[Sample],
+        ids: Mapping[SeriesKey, int],
+        newer_only: bool,
+        unknown: dict[int, int] | None = None,
     ) -> tuple[list[HeadRow], dict[int, tuple[int, int]], dict[int, tuple[int, int] | None]]:
         """The head rows to write, and the changes they make to the newest and below-newest
-        (timestamp, digest) of their series (``None``: forget the series' below-newest one)."""
+        (timestamp, digest) of their series (``None``: forget the series' below-newest one).
+        ``unknown`` collects the series whose stored newest sample is polled again while its
+        digest is not known."""
         known_newest = self._newest
         known_digest = self._newest_digest
         known_below = self._below
@@ -345,10 +349,14 @@ class SampleWriter:
             sid = ids[sample.key]
             ts = sample.timestamp_ms
             window, cpu, memory = sample.window_ms, sample.cpu_nanocores, sample.memory_bytes
-            mark = digest(window, cpu, memory)
+            mark = hash((window, cpu, memory))  # digest(), inlined: once per sample
             top = known_newest.get(sid)
-            if ts == top and known_digest.get(sid) == mark:
-                continue
+            if ts == top:
+                held = known_digest.get(sid)
+                if held == mark:
+                    continue
+                if held is None and unknown is not None:
+                    unknown[sid] = ts
             if known_below and known_below.get(sid) == (ts, mark):
                 continue
             seen = first_in_batch.get(sid)
