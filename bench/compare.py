@@ -74,9 +74,15 @@ def main() -> None:
         (base / "recorder" / "_migrations").symlink_to(base / "migrations")
         try:
             best: dict[str, dict[tuple[str, int], float]] = {"base": {}, "new": {}}
-            for _ in range(args.rounds):
+            for round_number in range(1, args.rounds + 1):
                 for name, tree in (("base", base), ("new", ROOT)):
-                    for key, value in figures(run(tree, command, args.timeout)).items():
+                    output = run(tree, command, args.timeout)
+                    print(
+                        f"--- {name} ({args.base if name == 'base' else 'working tree'}), "
+                        f"round {round_number}\n{output}",
+                        flush=True,
+                    )
+                    for key, value in figures(output).items():
                         held = best[name].get(key)
                         best[name][key] = value if held is None else min(held, value)
         finally:

@@ -105,10 +105,8 @@ class Scan:
             conn, list(self._unit_of_sample), self.start_ms, self.end_ms
         ):
             rows.setdefault(series_id, []).append(row)
-        blocks = sorted(
-            {(sid, floor_to(r[0], self.block_ms)) for sid, found in rows.items() for r in found}
-        )
-        gone = chunks.expired(conn, blocks) if blocks else set()
+        blocks = {floor_to(r[0], self.block_ms) for found in rows.values() for r in found}
+        gone = chunks.expired(conn, sorted(blocks)) if blocks else set()
         if gone:
             rows = {
                 sid: kept

@@ -96,16 +96,15 @@ def read_samples_in_range(
             yield series_id, block_start, decode_samples(payload)
 
 
-def expired(conn: Connection, wanted: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
-    """Which of the given ``(series id, block start)`` have a chunk whose samples have expired:
-    a late sample there can no longer be told from a duplicate, and compaction drops it."""
+def expired(conn: Connection, block_starts: Sequence[int]) -> set[tuple[int, int]]:
+    """``(series id, block start)`` of the chunks of these blocks whose samples have expired:
+    a late sample there can no longer be told from a duplicate, and compaction drops it. Read
+    through the block index (the blocks a query's head rows fall in are few, and recent ones
+    have no expired chunk)."""
     c = schema.chunks
-    found: set[tuple[int, int]] = set()
-    for start in range(0, len(wanted), _IDS):
-        rows = conn.execute(
-            select(c.c.series_id, c.c.block_start_ms)
-            .where(tuple_(c.c.series_id, c.c.block_start_ms).in_(wanted[start : start + _IDS]))
-            .where(c.c.payload.is_(None))
-        )
-        found.update((series_id, block_start) for series_id, block_start in rows)
-    return found
+    rows = conn.execute(
+        select(c.c.series_id, c.c.block_start_ms)
+        .where(c.c.block_start_ms.in_(list(block_starts)))
+        .where(c.c.payload.is_(None))
+    )
+    return {(series_id, block_start) for series_id, block_start in rows}

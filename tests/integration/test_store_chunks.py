@@ -128,3 +128,15 @@ def test_samples_in_a_range_skip_expired_chunks_in_series_and_block_order(
             list(chunks.read_samples_in_range(conn, [web], T0, OLD[1] + HOUR_MS, block_ms=HOUR_MS))
             == []
         )
+
+
+def test_expired_names_the_chunks_of_those_blocks_without_samples(expiring: Store) -> None:
+    ids = series_ids(expiring)
+    containers = [ids[("container", "web")], ids[("container", "dns")]]
+    pods = [ids[("pod", "web")], ids[("pod", "dns")]]
+    with expiring.reading() as conn:
+        old = chunks.expired(conn, [OLD[0], RECENT[0]])
+        recent = chunks.expired(conn, list(RECENT))
+    # Pods' statistics never have samples of their own: they count as expired everywhere.
+    assert old == {(sid, OLD[0]) for sid in containers + pods} | {(sid, RECENT[0]) for sid in pods}
+    assert recent == {(sid, b) for sid in pods for b in RECENT}
