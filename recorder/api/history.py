@@ -12,7 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 
 from recorder.api import schemas
@@ -70,6 +70,26 @@ Selector = Annotated[
 ]
 
 
+def series_filter(
+    kind: Annotated[QueryKind, Query(description="pod = sum of its containers")] = (
+        QueryKind.CONTAINER
+    ),
+    node: Text = None,
+    namespace: Text = None,
+    pod: Text = None,
+    container: Text = None,
+    selector: Selector = None,
+    cluster: Cluster = None,
+) -> SeriesFilter:
+    """The parameters every history route shares: which series."""
+    return SeriesFilter(
+        kind, node, namespace, pod, container, params.parse_selector(selector), cluster
+    )
+
+
+Filters = Annotated[SeriesFilter, Depends(series_filter)]
+
+
 def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
     """The history routes over ``deps.store``, their queries run by ``queries``."""
     router = APIRouter()
@@ -87,15 +107,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
     )
     async def history(
         resource: Annotated[Resource, Query(description="cpu (cores) or memory (bytes)")],
-        kind: Annotated[QueryKind, Query(description="pod = sum of its containers")] = (
-            QueryKind.CONTAINER
-        ),
-        node: Text = None,
-        namespace: Text = None,
-        pod: Text = None,
-        container: Text = None,
-        selector: Selector = None,
-        cluster: Cluster = None,
+        where: Filters,
         start: TimeParam = None,
         end: TimeParam = None,
         step: Annotated[
@@ -108,9 +120,6 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             start, end, now_ms=deps.now_ms(), default_ms=HOUR_MS, max_range_ms=deps.max_range_ms
         )
         step_ms = params.parse_step_ms(step, max_ms=deps.max_range_ms)
-        where = SeriesFilter(
-            kind, node, namespace, pod, container, params.parse_selector(selector), cluster
-        )
         query = HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg)
         shown_agg = agg if step_ms is not None else None
 
@@ -124,29 +133,20 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                     media_type="text/csv; charset=utf-8",
                 )
             return JSONResponse(
-                formats.history_json(result, resource, kind.value, step_ms, shown_agg)
+                formats.history_json(result, resource, where.kind.value, step_ms, shown_agg)
             )
 
         return await queries.run(answer)
 
     @router.get("/api/v1/series", responses=_ok(schemas.SeriesResponse))
     async def series(
-        kind: Annotated[QueryKind, Query()] = QueryKind.CONTAINER,
-        node: Text = None,
-        namespace: Text = None,
-        pod: Text = None,
-        container: Text = None,
-        selector: Selector = None,
-        cluster: Cluster = None,
+        where: Filters,
         start: TimeParam = None,
         end: TimeParam = None,
     ) -> Response:
         now_ms = deps.now_ms()
         start_ms = params.parse_time_ms(start, "start", now_ms) if start else None
         end_ms = params.parse_time_ms(end, "end", now_ms) if end else None
-        where = SeriesFilter(
-            kind, node, namespace, pod, container, params.parse_selector(selector), cluster
-        )
 
         def answer() -> Response:
             found = engine.list_series(
@@ -166,26 +166,17 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                 description="cluster, namespace, pod, container, node or label:<key>",
             ),
         ],
-        kind: Annotated[QueryKind, Query()] = QueryKind.CONTAINER,
-        node: Text = None,
-        namespace: Text = None,
-        pod: Text = None,
-        container: Text = None,
-        selector: Selector = None,
-        cluster: Cluster = None,
+        where: Filters,
         start: TimeParam = None,
         end: TimeParam = None,
     ) -> Response:
-        grouping = params.parse_group_by(group_by, kind)
+        grouping = params.parse_group_by(group_by, where.kind)
         start_ms, end_ms = params.parse_range(
             start,
             end,
             now_ms=deps.now_ms(),
             default_ms=24 * HOUR_MS,
             max_range_ms=deps.max_range_ms,
-        )
-        where = SeriesFilter(
-            kind, node, namespace, pod, container, params.parse_selector(selector), cluster
         )
 
         def answer() -> Response:
