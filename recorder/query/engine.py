@@ -32,7 +32,7 @@ from recorder.domain import (
 from recorder.errors import QueryError
 from recorder.query.scan import Scan, Unit
 from recorder.stats.buckets import Accumulator, aggregate, aligned, whole
-from recorder.stats.sketch import RELATIVE_ACCURACY
+from recorder.stats.sketch import RELATIVE_ACCURACY, QuantileSketch
 from recorder.store.series import Series, newest_in_head, select_series
 
 MAX_BUCKETS = 11_000
@@ -312,7 +312,7 @@ def _resource_summary(accs: Sequence[Accumulator], window_seconds: float) -> Res
         else:
             expected += acc.count
         if sketch is None:
-            sketch = acc.merged_sketch()
+            sketch = QuantileSketch.from_bytes(acc.merged_sketch().to_bytes())  # a copy
         else:
             sketch.merge(acc.merged_sketch())
     assert sketch is not None

@@ -113,19 +113,47 @@ class BlockStats:
 
     @classmethod
     def from_columns(cls, row: Mapping[Any, Any]) -> BlockStats:
-        """From a row holding :data:`COLUMNS` by name (a SQLAlchemy row's ``_mapping``)."""
-        parts = [
+        """From a mapping holding :data:`COLUMNS` by name (a SQLAlchemy row's ``_mapping``)."""
+        return cls.from_values([row[name] for name in COLUMNS])
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any]) -> BlockStats:
+        """From the values of :data:`COLUMNS`, in that order (what a reader selected)."""
+        (
+            first_ms,
+            last_ms,
+            count,
+            interval_ms,
+            cpu_sum,
+            cpu_sumsq,
+            cpu_min,
+            cpu_max,
+            cpu_last,
+            cpu_sketch,
+            memory_sum,
+            memory_sumsq,
+            memory_min,
+            memory_max,
+            memory_last,
+            memory_sketch,
+        ) = values
+        return cls(
+            first_ms,
+            last_ms,
+            count,
+            interval_ms,
             ResourceStats(
-                total=row[f"{name}_sum"],
-                squares=squares_from_bytes(row[f"{name}_sumsq"]),
-                minimum=row[f"{name}_min"],
-                maximum=row[f"{name}_max"],
-                last=row[f"{name}_last"],
-                sketch=row[f"{name}_sketch"],
-            )
-            for name in RESOURCES
-        ]
-        return cls(row["first_ms"], row["last_ms"], row["count"], row["interval_ms"], *parts)
+                cpu_sum, squares_from_bytes(cpu_sumsq), cpu_min, cpu_max, cpu_last, cpu_sketch
+            ),
+            ResourceStats(
+                memory_sum,
+                squares_from_bytes(memory_sumsq),
+                memory_min,
+                memory_max,
+                memory_last,
+                memory_sketch,
+            ),
+        )
 
 
 def _merge_resource(parts: Sequence[ResourceStats]) -> ResourceStats:

@@ -111,10 +111,11 @@ class Accumulator:
         return self.sketch.quantile(q)
 
     def merged_sketch(self) -> QuantileSketch:
-        """A sketch of every value added (a copy: merging it elsewhere leaves this one as is)."""
+        """A sketch of every value added: this accumulator's own (merge it into another, do
+        not change it), or one made of its exact values."""
         if self.exact or self.sketch is None:
             return QuantileSketch.of(self.values)
-        return QuantileSketch.from_bytes(self.sketch.to_bytes())
+        return self.sketch
 
     def stddev(self) -> float:
         """The population standard deviation, from exact sums."""

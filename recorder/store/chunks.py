@@ -36,29 +36,30 @@ def read_stats(
     """The statistics of every chunk of ``series_ids`` with samples in ``[start_ms, end_ms]``,
     except blocks starting in ``skip`` (``[first, end)``: days that rollups answer)."""
     c = schema.chunks
-    for start in range(0, len(series_ids), _IDS):
-        statement = (
-            select(
-                c.c.series_id,
-                c.c.block_start_ms,
-                *(c.c[name] for name in block.COLUMNS),
-                c.c.payload.is_not(None).label("has_payload"),
+    # Blocks that may hold samples of the range, as [low, high) bounds of their start, without
+    # the skipped days: two plain ranges the block index bounds, not one range with a hole.
+    spans = [(start_ms - block_ms + 1, end_ms + 1)]
+    if skip is not None:
+        spans = [(spans[0][0], skip[0]), (skip[1], spans[0][1])]
+    for low, high in spans:
+        if low >= high:
+            continue
+        for start in range(0, len(series_ids), _IDS):
+            statement = (
+                select(
+                    c.c.series_id,
+                    c.c.block_start_ms,
+                    c.c.payload.is_not(None).label("has_payload"),
+                    *(c.c[name] for name in block.COLUMNS),
+                )
+                .where(c.c.series_id.in_(series_ids[start : start + _IDS]))
+                .where(c.c.block_start_ms >= low, c.c.block_start_ms < high)
+                .where(c.c.last_ms >= start_ms, c.c.first_ms <= end_ms)
             )
-            .where(c.c.series_id.in_(series_ids[start : start + _IDS]))
-            .where(c.c.block_start_ms > start_ms - block_ms, c.c.block_start_ms <= end_ms)
-            .where(c.c.last_ms >= start_ms, c.c.first_ms <= end_ms)
-        )
-        if skip is not None:
-            statement = statement.where(
-                ~((c.c.block_start_ms >= skip[0]) & (c.c.block_start_ms < skip[1]))
-            )
-        for row in conn.execute(statement):
-            yield StoredChunk(
-                row.series_id,
-                row.block_start_ms,
-                BlockStats.from_columns(row._mapping),
-                bool(row.has_payload),
-            )
+            for series_id, block_start_ms, has_payload, *values in conn.execute(statement):
+                yield StoredChunk(
+                    series_id, block_start_ms, BlockStats.from_values(values), bool(has_payload)
+                )
 
 
 def read_samples(

@@ -64,7 +64,7 @@ def _merged(conn: Connection, day: int) -> Iterator[dict[str, Any]]:
         .order_by(c.c.series_id, c.c.block_start_ms)
     )
     for series_id, group in groupby(rows, key=lambda row: row.series_id):
-        merged = block.merge(BlockStats.from_columns(row._mapping) for row in group)
+        merged = block.merge(BlockStats.from_values(values) for _sid, *values in group)
         yield {"series_id": series_id, "day_start_ms": day, **merged.to_columns()}
 
 
@@ -79,5 +79,5 @@ def read(
             .where(r.c.series_id.in_(series_ids[start : start + 1000]))
             .where(r.c.day_start_ms >= first_day_ms, r.c.day_start_ms < end_day_ms)
         )
-        for row in rows:
-            yield row.series_id, row.day_start_ms, BlockStats.from_columns(row._mapping)
+        for series_id, day_start_ms, *values in rows:
+            yield series_id, day_start_ms, BlockStats.from_values(values)

@@ -77,9 +77,10 @@ def test_bucket_functions() -> None:
     assert whole(7)(10**12) == 7
 
 
-def test_merged_sketch_is_a_copy() -> None:
-    acc = Accumulator(exact=False)
-    acc.add_values([1, 2], [10, 20])
-    copy = acc.merged_sketch()
-    copy.add(10**9)
-    assert acc.quantile(1.0) < 10**9
+def test_merged_sketch_holds_every_value_exact_or_not() -> None:
+    for exact in (True, False):
+        acc = Accumulator(exact=exact)
+        acc.add_values([1, 2, 3], [10, 20, 10**6])
+        sketch = acc.merged_sketch()
+        assert sketch.count == 3
+        assert math.isclose(sketch.quantile(1.0), 10**6, rel_tol=RELATIVE_ACCURACY)
