@@ -126,26 +126,35 @@ class Scan:
         """Each unit's samples in the range: the chunks ``decode`` lists (every chunk in the
         range when None) merged with the head rows, per series by the dedup rule, then summed
         across the unit's series at each instant."""
-        rows = {sid: list(found) for sid, found in head_rows.items()}
         if decode is None:
             decoded = chunks.read_samples_in_range(
                 conn, list(self._unit_of_sample), self.start_ms, self.end_ms, block_ms=self.block_ms
             )
         else:
             decoded = chunks.read_samples(conn, decode)
+        stored: dict[int, list[tuple[int, ChunkSamples]]] = {}
         for series_id, block_start, samples in decoded:
             self._count(len(samples))
             if decoded_blocks is not None:
                 decoded_blocks.add((self._unit_of_sample[series_id], block_start))
-            rows.setdefault(series_id, []).extend(dedup.rows_of(samples))
+            stored.setdefault(series_id, []).append((block_start, samples))
         per_unit: dict[int, list[ChunkSamples]] = {}
-        for series_id, found in rows.items():
-            inside = [r for r in found if self.start_ms <= r[0] <= self.end_ms]
-            if inside:
-                collapsed, _ = dedup.collapse(inside)
-                per_unit.setdefault(self._unit_of_sample[series_id], []).append(
-                    dedup.columns_of(collapsed)
-                )
+        for series_id in stored.keys() | head_rows.keys():
+            parts = [run for _block, run in sorted(stored.get(series_id, ()), key=_first)]
+            late = head_rows.get(series_id)
+            if late:
+                # Head rows may repeat stored instants (late samples, a second writer): the
+                # one rule decides.
+                everything = list(late)
+                for run in parts:
+                    everything.extend(dedup.rows_of(run))
+                collapsed, _ = dedup.collapse(everything)
+                merged = dedup.columns_of(collapsed)
+            else:
+                merged = dedup.concat(parts)  # distinct blocks: nothing to collapse
+            inside = dedup.cut(merged, self.start_ms, self.end_ms)
+            if inside.timestamps_ms:
+                per_unit.setdefault(self._unit_of_sample[series_id], []).append(inside)
         return {
             unit: parts[0] if len(parts) == 1 else dedup.sum_runs(parts)
             for unit, parts in per_unit.items()
@@ -248,6 +257,10 @@ class Scan:
         if any(first <= start < end for _unit, start in head_blocks):
             return None  # a late sample waits in the head: chunks and samples answer
         return first, end
+
+
+def _first(item: tuple[int, ChunkSamples]) -> int:
+    return item[0]
 
 
 def add_run(

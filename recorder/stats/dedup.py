@@ -13,7 +13,8 @@ A sample here is a ``Row``: ``(timestamp_ms, window_ms, cpu_nanocores, memory_by
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
 
 from recorder.stats.codec import ChunkSamples
 
@@ -91,3 +92,31 @@ def sum_runs(runs: Iterable[ChunkSamples]) -> ChunkSamples:
     return ChunkSamples(
         order, [window[t] for t in order], [cpu[t] for t in order], [memory[t] for t in order]
     )
+
+
+def cut(run: ChunkSamples, start_ms: int, end_ms: int) -> ChunkSamples:
+    """The samples of a time-ordered run with ``start_ms <= timestamp <= end_ms``."""
+    stamps = run.timestamps_ms
+    low, high = bisect_left(stamps, start_ms), bisect_right(stamps, end_ms)
+    if low == 0 and high == len(stamps):
+        return run
+    return ChunkSamples(
+        stamps[low:high],
+        run.windows_ms[low:high],
+        run.cpu_nanocores[low:high],
+        run.memory_bytes[low:high],
+    )
+
+
+def concat(runs: Sequence[ChunkSamples]) -> ChunkSamples:
+    """Time-ordered, deduplicated runs of one series that do not overlap (chunks of distinct
+    blocks, in block order), as one run: nothing to collapse, so nothing is compared."""
+    if len(runs) == 1:
+        return runs[0]
+    out = ChunkSamples([], [], [], [])
+    for run in runs:
+        out.timestamps_ms.extend(run.timestamps_ms)
+        out.windows_ms.extend(run.windows_ms)
+        out.cpu_nanocores.extend(run.cpu_nanocores)
+        out.memory_bytes.extend(run.memory_bytes)
+    return out

@@ -89,3 +89,22 @@ def test_sum_runs_adds_every_series_at_each_instant(parts: list[list[dedup.Row]]
 
 def test_sum_of_no_runs_is_empty() -> None:
     assert dedup.sum_runs([]) == ChunkSamples([], [], [], [])
+
+
+@given(rows, st.integers(-5, 55), st.integers(-5, 55))
+def test_cut_keeps_exactly_the_samples_in_the_range(found: list[dedup.Row], a: int, b: int) -> None:
+    run = dedup.columns_of(dedup.collapse(found)[0])
+    low, high = min(a, b), max(a, b)
+    inside = dedup.cut(run, low, high)
+    assert dedup.rows_of(inside) == [r for r in dedup.rows_of(run) if low <= r[0] <= high]
+
+
+@given(st.lists(rows, max_size=4))
+def test_concat_of_disjoint_runs_equals_collapsing_them(parts: list[list[dedup.Row]]) -> None:
+    runs = []
+    for i, part in enumerate(parts):  # blocks of 100 ms: distinct, in order
+        shifted = [(ts + 100 * i, w, c, m) for ts, w, c, m in part]
+        runs.append(dedup.columns_of(dedup.collapse(shifted)[0]))
+    everything = [r for run in runs for r in dedup.rows_of(run)]
+    if runs:
+        assert dedup.rows_of(dedup.concat(runs)) == dedup.collapse(everything)[0]
