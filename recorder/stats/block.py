@@ -157,9 +157,9 @@ class BlockStats:
 
 
 def _merge_resource(parts: Sequence[ResourceStats]) -> ResourceStats:
-    sketch = QuantileSketch.from_bytes(parts[0].sketch)
-    for part in parts[1:]:
-        sketch.merge(QuantileSketch.from_bytes(part.sketch))
+    sketch = QuantileSketch()
+    for part in parts:
+        sketch.merge_bytes(part.sketch)
     squares = [p.squares for p in parts]
     return ResourceStats(
         total=sum(p.total for p in parts),

@@ -94,11 +94,9 @@ class Accumulator:
         if last_ms > self.last_ms:
             self.last_ms, self.last = last_ms, stats.last
         self._note_interval(interval_ms)
-        stored = QuantileSketch.from_bytes(stats.sketch)
         if self.sketch is None:
-            self.sketch = stored
-        else:
-            self.sketch.merge(stored)
+            self.sketch = QuantileSketch()
+        self.sketch.merge_bytes(stats.sketch)
 
     def _note_interval(self, interval_ms: int) -> None:
         if interval_ms > 0 and (self.interval_ms == 0 or interval_ms < self.interval_ms):

@@ -216,39 +216,26 @@ class QuantileSketch:
         Raises :class:`~recorder.errors.DecodeError` when ``data`` is damaged or of an unknown
         version. A sketch with more buckets than ``max_buckets`` is collapsed on the way in.
         """
-        if not data:
-            raise DecodeError("empty quantile sketch")
-        if data[0] != FORMAT_VERSION:
-            raise DecodeError(
-                f"quantile sketch has format version {data[0]}, this recorder reads version "
-                f"{FORMAT_VERSION}; upgrade the recorder or restore the database"
-            )
-        values = _varints(data, 1)
         sketch = cls(max_buckets)
-        if len(values) < 2:
-            raise DecodeError("quantile sketch ends early")
-        sketch._zero_count, bucket_count = values[0], values[1]
-        expected = 2 + 2 * bucket_count
-        if len(values) < expected:
-            raise DecodeError("quantile sketch ends early")
-        gaps, counts = values[2:expected:2], values[3:expected:2]
-        if 0 in counts:
-            raise DecodeError("quantile sketch has an empty bucket")
-        indices = list(accumulate(gap + 1 for gap in gaps))
-        sketch._buckets = dict(zip((i - 1 for i in indices), counts, strict=True))
-        sketch._count = sketch._zero_count + sum(counts)
-        tail = values[expected:]
-        if sketch._count:
-            if len(tail) < 2:
-                raise DecodeError("quantile sketch ends early")
-            sketch._min = tail[0]
-            sketch._max = tail[0] + tail[1]
-            tail = tail[2:]
-        if tail:
-            raise DecodeError("quantile sketch has trailing bytes")
-        sketch._check_bounds()
-        sketch._collapse()
+        sketch.merge_bytes(data)
         return sketch
+
+    def merge_bytes(self, data: bytes) -> None:
+        """Add every value counted by the serialized sketch ``data`` (:meth:`to_bytes` output):
+        ``merge(from_bytes(data))`` without building the sketch in between, which is what
+        statistics reads do once per stored block. Checks ``data`` as :meth:`from_bytes` does
+        and changes nothing when it is damaged."""
+        zero_count, buckets, low, high = _decoded(data)
+        count = zero_count + sum(buckets.values())
+        if not count:
+            return
+        mine = self._buckets
+        if not mine:
+            mine.update(buckets)
+        else:
+            for index, found in buckets.items():
+                mine[index] = mine.get(index, 0) + found
+        self._note(count, zero_count, low, high)
 
     def _note(self, count: int, zero_count: int, low: int, high: int) -> None:
         """Account for ``count`` values in [low, high] whose buckets were just added."""
@@ -268,23 +255,6 @@ class QuantileSketch:
         indices = sorted(self._buckets)
         folded = sum(self._buckets.pop(index) for index in indices[:excess])
         self._buckets[indices[excess]] += folded
-
-    def _check_bounds(self) -> None:
-        """Reject a decoded sketch whose minimum and maximum disagree with its counts."""
-        if not self._count:
-            return
-        if self._max > MAX_VALUE:
-            raise DecodeError("quantile sketch maximum is out of range")
-        if (self._min == 0) != (self._zero_count > 0):
-            raise DecodeError("quantile sketch minimum disagrees with its zero count")
-        if not self._buckets:
-            if self._max != 0:
-                raise DecodeError("quantile sketch maximum disagrees with its buckets")
-            return
-        if self._max == 0 or _bucket_index(self._max) != max(self._buckets):
-            raise DecodeError("quantile sketch maximum disagrees with its buckets")
-        if self._min and _bucket_index(self._min) > min(self._buckets):
-            raise DecodeError("quantile sketch minimum disagrees with its buckets")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QuantileSketch):
@@ -308,6 +278,62 @@ def _put_varint(out: bytearray, value: int) -> None:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+
+
+def _decoded(data: bytes) -> tuple[int, dict[int, int], int, int]:
+    """``(zero count, {bucket index: count}, min, max)`` of a serialized sketch (min and max
+    are 0 when it is empty), or ``DecodeError`` when it is damaged or of another version."""
+    if not data:
+        raise DecodeError("empty quantile sketch")
+    if data[0] != FORMAT_VERSION:
+        raise DecodeError(
+            f"quantile sketch has format version {data[0]}, this recorder reads version "
+            f"{FORMAT_VERSION}; upgrade the recorder or restore the database"
+        )
+    values = _varints(data, 1)
+    if len(values) < 2:
+        raise DecodeError("quantile sketch ends early")
+    zero_count, bucket_count = values[0], values[1]
+    expected = 2 + 2 * bucket_count
+    if len(values) < expected:
+        raise DecodeError("quantile sketch ends early")
+    gaps, counts = values[2:expected:2], values[3:expected:2]
+    if 0 in counts:
+        raise DecodeError("quantile sketch has an empty bucket")
+    indices = list(accumulate(gap + 1 for gap in gaps))
+    buckets = dict(zip((i - 1 for i in indices), counts, strict=True))
+    count = zero_count + sum(counts)
+    tail = values[expected:]
+    low = high = 0
+    if count:
+        if len(tail) < 2:
+            raise DecodeError("quantile sketch ends early")
+        low, high = tail[0], tail[0] + tail[1]
+        tail = tail[2:]
+    if tail:
+        raise DecodeError("quantile sketch has trailing bytes")
+    _check_bounds(count, zero_count, buckets, low, high)
+    return zero_count, buckets, low, high
+
+
+def _check_bounds(
+    count: int, zero_count: int, buckets: dict[int, int], low: int, high: int
+) -> None:
+    """Reject a decoded sketch whose minimum and maximum disagree with its counts."""
+    if not count:
+        return
+    if high > MAX_VALUE:
+        raise DecodeError("quantile sketch maximum is out of range")
+    if (low == 0) != (zero_count > 0):
+        raise DecodeError("quantile sketch minimum disagrees with its zero count")
+    if not buckets:
+        if high != 0:
+            raise DecodeError("quantile sketch maximum disagrees with its buckets")
+        return
+    if high == 0 or _bucket_index(high) != max(buckets):
+        raise DecodeError("quantile sketch maximum disagrees with its buckets")
+    if low and _bucket_index(low) > min(buckets):
+        raise DecodeError("quantile sketch minimum disagrees with its buckets")
 
 
 _VARINT = re.compile(rb"[\x80-\xff]{0,150}[\x00-\x7f]")

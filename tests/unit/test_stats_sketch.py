@@ -287,3 +287,24 @@ def test_repr_names_the_counts() -> None:
     assert repr(QuantileSketch.of([0, 3])) == (
         "QuantileSketch(count=2, zero_count=1, buckets=1, min=0, max=3)"
     )
+
+
+@given(
+    st.lists(st.integers(0, 2**40), max_size=200),
+    st.lists(st.integers(0, 2**40), max_size=200),
+)
+def test_merge_bytes_equals_merging_the_decoded_sketch(a: list[int], b: list[int]) -> None:
+    merged = QuantileSketch.of(a)
+    merged.merge(QuantileSketch.from_bytes(QuantileSketch.of(b).to_bytes()))
+    direct = QuantileSketch.of(a)
+    direct.merge_bytes(QuantileSketch.of(b).to_bytes())
+    assert direct == merged
+    assert direct.to_bytes() == merged.to_bytes()
+
+
+def test_merge_bytes_of_a_damaged_sketch_changes_nothing() -> None:
+    sketch = QuantileSketch.of([1, 2, 3])
+    before = sketch.to_bytes()
+    with pytest.raises(DecodeError):
+        sketch.merge_bytes(QuantileSketch.of([5, 6]).to_bytes()[:-1])
+    assert sketch.to_bytes() == before
