@@ -31,7 +31,7 @@ def figures(output: str) -> dict[tuple[str, int], float]:
         numbers = _NUMBER.findall(line)
         if not numbers:
             continue
-        template = _NUMBER.sub("#", line).strip()
+        template = " ".join(_NUMBER.sub("#", line).split())
         for position, text in enumerate(numbers):
             found[(template, position)] = float(text.replace(",", ""))
     return found

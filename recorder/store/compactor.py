@@ -83,12 +83,17 @@ def block_start(ts_ms: int, block_ms: int) -> int:
 
 
 class _Block:
-    """What one block's compaction has pending: container/node chunks, pods to sum."""
+    """What one block's compaction has pending: chunks to upsert, the pod whose containers
+    are being read, and pods' statistics to upsert."""
 
-    def __init__(self, start: int) -> None:
+    def __init__(self, start: int, late: bool) -> None:
         self.start = start
+        self.late = late
+        """Chunks of this block exist already (late samples): pods take their stored containers."""
         self.chunks: list[ChunkRow] = []
-        self.pods: dict[PodKey, list[ChunkSamples]] = {}
+        self.pod: PodKey | None = None
+        self.runs: list[ChunkSamples] = []
+        self.pod_stats: dict[PodKey, BlockStats] = {}
 
 
 class Compactor:
@@ -173,7 +178,7 @@ class Compactor:
     ) -> None:
         """Chunks of the block's head rows (ordered by pod, series and time) and its pods'
         statistics, upserted as each pod is complete."""
-        block = _Block(start)
+        block = _Block(start, late=bool(existing_ids))
         current: int | None = None
         pod: PodKey | None = None
         run: list[dedup.Row] = []
@@ -186,7 +191,8 @@ class Compactor:
             run.append((ts, window, cpu, memory))
         if current is not None:
             self._close_series(conn, block, current, pod, run, existing_ids, report)
-        self._flush(conn, block, existing_ids, report, with_pods=True)
+        self._close_pod(conn, block)
+        self._flush(conn, block, report)
 
     def _close_series(
         self,
@@ -212,34 +218,37 @@ class Compactor:
         report.duplicates_dropped += duplicates
         block.chunks.append(ChunkRow.of(series_id, block.start, merged))
         if pod is not None:
-            if block.pods and pod not in block.pods:
+            if pod != block.pod:
                 # Rows come ordered by pod: the pod before this one is complete.
-                self._flush(conn, block, existing_ids, report, with_pods=True)
-            block.pods.setdefault(pod, []).append(merged)
-        if len(block.chunks) >= _UPSERT_BATCH:
-            self._flush(conn, block, existing_ids, report, with_pods=False)
+                self._close_pod(conn, block)
+                block.pod = pod
+            block.runs.append(merged)
+        if len(block.chunks) >= _UPSERT_BATCH or len(block.pod_stats) >= _UPSERT_BATCH:
+            self._flush(conn, block, report)
 
-    def _flush(
-        self,
-        conn: Connection,
-        block: _Block,
-        existing_ids: set[int],
-        report: CompactionReport,
-        *,
-        with_pods: bool,
-    ) -> None:
-        """Upsert pending chunks, then (``with_pods``) the statistics of the pending pods."""
+    def _close_pod(self, conn: Connection, block: _Block) -> None:
+        """The statistics of the pod whose containers were just read: the sum of its
+        containers at each instant."""
+        if block.pod is None:
+            return
+        runs = block.runs
+        if block.late:
+            # Its containers without a late sample count too, from their stored chunks (the
+            # new versions of the others first go to the database).
+            if block.chunks:
+                _upsert(conn, block.chunks)
+                block.chunks = []
+            runs = self._stored_containers(conn, block.start, block.pod)
+        if runs:
+            block.pod_stats[block.pod] = BlockStats.of(dedup.sum_runs(runs))
+        block.pod, block.runs = None, []
+
+    def _flush(self, conn: Connection, block: _Block, report: CompactionReport) -> None:
+        """Upsert the pending chunks, then the pending pods' statistics."""
         if block.chunks:
             _upsert(conn, block.chunks)
             block.chunks = []
-        if not with_pods or not block.pods:
-            return
-        if existing_ids:
-            self._add_stored_containers(conn, block.start, block.pods)
-        summed = {
-            key: BlockStats.of(dedup.sum_runs(runs)) for key, runs in block.pods.items() if runs
-        }
-        block.pods = {}
+        summed, block.pod_stats = block.pod_stats, {}
         if not summed:
             return
         first_seen = min(stats.first_ms for stats in summed.values())
@@ -249,22 +258,17 @@ class Compactor:
         )
         report.pods += len(summed)
 
-    def _add_stored_containers(
-        self, conn: Connection, start: int, pods: dict[PodKey, list[ChunkSamples]]
-    ) -> None:
-        """A block compacted again (late samples): a pod's sum also takes its containers that
-        got no late sample, from their stored chunks (already upserted ones are replaced by
-        their new version: the runs in ``pods`` are rebuilt from the stored chunks)."""
+    def _stored_containers(self, conn: Connection, start: int, pod: PodKey) -> list[ChunkSamples]:
+        """The samples of every container of ``pod`` stored for the block at ``start``."""
         c, s = schema.chunks, schema.series
-        for key in pods:
-            payloads = conn.execute(
-                select(c.c.payload)
-                .join(s, s.c.id == c.c.series_id)
-                .where(c.c.block_start_ms == start, s.c.kind == Kind.CONTAINER.value)
-                .where(tuple_(s.c.cluster, s.c.namespace, s.c.pod) == key)
-                .where(c.c.payload.is_not(None))
-            ).scalars()
-            pods[key] = [decode_samples(p) for p in payloads]
+        payloads = conn.execute(
+            select(c.c.payload)
+            .join(s, s.c.id == c.c.series_id)
+            .where(c.c.block_start_ms == start, s.c.kind == Kind.CONTAINER.value)
+            .where(tuple_(s.c.cluster, s.c.namespace, s.c.pod) == pod)
+            .where(c.c.payload.is_not(None))
+        ).scalars()
+        return [decode_samples(p) for p in payloads]
 
     def _stored(self, conn: Connection, series_id: int, start: int) -> ChunkSamples | None:
         c = schema.chunks
