@@ -77,6 +77,9 @@ def merge(existing: ChunkSamples | None, rows: Iterable[Row]) -> tuple[ChunkSamp
 def sum_runs(runs: Iterable[ChunkSamples]) -> ChunkSamples:
     """The sum of several series at each timestamp any of them has (a pod: its containers).
     Each run must already be deduplicated; a timestamp's window is the largest of its parts."""
+    runs = list(runs)
+    if len(runs) == 1:
+        return runs[0]
     cpu: dict[int, int] = {}
     memory: dict[int, int] = {}
     window: dict[int, int] = {}

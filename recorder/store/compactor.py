@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, tuple_, update
@@ -93,6 +94,7 @@ class _Block:
         self.chunks: list[ChunkRow] = []
         self.pod: PodKey | None = None
         self.runs: list[ChunkSamples] = []
+        self.run_stats: list[BlockStats] = []
         self.pod_stats: dict[PodKey, BlockStats] = {}
 
 
@@ -140,24 +142,23 @@ class Compactor:
                     select(schema.chunks.c.series_id).where(schema.chunks.c.block_start_ms == start)
                 ).scalars()
             )
-            with conn.execute(
-                select(
-                    h.c.series_id,
-                    h.c.ts_ms,
-                    h.c.window_ms,
-                    h.c.cpu_nanocores,
-                    h.c.memory_bytes,
-                    s.c.kind,
-                    s.c.cluster,
-                    s.c.namespace,
-                    s.c.pod,
+            # Each container's pod, once per series rather than once per row streamed below.
+            pods: dict[int, PodKey] = {
+                sid: (intern(cluster), intern(namespace), intern(pod))
+                for sid, cluster, namespace, pod in conn.execute(
+                    select(s.c.id, s.c.cluster, s.c.namespace, s.c.pod).where(
+                        s.c.kind == Kind.CONTAINER.value
+                    )
                 )
+            }
+            with conn.execute(
+                select(h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
                 .join(s, s.c.id == h.c.series_id)
                 .where(h.c.ts_ms >= start, h.c.ts_ms < end)
                 .order_by(s.c.kind, s.c.cluster, s.c.namespace, s.c.pod, h.c.series_id, h.c.ts_ms)
                 .execution_options(stream_results=True, yield_per=50_000)
             ) as rows:
-                self._compact_rows(conn, start, rows, existing_ids, report)
+                self._compact_rows(conn, start, rows, pods, existing_ids, report)
             self._head.drop_block(conn, start, end)
         report.blocks += 1
         report.block_starts.append(start)
@@ -173,21 +174,22 @@ class Compactor:
         conn: Connection,
         start: int,
         rows: Any,
+        pods: dict[int, PodKey],
         existing_ids: set[int],
         report: CompactionReport,
     ) -> None:
         """Chunks of the block's head rows (ordered by pod, series and time) and its pods'
-        statistics, upserted as each pod is complete."""
+        statistics, upserted as each pod is complete. ``pods``: each container's pod."""
         block = _Block(start, late=bool(existing_ids))
         current: int | None = None
         pod: PodKey | None = None
         run: list[dedup.Row] = []
-        for series_id, ts, window, cpu, memory, kind, cluster, namespace, pod_name in rows:
+        for series_id, ts, window, cpu, memory in rows:
             if series_id != current:
                 if current is not None:
                     self._close_series(conn, block, current, pod, run, existing_ids, report)
                 current, run = series_id, []
-                pod = (cluster, namespace, pod_name) if kind == Kind.CONTAINER else None
+                pod = pods.get(series_id)  # None: a node
             run.append((ts, window, cpu, memory))
         if current is not None:
             self._close_series(conn, block, current, pod, run, existing_ids, report)
@@ -216,13 +218,15 @@ class Compactor:
         report.series += 1
         report.samples += len(rows) - duplicates
         report.duplicates_dropped += duplicates
-        block.chunks.append(ChunkRow.of(series_id, block.start, merged))
+        chunk = ChunkRow.of(series_id, block.start, merged)
+        block.chunks.append(chunk)
         if pod is not None:
             if pod != block.pod:
                 # Rows come ordered by pod: the pod before this one is complete.
                 self._close_pod(conn, block)
                 block.pod = pod
             block.runs.append(merged)
+            block.run_stats.append(chunk.stats)
         if len(block.chunks) >= _UPSERT_BATCH or len(block.pod_stats) >= _UPSERT_BATCH:
             self._flush(conn, block, report)
 
@@ -232,6 +236,11 @@ class Compactor:
         if block.pod is None:
             return
         runs = block.runs
+        if not block.late and len(runs) == 1:
+            # One container: the pod's statistics are its container's, already taken.
+            block.pod_stats[block.pod] = block.run_stats[0]
+            block.pod, block.runs, block.run_stats = None, [], []
+            return
         if block.late:
             # Its containers without a late sample count too, from their stored chunks (the
             # new versions of the others first go to the database).
@@ -241,7 +250,7 @@ class Compactor:
             runs = self._stored_containers(conn, block.start, block.pod)
         if runs:
             block.pod_stats[block.pod] = BlockStats.of(dedup.sum_runs(runs))
-        block.pod, block.runs = None, []
+        block.pod, block.runs, block.run_stats = None, [], []
 
     def _flush(self, conn: Connection, block: _Block, report: CompactionReport) -> None:
         """Upsert the pending chunks, then the pending pods' statistics."""
