@@ -115,6 +115,14 @@ def _newest_in_head(conn: Connection) -> Any:
     ).group_by(h.c.series_id)
 
 
+@dataclass(frozen=True, slots=True)
+class _Newest:
+    """What a write makes newest: per series, the timestamp and the digest of that sample."""
+
+    timestamps: dict[int, int]
+    digests: dict[int, int]
+
+
 @dataclass
 class _Isolation:
     """Counts of one batch's isolation."""
@@ -291,9 +299,8 @@ class SampleWriter:
             self._head.forget()
             raise
         self._ids = ids
-        for sid, (ts, mark) in newest.items():
-            self._newest[sid] = ts
-            self._newest_digest[sid] = mark
+        self._newest.update(newest.timestamps)
+        self._newest_digest.update(newest.digests)
         for sid, seen in below.items():
             if seen is None:
                 self._below.pop(sid, None)
@@ -332,17 +339,19 @@ class SampleWriter:
         ids: Mapping[SeriesKey, int],
         newer_only: bool,
         unknown: dict[int, int] | None = None,
-    ) -> tuple[list[HeadRow], dict[int, tuple[int, int]], dict[int, tuple[int, int] | None]]:
+    ) -> tuple[list[HeadRow], _Newest, dict[int, tuple[int, int] | None]]:
         """The head rows to write, and the changes they make to the newest and below-newest
         (timestamp, digest) of their series (``None``: forget the series' below-newest one).
         ``unknown`` collects the series whose stored newest sample is polled again while its
-        digest is not known."""
+        digest is not known. Plain integers in the common path: it runs once per sample."""
         known_newest = self._newest
         known_digest = self._newest_digest
         known_below = self._below
-        newest: dict[int, tuple[int, int]] = {}
+        newest = _Newest({}, {})
+        new_ts, new_mark = newest.timestamps, newest.digests
         below: dict[int, tuple[int, int] | None] = {}
-        first_in_batch: dict[int, tuple[int, int]] = {}
+        first_ts: dict[int, int] = {}
+        first_mark: dict[int, int] = {}
         several: dict[int, set[tuple[int, int]]] = {}
         rows: list[HeadRow] = []
         for sample in samples:
@@ -359,23 +368,25 @@ class SampleWriter:
                     unknown[sid] = ts
             if known_below and known_below.get(sid) == (ts, mark):
                 continue
-            seen = first_in_batch.get(sid)
+            seen = first_ts.get(sid)
             if seen is None:
-                first_in_batch[sid] = (ts, mark)
+                first_ts[sid] = ts
+                first_mark[sid] = mark
             else:
                 written = several.get(sid)
                 if written is None:
-                    written = several[sid] = {seen}
+                    written = several[sid] = {(seen, first_mark[sid])}
                 if (ts, mark) in written:
                     continue
                 written.add((ts, mark))
-            current = newest[sid][0] if sid in newest else top
+            current = new_ts.get(sid, top)
             if current is None or ts > current:
-                newest[sid] = (ts, mark)
+                new_ts[sid] = ts
+                new_mark[sid] = mark
                 if sid in known_below or sid in below:
                     below[sid] = None
             elif ts == current:
-                newest[sid] = (ts, mark)  # another sample at the newest timestamp
+                new_mark[sid] = mark  # another sample at the newest timestamp
             elif newer_only:
                 continue
             else:
