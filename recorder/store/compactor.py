@@ -1,8 +1,9 @@
 """Compaction: closed time blocks move from the head into one chunk row per series per block,
 and each pod gets the statistics of its summed series.
 
-For each closed block, in one transaction: stream the block's head rows ordered by pod, series
-and time (joined to ``series``, so memory holds one pod at a time), merge each series' rows
+For each closed block, in one transaction: stream the block's head rows ordered by series and
+time (a pod is summed, and its samples let go, once all its containers are read), merge each
+series' rows
 with the chunk already stored for it in that block, if any (late samples), under the one
 deduplication rule (``recorder.stats.dedup``), encode the samples, take their statistics
 (``recorder.stats.block``), upsert the chunks, advance ``series.last_seen_ms``, and remove the
@@ -83,18 +84,26 @@ def block_start(ts_ms: int, block_ms: int) -> int:
     return floor_to(ts_ms, block_ms)
 
 
+class _OpenPod:
+    """A pod whose containers are being read: their samples and statistics so far."""
+
+    def __init__(self) -> None:
+        self.runs: list[ChunkSamples] = []
+        self.stats: list[BlockStats] = []
+
+
 class _Block:
-    """What one block's compaction has pending: chunks to upsert, the pod whose containers
+    """What one block's compaction has pending: chunks to upsert, the pods whose containers
     are being read, and pods' statistics to upsert."""
 
-    def __init__(self, start: int, late: bool) -> None:
+    def __init__(self, start: int, late: bool, containers: dict[PodKey, int]) -> None:
         self.start = start
         self.late = late
         """Chunks of this block exist already (late samples): pods take their stored containers."""
+        self.containers = containers
+        """How many container series each pod has: once they are all read, the pod is summed."""
         self.chunks: list[ChunkRow] = []
-        self.pod: PodKey | None = None
-        self.runs: list[ChunkSamples] = []
-        self.run_stats: list[BlockStats] = []
+        self.open: dict[PodKey, _OpenPod] = {}
         self.pod_stats: dict[PodKey, BlockStats] = {}
 
 
@@ -151,11 +160,13 @@ class Compactor:
                     )
                 )
             }
+            # Ordered by series, as the head's rows sort cheapest: the containers of a pod are
+            # created together, so their ids are neighbours and a pod is summed (and its
+            # samples let go) as soon as its last container has been read.
             with conn.execute(
                 select(h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
-                .join(s, s.c.id == h.c.series_id)
                 .where(h.c.ts_ms >= start, h.c.ts_ms < end)
-                .order_by(*_by_pod(conn), h.c.series_id, h.c.ts_ms)
+                .order_by(h.c.series_id, h.c.ts_ms)
                 .execution_options(stream_results=True, yield_per=50_000)
             ) as rows:
                 self._compact_rows(conn, start, rows, pods, existing_ids, report)
@@ -178,9 +189,12 @@ class Compactor:
         existing_ids: set[int],
         report: CompactionReport,
     ) -> None:
-        """Chunks of the block's head rows (ordered by pod, series and time) and its pods'
-        statistics, upserted as each pod is complete. ``pods``: each container's pod."""
-        block = _Block(start, late=bool(existing_ids))
+        """Chunks of the block's head rows (ordered by series and time) and its pods'
+        statistics. ``pods``: each container's pod."""
+        containers: dict[PodKey, int] = {}
+        for key in pods.values():
+            containers[key] = containers.get(key, 0) + 1
+        block = _Block(start, late=bool(existing_ids), containers=containers)
         current: int | None = None
         pod: PodKey | None = None
         run: list[dedup.Row] = []
@@ -193,7 +207,8 @@ class Compactor:
             run.append((ts, window, cpu, memory))
         if current is not None:
             self._close_series(conn, block, current, pod, run, existing_ids, report)
-        self._close_pod(conn, block)
+        for key in list(block.open):  # pods with a container that has no sample in this block
+            self._close_pod(conn, block, key)
         self._flush(conn, block, report)
 
     def _close_series(
@@ -221,36 +236,32 @@ class Compactor:
         chunk = ChunkRow.of(series_id, block.start, merged)
         block.chunks.append(chunk)
         if pod is not None:
-            if pod != block.pod:
-                # Rows come ordered by pod: the pod before this one is complete.
-                self._close_pod(conn, block)
-                block.pod = pod
-            block.runs.append(merged)
-            block.run_stats.append(chunk.stats)
+            found = block.open.setdefault(pod, _OpenPod())
+            found.runs.append(merged)
+            found.stats.append(chunk.stats)
+            if len(found.runs) == block.containers[pod]:
+                self._close_pod(conn, block, pod)
         if len(block.chunks) >= _UPSERT_BATCH or len(block.pod_stats) >= _UPSERT_BATCH:
             self._flush(conn, block, report)
 
-    def _close_pod(self, conn: Connection, block: _Block) -> None:
-        """The statistics of the pod whose containers were just read: the sum of its
-        containers at each instant."""
-        if block.pod is None:
-            return
-        runs = block.runs
-        if not block.late and len(runs) == 1:
-            # One container: the pod's statistics are its container's, already taken.
-            block.pod_stats[block.pod] = block.run_stats[0]
-            block.pod, block.runs, block.run_stats = None, [], []
-            return
+    def _close_pod(self, conn: Connection, block: _Block, pod: PodKey) -> None:
+        """The statistics of a pod whose containers have been read: the sum of its containers
+        at each instant."""
+        found = block.open.pop(pod)
+        runs = found.runs
         if block.late:
             # Its containers without a late sample count too, from their stored chunks (the
             # new versions of the others first go to the database).
             if block.chunks:
                 _upsert(conn, block.chunks)
                 block.chunks = []
-            runs = self._stored_containers(conn, block.start, block.pod)
+            runs = self._stored_containers(conn, block.start, pod)
+        elif len(runs) == 1:
+            # One container: the pod's statistics are its container's, already taken.
+            block.pod_stats[pod] = found.stats[0]
+            return
         if runs:
-            block.pod_stats[block.pod] = BlockStats.of(dedup.sum_runs(runs))
-        block.pod, block.runs, block.run_stats = None, [], []
+            block.pod_stats[pod] = BlockStats.of(dedup.sum_runs(runs))
 
     def _flush(self, conn: Connection, block: _Block, report: CompactionReport) -> None:
         """Upsert the pending chunks, then the pending pods' statistics."""
@@ -285,16 +296,6 @@ class Compactor:
             select(c.c.payload).where(c.c.series_id == series_id, c.c.block_start_ms == start)
         ).scalar()
         return None if payload is None else decode_samples(payload)
-
-
-def _by_pod(conn: Connection) -> list[Any]:
-    """Sort keys that put each pod's containers together. Byte order is enough (and on
-    PostgreSQL, COLLATE "C" spares a locale-aware comparison per row of the sort)."""
-    s = schema.series
-    keys: list[Any] = [s.c.kind, s.c.cluster, s.c.namespace, s.c.pod]
-    if conn.dialect.name == "postgresql":
-        return [key.collate("C") for key in keys]
-    return keys
 
 
 def pod_series_ids(
