@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Connection, func, select, tuple_
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.errors import StoreError
@@ -56,6 +56,13 @@ def _identity(row: object) -> SeriesKey:
         row.container,  # type: ignore[attr-defined]
         row.cluster,  # type: ignore[attr-defined]
     )
+
+
+def _identities(conn: Connection) -> dict[int, SeriesKey]:
+    """Every series' identity by id."""
+    s = schema.series
+    columns = (s.c.id, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container, s.c.cluster)
+    return {row.id: _identity(row) for row in conn.execute(select(*columns))}
 
 
 @contextmanager
@@ -158,20 +165,7 @@ class HistoryCopier:
                     ),
                     values,
                 )
-            target_ids = {
-                _identity(row): row.id
-                for row in conn.execute(
-                    select(
-                        s.c.id,
-                        s.c.kind,
-                        s.c.node,
-                        s.c.namespace,
-                        s.c.pod,
-                        s.c.container,
-                        s.c.cluster,
-                    )
-                )
-            }
+            target_ids = {key: sid for sid, key in _identities(conn).items()}
         self.target.invalidate_writer()
         self.progress(f"series: {len(rows)}")
         return {row.id: target_ids[_identity(row)] for row in rows}
@@ -230,24 +224,11 @@ class HistoryCopier:
             self.progress(f"chunks: {report.chunks_copied + report.chunks_already_there}")
 
     def _copy_head(self, ids: dict[int, int], report: CopyReport) -> None:
-        h, s = schema.samples_head, schema.series
+        h = schema.samples_head
         # Writes of the head go through Store.write, which raises StoreError of its own (not
         # caught here): what fails in this block as a driver error is the source.
         with _reading(self.source), self.source.engine.connect() as conn:
-            keys = {
-                row.id: _identity(row)
-                for row in conn.execute(
-                    select(
-                        s.c.id,
-                        s.c.kind,
-                        s.c.node,
-                        s.c.namespace,
-                        s.c.pod,
-                        s.c.container,
-                        s.c.cluster,
-                    )
-                )
-            }
+            keys = _identities(conn)
             rows = conn.execute(
                 select(h.c.ts_ms, h.c.series_id, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
                 .order_by(h.c.ts_ms, h.c.series_id)
