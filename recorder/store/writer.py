@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from sqlalchemy import BigInteger, Column, Connection, Engine, func, select, tuple_
 from sqlalchemy.dialects import postgresql
 
-from recorder.domain import Batch, Kind, Rejection, Sample, SeriesKey, WriteResult
+from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, SeriesKey, WriteResult
 from recorder.stats.codec import decode_samples
 from recorder.store import schema
 from recorder.store.engine import dialect_insert, first_line, is_content_error
@@ -142,7 +142,8 @@ class SampleWriter:
         self._newest_digest: dict[int, int] = {}
         self._below: dict[int, tuple[int, int]] = {}
         """Per series, the last timestamp (and digest) written below its newest one, if any."""
-        self._labels: dict[LabelRef, Mapping[str, str]] = {}
+        self._labels: dict[str, dict[PodRef, Mapping[str, str]]] = {}
+        """Each cluster's pods' stored labels (the batch's own keys look them up as they are)."""
         self._loaded = False
 
     def load(self) -> None:
@@ -166,12 +167,11 @@ class SampleWriter:
                 if ts >= newest.get(sid, -1):
                     newest[sid] = ts
                     digests[sid] = digest(window, cpu, memory)
-            labels: dict[LabelRef, Mapping[str, str]] = {
-                (cluster, ns, pod): json.loads(text)
-                for cluster, ns, pod, text in conn.execute(
-                    select(pl.c.cluster, pl.c.namespace, pl.c.pod, pl.c.labels_json)
-                )
-            }
+            labels: dict[str, dict[PodRef, Mapping[str, str]]] = {}
+            for cluster, ns, pod, text in conn.execute(
+                select(pl.c.cluster, pl.c.namespace, pl.c.pod, pl.c.labels_json)
+            ):
+                labels.setdefault(cluster, {})[(ns, pod)] = json.loads(text)
         self._ids = ids
         self._newest = newest
         self._newest_digest = digests
@@ -260,10 +260,7 @@ class SampleWriter:
                 kept.append(sample)
             samples = kept
         labels: dict[LabelRef, Mapping[str, str]] = {}
-        cluster = batch.cluster
-        for ref, pod_labels in self._changed_labels(
-            {(cluster, ns, pod): values for (ns, pod), values in batch.pod_labels.items()}
-        ).items():
+        for ref, pod_labels in self._changed_labels(batch.cluster, batch.pod_labels).items():
             label_problem = _labels_problem(ref, pod_labels)
             if label_problem is None:
                 labels[ref] = pod_labels
@@ -306,7 +303,8 @@ class SampleWriter:
                 self._below.pop(sid, None)
             else:
                 self._below[sid] = seen
-        self._labels.update(labels)
+        for (cluster, ns, pod), pod_labels in labels.items():
+            self._labels.setdefault(cluster, {})[(ns, pod)] = pod_labels
         return len(rows), len(samples) - len(rows)
 
     def _learn_compacted_digests(self, conn: Connection, unknown: Mapping[int, int]) -> bool:
@@ -447,11 +445,13 @@ class SampleWriter:
         return found
 
     def _changed_labels(
-        self, labels: Mapping[LabelRef, Mapping[str, str]]
+        self, cluster: str, labels: Mapping[PodRef, Mapping[str, str]]
     ) -> dict[LabelRef, Mapping[str, str]]:
-        known = self._labels
+        known = self._labels.get(cluster, {})
         return {
-            ref: pod_labels for ref, pod_labels in labels.items() if known.get(ref) != pod_labels
+            (cluster, *ref): pod_labels
+            for ref, pod_labels in labels.items()
+            if known.get(ref) != pod_labels
         }
 
     def _upsert_labels(
