@@ -13,7 +13,7 @@ The stored columns are named ``<field>`` and ``<resource>_<part>`` (``cpu_sum``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -110,11 +110,6 @@ class BlockStats:
             out[f"{name}_last"] = part.last
             out[f"{name}_sketch"] = part.sketch
         return out
-
-    @classmethod
-    def from_columns(cls, row: Mapping[Any, Any]) -> BlockStats:
-        """From a mapping holding :data:`COLUMNS` by name (a SQLAlchemy row's ``_mapping``)."""
-        return cls.from_values([row[name] for name in COLUMNS])
 
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> BlockStats:

@@ -71,14 +71,19 @@ def test_columns_round_trip_and_name_every_stored_column() -> None:
     stats = BlockStats.of(samples_of([5, 9, 2**62], [1, 2, 3]))
     columns = stats.to_columns()
     assert tuple(columns) == block.COLUMNS
-    assert BlockStats.from_columns(columns) == stats
+    assert BlockStats.from_values([columns[name] for name in block.COLUMNS]) == stats
 
 
 def test_a_block_without_sums_of_squares_reads_back_as_unknown() -> None:
     columns = BlockStats.of(samples_of([1, 2])).to_columns()
     columns["cpu_sumsq"] = None
-    assert BlockStats.from_columns(columns).cpu.squares is None
-    merged = block.merge([BlockStats.from_columns(columns), BlockStats.of(samples_of([3]))])
+    assert BlockStats.from_values([columns[n] for n in block.COLUMNS]).cpu.squares is None
+    merged = block.merge(
+        [
+            BlockStats.from_values([columns[n] for n in block.COLUMNS]),
+            BlockStats.of(samples_of([3])),
+        ]
+    )
     assert merged.cpu.squares is None
 
 
