@@ -1,7 +1,7 @@
 """What each ``recorder`` command does, wired from settings: the service, the demo, one poll,
 one maintenance round, a migration, a copy, and the store the query commands read.
 
-``cli.py`` parses the flags and prints; this module builds ``Settings`` from the flags (once,
+``recorder.cli`` parses the flags and prints; this module builds ``Settings`` from the flags (once,
 at the edge), opens the stores and builds the poll path. Nothing here prints except the
 service's own banner and log.
 """

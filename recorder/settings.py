@@ -1,6 +1,6 @@
 """The one configuration object, read from ``RECORDER_*`` variables; CLI flags override it.
 
-Built once at the edge (``cli.py``) and passed down; nothing else reads the environment.
+Built once at the edge (``recorder.cli``) and passed down; nothing else reads the environment.
 """
 
 from __future__ import annotations

@@ -1,0 +1,84 @@
+"""The ``recorder`` command line: flags in, text out.
+
+Each command's flags and handler live in a module of this package (``service``: run, demo,
+poll, simulate; ``maintenance``: migrate, maintain, copy; ``history``: query; ``top``). They
+hand the flags to ``recorder.commands`` (which builds ``Settings`` once and wires the service, a
+poll, maintenance...) or to the query layer, and print what comes back. ``main`` parses, runs
+the handler and turns every error into one line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from recorder import __version__, commands
+from recorder.errors import RecorderError
+
+log = logging.getLogger("recorder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from recorder.cli.history import add_history
+    from recorder.cli.maintenance import add_maintenance
+    from recorder.cli.service import add_service, add_simulate
+    from recorder.cli.top import add_top
+
+    parser = argparse.ArgumentParser(
+        prog="recorder",
+        description="Keeps the history of Kubernetes CPU and memory usage from metrics.k8s.io.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_service(subcommands)
+    add_maintenance(subcommands)
+    add_history(subcommands)
+    add_top(subcommands)
+    add_simulate(subcommands)
+    return parser
+
+
+_TIME_FLAGS = ("--start", "--end")
+
+
+def _relative_times_attached(argv: Sequence[str]) -> list[str]:
+    """``--start -24h`` as ``--start=-24h``: argparse takes a value that starts with a minus
+    for an unknown flag, and a relative time always does."""
+    out: list[str] = []
+    for arg in argv:
+        if (
+            out
+            and out[-1] in _TIME_FLAGS
+            and len(arg) > 1
+            and arg[0] == "-"
+            and arg[1] in "0123456789."
+        ):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(_relative_times_attached(given))
+    commands.configure_logging(args.log_level or os.environ.get("RECORDER_LOG_LEVEL"))
+    try:
+        code: int = args.handler(args)
+        return code
+    except RecorderError as exc:
+        print(f"recorder {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback in the debug log
+        log.debug("unexpected error", exc_info=True)
+        print(
+            f"recorder {args.command}: unexpected error: {exc!r} (run with --log-level DEBUG "
+            "for details, and please report it)",
+            file=sys.stderr,
+        )
+        return 70

@@ -1,0 +1,63 @@
+"""``recorder query``: the history API from the command line, printed as a table, JSON or CSV."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from recorder import commands, timeutil
+from recorder.cli import options
+from recorder.domain import Agg, HistoryQuery, HistoryResult, QueryKind, Resource, SeriesFilter
+from recorder.query import engine, formats, params
+from recorder.settings import Settings
+from recorder.timeutil import HOUR_MS
+
+
+def add_history(subcommands: Any) -> None:
+    query = subcommands.add_parser("query", help="the history API from the command line")
+    options.database_url(query)
+    query.add_argument("--resource", required=True, choices=["cpu", "memory"])
+    query.add_argument("--kind", default="container", choices=["node", "container", "pod"])
+    for name in ("node", "namespace", "pod", "container", "selector", "start", "end", "step"):
+        query.add_argument(f"--{name}")
+    options.cluster_filter(query)
+    query.add_argument("--agg", default="avg", choices=[a.value for a in Agg])
+    query.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    options.log_level(query)
+    query.set_defaults(handler=cmd_query)
+
+
+def _history(settings: Settings, query: HistoryQuery) -> HistoryResult:
+    """The one call site of ``recorder query`` into the history."""
+    store = commands.open_query_store(settings)
+    try:
+        return engine.history(store, query, max_points=10**7)
+    finally:
+        store.close()
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    settings = commands.settings_from_args(args)
+    start_ms, end_ms = params.parse_range(
+        args.start,
+        args.end,
+        now_ms=timeutil.now_ms(),
+        default_ms=HOUR_MS,
+        max_range_ms=2**62,
+        names=("--start", "--end"),
+    )
+    step_ms = params.parse_step_ms(args.step, name="--step")
+    resource, kind, agg = Resource(args.resource), QueryKind(args.kind), Agg(args.agg)
+    where = SeriesFilter(
+        kind,
+        args.node,
+        args.namespace,
+        args.pod,
+        args.container,
+        params.parse_selector(args.selector),
+        args.only_cluster,
+    )
+    result = _history(settings, HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg))
+    shown = agg if step_ms is not None else None
+    print(formats.history_text(args.format, result, resource, kind, step_ms, shown), end="")
+    return 0

@@ -1,0 +1,82 @@
+"""Options several commands share: the settings flags, /metrics cardinality, the cluster
+filter, and the duration type argparse checks them with."""
+
+from __future__ import annotations
+
+import argparse
+
+from recorder import timeutil
+from recorder.errors import DurationError
+
+
+def positive_seconds(text: str) -> float:
+    """A duration flag (``timeutil``'s grammar) in seconds, more than zero; argparse names the
+    flag in its message."""
+    try:
+        seconds = timeutil.parse_duration_seconds(text)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than zero, e.g. 30s")
+    return seconds
+
+
+def database_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
+
+
+def log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+
+
+def common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("common options (each also RECORDER_<NAME>)")
+    group.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
+    group.add_argument("--api-url", help="plain Metrics API base URL, e.g. kubectl proxy's")
+    group.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG)")
+    group.add_argument("--context", help="kubeconfig context (default: current-context)")
+    group.add_argument(
+        "--cluster",
+        help="name of this cluster, the cluster label of every series (default: default); "
+        "set it before the first run: changing it starts new series",
+    )
+    group.add_argument(
+        "--namespace",
+        action="append",
+        help="only pods of this namespace (repeatable); skips nodes",
+    )
+    group.add_argument(
+        "--interval",
+        type=positive_seconds,
+        help="poll interval: a duration such as 30s, 1m30s or 45 (seconds) (default 30s)",
+    )
+    group.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+
+
+def exposition(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("/metrics cardinality (each also RECORDER_<NAME>)")
+    group.add_argument(
+        "--metrics-containers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="per-container gauges on /metrics (default on; recording is not affected)",
+    )
+    group.add_argument(
+        "--metrics-namespace",
+        action="append",
+        metavar="PATTERN",
+        help="only containers of matching namespaces on /metrics (repeatable; e.g. 'team-*')",
+    )
+    group.add_argument(
+        "--metrics-exclude-namespace",
+        action="append",
+        metavar="PATTERN",
+        help="no containers of matching namespaces on /metrics (repeatable; wins)",
+    )
+
+
+def cluster_filter(parser: argparse.ArgumentParser) -> None:
+    # Its own dest: the ``cluster`` setting names the cluster a recorder writes, not a filter.
+    parser.add_argument(
+        "--cluster", dest="only_cluster", metavar="NAME", help="only series of this cluster"
+    )
