@@ -31,6 +31,11 @@ class OutputFormat(StrEnum):
     csv = "csv"
 
 
+class TimeFormat(StrEnum):
+    rfc3339 = "rfc3339"
+    unix = "unix"
+
+
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before trying again (when too many queries ran)",
@@ -115,6 +120,10 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
         ] = None,
         agg: Annotated[Agg, Query(description="aggregation within each step")] = Agg.AVG,
         format: Annotated[OutputFormat, Query()] = OutputFormat.json,
+        time_format: Annotated[
+            TimeFormat,
+            Query(description="times in CSV: RFC 3339 (2026-11-28T16:00:00Z) or unix seconds"),
+        ] = TimeFormat.rfc3339,
     ) -> Response:
         start_ms, end_ms = params.parse_range(
             start, end, now_ms=deps.now_ms(), default_ms=HOUR_MS, max_range_ms=deps.max_range_ms
@@ -129,7 +138,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             )
             if format is OutputFormat.csv:
                 return Response(
-                    formats.history_csv(result, resource, shown_agg),
+                    formats.history_csv(result, resource, shown_agg, time_format.value),
                     media_type="text/csv; charset=utf-8",
                 )
             return JSONResponse(

@@ -52,13 +52,14 @@ class SeriesResponse(BaseModel):
 
 
 class ResourceSummary(BaseModel):
-    avg: float
+    avg: float = Field(description="the average over the time the group had samples (covered)")
+    avgOverWindow: float = Field(description="the usage integral divided by the whole window")
     max: float
     p95: float
     coreHours: float | None = None
     gibHours: float | None = None
     samples: int
-    coverage: float
+    coverage: float = Field(description="the share of the window the group had samples (0..1)")
 
 
 class GroupEntry(BaseModel):

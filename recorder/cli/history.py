@@ -23,6 +23,12 @@ def add_history(subcommands: Any) -> None:
     options.cluster_filter(query)
     query.add_argument("--agg", default="avg", choices=[a.value for a in Agg])
     query.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    query.add_argument(
+        "--time-format",
+        default="rfc3339",
+        choices=formats.TIME_FORMATS,
+        help="times in csv: rfc3339 (default, 2026-11-28T16:00:00Z) or unix seconds",
+    )
     options.log_level(query)
     query.set_defaults(handler=cmd_query)
 
@@ -59,5 +65,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     )
     result = _history(settings, HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg))
     shown = agg if step_ms is not None else None
-    print(formats.history_text(args.format, result, resource, kind, step_ms, shown), end="")
+    text = formats.history_text(
+        args.format, result, resource, kind, step_ms, shown, args.time_format
+    )
+    print(text, end="")
     return 0

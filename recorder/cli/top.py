@@ -1,4 +1,4 @@
-"""``recorder top pods|nodes``: like ``kubectl top``, over a past window."""
+"""``recorder top pod|node [NAME]``: like ``kubectl top``, over a past window."""
 
 from __future__ import annotations
 
@@ -9,63 +9,204 @@ from typing import Any
 from recorder import commands, timeutil
 from recorder.cli import options
 from recorder.domain import Agg, QueryKind, Resource, SeriesFilter
+from recorder.errors import QueryError
 from recorder.query import engine, formats, params
 from recorder.settings import Settings
 from recorder.timeutil import HOUR_MS
 
+_WHAT = {"pod": "pod", "pods": "pod", "po": "pod", "node": "node", "nodes": "node", "no": "node"}
+
+_DESCRIPTION = """\
+Like kubectl top, over a past window: each pod's (or node's, or with --containers each
+container's) CPU and memory, aggregated over the window --since long that ends at --end.
+
+The value is the average (--agg avg, the default) of the samples in the window; --agg max,
+p95... choose another aggregation. A pod's value is computed on the pod's summed series (its
+containers added at each instant), as /api/v1/history?kind=pod computes it: with --agg max
+that is the pod's own peak, not the sum of its containers' peaks. Rows are in name order
+(namespace, then name) unless --sort-by says otherwise. Above the table, a line on stderr
+says what the values are (# avg over <start> .. <end>)."""
+
 
 def add_top(subcommands: Any) -> None:
-    top = subcommands.add_parser("top", help="like kubectl top, over a past window")
-    top.add_argument("what", choices=["pods", "nodes"])
+    top = subcommands.add_parser(
+        "top",
+        help="like kubectl top pod/node, over a past window",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument(
+        "what", choices=list(_WHAT), metavar="pod|node", help="pod (po, pods) or node (no, nodes)"
+    )
+    top.add_argument("name", nargs="?", metavar="NAME", help="only this pod or node")
     options.database_url(top)
     scope = top.add_mutually_exclusive_group()
-    scope.add_argument("-A", "--all-namespaces", action="store_true")
-    scope.add_argument("--namespace", help="pods of this namespace (default: default)")
-    top.add_argument("--selector", "-l", help="label selector on pod labels")
+    scope.add_argument("-n", "--namespace", help="pods of this namespace (default: default)")
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="pods of every namespace"
+    )
+    top.add_argument("-l", "--selector", help="label selector on pod labels (app=web,tier!=db)")
+    top.add_argument(
+        "--containers", action="store_true", help="one row per container (columns POD, NAME)"
+    )
     options.cluster_filter(top)
     top.add_argument(
         "--since", default="1h", help="window length: a duration (1h, 90m, 1.5d, 2w; default 1h)"
     )
     top.add_argument("--end", help="end of the window (default now): RFC 3339, unix seconds")
-    top.add_argument("--agg", default="avg", choices=[a.value for a in Agg if a is not Agg.COUNT])
-    top.add_argument("--sort-by", default="cpu", choices=["cpu", "memory"])
-    top.add_argument("-n", "--limit", type=int, default=20, help="rows to show (default 20)")
+    top.add_argument(
+        "--agg",
+        default="avg",
+        choices=[a.value for a in Agg if a is not Agg.COUNT],
+        help="aggregation of each row's samples over the window (default avg: their mean)",
+    )
+    top.add_argument(
+        "--sort-by",
+        choices=["cpu", "memory"],
+        help="the rows using the most first (default: in name order, as kubectl)",
+    )
+    top.add_argument("--no-headers", action="store_true", help="no header line (table, CSV)")
+    top.add_argument(
+        "--sum", action="store_true", help="a sum row under the table, as kubectl top pod --sum"
+    )
+    top.add_argument(
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help="show the first N rows only (stderr says how many are hidden; default all)",
+    )
+    top.add_argument(
+        "-o",
+        "--output",
+        default="table",
+        choices=["table", "json", "csv"],
+        help="table (default, as kubectl), json (a list of objects: CPU in cores, memory in "
+        "bytes) or csv (the same fields)",
+    )
+    top.add_argument(
+        "--time-format",
+        default="rfc3339",
+        choices=formats.TIME_FORMATS,
+        help="the window's times in json and csv: rfc3339 (default) or unix seconds",
+    )
     options.log_level(top)
     top.set_defaults(handler=cmd_top)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def _top(
-    settings: Settings, where: SeriesFilter, start_ms: int, end_ms: int, agg: Agg
-) -> list[formats.TopRow]:
+    settings: Settings,
+    where: SeriesFilter,
+    start_ms: int,
+    end_ms: int,
+    agg: Agg,
+    containers: bool,
+) -> list[engine.TopRow]:
     """The one call site of ``recorder top`` into the history."""
     store = commands.open_query_store(settings)
     try:
-        return list(engine.top(store, where, start_ms, end_ms, agg))
+        return engine.top(store, where, start_ms, end_ms, agg, containers=containers)
     finally:
         store.close()
 
 
+def _check_flags(args: argparse.Namespace, nodes: bool) -> None:
+    """Flags that do not go together, as kubectl refuses them."""
+    if nodes:
+        for given, flag in (
+            (args.namespace is not None, "-n/--namespace"),
+            (args.all_namespaces, "-A/--all-namespaces"),
+            (args.selector is not None, "-l/--selector (it matches pod labels)"),
+            (args.containers, "--containers"),
+        ):
+            if given:
+                raise QueryError(f"{flag} goes with top pod, not top node")
+    if args.name is not None and args.all_namespaces:
+        raise QueryError("a pod is named in one namespace: give NAME with -n, not -A")
+    if args.name is not None and args.selector is not None:
+        raise QueryError("give NAME or -l/--selector, not both")
+    if args.output != "table" and args.sum:
+        raise QueryError("--sum goes with the table output, not -o " + args.output)
+    if args.output == "json" and args.no_headers:
+        raise QueryError("--no-headers goes with the table or -o csv, not -o json")
+
+
 def cmd_top(args: argparse.Namespace) -> int:
+    nodes = _WHAT[args.what] == "node"
+    _check_flags(args, nodes)
     settings = commands.settings_from_args(args)
-    now_ms = timeutil.now_ms()
-    end_ms = params.parse_time_ms(args.end, "--end", now_ms) if args.end else now_ms
     since_ms = params.parse_step_ms(args.since, name="--since") or HOUR_MS
-    nodes = args.what == "nodes"
+    start_ms, end_ms = params.parse_range(
+        None,
+        args.end,
+        now_ms=timeutil.now_ms(),
+        default_ms=since_ms,
+        max_range_ms=2**62,
+        names=("--since", "--end"),
+    )
     namespace = None if args.all_namespaces or nodes else (args.namespace or "default")
     where = SeriesFilter(
-        QueryKind.NODE if nodes else QueryKind.CONTAINER,
+        QueryKind.NODE if nodes else QueryKind.POD,
+        node=args.name if nodes else None,
         namespace=namespace,
+        pod=None if nodes else args.name,
         selector=params.parse_selector(args.selector),
         cluster=args.only_cluster,
     )
-    rows = _top(settings, where, end_ms - since_ms, end_ms, Agg(args.agg))
-    sort_by = Resource.CPU if args.sort_by == "cpu" else Resource.MEMORY
-    shown = formats.rank_top(rows, sort_by, args.limit)
-    if not shown:
-        where_text = "in any namespace" if namespace is None else f"in namespace {namespace}"
-        if args.only_cluster is not None:
-            where_text += f" of cluster {args.only_cluster}"
-        print(f"No {args.what} recorded {where_text} in the last {args.since}.", file=sys.stderr)
-        return 0
-    print(formats.top_table(shown, nodes=nodes, all_namespaces=namespace is None), end="")
+    agg = Agg(args.agg)
+    containers = args.containers
+    rows = _top(settings, where, start_ms, end_ms, agg, containers)
+    what = "node" if nodes else "pod"
+    subject = f" of cluster {args.only_cluster}" if args.only_cluster is not None else ""
+    if not nodes:
+        subject += " in any namespace" if namespace is None else f" in namespace {namespace}"
+    window = f"between {formats.rfc3339(start_ms)} and {formats.rfc3339(end_ms)} (--since "
+    window += f"{args.since})"
+    if not rows and args.name is not None:
+        raise QueryError(
+            f"no metrics recorded for {what} {args.name!r}{subject} {window}: check the name"
+            + ("" if nodes else " and the namespace (-n)")
+            + ", or widen --since"
+        )
+    if not rows:
+        print(f"No {what}s{subject} recorded {window}.", file=sys.stderr)
+    sort_by = None if args.sort_by is None else Resource(args.sort_by)
+    ranked = formats.rank_top(rows, sort_by)
+    shown = ranked if args.limit is None else ranked[: args.limit]
+    if len(shown) < len(ranked):
+        hidden = len(ranked) - len(shown)
+        unit = "container" if containers else what
+        note = f"{hidden} more {unit}{'s' if hidden > 1 else ''} not shown (--limit {args.limit})"
+        print(note + ("; the sum counts only the rows shown" if args.sum else ""), file=sys.stderr)
+    kind = QueryKind.NODE if nodes else QueryKind.CONTAINER if containers else QueryKind.POD
+    if args.output == "json":
+        print(formats.top_json(shown, agg, start_ms, end_ms, args.time_format), end="")
+    elif args.output == "csv":
+        names = engine.LABELS[kind]
+        text = formats.top_csv(
+            shown, agg, start_ms, end_ms, args.time_format, names=names, headers=not args.no_headers
+        )
+        print(text, end="")
+    elif shown:
+        if not args.no_headers:
+            sys.stdout.flush()
+            print(formats.top_window(agg, start_ms, end_ms), end="", file=sys.stderr)
+        table = formats.top_table(
+            shown,
+            nodes=nodes,
+            all_namespaces=namespace is None,
+            containers=containers,
+            headers=not args.no_headers,
+            total=args.sum,
+        )
+        print(table, end="")
     return 0

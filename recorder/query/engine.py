@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Protocol
 
 from sqlalchemy import Connection
@@ -38,11 +39,12 @@ from recorder.store.series import Series, newest_in_head, select_series
 MAX_BUCKETS = 11_000
 DEFAULT_MAX_SAMPLES = 5_000_000
 
-_LABELS = {
+LABELS = {
     QueryKind.NODE: ("cluster", "node"),
     QueryKind.CONTAINER: ("cluster", "namespace", "pod", "container"),
     QueryKind.POD: ("cluster", "namespace", "pod"),
 }
+"""The identity labels of each kind's output series, in order."""
 
 
 class HistoryReader(Protocol):
@@ -63,7 +65,7 @@ class Output:
 
 
 def _labels(series: Series, kind: QueryKind) -> dict[str, str]:
-    return {name: getattr(series, name) for name in _LABELS[kind]}
+    return {name: getattr(series, name) for name in LABELS[kind]}
 
 
 def _check_selector(where: SeriesFilter) -> None:
@@ -273,8 +275,9 @@ def summarize(
     max_groups: int,
     max_samples: int = DEFAULT_MAX_SAMPLES,
 ) -> list[GroupSummary]:
-    """Per group over the window: avg (the usage integral divided by the window), max, p95
-    (of the group's samples), usage integral and coverage; see README "Summary"."""
+    """Per group over the window: avg (the usage integral divided by the time the group was
+    covered, see ``covered_ms``), max, p95 (of the group's samples), usage integral and
+    coverage (the covered share of the window); see README "Summary"."""
     outputs, results = _whole_window(reader, where, start_ms, end_ms, max_samples)
     members: dict[str, list[int]] = {}
     for index, output in enumerate(outputs):
@@ -283,46 +286,83 @@ def summarize(
             members.setdefault(key, []).append(index)
     if len(members) > max_groups:
         raise QueryError(f"more than {max_groups} groups: add filters or a selector")
-    window_seconds = max(end_ms - start_ms, 1) / 1000
+    window_ms = max(end_ms - start_ms, 1)
     out = []
     for group in sorted(members):
         indexes = members[group]
         parts: dict[Resource, ResourceSummary | None] = {}
         for resource in (Resource.CPU, Resource.MEMORY):
             accs = [a for a in (results[resource].get(i) for i in indexes) if a]
-            parts[resource] = _resource_summary(accs, window_seconds)
+            parts[resource] = _resource_summary(accs, window_ms)
         series = sum(1 for i in indexes for s in outputs[i].members if s.kind is not Kind.POD)
         out.append(GroupSummary(group, series, parts[Resource.CPU], parts[Resource.MEMORY]))
     return out
 
 
-def _resource_summary(accs: Sequence[Accumulator], window_seconds: float) -> ResourceSummary | None:
+def covered_ms(accs: Sequence[Accumulator]) -> float:
+    """How long a group of output series had samples, from what each series' statistics keep
+    (count, first and last timestamp, smallest gap ``interval_ms``: no timestamps).
+
+    Each sample covers one interval (the rule the usage integral uses), so a series covers
+    ``count * interval_ms``, within its span ``first_ms .. last_ms + interval_ms``. The group
+    covers the union of its series' spans, less the share of polls they missed: exact for one
+    series, for series present at the same times, and for series one after another (a
+    rollout), and never less than its most covered series nor more than their sum. A series
+    with a single sample (no interval) covers nothing, as it adds nothing to the integral."""
+    spans: list[tuple[int, int]] = []
+    own_total = span_total = largest = 0
+    for acc in accs:
+        interval = acc.interval_ms
+        if interval <= 0 or acc.count == 0:
+            continue
+        span = acc.last_ms - acc.first_ms + interval
+        own = min(acc.count * interval, span)
+        spans.append((acc.first_ms, acc.last_ms + interval))
+        own_total += own
+        span_total += span
+        largest = max(largest, own)
+    if not spans:
+        return 0.0
+    union = 0
+    reach = None
+    for begin, end in sorted(spans):
+        if reach is None or begin > reach:
+            union += end - begin
+            reach = end
+        elif end > reach:
+            union += end - reach
+            reach = end
+    estimate = union * own_total / span_total
+    return float(min(max(estimate, largest), union, own_total))
+
+
+def _resource_summary(accs: Sequence[Accumulator], window_ms: int) -> ResourceSummary | None:
     if not accs:
         return None
     integral = 0.0
-    expected = 0
     samples = 0
     sketch = None
     for acc in accs:
         samples += acc.count
-        interval = acc.interval_ms
-        if interval > 0:
-            integral += acc.total * interval / 1000
-            expected += (acc.last_ms - acc.first_ms) // interval + 1
-        else:
-            expected += acc.count
+        if acc.interval_ms > 0:
+            integral += acc.total * acc.interval_ms / 1000
         if sketch is None:
             sketch = QuantileSketch.from_bytes(acc.merged_sketch().to_bytes())  # a copy
         else:
             sketch.merge(acc.merged_sketch())
     assert sketch is not None
+    covered = min(covered_ms(accs), window_ms)
+    if covered > 0:
+        avg = integral / (covered / 1000)
+    else:  # single samples only: no interval, no integral; the group's total at its instants
+        avg = float(sum(Fraction(acc.total, acc.count) for acc in accs))
     return ResourceSummary(
         samples=samples,
-        avg=integral / window_seconds,
+        avg=avg,
         max=max(a.maximum for a in accs),
         p95=sketch.quantile(0.95),
         integral=integral,
-        coverage=min(1.0, samples / expected) if expected else 0.0,
+        coverage=covered / window_ms,
     )
 
 
@@ -340,16 +380,27 @@ def top(
     end_ms: int,
     agg: Agg,
     *,
+    containers: bool = False,
     max_samples: int = DEFAULT_MAX_SAMPLES,
 ) -> list[TopRow]:
-    """Each node's, or each pod's, ``agg`` of CPU and memory over the window. A pod's value is
-    computed on its summed series (the sum of its containers at each instant), exactly as
-    ``history?kind=pod`` computes it."""
-    kind = QueryKind.NODE if where.kind is QueryKind.NODE else QueryKind.POD
+    """Each node's, each pod's or (``containers``) each container's ``agg`` of CPU and memory
+    over the window. A pod's value is computed on its summed series (the sum of its containers
+    at each instant), exactly as ``history?kind=pod`` computes it; a container's on its own
+    series, as ``history?kind=container``."""
+    if where.kind is QueryKind.NODE:
+        kind = QueryKind.NODE
+    else:
+        kind = QueryKind.CONTAINER if containers else QueryKind.POD
     outputs, results = _whole_window(
         reader,
         SeriesFilter(
-            kind, where.node, where.namespace, where.pod, None, where.selector, where.cluster
+            kind,
+            where.node,
+            where.namespace,
+            where.pod,
+            where.container if containers else None,
+            where.selector,
+            where.cluster,
         ),
         start_ms,
         end_ms,

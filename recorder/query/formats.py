@@ -39,6 +39,9 @@ class TopRow(Protocol):
 
 
 UNIT = {Resource.CPU: "cores", Resource.MEMORY: "bytes"}
+TIME_FORMATS = ("rfc3339", "unix")
+"""How CSV and ``recorder top``'s JSON write a time: RFC 3339 in UTC (the default), or unix
+seconds."""
 _NANO = 10**9
 _GIB_HOURS = 2**30 * 3600
 _CORE_HOURS = _NANO * 3600
@@ -56,6 +59,22 @@ def display(resource: Resource, value: Value, agg: Agg | None = None) -> int | f
     if isinstance(value, Fraction):
         return value.numerator if value.denominator == 1 else float(value)
     return value
+
+
+def rfc3339(ts_ms: int) -> str:
+    """``2024-05-01T10:00:00Z``; with milliseconds (``...00.500Z``) when it has any."""
+    moment = datetime.fromtimestamp(ts_ms // SECOND_MS, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = ts_ms % SECOND_MS
+    return f"{moment}.{fraction:03d}Z" if fraction else f"{moment}Z"
+
+
+def time_value(ts_ms: int, time_format: str) -> str | float:
+    """A time as ``time_format`` writes it: an RFC 3339 string, or unix seconds."""
+    if time_format == "rfc3339":
+        return rfc3339(ts_ms)
+    if time_format == "unix":
+        return ts_ms / SECOND_MS
+    raise ValueError(f"unknown time format {time_format!r}: rfc3339 or unix")
 
 
 def history_json(
@@ -91,19 +110,25 @@ def history_text(
     kind: QueryKind,
     step_ms: int | None,
     agg: Agg | None,
+    time_format: str = "rfc3339",
 ) -> str:
-    """``recorder query``'s output in ``format`` (``json``, one line; ``csv``; ``table``),
-    each ending in a newline."""
+    """``recorder query``'s output in ``format`` (``json``, one line; ``csv``, its times as
+    ``time_format`` says; ``table``), each ending in a newline."""
     if format == "json":
         return json.dumps(history_json(result, resource, kind.value, step_ms, agg)) + "\n"
     if format == "csv":
-        return history_csv(result, resource, agg)
+        return history_csv(result, resource, agg, time_format)
     if format == "table":
         return history_table(result, resource, agg)
     raise ValueError(f"unknown format {format!r}: json, csv or table")
 
 
-def history_csv(result: HistoryResult, resource: Resource, agg: Agg | None) -> str:
+def history_csv(
+    result: HistoryResult, resource: Resource, agg: Agg | None, time_format: str = "rfc3339"
+) -> str:
+    """A header row, then one row per point: the series' labels, the time (``time_format``)
+    and the value in cores or bytes."""
+    time_value(0, time_format)  # an unknown format fails even without points
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     names = list(result.series[0].labels) if result.series else []
@@ -112,7 +137,7 @@ def history_csv(result: HistoryResult, resource: Resource, agg: Agg | None) -> s
     for series in result.series:
         labels = [series.labels[name] for name in names]
         for ts, value in series.points:
-            writer.writerow([*labels, ts / SECOND_MS, display(resource, value, agg)])
+            writer.writerow([*labels, time_value(ts, time_format), display(resource, value, agg)])
     return out.getvalue()
 
 
@@ -140,6 +165,9 @@ def _summary_part(resource: Resource, part: ResourceSummary | None) -> dict[str,
     scale = _NANO if resource is Resource.CPU else 1
     return {
         "avg": part.avg / scale,
+        # The integral divided by the whole window: what avg was before it left out the time
+        # without samples (avg over the covered time, times the covered share).
+        "avgOverWindow": part.avg * part.coverage / scale,
         "max": display(resource, part.max),
         "p95": part.p95 / scale,
         integral_key: part.integral / per,
@@ -171,12 +199,16 @@ def summary_json(
     }
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by three spaces, like kubectl prints them."""
-    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], *, headers: bool = True) -> str:
+    """Left-aligned columns separated by three spaces, like kubectl prints them; without
+    ``headers``, the rows alone (as ``--no-headers``: the widths are the rows')."""
+    shown = [header, *rows] if headers else list(rows)
+    if not shown:
+        return ""
+    widths = [max(len(str(row[i])) for row in shown) for i in range(len(header))]
     lines = [
         "   ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in (header, *rows)
+        for row in shown
     ]
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
@@ -193,7 +225,7 @@ def history_table(result: HistoryResult, resource: Resource, agg: Agg | None) ->
     rows = []
     for series in result.series:
         for ts, value in series.points:
-            moment = datetime.fromtimestamp(ts / SECOND_MS, UTC).isoformat().replace("+00:00", "Z")
+            moment = rfc3339(ts)
             shown = str(int(value)) if agg is Agg.COUNT else kubectl_value(resource, value)
             rows.append([*(series.labels[n] for n in names), moment, shown])
     header = [n.upper() for n in names] + ["TIME", resource.value.upper()]
@@ -203,26 +235,46 @@ def history_table(result: HistoryResult, resource: Resource, agg: Agg | None) ->
 Row = TypeVar("Row", bound=TopRow)
 
 
-def rank_top(rows: Sequence[Row], sort_by: Resource, limit: int) -> list[Row]:
-    """The ``limit`` rows using the most of ``sort_by``, as ``kubectl top --sort-by``; ties in
+def rank_top(rows: Sequence[Row], sort_by: Resource | None) -> list[Row]:
+    """As ``kubectl top``: without ``sort_by`` in label order (cluster, namespace, then the
+    name: pod or node, then container); with it, the rows using the most of it first, ties in
     label order."""
 
     def key(row: Row) -> tuple[Any, ...]:
+        if sort_by is None:
+            return tuple(row.labels.values())
         used = row.cpu if sort_by is Resource.CPU else row.memory
         return (-used, *row.labels.values())
 
-    return sorted(rows, key=key)[: max(limit, 0)]
+    return sorted(rows, key=key)
 
 
-def top_table(rows: Sequence[TopRow], *, nodes: bool, all_namespaces: bool) -> str:
-    """``kubectl top nodes`` / ``kubectl top pods [-A]``: NAME (NAMESPACE too across
-    namespaces), CPU in millicores and memory in MiB."""
+_SUM_RULE = "________"
+"""What ``kubectl top pod --sum`` prints above the totals."""
+
+
+def top_table(
+    rows: Sequence[TopRow],
+    *,
+    nodes: bool,
+    all_namespaces: bool,
+    containers: bool = False,
+    headers: bool = True,
+    total: bool = False,
+) -> str:
+    """``kubectl top nodes`` / ``kubectl top pods [-A] [--containers] [--no-headers] [--sum]``:
+    NAME (NAMESPACE too across namespaces; POD and the container's NAME with ``containers``),
+    CPU in millicores and memory in MiB; ``total``: kubectl's rule and sum row under the
+    table. A CLUSTER column comes first when the rows come from more than one cluster."""
     if nodes:
         header, name_keys = ["NAME"], ["node"]
-    elif all_namespaces:
-        header, name_keys = ["NAMESPACE", "NAME"], ["namespace", "pod"]
     else:
-        header, name_keys = ["NAME"], ["pod"]
+        header = ["NAMESPACE"] if all_namespaces else []
+        header += ["POD", "NAME"] if containers else ["NAME"]
+        name_keys = ["namespace"] if all_namespaces else []
+        name_keys += ["pod", "container"] if containers else ["pod"]
+    if len({row.labels.get("cluster") for row in rows}) > 1:
+        header, name_keys = ["CLUSTER", *header], ["cluster", *name_keys]
     header += ["CPU(cores)", "MEMORY(bytes)"]
     body = [
         [
@@ -232,4 +284,65 @@ def top_table(rows: Sequence[TopRow], *, nodes: bool, all_namespaces: bool) -> s
         ]
         for row in rows
     ]
-    return table(header, body)
+    if total:
+        blanks = [""] * len(name_keys)
+        cpu: Value = sum((row.cpu for row in rows), 0)
+        memory: Value = sum((row.memory for row in rows), 0)
+        body.append([*blanks, _SUM_RULE, _SUM_RULE])
+        body.append(
+            [*blanks, kubectl_value(Resource.CPU, cpu), kubectl_value(Resource.MEMORY, memory)]
+        )
+    return table(header, body, headers=headers)
+
+
+def top_window(agg: Agg, start_ms: int, end_ms: int) -> str:
+    """The line saying what ``recorder top``'s values are: ``# avg over <start> .. <end>``."""
+    return f"# {agg.value} over {rfc3339(start_ms)} .. {rfc3339(end_ms)}\n"
+
+
+def _top_records(
+    rows: Sequence[TopRow], agg: Agg, start_ms: int, end_ms: int, time_format: str
+) -> list[dict[str, Any]]:
+    start, end = time_value(start_ms, time_format), time_value(end_ms, time_format)
+    return [
+        {
+            **row.labels,
+            "agg": agg.value,
+            "start": start,
+            "end": end,
+            "cpu_cores": display(Resource.CPU, row.cpu),
+            "memory_bytes": display(Resource.MEMORY, row.memory),
+        }
+        for row in rows
+    ]
+
+
+def top_json(
+    rows: Sequence[TopRow], agg: Agg, start_ms: int, end_ms: int, time_format: str = "rfc3339"
+) -> str:
+    """``recorder top -o json``: one object per row, its labels (cluster, then namespace and
+    pod, or node; container with ``--containers``), the aggregation and the window, CPU in
+    cores and memory in bytes; one line."""
+    return json.dumps(_top_records(rows, agg, start_ms, end_ms, time_format)) + "\n"
+
+
+def top_csv(
+    rows: Sequence[TopRow],
+    agg: Agg,
+    start_ms: int,
+    end_ms: int,
+    time_format: str = "rfc3339",
+    *,
+    names: Sequence[str],
+    headers: bool = True,
+) -> str:
+    """``recorder top -o csv``: the fields of ``top_json`` as columns (``names``: the label
+    columns, so a table without rows still has its header)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    fields = [*names, "agg", "start", "end", "cpu_cores", "memory_bytes"]
+    if headers:
+        writer.writerow(fields)
+    for record in _top_records(rows, agg, start_ms, end_ms, time_format):
+        writer.writerow([record[field] for field in fields])
+    return out.getvalue()

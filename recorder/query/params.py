@@ -73,7 +73,7 @@ def parse_step_ms(text: str | None, *, max_ms: int = MAX_STEP_MS, name: str = "s
     if step_ms > max_ms:
         raise QueryError(
             f"{name}={text!r} is longer than the longest range a query may cover "
-            f"({max_ms // SECOND_MS}s): use a shorter step"
+            f"({max_ms // SECOND_MS}s): use a shorter one"
         )
     if step_ms < MIN_STEP_MS:
         raise QueryError(f"{name}={text!r} is shorter than 1s")

@@ -59,13 +59,20 @@ def test_history_time_range_rfc3339_and_unix(client: httpx.Client) -> None:
     assert found[0]["points"] == [[T0 / 1000, 2**30]]
 
 
-def test_history_csv(client: httpx.Client) -> None:
+def test_history_csv_times_are_rfc3339_or_unix_seconds(client: httpx.Client) -> None:
     response = client.get("/api/v1/history?resource=cpu&kind=node&format=csv")
     assert response.headers["content-type"].startswith("text/csv")
-    assert list(csv.reader(io.StringIO(response.text))) == [
+    assert T0 == 1_714_557_540_000
+    assert response.text == (
+        f"cluster,node,timestamp,cpu_cores\n{DEFAULT_CLUSTER},n1,2024-05-01T09:59:00Z,2.25\n"
+    )
+    unix = client.get("/api/v1/history?resource=cpu&kind=node&format=csv&time_format=unix")
+    assert list(csv.reader(io.StringIO(unix.text))) == [
         ["cluster", "node", "timestamp", "cpu_cores"],
         [DEFAULT_CLUSTER, "n1", str(T0 / 1000), "2.25"],
     ]
+    bad = client.get("/api/v1/history?resource=cpu&format=csv&time_format=iso")
+    assert bad.status_code == 400 and "time_format" in bad.json()["error"]
 
 
 def test_too_many_points_is_a_400_not_an_unbounded_response(api_store: Store) -> None:

@@ -90,18 +90,53 @@ def test_history_json_count_is_in_samples() -> None:
     assert "relativeError" not in data
 
 
-def test_history_csv() -> None:
+def test_history_csv_times_are_rfc3339() -> None:
     assert formats.history_csv(RESULT, Resource.CPU, Agg.AVG) == (
+        "namespace,pod,container,timestamp,cpu_cores\n"
+        "shop,web-1,app,2024-05-01T10:00:00Z,0.25\n"
+        "shop,web-1,app,2024-05-01T10:01:00Z,0.5000000005\n"
+        "shop,web-2,app,2024-05-01T10:00:00Z,1.5\n"
+    )
+    assert formats.history_csv(MEMORY, Resource.MEMORY, None, "rfc3339") == (
+        "node,timestamp,memory_bytes\n"
+        "n1,2024-05-01T10:00:00Z,536870912\n"
+        "n1,2024-05-01T10:00:00.500Z,1.5\n"
+    )
+
+
+def test_history_csv_times_as_unix_seconds() -> None:
+    assert formats.history_csv(RESULT, Resource.CPU, Agg.AVG, "unix") == (
         "namespace,pod,container,timestamp,cpu_cores\n"
         "shop,web-1,app,1714557600.0,0.25\n"
         "shop,web-1,app,1714557660.0,0.5000000005\n"
         "shop,web-2,app,1714557600.0,1.5\n"
+    )
+    assert formats.history_csv(MEMORY, Resource.MEMORY, None, "unix").splitlines()[2] == (
+        "n1,1714557600.5,1.5"
     )
 
 
 def test_history_csv_of_nothing_is_a_header() -> None:
     empty = HistoryResult([], Tier.RAW)
     assert formats.history_csv(empty, Resource.MEMORY, Agg.COUNT) == "timestamp,memory_samples\n"
+    with pytest.raises(ValueError, match="unknown time format 'iso'"):
+        formats.history_csv(empty, Resource.MEMORY, Agg.COUNT, "iso")
+
+
+@pytest.mark.parametrize(
+    ("ts_ms", "text"),
+    [
+        (0, "1970-01-01T00:00:00Z"),
+        (T0, "2024-05-01T10:00:00Z"),
+        (T0 + 1, "2024-05-01T10:00:00.001Z"),
+        (T0 + 999, "2024-05-01T10:00:00.999Z"),
+        (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+    ],
+)
+def test_rfc3339(ts_ms: int, text: str) -> None:
+    assert formats.rfc3339(ts_ms) == text
+    assert formats.time_value(ts_ms, "rfc3339") == text
+    assert formats.time_value(ts_ms, "unix") == ts_ms / 1000
 
 
 def test_history_table() -> None:
@@ -115,13 +150,13 @@ def test_history_table() -> None:
 
 def test_history_table_of_memory_and_counts() -> None:
     assert formats.history_table(MEMORY, Resource.MEMORY, None) == (
-        "NODE   TIME                          MEMORY\n"
-        "n1     2024-05-01T10:00:00Z          512Mi\n"
-        "n1     2024-05-01T10:00:00.500000Z   0Mi\n"
+        "NODE   TIME                       MEMORY\n"
+        "n1     2024-05-01T10:00:00Z       512Mi\n"
+        "n1     2024-05-01T10:00:00.500Z   0Mi\n"
     )
     assert formats.history_table(MEMORY, Resource.MEMORY, Agg.COUNT).splitlines()[1:] == [
-        "n1     2024-05-01T10:00:00Z          536870912",
-        "n1     2024-05-01T10:00:00.500000Z   1",
+        "n1     2024-05-01T10:00:00Z       536870912",
+        "n1     2024-05-01T10:00:00.500Z   1",
     ]
 
 
@@ -180,6 +215,7 @@ def test_summary_json() -> None:
                     "series": 2,
                     "cpu": {
                         "avg": 0.5,
+                        "avgOverWindow": 0.5,
                         "max": 2.0,
                         "p95": 1.5,
                         "coreHours": 1800.0,
@@ -188,6 +224,7 @@ def test_summary_json() -> None:
                     },
                     "memory": {
                         "avg": GIB * 1.0,
+                        "avgOverWindow": GIB * 0.5,  # half the window covered
                         "max": 2 * GIB,
                         "p95": 1.5 * GIB,
                         "gibHours": 2.0,
@@ -216,13 +253,19 @@ PODS = [
 ]
 
 
-def test_rank_top_orders_by_the_resource_then_labels_and_limits() -> None:
-    by_cpu = formats.rank_top(PODS, Resource.CPU, 3)
-    assert [r.labels["pod"] for r in by_cpu] == ["db", "web-1", "web-2"]
-    by_memory = formats.rank_top(PODS, Resource.MEMORY, 10)
+def test_rank_top_orders_by_name_as_kubectl_or_by_the_resource() -> None:
+    by_name = formats.rank_top(PODS, None)
+    assert [(r.labels["namespace"], r.labels["pod"]) for r in by_name] == [
+        ("kube-system", "dns"),
+        ("shop", "db"),
+        ("shop", "web-1"),
+        ("shop", "web-2"),
+    ]
+    by_cpu = formats.rank_top(PODS, Resource.CPU)
+    assert [r.labels["pod"] for r in by_cpu] == ["db", "web-1", "web-2", "dns"]  # tie: names
+    by_memory = formats.rank_top(PODS, Resource.MEMORY)
     assert [r.labels["pod"] for r in by_memory] == ["db", "dns", "web-1", "web-2"]
-    assert formats.rank_top(PODS, Resource.CPU, 0) == []
-    assert formats.rank_top(PODS, Resource.CPU, -1) == []
+    assert formats.rank_top([], Resource.CPU) == []
 
 
 def test_top_table_of_pods_across_namespaces() -> None:
@@ -242,6 +285,131 @@ def test_top_table_of_pods_in_one_namespace_and_of_nodes() -> None:
     nodes = [Row({"node": "n1"}, 3_000_000_000, 8 * GIB)]
     assert formats.top_table(nodes, nodes=True, all_namespaces=True) == (
         "NAME   CPU(cores)   MEMORY(bytes)\nn1     3000m        8192Mi\n"
+    )
+
+
+CONTAINERS = [
+    Row({"cluster": "c", "namespace": "shop", "pod": "web-1", "container": "app"}, 10**8, 2**20),
+    Row({"cluster": "c", "namespace": "shop", "pod": "web-1", "container": "envoy"}, 5, 2**21),
+    Row({"cluster": "c", "namespace": "shop", "pod": "db", "container": "postgres"}, 10**9, 0),
+]
+
+
+def test_top_table_of_containers_as_kubectl_top_pod_containers() -> None:
+    assert formats.top_table(CONTAINERS, nodes=False, all_namespaces=False, containers=True) == (
+        "POD     NAME       CPU(cores)   MEMORY(bytes)\n"
+        "web-1   app        100m         1Mi\n"
+        "web-1   envoy      1m           2Mi\n"
+        "db      postgres   1000m        0Mi\n"
+    )
+    assert formats.top_table(CONTAINERS[:1], nodes=False, all_namespaces=True, containers=True) == (
+        "NAMESPACE   POD     NAME   CPU(cores)   MEMORY(bytes)\n"
+        "shop        web-1   app    100m         1Mi\n"
+    )
+
+
+def test_top_table_sum_row_as_kubectl_top_pod_sum() -> None:
+    # The exact values are added, then shown: 100m + 5 nanocores is 101m (not 100m + 1m).
+    assert formats.top_table(
+        CONTAINERS, nodes=False, all_namespaces=False, containers=True, total=True
+    ) == (
+        "POD     NAME       CPU(cores)   MEMORY(bytes)\n"
+        "web-1   app        100m         1Mi\n"
+        "web-1   envoy      1m           2Mi\n"
+        "db      postgres   1000m        0Mi\n"
+        "                   ________     ________\n"
+        "                   1101m        3Mi\n"
+    )
+    assert formats.top_table(PODS[:2], nodes=False, all_namespaces=False, total=True) == (
+        "NAME    CPU(cores)   MEMORY(bytes)\n"
+        "web-1   250m         300Mi\n"
+        "dns     1m           700Mi\n"
+        "        ________     ________\n"
+        "        251m         1000Mi\n"
+    )
+
+
+def test_top_table_without_headers_has_the_rows_widths() -> None:
+    assert formats.top_table(PODS[1:2], nodes=False, all_namespaces=False, headers=False) == (
+        "dns   1m   700Mi\n"
+    )
+    assert formats.table(["A"], [], headers=False) == ""
+
+
+def test_top_table_names_the_cluster_when_rows_come_from_several() -> None:
+    rows = [
+        Row({"cluster": "a", "namespace": "shop", "pod": "web"}, 10**8, 2**20),
+        Row({"cluster": "b", "namespace": "shop", "pod": "web"}, 2 * 10**8, 2**20),
+    ]
+    assert formats.top_table(rows, nodes=False, all_namespaces=False) == (
+        "CLUSTER   NAME   CPU(cores)   MEMORY(bytes)\n"
+        "a         web    100m         1Mi\n"
+        "b         web    200m         1Mi\n"
+    )
+
+
+def test_top_window_line() -> None:
+    assert formats.top_window(Agg.P95, T0 - 3_600_000, T0 + 1) == (
+        "# p95 over 2024-05-01T09:00:00Z .. 2024-05-01T10:00:00.001Z\n"
+    )
+
+
+TYPED = [
+    Row({"cluster": "c", "namespace": "shop", "pod": "web"}, Fraction(1, 2), Fraction(3, 2)),
+    Row({"cluster": "c", "namespace": "shop", "pod": "db"}, 1_250_000_000, 2 * GIB),
+    Row({"cluster": "c", "namespace": "shop", "pod": "p95"}, 123_456.5, 1024.25),
+]
+
+
+def test_top_json_typed_numbers_in_cores_and_bytes() -> None:
+    text = formats.top_json(TYPED, Agg.AVG, T0 - 3_600_000, T0)
+    assert text.endswith("]\n") and text.count("\n") == 1
+    window = {"agg": "avg", "start": "2024-05-01T09:00:00Z", "end": "2024-05-01T10:00:00Z"}
+    assert json.loads(text) == [
+        {
+            "cluster": "c",
+            "namespace": "shop",
+            "pod": "web",
+            **window,
+            "cpu_cores": 5e-10,
+            "memory_bytes": 1.5,
+        },
+        {
+            "cluster": "c",
+            "namespace": "shop",
+            "pod": "db",
+            **window,
+            "cpu_cores": 1.25,
+            "memory_bytes": 2 * GIB,
+        },
+        {
+            "cluster": "c",
+            "namespace": "shop",
+            "pod": "p95",
+            **window,
+            "cpu_cores": 0.0001234565,
+            "memory_bytes": 1024.25,
+        },
+    ]
+    assert type(json.loads(text)[1]["memory_bytes"]) is int
+    unix = json.loads(formats.top_json(TYPED[:1], Agg.MAX, T0 - 3_600_000, T0, "unix"))
+    assert (unix[0]["agg"], unix[0]["start"], unix[0]["end"]) == ("max", 1714554000.0, 1714557600.0)
+    assert formats.top_json([], Agg.AVG, T0, T0) == "[]\n"
+
+
+def test_top_csv_has_the_json_fields() -> None:
+    names = ("cluster", "namespace", "pod")
+    assert formats.top_csv(TYPED, Agg.AVG, T0 - 3_600_000, T0, names=names) == (
+        "cluster,namespace,pod,agg,start,end,cpu_cores,memory_bytes\n"
+        "c,shop,web,avg,2024-05-01T09:00:00Z,2024-05-01T10:00:00Z,5e-10,1.5\n"
+        "c,shop,db,avg,2024-05-01T09:00:00Z,2024-05-01T10:00:00Z,1.25,2147483648\n"
+        "c,shop,p95,avg,2024-05-01T09:00:00Z,2024-05-01T10:00:00Z,0.0001234565,1024.25\n"
+    )
+    assert formats.top_csv(
+        TYPED[1:2], Agg.P95, T0 - 3_600_000, T0, "unix", names=names, headers=False
+    ) == ("c,shop,db,p95,1714554000.0,1714557600.0,1.25,2147483648\n")
+    assert formats.top_csv([], Agg.AVG, T0, T0, names=("cluster", "node")) == (
+        "cluster,node,agg,start,end,cpu_cores,memory_bytes\n"
     )
 
 
