@@ -11,6 +11,7 @@ from recorder.cli import options
 from recorder.domain import Agg, QueryKind, Resource, SeriesFilter
 from recorder.errors import QueryError
 from recorder.query import engine, formats, params
+from recorder.selectors import LabelSelector
 from recorder.settings import Settings
 from recorder.timeutil import HOUR_MS
 
@@ -103,6 +104,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _selector(text: str | None) -> LabelSelector | None:
+    try:
+        return params.parse_selector(text)
+    except QueryError as exc:
+        raise QueryError(f"-l/--selector: {exc}") from None
+
+
 def _top(
     settings: Settings,
     where: SeriesFilter,
@@ -159,7 +167,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         node=args.name if nodes else None,
         namespace=namespace,
         pod=None if nodes else args.name,
-        selector=params.parse_selector(args.selector),
+        selector=_selector(args.selector),
         cluster=args.only_cluster,
     )
     agg = Agg(args.agg)
@@ -182,11 +190,6 @@ def cmd_top(args: argparse.Namespace) -> int:
     sort_by = None if args.sort_by is None else Resource(args.sort_by)
     ranked = formats.rank_top(rows, sort_by)
     shown = ranked if args.limit is None else ranked[: args.limit]
-    if len(shown) < len(ranked):
-        hidden = len(ranked) - len(shown)
-        unit = "container" if containers else what
-        note = f"{hidden} more {unit}{'s' if hidden > 1 else ''} not shown (--limit {args.limit})"
-        print(note + ("; the sum counts only the rows shown" if args.sum else ""), file=sys.stderr)
     kind = QueryKind.NODE if nodes else QueryKind.CONTAINER if containers else QueryKind.POD
     if args.output == "json":
         print(formats.top_json(shown, agg, start_ms, end_ms, args.time_format), end="")
@@ -209,4 +212,10 @@ def cmd_top(args: argparse.Namespace) -> int:
             total=args.sum,
         )
         print(table, end="")
+    if len(shown) < len(ranked):
+        hidden = len(ranked) - len(shown)
+        unit = "container" if containers else what
+        note = f"{hidden} more {unit}{'s' if hidden > 1 else ''} not shown (--limit {args.limit})"
+        sys.stdout.flush()
+        print(note + ("; the sum counts only the rows shown" if args.sum else ""), file=sys.stderr)
     return 0

@@ -29,7 +29,6 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "cli/options.py": "tests/unit/test_timeutil.py, test_settings_cluster.py (flags parsed)",
     "cli/maintenance.py": "tests/integration/test_copy.py, tests/e2e/test_database_failures.py",
     "cli/history.py": "tests/integration/test_queries.py, test_api_cluster.py (query = API)",
-    "cli/top.py": "tests/integration/test_queries.py, test_api_cluster.py (top = history)",
     "commands.py": "tests/e2e/test_run.py, test_kube_cli.py (every command as a process)",
     "worker.py": "tests/faults/test_service.py (the worker process killed and restarted)",
     "flusher.py": "tests/unit/test_poller.py (outages, drops), test_exporter_holder.py",
