@@ -19,8 +19,9 @@ from recorder.errors import ConfigError
 from recorder.poller import PollReport
 from recorder.settings import Settings, load_settings
 from recorder.store import Store, redact
+from recorder.store.compactor import Progress, no_progress
 from recorder.store.copy import CopyReport, HistoryCopier
-from recorder.store.sql import MaintenanceReport
+from recorder.store.sql import MaintenanceReport, missing_sqlite_file
 from recorder.timeutil import now_ms
 from recorder.worker import build_poll_path, configure_logging, open_write_store, ready_store
 
@@ -127,11 +128,13 @@ def poll_once(settings: Settings) -> PollReport:
         path.close()
 
 
-def maintain_once(settings: Settings) -> MaintenanceReport:
-    """``recorder maintain``: one round of compaction and retention, now."""
+def maintain_once(settings: Settings, *, progress: Progress | None = None) -> MaintenanceReport:
+    """``recorder maintain``: one round of compaction and retention, now, in a database that
+    exists (a SQLite path with a typo is an error, not a new empty file to maintain)."""
+    _require_database(settings.database_url.get_secret_value(), "--database-url")
     store = ready_store(open_write_store(settings))
     try:
-        return store.maintain(now_ms=now_ms())
+        return store.maintain(now_ms=now_ms(), progress=progress)
     finally:
         store.close()
 
@@ -147,17 +150,24 @@ def migrate(settings: Settings) -> str:
 
 
 def copy_history(
-    settings: Settings, source_url: str, target_url: str, *, on_start: Callable[[str], None]
+    settings: Settings,
+    source_url: str,
+    target_url: str,
+    *,
+    on_start: Callable[[str], None],
+    progress: Progress = no_progress,
 ) -> CopyReport:
-    """``recorder copy``: the whole history of ``source_url`` into ``target_url`` (migrated
-    first); ``on_start`` hears which copy begins, once both databases are open."""
+    """``recorder copy``: the whole history of ``source_url`` (which must exist) into
+    ``target_url`` (created and migrated if need be); ``on_start`` hears which copy begins,
+    once both databases are open, and ``progress`` how far it has come."""
+    _require_database(source_url, "--from")
     source = ready_store(open_write_store(settings, source_url), migrate_sqlite=False)
     try:
         target = open_write_store(settings, target_url)
         try:
             target.migrate()
             on_start(f"copying {redact(source_url)} -> {redact(target_url)}")
-            return HistoryCopier(source, target).run()
+            return HistoryCopier(source, target, progress).run()
         finally:
             target.close()
     finally:
@@ -166,9 +176,17 @@ def copy_history(
 
 def open_query_store(settings: Settings) -> Store:
     """The store ``recorder query`` and ``recorder top`` read; it must hold recorder history
-    at the current schema (nothing is migrated for a read)."""
+    at the current schema (nothing is migrated for a read, and a SQLite file is not created)."""
+    _require_database(settings.database_url.get_secret_value(), "--database-url")
     store = open_write_store(settings)
     if not store.schema_is_current():
         store.close()
         raise ConfigError(f"{store.display_url} holds no recorder history at the current schema")
     return store
+
+
+def _require_database(url: str, flag: str) -> None:
+    """A command that reads (or maintains) a database must not create an empty SQLite file
+    where a path has a typo: it says so, naming the ``flag`` the URL came from."""
+    if missing_sqlite_file(url):
+        raise ConfigError(f"{redact(url)}: no such file (check {flag})")

@@ -8,6 +8,7 @@ from typing import Any
 
 from recorder import commands
 from recorder.cli import options
+from recorder.cli.progress import Bars
 
 
 def add_maintenance(subcommands: Any) -> None:
@@ -33,7 +34,10 @@ def add_maintenance(subcommands: Any) -> None:
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
-    report = commands.maintain_once(commands.settings_from_args(args))
+    with Bars() as bars:
+        report = commands.maintain_once(
+            commands.settings_from_args(args), progress=bars if bars.enabled else None
+        )
     if report.skipped:
         print("another replica holds the maintenance lock; nothing done")
         return 0
@@ -51,20 +55,28 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    report = commands.copy_history(
-        commands.settings_from_args(args),
-        args.source,
-        args.target,
-        on_start=lambda line: print(line, flush=True),
+    with Bars() as bars:
+        report = commands.copy_history(
+            commands.settings_from_args(args),
+            args.source,
+            args.target,
+            on_start=lambda line: print(line, flush=True),
+            progress=bars,
+        )
+    print(
+        f"series: {report.series}; chunks copied: {report.chunks_copied}, merged with the "
+        f"target's: {report.chunks_merged} (already there: {report.chunks_already_there}); "
+        f"pods' statistics computed again: {report.pods_recomputed}; day rollups rebuilt: "
+        f"{report.rollup_days_rebuilt}"
     )
     print(
-        f"series: {report.series}; chunks copied: {report.chunks_copied} "
-        f"(already there: {report.chunks_already_there}); head samples written: "
-        f"{report.head_samples_written} (already there: {report.head_samples_already_there})"
+        f"head samples written: {report.head_samples_written} (already there: "
+        f"{report.head_samples_already_there}; left out, expired in the source: "
+        f"{report.head_samples_expired}; refused by the target: {report.head_samples_rejected})"
     )
     print(
         f"verified: the source holds {report.source_samples} samples, "
-        f"the target {report.target_samples}"
+        f"the target {report.target_samples} (before the copy: {report.target_samples_before})"
     )
     return 0
 

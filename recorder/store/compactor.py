@@ -11,13 +11,18 @@ block from the head. Each pod's containers are summed at each instant into the p
 (kind ``pod``): a statistics-only chunk (no payload: its samples are its containers'), so pod
 maxima and percentiles are exact at every tier, long after the containers' samples expired.
 A crash rolls the whole block back; running it again is harmless.
+
+On SQLite a block's transaction takes the write lock before it reads anything (``BEGIN
+IMMEDIATE``): pysqlite would otherwise read the head and the stored chunks outside the
+transaction, and a write another process commits in between (a late sample, ``recorder copy``
+merging a chunk) would be lost when the block's chunks are upserted and its head rows deleted.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
@@ -39,6 +44,14 @@ _UPSERT_BATCH = 2_000
 
 PodKey = tuple[str, str, str]
 """(cluster, namespace, pod)"""
+
+Progress = Callable[[str, int, int], None]
+"""Told how far a long task has come: ``(what, done, total)``, ``done`` growing up to ``total``
+(``recorder maintain`` and ``recorder copy`` draw it on a terminal)."""
+
+
+def no_progress(_what: str, _done: int, _total: int) -> None:
+    """A ``Progress`` that tells nobody."""
 
 
 @dataclass
@@ -105,6 +118,32 @@ class _Block:
         self.chunks: list[ChunkRow] = []
         self.open: dict[PodKey, _OpenPod] = {}
         self.pod_stats: dict[PodKey, BlockStats] = {}
+        self.teller: _Teller | None = None
+
+
+class _Teller:
+    """Tells a ``Progress`` how many head rows have been compacted (read, whether they became
+    samples, duplicates or late samples of an expired block), never past the total."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.told = 0
+        progress(COMPACTING, 0, total)
+
+    def tell(self, report: CompactionReport) -> None:
+        done = min(report.samples + report.duplicates_dropped + report.expired_dropped, self.total)
+        if done > self.told:
+            self.told = done
+            self.progress(COMPACTING, done, self.total)
+
+    def finish(self) -> None:
+        if self.told < self.total:
+            self.told = self.total
+            self.progress(COMPACTING, self.total, self.total)
+
+
+COMPACTING = "compacting head samples"
 
 
 class Compactor:
@@ -130,22 +169,42 @@ class Compactor:
             yield start
             after = start + self.block_ms
 
-    def compact(self, now_ms: int, grace_ms: int, lock: Any = None) -> CompactionReport:
+    def compact(
+        self, now_ms: int, grace_ms: int, lock: Any = None, progress: Progress | None = None
+    ) -> CompactionReport:
+        """Compact every closed block. ``progress`` hears the head samples compacted of those
+        the closed blocks held when it began (counting them costs a scan of the head's index,
+        so only when someone listens)."""
         report = CompactionReport()
         begun = time.perf_counter()
-        for start in self.closed_blocks(now_ms, grace_ms):
+        starts = list(self.closed_blocks(now_ms, grace_ms))
+        total = self._head_rows_before(starts[-1] + self.block_ms) if progress and starts else 0
+        teller = _Teller(progress, total) if progress is not None else None
+        for start in starts:
             if lock is not None:
                 with lock:
-                    self.compact_block(start, report)
+                    self.compact_block(start, report, teller)
             else:
-                self.compact_block(start, report)
+                self.compact_block(start, report, teller)
+        if teller is not None:
+            teller.finish()
         report.seconds = time.perf_counter() - begun
         return report
 
-    def compact_block(self, start: int, report: CompactionReport) -> None:
+    def _head_rows_before(self, end_ms: int) -> int:
+        h = schema.samples_head
+        with self._engine.connect() as conn:
+            query = select(func.count()).select_from(h).where(h.c.ts_ms < end_ms)
+            return int(conn.execute(query).scalar_one())
+
+    def compact_block(
+        self, start: int, report: CompactionReport, teller: _Teller | None = None
+    ) -> None:
         end = start + self.block_ms
         h, s = schema.samples_head, schema.series
         with self._engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # see the module's docstring
             existing_ids = set(
                 conn.execute(
                     select(schema.chunks.c.series_id).where(schema.chunks.c.block_start_ms == start)
@@ -169,7 +228,7 @@ class Compactor:
                 .order_by(h.c.series_id, h.c.ts_ms)
                 .execution_options(stream_results=True, yield_per=50_000)
             ) as rows:
-                self._compact_rows(conn, start, rows, pods, existing_ids, report)
+                self._compact_rows(conn, start, rows, pods, existing_ids, report, teller)
             self._head.drop_block(conn, start, end)
         report.blocks += 1
         report.block_starts.append(start)
@@ -188,6 +247,7 @@ class Compactor:
         pods: dict[int, PodKey],
         existing_ids: set[int],
         report: CompactionReport,
+        teller: _Teller | None = None,
     ) -> None:
         """Chunks of the block's head rows (ordered by series and time) and its pods'
         statistics. ``pods``: each container's pod."""
@@ -195,6 +255,7 @@ class Compactor:
         for key in pods.values():
             containers[key] = containers.get(key, 0) + 1
         block = _Block(start, late=bool(existing_ids), containers=containers)
+        block.teller = teller
         current: int | None = None
         pod: PodKey | None = None
         run: list[dedup.Row] = []
@@ -253,7 +314,7 @@ class Compactor:
             # Its containers without a late sample count too, from their stored chunks (the
             # new versions of the others first go to the database).
             if block.chunks:
-                _upsert(conn, block.chunks)
+                upsert_chunks(conn, block.chunks)
                 block.chunks = []
             runs = self._stored_containers(conn, block.start, pod)
         elif len(runs) == 1:
@@ -265,15 +326,17 @@ class Compactor:
 
     def _flush(self, conn: Connection, block: _Block, report: CompactionReport) -> None:
         """Upsert the pending chunks, then the pending pods' statistics."""
+        if block.teller is not None:
+            block.teller.tell(report)
         if block.chunks:
-            _upsert(conn, block.chunks)
+            upsert_chunks(conn, block.chunks)
             block.chunks = []
         summed, block.pod_stats = block.pod_stats, {}
         if not summed:
             return
         first_seen = min(stats.first_ms for stats in summed.values())
         ids = pod_series_ids(conn, list(summed), first_seen_ms=first_seen)
-        _upsert(
+        upsert_chunks(
             conn, [ChunkRow(ids[key], block.start, stats, None) for key, stats in summed.items()]
         )
         report.pods += len(summed)
@@ -339,7 +402,8 @@ def pod_series_ids(
     return found
 
 
-def _upsert(conn: Connection, chunk_rows: Sequence[ChunkRow]) -> None:
+def upsert_chunks(conn: Connection, chunk_rows: Sequence[ChunkRow]) -> None:
+    """Insert or replace these chunks, and advance their series' ``last_seen_ms``."""
     c = schema.chunks
     values = [row.values() for row in chunk_rows]
     insert = dialect_insert(conn, c)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, event, func, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from recorder.domain import (
     Batch,
@@ -21,7 +22,7 @@ from recorder.domain import (
 from recorder.errors import QueryTimeout, StoreError, StoreUnavailable
 from recorder.store import engine as engines
 from recorder.store import migrate, rollups, schema
-from recorder.store.compactor import CompactionReport, Compactor, block_start
+from recorder.store.compactor import CompactionReport, Compactor, Progress, block_start
 from recorder.store.head import Head, PostgresHead, SqliteHead
 from recorder.store.retention import RetentionPolicy, RetentionReport, apply_retention
 from recorder.store.writer import SampleWriter
@@ -34,6 +35,8 @@ DEFAULT_GRACE_MS = 600_000
 DEFAULT_QUERY_TIMEOUT_SECONDS = 30.0
 DEFAULT_CHECK_TIMEOUT_SECONDS = 5.0
 _MAINTENANCE_LOCK_KEY = 0x6B6D72  # "kmr": one maintainer at a time across replicas
+MAINTENANCE_WAIT_SECONDS = 900.0
+"""How long ``maintenance_excluded`` waits for a maintenance round in progress to end."""
 
 
 @dataclass
@@ -167,16 +170,20 @@ class Store:
         with self._write_lock:
             self._writer.invalidate()
 
-    def maintain(self, *, now_ms: int, grace_ms: int = DEFAULT_GRACE_MS) -> MaintenanceReport:
+    def maintain(
+        self, *, now_ms: int, grace_ms: int = DEFAULT_GRACE_MS, progress: Progress | None = None
+    ) -> MaintenanceReport:
         """Compact every closed block, then apply retention. On PostgreSQL only one replica
-        maintains at a time; the others skip the round."""
+        maintains at a time; the others skip the round (and so does every replica while
+        ``recorder copy`` writes into this database). ``progress`` hears how far compaction
+        has come."""
         try:
             with self._maintenance_lock() as acquired:
                 if not acquired:
                     log.info("another replica is maintaining the database; skipping this round")
                     return MaintenanceReport(CompactionReport(), RetentionReport(), skipped=True)
                 lock = self._write_lock if self.dialect == "sqlite" else None
-                compaction = self._compactor.compact(now_ms, grace_ms, lock=lock)
+                compaction = self._compactor.compact(now_ms, grace_ms, lock=lock, progress=progress)
                 compaction.rollup_days = rollups.build(
                     self.engine,
                     block_start(now_ms - grace_ms, self.block_ms),
@@ -195,20 +202,50 @@ class Store:
             yield True
             return
         with self.engine.connect() as conn:
-            acquired = bool(
-                conn.execute(
-                    text("SELECT pg_try_advisory_lock(:key)"), {"key": _MAINTENANCE_LOCK_KEY}
-                ).scalar()
-            )
-            conn.commit()
+            acquired = _try_advisory_lock(conn)
             try:
                 yield acquired
             finally:
                 if acquired:
-                    conn.execute(
-                        text("SELECT pg_advisory_unlock(:key)"), {"key": _MAINTENANCE_LOCK_KEY}
-                    )
-                    conn.commit()
+                    _advisory_unlock(conn)
+
+    @contextmanager
+    def maintenance_excluded(
+        self, *, wait_seconds: float = MAINTENANCE_WAIT_SECONDS, on_wait: Callable[[], None]
+    ) -> Iterator[None]:
+        """No maintenance round runs in this database inside the block (``recorder copy``
+        merging chunks and head rows into a live database: a compaction in between could
+        overwrite a merged chunk, or drop head rows it had not read). On PostgreSQL this holds
+        the lock every replica's maintenance takes (they skip their rounds meanwhile), after
+        waiting for a round in progress to end (``on_wait`` is told once); on SQLite it does
+        nothing, since each block's compaction takes the file's write lock before it reads and
+        every write of the copy is a transaction of its own."""
+        if self.dialect != "postgresql":
+            yield
+            return
+        try:
+            with self.engine.connect() as conn:
+                deadline = time.monotonic() + wait_seconds
+                told = False
+                while not _try_advisory_lock(conn):
+                    if time.monotonic() > deadline:
+                        raise StoreUnavailable(
+                            f"{self.display_url} has been maintained by another process for "
+                            f"over {wait_seconds:g}s: try again once its maintenance round is "
+                            "done"
+                        )
+                    if not told:
+                        on_wait()
+                        told = True
+                    time.sleep(0.5)
+                try:
+                    yield
+                finally:
+                    _advisory_unlock(conn)
+        except engines.DATABASE_ERRORS as exc:
+            raise engines.failure(
+                exc, f"locking out maintenance of {self.display_url}", self.timeouts
+            ) from exc
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
@@ -235,6 +272,21 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _try_advisory_lock(conn: Connection) -> bool:
+    acquired = bool(
+        conn.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": _MAINTENANCE_LOCK_KEY}
+        ).scalar()
+    )
+    conn.commit()
+    return acquired
+
+
+def _advisory_unlock(conn: Connection) -> None:
+    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MAINTENANCE_LOCK_KEY})
+    conn.commit()
 
 
 class _Deadline(threading.local):
@@ -336,3 +388,21 @@ def open_store(
         retention=retention,
         timeouts=timeouts,
     )
+
+
+def missing_sqlite_file(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist (opening it would create an
+    empty one): commands that only read a database, or maintain one, check this first, so a
+    typo in a path is reported rather than turned into an empty database. False for other
+    databases, for invalid URLs (opening them says what is wrong) and for SQLite URI filenames
+    (``?uri=true``), which SQLite resolves itself."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri") == "true":
+        return False
+    database = parsed.database
+    if not database or database == ":memory:":
+        return False
+    return not Path(database).exists()
