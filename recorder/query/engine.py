@@ -332,8 +332,8 @@ def covered_ms(accs: Sequence[Accumulator]) -> float:
         elif end > reach:
             union += end - reach
             reach = end
-    estimate = union * own_total / span_total
-    return float(min(max(estimate, largest), union, own_total))
+    # At most the union and at most the sum (own_total <= span_total, union <= span_total).
+    return max(union * own_total / span_total, float(largest))
 
 
 def _resource_summary(accs: Sequence[Accumulator], window_ms: int) -> ResourceSummary | None:

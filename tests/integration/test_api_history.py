@@ -1,5 +1,6 @@
 """The history routes (``recorder.api.history``) through HTTP over a real store, on SQLite and
-on PostgreSQL: JSON in cores and bytes, time ranges, CSV, and the response bound."""
+on PostgreSQL: JSON in cores and bytes, time ranges, CSV (RFC 3339 or unix times), the
+response bound, and the summary over a window its data only partly covers."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import csv
 import io
 
 import httpx
+import pytest
 
 from recorder.api.app import AppDeps, create_app
-from recorder.domain import DEFAULT_CLUSTER
+from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Sample, SeriesKey
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.store import Store
 from tests.api_support import NOW, T0
@@ -82,3 +84,32 @@ def test_too_many_points_is_a_400_not_an_unbounded_response(api_store: Store) ->
         response = client.get("/api/v1/history?resource=cpu")
     assert response.status_code == 400
     assert "the query matches more than 1 points" in response.json()["error"]
+
+
+def test_summary_over_a_half_covered_window(store: Store) -> None:
+    """A pod with samples in the first hour of a two-hour window: avg is the mean of that hour,
+    avgOverWindow half of it, coverage one half."""
+    start = 1_714_521_600_000  # 2024-05-01T00:00:00Z
+    key = SeriesKey.for_container("shop", "web", "app")
+    samples = [
+        Sample(key, start + i * 30_000, 30_000, 10**8 * (1 + i % 4), 2**20 * (100 + i % 5))
+        for i in range(120)
+    ]
+    store.write(Batch(Kind.CONTAINER, tuple(samples)), now_ms=samples[-1].timestamp_ms)
+    store.maintain(now_ms=start + 3 * 3_600_000, grace_ms=0)  # the hour is a chunk now
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(store, registry, clock=lambda: start / 1000 + 3 * 3600)
+    window = {"start": str(start / 1000), "end": str(start / 1000 + 2 * 3600)}
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        response = client.get("/api/v1/summary", params={"group_by": "pod", **window})
+    assert response.status_code == 200
+    (group,) = response.json()["data"]["groups"]
+    assert group["group"] == "shop/web"
+    cpu_mean = sum(s.cpu_nanocores for s in samples) / len(samples) / 1e9  # 0.25 cores
+    memory_mean = sum(s.memory_bytes for s in samples) / len(samples)
+    for part, mean in ((group["cpu"], cpu_mean), (group["memory"], memory_mean)):
+        assert part["coverage"] == pytest.approx(0.5)
+        assert part["avg"] == pytest.approx(mean, rel=1e-12)
+        assert part["avgOverWindow"] == pytest.approx(mean / 2, rel=1e-12)
+        assert part["samples"] == 120
+    assert group["cpu"]["coreHours"] == pytest.approx(cpu_mean * 1.0)  # one hour of 0.25 cores

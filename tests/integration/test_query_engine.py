@@ -1,6 +1,6 @@
 """The query layer end to end on both databases: one dedup winner on every read path before
 and after compaction, pods' statistics beyond full-resolution retention, stddev and p75 at
-every tier."""
+every tier, and the summary's avg over the time a group was covered."""
 
 from __future__ import annotations
 
@@ -229,3 +229,97 @@ def test_stddev_and_p75_at_every_tier(database_url: str, store: Store) -> None:
                         float(value), exact_quantile(inside, 0.75), rel_tol=RELATIVE_ACCURACY
                     )
     assert len(values) == 576
+
+
+# --- summary: avg over the time the group had samples --------------------------------------
+
+EVERY = 30_000
+HALF = T0 + HOUR_MS
+WINDOW = (T0, T0 + 2 * HOUR_MS)
+
+
+def run(key: SeriesKey, start: int, end: int, base: int) -> list[Sample]:
+    """Samples 30 s apart in ``[start, end)``, their CPU varying around ``base``."""
+    return [
+        Sample(key, ts, EVERY, base + 1_000 * (i % 7), 2**20 * (1 + i % 3))
+        for i, ts in enumerate(range(start, end, EVERY))
+    ]
+
+
+COVERAGE_CASES = {
+    # namespace: its samples in the two-hour window, each case covering its first half
+    "half": run(SeriesKey.for_container("half", "web", "app"), T0, HALF, 10**8),
+    "pair": run(SeriesKey.for_container("pair", "p", "app"), T0, HALF, 10**8)
+    + run(SeriesKey.for_container("pair", "p", "side"), T0, HALF, 3 * 10**8),
+    "rollout": run(SeriesKey.for_container("rollout", "r1", "app"), T0, T0 + 30 * MINUTE_MS, 10**8)
+    + run(SeriesKey.for_container("rollout", "r2", "app"), T0 + 30 * MINUTE_MS, HALF, 2 * 10**8),
+    "gap": run(SeriesKey.for_container("gap", "g", "app"), T0, T0 + 30 * MINUTE_MS, 10**8)
+    + run(SeriesKey.for_container("gap", "g", "app"), T0 + 90 * MINUTE_MS, WINDOW[1], 10**8),
+}
+
+
+def expected_avg(samples: list[Sample]) -> float:
+    """The group's total usage averaged over the instants it had samples."""
+    totals: dict[int, int] = {}
+    for s in samples:
+        totals[s.timestamp_ms] = totals.get(s.timestamp_ms, 0) + s.cpu_nanocores
+    return statistics.mean(totals.values())
+
+
+@pytest.mark.parametrize("stage", ["head", "statistics only"])
+def test_summary_avg_is_over_the_covered_time(database_url: str, store: Store, stage: str) -> None:
+    everything = sorted(
+        (s for samples in COVERAGE_CASES.values() for s in samples), key=lambda s: s.timestamp_ms
+    )
+    write(store, *everything)
+    if stage == "statistics only":
+        retained = open_store(
+            database_url,
+            retention=RetentionPolicy(full_resolution_ms=HOUR_MS, statistics_ms=30 * DAY_MS),
+        )
+        try:
+            retained.maintain(now_ms=T0 + 8 * HOUR_MS, grace_ms=0)
+        finally:
+            retained.close()
+        with store.engine.connect() as conn:
+            assert all(c.payload is None for c in conn.execute(schema.chunks.select()).all())
+    groups = engine.summarize(
+        store, SeriesFilter(QueryKind.CONTAINER), "namespace", *WINDOW, max_groups=10
+    )
+    assert [g.group for g in groups] == sorted(COVERAGE_CASES)
+    for group in groups:
+        samples = COVERAGE_CASES[group.group]
+        cpu = group.cpu
+        assert cpu is not None
+        assert cpu.coverage == pytest.approx(0.5), group.group
+        assert cpu.avg == pytest.approx(expected_avg(samples), rel=1e-12), group.group
+        integral = sum(s.cpu_nanocores for s in samples) * EVERY / 1000
+        assert cpu.integral == pytest.approx(integral, rel=1e-12)
+        # What avg was before: the integral over the whole window, half of the covered avg.
+        assert cpu.avg * cpu.coverage == pytest.approx(integral / 7200, rel=1e-12)
+        assert cpu.avg * cpu.coverage == pytest.approx(cpu.avg / 2)
+        if group.group == "half":  # one series: its p95 is of the values avg averages
+            assert cpu.p95 > cpu.avg * cpu.coverage * 1.5  # the old avg read small beside it
+            assert cpu.avg < cpu.p95
+
+
+def test_covered_time_of_a_group() -> None:
+    from recorder.stats.buckets import Accumulator
+
+    def acc(first_ms: int, last_ms: int, count: int, interval_ms: int) -> Accumulator:
+        return Accumulator(
+            exact=True, count=count, first_ms=first_ms, last_ms=last_ms, interval_ms=interval_ms
+        )
+
+    one = acc(0, 90, 10, 10)
+    assert engine.covered_ms([one]) == 100
+    assert engine.covered_ms([acc(0, 90, 5, 10)]) == 50  # half its polls missed
+    assert engine.covered_ms([one, acc(0, 90, 10, 10)]) == 100  # side by side
+    assert engine.covered_ms([one, acc(100, 190, 10, 10)]) == 200  # one after the other
+    assert engine.covered_ms([one, acc(50, 140, 10, 10)]) == 150  # overlapping
+    # Series of unknown overlap: between the most covered one and their sum (here 100 + 20).
+    assert 100 < engine.covered_ms([one, acc(0, 990, 2, 10)]) < 120
+    # Never less than the most covered series (a sparse one beside it lowers the density).
+    assert engine.covered_ms([acc(0, 990, 100, 10), acc(0, 990, 2, 10)]) == 1000
+    assert engine.covered_ms([acc(0, 0, 1, 0)]) == 0  # a single sample: no interval
+    assert engine.covered_ms([]) == 0
