@@ -477,4 +477,12 @@ def test_cli_query_formats(dbs: dict[str, Store], capsys: pytest.CaptureFixture[
         f"{expected[0][1] // 2**20}Mi",
     ]
     assert main([*common, "--format", "csv"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "cluster,node,timestamp,memory_bytes"
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        "cluster,node,timestamp,memory_bytes",
+        f"{DEFAULT_CLUSTER},n1,2024-05-01T00:00:00Z,{expected[0][1]}",
+    ]
+    assert main([*common, "--format", "csv", "--time-format", "unix"]) == 0
+    assert (
+        capsys.readouterr().out.splitlines()[1]
+        == f"{DEFAULT_CLUSTER},n1,{T0 / 1000},{expected[0][1]}"
+    )
