@@ -462,8 +462,7 @@ class HistoryCopier:
                         written.add(rollups.day_of(start))
                     done += len(page)
                     self.progress(CHUNKS, done, total)
-            if pods:
-                self._recompute_pods(start, pods, report)
+            if pods and self._recompute_pods(start, pods, report):
                 written.add(rollups.day_of(start))
         return written
 
@@ -523,10 +522,11 @@ class HistoryCopier:
 
     def _recompute_pods(
         self, start: int, pods: dict[PodKey, _PodChange], report: CopyReport
-    ) -> None:
+    ) -> bool:
         """The statistics of these pods in the block at ``start``, from the sum of their
         containers' merged samples at each instant; by merging both sides' statistics where
-        some container keeps only statistics (the plan made sure their samples lie apart)."""
+        some container keeps only statistics (the plan made sure their samples lie apart).
+        Whether any changed."""
         c, s = schema.chunks, schema.series
         wanted = list(pods)
         with _writing(self.target), self.target.engine.begin() as conn:
@@ -559,24 +559,27 @@ class HistoryCopier:
                     raise _refusal([(key, start)], in_head=False)
                 if sides:
                     computed[pod] = blocks.merge(sides)
-            if computed:
-                first_seen = min(stats.first_ms for stats in computed.values())
-                pod_ids = pod_series_ids(conn, list(computed), first_seen_ms=first_seen)
+            stored = _pod_chunks(conn, start, list(computed))
+            changed = {pod: stats for pod, stats in computed.items() if stored.get(pod) != stats}
+            if changed:
+                first_seen = min(stats.first_ms for stats in changed.values())
+                pod_ids = pod_series_ids(conn, list(changed), first_seen_ms=first_seen)
                 upsert_chunks(
                     conn,
-                    [ChunkRow(pod_ids[pod], start, stats, None) for pod, stats in computed.items()],
+                    [ChunkRow(pod_ids[pod], start, stats, None) for pod, stats in changed.items()],
                 )
-        report.pods_recomputed += len(computed)
+        report.pods_recomputed += len(changed)
+        return bool(changed)
 
     def _pod_sides(
         self, conn: Connection, start: int, pod: PodKey, change: _PodChange
     ) -> list[BlockStats]:
         """The pod's chunk on each side before the copy (those that exist)."""
         if change.target is None:
-            change.target = _pod_chunk(conn, start, pod)
+            change.target = _pod_chunks(conn, start, [pod]).get(pod)
         if change.source is None:
             with _reading(self.source), self.source.engine.connect() as source:
-                change.source = _pod_chunk(source, start, pod)
+                change.source = _pod_chunks(source, start, [pod]).get(pod)
         if change.target == change.source:  # the source's, inserted as it was
             return [] if change.target is None else [change.target]
         return [stats for stats in (change.target, change.source) if stats is not None]
@@ -748,13 +751,16 @@ def _overlapping(
             yield sid
 
 
-def _pod_chunk(conn: Connection, start: int, pod: PodKey) -> BlockStats | None:
-    """The statistics of ``pod``'s own chunk in the block at ``start``, if it has one."""
+def _pod_chunks(conn: Connection, start: int, pods: Sequence[PodKey]) -> dict[PodKey, BlockStats]:
+    """The statistics of these pods' own chunks in the block at ``start`` (those that exist)."""
     c, s = schema.chunks, schema.series
-    row = conn.execute(
-        select(*(c.c[name] for name in blocks.COLUMNS))
-        .join(s, s.c.id == c.c.series_id)
-        .where(c.c.block_start_ms == start, s.c.kind == Kind.POD.value)
-        .where(tuple_(s.c.cluster, s.c.namespace, s.c.pod) == pod)
-    ).first()
-    return None if row is None else BlockStats.from_values(list(row))
+    found: dict[PodKey, BlockStats] = {}
+    for first in range(0, len(pods), _IDS):
+        for cluster, namespace, pod, *values in conn.execute(
+            select(s.c.cluster, s.c.namespace, s.c.pod, *(c.c[name] for name in blocks.COLUMNS))
+            .join(s, s.c.id == c.c.series_id)
+            .where(c.c.block_start_ms == start, s.c.kind == Kind.POD.value)
+            .where(tuple_(s.c.cluster, s.c.namespace, s.c.pod).in_(pods[first : first + _IDS]))
+        ):
+            found[(cluster, namespace, pod)] = BlockStats.from_values(values)
+    return found
