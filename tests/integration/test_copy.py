@@ -139,7 +139,9 @@ def test_a_database_failure_mid_copy_names_its_side(tmp_path: Path, side: str) -
         store.migrate()
     holder = _shut_out(paths[side])
     try:
-        with pytest.raises(StoreUnavailable, match=rf"copying: [a-z ]*the {side} .*database is locked"):
+        with pytest.raises(
+            StoreUnavailable, match=rf"copying: [a-z ]*the {side} .*database is locked"
+        ):
             HistoryCopier(stores["source"], stores["target"]).run()
     finally:
         holder.close()
