@@ -328,8 +328,8 @@ class HistoryCopier:
             # Pods with a container that keeps only statistics, on either side.
             partial = _partial_pods(source_metas, source_keys) | _partial_pods(ours.items(), keys)
             overlaps += ((keys[sid], start) for sid in _overlapping(ours, theirs, keys, partial))
-        if False:
-            pass
+        if overlaps:
+            raise _refusal(overlaps, in_head=False)
         in_head = self._head_on_expired(ids, keys)
         if in_head:
             raise _refusal(in_head, in_head=True)
