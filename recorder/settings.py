@@ -5,10 +5,14 @@ Built once at the edge (``recorder.cli``) and passed down; nothing else reads th
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,6 +29,13 @@ MIN_USEFUL_INTERVAL_SECONDS = 15.0
 MAX_CLUSTER_CHARS = 63
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
 """A Kubernetes label value, which is also a Prometheus label value as it is."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+REDACTED = "***"
+_SECRET_PARAMETER = re.compile(
+    r"(?i)(?:^|[&;])([^=&;]*(?:pass|pwd|secret|token|key|credential|signature|auth)[^=&;]*)=([^&;]*)"
+)
+"""A query parameter whose value may be a secret: ``password``, ``sslpassword`` (the passphrase
+of libpq's ``sslkey``), ``token``, ``api_key``..."""
 
 
 def _split_csv(value: Any) -> Any:
@@ -44,30 +55,110 @@ def _duration_seconds(value: Any) -> Any:
     return value
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (``[::1]:8080`` for IPv6) into its parts, validating the port."""
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown in a log line, a message or a response: the password of its
+    user information and the values of secret-looking query parameters (``password``,
+    ``sslpassword``, ``token``...) replaced by ``***``, the rest as it was written. The one
+    rule for every URL the recorder shows (database URLs, ``--api-url``, a kubeconfig's proxy).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    else:
+        scheme += sep
+    before_query, question, query = rest.partition("?")
+    query, hash_sign, fragment = query.partition("#")
+    userinfo, at, hostpath = before_query.rpartition("@")
+    if at and sep:
+        user, colon, _password = userinfo.partition(":")
+        before_query = f"{user}:{REDACTED}@{hostpath}" if colon else before_query
+    query = _SECRET_PARAMETER.sub(lambda m: m.group(0)[: m.start(2) - m.start(0)] + REDACTED, query)
+    return f"{scheme}{before_query}{question}{query}{hash_sign}{fragment}"
+
+
+def parse_log_level(text: str) -> str:
+    """A log level name (any case) as ``logging`` spells it; a ValueError naming the levels."""
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"{text!r} is not a log level: use {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _split_listen(text: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if not sep or not port_text.isdigit():
-        raise ConfigError(f"--listen must be HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
+        raise ValueError(f"must be HOST:PORT (e.g. 127.0.0.1:8080), got {text!r}")
     port = int(port_text)
     if not 0 <= port <= 65535:
-        raise ConfigError(f"--listen port must be 0-65535, got {port}")
-    host = host.removeprefix("[").removesuffix("]") or "0.0.0.0"
-    return host, port
+        raise ValueError(f"port must be 0-65535, got {port}")
+    return host.removeprefix("[").removesuffix("]") or "0.0.0.0", port
+
+
+def parse_listen(text: str, name: str = "--listen") -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:8080`` for IPv6) into its parts, validating the port; a
+    ``ConfigError`` naming ``name`` (the flag or variable it came from)."""
+    try:
+        return _split_listen(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+_LISTEN_PROBLEMS = {
+    errno.EADDRINUSE: "address already in use (is another {what} running? choose another "
+    "with {name})",
+    errno.EACCES: "permission denied (ports below 1024 need privileges; choose another with "
+    "{name})",
+    errno.EADDRNOTAVAIL: "this machine has no such address (choose another with {name})",
+}
+
+
+def listen_socket(
+    host: str, port: int, *, what: str = "recorder", name: str = "--listen"
+) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening, for a server to serve on; a one-line
+    ``ConfigError`` naming the address, the cause and ``name`` (the flag to change) when the
+    address cannot be had: another process holds it, it needs privileges, or it is not one of
+    this machine's. ``what`` is what may already run there, for the hint."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {shown}: unknown host ({exc.strerror or exc}; choose another "
+            f"with {name})"
+        ) from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As asyncio does: a port left in TIME_WAIT by the last run can be bound again at once.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        problem = _LISTEN_PROBLEMS.get(exc.errno or 0)
+        detail = (
+            problem.format(what=what, name=name)
+            if problem is not None
+            else f"{(exc.strerror or str(exc)).lower()} (choose another with {name})"
+        )
+        raise ConfigError(f"cannot listen on {shown}: {detail}") from None
+    return sock
 
 
 def check_cluster(name: str) -> None:
-    """Refuse a cluster name that is not a Kubernetes label value (a ValueError saying why)."""
+    """Refuse a cluster name that is not a Kubernetes label value (a ValueError saying why;
+    the caller names the flag or variable)."""
     if len(name) > MAX_CLUSTER_CHARS:
         raise ValueError(
-            f"--cluster must be at most {MAX_CLUSTER_CHARS} characters, like "
-            f"a Kubernetes label value, got {len(name)}"
+            f"must be at most {MAX_CLUSTER_CHARS} characters, like a Kubernetes label value, "
+            f"got {len(name)}"
         )
     if _CLUSTER_NAME.match(name) is None:
         raise ValueError(
-            "--cluster must be a Kubernetes label value: letters, digits, "
-            "'-', '_' and '.', beginning and ending with a letter or digit (e.g. prod-eu-1), "
-            f"got {name!r}"
+            "must be a Kubernetes label value: letters, digits, '-', '_' and '.', beginning "
+            f"and ending with a letter or digit (e.g. prod-eu-1), got {name!r}"
         )
 
 
@@ -287,7 +378,10 @@ class Settings(BaseSettings):
     def _statistics_outlive_samples(cls, value: float, info: Any) -> float:
         full = info.data.get("full_resolution_retention_seconds")
         if full is not None and value < full:
-            raise ValueError("statistics retention must be at least the full-resolution one")
+            raise ValueError(
+                f"must be at least the full-resolution retention ({_seconds_text(full)}), "
+                f"got {_seconds_text(value)}"
+            )
         return value
 
     @field_validator("rollup_retention_seconds")
@@ -295,14 +389,17 @@ class Settings(BaseSettings):
     def _rollups_outlive_statistics(cls, value: float, info: Any) -> float:
         statistics = info.data.get("statistics_retention_seconds")
         if statistics is not None and value < statistics:
-            raise ValueError("rollup retention must be at least the statistics one")
+            raise ValueError(
+                f"must be at least the statistics retention ({_seconds_text(statistics)}), "
+                f"got {_seconds_text(value)}"
+            )
         return value
 
     @field_validator("interval_seconds")
     @classmethod
     def _interval_positive(cls, value: float) -> float:
         if not value > 0:
-            raise ValueError(f"interval must be positive, got {value}")
+            raise ValueError(f"must be longer than zero, e.g. 30s, got {value:g}")
         return value
 
     @field_validator("cluster")
@@ -314,11 +411,25 @@ class Settings(BaseSettings):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        try:
-            parse_listen(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
+        _split_listen(value)
         return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    "must be an http:// or https:// URL such as http://127.0.0.1:8001 "
+                    f"(kubectl proxy), got {redact_url(value)!r}"
+                )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        return parse_log_level(value)
 
     @property
     def listen_address(self) -> tuple[str, int]:
@@ -345,23 +456,85 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with the non-``None`` ``overrides`` (CLI flags) on top."""
+    """Settings from the environment, with the non-``None`` ``overrides`` (CLI flags) on top.
+
+    A ``ConfigError`` says what is wrong in the words the user typed: the flag (``--interval``)
+    for an override, the variable (``RECORDER_INTERVAL``) for the environment; never pydantic's
+    own text, and never the value of a secret.
+    """
     from pydantic import ValidationError
 
     given = {key: value for key, value in overrides.items() if value is not None}
+    flags = set(given)
     for name, field in Settings.model_fields.items():
         if name in given and isinstance(field.validation_alias, str):
             given[field.validation_alias] = given.pop(name)
     try:
         return Settings(**given)
     except ValidationError as exc:
-        problems = "; ".join(f"{_variable(err['loc'])}: {err['msg']}" for err in exc.errors())
-        raise ConfigError(f"invalid configuration: {problems}") from exc
+        problems = [_problem(error, flags) for error in exc.errors(include_url=False)]
+        raise ConfigError("; ".join(dict.fromkeys(problems))) from None
 
 
-def _variable(loc: tuple[int | str, ...]) -> str:
-    """The environment variable a validation error is about (``RECORDER_INTERVAL``)."""
-    where = ".".join(str(part) for part in loc) or "settings"
-    if where in Settings.model_fields and not where.startswith("RECORDER_"):
-        return f"RECORDER_{where.upper()}"
-    return where
+_FIELD_BY_ALIAS = {
+    field.validation_alias: name
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.validation_alias, str)
+}
+_SECRET_FIELDS = frozenset({"database_url", "api_url"})
+
+
+def _problem(error: Mapping[str, Any], flags: set[str]) -> str:
+    """One validation error as ``<flag or variable>: <what is wrong>``."""
+    loc = ".".join(str(part) for part in error["loc"])
+    field = _FIELD_BY_ALIAS.get(loc, loc)
+    if field not in Settings.model_fields:
+        return f"{field}: unknown setting"
+    return f"{_typed_name(field, flags)}: {_what_is_wrong(field, error)}"
+
+
+def _typed_name(field: str, flags: set[str]) -> str:
+    """The flag a user typed for ``field`` (``--interval``), or its environment variable
+    (``RECORDER_INTERVAL``) when no flag gave it."""
+    alias = Settings.model_fields[field].validation_alias
+    variable = alias if isinstance(alias, str) else f"RECORDER_{field.upper()}"
+    if field in flags:
+        return "--" + variable.removeprefix("RECORDER_").lower().replace("_", "-")
+    return variable
+
+
+def _what_is_wrong(field: str, error: Mapping[str, Any]) -> str:
+    kind, context = error["type"], error.get("ctx") or {}
+    shown = "" if field in _SECRET_FIELDS else f", got {error.get('input')!r}"
+    if kind == "value_error" and "error" in context:
+        return str(context["error"])
+    bounds = {  # pydantic's own constraints, in the settings' words
+        "greater_than": "must be longer than"
+        if field.endswith("_seconds")
+        else "must be more than",
+        "greater_than_equal": "must be at least",
+        "less_than": "must be less than",
+        "less_than_equal": "must be at most",
+    }
+    if kind in bounds:
+        bound = next(iter(context.values()))
+        if field.endswith("_seconds"):
+            return f"{bounds[kind]} {_seconds_text(bound)}, got {_seconds_text(error['input'])}"
+        return f"{bounds[kind]} {bound}, got {error['input']}"  # numbers: no secret fields
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return f"must be a whole number{shown}"
+    if kind in ("float_parsing", "float_type"):
+        return f"must be a number{shown}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"must be true or false{shown}"
+    if kind in ("string_type", "list_type"):
+        return "has the wrong type"
+    return f"is not valid ({kind}){shown}"
+
+
+def _seconds_text(seconds: Any) -> str:
+    """A duration in seconds as the duration grammar writes it (``14d``, ``1m30s``)."""
+    try:
+        return timeutil.format_duration(round(float(seconds) * 1000))
+    except (TypeError, ValueError):
+        return repr(seconds)

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 
 from recorder import __version__, commands
-from recorder.errors import RecorderError
+from recorder.errors import ConfigError, RecorderError
+from recorder.settings import parse_log_level
 
 log = logging.getLogger("recorder")
 
@@ -62,10 +63,28 @@ def _relative_times_attached(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _log_level(args: argparse.Namespace) -> str | None:
+    """``--log-level`` (argparse checked it), else ``RECORDER_LOG_LEVEL``; a ``ConfigError``
+    naming the variable when it is not a level."""
+    if args.log_level is not None:
+        return str(args.log_level)
+    variable = os.environ.get("RECORDER_LOG_LEVEL")
+    if not variable:
+        return None
+    try:
+        return parse_log_level(variable)
+    except ValueError as exc:
+        raise ConfigError(f"RECORDER_LOG_LEVEL: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(_relative_times_attached(given))
-    commands.configure_logging(args.log_level or os.environ.get("RECORDER_LOG_LEVEL"))
+    try:
+        commands.configure_logging(_log_level(args))
+    except ConfigError as exc:
+        print(f"recorder {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     try:
         code: int = args.handler(args)
         return code

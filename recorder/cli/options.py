@@ -7,6 +7,7 @@ import argparse
 
 from recorder import timeutil
 from recorder.errors import DurationError
+from recorder.settings import LOG_LEVELS, parse_log_level
 
 
 def positive_seconds(text: str) -> float:
@@ -21,12 +22,26 @@ def positive_seconds(text: str) -> float:
     return seconds
 
 
+def log_level_name(text: str) -> str:
+    """``--log-level``: one of ``LOG_LEVELS``, any case; argparse names the flag."""
+    try:
+        return parse_log_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_LOG_LEVEL_HELP = (
+    f"{', '.join(LOG_LEVELS)} (default INFO; also RECORDER_LOG_LEVEL); DEBUG adds the "
+    "recorder's own detail, libraries stay at WARNING"
+)
+
+
 def database_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///recorder.db)")
 
 
 def log_level(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+    parser.add_argument("--log-level", type=log_level_name, help=_LOG_LEVEL_HELP)
 
 
 def common(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +65,7 @@ def common(parser: argparse.ArgumentParser) -> None:
         type=positive_seconds,
         help="poll interval: a duration such as 30s, 1m30s or 45 (seconds) (default 30s)",
     )
-    group.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+    group.add_argument("--log-level", type=log_level_name, help=_LOG_LEVEL_HELP)
 
 
 def exposition(parser: argparse.ArgumentParser) -> None:
