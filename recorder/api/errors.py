@@ -3,7 +3,8 @@
 Every error is ``{"status": "error", "errorType": ..., "error": ...}``: client input gets 4xx
 (``bad_data``, ``not_found``), an overloaded limiter, an unavailable database or a query past
 its deadline get 503, and anything else that escapes a handler is a bug, logged (a few times
-a minute at most) and answered 500 by ``CatchAll``.
+a minute at most) and answered 500 by ``CatchAll``. A database failure's message names the
+database (user, host, port, name): it goes to the log, and the client gets its class only.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recorder.api.httpmetrics import mark_shed
 from recorder.api.limits import LogLimiter, Overloaded
-from recorder.errors import QueryError, QueryTimeout, StoreError
+from recorder.errors import QueryError, QueryTimeout, StoreError, StoreUnavailable
 
 __all__ = ["CatchAll", "error_response", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
 
 
 def error_response(
@@ -60,9 +63,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _timeout(_request: Request, exc: QueryTimeout) -> JSONResponse:
         return error_response(503, "timeout", str(exc))
 
+    store_logs = LogLimiter()
+
     @app.exception_handler(StoreError)
     async def _store_down(_request: Request, exc: StoreError) -> JSONResponse:
-        return error_response(503, "unavailable", str(exc))
+        dropped = store_logs.allow(type(exc).__name__)
+        if dropped is not None:
+            more = f" ({dropped} more not logged)" if dropped else ""
+            log.error("a history read failed: %s%s", exc, more)
+        what = (
+            "the database is unreachable or busy"
+            if isinstance(exc, StoreUnavailable)
+            else f"the database failed ({type(exc).__name__})"
+        )
+        return error_response(503, "unavailable", f"{what}; try again later (details in the log)")
 
     @app.exception_handler(Overloaded)
     async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:

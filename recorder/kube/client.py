@@ -50,6 +50,7 @@ from recorder.kube.config import ClusterConfig
 from recorder.kube.decode import decode_group, decode_status
 from recorder.kube.retry import RetryPolicy
 from recorder.kube.tls import ClientCertificate, build_ssl_context, system_trust_store
+from recorder.settings import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,8 @@ class MetricsClient:
                 )
                 if delay is None:
                     raise
-                log.warning(
+                # DEBUG: the poll's one line says the failure if the last attempt fails too.
+                log.debug(
                     "reading %s failed (%s); retrying in %.2fs (attempt %d of %d)",
                     what,
                     exc.reason,
@@ -361,7 +363,8 @@ class MetricsClient:
             )
         except ImportError as exc:  # a socks5:// proxy-url without socksio
             raise ConfigError(
-                f"proxy-url {config.proxy} needs SOCKS support: pip install 'httpx[socks]'"
+                f"proxy-url {redact_url(config.proxy or '')} needs SOCKS support: "
+                "pip install 'httpx[socks]'"
             ) from exc
         if not _bound_every_read(client):
             log.warning(
@@ -408,7 +411,7 @@ class MetricsClient:
     def _transport_message(self, exc: httpx.TransportError, what: str) -> str:
         config = self.config
         if isinstance(exc, httpx.ProxyError):
-            return f"the proxy {config.proxy} failed while reading {what}: {exc}"
+            return f"the proxy {redact_url(config.proxy or '')} failed while reading {what}: {exc}"
         if isinstance(exc, httpx.RemoteProtocolError):
             hint = "a proxy or load balancer may be cutting responses"
             if self._certificate is not None:

@@ -14,10 +14,10 @@ import binascii
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from recorder.errors import ConfigError
 from recorder.kube.credentials import (
@@ -37,6 +37,7 @@ from recorder.kube.kubeconfig import (
     select_context,
 )
 from recorder.kube.tls import ClientCertificate, TlsSettings, read_pem
+from recorder.settings import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class Sources:
     reread_seconds: float = 60.0
     monotonic: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
+    announce: bool = True
+    """Log the configuration's warnings (a second load in the same service does not)."""
 
 
 def load_cluster_config(
@@ -78,17 +81,26 @@ def load_cluster_config(
     environ: Mapping[str, str],
     service_account_dir: Path = SERVICE_ACCOUNT_DIR,
     sources: Sources | None = None,
+    announce: bool = True,
 ) -> ClusterConfig:
     """The cluster to read, by precedence. ``kubeconfig`` is the explicit flag; ``KUBECONFIG``
-    and ``HOME`` are read from ``environ``."""
+    and ``HOME`` are read from ``environ``. ``announce``: log the configuration's warnings
+    (insecure-skip-tls-verify, a missing CA), which a second load in the same service (the
+    worker process) leaves out."""
     sources = sources or Sources()
+    if not announce:
+        sources = replace(sources, announce=False)
     if api_url:
-        return ClusterConfig(
-            server=_server_url(api_url, "--api-url"), source=f"--api-url {api_url}"
-        )
+        return from_api_url(api_url)
     paths, explicit = kubeconfig_paths(kubeconfig, environ)
     if kubeconfig or environ.get("KUBECONFIG"):
         merged = load_kubeconfig(paths, explicit=explicit)
+        if not merged.files:
+            named = "--kubeconfig (RECORDER_KUBECONFIG)" if kubeconfig else "KUBECONFIG"
+            raise ConfigError(
+                f"{named} names no kubeconfig that exists ({merged.describe_files()}): "
+                "fix the path(s) (several are separated by ':')"
+            )
         return from_kubeconfig(select_context(merged, context), environ, sources)
     in_a_pod = bool(environ.get("KUBERNETES_SERVICE_HOST"))
     if paths and paths[0].is_file():  # ~/.kube/config
@@ -105,10 +117,45 @@ def load_cluster_config(
     )
 
 
+def from_api_url(api_url: str) -> ClusterConfig:
+    """``--api-url``: a plain base URL (``kubectl proxy``'s), no TLS settings. User
+    information in it (``http://user:password@host``) becomes basic authentication and leaves
+    the URL, so no log line, message or response ever shows it."""
+    try:
+        parts = urlsplit(api_url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(
+            f"--api-url must be an http:// or https:// URL, got {redact_url(api_url)!r}"
+        ) from None
+    credentials = None
+    if parts.username is not None or parts.password is not None:
+        user = unquote(parts.username or "")
+        credentials = Credentials(
+            basic=(user, unquote(parts.password or "")),
+            name=f"the user {user!r} of --api-url",
+        )
+        host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+        netloc = f"{host}:{port}" if port is not None else str(host)
+        api_url = parts._replace(netloc=netloc).geturl()
+    server = _server_url(api_url, "--api-url")
+    return ClusterConfig(server=server, credentials=credentials, source=f"--api-url {server}")
+
+
 def _server_url(value: str, what: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{what} must be an http:// or https:// URL, got {value!r}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a malformed port raises here
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what} must be an http:// or https:// URL, got {redact_url(value)!r}")
+    if "@" in parts.netloc:
+        raise ConfigError(
+            f"{what} holds credentials ({redact_url(value)}): the recorder never puts them in "
+            "a URL, where logs would show them; give them to the kubeconfig's user "
+            "(token, tokenFile, username and password, or a client certificate)"
+        )
     return value.rstrip("/")
 
 
@@ -136,7 +183,7 @@ def in_cluster(environ: Mapping[str, str], sa_dir: Path, sources: Sources) -> Cl
     tls = TlsSettings()
     if ca_path.is_file():
         tls = TlsSettings(ca_pem=read_pem(str(ca_path), "the CA"), ca_source=f"the CA {ca_path}")
-    else:
+    elif sources.announce:
         log.warning("%s is missing: verifying the API server with the system trust store", ca_path)
     namespace_path = sa_dir / "namespace"
     namespace = namespace_path.read_text().strip() if namespace_path.is_file() else None
@@ -170,7 +217,7 @@ def from_kubeconfig(
         raise ConfigError(f"{where} has no server")
     server = _server_url(server, f"the server of {where}")
     tls = _tls_settings(cluster, where)
-    if tls.insecure:
+    if tls.insecure and sources.announce:
         log.warning(
             "insecure-skip-tls-verify is set for %s: the API server's certificate is NOT "
             "checked, so anyone in the network path can read the credentials sent to it",
@@ -183,7 +230,7 @@ def from_kubeconfig(
             raise ConfigError(
                 f"proxy-url of {where} has scheme {scheme!r}; use one of {', '.join(PROXY_SCHEMES)}"
             )
-        proxy = str(proxy)
+        proxy = str(proxy)  # its credentials, if any, are for httpx: shown only redacted
     credentials = (
         _user_credentials(chosen, tls, environ, sources) if chosen.user_name is not None else None
     )

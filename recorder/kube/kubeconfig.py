@@ -18,6 +18,7 @@ Nothing here opens a connection or reads credential files: the result is plain d
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,9 +64,17 @@ class MergedKubeconfig:
     users: dict[str, Entry] = field(default_factory=dict)
     contexts: dict[str, Entry] = field(default_factory=dict)
     current_context: str | None = None
+    missing: list[Path] = field(default_factory=list)
+    """Files of the list that do not exist (skipped, as kubectl skips them)."""
 
     def describe_files(self) -> str:
-        return ", ".join(str(f) for f in self.files) or "(no file)"
+        """The files read, and those of the list that were not found: ``a.yaml; not found:
+        b.yaml, c.yaml``."""
+        read = ", ".join(str(f) for f in self.files)
+        missing = ", ".join(str(f) for f in self.missing)
+        if not missing:
+            return read or "no file"
+        return f"{read}; not found: {missing}" if read else f"not found: {missing}"
 
 
 def kubeconfig_paths(explicit: str | None, environ: Mapping[str, str]) -> tuple[list[Path], bool]:
@@ -97,6 +106,7 @@ def load_kubeconfig(paths: Sequence[Path], *, explicit: bool) -> MergedKubeconfi
         except FileNotFoundError as exc:
             if explicit:
                 raise ConfigError(f"the kubeconfig {path} does not exist") from exc
+            merged.missing.append(path)
             continue
         except OSError as exc:
             raise ConfigError(f"cannot read the kubeconfig {path}: {exc.strerror or exc}") from exc
@@ -109,12 +119,28 @@ def _parse(text: str, path: Path) -> Mapping[str, Any]:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"the kubeconfig {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(
+            f"the kubeconfig {path} is not valid YAML: {_yaml_problem(exc)}"
+        ) from None
     if document is None:
         return {}  # an empty file is an empty config, as for kubectl
     if not isinstance(document, dict):
         raise ConfigError(f"the kubeconfig {path} is not a mapping (kind: Config)")
     return document
+
+
+_QUOTED = re.compile(r"'[^']{3,}'|\"[^\"]{3,}\"")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where the YAML is broken (line and column) and what is wrong, never the text there:
+    PyYAML quotes the offending line, which may be a token or a key. Quoted words longer than
+    two characters (an alias' name) are left out too; a quoted character ('\\t') stays."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = _QUOTED.sub("...", str(problem)) if problem else "it cannot be parsed"
+    return f"{where}: {what}" if where else what
 
 
 def _merge(merged: MergedKubeconfig, document: Mapping[str, Any], path: Path) -> None:
@@ -150,7 +176,9 @@ def select_context(merged: MergedKubeconfig, context: str | None) -> KubeconfigS
     """The context named by ``--context``, else ``current-context``, resolved."""
     where = merged.describe_files()
     if not merged.files:
-        raise ConfigError(f"no kubeconfig found (looked for {where})")
+        raise ConfigError(
+            f"no kubeconfig found ({where}): fix the path(s), or pass --api-url or --kubeconfig"
+        )
     name = context or merged.current_context
     if not name:
         raise ConfigError(

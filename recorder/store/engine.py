@@ -33,6 +33,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from recorder.errors import ConfigError, StoreError, StoreUnavailable
+from recorder.settings import redact_url
 from recorder.timeutil import seconds_to_ms
 
 SQLITE_PAGE_SIZE = 16_384
@@ -67,11 +68,14 @@ class Timeouts:
 
 
 def redact(url: str) -> str:
-    """The URL with its password hidden, for logs and messages."""
+    """The database URL as logs, messages and the CLI show it: its password hidden, wherever
+    it is given (``user:password@`` or a query parameter such as ``?password=``, which libpq
+    accepts too; ``settings.redact_url``'s rule)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        rendered = make_url(url).render_as_string(hide_password=True)
     except exc.ArgumentError:
         return "<invalid database URL>"
+    return redact_url(rendered)
 
 
 def create(url: str, *, timeouts: Timeouts | None = None, for_migrations: bool = False) -> Engine:

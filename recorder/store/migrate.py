@@ -83,9 +83,8 @@ def upgrade(
     try:
         command.upgrade(alembic_config(migrating), revision)
     except engines.DATABASE_ERRORS as exc:
-        failed = engines.failure(
-            exc, f"migrating {engine.url.render_as_string(hide_password=True)}", timeouts
-        )
+        shown = engines.redact(engine.url.render_as_string(hide_password=False))
+        failed = engines.failure(exc, f"migrating {shown}", timeouts)
         raise type(failed)(f"{failed}; nothing of the failed migration was applied") from exc
     except Exception as exc:
         raise StoreError(

@@ -120,9 +120,23 @@ def test_explicit_kubeconfig_must_exist_and_is_not_merged(tmp_path: Path) -> Non
     )
 
 
-def test_kubeconfig_list_with_no_existing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no kubeconfig found"):
+def test_kubeconfig_list_with_no_existing_file_names_the_paths(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
         load(environ={"KUBECONFIG": f"{tmp_path / 'a'}:{tmp_path / 'b'}"})
+    assert str(caught.value).startswith(
+        f"KUBECONFIG names no kubeconfig that exists (not found: {tmp_path / 'a'}, "
+        f"{tmp_path / 'b'})"
+    )
+
+
+def test_a_context_missing_from_a_kubeconfig_list_names_the_missing_files(
+    tmp_path: Path,
+) -> None:
+    present = write(tmp_path / "present", config_file(contexts={"a": {"cluster": "x"}}))
+    listed = f"{tmp_path / 'gone'}:{present}"
+    with pytest.raises(ConfigError) as caught:
+        load(environ={"KUBECONFIG": listed}, context="b")
+    assert f"({present}; not found: {tmp_path / 'gone'})" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -168,3 +182,25 @@ def test_not_yaml(tmp_path: Path) -> None:
     path.write_text("clusters: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load(kubeconfig=str(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("users:\n- name: u\n  user:\n    token: s3cret-token: [oops\n", "line 4, column 24"),
+        ("users:\n- name: u\n  user: {token: s3cret-token\n", "line 4, column 1"),
+        ("users: *s3cret-token\n", "line 1, column 8: found undefined alias ..."),
+        ("users:\n\ttoken: s3cret-token\n", "line 2, column 1: found character '\\t'"),
+    ],
+)
+def test_broken_yaml_says_where_but_never_echoes_the_line(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    path = tmp_path / "config"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(kubeconfig=str(path))
+    message = str(caught.value)
+    assert message.startswith(f"the kubeconfig {path} is not valid YAML: {where}"), message
+    assert "s3cret" not in message
+    assert caught.value.__cause__ is None  # nor does a chained YAMLError
