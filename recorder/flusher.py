@@ -72,11 +72,15 @@ class Flusher:
         metrics: SelfMetrics,
         *,
         clock: Callable[[], float] = time.time,
+        quiet: bool = False,
     ):
+        """``quiet``: write failures and refused rows are not logged, because the caller
+        reports them itself (``recorder poll`` prints them with the rest of its report)."""
         self.queue = queue
         self._sink = sink
         self._metrics = metrics
         self._clock = clock
+        self._quiet = quiet
         self._lock = threading.Lock()
         self._last_success: float | None = None
         self._failing_since: float | None = None
@@ -125,8 +129,13 @@ class Flusher:
         self._metrics.buffer_bytes.labels(place="spool").set(spool)
         return report
 
-    def run(self, stop: threading.Event) -> None:
-        """Write whatever arrives until ``stop`` is set; back off while the database fails."""
+    def run(
+        self,
+        stop: threading.Event,
+        on_flush: Callable[[FlushReport], None] = lambda report: None,
+    ) -> None:
+        """Write whatever arrives until ``stop`` is set; back off while the database fails.
+        ``on_flush`` hears what each round wrote (the worker's per-poll log line)."""
         backoff = MIN_BACKOFF_SECONDS
         while not stop.is_set():
             if not self.queue.wait(timeout=0.5):
@@ -134,6 +143,7 @@ class Flusher:
             if stop.is_set():
                 break
             report = self.flush(stop=stop)
+            on_flush(report)
             if report.error is None:
                 backoff = MIN_BACKOFF_SECONDS
                 continue
@@ -169,6 +179,7 @@ class Flusher:
         if rejected:
             for reason, count in Counter(r.reason for r in rejected).items():
                 self._metrics.samples_rejected.labels(reason=reason).inc(count)
+        if rejected and not self._quiet:
             first = rejected[0]
             log.warning(
                 "the database refused %d %s item(s) for their content, e.g. %s%s: %s",
@@ -190,6 +201,8 @@ class Flusher:
         self._metrics.write_errors.labels(resource=RESOURCE[batch.kind]).inc()
         self._metrics.component_healthy.labels(component="write").set(0)
         pending = self.queue.pending_samples
+        if self._quiet:
+            return
         if first:
             log.error("writing to the database failed; %d samples wait: %s", pending, exc)
         else:

@@ -3,7 +3,9 @@
 ``Poller.poll_once()`` never raises for a failed poll: it returns a ``PollReport`` saying what
 was fetched, rejected and what failed, and counts it all in the self-metrics. A bad item is
 rejected alone; a bad response fails only its resource; anything unexpected in one resource
-is counted (reason ``internal``) and the other resource still runs.
+is counted (reason ``internal``, its traceback logged) and the other resource still runs.
+Failures and rejections are counted here and said once, by whoever reports the poll: the
+service's one log line per poll (``PollReport.log_line``) or ``recorder poll``'s report.
 
 Writing is the ``Flusher``'s job. With ``write_inline`` (``recorder poll``, tests) the poll
 writes its batches before returning and reports what was stored; in the service a writer
@@ -58,6 +60,28 @@ class ResourceOutcome:
     rejections: list[Rejection] = field(default_factory=list)
     error: RecorderError | None = None
     stored: bool = False
+    seq: int | None = None
+    """The write queue's number of this resource's batch, while it waits to be written."""
+    waiting: bool = False
+    """Its batch waits for the database (written later, from memory or the spool)."""
+
+    def describe(self) -> str:
+        """``pods 41 written, 0 already stored, 2 rejected (e.g. ...)``, or why not."""
+        parts = []
+        if self.stored:
+            parts.append(f"{self.written} written, {self.skipped} already stored")
+        elif self.waiting:
+            parts.append(f"{self.samples} waiting for the database")
+        if self.rejections:
+            first = self.rejections[0]
+            where = f"{first.namespace}/" if first.namespace else ""
+            parts.append(
+                f"{len(self.rejections)} rejected (e.g. {where}{first.name}: {first.reason}: "
+                f"{first.detail})"
+            )
+        if self.error is not None:
+            parts.append(f"FAILED ({self.error.reason}): {self.error}")
+        return f"{self.resource} {', '.join(parts) or 'nothing to write'}"
 
 
 @dataclass
@@ -79,6 +103,15 @@ class PollReport:
     @property
     def rejected(self) -> int:
         return sum(len(o.rejections) for o in self.outcomes)
+
+    def log_line(self, elapsed_seconds: float) -> tuple[int, str]:
+        """The service's one log line for this poll and its level: what each resource wrote,
+        found already stored, rejected or failed with, and how long the poll took until its
+        samples were stored (``elapsed_seconds``). ERROR when a resource failed, else INFO."""
+        line = f"poll in {elapsed_seconds:.2f}s: " + "; ".join(o.describe() for o in self.outcomes)
+        if self.flushed_from_buffer:
+            line += f"; {self.flushed_from_buffer} samples held from earlier polls written"
+        return (logging.INFO if self.ok else logging.ERROR), line
 
 
 class Poller:
@@ -186,27 +219,18 @@ class Poller:
         batch = batches[0] if len(batches) == 1 else _merged(kind, batches)
         outcome.samples = len(batch.samples)
         outcome.rejections = list(batch.rejections)
-        self._count_rejections(resource, batch.rejections)
+        self._count_rejections(batch.rejections)
         self._snapshot.publish(kind, batch.samples, timeutil.now_ms(self._clock))
         self._on_publish(kind)
         seq = self._flusher.queue.put(batch)
+        outcome.seq = seq
         outcome.stored = seq is None  # nothing to write
         return outcome, seq
 
-    def _count_rejections(self, resource: str, rejections: Sequence[Rejection]) -> None:
+    def _count_rejections(self, rejections: Sequence[Rejection]) -> None:
+        # Counted here; said once, by whoever reports the poll (its log line, `recorder poll`).
         for reason, count in Counter(r.reason for r in rejections).items():
             self._metrics.samples_rejected.labels(reason=reason).inc(count)
-        if rejections:
-            first = rejections[0]
-            log.warning(
-                "rejected %d %s item(s), e.g. %s%s: %s (%s)",
-                len(rejections),
-                resource,
-                f"{first.namespace}/" if first.namespace else "",
-                first.name,
-                first.reason,
-                first.detail,
-            )
 
     def _check_deadline(self, what: str) -> None:
         """No new request starts once the poll's deadline has passed (each request has its
@@ -239,9 +263,8 @@ class Poller:
         return batch
 
     def _failed(self, outcome: ResourceOutcome, exc: RecorderError) -> ResourceOutcome:
-        reason = exc.reason
-        self._metrics.poll_errors.labels(resource=outcome.resource, reason=reason).inc()
-        log.error("polling %s failed (%s): %s", outcome.resource, reason, exc)
+        # Counted here; said once, by whoever reports the poll (its log line, `recorder poll`).
+        self._metrics.poll_errors.labels(resource=outcome.resource, reason=exc.reason).inc()
         if outcome.error is None:
             outcome.error = exc
         return outcome

@@ -26,7 +26,7 @@ from recorder.api.server import build_server
 from recorder.errors import ConfigError
 from recorder.exporter import KindLines, RelayRegistry
 from recorder.kube.config import load_cluster_config
-from recorder.settings import Settings
+from recorder.settings import Settings, listen_socket
 from recorder.store import Store
 from recorder.timeutil import seconds_to_ms
 from recorder.worker import (
@@ -69,6 +69,7 @@ class WorkerHandle:
         self._started = threading.Event()
         self._failed: str | None = None
         self._stopping = False
+        self._stop_requested = threading.Event()
         self._stopped: Stopped | None = None
         self._last_exit: _Exit | None = None
         self.restarts = 0
@@ -102,6 +103,7 @@ class WorkerHandle:
         with self._lock:
             self._stopping = True
             conn = self._conn
+        self._stop_requested.set()
         if conn is not None:
             try:
                 conn.send(STOP)
@@ -127,6 +129,14 @@ class WorkerHandle:
         threading.Thread(target=self._receive, args=(parent,), name="receiver", daemon=True).start()
 
     def _join(self, timeout: float) -> bool:
+        """Wait until the worker has exited. Once the supervisor runs, it alone reaps the
+        process: two threads joining one process race in ``waitpid``, and the loser saw a
+        worker that had stopped cleanly as still alive ("did not stop within the grace
+        period; killing it")."""
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor.is_alive():
+            supervisor.join(timeout)
+            return not supervisor.is_alive()
         process = self._process
         if process is None:
             return True
@@ -135,9 +145,9 @@ class WorkerHandle:
 
     def _kill(self) -> None:
         process = self._process
-        if process is not None and process.is_alive():
+        if process is not None and process.exitcode is None:
             process.kill()
-            process.join(5.0)
+            self._join(5.0)
 
     def _supervise(self) -> None:
         delay = 1.0
@@ -158,10 +168,8 @@ class WorkerHandle:
                 process.exitcode,
                 delay,
             )
-            time.sleep(delay)
-            with self._lock:
-                if self._stopping:
-                    return
+            if self._stop_requested.wait(delay):
+                return
             self.restarts += 1
             self._spawn()
             delay = min(delay * 2, MAX_RESTART_DELAY_SECONDS)
@@ -225,8 +233,9 @@ class WorkerHandle:
         if write.ok:
             details["write"] = "ok"
         else:
+            # Anonymous clients read this: the error (which names the database) is in the log.
             since = write.failing_since or now
-            details["write"] = f"failing for {now - since:.0f}s: {write.last_error}"
+            details["write"] = f"failing for {now - since:.0f}s (the log says why)"
         if write.pending_samples:
             details["buffered"] = (
                 f"{write.pending_samples} samples waiting ({write.memory_bytes} bytes in "
@@ -273,17 +282,24 @@ def _resident_bytes(pid: int) -> int | None:
 
 
 def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[str] = ()) -> int:
-    """Run the service until SIGTERM/SIGINT; 0 after a clean stop."""
+    """Run the service until SIGTERM/SIGINT; 0 after a clean stop. ``banner`` is printed
+    once the HTTP server listens (``recorder demo``'s URLs), never before a failure."""
     settings.warn_about_interval()
-    # Fail fast, in the user's terminal, when no cluster is configured.
+    # Fail fast, in the user's terminal, when no cluster is configured or the address is taken.
     cluster = load_cluster_config(
         api_url=api_url or settings.api_url,
         kubeconfig=settings.kubeconfig,
         context=settings.context,
         environ=os.environ,
     )
-    # The schema is migrated (SQLite) or checked before the worker starts: both agree on it.
-    store = ready_store(open_write_store(settings))
+    host, port = settings.listen_address
+    sock = listen_socket(host, port)
+    try:
+        # The schema is migrated (SQLite) or checked before the worker starts: both agree on it.
+        store = ready_store(open_write_store(settings))
+    except BaseException:
+        sock.close()
+        raise
     try:
         relay = RelayRegistry(
             settings.interval_seconds,
@@ -291,10 +307,13 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
         )
         handle = WorkerHandle(settings, relay, api_url)
         relay.own.register(WorkerCollector(handle))
-        handle.start()
+        try:
+            handle.start()
+        except BaseException:
+            sock.close()
+            raise
         try:
             app = create_app(_app_deps(settings, store, relay, handle))
-            host, port = settings.listen_address
             server = build_server(
                 app,
                 host,
@@ -304,6 +323,7 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
                 # Open requests get a quarter of the grace; the worker has all of it.
                 graceful_shutdown_seconds=max(1, int(settings.shutdown_grace_seconds / 4)),
             )
+            sock.listen(server.config.backlog)
             log.info(
                 "recording from %s into %s every %gs; HTTP on %s",
                 cluster.server,
@@ -313,9 +333,10 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
             )
             for line in banner:
                 print(line, flush=True)
-            server.run()
+            server.run(sockets=[sock])
             started = server.started
         finally:
+            sock.close()
             stopping = time.monotonic()
             stopped = handle.stop(stopping + settings.shutdown_grace_seconds)
             if stopped is not None:

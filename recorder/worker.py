@@ -10,6 +10,9 @@ Process model (``service.py`` is the other half):
   the write queue and its spool folder (it alone owns the buffer), the writer thread
   (``Flusher.run``) and maintenance. After each snapshot it sends the rendered sample lines,
   and every second its status and self-metrics, over a pipe.
+- **Logging**: one line per poll, once its samples are stored (``PollLines``), and one per
+  maintenance round (``maintain_logged``); libraries log at WARNING at least
+  (``configure_logging``), so ``--log-level DEBUG`` is the recorder's own detail.
 - **Stopping together**: the server sends ``"stop"``; the worker stops scheduling, waits for
   an in-flight poll until half the grace is gone, writes what waits until the deadline, parks
   the rest in the spool folder, closes the database and exits 0. A worker whose server dies
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from recorder.buffer import Spool, WriteQueue
-from recorder.domain import Kind
+from recorder.domain import Kind, WriteResult
 from recorder.errors import ConfigError, RecorderError
 from recorder.exporter import (
     ExportFilter,
@@ -44,14 +47,15 @@ from recorder.exporter import (
     build_registry,
     own_exposition,
 )
-from recorder.flusher import Flusher, WriteHealth
+from recorder.flusher import Flusher, FlushReport, WriteHealth
 from recorder.kube.client import MetricsClient
 from recorder.kube.config import load_cluster_config
 from recorder.kube.retry import RetryPolicy
-from recorder.poller import Poller, PollReport
+from recorder.poller import Poller, PollReport, ResourceOutcome
 from recorder.scheduler import PollScheduler
 from recorder.settings import Settings
 from recorder.store import Store, open_store
+from recorder.store.migrate import current_revision, head_revision
 from recorder.store.retention import RetentionPolicy
 from recorder.store.sql import MaintenanceReport
 from recorder.timeutil import now_ms, seconds_to_ms
@@ -130,7 +134,7 @@ def ready_store(store: Store, *, migrate_sqlite: bool = True) -> Store:
     separate step), PostgreSQL is checked (``recorder migrate`` does it). Closed on failure."""
     try:
         if store.dialect == "sqlite" and migrate_sqlite:
-            store.migrate()
+            migrate_logged(store)
         elif not store.schema_is_current():
             raise ConfigError(
                 f"the database {store.display_url} is not at the current schema: "
@@ -140,6 +144,19 @@ def ready_store(store: Store, *, migrate_sqlite: bool = True) -> Store:
         store.close()
         raise
     return store
+
+
+def migrate_logged(store: Store) -> None:
+    """Migrate ``store`` if its schema is not the newest, saying so in one line ("migrated the
+    database ... from 0001 to 0002"); Alembic's own lines stay below WARNING."""
+    if store.schema_is_current():
+        return
+    try:
+        before = current_revision(store.engine) or "no schema"
+    except Exception:  # the revision only colours the log line; migrate() reports failures
+        before = "an unknown schema"
+    store.migrate()
+    log.info("migrated the database %s from %s to %s", store.display_url, before, head_revision())
 
 
 def export_filter(settings: Settings) -> ExportFilter:
@@ -182,14 +199,18 @@ def build_poll_path(
     write_inline: bool = True,
     on_publish: Callable[[Kind], None] = lambda kind: None,
     process_collectors: bool = True,
+    announce: bool = True,
 ) -> PollPath:
-    """The poll path of ``recorder poll`` (``write_inline``: one process) and of the worker
-    (a writer thread drains the queue). Whatever was opened is closed again on failure."""
+    """The poll path of ``recorder poll`` (``write_inline``: one process, which prints what
+    failed) and of the worker (a writer thread drains the queue). ``announce``: log the
+    configuration's warnings (the worker leaves them to the server process, which said them
+    already). Whatever was opened is closed again on failure."""
     cluster = load_cluster_config(
         api_url=api_url or settings.api_url,
         kubeconfig=settings.kubeconfig,  # KUBECONFIG and HOME are read from environ
         context=settings.context,
         environ=os.environ,
+        announce=announce,
     )
     with ExitStack() as opened:
         store = ready_store(open_write_store(settings))
@@ -212,7 +233,7 @@ def build_poll_path(
             spool=Spool(spool_path, settings.spool_max_bytes) if spool_path else None,
             on_drop=lambda n, why: metrics.samples_dropped.labels(reason=why).inc(n),
         )
-        flusher = Flusher(queue, store, metrics)
+        flusher = Flusher(queue, store, metrics, quiet=write_inline)
         poller = Poller(
             client,
             flusher,
@@ -230,32 +251,147 @@ def build_poll_path(
 
 
 def maintain_logged(store: Store, metrics: SelfMetrics | None = None) -> MaintenanceReport | None:
-    """One maintenance round; a failure is logged and counted, never raised."""
+    """One maintenance round, said in one line (what compaction and retention did, and how
+    long the round took); a failure is logged and counted, never raised."""
+    begun = time.perf_counter()
     try:
         report = store.maintain(now_ms=now_ms())
     except RecorderError as exc:
-        log.error("maintenance failed (it runs again on schedule): %s", exc)
+        log.error(
+            "maintenance failed after %.2fs (it runs again on schedule): %s",
+            time.perf_counter() - begun,
+            exc,
+        )
         if metrics is not None:
             metrics.maintenance_errors.inc()
         return None
-    c, r = report.compaction, report.retention
-    if metrics is not None and not report.skipped:
-        metrics.compaction_duration.observe(c.seconds)
+    if report.skipped:
+        return report  # the store said why (another replica maintains)
+    if metrics is not None:
+        metrics.compaction_duration.observe(report.compaction.seconds)
         metrics.refresh_store_statistics(store)
-    if c.blocks or r.payloads_dropped or r.chunks_deleted:
-        log.info(
-            "maintenance: compacted %d blocks (%d series, %d samples, %d duplicates) in %.1fs; "
-            "expired %d payloads, %d chunks, %d series",
-            c.blocks,
-            c.series,
-            c.samples,
-            c.duplicates_dropped,
-            c.seconds,
-            r.payloads_dropped,
-            r.chunks_deleted,
-            r.series_deleted,
-        )
+    log.info("maintenance in %.2fs: %s", time.perf_counter() - begun, maintenance_summary(report))
     return report
+
+
+def maintenance_summary(report: MaintenanceReport) -> str:
+    """What a maintenance round did, in a few words."""
+    c, r = report.compaction, report.retention
+    done = []
+    if c.blocks:
+        done.append(
+            f"compacted {c.blocks} blocks ({c.series} series, {c.samples} samples; dropped "
+            f"{c.duplicates_dropped} duplicates and {c.expired_dropped} expired samples)"
+        )
+    if c.rollup_days:
+        done.append(f"rolled up {c.rollup_days} days")
+    expired = {
+        "payloads": r.payloads_dropped,
+        "chunks": r.chunks_deleted,
+        "rollups": r.rollups_deleted,
+        "series": r.series_deleted,
+    }
+    if any(expired.values()):
+        done.append("expired " + ", ".join(f"{n} {what}" for what, n in expired.items() if n))
+    return "; ".join(done) or "nothing to compact or expire"
+
+
+# --- the service's log line per poll --------------------------------------------------------
+
+
+@dataclass
+class _OpenPoll:
+    report: PollReport
+    started: float
+    waiting: dict[int, ResourceOutcome]
+    """The poll's outcomes whose batch the writer has not stored yet, by queue number."""
+
+
+class PollLines:
+    """The service's one log line per poll, said once the poll's samples are stored.
+
+    The writer thread stores a poll's batches after ``poll_once`` returned, or just before:
+    ``polled`` hears each poll's report, ``flushed`` what each write round stored. A poll's
+    line goes out when all its batches are stored, at once when the database is failing (its
+    samples wait), or when the next poll comes first. Stored batches no poll waits for are
+    samples held from earlier polls, counted in the next line.
+    """
+
+    def __init__(
+        self, logger: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._log = logger or log
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open: list[_OpenPoll] = []
+        self._unclaimed: dict[int, WriteResult] = {}
+        self._failing = False
+
+    def polled(self, report: PollReport, started: float) -> None:
+        """``report`` of a poll that began at ``started`` (``clock``)."""
+        waiting = {o.seq: o for o in report.outcomes if o.seq is not None and not o.stored}
+        with self._lock:
+            earlier, self._open = self._open, []
+            for poll in earlier:  # a write that did not come back within an interval
+                _waiting(poll.waiting)
+            for seq in list(waiting):
+                result = self._unclaimed.pop(seq, None)
+                if result is not None:
+                    _stored(waiting.pop(seq), result)
+            report.flushed_from_buffer += sum(r.written for r in self._unclaimed.values())
+            self._unclaimed.clear()
+            if waiting and self._failing:
+                _waiting(waiting)
+            if waiting:
+                self._open.append(_OpenPoll(report, started, waiting))
+        for poll in earlier:
+            self._say(poll)
+        if not waiting:
+            self._say(_OpenPoll(report, started, waiting))
+
+    def flushed(self, flush: FlushReport) -> None:
+        """What one write round stored (``Flusher.run``'s ``on_flush``)."""
+        with self._lock:
+            for seq, result in flush.by_seq.items():
+                poll = next((p for p in self._open if seq in p.waiting), None)
+                if poll is None:
+                    self._unclaimed[seq] = result
+                else:
+                    _stored(poll.waiting.pop(seq), result)
+            if flush.by_seq or flush.error is not None:
+                self._failing = flush.error is not None
+            if self._failing:
+                for poll in self._open:
+                    _waiting(poll.waiting)
+            done = [p for p in self._open if not p.waiting]
+            self._open = [p for p in self._open if p.waiting]
+        for poll in done:
+            self._say(poll)
+
+    def close(self) -> None:
+        """Say the polls still waiting for the writer (at shutdown, their samples wait)."""
+        with self._lock:
+            left, self._open = self._open, []
+            for poll in left:
+                _waiting(poll.waiting)
+        for poll in left:
+            self._say(poll)
+
+    def _say(self, poll: _OpenPoll) -> None:
+        level, line = poll.report.log_line(self._clock() - poll.started)
+        self._log.log(level, "%s", line)
+
+
+def _stored(outcome: ResourceOutcome, result: WriteResult) -> None:
+    outcome.written, outcome.skipped = result.written, result.skipped_duplicates
+    outcome.rejections.extend(result.rejected)
+    outcome.stored = True
+
+
+def _waiting(outcomes: dict[int, ResourceOutcome]) -> None:
+    for outcome in outcomes.values():
+        outcome.waiting = True
+    outcomes.clear()
 
 
 # --- the worker ---------------------------------------------------------------------------
@@ -269,12 +405,14 @@ class Worker:
         self._stop = threading.Event()
         self._polling = threading.Lock()
         self._last_error: str | None = None
+        self._poll_lines = PollLines()
         self._path = path = build_poll_path(
             settings,
             api_url=api_url,
             write_inline=False,
             on_publish=self._send_lines,
             process_collectors=False,  # the server's process metrics are the ones served
+            announce=False,  # the server process said the configuration's warnings
         )
         self.server = path.server
         self.metrics = path.metrics
@@ -288,7 +426,10 @@ class Worker:
         settings = self._settings
         self._send(Started(os.getpid(), self.server))
         writer = threading.Thread(
-            target=self._flusher.run, args=(self._stop,), name="writer", daemon=True
+            target=self._flusher.run,
+            args=(self._stop, self._poll_lines.flushed),
+            name="writer",
+            daemon=True,
         )
         writer.start()
         scheduler = PollScheduler(self._poll, settings.interval_seconds)
@@ -319,11 +460,13 @@ class Worker:
         return self._shutdown(scheduler, writer)
 
     def _poll(self) -> PollReport:
+        begun = time.monotonic()
         with self._polling:
             report = self._poller.poll_once()
         failed = [o for o in report.outcomes if o.error is not None]
         self._last_error = "; ".join(f"{o.resource}: {o.error}" for o in failed) if failed else None
         self._send_status()
+        self._poll_lines.polled(report, begun)
         return report
 
     def _shutdown(self, scheduler: PollScheduler, writer: threading.Thread) -> int:
@@ -337,9 +480,12 @@ class Worker:
         writer.join(timeout=max(0.0, deadline - time.monotonic()))
         written = 0
         if not writer.is_alive():
-            written = self._flusher.flush(deadline=deadline).written
+            flushed = self._flusher.flush(deadline=deadline)
+            self._poll_lines.flushed(flushed)
+            written = flushed.written
         else:
             log.warning("the database did not answer in time; parking what waits")
+        self._poll_lines.close()
         self._queue.park_all()
         raw, lost, spooled = self._queue.samples_by_place
         lost += raw
@@ -405,10 +551,15 @@ def worker_main(settings: Settings, conn: Connection, api_url: str | None = None
         except (OSError, ValueError):
             pass
         code = 2
-    except Exception as exc:  # a traceback must never reach the user: say it in one line
-        log.exception("the worker failed to start")
+    except Exception as exc:  # a bug: the server says it in one line, the traceback is DEBUG
+        log.debug("the worker failed to start", exc_info=True)
         try:
-            conn.send(Failed(f"unexpected error: {exc!r}"))
+            conn.send(
+                Failed(
+                    f"the worker failed to start with an unexpected error: {exc!r} (run with "
+                    "--log-level DEBUG for the traceback, and please report it)"
+                )
+            )
         except (OSError, ValueError):
             pass
         code = 2
@@ -422,14 +573,15 @@ def worker_main(settings: Settings, conn: Connection, api_url: str | None = None
 
 
 def configure_logging(level: str | None) -> None:
-    chosen = (level or "INFO").upper()
+    """Log lines to stderr: the recorder's own loggers (``recorder.*``) at ``level`` (default
+    INFO), every library's at WARNING at least whatever ``level`` is. ``--log-level DEBUG``
+    is the recorder's detail, not httpcore's trace of each request, APScheduler's of each job,
+    SQLAlchemy's pool, Alembic's "Context impl" or asyncio's selector."""
+    chosen = logging.getLevelNamesMapping()[(level or "INFO").upper()]
     logging.basicConfig(
-        level=chosen,
+        level=max(chosen, logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,
     )
-    if chosen != "DEBUG":
-        # One line per request and per job run would drown the recorder's own messages.
-        for noisy in ("httpx", "httpcore", "apscheduler"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("recorder").setLevel(chosen)

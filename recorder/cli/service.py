@@ -63,13 +63,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_report(report: PollReport) -> None:
+    """What the poll stored, resource by resource; each failure said once (nodes and pods
+    failing for one reason, such as an unreachable API server, print it once)."""
+    said: dict[str, str] = {}
     for outcome in report.outcomes:
         line = (
             f"{outcome.resource}: {outcome.samples} samples, {outcome.written} stored, "
             f"{outcome.skipped} already stored, {len(outcome.rejections)} rejected"
         )
         if outcome.error is not None:
-            line += f" — FAILED: {outcome.error}"
+            message = str(outcome.error)
+            if message in said:
+                line += f" — FAILED: the same error as {said[message]}"
+            else:
+                line += f" — FAILED: {message}"
+                said[message] = outcome.resource
         print(line)
         for rejection in outcome.rejections:
             where = f"{rejection.namespace}/" if rejection.namespace else ""

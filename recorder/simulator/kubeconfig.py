@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from recorder.errors import ConfigError
+
 __all__ = ["CONTEXT", "kubeconfig_document", "write_kubeconfig"]
 
 CONTEXT = "recorder-simulator"
@@ -55,10 +57,28 @@ def kubeconfig_document(
     }
 
 
+def check_writable(path: Path, flag: str = "--write-kubeconfig") -> None:
+    """Refuse, before anything starts, a kubeconfig path that cannot be written: its folder
+    is missing (it is not created: a typo would scatter files) or not writable, or the path
+    is a folder. A ``ConfigError`` naming ``flag``."""
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; give a file name, e.g. {path / 'kc'}")
+    if not folder.is_dir():
+        raise ConfigError(f"{flag} {path}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{flag} {path}: the folder {folder} is not writable")
+
+
 def write_kubeconfig(path: Path, document: dict[str, Any]) -> Path:
-    """Write ``document`` to ``path`` with mode 0600 (it may hold a token or a key)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write ``document`` to ``path`` with mode 0600 (it may hold a token or a key); a
+    ``ConfigError`` when it cannot."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the kubeconfig {path}: {(exc.strerror or str(exc)).lower()}"
+        ) from None
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as handle:
         yaml.safe_dump(document, handle, sort_keys=False)

@@ -22,7 +22,7 @@ from recorder import timeutil
 from recorder.errors import ConfigError, DurationError
 from recorder.simulator.access import AccessControl, AccessMiddleware, Identity, RotatingToken
 from recorder.simulator.faults import FaultMiddleware, FaultPlan, Faults
-from recorder.simulator.kubeconfig import kubeconfig_document, write_kubeconfig
+from recorder.simulator.kubeconfig import check_writable, kubeconfig_document, write_kubeconfig
 from recorder.simulator.model import SimulatorConfig
 from recorder.simulator.server import ServerTls, serve
 
@@ -60,6 +60,8 @@ class SimulatorOptions:
             )
         if self.namespaces and self.auth == "none":
             raise ConfigError("--identity-namespace needs --auth token or client-cert")
+        if self.write_kubeconfig is not None:
+            check_writable(self.write_kubeconfig)
 
 
 @dataclass

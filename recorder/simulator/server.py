@@ -36,7 +36,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from recorder.errors import ConfigError
 from recorder.selectors import (
     FieldSelector,
     LabelSelector,
@@ -44,6 +43,7 @@ from recorder.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
+from recorder.settings import listen_socket
 from recorder.simulator import wire
 from recorder.simulator.core import CoreApi
 from recorder.simulator.model import ClusterModel, Frame, SimulatorConfig
@@ -316,22 +316,7 @@ def create_app(
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --listen"
-        ) from exc
-    return sock
+    return listen_socket(host, port, what="simulator")
 
 
 def _url(sock: socket.socket, scheme: str = "http") -> str:
@@ -391,6 +376,7 @@ def _uvicorn(app: ASGIApp, log_level: str, tls: ServerTls | None = None) -> uvic
     config = uvicorn.Config(
         app,
         log_level=log_level,
+        log_config=None,  # uvicorn's lines go through the process's logging, as ours do
         access_log=False,
         server_header=False,
         lifespan="off",
