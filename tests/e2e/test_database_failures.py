@@ -49,6 +49,10 @@ COMMANDS: dict[str, Callable[[str, str], list[str]]] = {
     "top": lambda url, _good: ["top", "pods", "--database-url", url],
 }  # fmt: skip
 READ_ONLY = ("copy-from", "query", "top")
+MUST_EXIST = (*READ_ONLY, "maintain")
+"""Commands that never create a SQLite file: a path that does not exist is a typo."""
+FLAG = {name: "--from" if name == "copy-from" else "--database-url" for name in MUST_EXIST}
+"""The flag each of them names in that error."""
 FAILURES = ("missing-folder", "locked", "unreachable")
 
 
@@ -134,6 +138,9 @@ def test_a_database_it_cannot_use_is_one_clear_line(
     assert len(errors) == 1, outcome.output
     error = errors[0]
     assert error.startswith(f"recorder {verb}: error: ")
+    if failure == "missing-folder" and command in MUST_EXIST:
+        assert error.endswith(f"recorder.db: no such file (check {FLAG[command]})"), error
+        return
     assert CAUSE[failure] in error and ADVICE[failure] in error
     assert PASSWORD not in outcome.output
     if failure == "unreachable":
@@ -153,15 +160,20 @@ def test_readers_are_not_stopped_by_a_writer(tmp_path: Path) -> None:
     assert "Traceback" not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("command", READ_ONLY)
+@pytest.mark.parametrize("command", MUST_EXIST)
 def test_a_missing_file_is_not_history(tmp_path: Path, command: str) -> None:
-    """A read-only command pointed at a file that does not exist names it and exits non-zero
-    rather than showing an empty answer."""
-    url = sqlite(tmp_path / "absent.db")
-    target = sqlite(tmp_path / "target.db")
-    done = run_recorder(COMMANDS[command](url, target), tmp_path, env=ENV, timeout=30)
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-    message = done.stderr.strip().splitlines()[-1]
-    assert message.startswith(f"recorder {command.split('-')[0]}: error: ")
-    assert str(tmp_path / "absent.db") in message
+    """A command that reads (or maintains) a database, pointed at a SQLite file that does not
+    exist (a typo, as typed: relative to the working folder), says so in one line naming the
+    flag, exits 2 and creates nothing, rather than an empty database that "holds no recorder
+    history"."""
+    done = run_recorder(
+        COMMANDS[command]("sqlite:///typo.db", "sqlite:///target.db"), tmp_path, env=ENV
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    verb = command.split("-")[0]
+    assert done.stderr.splitlines() == [
+        f"recorder {verb}: error: sqlite:///typo.db: no such file (check {FLAG[command]})"
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
