@@ -461,12 +461,12 @@ class Worker:
 
     def _poll(self) -> PollReport:
         begun = time.monotonic()
-        with self._polling:
+        with self._polling:  # held until its line is handed over: shutdown waits for both
             report = self._poller.poll_once()
+            self._poll_lines.polled(report, begun)
         failed = [o for o in report.outcomes if o.error is not None]
         self._last_error = "; ".join(f"{o.resource}: {o.error}" for o in failed) if failed else None
         self._send_status()
-        self._poll_lines.polled(report, begun)
         return report
 
     def _shutdown(self, scheduler: PollScheduler, writer: threading.Thread) -> int:
