@@ -21,6 +21,7 @@ from recorder.domain import (
     SeriesFilter,
     SeriesKey,
 )
+from recorder.errors import StoreUnavailable
 from recorder.query import engine
 from recorder.stats.block import squares_from_bytes
 from recorder.stats.sketch import RELATIVE_ACCURACY, QuantileSketch, exact_quantile
@@ -297,3 +298,50 @@ def test_a_second_replicas_duplicates_are_counted_once_before_compaction(store: 
             want = len(points) if agg is Agg.COUNT else sum(v for _, v in points)
             assert found[pod] == [(T0, want)]
     assert read_all(store, Resource.CPU) == expected(samples, Resource.CPU)
+
+
+def test_progress_counts_the_head_samples_compacted_up_to_their_total(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compactor_module, "_UPSERT_BATCH", 2)  # told after every 2 series
+    samples = synthetic(keys(5), T0, T0 + 3 * HOUR + 20 * 60_000, seed=5)
+    write_polls(store, samples)
+    store.write(Batch(Kind.CONTAINER, (samples[7],)), now_ms=T0)  # a duplicate: read, dropped
+    heard: list[tuple[str, int, int]] = []
+    store.maintain(
+        now_ms=T0 + 3 * HOUR + 20 * 60_000, grace_ms=0, progress=lambda *told: heard.append(told)
+    )
+    total = 1 + sum(1 for s in samples if s.timestamp_ms < T0 + 3 * HOUR)
+    assert {what for what, _done, _total in heard} == {compactor_module.COMPACTING}
+    assert {told_total for _what, _done, told_total in heard} == {total}
+    done = [told_done for _what, told_done, _total in heard]
+    assert done[0] == 0 and done[-1] == total and len(done) > 3 * 3
+    assert done == sorted(done)
+
+
+def test_a_sample_written_while_its_block_is_compacted_is_not_lost(sqlite_url: str) -> None:
+    """On SQLite another process' write into a block being compacted waits for the block's
+    transaction (which takes the write lock before it reads), instead of landing between the
+    compactor's read of the head and its deletion of the block's rows."""
+    store = open_store(sqlite_url)
+    store.migrate()
+    samples = synthetic(keys(3), T0, T0 + HOUR, seed=8)
+    write_polls(store, samples)
+    other = open_store(sqlite_url, sqlite_busy_timeout_seconds=0.2)  # another process' store
+    late = Sample(keys(3)[0], T0 + 7_000, 10_043, 5, 4096)  # between two polls
+    outcomes: list[str] = []
+
+    def meanwhile(_what: str, done: int, _total: int) -> None:
+        if done and not outcomes:  # inside the block's transaction
+            try:
+                other.write(Batch(Kind.CONTAINER, (late,)), now_ms=T0)
+                outcomes.append("written")
+            except StoreUnavailable:
+                outcomes.append("locked")
+
+    store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0, progress=meanwhile)
+    assert outcomes == ["locked"]
+    other.write(Batch(Kind.CONTAINER, (late,)), now_ms=T0)  # retried, as the poller's queue does
+    assert read_all(store, Resource.CPU) == expected([*samples, late], Resource.CPU)
+    for opened in (store, other):
+        opened.close()
