@@ -94,7 +94,7 @@ class CopyReport:
 
     @property
     def verified(self) -> bool:
-        return self.target_samples >= self.source_samples
+        return self.target_samples >= self.source_samples - self.head_samples_expired
 
 
 def _identity(row: object) -> SeriesKey:
@@ -295,7 +295,9 @@ class HistoryCopier:
         if not report.verified:
             raise StoreError(
                 f"copy verification failed: the source holds {report.source_samples} samples, "
-                f"the target {report.target_samples}. If the copy was interrupted, run it again"
+                f"the target {report.target_samples}. If the copy was interrupted, run it "
+                "again; if the source's head holds samples that repeat compacted ones, run "
+                "`recorder maintain` on the source first"
             )
         return report
 
@@ -451,10 +453,11 @@ class HistoryCopier:
         for start in plan.source_blocks:
             pods: dict[PodKey, _PodChange] = {}
             with _reading(self.source), self.source.engine.connect() as conn:
+                # In no particular order (sorting a block's rows, payloads and all, would cost
+                # more than the copy): each page is merged on its own, pods once all are in.
                 with conn.execute(
                     select(c)
                     .where(c.c.block_start_ms == start)
-                    .order_by(c.c.series_id)
                     .execution_options(stream_results=True, yield_per=_PAGE)
                 ) as rows:
                     for page in rows.partitions(_PAGE):
