@@ -232,15 +232,16 @@ def test_copy_into_a_recording_target_keeps_every_sample_of_both(
         store.close()
 
 
+@pytest.mark.parametrize("target_kind", ["postgresql", "sqlite"])
 def test_a_target_written_during_the_copy_keeps_everything(
-    databases: Callable[[str], str],
+    databases: Callable[[str], str], target_kind: str
 ) -> None:
     """A writer thread records new polls into the target while the copy runs."""
     source_samples, target_samples = histories()
     source = opened(databases("sqlite"))
     record(source, source_samples)
     source.maintain(now_ms=T0 + 3 * HOUR + 30 * MINUTE, grace_ms=0)
-    target_url = databases("postgresql")
+    target_url = databases(target_kind)
     target = opened(target_url)
     record(target, target_samples)
     target.maintain(now_ms=T0 + 4 * HOUR + 30 * MINUTE, grace_ms=0)
