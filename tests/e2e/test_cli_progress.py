@@ -106,9 +106,9 @@ def test_copy_draws_progress_on_a_terminal(
 def test_copy_draws_nothing_into_a_pipe(history: Path, tmp_path: Path) -> None:
     done = run(copy_args(history, tmp_path / "target.db"), tmp_path, terminal=False, size=None)
     assert done.returncode == 0, done.stderr
-    # Log lines only (the new target's migration), no bar and no carriage return.
+    # Log lines at most (each starts with its time), no bar and no carriage return.
     assert BAR not in done.stderr and "\r" not in done.stderr
-    assert all(" INFO alembic." in line for line in done.stderr.splitlines() if line[:1].isdigit())
+    assert all(line[:4].isdigit() for line in done.stderr.splitlines()), done.stderr
     assert "verified: the source holds" in done.stdout
 
 
