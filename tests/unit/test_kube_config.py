@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from recorder.errors import ConfigError, CredentialsError
-from recorder.kube.config import ClusterConfig
+from recorder.kube.config import ClusterConfig, load_cluster_config
 from recorder.kube.tls import TlsSettings
 from tests.kube_support import PEM_CA, config_file, headers, load, write
 
@@ -190,3 +190,59 @@ def test_in_cluster(tmp_path: Path) -> None:
     (sa / "token").unlink()
     with pytest.raises(ConfigError, match="automountServiceAccountToken"):
         load(environ=environ, sa_dir=sa)
+
+
+# --- credentials never in a URL that is shown ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("api_url", "server"),
+    [
+        ("http://reader:p%40ss@127.0.0.1:8001/", "http://127.0.0.1:8001"),
+        ("https://reader:p%40ss@[::1]:8443", "https://[::1]:8443"),
+        ("http://reader:p%40ss@proxy", "http://proxy"),
+    ],
+)
+def test_credentials_in_api_url_become_basic_auth_and_leave_the_url(
+    api_url: str, server: str
+) -> None:
+    chosen = load(api_url=api_url)
+    assert (chosen.server, chosen.source) == (server, f"--api-url {server}")
+    assert headers(chosen) == {
+        "Authorization": "Basic " + base64.b64encode(b"reader:p@ss").decode()
+    }
+    assert "p%40ss" not in repr(chosen)
+
+
+def test_api_url_without_credentials_sends_none() -> None:
+    chosen = load(api_url="http://127.0.0.1:8001")
+    assert chosen.credentials is None and chosen.source == "--api-url http://127.0.0.1:8001"
+
+
+def test_a_kubeconfig_server_with_credentials_is_refused_without_echoing_them(
+    tmp_path: Path,
+) -> None:
+    document = config_file(
+        clusters={"c": {"server": "https://admin:s3cret@api.example:6443"}},
+        contexts={"c": {"cluster": "c"}},
+        current="c",
+    )
+    with pytest.raises(ConfigError, match="holds credentials") as caught:
+        load(kubeconfig=str(write(tmp_path / "config", document)))
+    assert "s3cret" not in str(caught.value) and "admin:***@api.example" in str(caught.value)
+
+
+def test_the_worker_process_does_not_repeat_the_configuration_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = config_file(
+        clusters={"c": {"server": "https://api.example:6443", "insecure-skip-tls-verify": True}},
+        contexts={"c": {"cluster": "c"}},
+        current="c",
+    )
+    path = write(tmp_path / "config", document)
+    with caplog.at_level(logging.WARNING):
+        load_cluster_config(
+            api_url=None, kubeconfig=str(path), context=None, environ={}, announce=False
+        )
+    assert caplog.records == []
