@@ -418,8 +418,13 @@ class Settings(BaseSettings):
     @classmethod
     def _api_url(cls, value: str | None) -> str | None:
         if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            try:
+                parts = urlsplit(value)
+                valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+                parts.port  # noqa: B018 - a port out of range raises here
+            except ValueError:
+                valid = False
+            if not valid:
                 raise ValueError(
                     "must be an http:// or https:// URL such as http://127.0.0.1:8001 "
                     f"(kubectl proxy), got {redact_url(value)!r}"

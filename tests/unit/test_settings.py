@@ -59,6 +59,8 @@ def test_a_bad_interval_variable_names_the_variable(
         ("RECORDER_BUFFER_MAX_BYTES", "12Q", "RECORDER_BUFFER_MAX_BYTES: invalid quantity '12Q'"),
         ("RECORDER_LOG_LEVEL", "LOUD", "RECORDER_LOG_LEVEL: 'LOUD' is not a log level: use DEBUG"),
         ("RECORDER_LISTEN", "8080", "RECORDER_LISTEN: must be HOST:PORT"),
+        ("RECORDER_API_URL", "http://[::1", "RECORDER_API_URL: must be an http:// or https://"),
+        ("RECORDER_API_URL", "http://api:99999", "RECORDER_API_URL: must be an http:// or"),
     ],
 )
 def test_messages_are_ours_never_pydantic_text(
