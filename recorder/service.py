@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnProcess
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -145,7 +145,8 @@ class WorkerHandle:
 
     def _kill(self) -> None:
         process = self._process
-        if process is not None and process.exitcode is None:
+        # Its sentinel says whether it still runs without reaping it (the supervisor does).
+        if process is not None and not wait([process.sentinel], 0):
             process.kill()
             self._join(5.0)
 

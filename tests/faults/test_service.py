@@ -93,7 +93,12 @@ def test_sigterm_writes_what_waits_and_exits_zero(
         for _ in range(25):  # probes write no log lines (Alembic used to write two each)
             assert service.ready()[0] == 200
             assert httpx.get(f"{service.base}/livez").status_code == 200
-        probe_log_bytes = len(service.output()) - size_before_probes
+        # The service logs one line per poll; the probes must add none.
+        probe_log_bytes = sum(
+            len(line) + 1
+            for line in service.output()[size_before_probes:].splitlines()
+            if " poll in " not in line
+        )
         code, seconds = service.terminate()
         output = service.output()
     assert code == 0, output
@@ -260,7 +265,9 @@ def test_a_full_disk_shows_in_readiness_details_and_loses_nothing(
     stored = stored_timestamps(url)
     figure(buffered_while_full=buffered, stored=node_samples(url), lost=gaps(stored))
     assert code == 0
-    assert status == 200 and "full" in checks["write"], checks
+    # Only that it fails: /readyz is anonymous, the log says why (not here: the worker may not
+    # grow its log file either).
+    assert status == 200 and "failing" in checks["write"], checks
     assert buffered > 0
     assert gaps(stored) == 0 and duplicates(stored) == 0
 
