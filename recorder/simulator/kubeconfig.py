@@ -58,14 +58,18 @@ def kubeconfig_document(
 
 
 def check_writable(path: Path, flag: str = "--write-kubeconfig") -> None:
-    """Refuse, before anything starts, a kubeconfig path that cannot be written: its folder
-    is missing (it is not created: a typo would scatter files) or not writable, or the path
-    is a folder. A ``ConfigError`` naming ``flag``."""
+    """Refuse, before anything starts, a path the simulator is to write (the kubeconfig, the
+    token file) that cannot be written: its folder is missing (it is not created: a typo would
+    scatter folders) or not writable, or the path is a folder. A ``ConfigError`` naming
+    ``flag``."""
     folder = path.parent
     if path.is_dir():
         raise ConfigError(f"{flag} {path}: is a folder; give a file name, e.g. {path / 'kc'}")
     if not folder.is_dir():
-        raise ConfigError(f"{flag} {path}: the folder {folder} does not exist; create it first")
+        raise ConfigError(
+            f"{flag} {path}: the folder {folder} does not exist; create it first "
+            f"(mkdir -p {folder})"
+        )
     if not os.access(folder, os.W_OK):
         raise ConfigError(f"{flag} {path}: the folder {folder} is not writable")
 

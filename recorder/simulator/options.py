@@ -62,6 +62,8 @@ class SimulatorOptions:
             raise ConfigError("--identity-namespace needs --auth token or client-cert")
         if self.write_kubeconfig is not None:
             check_writable(self.write_kubeconfig)
+        if self.token_file is not None:
+            check_writable(self.token_file, "--token-file")
 
 
 @dataclass

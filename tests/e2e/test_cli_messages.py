@@ -55,7 +55,7 @@ def test_simulate_refuses_a_kubeconfig_it_cannot_write_before_serving(tmp_path: 
     )
     assert one_error_line(result, "simulate") == (
         f"recorder simulate: error: --write-kubeconfig {target}: the folder {target.parent} "
-        "does not exist; create it first"
+        f"does not exist; create it first (mkdir -p {target.parent})"
     )
     assert not (tmp_path / "missing").exists()  # nothing created on the way
 

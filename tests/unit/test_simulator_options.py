@@ -92,3 +92,24 @@ def test_client_certificate_mode() -> None:
 def test_inconsistent_flags(flags: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         options(*flags)
+
+
+@pytest.mark.parametrize("flag", ["--write-kubeconfig", "--token-file"])
+def test_files_to_write_are_checked_before_anything_starts(flag: str, tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "folder" / "file"
+    extra = ("--auth", "token") if flag == "--token-file" else ()
+    with pytest.raises(ConfigError) as caught:
+        options(*extra, flag, str(missing))
+    assert str(caught.value) == (
+        f"{flag} {missing}: the folder {missing.parent} does not exist; create it first "
+        f"(mkdir -p {missing.parent})"
+    )
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises(ConfigError, match=f"^{flag} {tmp_path}: is a folder"):
+        options(*extra, flag, str(tmp_path))
+
+
+def test_write_kubeconfig_says_why_it_cannot_write(tmp_path: Path) -> None:
+    (tmp_path / "kc").mkdir()
+    with pytest.raises(ConfigError, match=r"^cannot write the kubeconfig .*: is a directory$"):
+        write_kubeconfig(tmp_path / "kc", {"kind": "Config"})
