@@ -280,11 +280,11 @@ def maintenance_summary(report: MaintenanceReport) -> str:
     done = []
     if c.blocks:
         done.append(
-            f"compacted {c.blocks} blocks ({c.series} series, {c.samples} samples; dropped "
-            f"{c.duplicates_dropped} duplicates and {c.expired_dropped} expired samples)"
+            f"compacted {_count(c.blocks, 'block')} ({c.series} series, {c.samples} samples; "
+            f"dropped {c.duplicates_dropped} duplicates and {c.expired_dropped} expired samples)"
         )
     if c.rollup_days:
-        done.append(f"rolled up {c.rollup_days} days")
+        done.append(f"rolled up {_count(c.rollup_days, 'day')}")
     expired = {
         "payloads": r.payloads_dropped,
         "chunks": r.chunks_deleted,
@@ -294,6 +294,10 @@ def maintenance_summary(report: MaintenanceReport) -> str:
     if any(expired.values()):
         done.append("expired " + ", ".join(f"{n} {what}" for what, n in expired.items() if n))
     return "; ".join(done) or "nothing to compact or expire"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 # --- the service's log line per poll --------------------------------------------------------

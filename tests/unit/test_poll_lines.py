@@ -156,5 +156,5 @@ def test_maintenance_is_said_in_a_few_words() -> None:
     )
     assert maintenance_summary(busy) == (
         "compacted 2 blocks (40 series, 9600 samples; dropped 3 duplicates and 0 expired "
-        "samples); rolled up 1 days; expired 12 payloads, 1 series"
+        "samples); rolled up 1 day; expired 12 payloads, 1 series"
     )
