@@ -12,7 +12,9 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from recorder.errors import ConfigError
@@ -96,26 +98,34 @@ def run_service(settings: Settings) -> NoReturn:
 
 
 def run_demo(settings: Settings, *, nodes: int, pods: int, seed: int) -> NoReturn:
-    """``recorder demo``: the service against a simulator of ``nodes`` and ``pods``."""
+    """``recorder demo``: the service against a simulator of ``nodes`` and ``pods``, which also
+    serves what ``kubectl top`` reads, through a kubeconfig the banner names (in a private
+    temporary folder, removed at exit)."""
     from recorder.service import serve
     from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
+    from recorder.simulator.kubeconfig import kubeconfig_document, write_kubeconfig
 
     config = SimulatorConfig(nodes=nodes, pods=pods, seed=seed)
-    simulated = create_app(ClusterModel(config))
-    with SimulatorServer(simulated) as simulator:
-        host, port = settings.listen_address
-        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        base = f"http://{shown}:{port}"
-        banner = [
-            f"Simulated Metrics API ({nodes} nodes, {pods} pods): {simulator.url}",
-            f"Recording every {settings.interval_seconds:g}s into "
-            f"{redact(settings.database_url.get_secret_value())}",
-            f"  Prometheus metrics: {base}/metrics",
-            f"  History (JSON):     {base}/api/v1/history?resource=cpu&kind=node",
-            f"  Readiness:          {base}/readyz",
-            "Press Ctrl+C to stop.",
-        ]
-        code = serve(settings, api_url=simulator.url, banner=banner)
+    simulated = create_app(ClusterModel(config), core_api=True)
+    with tempfile.TemporaryDirectory(prefix="recorder-demo-") as folder:
+        with SimulatorServer(simulated) as simulator:
+            kubeconfig = write_kubeconfig(
+                Path(folder) / "kubeconfig", kubeconfig_document(simulator.url)
+            )
+            host, port = settings.listen_address
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            base = f"http://{shown}:{port}"
+            banner = [
+                f"Simulated Metrics API ({nodes} nodes, {pods} pods): {simulator.url}",
+                f"Recording every {settings.interval_seconds:g}s into "
+                f"{redact(settings.database_url.get_secret_value())}",
+                f"  Prometheus metrics: {base}/metrics",
+                f"  History (JSON):     {base}/api/v1/history?resource=cpu&kind=node",
+                f"  Readiness:          {base}/readyz",
+                f"  kubectl top nodes:  kubectl --kubeconfig {kubeconfig} top nodes",
+                "Press Ctrl+C to stop.",
+            ]
+            code = serve(settings, api_url=simulator.url, banner=banner)
     exit_now(code)
 
 

@@ -80,6 +80,7 @@ def _log_level(args: argparse.Namespace) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(_relative_times_attached(given))
+    args.argv = list(given)  # as typed, for a command that starts itself again (--background)
     try:
         commands.configure_logging(_log_level(args))
     except ConfigError as exc:

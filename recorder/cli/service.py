@@ -46,6 +46,12 @@ def add_simulate(subcommands: Any) -> None:
     )
     simulate.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT")
     simulate.add_argument("--serve-v1", action="store_true", help="also serve metrics.k8s.io/v1")
+    simulate.add_argument(
+        "--background",
+        action="store_true",
+        help="start detached and return once it serves (and wrote --write-kubeconfig); prints "
+        "its pid to stop it with kill",
+    )
     options.log_level(simulate)
     from recorder.simulator.options import add_arguments as add_simulator_arguments
 
@@ -94,14 +100,31 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _without(argv: list[str], flag: str) -> list[str]:
+    return [arg for arg in argv if arg != flag]
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from recorder.settings import parse_listen
     from recorder.simulator import SimulatorConfig
     from recorder.simulator.options import options_from_args, run
 
     host, port = parse_listen(args.listen)
+    options = options_from_args(args)
+    if args.background:
+        from recorder.cli.background import start_detached
+
+        pid = start_detached(
+            _without(args.argv, "--background"),
+            host=host,
+            port=port,
+            writes=options.write_kubeconfig,
+        )
+        scheme = "https" if options.tls else "http"
+        print(f"simulated Metrics API at {scheme}://{host}:{port} (pid {pid}); stop it: kill {pid}")
+        return 0
     config = SimulatorConfig(
         nodes=args.nodes, pods=args.pods, seed=args.seed, resolution_seconds=args.resolution
     )
-    run(config, host, port, options_from_args(args), serve_v1=args.serve_v1)
+    run(config, host, port, options, serve_v1=args.serve_v1)
     return 0

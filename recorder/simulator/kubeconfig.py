@@ -75,15 +75,19 @@ def check_writable(path: Path, flag: str = "--write-kubeconfig") -> None:
 
 
 def write_kubeconfig(path: Path, document: dict[str, Any]) -> Path:
-    """Write ``document`` to ``path`` with mode 0600 (it may hold a token or a key); a
-    ``ConfigError`` when it cannot."""
+    """Write ``document`` to ``path`` with mode 0600 (it may hold a token or a key), whole or not
+    at all: a reader waiting for the file (``simulate --background``, a script) never sees half
+    of it. A ``ConfigError`` when it cannot."""
+    partial = path.with_name(f".{path.name}.partial")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            yaml.safe_dump(document, handle, sort_keys=False)
+        os.replace(partial, path)
     except OSError as exc:
+        partial.unlink(missing_ok=True)
         raise ConfigError(
             f"cannot write the kubeconfig {path}: {(exc.strerror or str(exc)).lower()}"
         ) from None
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        yaml.safe_dump(document, handle, sort_keys=False)
     return path

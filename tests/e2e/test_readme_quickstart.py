@@ -8,6 +8,7 @@ records and answers the history API. Only the listen address comes from the envi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,6 +90,17 @@ def test_the_quick_start_line_installs_and_runs_the_demo(tmp_path: Path) -> None
         wait_for(recorded, INSTALL_AND_START_SECONDS, "the demo to record its three nodes")
         assert (clone / ".venv" / "bin" / "recorder").is_file()
         assert (clone / "recorder.db").is_file()
+        # The banner's kubeconfig: kubectl top reads the demo's simulated cluster.
+        (kubeconfig,) = re.findall(r"kubectl --kubeconfig (\S+) top nodes", log.read_text())
+        top = subprocess.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "top", "nodes"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert top.returncode == 0, top.stderr
+        assert len(top.stdout.splitlines()) == 1 + 3, top.stdout
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)  # Ctrl+C, as a reader stops it
