@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,17 +39,45 @@ def error_response(
     )
 
 
+_SHOWN_INPUT_CHARS = 80
+
+
+def _problem(err: Mapping[str, Any]) -> str:
+    """One invalid parameter in our words (never the validator's own text): the parameter as
+    the client wrote it, the value it sent (cut short) and what it may be."""
+    name = ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0])
+    kind, ctx = err.get("type", ""), err.get("ctx") or {}
+    if kind == "missing":
+        return f"{name}: required"
+    given = str(err.get("input", ""))
+    if len(given) > _SHOWN_INPUT_CHARS:
+        given = given[:_SHOWN_INPUT_CHARS] + "..."
+    if kind in ("enum", "literal_error"):
+        expected = str(ctx.get("expected", "")).replace("'", "")
+        return f"{name}={given!r}: must be one of {expected}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{name}={given!r}: must be a whole number"
+    if kind in ("float_parsing", "float_type"):
+        return f"{name}={given!r}: must be a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{name}={given!r}: must be true or false"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        limits = {"greater_than_equal": ">=", "greater_than": ">"}
+        limits |= {"less_than_equal": "<=", "less_than": "<"}
+        bound = next(iter(ctx.values()), "")
+        return f"{name}={given!r}: must be {limits[kind]} {bound}"
+    if kind in ("string_too_long", "too_long"):
+        return f"{name}: too long (at most {ctx.get('max_length', '?')} characters)"
+    return f"{name}={given!r}: invalid value"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer invalid parameters, bad queries, timeouts, an unavailable database and an
     overloaded limiter with the error envelope."""
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0]}: {err['msg']}"
-            for err in exc.errors()
-        )
-        return error_response(400, "bad_data", problems)
+        return error_response(400, "bad_data", "; ".join(map(_problem, exc.errors())))
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
