@@ -23,6 +23,7 @@ from recorder.settings import Settings, load_settings
 from recorder.store import Store, redact
 from recorder.store.compactor import Progress, no_progress
 from recorder.store.copy import CopyReport, HistoryCopier
+from recorder.store.migrate import current_revision, head_revision
 from recorder.store.sql import MaintenanceReport, missing_sqlite_file
 from recorder.timeutil import now_ms
 from recorder.worker import build_poll_path, configure_logging, open_write_store, ready_store
@@ -150,11 +151,18 @@ def maintain_once(settings: Settings, *, progress: Progress | None = None) -> Ma
 
 
 def migrate(settings: Settings) -> str:
-    """``recorder migrate``: the database at the newest schema; its URL for display."""
+    """``recorder migrate``: the database at the newest schema; what was done, in a sentence."""
     store = open_write_store(settings)
     try:
+        newest = head_revision()
+        if store.schema_is_current():
+            return f"{store.display_url} is already at the newest schema ({newest})"
+        try:
+            before = current_revision(store.engine) or "no schema"
+        except Exception:  # it only colours the sentence; migrate() reports a real failure
+            before = "an unknown schema"
         store.migrate()
-        return store.display_url
+        return f"migrated {store.display_url} from {before} to {newest}"
     finally:
         store.close()
 

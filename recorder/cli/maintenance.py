@@ -82,6 +82,5 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    shown = commands.migrate(commands.settings_from_args(args))
-    print(f"{shown} is at the newest schema")
+    print(commands.migrate(commands.settings_from_args(args)))
     return 0

@@ -145,17 +145,16 @@ class Store:
                 exc, f"counting the series in {self.display_url}", self.timeouts
             ) from exc
 
-    def write(self, batch: Batch, *, now_ms: int, newer_only: bool = False) -> WriteResult:
+    def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
         """Write a batch: samples that fit their columns and that the database takes are
         written (mostly in one transaction), exact duplicates skipped, and the rest reported in
-        ``WriteResult.rejected``; see ``writer``. ``newer_only``: also skip samples older than
-        their series' newest (``recorder copy``, which writes in time order and may resume).
+        ``WriteResult.rejected``; see ``writer``.
 
         Raises ``StoreUnavailable`` when the database cannot take the write now, ``StoreError``
         when an operator must act; either way the batch should be retried as a whole."""
         with self._write_lock:
             try:
-                return self._writer.write(batch, now_ms, newer_only=newer_only)
+                return self._writer.write(batch, now_ms)
             except engines.DATABASE_ERRORS as exc:
                 raise engines.failure(
                     exc,

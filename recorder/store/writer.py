@@ -9,8 +9,7 @@ skipped, so polling faster than metrics-server's resolution and restarts write n
 the cost of a few dictionary lookups. Anything else is written: an older sample (a late one, a
 clock stepped back, a series whose newest row is stamped in the future), and a sample at a
 stored timestamp with other values (which may be the rule's winner). Reads and compaction
-collapse whatever exact duplicates get in. ``newer_only`` keeps the strict rule for ``recorder
-copy``, which writes in time order.
+collapse whatever exact duplicates get in.
 
 Faults stay where they start:
 
@@ -183,12 +182,12 @@ class SampleWriter:
         """Forget the in-memory maps; the next write reloads them from the database."""
         self._loaded = False
 
-    def write(self, batch: Batch, now_ms: int, *, newer_only: bool = False) -> WriteResult:
+    def write(self, batch: Batch, now_ms: int) -> WriteResult:
         if not self._loaded:
             self.load()
         samples, labels, rejected, missing = self._checked(batch)
         try:
-            written, skipped = self._attempt(samples, labels, now_ms, newer_only, missing)
+            written, skipped = self._attempt(samples, labels, now_ms, missing)
         except BaseException as error:
             if not (isinstance(error, Exception) and is_content_error(error)):
                 # Another writer may have changed the database meanwhile: reload before the
@@ -197,7 +196,7 @@ class SampleWriter:
                 raise
             checked = len(rejected)
             try:
-                isolation = self._isolate(list(samples), labels, now_ms, newer_only, rejected)
+                isolation = self._isolate(list(samples), labels, now_ms, rejected)
             except BaseException:
                 self.invalidate()
                 raise
@@ -275,7 +274,6 @@ class SampleWriter:
         samples: Sequence[Sample],
         labels: Mapping[LabelRef, Mapping[str, str]],
         now_ms: int,
-        newer_only: bool,
         missing: Mapping[SeriesKey, int] | None = None,
     ) -> tuple[int, int]:
         """Write ``samples`` and ``labels`` in one transaction; the in-memory maps learn what it
@@ -285,9 +283,9 @@ class SampleWriter:
             with self._engine.begin() as conn:
                 ids = self._resolve_ids(conn, samples, missing)
                 unknown: dict[int, int] = {}
-                rows, newest, below = self._fresh_rows(samples, ids, newer_only, unknown)
+                rows, newest, below = self._fresh_rows(samples, ids, unknown)
                 if unknown and self._learn_compacted_digests(conn, unknown):
-                    rows, newest, below = self._fresh_rows(samples, ids, newer_only)
+                    rows, newest, below = self._fresh_rows(samples, ids)
                 if rows:
                     self._head.append(conn, rows)
                 if labels:
@@ -335,7 +333,6 @@ class SampleWriter:
         self,
         samples: Sequence[Sample],
         ids: Mapping[SeriesKey, int],
-        newer_only: bool,
         unknown: dict[int, int] | None = None,
     ) -> tuple[list[HeadRow], _Newest, dict[int, tuple[int, int] | None]]:
         """The head rows to write, and the changes they make to the newest and below-newest
@@ -385,8 +382,6 @@ class SampleWriter:
                     below[sid] = None
             elif ts == current:
                 new_mark[sid] = mark  # another sample at the newest timestamp
-            elif newer_only:
-                continue
             else:
                 below[sid] = (ts, mark)
             rows.append((ts, sid, window, cpu, memory))
@@ -486,7 +481,6 @@ class SampleWriter:
         samples: list[Sample],
         labels: Mapping[LabelRef, Mapping[str, str]],
         now_ms: int,
-        newer_only: bool,
         rejected: list[Rejection],
     ) -> _Isolation:
         """Write everything of a refused batch that the database takes; add a rejection for
@@ -494,10 +488,10 @@ class SampleWriter:
         isolation = _Isolation()
 
         def write_samples(part: list[Sample]) -> tuple[int, int]:
-            return self._attempt(part, {}, now_ms, newer_only)
+            return self._attempt(part, {}, now_ms)
 
         def write_labels(part: list[tuple[LabelRef, Mapping[str, str]]]) -> tuple[int, int]:
-            return self._attempt((), dict(part), now_ms, newer_only)
+            return self._attempt((), dict(part), now_ms)
 
         _bisect(samples, write_samples, _sample_rejection, isolation, rejected)
         _bisect(list(labels.items()), write_labels, _labels_rejection, isolation, rejected)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
 from recorder.simulator.kubeconfig import kubeconfig_document, write_kubeconfig
+from recorder.store.migrate import head_revision
 from tests.processes import free_port, run_recorder, start_recorder, stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -150,9 +151,16 @@ def test_recorder_poll_says_a_failure_once_and_logs_no_migration_chatter(
     assert not [a for a in ALEMBIC if a in output], output
     assert output.count("migrated the database ") == 1, output
     assert "migrated" not in again.stdout + again.stderr  # nothing to migrate the second time
-    migrate = run_recorder(["migrate", "--database-url", f"sqlite:///{tmp_path / 'new.db'}"])
+    new = f"sqlite:///{tmp_path / 'new.db'}"
+    migrate = run_recorder(["migrate", "--database-url", new])
     assert migrate.returncode == 0
     assert not [a for a in ALEMBIC if a in migrate.stdout + migrate.stderr], migrate
+    assert migrate.stdout.splitlines() == [f"migrated {new} from no schema to {head_revision()}"]
+    assert migrate.stderr == ""
+    again = run_recorder(["migrate", "--database-url", new])
+    assert again.stdout.splitlines() == [
+        f"{new} is already at the newest schema ({head_revision()})"
+    ]
 
 
 def test_the_configuration_warnings_are_said_once_not_by_each_process(

@@ -96,7 +96,7 @@ def test_no_secret_is_ever_logged_printed_or_served(
     )
     good = cluster.kubeconfig(tmp_path / "good-kc")
     seen.process("migrate", run_recorder(["migrate", "--database-url", database, *debug]))
-    assert "is at the newest schema" in seen.texts["migrate"]
+    assert "migrated postgresql+psycopg://postgres:***@" in seen.texts["migrate"]
 
     # The service with a kubeconfig token, polling into PostgreSQL, until the database goes.
     port = free_port()
