@@ -23,12 +23,7 @@ def add_history(subcommands: Any) -> None:
     options.cluster_filter(query)
     query.add_argument("--agg", default="avg", choices=[a.value for a in Agg])
     query.add_argument("--format", default="table", choices=["table", "json", "csv"])
-    query.add_argument(
-        "--time-format",
-        default="rfc3339",
-        choices=formats.TIME_FORMATS,
-        help="times in csv: rfc3339 (default, 2026-11-28T16:00:00Z) or unix seconds",
-    )
+    options.time_format(query, "times in csv")
     options.log_level(query)
     query.set_defaults(handler=cmd_query)
 

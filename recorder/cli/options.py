@@ -7,6 +7,7 @@ import argparse
 
 from recorder import timeutil
 from recorder.errors import DurationError
+from recorder.query.formats import TIME_FORMATS
 from recorder.settings import LOG_LEVELS, parse_log_level
 
 
@@ -94,4 +95,14 @@ def cluster_filter(parser: argparse.ArgumentParser) -> None:
     # Its own dest: the ``cluster`` setting names the cluster a recorder writes, not a filter.
     parser.add_argument(
         "--cluster", dest="only_cluster", metavar="NAME", help="only series of this cluster"
+    )
+
+
+def time_format(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--time-format rfc3339|unix``: how ``what`` are written."""
+    parser.add_argument(
+        "--time-format",
+        default="rfc3339",
+        choices=TIME_FORMATS,
+        help=f"{what}: rfc3339 (default, 2026-11-28T16:00:00Z) or unix seconds",
     )

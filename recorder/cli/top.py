@@ -84,12 +84,7 @@ def add_top(subcommands: Any) -> None:
         help="table (default, as kubectl), json (a list of objects: CPU in cores, memory in "
         "bytes) or csv (the same fields)",
     )
-    top.add_argument(
-        "--time-format",
-        default="rfc3339",
-        choices=formats.TIME_FORMATS,
-        help="the window's times in json and csv: rfc3339 (default) or unix seconds",
-    )
+    options.time_format(top, "the window's times in json and csv")
     options.log_level(top)
     top.set_defaults(handler=cmd_top)
 

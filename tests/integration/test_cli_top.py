@@ -18,9 +18,9 @@ from recorder.cli import main
 from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Sample, SeriesKey
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.stats.sketch import exact_quantile
-from recorder.store import Store, open_store, schema
-from recorder.store.retention import RetentionPolicy
+from recorder.store import Store, schema
 from recorder.timeutil import DAY_MS, HOUR_MS, MINUTE_MS
+from tests.retention_support import expire_full_resolution
 from tests.servers import serving
 
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z, a day (and 3-hour) boundary
@@ -373,14 +373,7 @@ def test_a_pods_max_and_p95_are_the_history_of_its_summed_series(
     check("head only")
     store.maintain(now_ms=T0 + 4 * HOUR_MS, grace_ms=0)
     check("compacted")
-    retained = open_store(
-        database_url,
-        retention=RetentionPolicy(full_resolution_ms=HOUR_MS, statistics_ms=30 * DAY_MS),
-    )
-    try:
-        retained.maintain(now_ms=T0 + 8 * HOUR_MS, grace_ms=0)
-    finally:
-        retained.close()
+    expire_full_resolution(database_url, now_ms=T0 + 8 * HOUR_MS)
     with store.engine.connect() as conn:
         chunks = conn.execute(schema.chunks.select()).all()
     assert chunks and all(chunk.payload is None for chunk in chunks)  # statistics only

@@ -25,8 +25,8 @@ from recorder.domain import (
 from recorder.query import engine
 from recorder.stats.sketch import RELATIVE_ACCURACY, exact_quantile
 from recorder.store import Store, open_store, schema
-from recorder.store.retention import RetentionPolicy
 from recorder.timeutil import DAY_MS, HOUR_MS, MINUTE_MS
+from tests.retention_support import expire_full_resolution
 
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z, a day boundary
 APP = SeriesKey.for_container("shop", "web", "app")
@@ -147,14 +147,7 @@ def test_pod_max_beyond_full_resolution_retention_equals_the_reference(
 ) -> None:
     samples = pod_samples(hours=3)
     write(store, *samples)
-    retained = open_store(
-        database_url,
-        retention=RetentionPolicy(full_resolution_ms=HOUR_MS, statistics_ms=30 * DAY_MS),
-    )
-    try:
-        retained.maintain(now_ms=T0 + 8 * HOUR_MS, grace_ms=0)
-    finally:
-        retained.close()
+    expire_full_resolution(database_url, now_ms=T0 + 8 * HOUR_MS)
     with store.engine.connect() as conn:
         payloads = conn.execute(
             schema.chunks.select().where(schema.chunks.c.payload.is_not(None))
@@ -273,14 +266,7 @@ def test_summary_avg_is_over_the_covered_time(database_url: str, store: Store, s
     )
     write(store, *everything)
     if stage == "statistics only":
-        retained = open_store(
-            database_url,
-            retention=RetentionPolicy(full_resolution_ms=HOUR_MS, statistics_ms=30 * DAY_MS),
-        )
-        try:
-            retained.maintain(now_ms=T0 + 8 * HOUR_MS, grace_ms=0)
-        finally:
-            retained.close()
+        expire_full_resolution(database_url, now_ms=T0 + 8 * HOUR_MS)
         with store.engine.connect() as conn:
             assert all(c.payload is None for c in conn.execute(schema.chunks.select()).all())
     groups = engine.summarize(
