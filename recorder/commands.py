@@ -23,10 +23,16 @@ from recorder.settings import Settings, load_settings
 from recorder.store import Store, redact
 from recorder.store.compactor import Progress, no_progress
 from recorder.store.copy import CopyReport, HistoryCopier
-from recorder.store.migrate import current_revision, head_revision
+from recorder.store.migrate import head_revision
 from recorder.store.sql import MaintenanceReport, missing_sqlite_file
 from recorder.timeutil import now_ms
-from recorder.worker import build_poll_path, configure_logging, open_write_store, ready_store
+from recorder.worker import (
+    build_poll_path,
+    configure_logging,
+    migrate_to_newest,
+    open_write_store,
+    ready_store,
+)
 
 __all__ = [
     "DEMO_INTERVAL_SECONDS",
@@ -154,15 +160,10 @@ def migrate(settings: Settings) -> str:
     """``recorder migrate``: the database at the newest schema; what was done, in a sentence."""
     store = open_write_store(settings)
     try:
-        newest = head_revision()
-        if store.schema_is_current():
-            return f"{store.display_url} is already at the newest schema ({newest})"
-        try:
-            before = current_revision(store.engine) or "no schema"
-        except Exception:  # it only colours the sentence; migrate() reports a real failure
-            before = "an unknown schema"
-        store.migrate()
-        return f"migrated {store.display_url} from {before} to {newest}"
+        done = migrate_to_newest(store)
+        if done is None:
+            return f"{store.display_url} is already at the newest schema ({head_revision()})"
+        return f"migrated {store.display_url} from {done[0]} to {done[1]}"
     finally:
         store.close()
 

@@ -146,17 +146,25 @@ def ready_store(store: Store, *, migrate_sqlite: bool = True) -> Store:
     return store
 
 
-def migrate_logged(store: Store) -> None:
-    """Migrate ``store`` if its schema is not the newest, saying so in one line ("migrated the
-    database ... from 0001 to 0002"); Alembic's own lines stay below WARNING."""
+def migrate_to_newest(store: Store) -> tuple[str, str] | None:
+    """Migrate ``store`` if its schema is not the newest: the revisions it went from and to,
+    or None when it was current. Alembic's own lines stay below WARNING."""
     if store.schema_is_current():
-        return
+        return None
     try:
         before = current_revision(store.engine) or "no schema"
-    except Exception:  # the revision only colours the log line; migrate() reports failures
+    except Exception:  # the revision only colours the message; migrate() reports failures
         before = "an unknown schema"
     store.migrate()
-    log.info("migrated the database %s from %s to %s", store.display_url, before, head_revision())
+    return before, head_revision() or "the newest schema"
+
+
+def migrate_logged(store: Store) -> None:
+    """``migrate_to_newest``, said in one line ("migrated the database ... from 0001 to
+    0002")."""
+    done = migrate_to_newest(store)
+    if done is not None:
+        log.info("migrated the database %s from %s to %s", store.display_url, *done)
 
 
 def export_filter(settings: Settings) -> ExportFilter:
