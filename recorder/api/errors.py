@@ -44,7 +44,7 @@ _SHOWN_INPUT_CHARS = 80
 
 def _problem(err: Mapping[str, Any]) -> str:
     """One invalid parameter in our words (never the validator's own text): the parameter as
-    the client wrote it, the value it sent (cut short) and what it may be."""
+    the client wrote it, then the value it sent (cut short) and what it may be."""
     name = ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0])
     kind, ctx = err.get("type", ""), err.get("ctx") or {}
     if kind == "missing":
@@ -54,21 +54,18 @@ def _problem(err: Mapping[str, Any]) -> str:
         given = given[:_SHOWN_INPUT_CHARS] + "..."
     if kind in ("enum", "literal_error"):
         expected = str(ctx.get("expected", "")).replace("'", "")
-        return f"{name}={given!r}: must be one of {expected}"
+        return f"{name}: {given!r} is not one of {expected}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"{name}={given!r}: must be a whole number"
+        return f"{name}: {given!r} is not a whole number"
     if kind in ("float_parsing", "float_type"):
-        return f"{name}={given!r}: must be a number"
+        return f"{name}: {given!r} is not a number"
     if kind in ("bool_parsing", "bool_type"):
-        return f"{name}={given!r}: must be true or false"
-    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        limits = {"greater_than_equal": ">=", "greater_than": ">"}
-        limits |= {"less_than_equal": "<=", "less_than": "<"}
-        bound = next(iter(ctx.values()), "")
-        return f"{name}={given!r}: must be {limits[kind]} {bound}"
+        return f"{name}: {given!r} is not true or false"
     if kind in ("string_too_long", "too_long"):
         return f"{name}: too long (at most {ctx.get('max_length', '?')} characters)"
-    return f"{name}={given!r}: invalid value"
+    if kind == "string_pattern_mismatch":
+        return f"{name}: {given!r} holds a character it may not (such as NUL)"
+    return f"{name}: {given!r} is not a valid value"
 
 
 def install_error_handlers(app: FastAPI) -> None:

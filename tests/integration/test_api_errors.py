@@ -52,10 +52,10 @@ def test_bad_parameters_get_the_error_envelope(
     ("path", "message"),
     [
         ("/api/v1/history", "resource: required"),
-        ("/api/v1/history?resource=disk", "resource='disk': must be one of cpu or memory"),
+        ("/api/v1/history?resource=disk", "resource: 'disk' is not one of cpu or memory"),
         (
             "/api/v1/history?resource=cpu&kind=pod-ish",
-            "kind='pod-ish': must be one of node, container or pod",
+            "kind: 'pod-ish' is not one of node, container or pod",
         ),
         ("/api/v1/history?resource=cpu&pod=" + "x" * 300, "pod: too long (at most 253"),
         ("/api/v1/summary?resource=cpu", "group_by: required"),
