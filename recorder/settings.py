@@ -526,15 +526,31 @@ def _what_is_wrong(field: str, error: Mapping[str, Any]) -> str:
         if field.endswith("_seconds"):
             return f"{bounds[kind]} {_seconds_text(bound)}, got {_seconds_text(error['input'])}"
         return f"{bounds[kind]} {bound}, got {error['input']}"  # numbers: no secret fields
+    return invalid_value_words(kind, context, shown) or f"is not valid ({kind}){shown}"
+
+
+def invalid_value_words(kind: str, context: Mapping[str, Any], shown: str) -> str | None:
+    """What pydantic's error ``kind`` says, in our words ("must be a whole number"), then
+    ``shown`` (", got 'x'", or nothing for a secret); None for a kind without words here. The
+    one phrasing of invalid values for the settings and the HTTP API's parameters."""
+    if kind == "missing":
+        return "is required"
     if kind in ("int_parsing", "int_from_float", "int_type"):
         return f"must be a whole number{shown}"
     if kind in ("float_parsing", "float_type"):
         return f"must be a number{shown}"
     if kind in ("bool_parsing", "bool_type"):
         return f"must be true or false{shown}"
+    if kind in ("enum", "literal_error"):
+        expected = str(context.get("expected", "")).replace("'", "")
+        return f"must be one of {expected}{shown}"
+    if kind in ("string_too_long", "too_long"):
+        return f"must be at most {context.get('max_length', '?')} characters long"
+    if kind == "string_pattern_mismatch":
+        return f"holds a character it may not (such as NUL){shown}"
     if kind in ("string_type", "list_type"):
         return "has the wrong type"
-    return f"is not valid ({kind}){shown}"
+    return None
 
 
 def _seconds_text(seconds: Any) -> str:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from recorder.api.httpmetrics import mark_shed
 from recorder.api.limits import LogLimiter, Overloaded
 from recorder.errors import QueryError, QueryTimeout, StoreError, StoreUnavailable
+from recorder.settings import invalid_value_words
 
 __all__ = ["CatchAll", "error_response", "install_error_handlers"]
 
@@ -43,29 +44,15 @@ _SHOWN_INPUT_CHARS = 80
 
 
 def _problem(err: Mapping[str, Any]) -> str:
-    """One invalid parameter in our words (never the validator's own text): the parameter as
-    the client wrote it, then the value it sent (cut short) and what it may be."""
+    """One invalid parameter in our words (never the validator's own): the parameter as the
+    client wrote it, what it may be, and the value it sent (cut short)."""
     name = ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0])
-    kind, ctx = err.get("type", ""), err.get("ctx") or {}
-    if kind == "missing":
-        return f"{name}: required"
     given = str(err.get("input", ""))
     if len(given) > _SHOWN_INPUT_CHARS:
         given = given[:_SHOWN_INPUT_CHARS] + "..."
-    if kind in ("enum", "literal_error"):
-        expected = str(ctx.get("expected", "")).replace("'", "")
-        return f"{name}: {given!r} is not one of {expected}"
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"{name}: {given!r} is not a whole number"
-    if kind in ("float_parsing", "float_type"):
-        return f"{name}: {given!r} is not a number"
-    if kind in ("bool_parsing", "bool_type"):
-        return f"{name}: {given!r} is not true or false"
-    if kind in ("string_too_long", "too_long"):
-        return f"{name}: too long (at most {ctx.get('max_length', '?')} characters)"
-    if kind == "string_pattern_mismatch":
-        return f"{name}: {given!r} holds a character it may not (such as NUL)"
-    return f"{name}: {given!r} is not a valid value"
+    shown = f", got {given!r}"
+    words = invalid_value_words(err.get("type", ""), err.get("ctx") or {}, shown)
+    return f"{name}: {words or 'is not valid' + shown}"
 
 
 def install_error_handlers(app: FastAPI) -> None:

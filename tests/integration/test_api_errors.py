@@ -51,14 +51,17 @@ def test_bad_parameters_get_the_error_envelope(
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("/api/v1/history", "resource: required"),
-        ("/api/v1/history?resource=disk", "resource: 'disk' is not one of cpu or memory"),
+        ("/api/v1/history", "resource: is required"),
+        ("/api/v1/history?resource=disk", "resource: must be one of cpu or memory, got 'disk'"),
         (
             "/api/v1/history?resource=cpu&kind=pod-ish",
-            "kind: 'pod-ish' is not one of node, container or pod",
+            "kind: must be one of node, container or pod, got 'pod-ish'",
         ),
-        ("/api/v1/history?resource=cpu&pod=" + "x" * 300, "pod: too long (at most 253"),
-        ("/api/v1/summary?resource=cpu", "group_by: required"),
+        (
+            "/api/v1/history?resource=cpu&pod=" + "x" * 300,
+            "pod: must be at most 253 characters long",
+        ),
+        ("/api/v1/summary?resource=cpu", "group_by: is required"),
     ],
 )
 def test_invalid_parameters_are_said_in_our_words(
