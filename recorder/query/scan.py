@@ -22,7 +22,7 @@ Without ``use_statistics`` every sample is decoded and percentiles are exact.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
@@ -46,15 +46,6 @@ class Unit:
 
     stats_ids: tuple[int, ...]
     sample_ids: tuple[int, ...]
-
-
-@dataclass
-class Gathered:
-    """Per unit: its samples inside the range (summed, deduplicated, in time order), and per
-    resource its accumulators (statistics mode)."""
-
-    runs: dict[int, ChunkSamples] = field(default_factory=dict)
-    results: dict[Resource, dict[Key, Accumulator]] = field(default_factory=dict)
 
 
 class Scan:
