@@ -188,19 +188,19 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             max_range_ms=deps.max_range_ms,
         )
 
+        window = params.day_window(start_ms, end_ms)
+
         def answer() -> Response:
             groups = engine.summarize(
                 deps.store,
                 where,
                 grouping,
-                start_ms,
-                end_ms,
+                window.start_ms,
+                window.end_ms,
                 max_groups=deps.max_series,
                 max_samples=deps.max_samples,
             )
-            return JSONResponse(
-                formats.summary_json(groups, grouping, start_ms, end_ms, RELATIVE_ACCURACY)
-            )
+            return JSONResponse(formats.summary_json(groups, grouping, window, RELATIVE_ACCURACY))
 
         return await queries.run(answer)
 

@@ -26,7 +26,10 @@ p95... choose another aggregation. A pod's value is computed on the pod's summed
 containers added at each instant), as /api/v1/history?kind=pod computes it: with --agg max
 that is the pod's own peak, not the sum of its containers' peaks. Rows are in name order
 (namespace, then name) unless --sort-by says otherwise. Above the table, a line on stderr
-says what the values are (# avg over <start> .. <end>)."""
+says what the values are (# avg over <start> .. <end>).
+
+A window of 2 days or more is snapped to whole UTC days (--since 7d: the 7 days before
+today), so day rollups answer it at any scale; a line on stderr says so."""
 
 
 def add_top(subcommands: Any) -> None:
@@ -148,7 +151,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     _check_flags(args, nodes)
     settings = commands.settings_from_args(args)
     since_ms = params.parse_step_ms(args.since, name="--since") or HOUR_MS
-    start_ms, end_ms = params.parse_range(
+    asked_start_ms, asked_end_ms = params.parse_range(
         None,
         args.end,
         now_ms=timeutil.now_ms(),
@@ -156,6 +159,8 @@ def cmd_top(args: argparse.Namespace) -> int:
         max_range_ms=2**62,
         names=("--since", "--end"),
     )
+    window = params.day_window(asked_start_ms, asked_end_ms)
+    start_ms, end_ms = window.start_ms, window.end_ms
     namespace = None if args.all_namespaces or nodes else (args.namespace or "default")
     where = SeriesFilter(
         QueryKind.NODE if nodes else QueryKind.POD,
@@ -172,16 +177,19 @@ def cmd_top(args: argparse.Namespace) -> int:
     subject = f" of cluster {args.only_cluster}" if args.only_cluster is not None else ""
     if not nodes:
         subject += " in any namespace" if namespace is None else f" in namespace {namespace}"
-    window = f"between {formats.rfc3339(start_ms)} and {formats.rfc3339(end_ms)} (--since "
-    window += f"{args.since})"
+    window_text = f"between {formats.rfc3339(start_ms)} and {formats.rfc3339(end_ms)} (--since "
+    window_text += f"{args.since})"
     if not rows and args.name is not None:
         raise QueryError(
-            f"no metrics recorded for {what} {args.name!r}{subject} {window}: check the name"
+            f"no metrics recorded for {what} {args.name!r}{subject} {window_text}: check the name"
             + ("" if nodes else " and the namespace (-n)")
             + ", or widen --since"
         )
     if not rows:
-        print(f"No {what}s{subject} recorded {window}.", file=sys.stderr)
+        print(f"No {what}s{subject} recorded {window_text}.", file=sys.stderr)
+    if window.snapped:
+        sys.stdout.flush()
+        print(formats.top_snapped(window), end="", file=sys.stderr)
     sort_by = None if args.sort_by is None else Resource(args.sort_by)
     ranked = formats.rank_top(rows, sort_by)
     shown = ranked if args.limit is None else ranked[: args.limit]

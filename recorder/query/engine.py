@@ -7,6 +7,7 @@ decode.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -32,8 +33,9 @@ from recorder.domain import (
 )
 from recorder.errors import QueryError
 from recorder.query.scan import Scan, Unit
-from recorder.stats.buckets import Accumulator, aggregate, aligned, whole
-from recorder.stats.sketch import RELATIVE_ACCURACY, QuantileSketch
+from recorder.stats.buckets import Accumulator, aggregate, aggregate_many, aligned, whole
+from recorder.stats.quantiles import merged_quantiles
+from recorder.stats.sketch import RELATIVE_ACCURACY
 from recorder.store.series import Series, newest_in_head, select_series
 
 MAX_BUCKETS = 11_000
@@ -179,7 +181,9 @@ def history(
             points_only=step is None,
         )
         if step is not None and step % block_ms == 0:
-            results = scan.statistics(conn, aligned(step), (query.resource,))[query.resource]
+            results = scan.statistics(
+                conn, aligned(step), (query.resource,), squares=query.agg is Agg.STDDEV
+            )[query.resource]
             tier, error = Tier.STATISTICS, RELATIVE_ACCURACY if query.agg.quantile else 0.0
         else:
             runs = scan.samples(conn)
@@ -189,13 +193,16 @@ def history(
     total = 0
     if results is not None:
         grouped = _by_unit(results)
-        for index, output in enumerate(outputs):
-            buckets_of = grouped.get(index)
-            if buckets_of:
-                total += len(buckets_of)
-                _check_points(total, max_points)
-                values = [(b, aggregate(acc, query.agg)) for b, acc in buckets_of]
-                series_out.append(SeriesPoints(output.labels, values))
+        _check_points(len(results), max_points)
+        answered = [(index, bucket_list) for index, bucket_list in sorted(grouped.items())]
+        values = aggregate_many(
+            [acc for _index, bucket_list in answered for _b, acc in bucket_list], query.agg
+        )
+        position = 0
+        for index, bucket_list in answered:
+            found = [(b, values[position + i]) for i, (b, _acc) in enumerate(bucket_list)]
+            position += len(bucket_list)
+            series_out.append(SeriesPoints(outputs[index].labels, found))
         return HistoryResult(series_out, tier, error)
     column = "cpu_nanocores" if query.resource is Resource.CPU else "memory_bytes"
     for index, output in enumerate(outputs):
@@ -207,13 +214,16 @@ def history(
         if step is None:
             points = list(zip(run.timestamps_ms, values_of, strict=True))
         else:
+            # Time-ordered samples: each bucket is one slice, added at once.
             accumulators: dict[int, Accumulator] = {}
-            for ts, value in zip(run.timestamps_ms, values_of, strict=True):
-                bucket = ts - ts % step
-                acc = accumulators.get(bucket)
-                if acc is None:
-                    acc = accumulators[bucket] = Accumulator(exact=True)
-                acc.add_values((ts,), (value,))
+            stamps = run.timestamps_ms
+            begin = 0
+            while begin < len(stamps):
+                bucket = stamps[begin] - stamps[begin] % step
+                end = bisect_left(stamps, bucket + step, begin)
+                acc = accumulators[bucket] = Accumulator(exact=True)
+                acc.add_values(stamps[begin:end], values_of[begin:end])
+                begin = end
             points = [(b, aggregate(a, query.agg)) for b, a in sorted(accumulators.items())]
         total += len(points)
         _check_points(total, max_points)
@@ -231,9 +241,16 @@ def _by_unit(
 
 
 def _whole_window(
-    reader: HistoryReader, where: SeriesFilter, start_ms: int, end_ms: int, max_samples: int
+    reader: HistoryReader,
+    where: SeriesFilter,
+    start_ms: int,
+    end_ms: int,
+    max_samples: int,
+    *,
+    squares: bool = False,
 ) -> tuple[list[Output], dict[Resource, dict[int, Accumulator]]]:
-    """The output series and their CPU and memory statistics over the whole window."""
+    """The output series and their CPU and memory statistics over the whole window (sums of
+    squares only with ``squares``)."""
     resources = (Resource.CPU, Resource.MEMORY)
     with reader.reading() as conn:
         outputs, units = units_of(conn, where)
@@ -246,7 +263,7 @@ def _whole_window(
             block_ms=reader.block_ms,
             max_samples=max_samples,
         )
-        results = scan.statistics(conn, whole(start_ms), resources)
+        results = scan.statistics(conn, whole(start_ms), resources, squares=squares)
     return outputs, {r: {unit: acc for (unit, _b), acc in results[r].items()} for r in resources}
 
 
@@ -287,15 +304,31 @@ def summarize(
     if len(members) > max_groups:
         raise QueryError(f"more than {max_groups} groups: add filters or a selector")
     window_ms = max(end_ms - start_ms, 1)
+    groups = sorted(members)
+    parts: dict[Resource, list[ResourceSummary | None]] = {}
+    for resource in (Resource.CPU, Resource.MEMORY):
+        accs_of = [
+            [a for a in (results[resource].get(i) for i in members[group]) if a] for group in groups
+        ]
+        # The 95th percentile of each group's merged sketches, all groups in one batch.
+        answered = [accs for accs in accs_of if accs]
+        p95s = iter(
+            merged_quantiles(
+                [[p for a in accs for p in a.sketch_parts()] for accs in answered], 0.95
+            )
+        )
+        parts[resource] = [
+            _resource_summary(accs, window_ms, next(p95s)) if accs else None for accs in accs_of
+        ]
     out = []
-    for group in sorted(members):
+    for position, group in enumerate(groups):
         indexes = members[group]
-        parts: dict[Resource, ResourceSummary | None] = {}
-        for resource in (Resource.CPU, Resource.MEMORY):
-            accs = [a for a in (results[resource].get(i) for i in indexes) if a]
-            parts[resource] = _resource_summary(accs, window_ms)
         series = sum(1 for i in indexes for s in outputs[i].members if s.kind is not Kind.POD)
-        out.append(GroupSummary(group, series, parts[Resource.CPU], parts[Resource.MEMORY]))
+        out.append(
+            GroupSummary(
+                group, series, parts[Resource.CPU][position], parts[Resource.MEMORY][position]
+            )
+        )
     return out
 
 
@@ -336,21 +369,15 @@ def covered_ms(accs: Sequence[Accumulator]) -> float:
     return max(union * own_total / span_total, float(largest))
 
 
-def _resource_summary(accs: Sequence[Accumulator], window_ms: int) -> ResourceSummary | None:
-    if not accs:
-        return None
+def _resource_summary(accs: Sequence[Accumulator], window_ms: int, p95: float) -> ResourceSummary:
+    """A group's summary of one resource, its p95 (of the merge of its series' sketches)
+    given."""
     integral = 0.0
     samples = 0
-    sketch = None
     for acc in accs:
         samples += acc.count
         if acc.interval_ms > 0:
             integral += acc.total * acc.interval_ms / 1000
-        if sketch is None:
-            sketch = QuantileSketch.from_bytes(acc.merged_sketch().to_bytes())  # a copy
-        else:
-            sketch.merge(acc.merged_sketch())
-    assert sketch is not None
     covered = min(covered_ms(accs), window_ms)
     if covered > 0:
         avg = integral / (covered / 1000)
@@ -360,7 +387,7 @@ def _resource_summary(accs: Sequence[Accumulator], window_ms: int) -> ResourceSu
         samples=samples,
         avg=avg,
         max=max(a.maximum for a in accs),
-        p95=sketch.quantile(0.95),
+        p95=p95,
         integral=integral,
         coverage=covered / window_ms,
     )
@@ -405,11 +432,15 @@ def top(
         start_ms,
         end_ms,
         max_samples,
+        squares=agg is Agg.STDDEV,
     )
-    rows = []
-    for index, output in enumerate(outputs):
-        cpu, memory = results[Resource.CPU].get(index), results[Resource.MEMORY].get(index)
-        if cpu is None or memory is None:
-            continue
-        rows.append(TopRow(output.labels, aggregate(cpu, agg), aggregate(memory, agg)))
-    return rows
+    shown = [
+        index
+        for index in range(len(outputs))
+        if index in results[Resource.CPU] and index in results[Resource.MEMORY]
+    ]
+    cpu = aggregate_many([results[Resource.CPU][i] for i in shown], agg)
+    memory = aggregate_many([results[Resource.MEMORY][i] for i in shown], agg)
+    return [
+        TopRow(outputs[index].labels, c, m) for index, c, m in zip(shown, cpu, memory, strict=True)
+    ]

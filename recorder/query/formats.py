@@ -24,6 +24,7 @@ from recorder.domain import (
     SeriesInfo,
     Value,
 )
+from recorder.query.params import Window
 from recorder.timeutil import SECOND_MS
 
 
@@ -54,7 +55,8 @@ def display(resource: Resource, value: Value, agg: Agg | None = None) -> int | f
         return int(value)
     if resource is Resource.CPU:
         if isinstance(value, Fraction):
-            return float(value / _NANO)
+            # One correctly rounded division, as float(value / _NANO) makes (and faster).
+            return value.numerator / (value.denominator * _NANO)
         return value / _NANO
     if isinstance(value, Fraction):
         return value.numerator if value.denominator == 1 else float(value)
@@ -176,15 +178,39 @@ def _summary_part(resource: Resource, part: ResourceSummary | None) -> dict[str,
     }
 
 
+def snap_note(window: Window) -> str | None:
+    """What a snapped window says (None when it is as asked)."""
+    if not window.snapped:
+        return None
+    return (
+        f"the window was snapped to whole UTC days: {rfc3339(window.start_ms)} .. "
+        f"{rfc3339(window.end_ms)} (asked: {rfc3339(window.asked_start_ms)} .. "
+        f"{rfc3339(window.asked_end_ms)}), so day rollups answer it"
+    )
+
+
 def summary_json(
-    groups: Sequence[GroupSummary], group_by: str, start_ms: int, end_ms: int, error: float
+    groups: Sequence[GroupSummary], group_by: str, window: Window, error: float
 ) -> dict[str, Any]:
+    """``start``/``end``: the window answered; a snapped window adds ``snapped`` (the window
+    asked for) and a ``note`` saying so."""
+    snapped: dict[str, Any] = {}
+    note = snap_note(window)
+    if note is not None:
+        snapped = {
+            "snapped": {
+                "start": window.asked_start_ms / SECOND_MS,
+                "end": window.asked_end_ms / SECOND_MS,
+            },
+            "note": note,
+        }
     return {
         "status": "success",
         "data": {
             "groupBy": group_by,
-            "start": start_ms / SECOND_MS,
-            "end": end_ms / SECOND_MS,
+            "start": window.start_ms / SECOND_MS,
+            "end": window.end_ms / SECOND_MS,
+            **snapped,
             "relativeError": error,
             "groups": [
                 {
@@ -298,6 +324,12 @@ def top_table(
 def top_window(agg: Agg, start_ms: int, end_ms: int) -> str:
     """The line saying what ``recorder top``'s values are: ``# avg over <start> .. <end>``."""
     return f"# {agg.value} over {rfc3339(start_ms)} .. {rfc3339(end_ms)}\n"
+
+
+def top_snapped(window: Window) -> str:
+    """The line ``recorder top`` adds when its window was snapped (empty when it was not)."""
+    note = snap_note(window)
+    return "" if note is None else f"# {note}\n"
 
 
 def _top_records(

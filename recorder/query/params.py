@@ -9,14 +9,26 @@ an infinite or NaN float, or a date ``datetime`` cannot represent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from recorder.domain import QueryKind
 from recorder.errors import DurationError, QueryError
 from recorder.selectors import LabelSelector, parse_label_selector
-from recorder.timeutil import DAY_MS, MIN_TIME_MS, SECOND_MS, parse_duration_ms, parse_time_ms
+from recorder.timeutil import (
+    DAY_MS,
+    MIN_TIME_MS,
+    SECOND_MS,
+    floor_to,
+    parse_duration_ms,
+    parse_time_ms,
+)
 
 __all__ = [
     "MAX_STEP_MS",
     "MIN_STEP_MS",
+    "SNAP_FROM_MS",
+    "Window",
+    "day_window",
     "parse_group_by",
     "parse_range",
     "parse_selector",
@@ -55,6 +67,38 @@ def parse_range(
             f"({max_range_ms // SECOND_MS}s): narrow it"
         )
     return start_ms, end_ms
+
+
+SNAP_FROM_MS = 2 * DAY_MS
+"""Windows of a summary or ``recorder top`` at least this long are snapped to whole UTC days."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The window a whole-window query (``/api/v1/summary``, ``recorder top``) answers, and
+    the one asked for."""
+
+    start_ms: int
+    end_ms: int
+    asked_start_ms: int
+    asked_end_ms: int
+
+    @property
+    def snapped(self) -> bool:
+        return (self.start_ms, self.end_ms) != (self.asked_start_ms, self.asked_end_ms)
+
+
+def day_window(start_ms: int, end_ms: int) -> Window:
+    """A window of ``SNAP_FROM_MS`` or more (both ends inclusive) snapped to whole UTC days:
+    as many days as it is long (rounded up), ending at the last midnight at or before its end,
+    so ``--since 7d`` answers the 7 whole days before today from day rollups alone (today is
+    not rolled up yet). Shorter windows, and windows of whole days, stay as asked."""
+    length = end_ms - start_ms
+    if length < SNAP_FROM_MS:
+        return Window(start_ms, end_ms, start_ms, end_ms)
+    end = floor_to(end_ms + 1, DAY_MS)
+    days = -(-length // DAY_MS)
+    return Window(max(end - days * DAY_MS, MIN_TIME_MS), end - 1, start_ms, end_ms)
 
 
 def parse_step_ms(text: str | None, *, max_ms: int = MAX_STEP_MS, name: str = "step") -> int | None:

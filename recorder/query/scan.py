@@ -23,12 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection
 
 from recorder.domain import Resource
 from recorder.errors import QueryError
-from recorder.stats import dedup
+from recorder.stats import columns, dedup
 from recorder.stats.block import BlockStats
 from recorder.stats.buckets import Accumulator, BucketOf
 from recorder.stats.codec import ChunkSamples
@@ -158,10 +161,45 @@ class Scan:
     # --- statistics ---------------------------------------------------------------------------
 
     def statistics(
-        self, conn: Connection, bucket_of: BucketOf, resources: Sequence[Resource]
+        self,
+        conn: Connection,
+        bucket_of: BucketOf,
+        resources: Sequence[Resource],
+        *,
+        squares: bool = True,
     ) -> dict[Resource, dict[Key, Accumulator]]:
-        """Accumulators per unit and bucket, from the coarsest tier that answers each part."""
-        results: dict[Resource, dict[Key, Accumulator]] = {r: {} for r in resources}
+        """Accumulators per unit and bucket, from the coarsest tier that answers each part.
+        Without ``squares`` the sums of squares are not read (their accumulators' ``squares``
+        are None: ask for them when ``stddev`` is wanted)."""
+        names = columns.names(squares)
+        head_rows = self._head(conn)
+        head_blocks: set[tuple[int, int]] = {
+            (self._unit_of_sample[sid], floor_to(row[0], self.block_ms))
+            for sid, found in head_rows.items()
+            for row in found
+        }
+        rolled = self._rolled_days(conn, bucket_of, head_blocks)
+        stats_ids = list(self._unit_of_stats)
+        whole_rows: list[tuple[Any, ...]] = []
+        if rolled is not None:
+            whole_rows = rollups.read_rows(conn, stats_ids, *rolled, names)
+        chunk_rows = chunks.read_stats_rows(
+            conn,
+            stats_ids,
+            self.start_ms,
+            self.end_ms,
+            names,
+            block_ms=self.block_ms,
+            skip=rolled,
+        )
+        taken, others = self._whole_blocks(chunk_rows, bucket_of, head_blocks)
+        whole_rows += [(sid, start, *values) for sid, start, _has, *values in taken]
+        units = self._units_of(whole_rows)
+        starts = np.fromiter((row[1] for row in whole_rows), np.int64, len(whole_rows))
+        grouped = columns.accumulate(
+            whole_rows, names, units, bucket_of.many(starts), [r.value for r in resources]
+        )
+        results: dict[Resource, dict[Key, Accumulator]] = {r: grouped[r.value] for r in resources}
 
         def acc(resource: Resource, key: Key) -> Accumulator:
             table = results[resource]
@@ -180,35 +218,12 @@ class Scan:
                     interval_ms=stats.interval_ms,
                 )
 
-        head_rows = self._head(conn)
-        head_blocks: set[tuple[int, int]] = {
-            (self._unit_of_sample[sid], floor_to(row[0], self.block_ms))
-            for sid, found in head_rows.items()
-            for row in found
-        }
-        rolled = self._rolled_days(conn, bucket_of, head_blocks)
-        stats_ids = list(self._unit_of_stats)
-        if rolled is not None:
-            for series_id, day, stats in rollups.read(conn, stats_ids, *rolled):
-                add_stats(self._unit_of_stats[series_id], bucket_of(day), stats)
         to_decode: set[tuple[int, int]] = set()
         held: dict[tuple[int, int], BlockStats] = {}
-        for chunk in chunks.read_stats(
-            conn, stats_ids, self.start_ms, self.end_ms, block_ms=self.block_ms, skip=rolled
-        ):
-            unit = self._unit_of_stats[chunk.series_id]
-            start = chunk.block_start_ms
-            separate = self.units[unit].stats_ids != self.units[unit].sample_ids
-            in_one_bucket = bucket_of(start) == bucket_of(start + self.block_ms - 1)
-            inside = self.start_ms <= start and start + self.block_ms - 1 <= self.end_ms
-            if (unit, start) in head_blocks:
-                to_decode.add((unit, start))
-                held[(unit, start)] = chunk.stats
-            elif in_one_bucket and (inside or not (chunk.has_payload or separate)):
-                add_stats(unit, bucket_of(start), chunk.stats)
-            elif chunk.has_payload or separate:
-                to_decode.add((unit, start))
-                held[(unit, start)] = chunk.stats
+        for series_id, start, _has, *values in others:
+            unit = self._unit_of_stats[series_id]
+            to_decode.add((unit, start))
+            held[(unit, start)] = columns.block_stats(names, values)
         wanted = [
             (sid, start) for unit, start in sorted(to_decode) for sid in self.units[unit].sample_ids
         ]
@@ -224,6 +239,47 @@ class Scan:
         for unit, run in runs.items():
             add_run(results, unit, run, bucket_of, resources, acc)
         return results
+
+    def _units_of(self, rows: Sequence[tuple[Any, ...]]) -> npt.NDArray[np.int64]:
+        unit_of = self._unit_of_stats
+        return np.fromiter((unit_of[row[0]] for row in rows), np.int64, len(rows))
+
+    def _whole_blocks(
+        self,
+        rows: list[tuple[Any, ...]],
+        bucket_of: BucketOf,
+        head_blocks: set[tuple[int, int]],
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The chunk rows ``(series id, block start, has payload, ...)`` whose statistics
+        answer their block whole (it lies in one bucket and inside the range, or its samples
+        have expired; no head row falls in it), and the rest, to decode: those with a payload
+        or whose unit's samples are other series' (a pod's). Blocks across buckets with
+        neither are left out."""
+        if not rows:
+            return [], []
+        units = self._units_of(rows)
+        start = np.fromiter((row[1] for row in rows), np.int64, len(rows))
+        has = np.fromiter((bool(row[2]) for row in rows), bool, len(rows))
+        separate = np.array([u.stats_ids != u.sample_ids for u in self.units], bool)[units]
+        last = start + self.block_ms - 1
+        in_one = bucket_of.many(start) == bucket_of.many(last)
+        inside = (self.start_ms <= start) & (last <= self.end_ms)
+        held = np.zeros(len(rows), bool)
+        if head_blocks:
+            held = np.fromiter(
+                (
+                    (u, s) in head_blocks
+                    for u, s in zip(units.tolist(), start.tolist(), strict=True)
+                ),
+                bool,
+                len(rows),
+            )
+        whole = ~held & in_one & (inside | ~(has | separate))
+        rest = ~whole & (held | has | separate)
+        return (
+            [rows[i] for i in np.flatnonzero(whole).tolist()],
+            [rows[i] for i in np.flatnonzero(rest).tolist()],
+        )
 
     def _rolled_days(
         self, conn: Connection, bucket_of: BucketOf, head_blocks: set[tuple[int, int]]

@@ -11,27 +11,47 @@ last and stddev are exact either way.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+
+import numpy as np
+import numpy.typing as npt
 
 from recorder.domain import Agg, Value
 from recorder.errors import QueryError
 from recorder.stats.block import ResourceStats, smallest_gap
+from recorder.stats.quantiles import merged_quantiles
 from recorder.stats.sketch import QuantileSketch, exact_quantile
 
-BucketOf = Callable[[int], int]
-"""A timestamp's bucket start."""
+
+class BucketOf:
+    """A timestamp's bucket start: ``bucket_of(ts)``, or of many at once (``many``)."""
+
+    __slots__ = ("start_ms", "step_ms")
+
+    def __init__(self, step_ms: int | None, start_ms: int = 0) -> None:
+        self.step_ms, self.start_ms = step_ms, start_ms
+
+    def __call__(self, ts: int) -> int:
+        step = self.step_ms
+        return self.start_ms if step is None else ts - ts % step
+
+    def many(self, stamps: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        step = self.step_ms
+        if step is None:
+            return np.full(len(stamps), self.start_ms, np.int64)
+        return stamps - stamps % step
 
 
 def aligned(step_ms: int) -> BucketOf:
     """Buckets of ``step_ms`` aligned to multiples of it since the epoch."""
-    return lambda ts: ts - ts % step_ms
+    return BucketOf(step_ms)
 
 
 def whole(start_ms: int) -> BucketOf:
     """One bucket for the whole range, starting at ``start_ms``."""
-    return lambda _ts: start_ms
+    return BucketOf(None, start_ms)
 
 
 @dataclass(slots=True)
@@ -52,6 +72,10 @@ class Accumulator:
     """Smallest gap between consecutive samples seen (the resolution); 0: unknown."""
     values: list[int] = field(default_factory=list)
     sketch: QuantileSketch | None = None
+    pending: list[bytes] = field(default_factory=list)
+    """Serialized sketches of added blocks not merged into ``sketch`` yet: merged when a
+    quantile is asked for (one at a time, or many accumulators at once by ``quantiles``), so
+    avg, max... never decode a sketch. Values added later merge them first (same order)."""
 
     def _extend(self, count: int, low: int, high: int, first_ms: int) -> None:
         if self.count == 0:
@@ -76,9 +100,7 @@ class Accumulator:
         if self.exact:
             self.values.extend(values)
         else:
-            if self.sketch is None:
-                self.sketch = QuantileSketch()
-            self.sketch.add_many(values)
+            self._merged().add_many(values)
 
     def add_stats(
         self, stats: ResourceStats, *, count: int, first_ms: int, last_ms: int, interval_ms: int
@@ -94,26 +116,38 @@ class Accumulator:
         if last_ms > self.last_ms:
             self.last_ms, self.last = last_ms, stats.last
         self._note_interval(interval_ms)
-        if self.sketch is None:
-            self.sketch = QuantileSketch()
-        self.sketch.merge_bytes(stats.sketch)
+        self.pending.append(stats.sketch)
 
     def _note_interval(self, interval_ms: int) -> None:
         if interval_ms > 0 and (self.interval_ms == 0 or interval_ms < self.interval_ms):
             self.interval_ms = interval_ms
 
+    def _merged(self) -> QuantileSketch:
+        if self.sketch is None:
+            self.sketch = QuantileSketch()
+        for blob in self.pending:
+            self.sketch.merge_bytes(blob)
+        self.pending.clear()
+        return self.sketch
+
     def quantile(self, q: float) -> float:
         if self.exact:
             return exact_quantile(self.values, q)
-        assert self.sketch is not None
-        return self.sketch.quantile(q)
+        return self._merged().quantile(q)
 
     def merged_sketch(self) -> QuantileSketch:
         """A sketch of every value added: this accumulator's own (merge it into another, do
         not change it), or one made of its exact values."""
-        if self.exact or self.sketch is None:
+        if self.exact:
             return QuantileSketch.of(self.values)
-        return self.sketch
+        return self._merged()
+
+    def sketch_parts(self) -> list[bytes]:
+        """Serialized sketches whose merge, in this order, is ``merged_sketch()``."""
+        if self.exact:
+            return [QuantileSketch.of(self.values).to_bytes()]
+        own = [self.sketch.to_bytes()] if self.sketch is not None else []
+        return own + self.pending if own or self.pending else [QuantileSketch().to_bytes()]
 
     def stddev(self) -> float:
         """The population standard deviation, from exact sums."""
@@ -125,6 +159,24 @@ class Accumulator:
         n = self.count
         variance = Fraction(n * self.squares - self.total * self.total, n * n)
         return math.sqrt(variance)
+
+
+def quantiles(accs: Sequence[Accumulator], q: float) -> list[float]:
+    """``[acc.quantile(q) for acc in accs]``, the inexact ones' sketches merged in batches."""
+    out: list[float | None] = [acc.quantile(q) if acc.exact else None for acc in accs]
+    inexact = [i for i, acc in enumerate(accs) if not acc.exact]
+    found = merged_quantiles([accs[i].sketch_parts() for i in inexact], q)
+    for i, value in zip(inexact, found, strict=True):
+        out[i] = value
+    return [value for value in out if value is not None]
+
+
+def aggregate_many(accs: Sequence[Accumulator], agg: Agg) -> list[Value]:
+    """``[aggregate(acc, agg) for acc in accs]``, percentiles in batches (``quantiles``)."""
+    q = agg.quantile
+    if q is not None:
+        return list(quantiles(accs, q))
+    return [aggregate(acc, agg) for acc in accs]
 
 
 def aggregate(acc: Accumulator, agg: Agg) -> Value:

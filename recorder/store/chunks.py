@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, select, tuple_
 
@@ -60,6 +61,52 @@ def read_stats(
                 yield StoredChunk(
                     series_id, block_start_ms, BlockStats.from_values(values), bool(has_payload)
                 )
+
+
+def fetch_rows(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
+    """Every row of ``sql`` as plain tuples, from the driver's cursor (no result processing:
+    a 200,000-series summary reads over a million rows). ``sql`` must hold no parameters."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql)
+        return [tuple(row) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def id_list(series_ids: Sequence[int]) -> str:
+    """``series_ids`` as an SQL list: integers only, so nothing can be injected."""
+    return ", ".join(str(int(sid)) for sid in series_ids)
+
+
+def read_stats_rows(
+    conn: Connection,
+    series_ids: Sequence[int],
+    start_ms: int,
+    end_ms: int,
+    names: Sequence[str],
+    *,
+    block_ms: int,
+    skip: tuple[int, int] | None = None,
+) -> list[tuple[Any, ...]]:
+    """``read_stats`` as rows ``(series id, block start, has payload, *names)``."""
+    spans = [(start_ms - block_ms + 1, end_ms + 1)]
+    if skip is not None:
+        spans = [(spans[0][0], skip[0]), (skip[1], spans[0][1])]
+    wanted = ", ".join(names)
+    rows: list[tuple[Any, ...]] = []
+    for low, high in spans:
+        if low >= high:
+            continue
+        for start in range(0, len(series_ids), _IDS):
+            rows += fetch_rows(
+                conn,
+                f"SELECT series_id, block_start_ms, payload IS NOT NULL, {wanted} FROM chunks "
+                f"WHERE series_id IN ({id_list(series_ids[start : start + _IDS])}) "
+                f"AND block_start_ms >= {int(low)} AND block_start_ms < {int(high)} "
+                f"AND last_ms >= {int(start_ms)} AND first_ms <= {int(end_ms)}",
+            )
+    return rows
 
 
 def read_samples(

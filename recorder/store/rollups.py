@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from recorder.stats import block
 from recorder.stats.block import BlockStats
-from recorder.store import schema
+from recorder.store import chunks, schema
 from recorder.timeutil import DAY_MS, floor_to
 
 _BATCH = 2_000
@@ -66,6 +66,26 @@ def _merged(conn: Connection, day: int) -> Iterator[dict[str, Any]]:
     for series_id, group in groupby(rows, key=lambda row: row.series_id):
         merged = block.merge(BlockStats.from_values(values) for _sid, *values in group)
         yield {"series_id": series_id, "day_start_ms": day, **merged.to_columns()}
+
+
+def read_rows(
+    conn: Connection,
+    series_ids: Sequence[int],
+    first_day_ms: int,
+    end_day_ms: int,
+    names: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """``read`` as rows ``(series id, day start, *names)``."""
+    wanted = ", ".join(names)
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(series_ids), 1000):
+        rows += chunks.fetch_rows(
+            conn,
+            f"SELECT series_id, day_start_ms, {wanted} FROM rollups "
+            f"WHERE series_id IN ({chunks.id_list(series_ids[start : start + 1000])}) "
+            f"AND day_start_ms >= {int(first_day_ms)} AND day_start_ms < {int(end_day_ms)}",
+        )
+    return rows
 
 
 def read(

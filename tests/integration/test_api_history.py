@@ -113,3 +113,39 @@ def test_summary_over_a_half_covered_window(store: Store) -> None:
         assert part["avgOverWindow"] == pytest.approx(mean / 2, rel=1e-12)
         assert part["samples"] == 120
     assert group["cpu"]["coreHours"] == pytest.approx(cpu_mean * 1.0)  # one hour of 0.25 cores
+
+
+def test_a_summary_of_days_is_snapped_to_whole_days_and_says_so(store: Store) -> None:
+    """Three days of samples, rolled up; a 2-day window ending mid-day answers the two whole
+    days before, from rollups, exactly as those days asked for explicitly; the response says
+    it was snapped."""
+    day0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
+    key = SeriesKey.for_container("shop", "web", "app")
+    samples = [
+        Sample(key, day0 + i * 600_000, 600_000, 10**8 * (1 + i % 7), 2**20 * (100 + i % 5))
+        for i in range(3 * 144)
+    ]
+    store.write(Batch(Kind.CONTAINER, tuple(samples)), now_ms=samples[-1].timestamp_ms)
+    store.maintain(now_ms=day0 + 4 * 86_400_000, grace_ms=0)  # chunks and day rollups
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(store, registry, clock=lambda: day0 / 1000 + 4 * 86400)
+    asked = {"start": str(day0 / 1000 + 13 * 3600), "end": str(day0 / 1000 + 2 * 86400 + 13 * 3600)}
+    days = {"start": str(day0 / 1000), "end": str(day0 / 1000 + 2 * 86400 - 0.001)}
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        snapped = client.get("/api/v1/summary", params={"group_by": "pod", **asked}).json()
+        whole = client.get("/api/v1/summary", params={"group_by": "pod", **days}).json()
+        short = client.get(
+            "/api/v1/summary",
+            params={"group_by": "pod", "start": asked["start"], "end": str(day0 / 1000 + 86400)},
+        ).json()
+    data = snapped["data"]
+    assert (data["start"], data["end"]) == (day0 / 1000, day0 / 1000 + 2 * 86400 - 0.001)
+    assert data["snapped"] == {"start": float(asked["start"]), "end": float(asked["end"])}
+    assert data["note"] == (
+        "the window was snapped to whole UTC days: 2024-05-01T00:00:00Z .. "
+        "2024-05-02T23:59:59.999Z (asked: 2024-05-01T13:00:00Z .. 2024-05-03T13:00:00Z), so "
+        "day rollups answer it"
+    )
+    assert data["groups"] == whole["data"]["groups"]
+    assert data["groups"][0]["cpu"]["samples"] == 2 * 144
+    assert "note" not in whole["data"] and "note" not in short["data"]

@@ -378,3 +378,24 @@ def test_a_pods_max_and_p95_are_the_history_of_its_summed_series(
         chunks = conn.execute(schema.chunks.select()).all()
     assert chunks and all(chunk.payload is None for chunk in chunks)  # statistics only
     check("beyond full-resolution retention")
+
+
+def test_a_window_of_days_is_snapped_to_whole_days_and_says_so(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked_end = T0 + 2 * DAY_MS + 5 * HOUR_MS  # 2024-05-03T05:00:00Z
+    code, out, err = top(capsys, url, "pods", "-A", "--since", "2d", end=asked_end)
+    assert code == 0
+    assert err.splitlines() == [
+        "# the window was snapped to whole UTC days: 2024-05-01T00:00:00Z .. "
+        "2024-05-02T23:59:59.999Z (asked: 2024-05-01T05:00:00Z .. 2024-05-03T05:00:00Z), so "
+        "day rollups answer it",
+        "# avg over 2024-05-01T00:00:00Z .. 2024-05-02T23:59:59.999Z",
+    ]
+    # The values are those of the same two whole days asked for another way.
+    code, exact, err = top(capsys, url, "pods", "-A", "--since", "48h", end=T0 + 2 * DAY_MS - 1)
+    assert out == exact and "2024-05-01T00:00:00Z .. 2024-05-02T23:59:59.999Z" in err
+    # The hour of samples lies before the asked window's start: snapping brought it in.
+    assert "shop        web    250m         220Mi" in out
+    _code, _short, err = top(capsys, url, "pods", "-A", "--since", "47h", end=asked_end - DAY_MS)
+    assert "snapped" not in err

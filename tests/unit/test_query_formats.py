@@ -20,7 +20,7 @@ from recorder.domain import (
     Tier,
     Value,
 )
-from recorder.query import formats
+from recorder.query import formats, params
 
 T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z
 GIB = 2**30
@@ -202,7 +202,8 @@ def test_summary_json() -> None:
         samples=10, avg=GIB * 1.0, max=2 * GIB, p95=1.5 * GIB, integral=GIB * 7200.0, coverage=0.5
     )
     groups = [GroupSummary("shop", 2, cpu, memory), GroupSummary("idle", 1, None, None)]
-    assert formats.summary_json(groups, "namespace", T0, T0 + 3_600_000, 0.01) == {
+    window = params.day_window(T0, T0 + 3_600_000)
+    assert formats.summary_json(groups, "namespace", window, 0.01) == {
         "status": "success",
         "data": {
             "groupBy": "namespace",
@@ -431,3 +432,23 @@ def test_table_aligns_left_and_trims_trailing_blanks() -> None:
 )
 def test_kubectl_value(resource: Resource, value: Value, text: str) -> None:
     assert formats.kubectl_value(resource, value) == text
+
+
+def test_a_snapped_window_says_so() -> None:
+    day = 86_400_000
+    asked_start = 1_714_521_600_000 + 13 * 3_600_000  # 2024-05-01T13:00:00Z
+    window = params.day_window(asked_start, asked_start + 7 * day)
+    assert (window.start_ms, window.end_ms) == (asked_start - 13 * 3_600_000, 1_715_126_399_999)
+    note = (
+        "the window was snapped to whole UTC days: 2024-05-01T00:00:00Z .. "
+        "2024-05-07T23:59:59.999Z (asked: 2024-05-01T13:00:00Z .. 2024-05-08T13:00:00Z), so "
+        "day rollups answer it"
+    )
+    assert formats.top_snapped(window) == f"# {note}\n"
+    data = formats.summary_json([], "namespace", window, 0.01)["data"]
+    assert data["start"] == 1_714_521_600.0 and data["end"] == 1_715_126_399.999
+    assert data["snapped"] == {"start": asked_start / 1000, "end": asked_start / 1000 + 7 * 86400}
+    assert data["note"] == note
+    unsnapped = params.day_window(asked_start, asked_start + day)
+    assert formats.top_snapped(unsnapped) == ""
+    assert "note" not in formats.summary_json([], "pod", unsnapped, 0.01)["data"]

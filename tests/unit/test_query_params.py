@@ -323,3 +323,21 @@ def test_a_grouping_must_fit_the_kind(group_by: str, kind: QueryKind, problem: s
 )
 def test_groupings_that_fit_their_kind(group_by: str, kind: QueryKind) -> None:
     assert parse_group_by(group_by, kind) == group_by
+
+
+@given(st.integers(MIN_TIME_MS, MAX_TIME_MS - 10 * DAY_MS), st.integers(0, 9 * DAY_MS))
+def test_windows_of_two_days_or_more_snap_to_whole_days(start: int, length: int) -> None:
+    from recorder.query.params import SNAP_FROM_MS, day_window
+
+    window = day_window(start, start + length)
+    assert (window.asked_start_ms, window.asked_end_ms) == (start, start + length)
+    if length < SNAP_FROM_MS:
+        assert (window.start_ms, window.end_ms) == (start, start + length)
+        assert not window.snapped
+        return
+    assert window.start_ms % DAY_MS == 0 and (window.end_ms + 1) % DAY_MS == 0
+    assert 0 <= start + length - window.end_ms <= DAY_MS  # ends at the last midnight
+    if window.start_ms > MIN_TIME_MS:  # as many days as the window is long, rounded up
+        assert window.end_ms + 1 - window.start_ms == -(-length // DAY_MS) * DAY_MS
+    whole_days = start % DAY_MS == 0 and (start + length + 1) % DAY_MS == 0
+    assert window.snapped != whole_days

@@ -1,0 +1,89 @@
+"""Statistics rows added as columns make the accumulators adding them one by one makes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recorder.stats import block, columns
+from recorder.stats.block import BlockStats
+from recorder.stats.buckets import Accumulator, aligned
+from recorder.stats.codec import ChunkSamples
+
+HOUR = 3_600_000
+
+block_values = st.lists(
+    st.one_of(st.integers(0, 10**9), st.integers(2**53, 2**62)), min_size=1, max_size=8
+)
+rows_strategy = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 30), block_values), min_size=1, max_size=40
+)
+
+
+def stats_row(series: int, hour: int, values: list[int], squares: bool) -> tuple[Any, ...]:
+    stamps = [hour * HOUR + i * 15_000 for i in range(len(values))]
+    stats = BlockStats.of(ChunkSamples(stamps, [15_000] * len(values), values, values[::-1]))
+    found = stats.to_columns()
+    return (series, hour * HOUR, *(found[name] for name in columns.names(squares)))
+
+
+def one_by_one(
+    rows: list[tuple[Any, ...]], squares: bool, step: int
+) -> dict[str, dict[tuple[int, int], Accumulator]]:
+    out: dict[str, dict[tuple[int, int], Accumulator]] = {"cpu": {}, "memory": {}}
+    for series, start, *values in rows:
+        stats = columns.block_stats(columns.names(squares), values)
+        for resource in ("cpu", "memory"):
+            acc = out[resource].setdefault((series, start - start % step), Accumulator(False))
+            acc.add_stats(
+                stats.resource(resource),
+                count=stats.count,
+                first_ms=stats.first_ms,
+                last_ms=stats.last_ms,
+                interval_ms=stats.interval_ms,
+            )
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows_strategy, st.booleans(), st.sampled_from([HOUR, 6 * HOUR, 24 * HOUR]))
+def test_columns_equal_rows_one_by_one(
+    found: list[tuple[int, int, list[int]]], squares: bool, step: int
+) -> None:
+    seen: set[tuple[int, int]] = set()
+    rows = []
+    for series, hour, values in found:
+        if (series, hour) not in seen:  # one chunk per series and block
+            seen.add((series, hour))
+            rows.append(stats_row(series, hour, values, squares))
+    units = np.array([row[0] for row in rows], np.int64)
+    starts = np.array([row[1] for row in rows], np.int64)
+    got = columns.accumulate(
+        rows, columns.names(squares), units, aligned(step).many(starts), ["cpu", "memory"]
+    )
+    want = one_by_one(rows, squares, step)
+    for resource in ("cpu", "memory"):
+        assert got[resource].keys() == want[resource].keys()
+        for key, acc in want[resource].items():
+            if not squares:
+                acc.squares = None
+            assert got[resource][key] == acc
+
+
+def test_sums_past_64_bits_are_exact() -> None:
+    big = 2**62
+    rows = [stats_row(1, hour, [big, big], True) for hour in range(4)]
+    units = np.ones(4, np.int64)
+    got = columns.accumulate(rows, columns.names(True), units, np.zeros(4, np.int64), ["cpu"])[
+        "cpu"
+    ][(1, 0)]
+    assert got.total == 8 * big
+    assert got.squares == 8 * big * big
+
+
+def test_names_leave_out_squares_unless_asked() -> None:
+    assert "cpu_sumsq" not in columns.names(False)
+    assert set(columns.names(True)) == set(block.COLUMNS)
