@@ -1,0 +1,512 @@
+"""The recorder at metrics-server's documented maximum, measured from outside, on both databases.
+
+    python -m bench.scale                                  # 5,000 nodes / 150,000 pods, both
+    python -m bench.scale --nodes 100 --pods 3000 --polls 4 --databases sqlite   # quick look
+    python -m bench.scale --json scale.json --cgroup       # as the manifest runs it
+
+One simulator (its own process, as metrics-server would be, 15 s resolution) serves every
+measure of the run. Per database:
+
+1. **floor** (``bench/floor.py``, design §7): median of three passes, one per resolution;
+2. ``recorder run`` (server and worker processes) at a 15 s interval, with ``--cgroup`` inside
+   a cgroup limited to the CPU and memory the default manifest grants (cgroup v1 or v2, when
+   this machine lets us make one); while it polls:
+   - ``/livez`` asked every 100 ms from another process (latency of each answer);
+   - ``/metrics`` scraped every 15 s as Prometheus does (OpenMetrics, gzip);
+   - one large history query (a whole namespace's raw history of the last minutes);
+   - the outage buffer filled to its budget: the database is held locked (SQLite: an exclusive
+     transaction; PostgreSQL: an ``ACCESS EXCLUSIVE`` lock on the head) for ``--outage-polls``
+     polls, then released, and what waited is written;
+   - the resident memory of every recorder process summed, sampled every 100 ms.
+3. Reported: steady poll (``recorder_poll_duration_seconds``, fetch to stored: the worker's
+   per-poll log line), its ratio to the floor, the first poll (series creation), ``/livez``
+   p50/p99/max, peak memory of all processes together, the scrape, polls skipped or late.
+
+Targets (issue 13): poll <= 1.5x floor, ``/livez`` p99 <= 50 ms and max <= 250 ms, all
+processes <= 512 MiB, no skipped poll.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import os
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy
+import yaml
+
+from bench.crowd import rss_of_tree, wait_http
+from bench.floor import Floor
+from bench.poll import free_port
+
+RESOLUTION_SECONDS = 15
+INTERVAL_SECONDS = 15
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+_POLL_LINE = re.compile(r"poll in ([0-9.]+)s: ")
+
+
+def manifest_resources() -> dict[str, dict[str, str]]:
+    """The recorder container's ``resources`` in deploy/base/deployment.yaml."""
+    for document in yaml.safe_load_all((ROOT / "deploy/base/deployment.yaml").read_text()):
+        if document and document.get("kind") == "Deployment":
+            container = document["spec"]["template"]["spec"]["containers"][0]
+            return dict(container["resources"])
+    raise RuntimeError("no Deployment in deploy/base/deployment.yaml")
+
+
+def cpu_cores(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def memory_limit_bytes(quantity: str) -> int:
+    for suffix, factor in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30)):
+        if quantity.endswith(suffix):
+            return int(quantity[: -len(suffix)]) * factor
+    return int(quantity)
+
+
+# --- a cgroup as the manifest grants ---------------------------------------------------------
+
+
+@dataclass
+class Cgroup:
+    """A CPU quota and a memory limit around the recorder's processes (cgroup v1 or v2)."""
+
+    cores: float
+    memory: int
+    paths: list[Path] = field(default_factory=list)
+
+    def create(self) -> bool:
+        name = f"kmr-bench-{uuid.uuid4().hex[:8]}"
+        unified = Path("/sys/fs/cgroup/cgroup.controllers")
+        try:
+            if unified.exists():
+                path = Path("/sys/fs/cgroup") / name
+                path.mkdir()
+                self.paths = [path]
+                (path / "cpu.max").write_text(f"{int(self.cores * 100_000)} 100000")
+                (path / "memory.max").write_text(str(self.memory))
+                (path / "memory.swap.max").write_text("0")
+                return True
+            cpu = Path("/sys/fs/cgroup/cpu") / name
+            memory = _own_v1_memory_cgroup() / name
+            cpu.mkdir()
+            self.paths = [cpu]
+            memory.mkdir()
+            self.paths.append(memory)
+            (cpu / "cpu.cfs_period_us").write_text("100000")
+            (cpu / "cpu.cfs_quota_us").write_text(str(int(self.cores * 100_000)))
+            (memory / "memory.limit_in_bytes").write_text(str(self.memory))
+            with contextlib.suppress(OSError):
+                (memory / "memory.memsw.limit_in_bytes").write_text(str(self.memory))
+            return True
+        except OSError as exc:
+            print(f"no cgroup ({exc}): measuring without limits", file=sys.stderr)
+            self.remove()
+            return False
+
+    def wrap(self, command: list[str]) -> list[str]:
+        """``command`` started inside the cgroup."""
+        joins = " ".join(f"echo $$ > {p / 'cgroup.procs'};" for p in self.paths)
+        return ["sh", "-c", f'{joins} exec "$@"', "sh", *command]
+
+    def oom_kills(self) -> int:
+        for path in self.paths:
+            for name in ("memory.events", "memory.oom_control"):
+                with contextlib.suppress(OSError):
+                    for line in (path / name).read_text().splitlines():
+                        key, _, value = line.partition(" ")
+                        if key == "oom_kill":
+                            return int(value)
+        return 0
+
+    def remove(self) -> None:
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+def _own_v1_memory_cgroup() -> Path:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+    return Path("/sys/fs/cgroup/memory")
+
+
+# --- databases -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database(kind: str, folder: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'scale.db'}"
+        return
+    admin_url = os.environ.get(
+        "RECORDER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"recorder_scale_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield (
+            sqlalchemy.engine.make_url(admin_url)
+            .set(database=name)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def outage(url: str) -> Iterator[None]:
+    """The database refuses writes while this lasts (locked, as by a stuck migration)."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=60, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET lock_timeout = '60s'")
+        conn.exec_driver_sql("LOCK TABLE samples_head IN ACCESS EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            conn.rollback()
+    engine.dispose()
+
+
+# --- measuring one database ------------------------------------------------------------------
+
+
+def next_resolution() -> None:
+    """Sleep until one second into the next resolution (new values to store)."""
+    now = time.time()
+    time.sleep(RESOLUTION_SECONDS - now % RESOLUTION_SECONDS + 1)
+
+
+def measure_floor(api: str, url: str, passes: int) -> dict[str, float]:
+    floor = Floor(api, url)
+    try:
+        runs = []
+        for _ in range(passes):
+            next_resolution()
+            runs.append(floor.once())
+    finally:
+        floor.close()
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+class Sampler(threading.Thread):
+    """Sums the resident memory of a process tree every 100 ms; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.1):
+            self.peak = max(self.peak, rss_of_tree(self.pid))
+
+
+class Scraper(threading.Thread):
+    """Scrapes ``/metrics`` every interval as Prometheus does."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.seconds: list[float] = []
+        self.bytes = 0
+        self.gzipped = 0
+        self.failures = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        headers = {"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"}
+        with httpx.Client(timeout=10) as client:
+            while not self.stop.wait(INTERVAL_SECONDS / 3):
+                begun = time.perf_counter()
+                try:
+                    with client.stream("GET", f"{self.base}/metrics", headers=headers) as r:
+                        raw = b"".join(r.iter_raw())
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.seconds.append(time.perf_counter() - begun)
+                if not ok:
+                    self.failures += 1
+                    continue
+                self.gzipped = len(raw)
+                self.bytes = len(gzip.decompress(raw)) if raw[:2] == b"\x1f\x8b" else len(raw)
+                self.stop.wait(INTERVAL_SECONDS * 2 / 3)
+
+
+def probe(url: str, seconds: float) -> None:
+    """The ``--probe`` mode: ``/livez`` every 100 ms from its own process; prints latencies."""
+    latencies: list[float] = []
+    failures = 0
+    with httpx.Client(timeout=5) as client:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            begun = time.perf_counter()
+            try:
+                ok = client.get(url).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - begun)
+            failures += not ok
+            time.sleep(max(0.0, 0.1 - (time.perf_counter() - begun)))
+    print(json.dumps({"latencies": latencies, "failures": failures}))
+
+
+def biggest_namespace(api: str) -> str:
+    body = httpx.get(f"{api}/apis/metrics.k8s.io/v1beta1/pods", timeout=120).json()
+    counts: dict[str, int] = {}
+    for item in body["items"]:
+        ns = item["metadata"]["namespace"]
+        counts[ns] = counts.get(ns, 0) + 1
+    return max(counts, key=counts.__getitem__)
+
+
+def measure_recorder(
+    api: str, url: str, folder: Path, args: argparse.Namespace, namespace: str
+) -> dict[str, Any]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECORDER_", "KUBE"))}
+    env["RECORDER_SPOOL_DIR"] = ""  # the budget is memory's: no folder takes the overflow
+    command = [
+        sys.executable, "-m", "recorder", "run", "--api-url", api, "--database-url", url,
+        "--interval", f"{INTERVAL_SECONDS}s", "--listen", f"127.0.0.1:{port}",
+        "--log-level", "INFO",
+    ]  # fmt: skip
+    resources = manifest_resources()
+    cgroup = Cgroup(
+        cpu_cores(resources["limits"]["cpu"]), memory_limit_bytes(resources["limits"]["memory"])
+    )
+    limited = args.cgroup and cgroup.create()
+    if limited:
+        command = cgroup.wrap(command)
+    subprocess.run(  # PostgreSQL is migrated apart (an init container in the manifests)
+        [sys.executable, "-m", "recorder", "migrate", "--database-url", url],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    log_path = folder / "recorder.log"
+    duration = INTERVAL_SECONDS * (args.polls + args.outage_polls + 2)
+    with open(log_path, "wb") as log:
+        recorder = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    sampler = Sampler(recorder.pid)
+    scraper = Scraper(base)
+    try:
+        try:
+            wait_http(f"{base}/livez", 120)
+        except RuntimeError:
+            print(log_path.read_text(errors="replace"), file=sys.stderr)
+            raise
+        sampler.start()
+        prober = subprocess.Popen(
+            [sys.executable, "-m", "bench.scale", "--probe", f"{base}/livez", str(duration)],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        scraper.start()
+        begun = time.monotonic()
+        time.sleep(INTERVAL_SECONDS * (args.polls // 2 + 1))
+        query_seconds, query_status, query_bytes = history_query(base, namespace)
+        with outage(url):
+            time.sleep(INTERVAL_SECONDS * args.outage_polls)
+        remaining = duration - (time.monotonic() - begun)
+        time.sleep(max(0.0, remaining))
+        probed = json.loads(prober.communicate(timeout=duration + 60)[0])
+        scraper.stop.set()
+        scraper.join(30)
+        sampler.stop.set()
+        sampler.join()
+        recorder.send_signal(signal.SIGTERM)
+        code = recorder.wait(60)
+        oom = cgroup.oom_kills() if limited else None
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+        cgroup.remove()
+    text = log_path.read_text(errors="replace")
+    if args.keep_logs:
+        print(text, file=sys.stderr)
+    polls = [float(m.group(1)) for m in _POLL_LINE.finditer(text)]
+    skipped = sum(
+        text.count(marker) for marker in ("maximum number of running instances", "was missed by")
+    )
+    livez = sorted(probed["latencies"])
+    steady = polls[1 : 1 + args.polls // 2]  # before the outage: fetch to stored
+    return {
+        "first_poll_s": polls[0] if polls else float("nan"),
+        "poll_s": statistics.median(steady) if steady else float("nan"),
+        "polls": len(polls),
+        "polls_expected": int(duration // INTERVAL_SECONDS),
+        "polls_skipped_or_late": skipped,
+        "livez_p50_ms": 1000 * statistics.median(livez),
+        "livez_p99_ms": 1000 * livez[int(0.99 * (len(livez) - 1))],
+        "livez_max_ms": 1000 * livez[-1],
+        "livez_failures": probed["failures"],
+        "peak_rss_mib": sampler.peak / 2**20,
+        "oom_kills": oom,
+        "scrape_s": statistics.median(scraper.seconds) if scraper.seconds else float("nan"),
+        "scrape_max_s": max(scraper.seconds, default=float("nan")),
+        "scrape_mb": scraper.bytes / 1e6,
+        "scrape_gzip_mb": scraper.gzipped / 1e6,
+        "scrape_failures": scraper.failures,
+        "query_s": query_seconds,
+        "query_status": query_status,
+        "query_mb": query_bytes / 1e6,
+        "exit_code_after_sigterm": code,
+        "cpu_limit_cores": cgroup.cores if limited else None,
+        "memory_limit_mib": cgroup.memory / 2**20 if limited else None,
+        "errors_in_log": sum(" ERROR " in line for line in text.splitlines()),
+    }
+
+
+def history_query(base: str, namespace: str) -> tuple[float, int, int]:
+    """One large history query: a whole namespace's raw samples of the last two minutes."""
+    begun = time.perf_counter()
+    params = {"resource": "memory", "namespace": namespace, "start": "-2m"}
+    response = httpx.get(f"{base}/api/v1/history", params=params, timeout=120)
+    return time.perf_counter() - begun, response.status_code, len(response.content)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+ROWS = [
+    ("steady poll (s)", "poll_s", "{:.2f}"),
+    ("floor (s)", "floor_s", "{:.2f}"),
+    ("ratio (target <= 1.5)", "ratio", "{:.2f}x"),
+    ("first poll, new series (s)", "first_poll_s", "{:.2f}"),
+    ("/livez p50 (ms)", "livez_p50_ms", "{:.0f}"),
+    ("/livez p99 (ms, <= 50)", "livez_p99_ms", "{:.0f}"),
+    ("/livez max (ms, <= 250)", "livez_max_ms", "{:.0f}"),
+    ("peak RSS, all processes (MiB, <= 512)", "peak_rss_mib", "{:.0f}"),
+    ("OOM kills in the cgroup", "oom_kills", "{}"),
+    ("/metrics scrape median / max (s)", "scrape", "{}"),
+    ("/metrics size (MB, gzip MB)", "scrape_size", "{}"),
+    ("polls run / expected", "polls_run", "{}"),
+    ("polls skipped or late", "polls_skipped_or_late", "{}"),
+    ("history query (s, status, MB)", "query", "{}"),
+    ("ERROR lines in the log", "errors_in_log", "{}"),
+    ("exit code after SIGTERM", "exit_code_after_sigterm", "{}"),
+]
+
+
+def derived(result: dict[str, Any]) -> dict[str, Any]:
+    result["ratio"] = result["poll_s"] / result["floor_s"]
+    result["scrape"] = f"{result['scrape_s']:.2f} / {result['scrape_max_s']:.2f}"
+    result["scrape_size"] = f"{result['scrape_mb']:.0f} ({result['scrape_gzip_mb']:.1f})"
+    result["polls_run"] = f"{result['polls']} / {result['polls_expected']}"
+    result["query"] = f"{result['query_s']:.2f}, {result['query_status']}, {result['query_mb']:.1f}"
+    return result
+
+
+def met(result: dict[str, Any]) -> bool:
+    return bool(
+        result["ratio"] <= 1.5
+        and result["livez_p99_ms"] <= 50
+        and result["livez_max_ms"] <= 250
+        and result["peak_rss_mib"] <= 512
+        and not result["oom_kills"]
+        and result["polls_skipped_or_late"] == 0
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=5_000)
+    parser.add_argument("--pods", type=int, default=150_000)
+    parser.add_argument("--polls", type=int, default=6, help="polls measured before the outage")
+    parser.add_argument("--outage-polls", type=int, default=3)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--cgroup", action="store_true", help="run inside the manifest's limits")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep-logs", action="store_true", help="print the recorder's log")
+    parser.add_argument("--probe", nargs=2, metavar=("URL", "SECONDS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        probe(args.probe[0], float(args.probe[1]))
+        return
+    sim_port = free_port()
+    api = f"http://127.0.0.1:{sim_port}"
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "recorder", "simulate", "--nodes", str(args.nodes), "--pods",
+         str(args.pods), "--listen", f"127.0.0.1:{sim_port}",
+         "--resolution", f"{RESOLUTION_SECONDS}s", "--log-level", "WARNING"],
+    )  # fmt: skip
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        wait_http(f"{api}/apis/metrics.k8s.io", 300)
+        namespace = biggest_namespace(api)
+        for kind in args.databases.split(","):
+            with tempfile.TemporaryDirectory() as name, database(kind, Path(name)) as url:
+                floor = measure_floor(api, url, 3)
+            with tempfile.TemporaryDirectory() as name, database(kind, Path(name)) as url:
+                result = measure_recorder(api, url, Path(name), args, namespace)
+            result["floor_s"] = floor["total"]
+            result["floor_phases_s"] = floor
+            results[kind] = derived(result)
+            print(f"{kind}: done", file=sys.stderr)
+    finally:
+        simulator.terminate()
+        simulator.wait(30)
+    kinds = list(results)
+    print(
+        f"# {args.nodes} nodes, {args.pods} pods, {INTERVAL_SECONDS}s interval"
+        + (", inside the manifest's CPU and memory limits" if args.cgroup else "")
+    )
+    print(f"| measure | {' | '.join(kinds)} |")
+    print(f"|---|{'---|' * len(kinds)}")
+    for title, key, form in ROWS:
+        cells = []
+        for kind in kinds:
+            value = results[kind].get(key)
+            cells.append("n/a" if value is None else form.format(value))
+        print(f"| {title} | {' | '.join(cells)} |")
+    verdict = {kind: met(results[kind]) for kind in kinds}
+    print(f"targets met: {verdict}")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"nodes": args.nodes, "pods": args.pods, "results": results}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()
