@@ -47,6 +47,26 @@ class SeriesKey:
     pod: str = ""
     container: str = ""
     cluster: str = DEFAULT_CLUSTER
+    _hash: int = field(init=False, repr=False, compare=False)
+    """Computed once: a key is looked up several times per poll (writer, exporter)."""
+
+    def __post_init__(self) -> None:
+        identity = (self.kind, self.node, self.namespace, self.pod, self.container, self.cluster)
+        object.__setattr__(self, "_hash", hash(identity))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[SeriesKey], tuple[Kind, str, str, str, str, str]]:
+        # String hashes differ between processes: a key is rebuilt, never its hash copied.
+        return SeriesKey, (
+            self.kind,
+            self.node,
+            self.namespace,
+            self.pod,
+            self.container,
+            self.cluster,
+        )
 
     @classmethod
     def for_node(cls, node: str, cluster: str = DEFAULT_CLUSTER) -> SeriesKey:

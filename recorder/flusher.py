@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from recorder import gcpause
 from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, WriteResult
 from recorder.errors import StoreError
@@ -155,7 +156,8 @@ class Flusher:
     def _write(self, batch: Batch) -> WriteResult:
         begun = time.perf_counter()
         try:
-            return self._sink.write(batch, now_ms=now_ms(self._clock))
+            with gcpause.paused():  # a batch's rows and maps: many objects, no cycle
+                return self._sink.write(batch, now_ms=now_ms(self._clock))
         finally:
             self._metrics.store_write_duration.labels(resource=RESOURCE[batch.kind]).observe(
                 time.perf_counter() - begun

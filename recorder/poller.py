@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from recorder import timeutil
+from recorder import gcpause, timeutil
 from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Rejection
 from recorder.errors import (
     CredentialsError,
@@ -35,7 +35,12 @@ from recorder.errors import (
 from recorder.exporter import SelfMetrics, SnapshotHolder
 from recorder.flusher import RESOURCE, Flusher
 from recorder.kube.decode import decode_node_list, decode_pod_list
-from recorder.kube.normalize import DEFAULT_MAX_FUTURE_SKEW_MS, normalize_nodes, normalize_pods
+from recorder.kube.normalize import (
+    DEFAULT_MAX_FUTURE_SKEW_MS,
+    Remembered,
+    normalize_nodes,
+    normalize_pods,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +147,8 @@ class Poller:
         self._on_publish = on_publish
         self._deadline_seconds = deadline_seconds
         self._deadline: float | None = None
+        self._remembered: dict[tuple[Kind, str | None], Remembered] = {}
+        """Per list (kind and namespace), what normalizing its previous response made."""
         self.last_success_time: float | None = None
         self.last_attempt_time: float | None = None
 
@@ -150,6 +157,10 @@ class Poller:
         return self._flusher.queue.pending_samples
 
     def poll_once(self) -> PollReport:
+        with gcpause.paused():  # millions of short-lived objects, none in a cycle
+            return self._poll_once()
+
+    def _poll_once(self) -> PollReport:
         started = self._clock()
         self.last_attempt_time = started
         report = PollReport(started_ms=timeutil.now_ms(lambda: started))
@@ -167,7 +178,8 @@ class Poller:
             self._write_now(report, queued)
         report.duration_seconds = time.perf_counter() - begun
         report.buffered = self._flusher.queue.pending_samples
-        self._metrics.poll_duration.observe(report.duration_seconds)
+        if self._write_inline:  # else whoever sees its samples stored observes it (the worker)
+            self._metrics.poll_duration.observe(report.duration_seconds)
         fetched_all = all(
             not isinstance(o.error, MetricsApiError | DecodeError | CredentialsError)
             for o in report.outcomes
@@ -248,13 +260,21 @@ class Poller:
             self._check_deadline("nodes")
             nodes, bad = decode_node_list(self._source.list_nodes())
             batch = normalize_nodes(
-                nodes, now_ms=now_ms, max_future_skew_ms=skew, cluster=self._cluster
+                nodes,
+                now_ms=now_ms,
+                max_future_skew_ms=skew,
+                cluster=self._cluster,
+                remembered=self._remembered.setdefault((kind, None), Remembered()),
             )
         else:
             self._check_deadline("pods" if namespace is None else f"pods in {namespace}")
             pods, bad = decode_pod_list(self._source.list_pods(namespace))
             batch = normalize_pods(
-                pods, now_ms=now_ms, max_future_skew_ms=skew, cluster=self._cluster
+                pods,
+                now_ms=now_ms,
+                max_future_skew_ms=skew,
+                cluster=self._cluster,
+                remembered=self._remembered.setdefault((kind, namespace), Remembered()),
             )
         if bad:
             batch = Batch(

@@ -116,6 +116,10 @@ def _common_nanos(text: str) -> int | None:
 
 def cpu_nanocores(text: str) -> int:
     """CPU as integer nanocores: Go's ``ScaledValue(resource.Nano)``, exact after parsing."""
+    if text[-1:] == "n":  # what metrics-server writes for CPU, without a regular expression
+        digits = text[:-1]
+        if 0 < len(digits) <= 18 and digits.isascii() and digits.isdigit():
+            return int(digits)
     common = _common_nanos(text)
     if common is not None:
         return common
@@ -124,6 +128,10 @@ def cpu_nanocores(text: str) -> int:
 
 def memory_bytes(text: str) -> int:
     """Memory as integer bytes: Go's ``Value()``, rounded away from zero ("0.5" -> 1)."""
+    if text[-2:] == "Ki":  # what metrics-server writes for memory (18 digits fit in int64)
+        digits = text[:-2]
+        if 0 < len(digits) <= 15 and digits.isascii() and digits.isdigit():
+            return int(digits) << 10
     common = _common_nanos(text)
     if common is not None:
         return -(-common // _NANO)

@@ -330,10 +330,16 @@ class PollLines:
     """
 
     def __init__(
-        self, logger: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        logger: logging.Logger | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        observe: Callable[[float], None] = lambda seconds: None,
     ) -> None:
+        """``observe`` hears each poll's seconds from its start until its samples are stored
+        (or wait for the database): ``recorder_poll_duration_seconds``."""
         self._log = logger or log
         self._clock = clock
+        self._observe = observe
         self._lock = threading.Lock()
         self._open: list[_OpenPoll] = []
         self._unclaimed: dict[int, WriteResult] = {}
@@ -390,7 +396,9 @@ class PollLines:
             self._say(poll)
 
     def _say(self, poll: _OpenPoll) -> None:
-        level, line = poll.report.log_line(self._clock() - poll.started)
+        elapsed = self._clock() - poll.started
+        self._observe(elapsed)
+        level, line = poll.report.log_line(elapsed)
         self._log.log(level, "%s", line)
 
 
@@ -417,7 +425,6 @@ class Worker:
         self._stop = threading.Event()
         self._polling = threading.Lock()
         self._last_error: str | None = None
-        self._poll_lines = PollLines()
         self._path = path = build_poll_path(
             settings,
             api_url=api_url,
@@ -428,6 +435,7 @@ class Worker:
         )
         self.server = path.server
         self.metrics = path.metrics
+        self._poll_lines = PollLines(observe=self.metrics.poll_duration.observe)
         self._store, self._holder, self._registry = path.store, path.holder, path.registry
         self._queue, self._flusher, self._poller = path.queue, path.flusher, path.poller
         self._renderer = LineRenderer(export_filter(settings))

@@ -74,7 +74,8 @@ class SelfMetrics:
         )
         self.poll_duration = Histogram(
             "recorder_poll_duration_seconds",
-            "Duration of a whole poll cycle (fetch, decode, store) in seconds",
+            "Seconds from the start of a poll until its samples are stored (fetch, decode, "
+            "write; until they wait in the buffer while the database refuses writes)",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             unit="seconds",
             registry=registry,

@@ -111,6 +111,27 @@ def _ahead(milliseconds: int) -> str:
     return f"{seconds:.1f} s"
 
 
+class Remembered:
+    """What normalizing one list keeps for the next poll of the same list.
+
+    A list repeats nearly all of its series and pods' labels every poll. Remembering the series
+    keys it made (only those of the latest list) spares making a key per container and hands
+    the writer and the exporter the same key objects poll after poll, so their dictionary
+    lookups stop at identity; remembering each pod's labels as received, with what checking
+    them gave, spares checking unchanged labels again (their rejections are said again). One
+    ``Remembered`` serves one list of one cluster.
+    """
+
+    def __init__(self) -> None:
+        self.cluster: str | None = None
+        self.keys: dict[tuple[str, str, str], SeriesKey] = {}
+        self.labels: dict[PodRef, _CheckedLabels] = {}
+
+
+_CheckedLabels = tuple[dict[str, str] | None, Mapping[str, str], tuple[Rejection, ...]]
+"""A pod's labels as received, as kept, and the rejections checking them gave."""
+
+
 class _Parsers:
     """Memoized, range-checked timestamp, window and label checks: a list repeats the same
     strings a lot (a timestamp per scrape, a few windows, the same label keys and values)."""
@@ -282,17 +303,29 @@ def _malformed(exc: Exception) -> _Reject:
     return _Reject("malformed_item", f"the item could not be read ({type(exc).__name__}: {exc})")
 
 
+def _remembered(remembered: Remembered | None, cluster: str) -> Remembered:
+    if remembered is None:
+        return Remembered()
+    if remembered.cluster != cluster:
+        remembered.cluster, remembered.keys, remembered.labels = cluster, {}, {}
+    return remembered
+
+
 def normalize_nodes(
     items: Iterable[wire.NodeMetrics],
     *,
     now_ms: int,
     max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
     cluster: str = DEFAULT_CLUSTER,
+    remembered: Remembered | None = None,
 ) -> Batch:
     """Samples of a NodeMetricsList's items, each series in ``cluster``; ``now_ms`` is the
     recorder's clock, against which timestamps more than ``max_future_skew_ms`` ahead are
-    rejected."""
+    rejected. ``remembered``: what the previous poll of this list made (updated)."""
     parsers = _Parsers(now_ms, max_future_skew_ms)
+    memory_of = _remembered(remembered, cluster)
+    known_keys = memory_of.keys
+    keys: dict[tuple[str, str, str], SeriesKey] = {}
     samples: list[Sample] = []
     rejections: list[Rejection] = []
     for item in items:
@@ -303,13 +336,16 @@ def normalize_nodes(
             timestamp_ms = parsers.timestamp_ms(item.timestamp, f"node {name}")
             window_ms = parsers.window_ms(item.window)
             cpu, memory = _usage(item.usage)
-            key = SeriesKey.for_node(name, cluster)
+            identity = ("", name, "")
+            key = known_keys.get(identity) or SeriesKey.for_node(name, cluster)
+            keys[identity] = key
             sample = Sample(key, timestamp_ms, window_ms, cpu, memory)
         except Exception as exc:  # one item, whatever is wrong with it, costs only itself
             bad = exc if isinstance(exc, _Reject) else _malformed(exc)
             rejections.append(Rejection(Kind.NODE, _label(name), bad.reason, bad.detail))
             continue
         samples.append(sample)
+    memory_of.keys = keys
     return Batch(Kind.NODE, tuple(samples), {}, tuple(rejections), cluster)
 
 
@@ -319,11 +355,16 @@ def normalize_pods(
     now_ms: int,
     max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
     cluster: str = DEFAULT_CLUSTER,
+    remembered: Remembered | None = None,
 ) -> Batch:
     """Samples (one per container, each series in ``cluster``) and labels of a PodMetricsList's
-    items; ``now_ms`` as for ``normalize_nodes``. The labels are keyed by (namespace, pod): the
-    whole batch is of one cluster, ``Batch.cluster``."""
+    items; ``now_ms`` and ``remembered`` as for ``normalize_nodes``. The labels are keyed by
+    (namespace, pod): the whole batch is of one cluster, ``Batch.cluster``."""
     parsers = _Parsers(now_ms, max_future_skew_ms)
+    memory_of = _remembered(remembered, cluster)
+    known_keys, known_labels = memory_of.keys, memory_of.labels
+    keys: dict[tuple[str, str, str], SeriesKey] = {}
+    checked: dict[PodRef, _CheckedLabels] = {}
     samples: list[Sample] = []
     labels: dict[PodRef, Mapping[str, str]] = {}
     rejections: list[Rejection] = []
@@ -339,7 +380,17 @@ def normalize_pods(
                 item.timestamp, f"the node running pod {namespace}/{pod}"
             )
             window_ms = parsers.window_ms(item.window)
-            pod_labels = parsers.labels(meta.labels, pod, namespace, rejections)
+            ref = (namespace, pod)
+            raw = meta.labels
+            before = known_labels.get(ref)
+            if before is not None and before[0] == raw:
+                pod_labels = before[1]
+                rejections.extend(before[2])
+                checked[ref] = before
+            else:
+                first = len(rejections)
+                pod_labels = parsers.labels(raw, pod, namespace, rejections)
+                checked[ref] = (raw, pod_labels, tuple(rejections[first:]))
             containers = item.containers or ()
         except Exception as exc:
             bad = exc if isinstance(exc, _Reject) else _malformed(exc)
@@ -349,14 +400,18 @@ def normalize_pods(
                 )
             )
             continue
-        labels[(namespace, pod)] = pod_labels
+        labels[ref] = pod_labels
         for container in containers:
             name: str | None = None
             try:
                 name = container.name
                 name = _check_name("container name", name)
                 cpu, memory = _usage(container.usage)
-                key = SeriesKey.for_container(namespace, pod, name, cluster)
+                identity = (namespace, pod, name)
+                key = known_keys.get(identity) or SeriesKey.for_container(
+                    namespace, pod, name, cluster
+                )
+                keys[identity] = key
                 sample = Sample(key, timestamp_ms, window_ms, cpu, memory)
             except Exception as exc:
                 bad = exc if isinstance(exc, _Reject) else _malformed(exc)
@@ -367,6 +422,7 @@ def normalize_pods(
                 )
                 continue
             samples.append(sample)
+    memory_of.keys, memory_of.labels = keys, checked
     return Batch(Kind.CONTAINER, tuple(samples), labels, tuple(rejections), cluster)
 
 

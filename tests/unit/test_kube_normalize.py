@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.domain import DEFAULT_CLUSTER, Kind, Sample, SeriesKey
+from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Sample, SeriesKey
 from recorder.kube import wire
 from recorder.kube.decode import decode_node_list, decode_pod_list
 from recorder.kube.normalize import (
@@ -17,6 +17,7 @@ from recorder.kube.normalize import (
     INT64_MAX,
     MAX_WINDOW_MS,
     MIN_TIMESTAMP_MS,
+    Remembered,
     normalize_nodes,
     normalize_pods,
 )
@@ -466,3 +467,42 @@ def test_every_sample_carries_the_cluster_it_was_polled_in() -> None:
         assert named.pod_labels == unnamed.pod_labels
     assert named_pods.samples and named_pods.pod_labels
     assert named_nodes.cluster == named_pods.cluster == "prod-eu-1"  # that of the pod labels
+
+
+def _pods(remembered: Remembered, *items: object, cluster: str = DEFAULT_CLUSTER) -> Batch:
+    decoded, bad = decode_pod_list(list_body("PodMetricsList", *items))
+    assert bad == []
+    return normalize_pods(decoded, now_ms=NOW_MS, cluster=cluster, remembered=remembered)
+
+
+def test_remembered_keys_are_reused_and_forgotten_with_their_pod() -> None:
+    remembered = Remembered()
+    first = _pods(remembered, pod("web-1"), pod("web-2"))
+    again = _pods(remembered, pod("web-1"))
+    assert again.samples[0].key is first.samples[0].key  # the same object: lookups stop there
+    assert set(remembered.keys) == {("shop", "web-1", "app")}  # web-2 is gone, so is its key
+    back = _pods(remembered, pod("web-2"))
+    assert back.samples[0].key == first.samples[1].key
+    assert back.samples[0].key is not first.samples[1].key
+
+
+def test_remembered_keys_follow_the_cluster() -> None:
+    remembered = Remembered()
+    _pods(remembered, pod("web-1"))
+    other = _pods(remembered, pod("web-1"), cluster="eu")
+    assert other.samples[0].key == SeriesKey.for_container("shop", "web-1", "app", "eu")
+
+
+def test_remembered_labels_are_checked_again_only_when_they_change() -> None:
+    remembered = Remembered()
+    bad = {"app": "web", "bad\x00key": "x"}
+    first = _pods(remembered, pod("web-1", labels=bad))
+    assert first.pod_labels[("shop", "web-1")] == {"app": "web"}
+    assert [r.reason for r in first.rejections] == ["bad_label"]
+    same = _pods(remembered, pod("web-1", labels=dict(bad)))
+    # Unchanged labels: the kept labels are the same object, and the rejection is said again.
+    assert same.pod_labels[("shop", "web-1")] is first.pod_labels[("shop", "web-1")]
+    assert same.rejections == first.rejections
+    changed = _pods(remembered, pod("web-1", labels={"app": "api"}))
+    assert changed.pod_labels[("shop", "web-1")] == {"app": "api"}
+    assert changed.rejections == ()

@@ -158,3 +158,20 @@ def test_maintenance_is_said_in_a_few_words() -> None:
         "compacted 2 blocks (40 series, 9600 samples; dropped 3 duplicates and 0 expired "
         "samples); rolled up 1 day; expired 12 payloads, 1 series"
     )
+
+
+def test_each_poll_is_observed_once_from_its_start_until_stored() -> None:
+    # recorder_poll_duration_seconds in the service: fetch to stored, not fetch to queued.
+    observed: list[float] = []
+    clock = [0.0]
+    poll_lines = PollLines(
+        logging.getLogger(LOGGER), clock=lambda: clock[0], observe=observed.append
+    )
+    poll_lines.polled(report(1, 2), started=0.0)
+    clock[0] = 0.5
+    poll_lines.flushed(flush({1: WriteResult(3, 0)}))
+    assert observed == []  # the pods wait for the writer still
+    clock[0] = 2.0
+    poll_lines.flushed(flush({2: WriteResult(5, 0)}))
+    poll_lines.polled(report(None, None), started=1.5)  # nothing to write: said at once
+    assert observed == [2.0, 0.5]

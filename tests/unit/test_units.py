@@ -521,3 +521,16 @@ def test_the_fast_path_for_common_quantities_equals_the_general_one(
     general = units.parse_quantity(text)
     assert units.cpu_nanocores(text) == units._round_away_from_zero(general * 10**9)
     assert units.memory_bytes(text) == units._round_away_from_zero(general)
+
+
+@pytest.mark.parametrize(
+    "text", ["\u0661\u0662n", "\u00b2n", " 5n", "5 n", "\u0661\u0662Ki", "5 Ki", "\u00b3Ki"]
+)
+def test_the_fast_path_takes_only_ascii_digits(text: str) -> None:
+    # Unicode digits pass str.isdigit(); Go refuses them, and so must both fast paths.
+    with pytest.raises(QuantityError):
+        units.parse_quantity(text)
+    with pytest.raises(QuantityError):
+        units.cpu_nanocores(text)
+    with pytest.raises(QuantityError):
+        units.memory_bytes(text)
