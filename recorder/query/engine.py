@@ -7,9 +7,11 @@ decode.
 
 from __future__ import annotations
 
+import gc
+import threading
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ContextDecorator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
@@ -33,7 +35,14 @@ from recorder.domain import (
 )
 from recorder.errors import QueryError
 from recorder.query.scan import Scan, Unit
-from recorder.stats.buckets import Accumulator, aggregate, aggregate_many, aligned, whole
+from recorder.stats.buckets import (
+    Accumulator,
+    aggregate,
+    aggregate_many,
+    aligned,
+    parts_of,
+    whole,
+)
 from recorder.stats.quantiles import merged_quantiles
 from recorder.stats.sketch import RELATIVE_ACCURACY
 from recorder.store.series import Series, newest_in_head, select_series
@@ -47,6 +56,34 @@ LABELS = {
     QueryKind.POD: ("cluster", "namespace", "pod"),
 }
 """The identity labels of each kind's output series, in order."""
+
+
+class _CollectorPause(ContextDecorator):
+    """The cyclic garbage collector held off while a query builds its millions of acyclic
+    objects (rows, accumulators, points): each full collection walks all of them, ~20 % of a
+    200,000-series summary, ~45 % of a 169,000-point history. Reference counting still frees
+    everything; the collector resumes, as it was, when the last concurrent query ends."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.was_enabled = True
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.depth == 0:
+                self.was_enabled = gc.isenabled()
+                gc.disable()
+            self.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0 and self.was_enabled:
+                gc.enable()
+
+
+collector_paused = _CollectorPause()
 
 
 class HistoryReader(Protocol):
@@ -147,6 +184,7 @@ def _check_points(count: int, max_points: int) -> None:
         )
 
 
+@collector_paused
 def history(
     reader: HistoryReader,
     query: HistoryQuery,
@@ -182,7 +220,11 @@ def history(
         )
         if step is not None and step % block_ms == 0:
             results = scan.statistics(
-                conn, aligned(step), (query.resource,), squares=query.agg is Agg.STDDEV
+                conn,
+                aligned(step),
+                (query.resource,),
+                squares=query.agg is Agg.STDDEV,
+                parts=parts_of(query.agg),
             )[query.resource]
             tier, error = Tier.STATISTICS, RELATIVE_ACCURACY if query.agg.quantile else 0.0
         else:
@@ -248,9 +290,11 @@ def _whole_window(
     max_samples: int,
     *,
     squares: bool = False,
+    parts: Sequence[str] | None = None,
 ) -> tuple[list[Output], dict[Resource, dict[int, Accumulator]]]:
     """The output series and their CPU and memory statistics over the whole window (sums of
-    squares only with ``squares``)."""
+    squares only with ``squares``; only ``parts`` of the statistics when given, see
+    ``Scan.statistics``)."""
     resources = (Resource.CPU, Resource.MEMORY)
     with reader.reading() as conn:
         outputs, units = units_of(conn, where)
@@ -263,9 +307,12 @@ def _whole_window(
             block_ms=reader.block_ms,
             max_samples=max_samples,
         )
-        results = scan.statistics(conn, whole(start_ms), resources, squares=squares)
+        results = scan.statistics(conn, whole(start_ms), resources, squares=squares, parts=parts)
     return outputs, {r: {unit: acc for (unit, _b), acc in results[r].items()} for r in resources}
 
+
+SUMMARY_PARTS = ("sum", "max", "sketch")
+"""What a summary reads of each resource's statistics: the integral, the max and the p95."""
 
 GroupBy = str
 """``namespace``, ``pod``, ``container``, ``node`` or ``label:<key>``."""
@@ -282,6 +329,7 @@ def _group_key(output: Output, group_by: GroupBy) -> str | None:
     return labels[group_by]
 
 
+@collector_paused
 def summarize(
     reader: HistoryReader,
     where: SeriesFilter,
@@ -295,7 +343,9 @@ def summarize(
     """Per group over the window: avg (the usage integral divided by the time the group was
     covered, see ``covered_ms``), max, p95 (of the group's samples), usage integral and
     coverage (the covered share of the window); see README "Summary"."""
-    outputs, results = _whole_window(reader, where, start_ms, end_ms, max_samples)
+    outputs, results = _whole_window(
+        reader, where, start_ms, end_ms, max_samples, parts=SUMMARY_PARTS
+    )
     members: dict[str, list[int]] = {}
     for index, output in enumerate(outputs):
         key = _group_key(output, group_by)
@@ -400,6 +450,7 @@ class TopRow:
     memory: Value
 
 
+@collector_paused
 def top(
     reader: HistoryReader,
     where: SeriesFilter,
@@ -433,6 +484,7 @@ def top(
         end_ms,
         max_samples,
         squares=agg is Agg.STDDEV,
+        parts=parts_of(agg),
     )
     shown = [
         index

@@ -167,11 +167,14 @@ class Scan:
         resources: Sequence[Resource],
         *,
         squares: bool = True,
+        parts: Sequence[str] | None = None,
     ) -> dict[Resource, dict[Key, Accumulator]]:
         """Accumulators per unit and bucket, from the coarsest tier that answers each part.
         Without ``squares`` the sums of squares are not read (their accumulators' ``squares``
-        are None: ask for them when ``stddev`` is wanted)."""
-        names = columns.names(squares)
+        are None: ask for them when ``stddev`` is wanted); with ``parts``, only those parts of
+        each resource's statistics are read (``columns.names``: the accumulators answer only
+        the aggregations of those parts, ``buckets.parts_of``)."""
+        names = columns.names(squares, [r.value for r in resources], parts)
         head_rows = self._head(conn)
         head_blocks: set[tuple[int, int]] = {
             (self._unit_of_sample[sid], floor_to(row[0], self.block_ms))

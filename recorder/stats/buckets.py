@@ -171,11 +171,35 @@ def quantiles(accs: Sequence[Accumulator], q: float) -> list[float]:
     return [value for value in out if value is not None]
 
 
+PARTS: dict[Agg, tuple[str, ...]] = {
+    Agg.AVG: ("sum",),
+    Agg.MIN: ("min",),
+    Agg.MAX: ("max",),
+    Agg.SUM: ("sum",),
+    Agg.COUNT: (),
+    Agg.LAST: ("last",),
+    Agg.STDDEV: ("sum", "sumsq"),
+}
+"""The stored parts of a resource's statistics (``block.RESOURCE_PARTS``) each aggregation
+reads, besides the record's own fields; a percentile reads the sketch."""
+
+
+def parts_of(agg: Agg) -> tuple[str, ...]:
+    """The resource parts ``aggregate(acc, agg)`` needs of the statistics records."""
+    return ("sketch",) if agg.quantile is not None else PARTS[agg]
+
+
 def aggregate_many(accs: Sequence[Accumulator], agg: Agg) -> list[Value]:
     """``[aggregate(acc, agg) for acc in accs]``, percentiles in batches (``quantiles``)."""
     q = agg.quantile
     if q is not None:
         return list(quantiles(accs, q))
+    if agg is Agg.AVG:
+        return [Fraction(acc.total, acc.count) for acc in accs]
+    if agg is Agg.MAX:
+        return [acc.maximum for acc in accs]
+    if agg is Agg.MIN:
+        return [acc.minimum for acc in accs]
     return [aggregate(acc, agg) for acc in accs]
 
 

@@ -19,26 +19,46 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from recorder.stats.block import BLOCK_FIELDS, RESOURCE_PARTS, BlockStats
+from recorder.stats.block import BLOCK_FIELDS, RESOURCE_PARTS, RESOURCES, BlockStats
 from recorder.stats.buckets import Accumulator
+from recorder.stats.sketch import QuantileSketch
 
 Key = tuple[int, int]
 Ints = npt.NDArray[np.int64]
 
 _INT64 = 2**63
+_EMPTY_SKETCH = QuantileSketch().to_bytes()
+_PLACEHOLDERS: dict[str, Any] = {
+    f"{r}_{p}": _EMPTY_SKETCH if p == "sketch" else 0
+    for r in RESOURCES
+    for p in RESOURCE_PARTS
+    if p != "sumsq"
+}
 
 
-def names(squares: bool) -> tuple[str, ...]:
-    """The statistics columns a read selects: every column of ``block.COLUMNS``, without the
-    sums of squares unless ``squares`` (only ``stddev`` needs them)."""
-    parts = [p for p in RESOURCE_PARTS if squares or p != "sumsq"]
-    return BLOCK_FIELDS + tuple(f"{r}_{p}" for r in ("cpu", "memory") for p in parts)
+def names(
+    squares: bool,
+    resources: Sequence[str] = RESOURCES,
+    parts: Sequence[str] | None = None,
+) -> tuple[str, ...]:
+    """The statistics columns a read selects: the record's fields, then each of ``resources``'
+    parts (``block.RESOURCE_PARTS``; only ``parts`` when given), without the sums of squares
+    unless ``squares`` (only ``stddev`` needs them). An accumulator made of a read without
+    some parts answers only the aggregations of the parts read (``buckets.parts_of``): the
+    fields of the others hold placeholders."""
+    wanted = [
+        p for p in RESOURCE_PARTS if (parts is None or p in parts) and (squares or p != "sumsq")
+    ]
+    return BLOCK_FIELDS + tuple(f"{r}_{p}" for r in resources for p in wanted)
 
 
 def block_stats(columns: Sequence[str], values: Sequence[Any]) -> BlockStats:
-    """A ``BlockStats`` from a row's values of ``columns`` (sums of squares absent: None)."""
+    """A ``BlockStats`` from a row's values of ``columns``: sums of squares absent are None,
+    other parts absent are placeholders (0, an empty sketch)."""
     found = dict(zip(columns, values, strict=True))
-    return BlockStats.from_values([found.get(name) for name in (*BLOCK_FIELDS, *_all_parts())])
+    return BlockStats.from_values(
+        [found.get(name, _PLACEHOLDERS.get(name)) for name in (*BLOCK_FIELDS, *_all_parts())]
+    )
 
 
 def _all_parts() -> tuple[str, ...]:
@@ -81,36 +101,50 @@ def accumulate(
     newest = np.lexsort((np.arange(len(rows)), -last_ms_all, buckets, units))[starts]
     spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
     for resource in resources:
-        totals = _sums(cols[at[f"{resource}_sum"]], order, starts, spans)
-        minimum = np.minimum.reduceat(ints(f"{resource}_min")[order], starts).tolist()
-        maximum = np.maximum.reduceat(ints(f"{resource}_max")[order], starts).tolist()
-        last_column = cols[at[f"{resource}_last"]]
-        last = [last_column[i] for i in newest.tolist()]
-        sketches = cols[at[f"{resource}_sketch"]]
-        ordered = [sketches[i] for i in order.tolist()]
+        n = len(spans)
+        zeros = [0] * n
+        totals = zeros
+        if f"{resource}_sum" in at:
+            totals = _sums(cols[at[f"{resource}_sum"]], order, starts, spans)
+        minimum = maximum = last = zeros
+        if f"{resource}_min" in at:
+            minimum = np.minimum.reduceat(ints(f"{resource}_min")[order], starts).tolist()
+        if f"{resource}_max" in at:
+            maximum = np.maximum.reduceat(ints(f"{resource}_max")[order], starts).tolist()
+        if f"{resource}_last" in at:
+            last_column = cols[at[f"{resource}_last"]]
+            last = [last_column[i] for i in newest.tolist()]
+        if f"{resource}_sketch" in at:
+            sketches = cols[at[f"{resource}_sketch"]]
+            ordered = [sketches[i] for i in order.tolist()]
+            pending = [ordered[s:e] for s, e in spans]
+        else:
+            pending = [[] for _ in range(n)]
         squares_name = f"{resource}_sumsq"
         if squares_name in at:
             raw = cols[at[squares_name]]
             by_order = [raw[i] for i in order.tolist()]
             squares = [_squares(by_order[s:e]) for s, e in spans]
         else:
-            squares = [None] * len(spans)
-        table = out[resource]
-        for i, key in enumerate(keys):
-            start, end = spans[i]
-            table[key] = Accumulator(
-                exact=False,
-                count=count[i],
-                total=totals[i],
-                squares=squares[i],
-                minimum=minimum[i],
-                maximum=maximum[i],
-                first_ms=first_ms[i],
-                last_ms=last_ms[i],
-                last=last[i],
-                interval_ms=interval[i],
-                pending=ordered[start:end],
+            squares = [None] * n
+        out[resource] = {
+            key: Accumulator(
+                False,
+                count[i],
+                totals[i],
+                squares[i],
+                minimum[i],
+                maximum[i],
+                first_ms[i],
+                last_ms[i],
+                last[i],
+                interval[i],
+                [],
+                None,
+                pending[i],
             )
+            for i, key in enumerate(keys)
+        }
     return out
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, select
 
 from recorder.stats import block
 from recorder.stats.block import BlockStats
@@ -112,16 +112,23 @@ def read_stats_rows(
 def read_samples(
     conn: Connection, wanted: Sequence[tuple[int, int]]
 ) -> Iterator[tuple[int, int, ChunkSamples]]:
-    """``(series id, block start, samples)`` of the given chunks that still have samples."""
+    """``(series id, block start, samples)`` of the given chunks that still have samples. Read
+    a block at a time (``block_start_ms = ? AND series_id IN (...)``, both keys of the primary
+    key; a row-value IN of thousands of pairs, a kind=pod history's edge blocks, is not)."""
     c = schema.chunks
-    for start in range(0, len(wanted), _IDS):
-        rows = conn.execute(
-            select(c.c.series_id, c.c.block_start_ms, c.c.payload)
-            .where(tuple_(c.c.series_id, c.c.block_start_ms).in_(wanted[start : start + _IDS]))
-            .where(c.c.payload.is_not(None))
-        )
-        for series_id, block_start, payload in rows:
-            yield series_id, block_start, decode_samples(payload)
+    by_block: dict[int, list[int]] = {}
+    for series_id, block_start in wanted:
+        by_block.setdefault(block_start, []).append(series_id)
+    for block_start, ids in sorted(by_block.items()):
+        for start in range(0, len(ids), _IDS):
+            rows = conn.execute(
+                select(c.c.series_id, c.c.block_start_ms, c.c.payload)
+                .where(c.c.block_start_ms == block_start)
+                .where(c.c.series_id.in_(ids[start : start + _IDS]))
+                .where(c.c.payload.is_not(None))
+            )
+            for series_id, found_start, payload in rows:
+                yield series_id, found_start, decode_samples(payload)
 
 
 def read_samples_in_range(

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from recorder.domain import Agg
 from recorder.errors import QueryError
+from recorder.stats import block
 from recorder.stats.block import BlockStats
-from recorder.stats.buckets import Accumulator, aggregate, aligned, whole
+from recorder.stats.buckets import Accumulator, aggregate, aligned, parts_of, whole
 from recorder.stats.codec import ChunkSamples
 from recorder.stats.sketch import RELATIVE_ACCURACY, exact_quantile
 
@@ -84,3 +85,10 @@ def test_merged_sketch_holds_every_value_exact_or_not() -> None:
         sketch = acc.merged_sketch()
         assert sketch.count == 3
         assert math.isclose(sketch.quantile(1.0), 10**6, rel_tol=RELATIVE_ACCURACY)
+
+
+def test_every_aggregation_says_what_it_reads() -> None:
+    for agg in Agg:
+        assert set(parts_of(agg)) <= set(block.RESOURCE_PARTS)
+    assert parts_of(Agg.P95) == ("sketch",)
+    assert parts_of(Agg.STDDEV) == ("sum", "sumsq")

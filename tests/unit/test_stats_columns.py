@@ -8,9 +8,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recorder.domain import Agg
 from recorder.stats import block, columns
 from recorder.stats.block import BlockStats
-from recorder.stats.buckets import Accumulator, aligned
+from recorder.stats.buckets import Accumulator, aggregate, aggregate_many, aligned, parts_of
 from recorder.stats.codec import ChunkSamples
 
 HOUR = 3_600_000
@@ -87,3 +88,49 @@ def test_sums_past_64_bits_are_exact() -> None:
 def test_names_leave_out_squares_unless_asked() -> None:
     assert "cpu_sumsq" not in columns.names(False)
     assert set(columns.names(True)) == set(block.COLUMNS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows_strategy, st.sampled_from(list(Agg)), st.sampled_from(["cpu", "memory"]))
+def test_a_read_of_an_aggregations_parts_answers_it_as_a_whole_read_does(
+    found: list[tuple[int, int, list[int]]], agg: Agg, resource: str
+) -> None:
+    rows = list({(s, h): stats_row(s, h, v, True) for s, h, v in found}.values())
+    full = columns.names(True)
+    part = columns.names(agg is Agg.STDDEV, [resource], parts_of(agg))
+    assert set(part) <= set(full)
+    narrow = [(r[0], r[1], *(r[2 + full.index(name)] for name in part)) for r in rows]
+    units = np.array([row[0] for row in rows], np.int64)
+    buckets = np.zeros(len(rows), np.int64)
+    whole = columns.accumulate(rows, full, units, buckets, [resource])[resource]
+    got = columns.accumulate(narrow, part, units, buckets, [resource])[resource]
+    assert got.keys() == whole.keys()
+    keys = sorted(whole)
+    want = aggregate_many([whole[k] for k in keys], agg)
+    assert aggregate_many([got[k] for k in keys], agg) == want
+    assert [aggregate(got[k], agg) for k in keys] == want
+    # A held block read in part adds up as the whole read does, for that aggregation.
+    alone = columns.block_stats(part, narrow[0][2:])
+    acc = Accumulator(False)
+    acc.add_stats(
+        alone.resource(resource),
+        count=alone.count,
+        first_ms=alone.first_ms,
+        last_ms=alone.last_ms,
+        interval_ms=alone.interval_ms,
+    )
+    reference = columns.block_stats(full, rows[0][2:])
+    ref = Accumulator(False)
+    ref.add_stats(
+        reference.resource(resource),
+        count=reference.count,
+        first_ms=reference.first_ms,
+        last_ms=reference.last_ms,
+        interval_ms=reference.interval_ms,
+    )
+    assert aggregate(acc, agg) == aggregate(ref, agg)
+
+
+def test_names_of_parts_read_only_those() -> None:
+    assert columns.names(False, ["cpu"], ("sum",)) == (*block.BLOCK_FIELDS, "cpu_sum")
+    assert columns.names(False, ["memory"], ()) == block.BLOCK_FIELDS
