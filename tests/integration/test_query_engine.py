@@ -4,7 +4,6 @@ every tier, and the summary's avg over the time a group was covered."""
 
 from __future__ import annotations
 
-import gc
 import math
 import statistics
 from collections.abc import Iterator
@@ -310,29 +309,3 @@ def test_covered_time_of_a_group() -> None:
     assert engine.covered_ms([acc(0, 990, 100, 10), acc(0, 990, 2, 10)]) == 1000
     assert engine.covered_ms([acc(0, 0, 1, 0)]) == 0  # a single sample: no interval
     assert engine.covered_ms([]) == 0
-
-
-def test_queries_hold_off_the_cyclic_collector_and_restore_it() -> None:
-    """Queries pause the collector while they build their objects and leave it as it was,
-    nested or not (a caller that disabled it keeps it disabled)."""
-    assert gc.isenabled()
-    seen: list[bool] = []
-
-    @engine.collector_paused
-    def inner() -> None:
-        seen.append(gc.isenabled())
-
-    @engine.collector_paused
-    def outer() -> None:
-        inner()
-        seen.append(gc.isenabled())
-
-    outer()
-    assert seen == [False, False]
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        outer()
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
