@@ -9,7 +9,6 @@ of a 200,000-series query.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -38,9 +37,9 @@ from recorder.gcpause import paused
 from recorder.query.scan import Scan, Unit
 from recorder.stats.buckets import (
     Accumulator,
-    aggregate,
     aggregate_many,
     aligned,
+    bucketed,
     parts_of,
     whole,
 )
@@ -229,17 +228,7 @@ def history(
         if step is None:
             points = list(zip(run.timestamps_ms, values_of, strict=True))
         else:
-            # Time-ordered samples: each bucket is one slice, added at once.
-            accumulators: dict[int, Accumulator] = {}
-            stamps = run.timestamps_ms
-            begin = 0
-            while begin < len(stamps):
-                bucket = stamps[begin] - stamps[begin] % step
-                end = bisect_left(stamps, bucket + step, begin)
-                acc = accumulators[bucket] = Accumulator(exact=True)
-                acc.add_values(stamps[begin:end], values_of[begin:end])
-                begin = end
-            points = [(b, aggregate(a, query.agg)) for b, a in sorted(accumulators.items())]
+            points = bucketed(run.timestamps_ms, values_of, step, query.agg)
         total += len(points)
         _check_points(total, max_points)
         series_out.append(SeriesPoints(output.labels, points))

@@ -11,6 +11,7 @@ last and stddev are exact either way.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -201,6 +202,71 @@ def aggregate_many(accs: Sequence[Accumulator], agg: Agg) -> list[Value]:
     if agg is Agg.MIN:
         return [acc.minimum for acc in accs]
     return [aggregate(acc, agg) for acc in accs]
+
+
+def bucketed(
+    timestamps_ms: Sequence[int], values: Sequence[int], step_ms: int, agg: Agg
+) -> list[tuple[int, Value]]:
+    """Time-ordered samples (distinct timestamps) aggregated per bucket of ``step_ms``
+    (``aligned``): ``(bucket start, aggregate(acc, agg))`` of each bucket's exact accumulator,
+    in bucket order, computed over the whole run with numpy. ``stddev`` and values beyond
+    64 bits take the accumulator path; sums that could pass 64 bits are added in Python."""
+    if not values:
+        return []
+    try:
+        column = np.array(values, np.int64)
+    except OverflowError:
+        column = None
+    if column is None or agg is Agg.STDDEV:
+        return _bucketed_one_by_one(timestamps_ms, values, step_ms, agg)
+    stamps = np.array(timestamps_ms, np.int64)
+    buckets = stamps - stamps % step_ms
+    starts = np.flatnonzero(np.concatenate(([True], buckets[1:] != buckets[:-1])))
+    ends = np.append(starts[1:], len(column))
+    counts = ends - starts
+    keys = buckets[starts].tolist()
+    found: list[Value]
+    q = agg.quantile
+    if q is not None:
+        # Each bucket's values sorted (a stable sort by bucket, then value), the rank's value.
+        ordered = column[np.lexsort((column, np.repeat(np.arange(len(starts)), counts)))]
+        rank = np.floor(q * (counts - 1).astype(np.float64)).astype(np.int64)
+        found = [float(v) for v in ordered[starts + rank].tolist()]
+    elif agg is Agg.MIN:
+        found = np.minimum.reduceat(column, starts).tolist()
+    elif agg is Agg.MAX:
+        found = np.maximum.reduceat(column, starts).tolist()
+    elif agg is Agg.COUNT:
+        found = counts.tolist()
+    elif agg is Agg.LAST:
+        found = column[ends - 1].tolist()
+    else:
+        largest = max(int(column.max()), -int(column.min()))
+        if largest * int(counts.max()) < 2**63:
+            totals = np.add.reduceat(column, starts).tolist()
+        else:
+            totals = [sum(values[b:e]) for b, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+        if agg is Agg.SUM:
+            found = totals
+        else:
+            found = [Fraction(t, n) for t, n in zip(totals, counts.tolist(), strict=True)]
+    return list(zip(keys, found, strict=True))
+
+
+def _bucketed_one_by_one(
+    timestamps_ms: Sequence[int], values: Sequence[int], step_ms: int, agg: Agg
+) -> list[tuple[int, Value]]:
+    """``bucketed`` with one exact accumulator per bucket (each bucket's slice added at once)."""
+    out: list[tuple[int, Value]] = []
+    begin = 0
+    while begin < len(timestamps_ms):
+        bucket = timestamps_ms[begin] - timestamps_ms[begin] % step_ms
+        end = bisect_left(timestamps_ms, bucket + step_ms, begin)
+        acc = Accumulator(exact=True)
+        acc.add_values(timestamps_ms[begin:end], values[begin:end])
+        out.append((bucket, aggregate(acc, agg)))
+        begin = end
+    return out
 
 
 def aggregate(acc: Accumulator, agg: Agg) -> Value:

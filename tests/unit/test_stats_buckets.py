@@ -14,7 +14,15 @@ from recorder.domain import Agg
 from recorder.errors import QueryError
 from recorder.stats import block
 from recorder.stats.block import BlockStats
-from recorder.stats.buckets import Accumulator, aggregate, aligned, parts_of, whole
+from recorder.stats.buckets import (
+    Accumulator,
+    _bucketed_one_by_one,
+    aggregate,
+    aligned,
+    bucketed,
+    parts_of,
+    whole,
+)
 from recorder.stats.codec import ChunkSamples
 from recorder.stats.sketch import RELATIVE_ACCURACY, exact_quantile
 
@@ -92,3 +100,39 @@ def test_every_aggregation_says_what_it_reads() -> None:
         assert set(parts_of(agg)) <= set(block.RESOURCE_PARTS)
     assert parts_of(Agg.P95) == ("sketch",)
     assert parts_of(Agg.STDDEV) == ("sum", "sumsq")
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> tuple[list[int], list[int]]:
+    """Time-ordered distinct timestamps (before and after the epoch) and values from small
+    to 2**63 - 1, negative ones too, and now and then one of 64 bits or more."""
+    stamps = sorted(draw(st.sets(st.integers(-(10**7), 10**7), max_size=60)))
+    value = st.one_of(
+        st.integers(0, 10**9),
+        st.integers(2**53 - 5, 2**53 + 5),
+        st.integers(2**62, 2**63 - 1),
+        st.integers(-(2**63), -1),
+    )
+    if draw(st.booleans()):
+        value = st.one_of(value, st.just(2**63), st.integers(2**63, 2**70))
+    return stamps, draw(st.lists(value, min_size=len(stamps), max_size=len(stamps)))
+
+
+@given(runs(), st.sampled_from([1, 7, 1000, 60_000]), st.sampled_from(list(Agg)))
+def test_bucketed_equals_one_exact_accumulator_per_bucket(
+    run: tuple[list[int], list[int]], step: int, agg: Agg
+) -> None:
+    stamps, values = run
+    if agg is Agg.STDDEV and any(v < 0 for v in values):
+        values = [abs(v) for v in values]
+    want = _bucketed_one_by_one(stamps, values, step, agg)
+    got = bucketed(stamps, values, step, agg)
+    assert got == want
+    assert [type(v) for _b, v in got] == [type(v) for _b, v in want]
+
+
+def test_bucketed_sums_past_64_bits_exactly() -> None:
+    big = 2**63 - 1
+    assert bucketed([0, 1, 2], [big, big, big], 10, Agg.SUM) == [(0, 3 * big)]
+    assert bucketed([0, 1, 2], [big, big, 1], 10, Agg.AVG) == [(0, Fraction(2 * big + 1, 3))]
+    assert bucketed([], [], 10, Agg.AVG) == []
