@@ -34,7 +34,7 @@ from recorder.errors import (
 )
 from recorder.exporter import SelfMetrics, SnapshotHolder
 from recorder.flusher import RESOURCE, Flusher
-from recorder.kube.decode import decode_node_list, decode_pod_list
+from recorder.kube.decode import PodItems, decode_node_list
 from recorder.kube.normalize import (
     DEFAULT_MAX_FUTURE_SKEW_MS,
     Remembered,
@@ -268,7 +268,7 @@ class Poller:
             )
         else:
             self._check_deadline("pods" if namespace is None else f"pods in {namespace}")
-            pods, bad = decode_pod_list(self._source.list_pods(namespace))
+            pods = PodItems(self._source.list_pods(namespace))
             batch = normalize_pods(
                 pods,
                 now_ms=now_ms,
@@ -276,6 +276,7 @@ class Poller:
                 cluster=self._cluster,
                 remembered=self._remembered.setdefault((kind, namespace), Remembered()),
             )
+            bad = pods.rejections  # complete: normalizing went through every item
         if bad:
             batch = Batch(
                 kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections), batch.cluster

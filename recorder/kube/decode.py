@@ -15,6 +15,7 @@ these is pinned by ``tests/unit/test_kube_decode.py``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TypeVar
 
 import msgspec
@@ -52,6 +53,67 @@ def decode_pod_list(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]
         return _after_failure(body, Kind.CONTAINER, _pod_item, exc)
     _check_kind(whole.kind, _EXPECTED_KIND[Kind.CONTAINER])
     return list(whole.items or ()), []
+
+
+SLICE_ITEMS = 2_000
+"""Pods typed at once by ``PodItems``: a few MB of structs, however large the list."""
+_pod_slice = msgspec.json.Decoder(list[wire.PodMetrics])
+
+
+class PodItems:
+    """A PodMetricsList's items, typed a slice at a time as they are iterated.
+
+    Typing 150,000 pods at once holds about 220 MB of structs (labels, usage dicts, names)
+    until the last one is normalized; a slice at a time holds a few MB, and what normalizing
+    keeps (samples, changed labels) is all that stays. The list is first split into its items
+    undecoded (``msgspec.Raw``, views of the body), so the body must not change meanwhile.
+    A slice that cannot be typed whole is typed item by item, as ``decode_pod_list`` does the
+    whole list: one bad item is one ``malformed_item`` rejection (in ``rejections``, complete
+    once iterated), and only a body that cannot be split into items raises
+    ``MalformedResponseError``. Iterate once.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        expected = _EXPECTED_KIND[Kind.CONTAINER]
+        try:
+            raw = _raw_list.decode(body)
+        except Exception as exc:
+            raise _malformed(expected, exc) from exc
+        _check_kind(raw.kind, expected)
+        self._raw: list[msgspec.Raw] = raw.items or []
+        self.rejections: list[Rejection] = []
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __iter__(self) -> Iterator[wire.PodMetrics]:
+        raw, self._raw = self._raw, []  # the body is freed with the last slice
+        for start in range(0, len(raw), SLICE_ITEMS):
+            part = raw[start : start + SLICE_ITEMS]
+            try:
+                items = _pod_slice.decode(b"".join((b"[", b",".join(part), b"]")))
+            except Exception:  # some item of the slice is broken: find it, keep the others
+                items = self._one_by_one(part, start)
+            yield from items
+            del items
+
+    def _one_by_one(self, part: list[msgspec.Raw], offset: int) -> list[wire.PodMetrics]:
+        items: list[wire.PodMetrics] = []
+        for position, item in enumerate(part, offset):
+            try:
+                items.append(_pod_item.decode(item))
+            except Exception as exc:  # whatever is wrong with one item costs only that item
+                name, namespace = _name_of(item, position)
+                self.rejections.append(
+                    Rejection(
+                        Kind.CONTAINER,
+                        name,
+                        "malformed_item",
+                        _item_problem(exc),
+                        namespace=namespace,
+                    )
+                )
+        return items
 
 
 def _after_failure(

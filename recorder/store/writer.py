@@ -144,6 +144,10 @@ class SampleWriter:
         self._labels: dict[str, dict[PodRef, Mapping[str, str]]] = {}
         """Each cluster's pods' stored labels (the batch's own keys look them up as they are)."""
         self._loaded = False
+        self._adopt_keys = False
+        """The series map holds keys read from the database: the next written batch's key
+        objects replace them (the poller hands the same objects every poll, so lookups then
+        stop at identity instead of comparing six fields)."""
 
     def load(self) -> None:
         """Rebuild the in-memory maps from the database (at start, and after a failure)."""
@@ -177,6 +181,7 @@ class SampleWriter:
         self._below = {}
         self._labels = labels
         self._loaded = True
+        self._adopt_keys = True
 
     def invalidate(self) -> None:
         """Forget the in-memory maps; the next write reloads them from the database."""
@@ -293,6 +298,9 @@ class SampleWriter:
         except BaseException:
             self._head.forget()
             raise
+        if self._adopt_keys and samples:
+            ids = _adopting(ids, samples)
+            self._adopt_keys = False
         self._ids = ids
         self._newest.update(newest.timestamps)
         self._newest_digest.update(newest.digests)
@@ -442,12 +450,20 @@ class SampleWriter:
     def _changed_labels(
         self, cluster: str, labels: Mapping[PodRef, Mapping[str, str]]
     ) -> dict[LabelRef, Mapping[str, str]]:
-        known = self._labels.get(cluster, {})
-        return {
-            (cluster, *ref): pod_labels
-            for ref, pod_labels in labels.items()
-            if known.get(ref) != pod_labels
-        }
+        """The pods whose labels differ from the stored ones. Equal labels held as another
+        object are adopted: the poller hands the same object while a pod's labels do not
+        change, so one copy is kept and the next poll compares identities."""
+        known = self._labels.setdefault(cluster, {})
+        changed: dict[LabelRef, Mapping[str, str]] = {}
+        for ref, pod_labels in labels.items():
+            stored = known.get(ref)
+            if stored is pod_labels:
+                continue
+            if stored == pod_labels:
+                known[ref] = pod_labels
+            else:
+                changed[(cluster, *ref)] = pod_labels
+        return changed
 
     def _upsert_labels(
         self, conn: Connection, labels: Mapping[LabelRef, Mapping[str, str]], now_ms: int
@@ -496,6 +512,19 @@ class SampleWriter:
         _bisect(samples, write_samples, _sample_rejection, isolation, rejected)
         _bisect(list(labels.items()), write_labels, _labels_rejection, isolation, rejected)
         return isolation
+
+
+def _adopting(ids: dict[SeriesKey, int], samples: Sequence[Sample]) -> dict[SeriesKey, int]:
+    """``ids`` keyed by ``samples``' own key objects where they are equal to a known one."""
+    adopted: dict[SeriesKey, int] = {}
+    for sample in samples:
+        key = sample.key
+        sid = ids.get(key)
+        if sid is not None:
+            adopted[key] = sid
+    for key, sid in ids.items():
+        adopted.setdefault(key, sid)
+    return adopted
 
 
 def _bisect(

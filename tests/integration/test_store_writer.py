@@ -185,3 +185,20 @@ def test_a_database_that_refuses_everything_costs_bounded_attempts(
     assert (result.written, len(result.rejected)) == (0, 2_000)
     attempts = int(caplog.records[-1].getMessage().rsplit("after ", 1)[1].split()[0])
     assert attempts <= 2 * MAX_ISOLATED * 11 + 2
+
+
+def test_after_a_restart_the_batch_keys_and_equal_labels_are_adopted(store: Store) -> None:
+    # What the poller hands every poll (the same key and label objects) becomes what the
+    # writer holds, so the next poll's lookups stop at identity; nothing is written twice.
+    labels = {("shop", f"web-{i}"): {"app": "web", "i": str(i)} for i in range(50)}
+    store.write(Batch(Kind.CONTAINER, tuple(good(100)), labels), now_ms=T0)
+    writer = store._writer
+    writer.invalidate()  # as after a restart: the maps are read back from the database
+    again = tuple(good(100, T0 + 15_000))
+    same_labels = {ref: dict(value) for ref, value in labels.items()}
+    result = store.write(Batch(Kind.CONTAINER, again, same_labels), now_ms=T0 + 15_000)
+    assert (result.written, result.rejected) == (100, ())
+    held = {key: key for key in writer._ids}
+    assert all(held[s.key] is s.key for s in again)
+    assert all(writer._labels["default"][ref] is value for ref, value in same_labels.items())
+    assert head_count(store) == 200

@@ -4,11 +4,14 @@ body that cannot be split into items is one MalformedResponseError."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
+from recorder.domain import Rejection
 from recorder.errors import DecodeError, MalformedResponseError
-from recorder.kube.decode import decode_node_list
+from recorder.kube import decode, wire
+from recorder.kube.decode import PodItems, decode_node_list, decode_pod_list
 from tests.kube_support import (
     GOOD_NODE,
     T0,
@@ -130,3 +133,70 @@ def test_nesting_real_responses_never_reach_is_tolerated_where_it_is_ignored() -
         + (good.encode() + b"]}")
     )
     assert nodes_of(body).samples == (GOOD_NODE,)
+
+
+# --- PodItems: the same answer as decode_pod_list, a slice at a time ---------------------------
+
+
+def _pods_body(*raw_items: bytes, kind: bytes = b'"PodMetricsList"') -> bytes:
+    return b'{"kind": ' + kind + b', "items": [' + b", ".join(raw_items) + b"]}"
+
+
+GOOD_POD = json.dumps(pod()).encode()
+POD_BODIES = [
+    _pods_body(),
+    _pods_body(GOOD_POD),
+    _pods_body(GOOD_POD, b'{"metadata": {"name": "bad"}, "containers": [{"usage": {"cpu": 1}}]}'),
+    _pods_body(GOOD_POD, b'{"metadata": {"name": "b\xc3(", "namespace": "shop"}}', GOOD_POD),
+    _pods_body(b"null", b"5", b'"pod"', b"[]", GOOD_POD),
+    _pods_body(b'{"x": ' + nested(500) + b"}", GOOD_POD),
+    _pods_body(GOOD_POD, b'{"metadata": {"name": "\\ud800"}}'),  # a lone surrogate escape
+    _pods_body(GOOD_POD, kind=b'"NodeMetricsList"'),
+    _pods_body(GOOD_POD, kind=b"1e999"),
+    b'{"kind": "PodMetricsList", "items": [NaN]}',
+    b'{"kind": "PodMetricsList", "items": {"a": 1}}',
+    b"not json",
+    b"",
+]
+
+
+def _outcome(
+    decode: Callable[[bytes], tuple[list[wire.PodMetrics], list[Rejection]]], body: bytes
+) -> object:
+    try:
+        return decode(body)
+    except MalformedResponseError as exc:
+        return ("malformed", str(exc))
+
+
+def _by_slices(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]]:
+    items = PodItems(body)
+    return list(items), items.rejections
+
+
+@pytest.mark.parametrize("body", POD_BODIES)
+def test_pod_items_answer_as_the_whole_list_decode(body: bytes) -> None:
+    assert _outcome(_by_slices, body) == _outcome(decode_pod_list, body)
+
+
+def test_pod_items_find_bad_items_in_any_slice_and_keep_every_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(decode, "SLICE_ITEMS", 3)
+    named = [json.dumps(pod(f"web-{i}")).encode() for i in range(10)]
+    named[4] = b'{"metadata": {"name": "bad-4", "namespace": "shop"}, "window": 30}'
+    named[9] = b"17"
+    body = _pods_body(*named)
+    items, rejections = _by_slices(body)
+    assert [p.metadata.name for p in items if p.metadata] == [
+        f"web-{i}" for i in range(10) if i not in (4, 9)
+    ]
+    assert [(r.name, r.namespace) for r in rejections] == [("bad-4", "shop"), ("items[9]", "")]
+    assert (items, rejections) == decode_pod_list(body)
+
+
+def test_pod_items_are_iterated_once_and_let_go_of_the_body() -> None:
+    items = PodItems(_pods_body(GOOD_POD, GOOD_POD))
+    assert len(items) == 2
+    assert len(list(items)) == 2
+    assert list(items) == []  # the undecoded items (views of the body) are gone
