@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from fractions import Fraction
+from operator import attrgetter
 from typing import Protocol
 
 from sqlalchemy import Connection
@@ -75,8 +76,11 @@ class Output:
     members: tuple[Series, ...]
 
 
+_LABEL_VALUES = {kind: attrgetter(*names) for kind, names in LABELS.items()}
+
+
 def _labels(series: Series, kind: QueryKind) -> dict[str, str]:
-    return {name: getattr(series, name) for name in LABELS[kind]}
+    return dict(zip(LABELS[kind], _LABEL_VALUES[kind](series), strict=True))
 
 
 def _check_selector(where: SeriesFilter) -> None:

@@ -34,8 +34,10 @@ from recorder.stats.sketch import (
 
 __all__ = ["merged_quantiles", "scalar_quantile"]
 
-_BATCH_BYTES = 1 << 22
-"""Serialized bytes decoded in one numpy pass (bounds the memory a batch takes)."""
+_BATCH_BYTES = 1 << 18
+"""Serialized bytes decoded in one numpy pass (an owner's sketches are never split): a
+batch's dozen arrays then stay in the CPU's caches. 700,000 day sketches (56 MB), 2-core VM:
+1.1 s in batches of 256 KiB, 1.4-2.6 s of 1 MiB, 1.9-2.2 s of 4 MiB, 1.1-1.3 s of 64 KiB."""
 _MAX_GAP = 1 << 20
 _MAX_SPAN = 1 << 16
 """Widest range of bucket indices one owner's merge is counted in cells (else: scalar)."""

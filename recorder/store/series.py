@@ -61,20 +61,31 @@ def select_series(
         if wanted is not None:
             statement = statement.where(s.c[name] == wanted)
     found: dict[int, Series] = {}
-    for row in conn.execute(statement):
-        labels = json.loads(row.labels_json) if row.labels_json is not None else None
-        if where.selector is not None and not where.selector.matches(labels or {}):
+    kinds_by_value = {kind.value: kind for kind in Kind}
+    # A pod's labels are one JSON text beside each of its series: parsed once per text (and
+    # shared, read-only, by the pod's series).
+    parsed: dict[str, Mapping[str, str]] = {}
+    selector = where.selector
+    for sid, kind, cluster, node, namespace, pod, container, first, last, text in conn.execute(
+        statement
+    ):
+        labels: Mapping[str, str] | None = None
+        if text is not None:
+            labels = parsed.get(text)
+            if labels is None:
+                labels = parsed[text] = json.loads(text)
+        if selector is not None and not selector.matches(labels or {}):
             continue
-        found[row.id] = Series(
-            row.id,
-            Kind(row.kind),
-            row.cluster,
-            row.node,
-            row.namespace,
-            row.pod,
-            row.container,
-            row.first_seen_ms,
-            row.last_seen_ms,
+        found[sid] = Series(
+            sid,
+            kinds_by_value[kind],
+            cluster,
+            node,
+            namespace,
+            pod,
+            container,
+            first,
+            last,
             labels,
         )
     return found
