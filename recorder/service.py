@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from recorder.api.app import AppDeps, create_app
 from recorder.api.server import build_server
 from recorder.errors import ConfigError
-from recorder.exporter import KindLines, RelayRegistry
+from recorder.exporter import KindLines, RelayRegistry, receive
 from recorder.kube.config import load_cluster_config
 from recorder.settings import Settings, listen_socket
 from recorder.store import Store
@@ -180,7 +180,7 @@ class WorkerHandle:
     def _receive(self, conn: Connection) -> None:
         while True:
             try:
-                message = conn.recv()
+                message = receive(conn)  # KindLines: compressed lines, kept as they came
             except (EOFError, OSError):
                 return
             except Exception as exc:  # a message we cannot read must not stop the relay

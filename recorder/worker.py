@@ -39,6 +39,7 @@ from recorder.errors import ConfigError, RecorderError
 from recorder.exporter import (
     ExportFilter,
     KindLines,
+    LinePublisher,
     LineRenderer,
     OwnExposition,
     RecorderRegistry,
@@ -46,6 +47,7 @@ from recorder.exporter import (
     SnapshotHolder,
     build_registry,
     own_exposition,
+    send_lines,
 )
 from recorder.flusher import Flusher, FlushReport, WriteHealth
 from recorder.kube.client import MetricsClient
@@ -438,7 +440,12 @@ class Worker:
         self._poll_lines = PollLines(observe=self.metrics.poll_duration.observe)
         self._store, self._holder, self._registry = path.store, path.holder, path.registry
         self._queue, self._flusher, self._poller = path.queue, path.flusher, path.poller
-        self._renderer = LineRenderer(export_filter(settings))
+        self._lines = LinePublisher(
+            self._holder,
+            LineRenderer(export_filter(settings)),
+            self._send,
+            self.metrics.render_duration.observe,
+        )
 
     # --- running --------------------------------------------------------------------------
 
@@ -452,6 +459,7 @@ class Worker:
             daemon=True,
         )
         writer.start()
+        self._lines.start()
         scheduler = PollScheduler(self._poll, settings.interval_seconds)
         scheduler.add_job(
             lambda: maintain_logged(self._store, self.metrics),
@@ -495,6 +503,7 @@ class Worker:
         deadline = begun + grace * 0.9
         self._stop.set()
         scheduler.shutdown(wait=False)
+        self._lines.close()
         if not self._polling.acquire(timeout=max(0.0, grace / 2)):
             log.warning("abandoning the poll in flight to stop in time")
         writer.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -527,15 +536,7 @@ class Worker:
     # --- talking to the server ------------------------------------------------------------
 
     def _send_lines(self, kind: Kind) -> None:
-        view = self._holder.view()
-        published = view.nodes if kind is Kind.NODE else view.containers
-        if published is None:
-            return
-        begun = time.perf_counter()
-        lines = self._renderer.render(kind, published.samples)
-        self.metrics.render_duration.observe(time.perf_counter() - begun)
-        if lines is not None:
-            self._send(lines)
+        self._lines.announce(kind)  # rendered on the relay thread: the poll goes on
 
     def _send_status(self) -> None:
         poller = self._poller
@@ -551,7 +552,10 @@ class Worker:
     def _send(self, message: Started | Status | KindLines | Stopped | Failed) -> None:
         with self._send_lock:
             try:
-                self._conn.send(message)
+                if isinstance(message, KindLines):
+                    send_lines(self._conn, message)
+                else:
+                    self._conn.send(message)
             except (OSError, ValueError):
                 self._stop.set()  # the server is gone
 

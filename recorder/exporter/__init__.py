@@ -8,8 +8,8 @@
 - ``selfmetrics``: ``SelfMetrics``, the recorder's own health and throughput;
 - ``registry``: ``RecorderRegistry``, all of it in one explicit registry, the ``/metrics``
   body rendered once per snapshot;
-- ``relay``: the same across the service's two processes: the worker renders, the server's
-  ``RelayRegistry`` serves.
+- ``relay``: the same across the service's two processes: the worker renders and compresses
+  (``LinePublisher``), the server's ``RelayRegistry`` keeps the compressed lines and serves.
 """
 
 from __future__ import annotations
@@ -18,13 +18,21 @@ from recorder.exporter.collector import DataCollector
 from recorder.exporter.families import DATA_FAMILIES, DataFamily
 from recorder.exporter.filters import ExportFilter
 from recorder.exporter.holder import SnapshotHolder, SnapshotView
-from recorder.exporter.registry import RecorderRegistry, build_registry, generic_exposition
+from recorder.exporter.registry import (
+    RecorderRegistry,
+    StreamedBody,
+    build_registry,
+    generic_exposition,
+)
 from recorder.exporter.relay import (
     KindLines,
+    LinePublisher,
     LineRenderer,
     OwnExposition,
     RelayRegistry,
     own_exposition,
+    receive,
+    send_lines,
 )
 from recorder.exporter.selfmetrics import SelfMetrics, StoreStatistics
 
@@ -34,6 +42,7 @@ __all__ = [
     "DataFamily",
     "ExportFilter",
     "KindLines",
+    "LinePublisher",
     "LineRenderer",
     "OwnExposition",
     "RecorderRegistry",
@@ -42,7 +51,10 @@ __all__ = [
     "SnapshotHolder",
     "SnapshotView",
     "StoreStatistics",
+    "StreamedBody",
     "build_registry",
     "generic_exposition",
     "own_exposition",
+    "receive",
+    "send_lines",
 ]

@@ -10,14 +10,20 @@ and the trailer.
 
 ``generate_latest(registry)`` (prometheus-client's generic path) produces the same bytes,
 collector for collector: the data collector comes first, then everything else.
+
+Also here, for the service's ``RelayRegistry``, a body kept compressed only: text as raw
+deflate ``Segment`` s (sync-flushed, so they concatenate into one deflate stream) and
+``GzipAssembly``, which writes them as one gzip member per scrape, with each scrape's tail,
+or inflates them piece by piece for a client that does not take gzip.
 """
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,9 +46,169 @@ if TYPE_CHECKING:
     from zlib import _Compress
 
 GZIP_LEVEL = 1
-"""zlib level 1: ~9x smaller at 150,000 pods, where level 6 only reaches ~10x for three times
-the CPU."""
+"""zlib level 1: ~10x smaller at 150,000 pods (60.6 MB of lines to 6.0 MB in 0.17 s of CPU),
+where level 6 reaches 11.5x (5.3 MB) for three times the CPU (0.52 s)."""
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+_RAW_WBITS = -zlib.MAX_WBITS
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+"""A gzip member's header: deflate, no flags, no timestamp, no extra flags, unknown OS."""
+PIECE_BYTES = 1 << 20
+"""The largest piece of a body handed to the server at once (compressed or inflated)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Text compressed as a raw deflate segment ended by a sync flush, with the CRC-32 and the
+    length of the text: segments written one after the other are one deflate stream, so a
+    gzip member is assembled from them without decompressing anything (``GzipAssembly``)."""
+
+    data: bytes
+    crc: int
+    length: int
+
+    def inflated(self) -> Iterator[bytes]:
+        """The text again, in pieces of at most ``PIECE_BYTES``."""
+        inflater = zlib.decompressobj(_RAW_WBITS)
+        data = self.data
+        while data:
+            piece = inflater.decompress(data, PIECE_BYTES)
+            data = inflater.unconsumed_tail
+            if piece:
+                yield piece
+
+
+class Deflater:
+    """Writes text into one ``Segment``, chunk by chunk (the text is never joined)."""
+
+    def __init__(self, level: int = GZIP_LEVEL) -> None:
+        self._compressor = zlib.compressobj(level, zlib.DEFLATED, _RAW_WBITS)
+        self._out: list[bytes] = []
+        self._crc = self._length = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._crc = zlib.crc32(chunk, self._crc)
+        self._length += len(chunk)
+        compressed = self._compressor.compress(chunk)
+        if compressed:
+            self._out.append(compressed)
+
+    def segment(self) -> Segment:
+        self._out.append(self._compressor.flush(zlib.Z_SYNC_FLUSH))
+        data = b"".join(self._out)
+        self._out = []
+        return Segment(data, self._crc, self._length)
+
+
+def deflate(chunks: Iterable[bytes], level: int = GZIP_LEVEL) -> Segment:
+    """``chunks`` as one ``Segment``."""
+    deflater = Deflater(level)
+    for chunk in chunks:
+        deflater.write(chunk)
+    return deflater.segment()
+
+
+# CRC-32 of concatenated texts from the CRCs of the parts (zlib's crc32_combine, which
+# Python's zlib does not expose): multiplication modulo the reflected CRC-32 polynomial.
+_POLYNOMIAL = 0xEDB88320
+
+
+def _multiply(a: int, b: int) -> int:
+    product, bit = 0, 1 << 31
+    while a:
+        if a & bit:
+            product ^= b
+            a ^= bit
+        bit >>= 1
+        b = (b >> 1) ^ _POLYNOMIAL if b & 1 else b >> 1
+    return product
+
+
+def _powers() -> tuple[int, ...]:
+    power, powers = 1 << 30, []  # x**1, then x**(2**n)
+    for _ in range(32):
+        powers.append(power)
+        power = _multiply(power, power)
+    return tuple(powers)
+
+
+_X_TO_TWO_TO = _powers()
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """``zlib.crc32(a + b)`` from ``crc1 = zlib.crc32(a)``, ``crc2 = zlib.crc32(b)`` and
+    ``len(b)``."""
+    shift, n, k = 1 << 31, length2, 3  # x**(8 * length2)
+    while n:
+        if n & 1:
+            shift = _multiply(_X_TO_TWO_TO[k & 31], shift)
+        n >>= 1
+        k += 1
+    return _multiply(shift, crc1) ^ crc2
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedBody:
+    """A body produced piece by piece as it is sent (so iterated once), its length known
+    beforehand."""
+
+    length: int
+    pieces: Iterable[bytes]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.pieces)
+
+
+def _split(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        if len(chunk) <= PIECE_BYTES:
+            yield chunk
+        else:
+            view = memoryview(chunk)
+            for start in range(0, len(chunk), PIECE_BYTES):
+                yield bytes(view[start : start + PIECE_BYTES])
+
+
+@dataclass(frozen=True, slots=True)
+class GzipAssembly:
+    """Segments in order, with the CRC-32 and length of their text together: the front of a
+    ``/metrics`` body, kept compressed only. Each scrape appends its tail (``gzip_body``:
+    one gzip member; ``text_body``: the text, inflated on the fly)."""
+
+    segments: tuple[Segment, ...]
+    crc: int
+    length: int
+
+    @classmethod
+    def of(cls, segments: Iterable[Segment]) -> GzipAssembly:
+        kept = tuple(s for s in segments if s.length)
+        crc = length = 0
+        for segment in kept:
+            crc = crc32_combine(crc, segment.crc, segment.length)
+            length += segment.length
+        return cls(kept, crc, length)
+
+    def gzip_body(self, tail: bytes, level: int = GZIP_LEVEL) -> StreamedBody:
+        """One gzip member: header, the segments, ``tail`` ending the deflate stream, the
+        trailer (CRC-32 and length modulo 2**32 of the whole text)."""
+        compressor = zlib.compressobj(level, zlib.DEFLATED, _RAW_WBITS)
+        end = compressor.compress(tail) + compressor.flush(zlib.Z_FINISH)
+        crc, length = zlib.crc32(tail, self.crc), (self.length + len(tail)) & 0xFFFFFFFF
+        chunks = [
+            _GZIP_HEADER,
+            *(s.data for s in self.segments),
+            end + struct.pack("<II", crc, length),
+        ]
+        return StreamedBody(sum(map(len, chunks)), _split(chunks))
+
+    def text_body(self, tail: bytes) -> StreamedBody:
+        """The text of the segments then ``tail``, inflated piece by piece as it is read."""
+        return StreamedBody(self.length + len(tail), self._text(tail))
+
+    def _text(self, tail: bytes) -> Iterator[bytes]:
+        for segment in self.segments:
+            yield from segment.inflated()
+        if tail:
+            yield tail
 
 
 class _Forward(Collector):

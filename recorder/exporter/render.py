@@ -17,7 +17,7 @@ differ (``headers``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from itertools import repeat
 from operator import attrgetter, truediv
 from typing import cast
@@ -179,20 +179,29 @@ class SampleLines:
         self, kind: Kind, cpu_name: str, memory_name: str, samples: Sequence[Sample]
     ) -> tuple[list[bytes], list[bytes]]:
         """The CPU lines and the memory lines of ``samples`` (all of ``kind``), as chunks."""
-        cache = self._nodes if kind is Kind.NODE else self._containers
-        identity = _NODE_IDENTITY if kind is Kind.NODE else _CONTAINER_IDENTITY
         cpu_chunks: list[bytes] = []
         memory_chunks: list[bytes] = []
+        for cpu, memory in self.slices(kind, cpu_name, memory_name, samples):
+            cpu_chunks.append(cpu)
+            memory_chunks.append(memory)
+        return cpu_chunks, memory_chunks
+
+    def slices(
+        self, kind: Kind, cpu_name: str, memory_name: str, samples: Sequence[Sample]
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """The CPU and memory lines of ``samples``, one ``SLICE`` at a time, rendered as they
+        are read (a consumer that compresses each slice never holds all the text)."""
+        cache = self._nodes if kind is Kind.NODE else self._containers
+        identity = _NODE_IDENTITY if kind is Kind.NODE else _CONTAINER_IDENTITY
         for start in range(0, len(samples), self.SLICE):
             part = samples[start : start + self.SLICE]
             labels = cache.texts(list(map(identity, map(_KEY, part))))
-            cpu_chunks.append(_cpu_lines(cpu_name, labels, list(map(_CPU, part))).encode())
-            memory_chunks.append(
-                _memory_lines(memory_name, labels, list(map(_MEMORY, part))).encode()
+            yield (
+                _cpu_lines(cpu_name, labels, list(map(_CPU, part))).encode(),
+                _memory_lines(memory_name, labels, list(map(_MEMORY, part))).encode(),
             )
         if samples:  # withdrawn data comes back with the same series: keep their labels
             cache.prune(lambda: map(identity, map(_KEY, samples)), len(samples))
-        return cpu_chunks, memory_chunks
 
 
 def _lines(name: str, labels: list[str], values: Iterable[str]) -> str:

@@ -26,8 +26,9 @@ from prometheus_client.registry import Collector
 
 from recorder.api.app import AppDeps, create_app
 from recorder.api.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from recorder.exporter import RecorderRegistry, RelayRegistry
 from recorder.store import Store, open_store
-from tests.metrics_support import populated_registry
+from tests.metrics_support import populated_registry, relayed_registry
 from tests.servers import serving
 
 PROMETHEUS_ACCEPT = (
@@ -36,12 +37,20 @@ PROMETHEUS_ACCEPT = (
 )
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    """One populated recorder app for the whole module: building it migrates a database."""
+@pytest.fixture(scope="module", params=["in-process", "relayed"])
+def client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    """One populated recorder app per registry for the whole module (building it migrates a
+    database): ``RecorderRegistry`` in one process, and the service's ``RelayRegistry``
+    serving the compressed lines a worker sent."""
     store: Store = open_store(f"sqlite:///{tmp_path_factory.mktemp('metrics') / 'rec.db'}")
     store.migrate()
-    deps = AppDeps(store, populated_registry(store))
+    if request.param == "relayed":
+        registry: RecorderRegistry | RelayRegistry = relayed_registry(store)[0]
+    else:
+        registry = populated_registry(store)
+    deps = AppDeps(store, registry)
     with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
         yield client
     store.close()
@@ -107,6 +116,8 @@ def test_gzip_when_asked(client: httpx.Client, accept: str | None) -> None:
         text = gzip.decompress(raw).decode()
         assert data_lines(text) == data_lines(plain.text)
         assert text.endswith("# EOF\n") is (accept is not None)
+        if accept is None and encoding == "gzip":
+            assert promtool(text.encode()) == ""
     for refused in ("gzip;q=0", "identity", "br"):
         assert "content-encoding" not in get(client, accept, refused).headers
 
@@ -146,7 +157,13 @@ def test_openmetrics_parses_strictly_to_the_same_samples_and_lints_clean(
     families = list(text_string_to_metric_families(openmetrics))
 
     def samples(found: Iterable[Metric]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        skip = ("_created", "recorder_metrics_render_duration_seconds", "process_", "python_gc")
+        skip = (
+            "_created",
+            "recorder_metrics_render_duration_seconds",
+            "process_",
+            "python_gc",
+            "recorder_worker_resident_memory_bytes",  # relayed: read at each scrape
+        )
         return {
             (s.name, tuple(sorted(s.labels.items()))): s.value
             for family in found
@@ -155,7 +172,9 @@ def test_openmetrics_parses_strictly_to_the_same_samples_and_lints_clean(
         }
 
     assert samples(families) == samples(parse_text(text))
-    assert {f.name: f.unit for f in families if f.unit} == {
+    units = {f.name: f.unit for f in families if f.unit}
+    assert units.pop("recorder_worker_resident_memory_bytes", "bytes") == "bytes"  # relayed
+    assert units == {
         "recorder_node_cpu_usage_cores": "cores",
         "recorder_node_memory_working_set_bytes": "bytes",
         "recorder_container_cpu_usage_cores": "cores",

@@ -5,6 +5,7 @@ rendering of the same data on a fresh registry."""
 from __future__ import annotations
 
 import gzip
+import zlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from recorder.domain import DEFAULT_CLUSTER, Kind, Sample, SeriesKey
 from recorder.exporter import DataCollector, RecorderRegistry, SnapshotHolder, build_registry
+from recorder.exporter.registry import GzipAssembly, crc32_combine, deflate
 
 
 def fresh(holder: SnapshotHolder) -> CollectorRegistry:
@@ -206,3 +208,26 @@ def test_fast_renderer_matches_a_fresh_prometheus_client_registry(
         holder.publish(Kind.CONTAINER, containers, generation)
         assert ours(registry) == generate_latest(fresh(holder))
         assert ours(registry, openmetrics=True) == generate_openmetrics(fresh(holder))
+
+
+@given(st.binary(max_size=300), st.binary(max_size=300))
+def test_crc32_combine_is_the_crc_of_the_concatenation(first: bytes, second: bytes) -> None:
+    combined = crc32_combine(zlib.crc32(first), zlib.crc32(second), len(second))
+    assert combined == zlib.crc32(first + second)
+
+
+@settings(max_examples=50)
+@given(st.lists(st.lists(st.binary(max_size=200), max_size=4), max_size=5), st.binary())
+def test_segments_and_a_tail_are_one_gzip_member_of_their_text(
+    texts: list[list[bytes]], tail: bytes
+) -> None:
+    assembly = GzipAssembly.of(deflate(chunks) for chunks in texts)
+    whole = b"".join(b"".join(chunks) for chunks in texts) + tail
+    zipped = assembly.gzip_body(tail)
+    raw = b"".join(zipped)
+    assert len(raw) == zipped.length
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    assert inflater.decompress(raw) + inflater.flush() == whole
+    assert inflater.eof and inflater.unused_data == b""
+    text = assembly.text_body(tail)
+    assert b"".join(text) == whole and text.length == len(whole)
