@@ -35,9 +35,11 @@ from recorder.domain import (
 )
 from recorder.errors import QueryError
 from recorder.gcpause import paused
-from recorder.query.scan import Scan, Unit
+from recorder.query.scan import Gathered, Scan, Unit, accumulators
+from recorder.stats import columns
 from recorder.stats.buckets import (
     Accumulator,
+    BucketOf,
     aggregate_many,
     aligned,
     bucketed,
@@ -195,32 +197,35 @@ def history(
             points_only=step is None,
         )
         if step is not None and step % block_ms == 0:
-            results = scan.statistics(
+            found = scan.gather(
                 conn,
                 aligned(step),
                 (query.resource,),
                 squares=query.agg is Agg.STDDEV,
                 parts=parts_of(query.agg),
-            )[query.resource]
+            )
             tier, error = Tier.STATISTICS, RELATIVE_ACCURACY if query.agg.quantile else 0.0
         else:
             runs = scan.samples(conn)
-            results = None
+            found = None
             tier, error = Tier.RAW, 0.0
     series_out: list[SeriesPoints] = []
     total = 0
-    if results is not None:
-        grouped = _by_unit(results)
-        _check_points(len(results), max_points)
-        answered = [(index, bucket_list) for index, bucket_list in sorted(grouped.items())]
-        values = aggregate_many(
-            [acc for _index, bucket_list in answered for _b, acc in bucket_list], query.agg
-        )
-        position = 0
-        for index, bucket_list in answered:
-            found = [(b, values[position + i]) for i, (b, _acc) in enumerate(bucket_list)]
-            position += len(bucket_list)
-            series_out.append(SeriesPoints(outputs[index].labels, found))
+    if found is not None:
+        keys, values = _aggregated(found, aligned(step or 1), query.resource, query.agg)
+        _check_points(len(keys), max_points)
+        begin = 0
+        while begin < len(keys):
+            index = keys[begin][0]
+            end = begin
+            while end < len(keys) and keys[end][0] == index:
+                end += 1
+            series_out.append(
+                SeriesPoints(
+                    outputs[index].labels, [(keys[i][1], values[i]) for i in range(begin, end)]
+                )
+            )
+            begin = end
         return HistoryResult(series_out, tier, error)
     column = "cpu_nanocores" if query.resource is Resource.CPU else "memory_bytes"
     for index, output in enumerate(outputs):
@@ -239,13 +244,19 @@ def history(
     return HistoryResult(series_out, tier, error)
 
 
-def _by_unit(
-    results: Mapping[tuple[int, int], Accumulator],
-) -> dict[int, list[tuple[int, Accumulator]]]:
-    grouped: dict[int, list[tuple[int, Accumulator]]] = {}
-    for (unit, bucket), acc in sorted(results.items()):
-        grouped.setdefault(unit, []).append((bucket, acc))
-    return grouped
+def _aggregated(
+    found: Gathered, bucket_of: BucketOf, resource: Resource, agg: Agg
+) -> tuple[list[tuple[int, int]], list[Value]]:
+    """Each (unit, bucket) of what a scan gathered, in that order, and its ``agg``: straight
+    from the statistics columns when no samples were decoded and ``agg`` is one the columns
+    answer, else from accumulators."""
+    if not found.runs and agg.quantile is None and agg is not Agg.STDDEV:
+        return columns.aggregated(
+            found.rows, found.names, found.units, found.buckets, resource.value, agg
+        )
+    results = accumulators(found, bucket_of, (resource,))[resource]
+    keys = sorted(results)
+    return keys, aggregate_many([results[key] for key in keys], agg)
 
 
 def _whole_window(

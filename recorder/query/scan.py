@@ -32,7 +32,6 @@ from sqlalchemy import Connection
 from recorder.domain import Resource
 from recorder.errors import QueryError
 from recorder.stats import columns, dedup
-from recorder.stats.block import BlockStats
 from recorder.stats.buckets import Accumulator, BucketOf
 from recorder.stats.codec import ChunkSamples
 from recorder.store import chunks, head, rollups
@@ -49,6 +48,18 @@ class Unit:
 
     stats_ids: tuple[int, ...]
     sample_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """What a scan found for its units' buckets: statistics records ``(series id, start,
+    *names)`` with each one's unit and bucket, and each unit's decoded samples."""
+
+    rows: list[tuple[Any, ...]]
+    names: tuple[str, ...]
+    units: npt.NDArray[np.int64]
+    buckets: npt.NDArray[np.int64]
+    runs: dict[int, ChunkSamples]
 
 
 class Scan:
@@ -160,7 +171,7 @@ class Scan:
 
     # --- statistics ---------------------------------------------------------------------------
 
-    def statistics(
+    def gather(
         self,
         conn: Connection,
         bucket_of: BucketOf,
@@ -168,12 +179,13 @@ class Scan:
         *,
         squares: bool = True,
         parts: Sequence[str] | None = None,
-    ) -> dict[Resource, dict[Key, Accumulator]]:
-        """Accumulators per unit and bucket, from the coarsest tier that answers each part.
-        Without ``squares`` the sums of squares are not read (their accumulators' ``squares``
-        are None: ask for them when ``stddev`` is wanted); with ``parts``, only those parts of
-        each resource's statistics are read (``columns.names``: the accumulators answer only
-        the aggregations of those parts, ``buckets.parts_of``)."""
+    ) -> Gathered:
+        """What answers each unit's buckets, from the coarsest tier that answers each part:
+        statistics records (rollups, whole chunks, and chunks whose samples are gone and that
+        lie in one bucket) and decoded samples. Without ``squares`` the sums of squares are
+        not read (``stddev`` needs them); with ``parts``, only those parts of each resource's
+        statistics are read (``columns.names``; ``buckets.parts_of`` says what each
+        aggregation needs)."""
         names = columns.names(squares, [r.value for r in resources], parts)
         head_rows = self._head(conn)
         head_blocks: set[tuple[int, int]] = {
@@ -197,51 +209,37 @@ class Scan:
         )
         taken, others = self._whole_blocks(chunk_rows, bucket_of, head_blocks)
         whole_rows += [(sid, start, *values) for sid, start, _has, *values in taken]
-        units = self._units_of(whole_rows)
-        starts = np.fromiter((row[1] for row in whole_rows), np.int64, len(whole_rows))
-        grouped = columns.accumulate(
-            whole_rows, names, units, bucket_of.many(starts), [r.value for r in resources]
-        )
-        results: dict[Resource, dict[Key, Accumulator]] = {r: grouped[r.value] for r in resources}
-
-        def acc(resource: Resource, key: Key) -> Accumulator:
-            table = results[resource]
-            found = table.get(key)
-            if found is None:
-                found = table[key] = Accumulator(exact=False)
-            return found
-
-        def add_stats(unit: int, bucket: int, stats: BlockStats) -> None:
-            for resource in resources:
-                acc(resource, (unit, bucket)).add_stats(
-                    stats.resource(resource.value),
-                    count=stats.count,
-                    first_ms=stats.first_ms,
-                    last_ms=stats.last_ms,
-                    interval_ms=stats.interval_ms,
-                )
-
-        to_decode: set[tuple[int, int]] = set()
-        held: dict[tuple[int, int], BlockStats] = {}
+        held: dict[tuple[int, int], tuple[Any, ...]] = {}
         for series_id, start, _has, *values in others:
-            unit = self._unit_of_stats[series_id]
-            to_decode.add((unit, start))
-            held[(unit, start)] = columns.block_stats(names, values)
+            held[(self._unit_of_stats[series_id], start)] = (series_id, start, *values)
         wanted = [
-            (sid, start) for unit, start in sorted(to_decode) for sid in self.units[unit].sample_ids
+            (sid, start) for unit, start in sorted(held) for sid in self.units[unit].sample_ids
         ]
         covered: set[tuple[int, int]] = set()
         runs = self._runs(conn, head_rows, wanted, covered)
-        for (unit, start), stats in held.items():
-            # Nothing decoded for a block: its samples have expired (a pod's statistics have no
-            # payload of their own): the statistics answer it whole, where one bucket holds it.
-            if (unit, start) not in covered and bucket_of(start) == bucket_of(
-                start + self.block_ms - 1
-            ):
-                add_stats(unit, bucket_of(start), stats)
-        for unit, run in runs.items():
-            add_run(results, unit, run, bucket_of, resources, acc)
-        return results
+        # Nothing decoded for a block: its samples have expired (a pod's statistics have no
+        # payload of their own): the statistics answer it whole, where one bucket holds it.
+        whole_rows += [
+            row
+            for (unit, start), row in held.items()
+            if (unit, start) not in covered
+            and bucket_of(start) == bucket_of(start + self.block_ms - 1)
+        ]
+        starts = np.fromiter((row[1] for row in whole_rows), np.int64, len(whole_rows))
+        return Gathered(whole_rows, names, self._units_of(whole_rows), bucket_of.many(starts), runs)
+
+    def statistics(
+        self,
+        conn: Connection,
+        bucket_of: BucketOf,
+        resources: Sequence[Resource],
+        *,
+        squares: bool = True,
+        parts: Sequence[str] | None = None,
+    ) -> dict[Resource, dict[Key, Accumulator]]:
+        """Accumulators per unit and bucket of what ``gather`` finds (its arguments)."""
+        found = self.gather(conn, bucket_of, resources, squares=squares, parts=parts)
+        return accumulators(found, bucket_of, resources)
 
     def _units_of(self, rows: Sequence[tuple[Any, ...]]) -> npt.NDArray[np.int64]:
         unit_of = self._unit_of_stats
@@ -307,6 +305,27 @@ class Scan:
         if any(first <= start < end for _unit, start in head_blocks):
             return None  # a late sample waits in the head: chunks and samples answer
         return first, end
+
+
+def accumulators(
+    found: Gathered, bucket_of: BucketOf, resources: Sequence[Resource]
+) -> dict[Resource, dict[Key, Accumulator]]:
+    """Accumulators per unit and bucket of what a scan gathered."""
+    grouped = columns.accumulate(
+        found.rows, found.names, found.units, found.buckets, [r.value for r in resources]
+    )
+    results: dict[Resource, dict[Key, Accumulator]] = {r: grouped[r.value] for r in resources}
+
+    def acc(resource: Resource, key: Key) -> Accumulator:
+        table = results[resource]
+        got = table.get(key)
+        if got is None:
+            got = table[key] = Accumulator(exact=False)
+        return got
+
+    for unit, run in found.runs.items():
+        add_run(results, unit, run, bucket_of, resources, acc)
+    return results
 
 
 def _first(item: tuple[int, ChunkSamples]) -> int:

@@ -14,11 +14,13 @@ A row is ``(series id, start, *names)``: ``names`` as :func:`names` lists them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from recorder.domain import Agg, Value
 from recorder.stats.block import BLOCK_FIELDS, RESOURCE_PARTS, RESOURCES, BlockStats
 from recorder.stats.buckets import Accumulator
 from recorder.stats.sketch import QuantileSketch
@@ -146,6 +148,60 @@ def accumulate(
             for i, key in enumerate(keys)
         }
     return out
+
+
+def aggregated(
+    rows: Sequence[Sequence[Any]],
+    columns: Sequence[str],
+    units: Ints,
+    buckets: Ints,
+    resource: str,
+    agg: Agg,
+) -> tuple[list[Key], list[Value]]:
+    """The keys ``accumulate`` makes, in (unit, bucket) order, and ``aggregate(acc, agg)`` of
+    each of their accumulators of ``resource``, without making them: a kind=pod history of
+    1,000 pods over 7 days at 1 h has 169,000. For avg, min, max, sum, count and last (the
+    others need the accumulators: ``ValueError``)."""
+    if agg.quantile is not None or agg is Agg.STDDEV:
+        raise ValueError(f"{agg.value} is aggregated from accumulators")
+    if not rows:
+        return [], []
+    at = {name: i + 2 for i, name in enumerate(columns)}
+    order = np.lexsort((buckets, units))
+    u, b = units[order], buckets[order]
+    change = np.flatnonzero((u[1:] != u[:-1]) | (b[1:] != b[:-1])) + 1
+    starts = np.concatenate(([0], change)).astype(np.int64)
+    ends = np.append(starts[1:], len(order))
+    keys = list(zip(u[starts].tolist(), b[starts].tolist(), strict=True))
+
+    def column(name: str) -> list[Any]:
+        index = at[name]
+        return [row[index] for row in rows]
+
+    def ints(name: str) -> Ints:
+        return np.array(column(name), np.int64)[order]
+
+    values: list[Value]
+    if agg is Agg.AVG or agg is Agg.SUM:
+        spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
+        totals = _sums(column(f"{resource}_sum"), order, starts, spans)
+        if agg is Agg.SUM:
+            values = list(totals)
+        else:
+            counts = np.add.reduceat(ints("count"), starts).tolist()
+            values = [Fraction(t, n) for t, n in zip(totals, counts, strict=True)]
+    elif agg is Agg.COUNT:
+        values = np.add.reduceat(ints("count"), starts).tolist()
+    elif agg is Agg.MIN:
+        values = np.minimum.reduceat(ints(f"{resource}_min"), starts).tolist()
+    elif agg is Agg.MAX:
+        values = np.maximum.reduceat(ints(f"{resource}_max"), starts).tolist()
+    else:
+        last_ms = np.array(column("last_ms"), np.int64)
+        newest = np.lexsort((np.arange(len(rows)), -last_ms, buckets, units))[starts]
+        last_column = column(f"{resource}_last")
+        values = [last_column[i] for i in newest.tolist()]
+    return keys, values
 
 
 def _sums(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -134,3 +135,34 @@ def test_a_read_of_an_aggregations_parts_answers_it_as_a_whole_read_does(
 def test_names_of_parts_read_only_those() -> None:
     assert columns.names(False, ["cpu"], ("sum",)) == (*block.BLOCK_FIELDS, "cpu_sum")
     assert columns.names(False, ["memory"], ()) == block.BLOCK_FIELDS
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows_strategy,
+    st.sampled_from([Agg.AVG, Agg.MIN, Agg.MAX, Agg.SUM, Agg.COUNT, Agg.LAST]),
+    st.sampled_from(["cpu", "memory"]),
+    st.sampled_from([HOUR, 6 * HOUR, 24 * HOUR]),
+)
+def test_aggregated_equals_the_aggregate_of_each_accumulator(
+    found: list[tuple[int, int, list[int]]], agg: Agg, resource: str, step: int
+) -> None:
+    rows = list({(s, h): stats_row(s, h, v, False) for s, h, v in found}.values())
+    names = columns.names(False)
+    units = np.array([row[0] for row in rows], np.int64)
+    buckets = aligned(step).many(np.array([row[1] for row in rows], np.int64))
+    accs = columns.accumulate(rows, names, units, buckets, [resource])[resource]
+    keys, values = columns.aggregated(rows, names, units, buckets, resource, agg)
+    assert keys == sorted(accs)
+    want = [aggregate(accs[key], agg) for key in keys]
+    assert values == want
+    assert [type(v) for v in values] == [type(v) for v in want]
+
+
+def test_aggregated_leaves_percentiles_and_stddev_to_accumulators() -> None:
+    for agg in (Agg.P95, Agg.STDDEV):
+        with pytest.raises(ValueError, match="accumulators"):
+            columns.aggregated([], (), np.zeros(0, np.int64), np.zeros(0, np.int64), "cpu", agg)
+    assert columns.aggregated(
+        [], (), np.zeros(0, np.int64), np.zeros(0, np.int64), "cpu", Agg.AVG
+    ) == ([], [])
