@@ -26,6 +26,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from sys import intern
 
 from recorder import units
 from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, PodRef, Rejection, Sample, SeriesKey
@@ -129,7 +130,8 @@ class Remembered:
 
 
 _CheckedLabels = tuple[dict[str, str] | None, Mapping[str, str], tuple[Rejection, ...]]
-"""A pod's labels as received, as kept, and the rejections checking them gave."""
+"""A pod's labels as received (only when some were dropped: else they equal the kept ones),
+as kept, and the rejections checking them gave."""
 
 
 class _Parsers:
@@ -144,6 +146,7 @@ class _Parsers:
         self.windows: dict[str, int] = {}
         self.good_keys: set[str] = set()
         self.good_values: set[str] = set()
+        self.label_sets: dict[frozenset[tuple[str, str]], Mapping[str, str]] = {}
 
     def timestamp_ms(self, text: str | None, whose: str) -> int:
         if text is None:
@@ -189,9 +192,17 @@ class _Parsers:
                 rejections.append(
                     Rejection(Kind.CONTAINER, pod, "bad_label", problem, namespace=namespace)
                 )
-        if not bad:
-            return labels
-        return {k: v for k, v in labels.items() if k not in bad}
+        return self._shared({k: v for k, v in labels.items() if k not in bad} if bad else labels)
+
+    def _shared(self, labels: dict[str, str]) -> Mapping[str, str]:
+        """One object per distinct label set of the list (the pods of a ReplicaSet share
+        theirs), its keys and values interned (shared with every other pod's): at 150,000
+        pods, what is kept of labels shrinks from about 120 MB to a fraction of it."""
+        identity = frozenset(labels.items())
+        found = self.label_sets.get(identity)
+        if found is None:
+            found = self.label_sets[identity] = {intern(k): intern(v) for k, v in labels.items()}
+        return found
 
 
 def _label_problem(key: str, value: str) -> str | None:
@@ -383,14 +394,17 @@ def normalize_pods(
             ref = (namespace, pod)
             raw = meta.labels
             before = known_labels.get(ref)
-            if before is not None and before[0] == raw:
+            if before is not None and (before[1] if before[0] is None else before[0]) == (
+                raw or {}
+            ):
                 pod_labels = before[1]
                 rejections.extend(before[2])
                 checked[ref] = before
             else:
                 first = len(rejections)
                 pod_labels = parsers.labels(raw, pod, namespace, rejections)
-                checked[ref] = (raw, pod_labels, tuple(rejections[first:]))
+                dropped = tuple(rejections[first:])
+                checked[ref] = (raw if dropped else None, pod_labels, dropped)
             containers = item.containers or ()
         except Exception as exc:
             bad = exc if isinstance(exc, _Reject) else _malformed(exc)
@@ -409,7 +423,7 @@ def normalize_pods(
                 cpu, memory = _usage(container.usage)
                 identity = (namespace, pod, name)
                 key = known_keys.get(identity) or SeriesKey.for_container(
-                    namespace, pod, name, cluster
+                    intern(namespace), pod, intern(name), cluster
                 )
                 keys[identity] = key
                 sample = Sample(key, timestamp_ms, window_ms, cpu, memory)

@@ -426,25 +426,31 @@ class SampleWriter:
         ]
         conn.execute(dialect_insert(conn, s).on_conflict_do_nothing(), values)
         found = dict(self._ids)
+        # The batch's own key objects are kept, not equal copies read back (200,000 keys and
+        # their names at the first poll of a large cluster).
+        batch_keys = {_identity(key): key for key in missing}
+
+        def key_of(row: Sequence[Any]) -> SeriesKey:
+            kind, node, namespace, pod, container, cluster = row
+            return batch_keys.get((cluster, kind, node, namespace, pod, container)) or (
+                SeriesKey(Kind(kind), node, namespace, pod, container, cluster)
+            )
+
         # New rows (ours, and any another writer added since we loaded) have larger ids than
         # any we know: one range scan finds them. Identities still missing after it (another
         # writer's rows committed out of id order) are looked up by value.
         newest_known = max(self._ids.values(), default=0)
-        for sid, kind, node, namespace, pod, container, cluster in conn.execute(
+        for sid, *row in conn.execute(
             select(*_IDENTITY).where(s.c.id > newest_known, s.c.kind != Kind.POD.value)
         ):
-            found[SeriesKey(Kind(kind), node, namespace, pod, container, cluster)] = sid
+            found[key_of(row)] = sid
         keys = [key for key in missing if key not in found]
         identity = tuple_(s.c.cluster, s.c.kind, s.c.node, s.c.namespace, s.c.pod, s.c.container)
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
-            wanted = [
-                (k.cluster, k.kind.value, k.node, k.namespace, k.pod, k.container) for k in chunk
-            ]
-            for sid, kind, node, namespace, pod, container, cluster in conn.execute(
-                select(*_IDENTITY).where(identity.in_(wanted))
-            ):
-                found[SeriesKey(Kind(kind), node, namespace, pod, container, cluster)] = sid
+            wanted = [_identity(k) for k in chunk]
+            for sid, *row in conn.execute(select(*_IDENTITY).where(identity.in_(wanted))):
+                found[key_of(row)] = sid
         return found
 
     def _changed_labels(
@@ -512,6 +518,11 @@ class SampleWriter:
         _bisect(samples, write_samples, _sample_rejection, isolation, rejected)
         _bisect(list(labels.items()), write_labels, _labels_rejection, isolation, rejected)
         return isolation
+
+
+def _identity(key: SeriesKey) -> tuple[str, str, str, str, str, str]:
+    """A key as the series table's unique columns hold it."""
+    return (key.cluster, key.kind.value, key.node, key.namespace, key.pod, key.container)
 
 
 def _adopting(ids: dict[SeriesKey, int], samples: Sequence[Sample]) -> dict[SeriesKey, int]:

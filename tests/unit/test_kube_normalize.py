@@ -506,3 +506,13 @@ def test_remembered_labels_are_checked_again_only_when_they_change() -> None:
     changed = _pods(remembered, pod("web-1", labels={"app": "api"}))
     assert changed.pod_labels[("shop", "web-1")] == {"app": "api"}
     assert changed.rejections == ()
+
+
+def test_pods_with_equal_labels_share_one_kept_object() -> None:
+    # The pods of a ReplicaSet carry the same labels: one dict is kept for all of them.
+    same = {"app": "web", "pod-template-hash": "5d8f"}
+    batch = _pods(Remembered(), pod("web-1", labels=same), pod("web-2", labels=dict(same)))
+    first, second = batch.pod_labels[("shop", "web-1")], batch.pod_labels[("shop", "web-2")]
+    assert first == same and first is second
+    other = _pods(Remembered(), pod("web-3", labels={"app": "api"}))
+    assert other.pod_labels[("shop", "web-3")] == {"app": "api"}
