@@ -233,11 +233,34 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.peak = 0
+        self.peaks: dict[int, int] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
             self.peak = max(self.peak, rss_of_tree(self.pid))
+            for pid, rss in rss_by_process(self.pid).items():
+                self.peaks[pid] = max(self.peaks.get(pid, 0), rss)
+
+
+def rss_by_process(root: int) -> dict[int, int]:
+    """Resident bytes of each Python process under ``root`` (the server and the worker)."""
+    found: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            pid = int(entry.name)
+            if (
+                pid != root
+                and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != root
+            ):
+                continue
+            found[pid] = int((entry / "statm").read_text().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 class Scraper(threading.Thread):
@@ -383,6 +406,9 @@ def measure_recorder(
         "livez_max_ms": 1000 * livez[-1],
         "livez_failures": probed["failures"],
         "peak_rss_mib": sampler.peak / 2**20,
+        "peak_rss_mib_each": sorted(
+            (round(v / 2**20) for v in sampler.peaks.values()), reverse=True
+        ),
         "oom_kills": oom,
         "scrape_s": statistics.median(scraper.seconds) if scraper.seconds else float("nan"),
         "scrape_max_s": max(scraper.seconds, default=float("nan")),
@@ -418,6 +444,7 @@ ROWS = [
     ("/livez p99 (ms, <= 50)", "livez_p99_ms", "{:.0f}"),
     ("/livez max (ms, <= 250)", "livez_max_ms", "{:.0f}"),
     ("peak RSS, all processes (MiB, <= 512)", "peak_rss_mib", "{:.0f}"),
+    ("peak RSS of each process (MiB)", "peak_rss_mib_each", "{}"),
     ("OOM kills in the cgroup", "oom_kills", "{}"),
     ("/metrics scrape median / max (s)", "scrape", "{}"),
     ("/metrics size (MB, gzip MB)", "scrape_size", "{}"),
