@@ -17,12 +17,16 @@ from recorder.exporter.holder import WITHDRAW_AFTER_INTERVALS, SnapshotHolder
 log = logging.getLogger(__name__)
 
 SERIES_KINDS = ("node", "container")
+LOW_VOLUME_SHARE = 0.10
+"""Below this share of its volume left, each refresh of the store statistics warns."""
 
 
 class StoreStatistics(Protocol):
     """What the database-size and series gauges need of ``store.Store``."""
 
     def size_bytes(self) -> int: ...
+
+    def volume_bytes(self) -> tuple[str, int, int] | None: ...
 
     def series_counts(self) -> Mapping[str, int]: ...
 
@@ -173,6 +177,21 @@ class SelfMetrics:
             unit="bytes",
             registry=registry,
         )
+        self.volume_size = Gauge(
+            "recorder_database_volume_size_bytes",
+            "Size of the filesystem holding the SQLite database, by folder (absent for PostgreSQL)",
+            ["folder"],
+            unit="bytes",
+            registry=registry,
+        )
+        self.volume_available = Gauge(
+            "recorder_database_volume_available_bytes",
+            "Bytes still available to the recorder on the filesystem holding the SQLite "
+            "database, by folder; alert on predict_linear() of it (README, Sizing)",
+            ["folder"],
+            unit="bytes",
+            registry=registry,
+        )
         self.stored_series = Gauge(
             "recorder_stored_series",
             "Series in the database (node, container) within retention, refreshed every "
@@ -205,5 +224,19 @@ class SelfMetrics:
             log.warning("could not read the database size and series count: %s", exc)
             return
         self.database_size.set(size)
+        volume = store.volume_bytes()
+        if volume is not None:
+            folder, total, available = volume
+            self.volume_size.labels(folder=folder).set(total)
+            self.volume_available.labels(folder=folder).set(available)
+            if total and available < total * LOW_VOLUME_SHARE:
+                log.warning(
+                    "the database's volume has %.1f%% left (%d MiB of %d MiB): grow the volume "
+                    "or shorten retention (RECORDER_STATISTICS_RETENTION, "
+                    "RECORDER_FULL_RESOLUTION_RETENTION) before writes fail",
+                    100 * available / total,
+                    available // 2**20,
+                    total // 2**20,
+                )
         for kind in sorted({*SERIES_KINDS, *counts}):
             self.stored_series.labels(kind=kind).set(counts.get(kind, 0))

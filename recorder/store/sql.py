@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -115,6 +116,19 @@ class Store:
             else:
                 # Reads the file's first page, so an unreadable file fails here.
                 conn.execute(text("SELECT count(*) FROM sqlite_master"))
+
+    def volume_bytes(self) -> tuple[str, int, int] | None:
+        """(folder, size, available) of the filesystem holding a SQLite file, available as an
+        unprivileged process may use it; ``None`` for PostgreSQL (its server watches its own
+        disk)."""
+        if self.dialect != "sqlite" or not self.engine.url.database:
+            return None
+        folder = Path(self.engine.url.database).resolve().parent
+        try:
+            found = os.statvfs(folder)
+        except OSError:
+            return None
+        return str(folder), found.f_blocks * found.f_frsize, found.f_bavail * found.f_frsize
 
     def size_bytes(self) -> int:
         """Bytes the database takes: SQLite's pages plus its write-ahead log, PostgreSQL's

@@ -186,6 +186,8 @@ def test_openmetrics_parses_strictly_to_the_same_samples_and_lints_clean(
         "recorder_buffer_bytes": "bytes",
         "recorder_compaction_duration_seconds": "seconds",
         "recorder_database_size_bytes": "bytes",
+        "recorder_database_volume_size_bytes": "bytes",
+        "recorder_database_volume_available_bytes": "bytes",
         "recorder_metrics_render_duration_seconds": "seconds",
     }
     again = CollectorRegistry()
