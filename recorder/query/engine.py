@@ -206,9 +206,12 @@ def history(
             )
             tier, error = Tier.STATISTICS, RELATIVE_ACCURACY if query.agg.quantile else 0.0
         else:
-            runs = scan.samples(conn)
             found = None
             tier, error = Tier.RAW, 0.0
+            if step is None:
+                runs = scan.samples(conn)
+            else:
+                columns_of = scan.sample_columns(conn)
     series_out: list[SeriesPoints] = []
     total = 0
     if found is not None:
@@ -227,20 +230,26 @@ def history(
             )
             begin = end
         return HistoryResult(series_out, tier, error)
+    if step is not None:
+        value_at = 1 if query.resource is Resource.CPU else 2
+        for index, output in enumerate(outputs):
+            found_columns = columns_of.get(index)
+            if found_columns is None:
+                continue
+            points = bucketed(found_columns[0], found_columns[value_at], step, query.agg)
+            total += len(points)
+            _check_points(total, max_points)
+            series_out.append(SeriesPoints(output.labels, points))
+        return HistoryResult(series_out, tier, error)
     column = "cpu_nanocores" if query.resource is Resource.CPU else "memory_bytes"
     for index, output in enumerate(outputs):
         run = runs.get(index)
         if run is None:
             continue
-        points: list[tuple[int, Value]]
-        values_of = getattr(run, column)
-        if step is None:
-            points = list(zip(run.timestamps_ms, values_of, strict=True))
-        else:
-            points = bucketed(run.timestamps_ms, values_of, step, query.agg)
-        total += len(points)
+        raw = list(zip(run.timestamps_ms, getattr(run, column), strict=True))
+        total += len(raw)
         _check_points(total, max_points)
-        series_out.append(SeriesPoints(output.labels, points))
+        series_out.append(SeriesPoints(output.labels, raw))
     return HistoryResult(series_out, tier, error)
 
 

@@ -21,7 +21,7 @@ Without ``use_statistics`` every sample is decoded and percentiles are exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +32,16 @@ from sqlalchemy import Connection
 from recorder.domain import Resource
 from recorder.errors import QueryError
 from recorder.stats import columns, dedup
-from recorder.stats.buckets import Accumulator, BucketOf
-from recorder.stats.codec import ChunkSamples
+from recorder.stats.buckets import Accumulator, BucketOf, IntColumn
+from recorder.stats.codec import ChunkSamples, decode_arrays, decode_samples
 from recorder.store import chunks, head, rollups
 from recorder.timeutil import DAY_MS, floor_to
 
 Key = tuple[int, int]
 """(unit index, bucket start ms)"""
+
+Columns = tuple[IntColumn, IntColumn, IntColumn]
+"""A unit's samples as (timestamps_ms, cpu_nanocores, memory_bytes): int64 arrays or lists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +130,14 @@ class Scan:
         head_rows: dict[int, list[dedup.Row]],
         decode: Sequence[tuple[int, int]] | None,
         decoded_blocks: set[tuple[int, int]] | None = None,
+        read: Iterable[tuple[int, int, ChunkSamples]] | None = None,
     ) -> dict[int, ChunkSamples]:
         """Each unit's samples in the range: the chunks ``decode`` lists (every chunk in the
         range when None) merged with the head rows, per series by the dedup rule, then summed
         across the unit's series at each instant."""
-        if decode is None:
+        if read is not None:
+            decoded = read
+        elif decode is None:
             decoded = chunks.read_samples_in_range(
                 conn, list(self._unit_of_sample), self.start_ms, self.end_ms, block_ms=self.block_ms
             )
@@ -168,6 +174,43 @@ class Scan:
     def samples(self, conn: Connection) -> dict[int, ChunkSamples]:
         """Every unit's samples in the range, from every tier that still has samples."""
         return self._runs(conn, self._head(conn), None)
+
+    def sample_columns(self, conn: Connection) -> dict[int, Columns]:
+        """``samples`` as ``(timestamps, cpu, memory)`` columns: int64 arrays decoded in one
+        batch (``codec.decode_arrays``) when each unit is one series without head rows in the
+        range and its values fit in 64 bits, else the lists ``samples`` makes."""
+        head_rows = self._head(conn)
+        stored = chunks.read_payloads_in_range(
+            conn, list(self._unit_of_sample), self.start_ms, self.end_ms, block_ms=self.block_ms
+        )
+        arrays = None
+        if not head_rows and all(len(u.sample_ids) == 1 for u in self.units):
+            arrays = decode_arrays([payload for _sid, _start, payload in stored])
+        if arrays is None:
+            read = ((sid, start, decode_samples(payload)) for sid, start, payload in stored)
+            runs = self._runs(conn, head_rows, None, read=read)
+            return {u: (r.timestamps_ms, r.cpu_nanocores, r.memory_bytes) for u, r in runs.items()}
+        self._count(len(arrays.timestamps_ms))
+        out: dict[int, Columns] = {}
+        # Chunks come by series, then block: each series' samples are one time-ordered run.
+        ends = np.cumsum(arrays.counts).tolist()
+        begin = 0
+        for position, (series_id, _start, _payload) in enumerate(stored):
+            last = position + 1 == len(stored) or stored[position + 1][0] != series_id
+            if not last:
+                continue
+            end = ends[position]
+            stamps = arrays.timestamps_ms[begin:end]
+            low = begin + int(np.searchsorted(stamps, self.start_ms, "left"))
+            high = begin + int(np.searchsorted(stamps, self.end_ms, "right"))
+            if high > low:
+                out[self._unit_of_sample[series_id]] = (
+                    arrays.timestamps_ms[low:high],
+                    arrays.cpu_nanocores[low:high],
+                    arrays.memory_bytes[low:high],
+                )
+            begin = end
+        return out
 
     # --- statistics ---------------------------------------------------------------------------
 

@@ -25,6 +25,9 @@ from recorder.stats.block import ResourceStats, smallest_gap
 from recorder.stats.quantiles import merged_quantiles
 from recorder.stats.sketch import QuantileSketch, exact_quantile
 
+IntColumn = Sequence[int] | npt.NDArray[np.int64]
+"""Integers in a list or an int64 array."""
+
 
 class BucketOf:
     """A timestamp's bucket start: ``bucket_of(ts)``, or of many at once (``many``)."""
@@ -91,11 +94,12 @@ class Accumulator:
         """Time-ordered samples (no timestamp already added)."""
         if not values:
             return
+        empty = self.count == 0  # last_ms's -1 is no timestamp (samples may precede 1970)
         self._extend(len(values), min(values), max(values), timestamps[0])
         self.total += sum(values)
         if self.squares is not None:
             self.squares += sum(v * v for v in values)
-        if timestamps[-1] > self.last_ms:
+        if empty or timestamps[-1] > self.last_ms:
             self.last_ms, self.last = timestamps[-1], values[-1]
         self._note_interval(smallest_gap(timestamps))
         if self.exact:
@@ -108,13 +112,14 @@ class Accumulator:
     ) -> None:
         """A whole block's statistics of this accumulator's resource (an inexact accumulator
         only: its samples are not at hand)."""
+        empty = self.count == 0
         self._extend(count, stats.minimum, stats.maximum, first_ms)
         self.total += stats.total
         if self.squares is not None and stats.squares is not None:
             self.squares += stats.squares
         else:
             self.squares = None
-        if last_ms > self.last_ms:
+        if empty or last_ms > self.last_ms:
             self.last_ms, self.last = last_ms, stats.last
         self._note_interval(interval_ms)
         self.pending.append(stats.sketch)
@@ -205,21 +210,21 @@ def aggregate_many(accs: Sequence[Accumulator], agg: Agg) -> list[Value]:
 
 
 def bucketed(
-    timestamps_ms: Sequence[int], values: Sequence[int], step_ms: int, agg: Agg
+    timestamps_ms: IntColumn, values: IntColumn, step_ms: int, agg: Agg
 ) -> list[tuple[int, Value]]:
     """Time-ordered samples (distinct timestamps) aggregated per bucket of ``step_ms``
     (``aligned``): ``(bucket start, aggregate(acc, agg))`` of each bucket's exact accumulator,
     in bucket order, computed over the whole run with numpy. ``stddev`` and values beyond
     64 bits take the accumulator path; sums that could pass 64 bits are added in Python."""
-    if not values:
+    if not len(values):
         return []
     try:
-        column = np.array(values, np.int64)
+        column = np.asarray(values, np.int64)
     except OverflowError:
         column = None
     if column is None or agg is Agg.STDDEV:
-        return _bucketed_one_by_one(timestamps_ms, values, step_ms, agg)
-    stamps = np.array(timestamps_ms, np.int64)
+        return _bucketed_one_by_one(_listed(timestamps_ms), _listed(values), step_ms, agg)
+    stamps = np.asarray(timestamps_ms, np.int64)
     buckets = stamps - stamps % step_ms
     starts = np.flatnonzero(np.concatenate(([True], buckets[1:] != buckets[:-1])))
     ends = np.append(starts[1:], len(column))
@@ -245,12 +250,19 @@ def bucketed(
         if largest * int(counts.max()) < 2**63:
             totals = np.add.reduceat(column, starts).tolist()
         else:
-            totals = [sum(values[b:e]) for b, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+            listed = column.tolist()
+            totals = [sum(listed[b:e]) for b, e in zip(starts.tolist(), ends.tolist(), strict=True)]
         if agg is Agg.SUM:
             found = totals
         else:
             found = [Fraction(t, n) for t, n in zip(totals, counts.tolist(), strict=True)]
     return list(zip(keys, found, strict=True))
+
+
+def _listed(column: IntColumn) -> list[int]:
+    """Python integers (sums and products of them never wrap)."""
+    found: list[int] = column.tolist() if isinstance(column, np.ndarray) else list(column)
+    return found
 
 
 def _bucketed_one_by_one(

@@ -70,9 +70,20 @@ from dataclasses import dataclass
 from itertools import accumulate, repeat
 from operator import sub
 
+import numpy as np
+import numpy.typing as npt
+
 from recorder.errors import DecodeError
 
-__all__ = ["FORMAT_VERSION", "MAX_SAMPLES", "ChunkSamples", "decode_samples", "encode_samples"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_SAMPLES",
+    "ChunkSamples",
+    "SampleArrays",
+    "decode_arrays",
+    "decode_samples",
+    "encode_samples",
+]
 
 FORMAT_VERSION = 1
 MAX_SAMPLES = 1_000_000
@@ -142,20 +153,7 @@ def decode_samples(payload: bytes) -> ChunkSamples:
     Raises :class:`~recorder.errors.DecodeError` when the payload is damaged, truncated or of
     an unknown version.
     """
-    if not payload:
-        raise DecodeError("empty chunk payload")
-    if payload[0] != FORMAT_VERSION:
-        raise DecodeError(
-            f"chunk payload has format version {payload[0]}, this recorder reads version "
-            f"{FORMAT_VERSION}; upgrade the recorder or restore the database"
-        )
-    inflater = zlib.decompressobj()
-    try:
-        body = inflater.decompress(payload[1:], _MAX_BODY)
-    except zlib.error as exc:
-        raise DecodeError(f"chunk payload is corrupt: {exc}") from exc
-    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
-        raise DecodeError("chunk payload is truncated or has trailing bytes")
+    body = _inflate(payload)
     reader = _Reader(body)
     count = reader.varint()
     if count > MAX_SAMPLES:
@@ -170,6 +168,172 @@ def decode_samples(payload: bytes) -> ChunkSamples:
     if count > 1 and min(map(sub, timestamps[1:], timestamps)) <= 0:
         raise DecodeError("chunk payload timestamps are not strictly increasing")
     return ChunkSamples(*columns)
+
+
+@dataclass(frozen=True, slots=True)
+class SampleArrays:
+    """The samples of several payloads, payload after payload, as four int64 columns."""
+
+    counts: list[int]
+    """How many samples each payload holds."""
+    timestamps_ms: npt.NDArray[np.int64]
+    windows_ms: npt.NDArray[np.int64]
+    cpu_nanocores: npt.NDArray[np.int64]
+    memory_bytes: npt.NDArray[np.int64]
+
+
+def decode_arrays(payloads: Sequence[bytes]) -> SampleArrays | None:
+    """The samples of ``payloads`` as :func:`decode_samples` decodes them one by one, joined
+    into int64 columns, or None when a column's values might not fit in 64 bits (decode
+    those one by one). Raises the :class:`~recorder.errors.DecodeError` that decoding them
+    one by one meets first.
+
+    Each payload is inflated and its column headers read as :func:`decode_samples` does;
+    the byte planes of every column of every payload are then gathered into words at once,
+    the bases added and the delta columns summed (one running sum over the batch, less what
+    precedes each column). That is exact where every value of the column provably fits:
+    offsets of at most 7 bytes and ``|first| + n * (|base| + 2**56)`` below 2**63. A 30-day
+    raw query decodes 720 payloads: ~85 ms one by one into lists."""
+    try:
+        return _decode_arrays(payloads)
+    except DecodeError:
+        for payload in payloads:
+            decode_samples(payload)
+        raise
+
+
+def _inflate(payload: bytes) -> bytes:
+    if not payload:
+        raise DecodeError("empty chunk payload")
+    if payload[0] != FORMAT_VERSION:
+        raise DecodeError(
+            f"chunk payload has format version {payload[0]}, this recorder reads version "
+            f"{FORMAT_VERSION}; upgrade the recorder or restore the database"
+        )
+    inflater = zlib.decompressobj()
+    try:
+        body = inflater.decompress(payload[1:], _MAX_BODY)
+    except zlib.error as exc:
+        raise DecodeError(f"chunk payload is corrupt: {exc}") from exc
+    if not inflater.eof or inflater.unused_data or inflater.unconsumed_tail:
+        raise DecodeError("chunk payload is truncated or has trailing bytes")
+    return body
+
+
+_EXACT_WIDTH = 7
+_INT64 = 2**63
+
+
+def _fits(mode: int, first: int, base: int, width: int, n: int) -> bool:
+    """Whether every value of a column is exact in int64 arithmetic (see ``decode_many``)."""
+    if width > _EXACT_WIDTH:
+        return False
+    top = (1 << (8 * width)) - 1
+    if mode == _MODE_FRAME:
+        return -_INT64 <= base and base + top < _INT64
+    step = max(abs(base), abs(base + top))
+    return abs(first) + n * step < _INT64 and -_INT64 <= base + top and step < _INT64
+
+
+def _decode_arrays(payloads: Sequence[bytes]) -> SampleArrays | None:
+    bodies: list[bytes] = []
+    counts: list[int] = []
+    # Per column: mode, first, base, width, offset of its planes in the joined bodies, and
+    # how many offsets it stores.
+    heads: list[tuple[int, int, int, int, int, int]] = []
+    joined = 0
+    for payload in payloads:
+        body = _inflate(payload)
+        reader = _Reader(body)
+        count = reader.varint()
+        if count > MAX_SAMPLES:
+            raise DecodeError(f"chunk payload claims {count} samples, more than {MAX_SAMPLES}")
+        for _ in range(4 if count else 0):
+            mode = reader.byte()
+            first = 0
+            if mode == _MODE_DELTA:
+                first = reader.zigzag()
+            elif mode != _MODE_FRAME:
+                raise DecodeError(f"chunk payload has unknown column mode {mode}")
+            base = reader.zigzag()
+            width = reader.varint()
+            if width > _MAX_WIDTH:
+                raise DecodeError(
+                    f"chunk payload column is {width} bytes wide, at most {_MAX_WIDTH}"
+                )
+            n = count - 1 if mode == _MODE_DELTA else count
+            heads.append((mode, first, base, width, joined + reader.offset, n))
+            reader.take(width * n)
+        if reader.offset != len(body):
+            raise DecodeError("chunk payload has trailing bytes after its last column")
+        bodies.append(body)
+        counts.append(count)
+        joined += len(body)
+    if not all(_fits(m, f, b, w, n) for m, f, b, w, _o, n in heads):
+        return None
+    present = [count for count in counts if count]
+    if not present:
+        empty = np.zeros(0, np.int64)
+        return SampleArrays(counts, empty, empty, empty, empty)
+    sizes = [count for count in present for _ in range(4)]
+    values = _gathered(np.frombuffer(b"".join(bodies), np.uint8), heads, sizes)
+    # Column k of every payload, payload after payload.
+    per = np.array(present, np.int64)
+    total = int(per.sum())
+    column_start = np.concatenate(([0], np.cumsum(np.repeat(per, 4))[:-1]))
+    within = np.arange(total) - np.repeat(np.concatenate(([0], np.cumsum(per)[:-1])), per)
+    columns = [values[np.repeat(column_start[k::4], per) + within] for k in range(4)]
+    return SampleArrays(counts, *columns)
+
+
+def _gathered(
+    buf: npt.NDArray[np.uint8],
+    heads: list[tuple[int, int, int, int, int, int]],
+    sizes: list[int],
+) -> npt.NDArray[np.int64]:
+    """The values of every column (``sizes`` values each), payload after payload and column
+    after column."""
+    if not heads:
+        return np.zeros(0, np.int64)
+    mode, first, base, width, planes, stored = (
+        np.array(c, np.int64) for c in zip(*heads, strict=True)
+    )
+    lengths = np.array(sizes, np.int64)
+    out_start = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    delta = mode == _MODE_DELTA
+    # Each value's step: its column's base, a delta column's first value, plus the stored
+    # offset gathered from its byte planes (columns of width 0 have none to gather).
+    steps = np.repeat(base, lengths)
+    steps[out_start[delta]] = first[delta]
+    wide = np.flatnonzero((width > 0) & (stored > 0))
+    if len(wide):
+        count = stored[wide]
+        begin = np.concatenate(([0], np.cumsum(count)[:-1]))
+        within = np.arange(int(count.sum())) - np.repeat(begin, count)
+        source = np.repeat(planes[wide], count) + within
+        dest = np.repeat(out_start[wide] + delta[wide], count) + within
+        plane_width = np.repeat(width[wide], count)
+        span = np.repeat(count, count)
+        offsets = buf[source].astype(np.int64)
+        for plane in range(1, _EXACT_WIDTH):
+            chosen = np.flatnonzero(plane_width > plane)
+            if not len(chosen):
+                break
+            got = buf[source[chosen] + plane * span[chosen]].astype(np.int64)
+            offsets[chosen] |= got << (8 * plane)
+        steps[dest] += offsets
+    # Delta columns are running sums (wrapping int64 arithmetic, exact where the result fits,
+    # which _fits made sure of); frame columns are their steps.
+    is_delta = np.repeat(delta, lengths)
+    running = np.cumsum(np.where(is_delta, steps, 0))
+    before = np.where(out_start > 0, running[np.maximum(out_start - 1, 0)], 0)
+    values = np.where(is_delta, running - np.repeat(before, lengths), steps)
+    # Timestamps (each payload's first column) strictly increase.
+    column = np.repeat(np.arange(len(heads)), lengths)
+    same = (column[1:] == column[:-1]) & (column[1:] % 4 == 0)  # 4 columns a payload
+    if np.any(same & (values[1:] <= values[:-1])):
+        raise DecodeError("chunk payload timestamps are not strictly increasing")
+    return values
 
 
 def _put_column(out: bytearray, column: list[int]) -> None:

@@ -137,7 +137,18 @@ def read_samples_in_range(
     """``(series id, block start, samples)`` of every chunk of ``series_ids`` with samples
     in ``[start_ms, end_ms]`` that still has them (blocks past full-resolution retention have
     only statistics)."""
+    for series_id, block_start, payload in read_payloads_in_range(
+        conn, series_ids, start_ms, end_ms, block_ms=block_ms
+    ):
+        yield series_id, block_start, decode_samples(payload)
+
+
+def read_payloads_in_range(
+    conn: Connection, series_ids: Sequence[int], start_ms: int, end_ms: int, *, block_ms: int
+) -> list[tuple[int, int, bytes]]:
+    """``read_samples_in_range``'s chunks undecoded, by series and block start."""
     c = schema.chunks
+    found: list[tuple[int, int, bytes]] = []
     for start in range(0, len(series_ids), _IDS):
         rows = conn.execute(
             select(c.c.series_id, c.c.block_start_ms, c.c.payload)
@@ -147,8 +158,8 @@ def read_samples_in_range(
             .where(c.c.payload.is_not(None))
             .order_by(c.c.series_id, c.c.block_start_ms)
         )
-        for series_id, block_start, payload in rows:
-            yield series_id, block_start, decode_samples(payload)
+        found += [(series_id, block_start, payload) for series_id, block_start, payload in rows]
+    return found
 
 
 def expired(conn: Connection, block_starts: Sequence[int]) -> set[tuple[int, int]]:

@@ -233,3 +233,32 @@ def test_max_samples_bounds_what_a_scan_decodes(store: Store) -> None:
             scan(PER_BLOCK - 1).statistics(conn, aligned(90 * 60_000), (Resource.CPU,))
         # A step of one hour: each block's statistics, nothing decoded.
         assert scan(0).statistics(conn, aligned(HOUR_MS), (Resource.CPU,))
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_sample_columns_equal_the_samples(store: Store, late: bool) -> None:
+    """Batch-decoded columns (one series per unit, no head row) and the lists (a head row in
+    the range) hold the same samples, cut to the range, counted the same against
+    ``max_samples``."""
+    if late:
+        sample = Sample(NODE, D0 + HOUR_MS + 1, 30_000, 5, 5)
+        store.write(Batch(Kind.NODE, (sample,)), now_ms=D2 + HOUR_MS)
+    start, end = D0 + HOUR_MS // 2, D0 + 30 * HOUR_MS + 1
+    with store.reading() as conn:
+        found = units(conn)
+        scan = Scan(found, start_ms=start, end_ms=end, block_ms=store.block_ms, max_samples=10**6)
+        want = scan.samples(conn)
+        other = Scan(found, start_ms=start, end_ms=end, block_ms=store.block_ms, max_samples=10**6)
+        got = other.sample_columns(conn)
+        assert other.decoded == scan.decoded
+        assert got.keys() == want.keys() == {0}
+        stamps, cpu, memory = got[0]
+        assert (list(stamps), list(cpu), list(memory)) == (
+            want[0].timestamps_ms,
+            want[0].cpu_nanocores,
+            want[0].memory_bytes,
+        )
+        assert min(stamps) >= start and max(stamps) <= end
+        tight = Scan(found, start_ms=start, end_ms=end, block_ms=store.block_ms, max_samples=10)
+        with pytest.raises(QueryError, match="more than 10 raw samples"):
+            tight.sample_columns(conn)

@@ -136,3 +136,11 @@ def test_bucketed_sums_past_64_bits_exactly() -> None:
     assert bucketed([0, 1, 2], [big, big, big], 10, Agg.SUM) == [(0, 3 * big)]
     assert bucketed([0, 1, 2], [big, big, 1], 10, Agg.AVG) == [(0, Fraction(2 * big + 1, 3))]
     assert bucketed([], [], 10, Agg.AVG) == []
+
+
+def test_last_of_samples_before_1970() -> None:
+    """A fresh accumulator's last_ms (-1) is no timestamp: a sample at -1 ms is its last."""
+    acc = Accumulator(exact=True)
+    acc.add_values([-5, -1], [7, 9])
+    assert (acc.last_ms, aggregate(acc, Agg.LAST)) == (-1, 9)
+    assert bucketed([-1, 0], [1, 0], 1, Agg.LAST) == [(-1, 1), (0, 0)]

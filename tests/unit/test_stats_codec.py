@@ -19,6 +19,7 @@ from recorder.stats.codec import (
     FORMAT_VERSION,
     MAX_SAMPLES,
     ChunkSamples,
+    decode_arrays,
     decode_samples,
     encode_samples,
 )
@@ -298,3 +299,63 @@ def _benchmark() -> None:
 
 if __name__ == "__main__":
     _benchmark()
+
+
+# --- many payloads at once ---------------------------------------------------------------------
+
+
+def joined(decoded: list[ChunkSamples]) -> tuple[list[int], ...]:
+    return tuple(
+        [v for samples in decoded for v in getattr(samples, name)]
+        for name in ("timestamps_ms", "windows_ms", "cpu_nanocores", "memory_bytes")
+    )
+
+
+@given(st.lists(sample_columns(), max_size=6))
+@settings(deadline=None)
+def test_decode_arrays_equals_decoding_one_by_one(series: list[Columns]) -> None:
+    """Empty payloads, negative values and deltas, values past 2**53 up to 2**63 - 1 decode
+    exactly; only where a value may not fit in 64 bits does the batch decline."""
+    payloads = [encode_samples(*columns) for columns in series]
+    one_by_one = [decode_samples(payload) for payload in payloads]
+    got = decode_arrays(payloads)
+    if got is None:
+        assert any(abs(v) >= 2**55 for columns in series for column in columns for v in column)
+        return
+    assert got.counts == [len(samples) for samples in one_by_one]
+    assert (
+        got.timestamps_ms.tolist(),
+        got.windows_ms.tolist(),
+        got.cpu_nanocores.tolist(),
+        got.memory_bytes.tolist(),
+    ) == joined(one_by_one)
+
+
+def test_decode_arrays_of_the_largest_exact_values() -> None:
+    top = 2**63 - 1
+    series = [
+        ([0, 1, 2], [top, top - 1, top], [-(2**63), 0, top], [2**53 + 1, 2**53, 2**53 + 3]),
+        ([], [], [], []),
+        ([5], [top], [-1], [0]),
+    ]
+    payloads = [encode_samples(*columns) for columns in series]
+    got = decode_arrays(payloads)
+    if got is not None:  # wide spans may decline: then one by one is the answer
+        assert got.cpu_nanocores.tolist() == [v for c in series for v in c[2]]
+        assert got.windows_ms.tolist() == [v for c in series for v in c[1]]
+    assert decode_arrays([encode_samples([1, 2], [0, 0], [2**63, 0], [0, 0])]) is None
+    assert decode_arrays([]) is not None
+
+
+def test_decode_arrays_raises_what_one_by_one_meets_first(
+    sample_payload: tuple[bytes, ChunkSamples],
+) -> None:
+    payload, _ = sample_payload
+    damaged = [payload[:end] for end in range(0, len(payload), 7)]
+    damaged += [payload + b"\x00", bytes([FORMAT_VERSION + 1]) + payload[1:]]
+    for bad in damaged:
+        with pytest.raises(DecodeError) as expected:
+            decode_samples(bad)
+        with pytest.raises(DecodeError) as got:
+            decode_arrays([payload, bad, payload])
+        assert str(got.value) == str(expected.value)
