@@ -117,18 +117,19 @@ class _Decoded:
         vstarts = np.zeros(len(ends), np.int64)
         vstarts[1:] = ends[:-1] + 1
         sizes = ends - vstarts + 1
-        long_varint = sizes > 9
         # Each varint's value from its 7-bit groups, lowest first: most varints are one byte,
-        # so each further group touches fewer of them.
+        # so each further group looks only at the varints the previous one found longer.
         values = buf[vstarts].astype(np.int64) & 0x7F
+        more = np.flatnonzero(sizes > 1)
         for k in range(1, 9):
-            more = np.flatnonzero(sizes > k)
             if not len(more):
                 break
             values[more] |= (buf[vstarts[more] + k].astype(np.int64) & 0x7F) << (7 * k)
+            more = more[sizes[more] > k + 1]
         first = np.searchsorted(ends, starts)
         nvar = np.searchsorted(ends, last_byte) - first + 1
-        self.bad |= np.add.reduceat(long_varint, first) > 0
+        if len(sizes) and int(sizes.max()) > 9:
+            self.bad |= np.add.reduceat(sizes > 9, first) > 0
         self.bad |= nvar < 3
         if self.bad.any():
             return
