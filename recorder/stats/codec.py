@@ -244,27 +244,33 @@ def _decode_arrays(payloads: Sequence[bytes]) -> SampleArrays | None:
     joined = 0
     for payload in payloads:
         body = _inflate(payload)
-        reader = _Reader(body)
-        count = reader.varint()
+        count, offset = _varint_at(body, 0)
         if count > MAX_SAMPLES:
             raise DecodeError(f"chunk payload claims {count} samples, more than {MAX_SAMPLES}")
         for _ in range(4 if count else 0):
-            mode = reader.byte()
+            if offset >= len(body):
+                raise DecodeError("chunk payload body ends early")
+            mode = body[offset]
+            offset += 1
             first = 0
             if mode == _MODE_DELTA:
-                first = reader.zigzag()
+                first, offset = _varint_at(body, offset)
+                first = (first >> 1) ^ -(first & 1)
             elif mode != _MODE_FRAME:
                 raise DecodeError(f"chunk payload has unknown column mode {mode}")
-            base = reader.zigzag()
-            width = reader.varint()
+            base, offset = _varint_at(body, offset)
+            base = (base >> 1) ^ -(base & 1)
+            width, offset = _varint_at(body, offset)
             if width > _MAX_WIDTH:
                 raise DecodeError(
                     f"chunk payload column is {width} bytes wide, at most {_MAX_WIDTH}"
                 )
             n = count - 1 if mode == _MODE_DELTA else count
-            heads.append((mode, first, base, width, joined + reader.offset, n))
-            reader.take(width * n)
-        if reader.offset != len(body):
+            heads.append((mode, first, base, width, joined + offset, n))
+            offset += width * n
+            if offset > len(body):
+                raise DecodeError("chunk payload body ends early")
+        if offset != len(body):
             raise DecodeError("chunk payload has trailing bytes after its last column")
         bodies.append(body)
         counts.append(count)
@@ -275,15 +281,16 @@ def _decode_arrays(payloads: Sequence[bytes]) -> SampleArrays | None:
     if not present:
         empty = np.zeros(0, np.int64)
         return SampleArrays(counts, empty, empty, empty, empty)
-    sizes = [count for count in present for _ in range(4)]
-    values = _gathered(np.frombuffer(b"".join(bodies), np.uint8), heads, sizes)
-    # Column k of every payload, payload after payload.
-    per = np.array(present, np.int64)
-    total = int(per.sum())
-    column_start = np.concatenate(([0], np.cumsum(np.repeat(per, 4))[:-1]))
-    within = np.arange(total) - np.repeat(np.concatenate(([0], np.cumsum(per)[:-1])), per)
-    columns = [values[np.repeat(column_start[k::4], per) + within] for k in range(4)]
-    return SampleArrays(counts, *columns)
+    # Column after column (each payload's timestamps, then each one's windows...): every
+    # column of the batch comes out as one contiguous run.
+    ordered = [head for k in range(4) for head in heads[k::4]]
+    values = _gathered(np.frombuffer(b"".join(bodies), np.uint8), ordered, present * 4)
+    total = sum(present)
+    stamps = values[:total]
+    owner = np.repeat(np.arange(len(present)), present)
+    if np.any((owner[1:] == owner[:-1]) & (stamps[1:] <= stamps[:-1])):
+        raise DecodeError("chunk payload timestamps are not strictly increasing")
+    return SampleArrays(counts, *(values[k * total : (k + 1) * total] for k in range(4)))
 
 
 def _gathered(
@@ -291,8 +298,8 @@ def _gathered(
     heads: list[tuple[int, int, int, int, int, int]],
     sizes: list[int],
 ) -> npt.NDArray[np.int64]:
-    """The values of every column (``sizes`` values each), payload after payload and column
-    after column."""
+    """The values of the columns ``heads`` describes (``sizes`` values each), one after
+    another."""
     if not heads:
         return np.zeros(0, np.int64)
     mode, first, base, width, planes, stored = (
@@ -327,12 +334,7 @@ def _gathered(
     is_delta = np.repeat(delta, lengths)
     running = np.cumsum(np.where(is_delta, steps, 0))
     before = np.where(out_start > 0, running[np.maximum(out_start - 1, 0)], 0)
-    values = np.where(is_delta, running - np.repeat(before, lengths), steps)
-    # Timestamps (each payload's first column) strictly increase.
-    column = np.repeat(np.arange(len(heads)), lengths)
-    same = (column[1:] == column[:-1]) & (column[1:] % 4 == 0)  # 4 columns a payload
-    if np.any(same & (values[1:] <= values[:-1])):
-        raise DecodeError("chunk payload timestamps are not strictly increasing")
+    values: npt.NDArray[np.int64] = np.where(is_delta, running - np.repeat(before, lengths), steps)
     return values
 
 
@@ -418,6 +420,24 @@ def _put_varint(out: bytearray, value: int) -> None:
 
 def _put_zigzag(out: bytearray, value: int) -> None:
     _put_varint(out, value << 1 if value >= 0 else (~value << 1) | 1)
+
+
+def _varint_at(data: bytes, offset: int) -> tuple[int, int]:
+    """``_Reader.varint`` at ``offset`` (the same errors), and the offset after it: the
+    headers of a batch of payloads are read without a method call per byte."""
+    value = shift = 0
+    size = len(data)
+    while True:
+        if offset >= size:
+            raise DecodeError("chunk payload body ends early")
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, offset
+        shift += 7
+        if shift > _MAX_BITS + 14:
+            raise DecodeError("chunk payload has an overlong varint")
 
 
 class _Reader:
