@@ -234,13 +234,25 @@ class Sampler(threading.Thread):
         self.pid = pid
         self.peak = 0
         self.peaks: dict[int, int] = {}
+        self.timeline: list[tuple[str, list[int]]] = []
+        self.last_mark = time.monotonic()
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
             self.peak = max(self.peak, rss_of_tree(self.pid))
-            for pid, rss in rss_by_process(self.pid).items():
+            each = rss_by_process(self.pid)
+            for pid, rss in each.items():
                 self.peaks[pid] = max(self.peaks.get(pid, 0), rss)
+            now = time.monotonic()
+            if now - self.last_mark >= 1.0:
+                self.last_mark = now
+                self.timeline.append(
+                    (
+                        time.strftime("%H:%M:%S"),
+                        sorted((v >> 20 for v in each.values()), reverse=True),
+                    )
+                )
 
 
 def rss_by_process(root: int) -> dict[int, int]:
@@ -389,6 +401,8 @@ def measure_recorder(
     text = log_path.read_text(errors="replace")
     if args.keep_logs:
         print(text, file=sys.stderr)
+        for at, each in sampler.timeline:
+            print(f"rss {at} {each}", file=sys.stderr)
     polls = [float(m.group(1)) for m in _POLL_LINE.finditer(text)]
     skipped = sum(
         text.count(marker) for marker in ("maximum number of running instances", "was missed by")
