@@ -7,8 +7,9 @@ The simulator runs in its own process (``recorder simulate``), as metrics-server
 run, on the same responses:
 
 - **fetch**: the two list calls alone (HTTP, gzip);
-- **floor**: fetch, ``json.loads`` and a bare ``executemany`` of one tuple per container and node
-  into an unindexed SQLite table: the least any recorder must do;
+- **floor**: ``bench.floor``, design §7: fetch, msgspec typed decode, exact integers, a bare
+  ``executemany`` of one row per container and node into an unindexed SQLite table: the least
+  any recorder must do;
 - **poll**: ``Poller.poll_once()`` into a SQLite store (decode, exact parsing, normalize,
   idempotent write, snapshot), steady state (the series already exist), median of ``--polls``.
 
@@ -18,10 +19,8 @@ Peak memory is the process's maximum resident set size.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.floor import Floor
 from recorder.buffer import WriteQueue
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.flusher import Flusher
@@ -61,32 +61,13 @@ def wait_until_served(url: str, timeout: float) -> None:
 
 
 def floor(url: str, db: Path) -> tuple[float, float]:
-    """(fetch seconds, floor seconds) for one pass over the two lists."""
-    begun = time.perf_counter()
-    with httpx.Client(timeout=120) as client:
-        nodes = client.get(f"{url}/apis/metrics.k8s.io/v1beta1/nodes").content
-        pods = client.get(f"{url}/apis/metrics.k8s.io/v1beta1/pods").content
-    fetched = time.perf_counter()
-    rows = [
-        (item["metadata"]["name"], "", item["timestamp"], u["cpu"], u["memory"])
-        for item in json.loads(nodes)["items"]
-        for u in (item["usage"],)
-    ]
-    rows += [
-        (
-            item["metadata"]["name"],
-            c["name"],
-            item["timestamp"],
-            c["usage"]["cpu"],
-            c["usage"]["memory"],
-        )
-        for item in json.loads(pods)["items"]
-        for c in item["containers"]
-    ]
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS raw (a TEXT, b TEXT, t TEXT, c TEXT, m TEXT)")
-        conn.executemany("INSERT INTO raw VALUES (?, ?, ?, ?, ?)", rows)
-    return fetched - begun, time.perf_counter() - begun
+    """(fetch seconds, floor seconds) for one pass of the honest floor (``bench.floor``)."""
+    honest = Floor(url, f"sqlite:///{db}")
+    try:
+        phases = honest.once()
+    finally:
+        honest.close()
+    return phases["fetch"], phases["total"]
 
 
 def main() -> None:
@@ -147,7 +128,7 @@ def main() -> None:
     print(f"series per poll:            {first.written}")
     print(f"first poll (new series):    {first_seconds:.2f} s")
     print(f"fetch (HTTP, 2 lists):      {statistics.median(fetches):.2f} s")
-    print(f"floor (fetch+json+insert):  {floor_median:.2f} s")
+    print(f"floor (bench.floor):        {floor_median:.2f} s")
     print(f"poll (steady, median):      {poll:.2f} s  = {poll / floor_median:.2f} x the floor")
     print(f"peak memory (max RSS):      {peak_mib:.0f} MiB")
 

@@ -234,6 +234,9 @@ class Sampler(threading.Thread):
         self.pid = pid
         self.peak = 0
         self.peaks: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}
+        """CPU seconds of each process, from when sampling began."""
+        self.cpu_start: dict[int, float] = {}
         self.timeline: list[tuple[str, list[int]]] = []
         self.last_mark = time.monotonic()
         self.stop = threading.Event()
@@ -242,6 +245,8 @@ class Sampler(threading.Thread):
         while not self.stop.wait(0.1):
             self.peak = max(self.peak, rss_of_tree(self.pid))
             each = rss_by_process(self.pid)
+            for pid, seconds in cpu_seconds_by_process(list(each)).items():
+                self.cpu[pid] = max(self.cpu.get(pid, 0.0), seconds)
             for pid, rss in each.items():
                 self.peaks[pid] = max(self.peaks.get(pid, 0), rss)
             now = time.monotonic()
@@ -253,6 +258,19 @@ class Sampler(threading.Thread):
                         sorted((v >> 20 for v in each.values()), reverse=True),
                     )
                 )
+
+
+def cpu_seconds_by_process(pids: list[int]) -> dict[int, float]:
+    """User plus system CPU seconds each process has used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, ValueError, IndexError):
+            continue
+    return used
 
 
 def rss_by_process(root: int) -> dict[int, int]:
@@ -348,7 +366,8 @@ def measure_recorder(
     ]  # fmt: skip
     resources = manifest_resources()
     cgroup = Cgroup(
-        cpu_cores(resources["limits"]["cpu"]), memory_limit_bytes(resources["limits"]["memory"])
+        cpu_cores(args.cpu_limit or resources["limits"]["cpu"]),
+        memory_limit_bytes(args.memory_limit or resources["limits"]["memory"]),
     )
     limited = args.cgroup and cgroup.create()
     if limited:
@@ -379,6 +398,7 @@ def measure_recorder(
         )
         scraper.start()
         begun = time.monotonic()
+        sampler.cpu_start = cpu_seconds_by_process(list(rss_by_process(recorder.pid)))
         time.sleep(INTERVAL_SECONDS * (args.polls // 2 + 1))
         query_seconds, query_status, query_bytes = history_query(base, namespace)
         with outage(url):
@@ -390,6 +410,8 @@ def measure_recorder(
         scraper.join(30)
         sampler.stop.set()
         sampler.join()
+        elapsed = time.monotonic() - begun
+        cpu_used = sum(v - sampler.cpu_start.get(pid, 0.0) for pid, v in sampler.cpu.items())
         recorder.send_signal(signal.SIGTERM)
         code = recorder.wait(60)
         oom = cgroup.oom_kills() if limited else None
@@ -424,6 +446,7 @@ def measure_recorder(
             (round(v / 2**20) for v in sampler.peaks.values()), reverse=True
         ),
         "oom_kills": oom,
+        "cpu_cores_average": cpu_used / elapsed,
         "scrape_s": statistics.median(scraper.seconds) if scraper.seconds else float("nan"),
         "scrape_max_s": max(scraper.seconds, default=float("nan")),
         "scrape_mb": scraper.bytes / 1e6,
@@ -460,6 +483,7 @@ ROWS = [
     ("peak RSS, all processes (MiB, <= 512)", "peak_rss_mib", "{:.0f}"),
     ("peak RSS of each process (MiB)", "peak_rss_mib_each", "{}"),
     ("OOM kills in the cgroup", "oom_kills", "{}"),
+    ("CPU used, all processes (cores, average)", "cpu_cores_average", "{:.2f}"),
     ("/metrics scrape median / max (s)", "scrape", "{}"),
     ("/metrics size (MB, gzip MB)", "scrape_size", "{}"),
     ("polls run / expected", "polls_run", "{}"),
@@ -498,6 +522,10 @@ def main() -> None:
     parser.add_argument("--outage-polls", type=int, default=3)
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--cgroup", action="store_true", help="run inside the manifest's limits")
+    parser.add_argument("--cpu-limit", help="with --cgroup: instead of the manifest's (e.g. 2)")
+    parser.add_argument(
+        "--memory-limit", help="with --cgroup: instead of the manifest's (e.g. 1536Mi)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep-logs", action="store_true", help="print the recorder's log")
     parser.add_argument("--probe", nargs=2, metavar=("URL", "SECONDS"), help=argparse.SUPPRESS)
@@ -531,7 +559,12 @@ def main() -> None:
     kinds = list(results)
     print(
         f"# {args.nodes} nodes, {args.pods} pods, {INTERVAL_SECONDS}s interval"
-        + (", inside the manifest's CPU and memory limits" if args.cgroup else "")
+        + (
+            f", in a cgroup of {results[kinds[0]]['cpu_limit_cores']} CPU and "
+            f"{results[kinds[0]]['memory_limit_mib']:.0f} MiB"
+            if args.cgroup and kinds and results[kinds[0]]["cpu_limit_cores"]
+            else ""
+        )
     )
     print(f"| measure | {' | '.join(kinds)} |")
     print(f"|---|{'---|' * len(kinds)}")

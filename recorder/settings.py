@@ -206,7 +206,7 @@ class Settings(BaseSettings):
         description="How long every sample is kept (then only block statistics)",
     )
     statistics_retention_seconds: float = Field(
-        default=400 * 86_400.0,
+        default=35 * 86_400.0,
         validation_alias="RECORDER_STATISTICS_RETENTION",
         gt=0,
         description="How long block statistics (count, sum, min, max, sketches) are kept",
