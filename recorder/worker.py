@@ -437,7 +437,9 @@ class Worker:
         )
         self.server = path.server
         self.metrics = path.metrics
-        self._poll_lines = PollLines(observe=self.metrics.poll_duration.observe)
+        self._published: set[Kind] = set()
+        self._published_lock = threading.Lock()
+        self._poll_lines = PollLines(observe=self._poll_stored)
         self._store, self._holder, self._registry = path.store, path.holder, path.registry
         self._queue, self._flusher, self._poller = path.queue, path.flusher, path.poller
         self._lines = LinePublisher(
@@ -536,7 +538,20 @@ class Worker:
     # --- talking to the server ------------------------------------------------------------
 
     def _send_lines(self, kind: Kind) -> None:
-        self._lines.announce(kind)  # rendered on the relay thread: the poll goes on
+        """A new snapshot of ``kind``: its gauges are rendered once the poll's samples are
+        stored (``_poll_stored``), so rendering never competes with the poll and the write
+        for the interpreter (a third of a poll's CPU at 150,000 pods)."""
+        with self._published_lock:
+            self._published.add(kind)
+
+    def _poll_stored(self, seconds: float) -> None:
+        """A poll's samples are stored, or wait for the database: its duration is observed
+        and its snapshots go to the relay thread."""
+        self.metrics.poll_duration.observe(seconds)
+        with self._published_lock:
+            kinds, self._published = self._published, set()
+        for kind in sorted(kinds):
+            self._lines.announce(kind)  # rendered on the relay thread
 
     def _send_status(self) -> None:
         poller = self._poller
