@@ -29,7 +29,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, Column, Connection, Engine, func, select, tuple_
@@ -122,6 +122,34 @@ class _Newest:
     digests: dict[int, int]
 
 
+@dataclass(slots=True)
+class _Rows:
+    """What one pass of ``SampleWriter._fresh_rows`` over a batch finds."""
+
+    rows: list[HeadRow] = field(default_factory=list)
+    newest: _Newest = field(default_factory=lambda: _Newest({}, {}))
+    below: dict[int, tuple[int, int] | None] = field(default_factory=dict)
+    """Per series, the below-newest (timestamp, digest) the rows leave (``None``: forget it)."""
+    unknown: dict[int, int] = field(default_factory=dict)
+    """Series whose stored newest sample is polled again while its digest is not known, to
+    that timestamp."""
+    missing: dict[SeriesKey, int] = field(default_factory=dict)
+    """Series without an id yet, to their first timestamp in the batch."""
+    pending: list[Sample] = field(default_factory=list)
+    """The samples of ``missing``: no row yet (``add`` the pass over them once they have ids)."""
+    fits: bool = True
+    """Every sample's values fit their columns."""
+
+    def add(self, other: _Rows) -> None:
+        """Take in a pass over other series (``pending``, once they have ids)."""
+        self.rows += other.rows
+        self.newest.timestamps.update(other.newest.timestamps)
+        self.newest.digests.update(other.newest.digests)
+        self.below.update(other.below)
+        self.unknown.update(other.unknown)
+        self.pending = other.pending
+
+
 @dataclass
 class _Isolation:
     """Counts of one batch's isolation."""
@@ -190,9 +218,19 @@ class SampleWriter:
     def write(self, batch: Batch, now_ms: int) -> WriteResult:
         if not self._loaded:
             self.load()
-        samples, labels, rejected, missing = self._checked(batch)
+        rejected: list[Rejection] = []
+        # One pass checks the values and finds the rows of the series already stored (the
+        # common case: every sample fits); the general checks run only when something is off.
+        first = self._fresh_rows(batch.samples, self._ids)
+        planned: _Rows | None = first
+        samples: Sequence[Sample] = batch.samples
+        missing = first.missing
+        if not first.fits or any(_key_problem(key) is not None for key in missing):
+            planned = None
+            samples, missing = self._checked(batch, rejected)
+        labels = self._checked_labels(batch, rejected)
         try:
-            written, skipped = self._attempt(samples, labels, now_ms, missing)
+            written, skipped = self._attempt(samples, labels, now_ms, missing, planned)
         except BaseException as error:
             if not (isinstance(error, Exception) and is_content_error(error)):
                 # Another writer may have changed the database meanwhile: reload before the
@@ -221,48 +259,38 @@ class SampleWriter:
     # --- checks against the columns, before anything is sent ----------------------------------
 
     def _checked(
-        self, batch: Batch
-    ) -> tuple[
-        Sequence[Sample], dict[LabelRef, Mapping[str, str]], list[Rejection], dict[SeriesKey, int]
-    ]:
-        """The samples and changed pod labels that fit their columns, a rejection for each one
-        that does not, and the series not stored yet (with their first timestamp). Series and
-        labels already stored are known to fit. One pass when everything fits (the common
-        case), which also finds the new series that the first attempt would look up again."""
+        self, batch: Batch, rejected: list[Rejection]
+    ) -> tuple[list[Sample], dict[SeriesKey, int]]:
+        """The samples that fit their columns, with a rejection added for each one that does
+        not, and the series not stored yet (with their first timestamp). Series already stored
+        are known to fit. The general path: ``write`` takes it only when its first pass over
+        the batch (``_fresh_rows``) found a value or a new series' name that does not fit."""
         known = self._ids
-        ts_min, ts_max, window_min, window_max = _TS_MIN, _TS_MAX, _WINDOW_MIN, _WINDOW_MAX
-        cpu_min, cpu_max, memory_min, memory_max = _CPU_MIN, _CPU_MAX, _MEMORY_MIN, _MEMORY_MAX
+        key_problems: dict[SeriesKey, tuple[str, str] | None] = {}
+        kept: list[Sample] = []
         missing: dict[SeriesKey, int] = {}
-        fits = True
         for sample in batch.samples:
             key = sample.key
+            problem = None
+            if key not in known:
+                if key not in key_problems:
+                    key_problems[key] = _key_problem(key)
+                problem = key_problems[key]
+            if problem is None and (value_problem := _value_problem(sample)) is not None:
+                problem = (OUT_OF_RANGE, value_problem)
+            if problem is not None:
+                rejected.append(_sample_rejection(sample, *problem))
+                continue
             if key not in known and key not in missing:
                 missing[key] = sample.timestamp_ms
-            if not (
-                ts_min <= sample.timestamp_ms <= ts_max
-                and window_min <= sample.window_ms <= window_max
-                and cpu_min <= sample.cpu_nanocores <= cpu_max
-                and memory_min <= sample.memory_bytes <= memory_max
-            ):
-                fits = False
-        key_problems = {key: p for key in missing if (p := _key_problem(key)) is not None}
-        rejected: list[Rejection] = []
-        samples: Sequence[Sample] = batch.samples
-        if key_problems or not fits:
-            kept: list[Sample] = []
-            missing = {}
-            for sample in batch.samples:
-                key = sample.key
-                problem = key_problems.get(key)
-                if problem is None and _value_problem(sample) is not None:
-                    problem = (OUT_OF_RANGE, str(_value_problem(sample)))
-                if problem is not None:
-                    rejected.append(_sample_rejection(sample, *problem))
-                    continue
-                if key not in known and key not in missing:
-                    missing[key] = sample.timestamp_ms
-                kept.append(sample)
-            samples = kept
+            kept.append(sample)
+        return kept, missing
+
+    def _checked_labels(
+        self, batch: Batch, rejected: list[Rejection]
+    ) -> dict[LabelRef, Mapping[str, str]]:
+        """The changed pod labels that fit their columns, with a rejection added for each pod's
+        labels that do not. Labels already stored are known to fit."""
         labels: dict[LabelRef, Mapping[str, str]] = {}
         for ref, pod_labels in self._changed_labels(batch.cluster, batch.pod_labels).items():
             label_problem = _labels_problem(ref, pod_labels)
@@ -270,7 +298,7 @@ class SampleWriter:
                 labels[ref] = pod_labels
             else:
                 rejected.append(_labels_rejection((ref, pod_labels), *label_problem))
-        return samples, labels, rejected, missing
+        return labels
 
     # --- one attempt: one transaction ----------------------------------------------------------
 
@@ -280,17 +308,22 @@ class SampleWriter:
         labels: Mapping[LabelRef, Mapping[str, str]],
         now_ms: int,
         missing: Mapping[SeriesKey, int] | None = None,
+        planned: _Rows | None = None,
     ) -> tuple[int, int]:
         """Write ``samples`` and ``labels`` in one transaction; the in-memory maps learn what it
         wrote only once it has committed. ``missing``: the series of ``samples`` not stored
-        yet, when the caller knows them."""
+        yet, when the caller knows them; ``planned``: ``_fresh_rows`` of ``samples`` over the
+        known series, when the caller has it (the rows of the missing ones are added here)."""
         try:
             with self._engine.begin() as conn:
                 ids = self._resolve_ids(conn, samples, missing)
-                unknown: dict[int, int] = {}
-                rows, newest, below = self._fresh_rows(samples, ids, unknown)
-                if unknown and self._learn_compacted_digests(conn, unknown):
-                    rows, newest, below = self._fresh_rows(samples, ids)
+                if planned is None:
+                    planned = self._fresh_rows(samples, ids)
+                elif planned.pending:
+                    planned.add(self._fresh_rows(planned.pending, ids))
+                if planned.unknown and self._learn_compacted_digests(conn, planned.unknown):
+                    planned = self._fresh_rows(samples, ids)
+                rows, newest, below = planned.rows, planned.newest, planned.below
                 if rows:
                     self._head.append(conn, rows)
                 if labels:
@@ -337,41 +370,73 @@ class SampleWriter:
                 learned = True
         return learned
 
-    def _fresh_rows(
-        self,
-        samples: Sequence[Sample],
-        ids: Mapping[SeriesKey, int],
-        unknown: dict[int, int] | None = None,
-    ) -> tuple[list[HeadRow], _Newest, dict[int, tuple[int, int] | None]]:
+    def _fresh_rows(self, samples: Sequence[Sample], ids: Mapping[SeriesKey, int]) -> _Rows:
         """The head rows to write, and the changes they make to the newest and below-newest
-        (timestamp, digest) of their series (``None``: forget the series' below-newest one).
-        ``unknown`` collects the series whose stored newest sample is polled again while its
-        digest is not known. Plain integers in the common path: it runs once per sample."""
+        (timestamp, digest) of their series (``None``: forget the series' below-newest one);
+        see ``_Rows`` for what else the same pass finds. Plain integers and as few dictionary
+        operations as the rule allows: it runs once per sample.
+
+        The fast path takes a series' first written sample of the batch when it is newer than
+        the series' stored newest (or the series has none) and the series has no below-newest
+        one: nothing can make it a duplicate, so it only records the new newest. Whether a
+        series was written before in the batch is then ``sid in new_ts or sid in first_ts``:
+        the general path records ``first_ts`` for every sample it writes, and takes a fast
+        sample's (timestamp, digest) from ``new_ts``, still untouched, at its next sample."""
         known_newest = self._newest
         known_digest = self._newest_digest
         known_below = self._below
-        newest = _Newest({}, {})
-        new_ts, new_mark = newest.timestamps, newest.digests
-        below: dict[int, tuple[int, int] | None] = {}
+        any_below = bool(known_below)
+        ts_min, ts_max, window_min, window_max = _TS_MIN, _TS_MAX, _WINDOW_MIN, _WINDOW_MAX
+        cpu_min, cpu_max, memory_min, memory_max = _CPU_MIN, _CPU_MAX, _MEMORY_MIN, _MEMORY_MAX
+        found = _Rows()
+        rows, below, unknown = found.rows, found.below, found.unknown
+        new_ts, new_mark = found.newest.timestamps, found.newest.digests
         first_ts: dict[int, int] = {}
         first_mark: dict[int, int] = {}
         several: dict[int, set[tuple[int, int]]] = {}
-        rows: list[HeadRow] = []
+        id_of, newest_of, append, mark_of = ids.get, known_newest.get, rows.append, hash
+        fits = True
         for sample in samples:
-            sid = ids[sample.key]
+            key = sample.key
             ts = sample.timestamp_ms
             window, cpu, memory = sample.window_ms, sample.cpu_nanocores, sample.memory_bytes
-            mark = hash((window, cpu, memory))  # digest(), inlined: once per sample
-            top = known_newest.get(sid)
+            if not (
+                ts_min <= ts <= ts_max
+                and window_min <= window <= window_max
+                and cpu_min <= cpu <= cpu_max
+                and memory_min <= memory <= memory_max
+            ):
+                fits = False
+            sid = id_of(key)
+            if sid is None:
+                if key not in found.missing:
+                    found.missing[key] = ts
+                found.pending.append(sample)
+                continue
+            mark = mark_of((window, cpu, memory))  # digest(), inlined
+            top = newest_of(sid)
+            if (
+                (top is None or ts > top)
+                and sid not in new_ts
+                and not (first_ts and sid in first_ts)
+                and not (any_below and sid in known_below)
+            ):
+                new_ts[sid] = ts
+                new_mark[sid] = mark
+                append((ts, sid, window, cpu, memory))
+                continue
             if ts == top:
                 held = known_digest.get(sid)
                 if held == mark:
                     continue
-                if held is None and unknown is not None:
+                if held is None:
                     unknown[sid] = ts
-            if known_below and known_below.get(sid) == (ts, mark):
+            if any_below and known_below.get(sid) == (ts, mark):
                 continue
             seen = first_ts.get(sid)
+            if seen is None and sid in new_ts:  # its first sample took the fast path
+                seen = first_ts[sid] = new_ts[sid]
+                first_mark[sid] = new_mark[sid]
             if seen is None:
                 first_ts[sid] = ts
                 first_mark[sid] = mark
@@ -392,8 +457,9 @@ class SampleWriter:
                 new_mark[sid] = mark  # another sample at the newest timestamp
             else:
                 below[sid] = (ts, mark)
-            rows.append((ts, sid, window, cpu, memory))
-        return rows, newest, below
+            append((ts, sid, window, cpu, memory))
+        found.fits = fits
+        return found
 
     def _resolve_ids(
         self,

@@ -8,16 +8,24 @@ Figures each test proves:
   1,000 stored, 3 rejected; later batches written normally (before: every write stopped);
 - rows the database itself refuses (a rule the writer does not know) among 1,000 good samples:
   1,000 stored, 4 samples and 1 pod's labels rejected by bisection in a bounded number of
-  attempts.
+  attempts;
+- random batches mixing duplicates within a batch, repeats of the stored newest, older samples
+  and new series write the rows, and skip the samples, that a plain reading of the rule
+  (``Reference``) does, whichever path (the fast one or the general one) each sample takes.
 
 The database's own faults (locks, timeouts, outages) are in test_store_engine.py.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections import Counter
+from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
@@ -202,3 +210,103 @@ def test_after_a_restart_the_batch_keys_and_equal_labels_are_adopted(store: Stor
     assert all(held[s.key] is s.key for s in again)
     assert all(writer._labels["default"][ref] is value for ref, value in same_labels.items())
     assert head_count(store) == 200
+
+
+# --- the rule, read plainly, against the writer's fast and general paths ---------------------
+
+Values = tuple[int, int, int]
+"""(window_ms, cpu_nanocores, memory_bytes)"""
+Row = tuple[str, int, int, int, int]
+"""(container, ts_ms, window_ms, cpu_nanocores, memory_bytes)"""
+
+
+@dataclass
+class Reference:
+    """The module docstring's rule written the plain way: a sample equal to its series' stored
+    newest or to the last one written below it is skipped, as is an exact repeat within the
+    batch; anything else is written. What a batch makes newest and below-newest counts only
+    from the next batch on."""
+
+    newest: dict[str, tuple[int, Values]] = field(default_factory=dict)
+    below: dict[str, tuple[int, Values]] = field(default_factory=dict)
+
+    def write(self, samples: list[tuple[str, int, Values]]) -> list[Row]:
+        newest, below = dict(self.newest), dict(self.below)
+        written: dict[str, set[tuple[int, Values]]] = {}
+        rows: list[Row] = []
+        for name, ts, values in samples:
+            if (ts, values) in (self.newest.get(name), self.below.get(name)):
+                continue
+            if (ts, values) in written.setdefault(name, set()):
+                continue
+            written[name].add((ts, values))
+            rows.append((name, ts, *values))
+            current = newest.get(name)
+            if current is None or ts > current[0]:
+                newest[name] = (ts, values)
+                below.pop(name, None)
+            elif ts == current[0]:
+                newest[name] = (ts, values)
+            else:
+                below[name] = (ts, values)
+        self.newest, self.below = newest, below
+        return rows
+
+
+VALUES: list[Values] = [(15_000, 1_000, 2_000), (15_000, 1_001, 2_000), (10_000, 1_000, 2_000)]
+CLUSTERS = itertools.count()
+
+batches = st.lists(
+    st.tuples(
+        st.lists(
+            st.tuples(st.integers(0, 4), st.integers(0, 4), st.sampled_from(VALUES)), max_size=14
+        ),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def key(cluster: str, i: int) -> SeriesKey:
+    return SeriesKey.for_container("shop", "web", f"s{i}", cluster)
+
+
+def stored_rows(store: Store, cluster: str) -> Counter[Row]:
+    h, s = schema.samples_head, schema.series
+    with store.engine.connect() as conn:
+        return Counter(
+            tuple(row)  # type: ignore[misc]
+            for row in conn.execute(
+                select(s.c.container, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
+                .join(s, s.c.id == h.c.series_id)
+                .where(s.c.cluster == cluster)
+            )
+        )
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=batches)
+def test_written_rows_and_skips_follow_the_rule(
+    store: Store, batches: list[tuple[list[tuple[int, int, Values]], bool]]
+) -> None:
+    # Each example its own cluster (new series); the writer's maps carry over between batches.
+    cluster = f"c{next(CLUSTERS)}"
+    held = {i: key(cluster, i) for i in range(5)}
+    reference = Reference()
+    expected: Counter[Row] = Counter()
+    for step, (drawn, same_objects) in enumerate(batches):
+        # Keys as the poller hands them (the same objects every poll) or equal new ones.
+        keys = held if same_objects else {i: key(cluster, i) for i in range(5)}
+        samples = [Sample(keys[i], T0 + 1_000 * dt, *values) for i, dt, values in drawn]
+        result = store.write(Batch(Kind.CONTAINER, tuple(samples), cluster=cluster), now_ms=T0)
+        rows = reference.write([(f"s{i}", T0 + 1_000 * dt, values) for i, dt, values in drawn])
+        assert (result.written, result.skipped_duplicates, result.rejected) == (
+            len(rows),
+            len(samples) - len(rows),
+            (),
+        ), f"batch {step}"
+        expected.update(rows)
+        assert stored_rows(store, cluster) == expected, f"batch {step}"
