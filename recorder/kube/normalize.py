@@ -379,18 +379,31 @@ def normalize_pods(
     samples: list[Sample] = []
     labels: dict[PodRef, Mapping[str, str]] = {}
     rejections: list[Rejection] = []
+    # The common case of each check is inlined (a known timestamp within the skew, a known
+    # window, a short printable name); anything else takes the full check, which rejects.
+    seen_timestamps, seen_windows, latest_ms = (
+        parsers.timestamps,
+        parsers.windows,
+        parsers.latest_ms,
+    )
     for item in items:
         pod: str | None = None
         namespace: str | None = None
         try:
             meta = item.metadata or wire.ObjectMeta()
             pod, namespace = meta.name, meta.namespace
-            pod = _check_name("metadata.name", pod)
-            namespace = _check_name("metadata.namespace", namespace)
-            timestamp_ms = parsers.timestamp_ms(
-                item.timestamp, f"the node running pod {namespace}/{pod}"
-            )
-            window_ms = parsers.window_ms(item.window)
+            if not (pod and len(pod) <= MAX_NAME_CHARS and pod.isprintable()):
+                pod = _check_name("metadata.name", pod)
+            if not (namespace and len(namespace) <= MAX_NAME_CHARS and namespace.isprintable()):
+                namespace = _check_name("metadata.namespace", namespace)
+            timestamp_ms = seen_timestamps.get(item.timestamp) if item.timestamp else None
+            if timestamp_ms is None or timestamp_ms > latest_ms:
+                timestamp_ms = parsers.timestamp_ms(
+                    item.timestamp, f"the node running pod {namespace}/{pod}"
+                )
+            window_ms = seen_windows.get(item.window) if item.window else None
+            if window_ms is None:
+                window_ms = parsers.window_ms(item.window)
             ref = (namespace, pod)
             raw = meta.labels
             before = known_labels.get(ref)
@@ -419,7 +432,8 @@ def normalize_pods(
             name: str | None = None
             try:
                 name = container.name
-                name = _check_name("container name", name)
+                if not (name and len(name) <= MAX_NAME_CHARS and name.isprintable()):
+                    name = _check_name("container name", name)
                 cpu, memory = _usage(container.usage)
                 identity = (namespace, pod, name)
                 key = known_keys.get(identity) or SeriesKey.for_container(
