@@ -52,9 +52,10 @@ import httpx
 import sqlalchemy
 import yaml
 
-from bench.crowd import rss_of_tree, wait_http
+from bench.crowd import probe, rss_of_tree, wait_http
 from bench.floor import Floor
 from bench.poll import free_port
+from bench.storage import database
 
 RESOLUTION_SECONDS = 15
 INTERVAL_SECONDS = 15
@@ -156,30 +157,6 @@ def _own_v1_memory_cgroup() -> Path:
 
 
 # --- databases -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def database(kind: str, folder: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{folder / 'scale.db'}"
-        return
-    admin_url = os.environ.get(
-        "RECORDER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-    )
-    name = f"recorder_scale_{uuid.uuid4().hex[:8]}"
-    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield (
-            sqlalchemy.engine.make_url(admin_url)
-            .set(database=name)
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @contextlib.contextmanager
@@ -323,24 +300,6 @@ class Scraper(threading.Thread):
                 self.gzipped = len(raw)
                 self.bytes = len(gzip.decompress(raw)) if raw[:2] == b"\x1f\x8b" else len(raw)
                 self.stop.wait(INTERVAL_SECONDS * 2 / 3)
-
-
-def probe(url: str, seconds: float) -> None:
-    """The ``--probe`` mode: ``/livez`` every 100 ms from its own process; prints latencies."""
-    latencies: list[float] = []
-    failures = 0
-    with httpx.Client(timeout=5) as client:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            begun = time.perf_counter()
-            try:
-                ok = client.get(url).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - begun)
-            failures += not ok
-            time.sleep(max(0.0, 0.1 - (time.perf_counter() - begun)))
-    print(json.dumps({"latencies": latencies, "failures": failures}))
 
 
 def biggest_namespace(api: str) -> str:
@@ -531,7 +490,7 @@ def main() -> None:
     parser.add_argument("--probe", nargs=2, metavar=("URL", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
-        probe(args.probe[0], float(args.probe[1]))
+        probe(args.probe[0], float(args.probe[1]), every=0.1)
         return
     sim_port = free_port()
     api = f"http://127.0.0.1:{sim_port}"
@@ -545,9 +504,9 @@ def main() -> None:
         wait_http(f"{api}/apis/metrics.k8s.io", 300)
         namespace = biggest_namespace(api)
         for kind in args.databases.split(","):
-            with tempfile.TemporaryDirectory() as name, database(kind, Path(name)) as url:
+            with database(kind) as url:
                 floor = measure_floor(api, url, 3)
-            with tempfile.TemporaryDirectory() as name, database(kind, Path(name)) as url:
+            with tempfile.TemporaryDirectory() as name, database(kind) as url:
                 result = measure_recorder(api, url, Path(name), args, namespace)
             result["floor_s"] = floor["total"]
             result["floor_phases_s"] = floor

@@ -85,12 +85,7 @@ def accumulate(
     def ints(name: str) -> Ints:
         return np.array(cols[at[name]], np.int64)
 
-    order = np.lexsort((buckets, units))
-    u, b = units[order], buckets[order]
-    change = np.flatnonzero((u[1:] != u[:-1]) | (b[1:] != b[:-1])) + 1
-    starts = np.concatenate(([0], change)).astype(np.int64)
-    ends = np.append(starts[1:], len(order))
-    keys = list(zip(u[starts].tolist(), b[starts].tolist(), strict=True))
+    order, starts, ends, keys = _runs(units, buckets)
     count = np.add.reduceat(ints("count")[order], starts).tolist()
     first_ms = np.minimum.reduceat(ints("first_ms")[order], starts).tolist()
     last_ms_all = ints("last_ms")
@@ -167,12 +162,7 @@ def aggregated(
     if not rows:
         return [], []
     at = {name: i + 2 for i, name in enumerate(columns)}
-    order = np.lexsort((buckets, units))
-    u, b = units[order], buckets[order]
-    change = np.flatnonzero((u[1:] != u[:-1]) | (b[1:] != b[:-1])) + 1
-    starts = np.concatenate(([0], change)).astype(np.int64)
-    ends = np.append(starts[1:], len(order))
-    keys = list(zip(u[starts].tolist(), b[starts].tolist(), strict=True))
+    order, starts, ends, keys = _runs(units, buckets)
 
     def column(name: str) -> list[Any]:
         index = at[name]
@@ -225,3 +215,14 @@ def _squares(parts: Sequence[bytes | None]) -> int | None:
     if any(p is None for p in parts):
         return None
     return sum(int.from_bytes(p, "big") for p in parts if p is not None)
+
+
+def _runs(units: Ints, buckets: Ints) -> tuple[Ints, Ints, Ints, list[tuple[int, int]]]:
+    """Rows ordered by (unit, bucket): the order, where each (unit, bucket) run starts and
+    ends in it, and the run's (unit, bucket)."""
+    order = np.lexsort((buckets, units))
+    u, b = units[order], buckets[order]
+    change = np.flatnonzero((u[1:] != u[:-1]) | (b[1:] != b[:-1])) + 1
+    starts = np.concatenate(([0], change)).astype(np.int64)
+    ends = np.append(starts[1:], len(order))
+    return order, starts, ends, list(zip(u[starts].tolist(), b[starts].tolist(), strict=True))
