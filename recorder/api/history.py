@@ -141,8 +141,9 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                     formats.history_csv(result, resource, shown_agg, time_format.value),
                     media_type="text/csv; charset=utf-8",
                 )
-            return JSONResponse(
-                formats.history_json(result, resource, where.kind.value, step_ms, shown_agg)
+            return Response(
+                formats.history_json_bytes(result, resource, where.kind.value, step_ms, shown_agg),
+                media_type="application/json",
             )
 
         return await queries.run(answer)

@@ -243,7 +243,7 @@ def history(
         return HistoryResult(series_out, tier, error)
     column = "cpu_nanocores" if query.resource is Resource.CPU else "memory_bytes"
     for index, output in enumerate(outputs):
-        run = runs.get(index)
+        run = runs.pop(index, None)  # let go of each run's other columns once read
         if run is None:
             continue
         raw = list(zip(run.timestamps_ms, getattr(run, column), strict=True))

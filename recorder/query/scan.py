@@ -134,7 +134,7 @@ class Scan:
     ) -> dict[int, ChunkSamples]:
         """Each unit's samples in the range: the chunks ``decode`` lists (every chunk in the
         range when None) merged with the head rows, per series by the dedup rule, then summed
-        across the unit's series at each instant."""
+        across the unit's series at each instant. Takes ``head_rows`` apart as it goes."""
         if read is not None:
             decoded = read
         elif decode is None:
@@ -150,9 +150,11 @@ class Scan:
                 decoded_blocks.add((self._unit_of_sample[series_id], block_start))
             stored.setdefault(series_id, []).append((block_start, samples))
         per_unit: dict[int, list[ChunkSamples]] = {}
+        # Each series' head rows and chunks are let go once merged: they are the largest
+        # part of what a raw query holds, and the merged runs share their numbers.
         for series_id in stored.keys() | head_rows.keys():
-            parts = [run for _block, run in sorted(stored.get(series_id, ()), key=_first)]
-            late = head_rows.get(series_id)
+            parts = [run for _block, run in sorted(stored.pop(series_id, ()), key=_first)]
+            late = head_rows.pop(series_id, None)
             if late:
                 # Head rows may repeat stored instants (late samples, a second writer): the
                 # one rule decides.

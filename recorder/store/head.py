@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
-
-from recorder.store import schema
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +26,7 @@ SampleRow = tuple[int, int, int, int]
 """(ts_ms, window_ms, cpu_nanocores, memory_bytes): ``recorder.stats.dedup.Row``"""
 
 _COLUMNS = "ts_ms, series_id, window_ms, cpu_nanocores, memory_bytes"
+_SAMPLE_COLUMNS = "ts_ms, window_ms, cpu_nanocores, memory_bytes"
 
 
 class Head(Protocol):
@@ -112,14 +112,33 @@ def read(
 ) -> Iterator[tuple[int, SampleRow]]:
     """Head rows of some series with ``start_ms <= ts_ms <= end_ms`` as ``(series id, (ts_ms,
     window_ms, cpu_nanocores, memory_bytes))``, ordered by series and time. Exact duplicates are
-    all returned: the reader collapses them by the one rule (``recorder.stats.dedup``)."""
-    h = schema.samples_head
-    for start in range(0, len(series_ids), 1000):
-        rows = conn.execute(
-            select(h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
-            .where(h.c.ts_ms >= start_ms, h.c.ts_ms <= end_ms)
-            .where(h.c.series_id.in_(series_ids[start : start + 1000]))
-            .order_by(h.c.series_id, h.c.ts_ms)
+    all returned: the reader collapses them by the one rule (``recorder.stats.dedup``).
+
+    One statement whatever the number of series, the ids passed as one parameter (a JSON
+    array on SQLite, an array on PostgreSQL): only ``ts_ms`` is indexed, so every statement
+    walks the whole time range, and batches of ids walked it once per batch (30 times for
+    30,000 series: 6.7 s of a 8.9 s query on SQLite)."""
+    if not series_ids:
+        return
+    if conn.dialect.name == "sqlite":
+        statement = (
+            f"SELECT series_id, {_SAMPLE_COLUMNS} FROM samples_head "
+            "WHERE ts_ms >= ? AND ts_ms <= ? AND series_id IN (SELECT value FROM json_each(?)) "
+            "ORDER BY series_id, ts_ms"
         )
-        for series_id, ts, window, cpu, memory in rows:
-            yield series_id, (ts, window, cpu, memory)
+        ids: object = json.dumps([int(sid) for sid in series_ids])
+        parameters: tuple[object, ...] = (start_ms, end_ms, ids)
+    else:
+        statement = (
+            f"SELECT series_id, {_SAMPLE_COLUMNS} FROM samples_head "
+            "WHERE ts_ms >= %s AND ts_ms <= %s AND series_id = ANY(%s) "
+            "ORDER BY series_id, ts_ms"
+        )
+        parameters = (start_ms, end_ms, [int(sid) for sid in series_ids])
+    # Streamed in slices (a server-side cursor on PostgreSQL): a raw query may read hundreds
+    # of thousands of rows, and the driver would otherwise hold them all at once.
+    rows = conn.exec_driver_sql(
+        statement, parameters, execution_options={"stream_results": True, "max_row_buffer": 5000}
+    )
+    for series_id, ts, window, cpu, memory in rows:
+        yield series_id, (ts, window, cpu, memory)

@@ -1,5 +1,6 @@
 """Reads of the head (``recorder.store.head.read``) on SQLite and PostgreSQL: by series then
-time, both ends of the range inclusive, exact duplicates all returned, more than 1000 ids."""
+time, both ends of the range inclusive, exact duplicates all returned, thousands of ids in one
+statement."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def test_exact_duplicates_are_all_returned_for_the_reader_to_collapse(store: Sto
     ]
 
 
-def test_more_than_a_thousand_series_are_read_in_chunks(store: Store) -> None:
+def test_thousands_of_series_are_read_in_one_statement(store: Store) -> None:
     samples = [Sample(SeriesKey.for_node(f"n{i:04}"), T0, 10_000, i, i) for i in range(2_345)]
     store.write(Batch(Kind.NODE, tuple(samples)), now_ms=T0)
     ids = ids_by_node(store)
@@ -72,3 +73,16 @@ def test_more_than_a_thousand_series_are_read_in_chunks(store: Store) -> None:
     assert [sid for sid, _ in found] == sorted(ids.values())
     cpu_of = {sid: row[2] for sid, row in found}
     assert all(cpu_of[sid] == int(node[1:]) for node, sid in ids.items())
+
+
+def test_only_the_series_asked_for_among_more_ids_than_a_statement_may_bind(
+    store: Store,
+) -> None:
+    samples = [Sample(SeriesKey.for_node(f"n{i:04}"), T0, 10_000, i, i) for i in range(100)]
+    store.write(Batch(Kind.NODE, tuple(samples)), now_ms=T0)
+    ids = sorted(ids_by_node(store).values())
+    unknown = range(max(ids) + 1, max(ids) + 40_001)  # past SQLite's 32,766 variables
+
+    found = read(store, [*ids[::2], *unknown], T0, T0)
+
+    assert [sid for sid, _ in found] == ids[::2]

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.responses import JSONResponse
 
 from recorder.domain import (
     Agg,
@@ -88,6 +91,54 @@ def test_history_json_count_is_in_samples() -> None:
     assert data["unit"] == "samples"
     assert data["series"][0]["points"] == [[1714557600.0, 536870912], [1714557600.5, 1]]
     assert "relativeError" not in data
+
+
+def _as_json_response(data: object) -> bytes:
+    return JSONResponse(data).body
+
+
+def test_history_json_bytes_is_what_json_response_makes_of_history_json() -> None:
+    for resource in Resource:
+        for result in (RESULT, MEMORY, HistoryResult([], Tier.RAW)):
+            for step, agg in ((None, None), (60_000, Agg.P95), (60_000, Agg.COUNT)):
+                assert formats.history_json_bytes(
+                    result, resource, "container", step, agg
+                ) == _as_json_response(
+                    formats.history_json(result, resource, "container", step, agg)
+                )
+
+
+_values = st.one_of(
+    st.integers(min_value=0, max_value=2**63 - 1),
+    st.floats(min_value=0, allow_nan=False, allow_infinity=False),
+    st.fractions(min_value=0, max_value=2**63 - 1, max_denominator=10**6),
+)
+_series = st.builds(
+    SeriesPoints,
+    st.dictionaries(st.sampled_from(["namespace", "pod", "container"]), st.text(), min_size=1),
+    st.lists(st.tuples(st.integers(min_value=0, max_value=2**45), _values), max_size=6),
+)
+
+
+@given(
+    series=st.lists(_series, max_size=4),
+    resource=st.sampled_from(Resource),
+    agg=st.sampled_from([None, *Agg]),
+)
+def test_history_json_bytes_equals_the_json_response_on_any_result(
+    series: list[SeriesPoints], resource: Resource, agg: Agg | None
+) -> None:
+    result = HistoryResult(series, Tier.RAW)
+    step = None if agg is None else 30_000
+    assert formats.history_json_bytes(result, resource, "pod", step, agg) == (
+        _as_json_response(formats.history_json(result, resource, "pod", step, agg))
+    )
+
+
+def test_history_json_bytes_refuses_what_json_refuses() -> None:
+    result = HistoryResult([SeriesPoints({"node": "n1"}, [(T0, float("inf"))])], Tier.RAW)
+    with pytest.raises(ValueError, match="JSON compliant"):
+        formats.history_json_bytes(result, Resource.MEMORY, "node", None, None)
 
 
 def test_history_csv_times_are_rfc3339() -> None:
