@@ -202,7 +202,7 @@ class SampleWriter:
             for cluster, ns, pod, text in conn.execute(
                 select(pl.c.cluster, pl.c.namespace, pl.c.pod, pl.c.labels_json)
             ):
-                labels.setdefault(cluster, {})[(ns, pod)] = json.loads(text)
+                labels.setdefault(cluster, {})[(ns, pod)] = _LoadedLabels(json.loads(text))
         self._ids = ids
         self._newest = newest
         self._newest_digest = digests
@@ -522,9 +522,11 @@ class SampleWriter:
     def _changed_labels(
         self, cluster: str, labels: Mapping[PodRef, Mapping[str, str]]
     ) -> dict[LabelRef, Mapping[str, str]]:
-        """The pods whose labels differ from the stored ones. Equal labels held as another
-        object are adopted: the poller hands the same object while a pod's labels do not
-        change, so one copy is kept and the next poll compares identities."""
+        """The pods whose labels differ from the stored ones. Equal labels read from the
+        database are replaced by the batch's object: the poller hands the same object while a
+        pod's labels do not change, so one copy is kept and the next poll compares
+        identities. Labels of a batch read back from the buffer (after an outage) are not
+        adopted: they are a transient copy, and adopting them would keep two."""
         known = self._labels.setdefault(cluster, {})
         changed: dict[LabelRef, Mapping[str, str]] = {}
         for ref, pod_labels in labels.items():
@@ -532,7 +534,8 @@ class SampleWriter:
             if stored is pod_labels:
                 continue
             if stored == pod_labels:
-                known[ref] = pod_labels
+                if type(stored) is _LoadedLabels:
+                    known[ref] = pod_labels
             else:
                 changed[(cluster, *ref)] = pod_labels
         return changed
@@ -584,6 +587,11 @@ class SampleWriter:
         _bisect(samples, write_samples, _sample_rejection, isolation, rejected)
         _bisect(list(labels.items()), write_labels, _labels_rejection, isolation, rejected)
         return isolation
+
+
+class _LoadedLabels(dict[str, str]):
+    """A pod's labels as ``load`` read them from the database (replaced by the poller's equal
+    object at the next write)."""
 
 
 def _identity(key: SeriesKey) -> tuple[str, str, str, str, str, str]:

@@ -210,6 +210,12 @@ def test_after_a_restart_the_batch_keys_and_equal_labels_are_adopted(store: Stor
     assert all(held[s.key] is s.key for s in again)
     assert all(writer._labels["default"][ref] is value for ref, value in same_labels.items())
     assert head_count(store) == 200
+    # A later batch's equal copy (read back from the buffer after an outage) is not adopted:
+    # the poller's object stays the one kept, so no second copy of every pod's labels.
+    copies = {ref: dict(value) for ref, value in labels.items()}
+    later = Batch(Kind.CONTAINER, tuple(good(100, T0 + 30_000)), copies)
+    assert store.write(later, now_ms=T0 + 30_000).written == 100
+    assert all(writer._labels["default"][ref] is value for ref, value in same_labels.items())
 
 
 # --- the rule, read plainly, against the writer's fast and general paths ---------------------
