@@ -26,7 +26,6 @@ from recorder.kube import wire
 from recorder.kube.normalize import shown
 
 _node_list = msgspec.json.Decoder(wire.NodeMetricsList)
-_pod_list = msgspec.json.Decoder(wire.PodMetricsList)
 _node_item = msgspec.json.Decoder(wire.NodeMetrics)
 _pod_item = msgspec.json.Decoder(wire.PodMetrics)
 ItemT = TypeVar("ItemT", wire.NodeMetrics, wire.PodMetrics)
@@ -46,13 +45,10 @@ def decode_node_list(body: bytes) -> tuple[list[wire.NodeMetrics], list[Rejectio
 
 
 def decode_pod_list(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]]:
-    """A PodMetricsList's items and a rejection per item that cannot be decoded."""
-    try:
-        whole = _pod_list.decode(body)
-    except Exception as exc:
-        return _after_failure(body, Kind.CONTAINER, _pod_item, exc)
-    _check_kind(whole.kind, _EXPECTED_KIND[Kind.CONTAINER])
-    return list(whole.items or ()), []
+    """A PodMetricsList's items and a rejection per item that cannot be decoded, all at once
+    (the poller iterates ``PodItems`` instead, a slice at a time)."""
+    items = PodItems(body)
+    return list(items), items.rejections
 
 
 SLICE_ITEMS = 2_000
@@ -67,10 +63,9 @@ class PodItems:
     until the last one is normalized; a slice at a time holds a few MB, and what normalizing
     keeps (samples, changed labels) is all that stays. The list is first split into its items
     undecoded (``msgspec.Raw``, views of the body), so the body must not change meanwhile.
-    A slice that cannot be typed whole is typed item by item, as ``decode_pod_list`` does the
-    whole list: one bad item is one ``malformed_item`` rejection (in ``rejections``, complete
-    once iterated), and only a body that cannot be split into items raises
-    ``MalformedResponseError``. Iterate once.
+    A slice that cannot be typed whole is typed item by item: one bad item is one
+    ``malformed_item`` rejection (in ``rejections``, complete once iterated), and only a body
+    that cannot be split into items raises ``MalformedResponseError``. Iterate once.
     """
 
     def __init__(self, body: bytes) -> None:
