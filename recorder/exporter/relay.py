@@ -1,8 +1,8 @@
 """``/metrics`` across the two processes of the service.
 
-The worker process polls; the server process answers HTTP. After each snapshot the worker
-renders the data gauges' sample lines (``LineRenderer``, the same fast renderer as
-``RecorderRegistry``), compressed as it renders, on a thread of its own (``LinePublisher``:
+The worker process polls; the server process answers HTTP. Once a poll's samples are stored
+(or wait for the database), the worker renders the new snapshot's data gauges' sample lines
+(``LineRenderer``, the same fast renderer as ``RecorderRegistry``), compressed as it renders, on a thread of its own (``LinePublisher``:
 never on the poll's path, and only the newest snapshot when several came during one render),
 and sends them over with its own self-metrics (``own_exposition``). The server's
 ``RelayRegistry`` keeps the latest of each kind, withdraws a kind whose lines are older than

@@ -201,8 +201,9 @@ class SelfMetrics:
         )
         self.render_duration = Histogram(
             "recorder_metrics_render_duration_seconds",
-            "Time to render (and gzip, when asked) the data gauges of a new snapshot for "
-            "/metrics, in seconds; done once per snapshot and format, later scrapes reuse it",
+            "Time to render (and compress) the data gauges of a new snapshot for /metrics, in "
+            "seconds: in the service, once per snapshot and kind in the worker; in one process, "
+            "once per snapshot and format, later scrapes reusing it",
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             unit="seconds",
             registry=registry,
