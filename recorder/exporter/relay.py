@@ -1,13 +1,14 @@
 """``/metrics`` across the two processes of the service.
 
-The worker process polls; the server process answers HTTP. Once a poll's samples are stored
-(or wait for the database), the worker renders the new snapshot's data gauges' sample lines
-(``LineRenderer``, the same fast renderer as ``RecorderRegistry``), compressed as it renders,
-on a thread of its own (``LinePublisher``: never on the poll's path, and only the newest
-snapshot when several came during one render), and sends them over with its own self-metrics (``own_exposition``). The server's
-``RelayRegistry`` keeps the latest of each kind, withdraws a kind whose lines are older than
-``withdraw_after_intervals`` poll intervals (as ``SnapshotHolder`` does in one process) and
-serves the body, with its own metrics (HTTP, process, worker) at the end.
+The worker process polls; the server process answers HTTP. Once a poll's samples are stored (or
+wait for the database), the worker renders the new snapshot's data gauges' sample lines
+(``LineRenderer``, the same fast renderer as ``RecorderRegistry``), compressed as it renders, on
+a thread of its own (``LinePublisher``: never on the poll's path, and only the newest snapshot
+when several came during one render), and sends them over with its own self-metrics
+(``own_exposition``). The server's ``RelayRegistry`` keeps the latest of each kind, withdraws a
+kind whose lines are older than ``withdraw_after_intervals`` poll intervals (as
+``SnapshotHolder`` does in one process) and serves the body, with its own metrics (HTTP,
+process, worker) at the end.
 
 **The lines travel and stay compressed.** At 150,000 pods they are 60.6 MB of text. Each
 family's lines are one raw deflate ``Segment`` (zlib level 1, ended by a sync flush, with the
