@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.queries import best
 from bench.storage import database
 from recorder.domain import DEFAULT_CLUSTER, Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
 from recorder.query import engine, formats, params
@@ -252,15 +253,6 @@ def _long_lived(rng: random.Random) -> tuple[list[tuple[Any, ...]], list[tuple[A
 
 
 # --- measuring ------------------------------------------------------------------------------
-
-
-def best(repeat: int, run: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def queries(store: Store) -> list[Callable[[], object]]:
