@@ -143,9 +143,17 @@ class Cgroup:
         return 0
 
     def remove(self) -> None:
+        """Remove the cgroups, waiting up to 10 s for their last processes to be gone."""
+        deadline = time.monotonic() + 10
         for path in self.paths:
-            with contextlib.suppress(OSError):
-                path.rmdir()
+            while path.exists():
+                try:
+                    path.rmdir()
+                except OSError:
+                    if time.monotonic() > deadline:
+                        print(f"could not remove {path}", file=sys.stderr)
+                        break
+                    time.sleep(0.2)
 
 
 def _own_v1_memory_cgroup() -> Path:
