@@ -30,7 +30,13 @@ from sqlalchemy import func, select
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.store import Store, schema
-from recorder.store.writer import DATABASE_REJECTED, INVALID_TEXT, MAX_ISOLATED, OUT_OF_RANGE
+from recorder.store.writer import (
+    DATABASE_REJECTED,
+    INVALID_TEXT,
+    MAX_ISOLATED,
+    OUT_OF_RANGE,
+    SampleWriter,
+)
 
 T0 = 1_700_000_000_000
 
@@ -200,8 +206,8 @@ def test_after_a_restart_the_batch_keys_and_equal_labels_are_adopted(store: Stor
     # writer holds, so the next poll's lookups stop at identity; nothing is written twice.
     labels = {("shop", f"web-{i}"): {"app": "web", "i": str(i)} for i in range(50)}
     store.write(Batch(Kind.CONTAINER, tuple(good(100)), labels), now_ms=T0)
-    writer = store._writer
-    writer.invalidate()  # as after a restart: the maps are read back from the database
+    # As after a restart: a new writer reads its maps back from the database.
+    writer = store._writer = SampleWriter(store.engine, store.head)
     again = tuple(good(100, T0 + 15_000))
     same_labels = {ref: dict(value) for ref, value in labels.items()}
     result = store.write(Batch(Kind.CONTAINER, again, same_labels), now_ms=T0 + 15_000)
@@ -316,3 +322,28 @@ def test_written_rows_and_skips_follow_the_rule(
         ), f"batch {step}"
         expected.update(rows)
         assert stored_rows(store, cluster) == expected, f"batch {step}"
+
+
+def test_reloading_after_a_failure_keeps_the_keys_and_labels_already_held(store: Store) -> None:
+    # Every retry during a database outage reloads the maps: equal keys and labels are kept as
+    # the same objects, not copied (at 150,000 pods a copy is hundreds of MB).
+    labels = {("shop", f"web-{i}"): {"app": "web", "i": str(i)} for i in range(50)}
+    batch = Batch(Kind.CONTAINER, tuple(good(100)), labels)
+    store.write(batch, now_ms=T0)
+    writer = store._writer
+    keys_before = {sid: key for key, sid in writer._ids.items()}
+    labels_before = dict(writer._labels["default"])
+    writer.load()
+    assert {sid: key for key, sid in writer._ids.items()} == keys_before
+    assert all(keys_before[sid] is key for key, sid in writer._ids.items())
+    assert all(writer._labels["default"][ref] is v for ref, v in labels_before.items())
+    # What changed meanwhile in the database is read anew.
+    with store.engine.begin() as conn:
+        conn.execute(
+            schema.pod_labels.update()
+            .where(schema.pod_labels.c.pod == "web-0")
+            .values(labels_json='{"app":"api"}')
+        )
+    writer.load()
+    assert writer._labels["default"][("shop", "web-0")] == {"app": "api"}
+    assert writer._labels["default"][("shop", "web-1")] is labels_before[("shop", "web-1")]
