@@ -11,7 +11,8 @@ and compaction have their own benchmarks):
 - ``--series`` containers, two per pod, in namespaces of 1,000 pods; each pod also has its own
   statistics series (kind ``pod``), as compaction makes them;
 - **statistics only** for them: day rollups for every series over the 8 days before today (as
-  maintenance makes them once a day has closed), and hourly chunk statistics without payload
+  maintenance makes them once a day has closed, with each day's namespace rollups made from
+  them by ``rollups.build_namespaces``), and hourly chunk statistics without payload
   (as after full-resolution retention) for the measured namespace's pods and containers from
   then until now. The statistics records are drawn from a pool made from synthetic samples
   (CPU Gaussian around a level, memory moving by pages; a day at 60 s, an hour at 60 s), so
@@ -50,7 +51,7 @@ from recorder.stats import block, dedup
 from recorder.stats.block import BlockStats
 from recorder.stats.codec import ChunkSamples, encode_samples
 from recorder.stats.sketch import RELATIVE_ACCURACY
-from recorder.store import Store, open_store
+from recorder.store import Store, open_store, rollups
 from recorder.timeutil import DAY_MS, HOUR_MS
 
 TODAY = 1_717_200_000_000  # 2024-06-01T00:00:00Z
@@ -222,6 +223,11 @@ def synthesize(store: Store, series: int, seed: int = 3) -> dict[str, int]:
         counts["chunks"] += writer.rows("chunks", CHUNK_COLUMNS, chunk_rows())
     finally:
         writer.close()
+    # Each rolled-up day's namespace rollups, made from its rollups as maintenance makes them.
+    counts["namespace_rollups"] = 0
+    for day in range(TODAY - 30 * DAY_MS, TODAY, DAY_MS):
+        with store.engine.begin() as conn:
+            counts["namespace_rollups"] += rollups.build_namespaces(conn, day)
     if store.dialect == "postgresql":
         with store.engine.connect() as conn:
             conn.exec_driver_sql("ANALYZE")

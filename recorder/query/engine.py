@@ -35,6 +35,8 @@ from recorder.domain import (
 )
 from recorder.errors import QueryError
 from recorder.gcpause import paused
+from recorder.query import groups
+from recorder.query.groups import Totals
 from recorder.query.scan import Gathered, Scan, Unit, accumulators
 from recorder.stats import columns
 from recorder.stats.buckets import (
@@ -325,39 +327,69 @@ def summarize(
     *,
     max_groups: int,
     max_samples: int = DEFAULT_MAX_SAMPLES,
+    use_namespace_rollups: bool = True,
 ) -> list[GroupSummary]:
     """Per group over the window: avg (the usage integral divided by the time the group was
     covered, see ``covered_ms``), max, p95 (of the group's samples), usage integral and
-    coverage (the covered share of the window); see README "Summary"."""
-    outputs, results = _whole_window(
-        reader, where, start_ms, end_ms, max_samples, parts=SUMMARY_PARTS
-    )
-    members: dict[str, list[int]] = {}
-    for index, output in enumerate(outputs):
-        key = _group_key(output, group_by)
-        if key is not None:
-            members.setdefault(key, []).append(index)
-    if len(members) > max_groups:
-        raise QueryError(f"more than {max_groups} groups: add filters or a selector")
+    coverage (the covered share of the window); see README "Summary". Namespace rollups answer
+    it where they give the same answer (``recorder.query.groups``; not with
+    ``use_namespace_rollups=False``), else every series' statistics."""
+    resources = (Resource.CPU, Resource.MEMORY)
+    with reader.reading() as conn:
+        outputs, units = units_of(conn, where)
+        members: dict[str, list[int]] = {}
+        for index, output in enumerate(outputs):
+            key = _group_key(output, group_by)
+            if key is not None:
+                members.setdefault(key, []).append(index)
+        if len(members) > max_groups:
+            raise QueryError(f"more than {max_groups} groups: add filters or a selector")
+        scan = Scan(
+            units,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            block_ms=reader.block_ms,
+            max_samples=max_samples,
+        )
+        rolled = None
+        if units and use_namespace_rollups and groups.applies(where, group_by):
+            places = [(o.labels["cluster"], o.labels["namespace"]) for o in outputs]
+            rolled = groups.from_namespace_rollups(conn, scan, where, group_by, units, places)
+        if rolled is not None:
+            totals: dict[Resource, Mapping[int, Totals]] = dict(rolled.totals)
+            sketches = rolled.sketches
+        else:
+            results = (
+                scan.statistics(conn, whole(start_ms), resources, parts=SUMMARY_PARTS)
+                if units
+                else {r: {} for r in resources}
+            )
+            accs = {r: {unit: acc for (unit, _b), acc in results[r].items()} for r in resources}
+            totals = dict(accs)
+            sketches = {
+                r: {
+                    group: [p for i in indexes if i in accs[r] for p in accs[r][i].sketch_parts()]
+                    for group, indexes in members.items()
+                }
+                for r in resources
+            }
     window_ms = max(end_ms - start_ms, 1)
-    groups = sorted(members)
+    ordered = sorted(members)
     parts: dict[Resource, list[ResourceSummary | None]] = {}
-    for resource in (Resource.CPU, Resource.MEMORY):
-        accs_of = [
-            [a for a in (results[resource].get(i) for i in members[group]) if a] for group in groups
+    for resource in resources:
+        totals_of = [
+            [t for t in (totals[resource].get(i) for i in members[group]) if t is not None]
+            for group in ordered
         ]
         # The 95th percentile of each group's merged sketches, all groups in one batch.
-        answered = [accs for accs in accs_of if accs]
-        p95s = iter(
-            merged_quantiles(
-                [[p for a in accs for p in a.sketch_parts()] for accs in answered], 0.95
-            )
-        )
+        answered = [g for g, found in zip(ordered, totals_of, strict=True) if found]
+        p95s = iter(merged_quantiles([sketches[resource][g] for g in answered], 0.95))
         parts[resource] = [
-            _resource_summary(accs, window_ms, next(p95s)) if accs else None for accs in accs_of
+            _resource_summary(found, window_ms, next(p95s)) if found else None
+            for found in totals_of
         ]
     out = []
-    for position, group in enumerate(groups):
+    for position, group in enumerate(ordered):
         indexes = members[group]
         series = sum(1 for i in indexes for s in outputs[i].members if s.kind is not Kind.POD)
         out.append(
@@ -368,7 +400,7 @@ def summarize(
     return out
 
 
-def covered_ms(accs: Sequence[Accumulator]) -> float:
+def covered_ms(accs: Sequence[Totals]) -> float:
     """How long a group of output series had samples, from what each series' statistics keep
     (count, first and last timestamp, smallest gap ``interval_ms``: no timestamps).
 
@@ -405,7 +437,7 @@ def covered_ms(accs: Sequence[Accumulator]) -> float:
     return max(union * own_total / span_total, float(largest))
 
 
-def _resource_summary(accs: Sequence[Accumulator], window_ms: int, p95: float) -> ResourceSummary:
+def _resource_summary(accs: Sequence[Totals], window_ms: int, p95: float) -> ResourceSummary:
     """A group's summary of one resource, its p95 (of the merge of its series' sketches)
     given."""
     integral = 0.0

@@ -32,7 +32,7 @@ from sqlalchemy import Connection
 from recorder.domain import Resource
 from recorder.errors import QueryError
 from recorder.stats import columns, dedup
-from recorder.stats.buckets import Accumulator, BucketOf, IntColumn
+from recorder.stats.buckets import Accumulator, BucketOf, IntColumn, whole
 from recorder.stats.codec import ChunkSamples, decode_arrays, decode_samples
 from recorder.store import chunks, head, rollups
 from recorder.timeutil import DAY_MS, floor_to
@@ -285,6 +285,32 @@ class Scan:
         """Accumulators per unit and bucket of what ``gather`` finds (its arguments)."""
         found = self.gather(conn, bucket_of, resources, squares=squares, parts=parts)
         return accumulators(found, bucket_of, resources)
+
+    def rolled_whole(self, conn: Connection) -> bool:
+        """Whether day rollups alone answer the whole range as one bucket (``statistics`` with
+        ``whole(start_ms)`` would read nothing else): it is made of whole UTC days, all rolled
+        up, no head row of the units falls in it, and no chunk of theirs reaches into it from
+        outside."""
+        if self.start_ms % DAY_MS or (self.end_ms + 1) % DAY_MS or self.end_ms < self.start_ms:
+            return False
+        decoded = self.decoded
+        late = self._head(conn)
+        self.decoded = decoded  # counted when ``statistics`` reads them
+        if late:
+            return False
+        rolled = self._rolled_days(conn, whole(self.start_ms), set())
+        if rolled != (self.start_ms, self.end_ms + 1):
+            return False
+        outside = chunks.read_stats_rows(
+            conn,
+            list(self._unit_of_stats),
+            self.start_ms,
+            self.end_ms,
+            ("count",),
+            block_ms=self.block_ms,
+            skip=rolled,
+        )
+        return not outside
 
     def _units_of(self, rows: Sequence[tuple[Any, ...]]) -> npt.NDArray[np.int64]:
         unit_of = self._unit_of_stats

@@ -19,7 +19,8 @@ value (the scalar path raises ``ValueError``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -29,10 +30,11 @@ from recorder.stats.sketch import (
     DEFAULT_MAX_BUCKETS,
     FORMAT_VERSION,
     QuantileSketch,
+    _put_varint,
     _representative,
 )
 
-__all__ = ["merged_quantiles", "scalar_quantile"]
+__all__ = ["merged_quantiles", "merged_sketches", "scalar_merge", "scalar_quantile"]
 
 _BATCH_BYTES = 1 << 18
 """Serialized bytes decoded in one numpy pass (an owner's sketches are never split): a
@@ -45,6 +47,7 @@ _EDGE = 1e-7
 """How close to a bucket edge ``log(v) / log(gamma)`` may come before the scalar path decides."""
 
 Ints = npt.NDArray[np.int64]
+T = TypeVar("T")
 
 
 def scalar_quantile(blobs: Sequence[bytes], q: float) -> float:
@@ -55,22 +58,43 @@ def scalar_quantile(blobs: Sequence[bytes], q: float) -> float:
     return merged.quantile(q)
 
 
+def scalar_merge(blobs: Sequence[bytes]) -> bytes:
+    """The merge of ``blobs``, one ``merge_bytes`` after another, serialized."""
+    merged = QuantileSketch()
+    for blob in blobs:
+        merged.merge_bytes(blob)
+    return merged.to_bytes()
+
+
+def merged_sketches(owners: Sequence[Sequence[bytes]]) -> list[bytes]:
+    """For each owner (serialized sketches), their merge serialized: ``scalar_merge(owner)``,
+    computed in batches (namespace rollups merge a day's rollups of every series)."""
+    return _batched(owners, _merge_batch)
+
+
 def merged_quantiles(owners: Sequence[Sequence[bytes]], q: float) -> list[float]:
     """For each owner (serialized sketches, as ``QuantileSketch.to_bytes`` makes them), the
     q-quantile of their merge: ``scalar_quantile(owner, q)``, computed in batches."""
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile must be between 0 and 1, got {q!r}")
-    out: list[float] = []
+    return _batched(owners, lambda batch: _batch(batch, q))
+
+
+def _batched(
+    owners: Sequence[Sequence[bytes]], run: Callable[[Sequence[Sequence[bytes]]], list[T]]
+) -> list[T]:
+    """``run`` over batches of owners of about ``_BATCH_BYTES`` (an owner is never split)."""
+    out: list[T] = []
     batch: list[Sequence[bytes]] = []
     size = 0
     for owner in owners:
         batch.append(owner)
         size += sum(map(len, owner))
         if size >= _BATCH_BYTES:
-            out.extend(_batch(batch, q))
+            out.extend(run(batch))
             batch, size = [], 0
     if batch:
-        out.extend(_batch(batch, q))
+        out.extend(run(batch))
     return out
 
 
@@ -92,6 +116,25 @@ def _batch(owners: Sequence[Sequence[bytes]], q: float) -> list[float]:
             for i, owner in enumerate(owners)
         ]
     return decoded.quantiles(owner_of_blob, len(owners), owners, q)
+
+
+def _merge_batch(owners: Sequence[Sequence[bytes]]) -> list[bytes]:
+    counts = np.fromiter(map(len, owners), np.int64, len(owners))
+    blobs = [blob for owner in owners for blob in owner]
+    if not blobs:
+        return [scalar_merge(owner) for owner in owners]
+    decoded = _Decoded(blobs)
+    owner_of_blob = np.repeat(np.arange(len(owners)), counts)
+    bad = np.zeros(len(owners), bool)
+    bad[owner_of_blob[decoded.bad]] = True
+    bad[counts == 0] = True
+    if bad.any():
+        good = np.flatnonzero(~bad).tolist()
+        answers = dict(zip(good, _merge_batch([owners[i] for i in good]), strict=True))
+        return [
+            answers[i] if i in answers else scalar_merge(owner) for i, owner in enumerate(owners)
+        ]
+    return decoded.merged(owner_of_blob, owners)
 
 
 class _Decoded:
@@ -239,6 +282,55 @@ class _Decoded:
                 out.append(0.0)
             else:
                 out.append(min(max(_representative(idx), float(lo)), float(hi)))
+        return out
+
+    def merged(self, owner_of_blob: Ints, owners: Sequence[Sequence[bytes]]) -> list[bytes]:
+        """Each owner's merge serialized, as ``QuantileSketch.to_bytes`` writes it: buckets
+        added by index, zeros, minimum and maximum. An owner counting no value, or whose merge
+        would fold buckets (more than ``DEFAULT_MAX_BUCKETS``), takes the scalar path."""
+        n_owners = len(owners)
+        zero = np.bincount(owner_of_blob, self.zero, n_owners).astype(np.int64)
+        entry_owner = owner_of_blob[self.entry_blob]
+        big = np.iinfo(np.int64).max
+        low = np.full(n_owners, big, np.int64)
+        np.minimum.at(low, owner_of_blob, np.where(self.has, self.low, big))
+        high = np.zeros(n_owners, np.int64)
+        np.maximum.at(high, owner_of_blob, np.where(self.has, self.high, 0))
+        # Checked indices lie within a maximum's bucket index (below 2**16): (owner, index)
+        # pairs are sorted as one key.
+        if len(self.index) and int(self.index.max()) >= 1 << 40:
+            return [scalar_merge(owner) for owner in owners]
+        keys, inverse = np.unique(entry_owner * (1 << 40) + self.index, return_inverse=True)
+        sums = np.bincount(inverse.ravel(), self.found, len(keys)).astype(np.int64)
+        key_owner = keys >> 40
+        key_index = keys - (key_owner << 40)
+        per_owner = np.bincount(key_owner, minlength=n_owners)
+        ends = np.cumsum(per_owner).tolist()
+        indices, found = key_index.tolist(), sums.tolist()
+        out = []
+        begin = 0
+        for i, (end, zeros, lo, hi) in enumerate(
+            zip(ends, zero.tolist(), low.tolist(), high.tolist(), strict=True)
+        ):
+            buckets = end - begin
+            total = zeros + sum(found[begin:end])
+            if total == 0 or buckets > DEFAULT_MAX_BUCKETS:
+                out.append(scalar_merge(owners[i]))
+                begin = end
+                continue
+            blob = bytearray((FORMAT_VERSION,))
+            _put_varint(blob, zeros)
+            _put_varint(blob, buckets)
+            previous = -1
+            for position in range(begin, end):
+                index = indices[position]
+                _put_varint(blob, index if previous < 0 else index - previous - 1)
+                _put_varint(blob, found[position])
+                previous = index
+            _put_varint(blob, lo)
+            _put_varint(blob, hi - lo)
+            out.append(bytes(blob))
+            begin = end
         return out
 
 

@@ -12,6 +12,9 @@ this (a test compares them).
   samples (``payload``, set to NULL once full-resolution retention has passed: that is the
   downsampling). Pods have series of their own (kind ``pod``), made by compaction from the sum
   of their containers at each instant: they have chunks and rollups, never head rows.
+- ``namespace_rollups`` merges each day's rollups of one kind of series per cluster and
+  namespace: the row count, the sample count and the two sketches, so a namespace summary
+  reads one row per namespace per day for its percentiles (``recorder.store.rollups``).
 - Every series and pod's labels belong to a ``cluster``.
 """
 
@@ -131,6 +134,24 @@ rollups = Table(
     Column("series_id", Integer, primary_key=True),
     Column("day_start_ms", BigInteger, primary_key=True),
     *_statistics(),
+    Index(None, "day_start_ms"),
+)
+
+
+namespace_rollups = Table(
+    "namespace_rollups",
+    metadata,
+    # One row per cluster, kind and namespace per UTC day: the merge of that day's rollups of
+    # its series (built and rebuilt with them, in the same transaction). ``series`` counts the
+    # rollups merged and ``count`` their samples: a read checks both against the rollups.
+    Column("cluster", String(63), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("namespace", String(63), primary_key=True),
+    Column("day_start_ms", BigInteger, primary_key=True),
+    Column("series", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("cpu_sketch", LargeBinary, nullable=False),
+    Column("memory_sketch", LargeBinary, nullable=False),
     Index(None, "day_start_ms"),
 )
 

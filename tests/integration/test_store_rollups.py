@@ -6,6 +6,7 @@ import random
 import statistics
 from collections.abc import Iterator
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select
@@ -22,8 +23,9 @@ from recorder.domain import (
     SeriesKey,
 )
 from recorder.query import engine
+from recorder.stats.quantiles import scalar_merge
 from recorder.stats.sketch import RELATIVE_ACCURACY, exact_quantile
-from recorder.store import Store, open_store, schema
+from recorder.store import Store, open_store, rollups, schema
 
 DAY = 86_400_000
 D0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
@@ -165,6 +167,95 @@ def test_partial_days_and_summaries_still_match(store: Store) -> None:
     assert group.cpu.integral == pytest.approx(sum(s.cpu_nanocores for s in SAMPLES) * STEP / 1000)
 
 
+def namespace_rollups(
+    store: Store,
+) -> dict[tuple[str, str, str, int], tuple[int, int, bytes, bytes]]:
+    n = schema.namespace_rollups
+    with store.engine.connect() as conn:
+        return {
+            (r.cluster, r.kind, r.namespace, r.day_start_ms): (
+                r.series,
+                r.count,
+                r.cpu_sketch,
+                r.memory_sketch,
+            )
+            for r in conn.execute(select(n))
+        }
+
+
+def merged_by_namespace(
+    store: Store,
+) -> dict[tuple[str, str, str, int], tuple[int, int, bytes, bytes]]:
+    """What the namespace rollups must hold: each day's rollups per cluster, kind and
+    namespace, counted and merged one sketch after another."""
+    r, s = schema.rollups, schema.series
+    found: dict[tuple[str, str, str, int], list[Any]] = {}
+    with store.engine.connect() as conn:
+        for row in conn.execute(
+            select(r, s.c.cluster, s.c.kind, s.c.namespace).join(s, s.c.id == r.c.series_id)
+        ):
+            key = (row.cluster, row.kind, row.namespace, row.day_start_ms)
+            found.setdefault(key, []).append(row)
+    return {
+        key: (
+            len(rows),
+            sum(row.count for row in rows),
+            scalar_merge([row.cpu_sketch for row in rows]),
+            scalar_merge([row.memory_sketch for row in rows]),
+        )
+        for key, rows in found.items()
+    }
+
+
+def test_namespace_rollups_merge_each_days_rollups(store: Store) -> None:
+    found = namespace_rollups(store)
+    assert sorted(found) == [
+        ("default", kind, "ns", day)
+        for kind in ("container", "pod")
+        for day in (D0, D0 + DAY, D0 + 2 * DAY)
+    ]
+    assert found == merged_by_namespace(store)
+    assert found[("default", "container", "ns", D0)][:2] == (
+        3,
+        len([s for s in SAMPLES if s.timestamp_ms < D0 + DAY]),
+    )
+
+
+def test_namespace_rollups_of_days_without_them_and_of_dropped_days(store: Store) -> None:
+    before = namespace_rollups(store)
+    with store.engine.begin() as conn:
+        conn.execute(delete(schema.namespace_rollups))
+    # A few days per round, newest first (days rolled up before namespace rollups existed).
+    rollups.build(store.engine, D0 + 3 * DAY, [], backfill_days=2)
+    assert {key[3] for key in namespace_rollups(store)} == {D0 + DAY, D0 + 2 * DAY}
+    assert rollups.build(store.engine, D0 + 3 * DAY, []) == 0
+    assert namespace_rollups(store) == before
+    # Retention dropped the first day's rollups: its namespace rollups go with the next round.
+    with store.engine.begin() as conn:
+        conn.execute(delete(schema.rollups).where(schema.rollups.c.day_start_ms == D0))
+    rollups.build(store.engine, D0 + 3 * DAY, [])
+    assert namespace_rollups(store) == {k: v for k, v in before.items() if k[3] != D0}
+    with store.engine.begin() as conn:  # nothing left to roll up again either
+        conn.execute(delete(schema.rollups))
+        conn.execute(delete(schema.chunks))
+    assert rollups.build(store.engine, D0 + 3 * DAY, []) == 0
+    assert namespace_rollups(store) == {}
+
+
+def test_totals_are_exact_past_64_bits(store: Store) -> None:
+    r = schema.rollups
+    with store.engine.begin() as conn:
+        sid = conn.execute(select(r.c.series_id).limit(1)).scalar_one()
+        conn.execute(r.update().where(r.c.series_id == sid).values(cpu_sum=2**63 - 5))
+        (totals,) = rollups.read_totals(conn, [sid], D0, D0 + 3 * DAY)
+        found = conn.execute(
+            select(func.sum(r.c.count), func.count()).where(r.c.series_id == sid)
+        ).one()
+    assert totals.cpu_total == 3 * (2**63 - 5)
+    assert (totals.samples, totals.rollups) == (found[0], found[1]) == (totals.samples, 3)
+    assert totals.interval_ms == STEP
+
+
 def test_a_late_block_rebuilds_its_days_rollup(store: Store) -> None:
     late = Sample(KEYS[0], D0 + DAY + 1, 30_000, 5 * 10**9, 4096)  # a new maximum, day 2
     with store.engine.begin() as conn:
@@ -180,6 +271,7 @@ def test_a_late_block_rebuilds_its_days_rollup(store: Store) -> None:
     assert daily(store, Agg.MAX, kind=QueryKind.POD) == reference(Agg.MAX, [late])  # pod's too
     with store.engine.connect() as conn:  # rebuilt, not added: 3 days of 3 containers, 3 pods
         assert conn.execute(select(func.count()).select_from(schema.rollups)).scalar_one() == 18
+    assert namespace_rollups(store) == merged_by_namespace(store)  # rebuilt with them
 
 
 def test_rollups_outlive_block_statistics(database_url: str) -> None:

@@ -7,7 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recorder.errors import DecodeError
-from recorder.stats.quantiles import merged_quantiles, scalar_quantile
+from recorder.stats.quantiles import (
+    merged_quantiles,
+    merged_sketches,
+    scalar_merge,
+    scalar_quantile,
+)
 from recorder.stats.sketch import MAX_VALUE, QuantileSketch
 
 QS = (0.0, 0.5, 0.95, 0.99, 1.0)
@@ -95,3 +100,43 @@ def test_an_owner_without_values_raises() -> None:
         merged_quantiles([[QuantileSketch().to_bytes()]], 0.5)
     with pytest.raises(ValueError):
         merged_quantiles([[b"\x01\x00\x00"]], 1.5)
+
+
+# --- merged sketches, serialized (namespace rollups) ----------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(owners)
+def test_merged_sketches_equal_merging_one_by_one(found: list[list[bytes]]) -> None:
+    assert merged_sketches(found) == [scalar_merge(owner) for owner in found]
+
+
+def test_merged_sketches_of_zeros_empties_wide_and_many() -> None:
+    steady = QuantileSketch.of([5_000_000] * 100).to_bytes()
+    wide = [
+        QuantileSketch.of([int(1.03**i) + i for i in range(j, 3000, 7)]).to_bytes()
+        for j in range(7)
+    ]
+    found = [
+        [steady, steady],
+        [QuantileSketch.of([0, 0, 7]).to_bytes(), QuantileSketch().to_bytes()],
+        [QuantileSketch().to_bytes()],  # no values: the empty sketch
+        [],
+        wide,  # more buckets than a sketch keeps: folded as the scalar merge folds
+        [QuantileSketch.of([2**53 + 1, 2**60, MAX_VALUE]).to_bytes()],  # beyond 2**63
+    ]
+    assert merged_sketches(found) == [scalar_merge(owner) for owner in found]
+    many = [[QuantileSketch.of(range(1, 2_000, k)).to_bytes() for k in (3, 5)]] * 5_000
+    assert merged_sketches(many) == [scalar_merge(many[0])] * len(many)
+
+
+@pytest.mark.parametrize(
+    "damaged", [b"", b"\x02\x00\x00", QuantileSketch.of([5, 9]).to_bytes()[:-1]]
+)
+def test_merged_sketches_raise_on_a_damaged_sketch(damaged: bytes) -> None:
+    good = QuantileSketch.of([3, 4, 5]).to_bytes()
+    with pytest.raises(DecodeError) as scalar_error:
+        scalar_merge([good, damaged])
+    with pytest.raises(DecodeError) as batch_error:
+        merged_sketches([[good], [good, damaged]])
+    assert str(batch_error.value) == str(scalar_error.value)

@@ -199,6 +199,33 @@ def test_collapsing_applies_to_merge_and_decode() -> None:
     assert small.quantile(1.0) == 10.0**18
 
 
+@given(st.lists(value_lists, min_size=1, max_size=8), st.randoms(use_true_random=False))
+@settings(deadline=None)
+def test_merging_in_any_grouping_and_order_is_the_same_even_when_folding(
+    parts: list[list[int]], rng: random.Random
+) -> None:
+    """Namespace rollups merge series' sketches per namespace and then across days: the same
+    sketch as merging every one in turn, also when buckets are folded."""
+    sketches = [QuantileSketch.of(values, max_buckets=6) for values in parts]
+    one_by_one = QuantileSketch(max_buckets=6)
+    for sketch in sketches:
+        one_by_one.merge(sketch)
+    shuffled = sketches[:]
+    rng.shuffle(shuffled)
+    cut = rng.randrange(len(shuffled) + 1)
+    grouped = []
+    for group in (shuffled[:cut], shuffled[cut:]):
+        merged = QuantileSketch(max_buckets=6)
+        for sketch in group:
+            merged.merge(sketch)
+        grouped.append(merged)
+    in_groups = QuantileSketch(max_buckets=6)
+    for merged in reversed(grouped):
+        in_groups.merge(merged)
+    assert in_groups == one_by_one
+    assert in_groups.to_bytes() == one_by_one.to_bytes()
+
+
 def test_max_buckets_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         QuantileSketch(max_buckets=0)
