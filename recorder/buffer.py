@@ -27,7 +27,7 @@ from pathlib import Path
 
 import msgspec
 
-from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Sample, SeriesKey
+from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Samples, SeriesKey
 from recorder.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -68,17 +68,17 @@ _decoder = msgspec.msgpack.Decoder(_Wire)
 def encode_batch(batch: Batch) -> bytes:
     """A batch's samples and pod labels (not its rejections: they were counted already)."""
     samples = batch.samples
-    keys = [s.key for s in samples]
+    keys = samples.keys
     wire = _Wire(
         batch.kind.value,
         [k.node for k in keys],
         [k.namespace for k in keys],
         [k.pod for k in keys],
         [k.container for k in keys],
-        [s.timestamp_ms for s in samples],
-        [s.window_ms for s in samples],
-        [s.cpu_nanocores for s in samples],
-        [s.memory_bytes for s in samples],
+        samples.timestamps_ms,
+        samples.windows_ms,
+        samples.cpu_nanocores,
+        samples.memory_bytes,
         [(ns, pod, dict(labels)) for (ns, pod), labels in batch.pod_labels.items()],
         [k.cluster for k in keys],
         batch.cluster,
@@ -100,21 +100,13 @@ def decode_batch(data: bytes) -> Batch:
             raise ValueError("columns of different lengths")
     except (zlib.error, msgspec.DecodeError) as exc:
         raise ValueError(f"not a spooled batch ({exc})") from exc
-    samples = tuple(
-        Sample(SeriesKey(kind, node, ns, pod, container, cluster), ts, window, cpu, memory)
-        for node, ns, pod, container, cluster, ts, window, cpu, memory in zip(
-            wire.node,
-            wire.namespace,
-            wire.pod,
-            wire.container,
-            clusters,
-            wire.ts_ms,
-            wire.window_ms,
-            wire.cpu,
-            wire.memory,
-            strict=True,
+    keys = [
+        SeriesKey(kind, node, ns, pod, container, cluster)
+        for node, ns, pod, container, cluster in zip(
+            wire.node, wire.namespace, wire.pod, wire.container, clusters, strict=True
         )
-    )
+    ]
+    samples = Samples(keys, wire.ts_ms, wire.window_ms, wire.cpu, wire.memory, restored=True)
     labels = {(ns, pod): pod_labels for ns, pod, pod_labels in wire.labels}
     return Batch(kind, samples, labels, cluster=wire.batch_cluster)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from recorder import gcpause, timeutil
-from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Rejection
+from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Rejection, Samples
 from recorder.errors import (
     CredentialsError,
     DecodeError,
@@ -294,7 +294,7 @@ class Poller:
 def _merged(kind: Kind, batches: Sequence[Batch]) -> Batch:
     return Batch(
         kind,
-        tuple(s for b in batches for s in b.samples),
+        Samples.joined(b.samples for b in batches),
         {ref: labels for b in batches for ref, labels in b.pod_labels.items()},
         tuple(r for b in batches for r in b.rejections),
         batches[0].cluster,  # one poller, one cluster

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from recorder.domain import Kind, Sample
+from recorder.domain import Kind, Sample, Samples
 
 WITHDRAW_AFTER_INTERVALS = 3
 
@@ -17,7 +17,7 @@ WITHDRAW_AFTER_INTERVALS = 3
 class Published:
     """The samples of one kind from one successful read of the Metrics API."""
 
-    samples: tuple[Sample, ...]
+    samples: Samples
     taken_at_ms: int
     generation: int
     """Counts publications of any kind: equal generations mean identical samples."""
@@ -59,8 +59,8 @@ class SnapshotHolder:
         self._latest: dict[Kind, Published] = {}
         self._generation = 0
 
-    def publish(self, kind: Kind, samples: Sequence[Sample], taken_at_ms: int) -> None:
-        frozen = tuple(samples)
+    def publish(self, kind: Kind, samples: Iterable[Sample], taken_at_ms: int) -> None:
+        frozen = Samples.of(samples)  # a poll's own ``Samples`` is kept as it is (not copied)
         now = self._clock()
         with self._lock:
             self._generation += 1

@@ -35,7 +35,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from recorder.domain import Kind, Resource
+from recorder.domain import Kind, Resource, Samples
 from recorder.exporter.collector import DataCollector
 from recorder.exporter.filters import ExportFilter, exposed_families
 from recorder.exporter.holder import Published, SnapshotHolder
@@ -325,7 +325,7 @@ class RecorderRegistry(CollectorRegistry):
         lines = self._lines.get(kind)
         if lines is None or lines.generation != generation:
             cpu_family, memory_family = (f for f in self._families if f.kind is kind)
-            samples = published.samples if published is not None else ()
+            samples = published.samples if published is not None else Samples()
             cpu, memory = self._sample_lines.render(
                 kind, cpu_family.name, memory_family.name, samples
             )

@@ -47,7 +47,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -139,7 +139,7 @@ class LineRenderer:
         self._lines = SampleLines(self._filter)
         self._level = level
 
-    def render(self, kind: Kind, samples: Sequence[Sample]) -> KindLines | None:
+    def render(self, kind: Kind, samples: Iterable[Sample]) -> KindLines | None:
         """``None`` when no family of ``kind`` is exposed (per-container gauges off)."""
         names = {f.resource: f.name for f in self._families if f.kind is kind}
         if not names:

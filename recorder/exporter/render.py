@@ -17,20 +17,17 @@ differ (``headers``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from itertools import repeat
 from operator import attrgetter, truediv
 from typing import cast
 
-from recorder.domain import Kind, Sample
+from recorder.domain import Kind, Sample, Samples
 from recorder.exporter.families import NANOCORES_PER_CORE, DataFamily
 from recorder.exporter.filters import ExportFilter
 
-_KEY = attrgetter("key")
 _NODE_IDENTITY = attrgetter("cluster", "node")  # in the order of the labels (sorted)
 _CONTAINER_IDENTITY = attrgetter("cluster", "container", "namespace", "pod")
-_CPU = attrgetter("cpu_nanocores")
-_MEMORY = attrgetter("memory_bytes")
 
 _EXACT_INT_LIMIT = 2**53
 """Integers below this convert to a double exactly, so their digits are the double's."""
@@ -176,7 +173,7 @@ class SampleLines:
         )
 
     def render(
-        self, kind: Kind, cpu_name: str, memory_name: str, samples: Sequence[Sample]
+        self, kind: Kind, cpu_name: str, memory_name: str, samples: Iterable[Sample]
     ) -> tuple[list[bytes], list[bytes]]:
         """The CPU lines and the memory lines of ``samples`` (all of ``kind``), as chunks."""
         cpu_chunks: list[bytes] = []
@@ -187,21 +184,23 @@ class SampleLines:
         return cpu_chunks, memory_chunks
 
     def slices(
-        self, kind: Kind, cpu_name: str, memory_name: str, samples: Sequence[Sample]
+        self, kind: Kind, cpu_name: str, memory_name: str, samples: Iterable[Sample]
     ) -> Iterator[tuple[bytes, bytes]]:
         """The CPU and memory lines of ``samples``, one ``SLICE`` at a time, rendered as they
         are read (a consumer that compresses each slice never holds all the text)."""
         cache = self._nodes if kind is Kind.NODE else self._containers
         identity = _NODE_IDENTITY if kind is Kind.NODE else _CONTAINER_IDENTITY
-        for start in range(0, len(samples), self.SLICE):
-            part = samples[start : start + self.SLICE]
-            labels = cache.texts(list(map(identity, map(_KEY, part))))
+        columns = Samples.of(samples)  # a poll's own ``Samples`` as it is
+        keys, cpu, memory = columns.keys, columns.cpu_nanocores, columns.memory_bytes
+        for start in range(0, len(keys), self.SLICE):
+            end = start + self.SLICE
+            labels = cache.texts(list(map(identity, keys[start:end])))
             yield (
-                _cpu_lines(cpu_name, labels, list(map(_CPU, part))).encode(),
-                _memory_lines(memory_name, labels, list(map(_MEMORY, part))).encode(),
+                _cpu_lines(cpu_name, labels, cpu[start:end]).encode(),
+                _memory_lines(memory_name, labels, memory[start:end]).encode(),
             )
-        if samples:  # withdrawn data comes back with the same series: keep their labels
-            cache.prune(lambda: map(identity, map(_KEY, samples)), len(samples))
+        if keys:  # withdrawn data comes back with the same series: keep their labels
+            cache.prune(lambda: map(identity, keys), len(keys))
 
 
 def _lines(name: str, labels: list[str], values: Iterable[str]) -> str:

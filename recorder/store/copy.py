@@ -39,7 +39,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, tuple_
 
-from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.domain import Batch, Kind, Sample, Samples, SeriesKey
 from recorder.errors import StoreError
 from recorder.stats import block as blocks
 from recorder.stats import dedup
@@ -673,7 +673,9 @@ class HistoryCopier:
             key = self._keys[sid]
             fresh.setdefault(key.kind, []).append(Sample(key, ts, window, cpu, memory))
         for kind, samples in fresh.items():
-            result = self.target.write(Batch(kind, tuple(samples)), now_ms=samples[-1].timestamp_ms)
+            result = self.target.write(
+                Batch(kind, Samples.of(samples)), now_ms=samples[-1].timestamp_ms
+            )
             report.head_samples_written += result.written
             report.head_samples_already_there += result.skipped_duplicates
             report.head_samples_rejected += len(result.rejected)

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from sqlalchemy import BigInteger, Column, Connection, Engine, func, select, tuple_
 from sqlalchemy.dialects import postgresql
 
-from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, SeriesKey, WriteResult
+from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, Samples, SeriesKey, WriteResult
 from recorder.stats.codec import decode_samples
 from recorder.store import schema
 from recorder.store.engine import dialect_insert, first_line, is_content_error
@@ -135,7 +135,7 @@ class _Rows:
     that timestamp."""
     missing: dict[SeriesKey, int] = field(default_factory=dict)
     """Series without an id yet, to their first timestamp in the batch."""
-    pending: list[Sample] = field(default_factory=list)
+    pending: Samples = field(default_factory=Samples)
     """The samples of ``missing``: no row yet (``add`` the pass over them once they have ids)."""
     fits: bool = True
     """Every sample's values fit their columns."""
@@ -175,7 +175,8 @@ class SampleWriter:
         self._adopt_keys = False
         """The series map holds keys read from the database: the next written batch's key
         objects replace them (the poller hands the same objects every poll, so lookups then
-        stop at identity instead of comparing six fields)."""
+        stop at identity instead of comparing six fields). A batch read back from the buffer
+        does not: its keys are a transient copy, and adopting them would keep two."""
 
     def load(self) -> None:
         """Rebuild the in-memory maps from the database (at start, and after a failure).
@@ -186,16 +187,21 @@ class SampleWriter:
         s, pl = schema.series, schema.pod_labels
         held_keys = {sid: key for key, sid in self._ids.items()}
         held_labels = self._labels
+        # The old maps go before the new ones are read (not two of each at once).
+        self._loaded = False
+        self._ids, self._newest, self._newest_digest, self._below, self._labels = {}, {}, {}, {}, {}
         with self._engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SET LOCAL statement_timeout = {LOAD_STATEMENT_TIMEOUT_MS}")
             written = s.c.kind != Kind.POD.value  # pods' series are made by compaction
             ids: dict[SeriesKey, int] = {}
+            read_anew = False
             for sid, *row in conn.execute(select(*_IDENTITY).where(written)):
                 key = held_keys.get(sid)
                 if key is None or _identity(key) != (row[5], *row[:5]):
                     kind, node, namespace, pod, container, cluster = row
                     key = SeriesKey(Kind(kind), node, namespace, pod, container, cluster)
+                    read_anew = True
                 ids[key] = sid
             del held_keys
             newest: dict[int, int] = {
@@ -221,7 +227,7 @@ class SampleWriter:
         self._below = {}
         self._labels = labels
         self._loaded = True
-        self._adopt_keys = True
+        self._adopt_keys = read_anew
 
     def invalidate(self) -> None:
         """Forget the in-memory maps; the next write reloads them from the database."""
@@ -235,7 +241,7 @@ class SampleWriter:
         # common case: every sample fits); the general checks run only when something is off.
         first = self._fresh_rows(batch.samples, self._ids)
         planned: _Rows | None = first
-        samples: Sequence[Sample] = batch.samples
+        samples = batch.samples
         missing = first.missing
         if not first.fits or any(_key_problem(key) is not None for key in missing):
             planned = None
@@ -272,14 +278,14 @@ class SampleWriter:
 
     def _checked(
         self, batch: Batch, rejected: list[Rejection]
-    ) -> tuple[list[Sample], dict[SeriesKey, int]]:
+    ) -> tuple[Samples, dict[SeriesKey, int]]:
         """The samples that fit their columns, with a rejection added for each one that does
         not, and the series not stored yet (with their first timestamp). Series already stored
         are known to fit. The general path: ``write`` takes it only when its first pass over
         the batch (``_fresh_rows``) found a value or a new series' name that does not fit."""
         known = self._ids
         key_problems: dict[SeriesKey, tuple[str, str] | None] = {}
-        kept: list[Sample] = []
+        kept = Samples()
         missing: dict[SeriesKey, int] = {}
         for sample in batch.samples:
             key = sample.key
@@ -316,7 +322,7 @@ class SampleWriter:
 
     def _attempt(
         self,
-        samples: Sequence[Sample],
+        samples: Samples,
         labels: Mapping[LabelRef, Mapping[str, str]],
         now_ms: int,
         missing: Mapping[SeriesKey, int] | None = None,
@@ -343,7 +349,7 @@ class SampleWriter:
         except BaseException:
             self._head.forget()
             raise
-        if self._adopt_keys and samples:
+        if self._adopt_keys and samples and not samples.restored:
             ids = _adopting(ids, samples)
             self._adopt_keys = False
         self._ids = ids
@@ -382,7 +388,7 @@ class SampleWriter:
                 learned = True
         return learned
 
-    def _fresh_rows(self, samples: Sequence[Sample], ids: Mapping[SeriesKey, int]) -> _Rows:
+    def _fresh_rows(self, samples: Samples, ids: Mapping[SeriesKey, int]) -> _Rows:
         """The head rows to write, and the changes they make to the newest and below-newest
         (timestamp, digest) of their series (``None``: forget the series' below-newest one);
         see ``_Rows`` for what else the same pass finds. Plain integers and as few dictionary
@@ -408,10 +414,8 @@ class SampleWriter:
         several: dict[int, set[tuple[int, int]]] = {}
         id_of, newest_of, append, mark_of = ids.get, known_newest.get, rows.append, hash
         fits = True
-        for sample in samples:
-            key = sample.key
-            ts = sample.timestamp_ms
-            window, cpu, memory = sample.window_ms, sample.cpu_nanocores, sample.memory_bytes
+        pending = found.pending
+        for key, ts, window, cpu, memory in samples.rows():
             if not (
                 ts_min <= ts <= ts_max
                 and window_min <= window <= window_max
@@ -423,7 +427,7 @@ class SampleWriter:
             if sid is None:
                 if key not in found.missing:
                     found.missing[key] = ts
-                found.pending.append(sample)
+                pending.append(Sample(key, ts, window, cpu, memory))
                 continue
             mark = mark_of((window, cpu, memory))  # digest(), inlined
             top = newest_of(sid)
@@ -476,16 +480,16 @@ class SampleWriter:
     def _resolve_ids(
         self,
         conn: Connection,
-        samples: Sequence[Sample],
+        samples: Samples,
         missing: Mapping[SeriesKey, int] | None = None,
     ) -> dict[SeriesKey, int]:
         """Ids of every series of ``samples``, inserting the new ones. Returns a new map when
         series were added (the caller keeps it once the transaction has committed)."""
         if missing is None:
             missing = {}
-            for sample in samples:
-                if sample.key not in self._ids and sample.key not in missing:
-                    missing[sample.key] = sample.timestamp_ms
+            for key, ts in zip(samples.keys, samples.timestamps_ms, strict=True):
+                if key not in self._ids and key not in missing:
+                    missing[key] = ts
         if not missing:
             return self._ids
         s = schema.series
@@ -591,10 +595,10 @@ class SampleWriter:
         isolation = _Isolation()
 
         def write_samples(part: list[Sample]) -> tuple[int, int]:
-            return self._attempt(part, {}, now_ms)
+            return self._attempt(Samples.of(part), {}, now_ms)
 
         def write_labels(part: list[tuple[LabelRef, Mapping[str, str]]]) -> tuple[int, int]:
-            return self._attempt((), dict(part), now_ms)
+            return self._attempt(Samples(), dict(part), now_ms)
 
         _bisect(samples, write_samples, _sample_rejection, isolation, rejected)
         _bisect(list(labels.items()), write_labels, _labels_rejection, isolation, rejected)
@@ -611,11 +615,10 @@ def _identity(key: SeriesKey) -> tuple[str, str, str, str, str, str]:
     return (key.cluster, key.kind.value, key.node, key.namespace, key.pod, key.container)
 
 
-def _adopting(ids: dict[SeriesKey, int], samples: Sequence[Sample]) -> dict[SeriesKey, int]:
+def _adopting(ids: dict[SeriesKey, int], samples: Samples) -> dict[SeriesKey, int]:
     """``ids`` keyed by ``samples``' own key objects where they are equal to a known one."""
     adopted: dict[SeriesKey, int] = {}
-    for sample in samples:
-        key = sample.key
+    for key in samples.keys:
         sid = ids.get(key)
         if sid is not None:
             adopted[key] = sid

@@ -430,7 +430,9 @@ def test_readyz_answers_within_its_deadline_from_one_thread_when_the_database_ha
             ready = httpx.get(f"{url}/readyz")
     finally:
         gate.set()
-    assert max(seconds for seconds, _ in answers) < 0.5 + 0.5
+    # Without the deadline every probe would wait for the gate, set only after they all
+    # answered (their 10 s client timeout); the margin is for a loaded 2-core machine.
+    assert max(seconds for seconds, _ in answers) < 0.5 + 2.0
     for _, response in answers:
         assert response.status_code == 503
         assert response.json() == {

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from recorder.buffer import decode_batch, encode_batch
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.store import Store, schema
 from recorder.store.writer import (
@@ -222,6 +223,30 @@ def test_after_a_restart_the_batch_keys_and_equal_labels_are_adopted(store: Stor
     later = Batch(Kind.CONTAINER, tuple(good(100, T0 + 30_000)), copies)
     assert store.write(later, now_ms=T0 + 30_000).written == 100
     assert all(writer._labels["default"][ref] is value for ref, value in same_labels.items())
+
+
+def test_keys_read_back_from_the_buffer_are_never_the_ones_kept(store: Store) -> None:
+    # After a restart with batches spooled, and after every reload of an outage, the first
+    # batches written are read back from the buffer: a transient copy of the poller's keys.
+    store.write(Batch(Kind.CONTAINER, tuple(good(100))), now_ms=T0)
+    writer = store._writer = SampleWriter(store.engine, store.head)  # a restart
+    restored = decode_batch(encode_batch(Batch(Kind.CONTAINER, tuple(good(100, T0 + 15_000)))))
+    assert restored.samples.restored
+    assert store.write(restored, now_ms=T0).written == 100
+    held = {key: key for key in writer._ids}
+    assert not any(held[key] is key for key in restored.samples.keys)
+    live = Batch(Kind.CONTAINER, tuple(good(100, T0 + 30_000)))
+    assert store.write(live, now_ms=T0).written == 100
+    held = {key: key for key in writer._ids}
+    assert all(held[key] is key for key in live.samples.keys)
+    # An outage: the writer reloads its maps, keeping the poller's keys it holds, and the
+    # batches read back meanwhile do not replace them.
+    writer.invalidate()
+    again = decode_batch(encode_batch(Batch(Kind.CONTAINER, tuple(good(100, T0 + 45_000)))))
+    assert store.write(again, now_ms=T0).written == 100
+    held = {key: key for key in writer._ids}
+    assert all(held[key] is key for key in live.samples.keys)
+    assert head_count(store) == 400
 
 
 # --- the rule, read plainly, against the writer's fast and general paths ---------------------
