@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet", "Static"]
+"""How the pods are named and labelled (what the Metrics API shows)."""
+
+BatchController = Literal["", "Job", "CronJob"]
+"""For a ``Deployment``-shaped profile: shown by the core API as a Job (owned by a CronJob for
+``CronJob``). Its pods keep their names and labels, so the Metrics API is unchanged."""
 
 # Container behaviour flags (bit set).
 IDLE = 1
@@ -65,6 +70,7 @@ class WorkloadProfile:
     daily_amplitude: float
     containers: tuple[ContainerProfile, ...]
     labels: tuple[tuple[str, str], ...] = ()
+    batch: BatchController = ""
 
 
 def _c(name: str, cpu_millicores: float, memory_mib: float, flags: int = 0) -> ContainerProfile:
@@ -169,7 +175,13 @@ APP_WORKLOADS: tuple[WorkloadProfile, ...] = (
         (_c("cert-manager-webhook", 2, 20, IDLE),),
     ),
     WorkloadProfile(
-        "report-builder", "Deployment", "batch", "batch", 0.2, (_c("builder", 1500, 900, BURST),)
+        "report-builder",
+        "Deployment",
+        "batch",
+        "batch",
+        0.2,
+        (_c("builder", 1500, 900, BURST),),
+        batch="CronJob",
     ),
     WorkloadProfile(
         "ci-runner",
@@ -182,6 +194,7 @@ APP_WORKLOADS: tuple[WorkloadProfile, ...] = (
             _c("dind", 300, 600, BURST),
             _c("sidecar", 1, 10, IDLE),
         ),
+        batch="Job",
     ),
     WorkloadProfile(
         "log-shipper", "Deployment", "logging", "", 0.3, (_c("vector", 70, 160, BURST),)

@@ -352,6 +352,18 @@ class ClusterModel:
         )
         return tuple(out)
 
+    def generation(self, slot: PodSlot, bucket: int) -> int:
+        """Which occupant of ``slot`` (0, 1, ...) is there in ``bucket``: `_compute`'s rule."""
+        life = slot.lifetime_seconds
+        return int((bucket * self._resolution + slot.offset_seconds) // life) if life else 0
+
+    def occupant(self, slot: PodSlot, generation: int) -> PodInstance:
+        """The pod of ``slot``'s ``generation``. It exists (Pending) from ``started_at`` on and
+        runs, with metrics, in the buckets whose start is at or after ``running_after``."""
+        life = slot.lifetime_seconds
+        started = generation * life - slot.offset_seconds if life else -math.inf
+        return self._instance(slot, generation, started)
+
     def _instance(self, slot: PodSlot, generation: int, started_at: float) -> PodInstance:
         h = _mix(self._config.seed, slot.number, generation)
         if slot.pinned_node is not None:
@@ -387,7 +399,7 @@ class ClusterModel:
             index = slot.number
             life = slot.lifetime_seconds
             offset = slot.offset_seconds
-            generation = int((t + offset) // life) if life else 0
+            generation = int((t + offset) // life) if life else 0  # `generation`, inlined
             pod = instances[index]
             if pod is None or pod.generation != generation:
                 started = generation * life - offset if life else -math.inf

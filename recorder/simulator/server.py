@@ -9,7 +9,6 @@ verified client certificate reaches the middleware as the ASGI ``tls`` extension
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import shutil
@@ -18,8 +17,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -31,7 +29,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -44,9 +42,10 @@ from recorder.selectors import (
     parse_label_selector,
 )
 from recorder.settings import listen_socket
-from recorder.simulator import wire
+from recorder.simulator import discovery, wire
 from recorder.simulator.core import CoreApi
 from recorder.simulator.model import ClusterModel, Frame, SimulatorConfig
+from recorder.simulator.replies import GZIP_MIN_BYTES, BodyCache, Reply
 
 __all__ = [
     "MetricsApi",
@@ -64,56 +63,9 @@ StaticResponses = Mapping[str, bytes | tuple[int, bytes]]
 """Fixed responses by path (``/apis/...``) or path and query (``/apis/...?labelSelector=a``):
 a body served with 200, or (status, body)."""
 
-GZIP_MIN_BYTES = 128 * 1024
-"""The API server compresses responses from this size on when the client accepts gzip."""
-
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _NODE_FIELDS = ("metadata.name",)
 _POD_FIELDS = ("metadata.name", "metadata.namespace")
-
-
-@dataclass(slots=True)
-class Reply:
-    """A response body; the gzipped form is computed once, on first demand."""
-
-    status: int
-    body: bytes
-    _gzipped: bytes | None = field(default=None, repr=False)
-
-    def gzipped(self) -> bytes:
-        if self._gzipped is None:
-            self._gzipped = gzip.compress(self.body, compresslevel=1, mtime=0)
-        return self._gzipped
-
-
-class _BodyCache:
-    """Rendered bodies of the current time bucket, bounded in count and bytes."""
-
-    def __init__(self, max_entries: int = 64, max_bytes: int = 512 * 1024 * 1024) -> None:
-        self._entries: OrderedDict[tuple[int, str, str], Reply] = OrderedDict()
-        self._bucket: int | None = None
-        self._bytes = 0
-        self._max_entries = max_entries
-        self._max_bytes = max_bytes
-
-    def get(self, key: tuple[int, str, str]) -> Reply | None:
-        reply = self._entries.get(key)
-        if reply is not None:
-            self._entries.move_to_end(key)
-        return reply
-
-    def put(self, key: tuple[int, str, str], reply: Reply) -> None:
-        if key[0] != self._bucket:
-            self._entries.clear()
-            self._bytes = 0
-            self._bucket = key[0]
-        self._entries[key] = reply
-        self._bytes += len(reply.body)
-        while len(self._entries) > self._max_entries or (
-            self._bytes > self._max_bytes and len(self._entries) > 1
-        ):
-            _, old = self._entries.popitem(last=False)
-            self._bytes -= len(old.body)
 
 
 class MetricsApi:
@@ -129,7 +81,6 @@ class MetricsApi:
         core_api: bool = False,
     ) -> None:
         self._model = model
-        self._core = CoreApi(model) if core_api and model is not None else None
         self._static = {
             key: Reply(200, value) if isinstance(value, bytes) else Reply(*value)
             for key, value in (static or {}).items()
@@ -142,7 +93,11 @@ class MetricsApi:
         }
         for version in self._versions:
             self._discovery[f"/apis/{wire.GROUP}/{version}"] = wire.api_resource_list(version)
-        self._cache = _BodyCache()
+        self._core: CoreApi | None = None
+        if core_api and model is not None:
+            self._core = CoreApi(model, metrics_versions=self._versions)
+            self._discovery["/apis"] = discovery.group_list(self._versions)
+        self._cache = BodyCache()
         self._lock = threading.Lock()
 
     def handle(self, method: str, path: str, query: str = "") -> Reply:
@@ -177,14 +132,25 @@ class MetricsApi:
             return reply
 
     def _core_reply(self, method: str, path: str, query: str) -> Reply | None:
-        if self._core is None or self._model is None:
+        if self._core is None:
             return None
-        answer = self._core.handle(path, query, self._model.frame())
-        if answer is None:
-            return None
-        if method not in ("GET", "HEAD"):
+        return self._core.handle(method, path, query)
+
+    @property
+    def core(self) -> CoreApi | None:
+        """The core, apps, batch and autoscaling objects (with ``core_api``)."""
+        return self._core
+
+    def open_watch(self, method: str, path: str, query: str) -> Reply | AsyncIterator[bytes]:
+        """A ``?watch=1`` request: its event stream, or an error reply."""
+        if len(path) > 1:
+            path = path.rstrip("/")
+        opened = self._core.open_watch(path, query) if self._core is not None else None
+        if opened is None:
+            return Reply(404, wire.path_not_found())
+        if method not in ("GET", "HEAD") and not isinstance(opened, Reply):
             return Reply(405, wire.method_not_allowed())
-        return Reply(*answer)
+        return opened
 
     def _render(self, frame: Frame, renderer: wire.Renderer, rest: list[str], query: str) -> Reply:
         model = self._model
@@ -299,9 +265,22 @@ def create_app(
 
     async def endpoint(request: Request) -> Response:
         accepts_gzip = "gzip" in request.headers.get("accept-encoding", "")
-        reply = await anyio.to_thread.run_sync(
-            api.handle, request.method, request.url.path, request.url.query
-        )
+        query = request.url.query
+        if "watch=" in query and _watching(query):
+            opened = await anyio.to_thread.run_sync(
+                api.open_watch, request.method, request.url.path, query
+            )
+            if not isinstance(opened, Reply):
+                return StreamingResponse(
+                    opened,
+                    media_type="application/json",
+                    headers={"Cache-Control": "no-cache, private"},
+                )
+            reply = opened
+        else:
+            reply = await anyio.to_thread.run_sync(
+                api.handle, request.method, request.url.path, query
+            )
         headers = {"Cache-Control": "no-cache, private"}
         body = reply.body
         if accepts_gzip and len(body) >= GZIP_MIN_BYTES:
@@ -313,6 +292,10 @@ def create_app(
     return Starlette(
         routes=[Route("/{path:path}", endpoint, methods=_METHODS)], middleware=list(middleware)
     )
+
+
+def _watching(query: str) -> bool:
+    return parse_qs(query).get("watch", [""])[0].lower() in ("1", "true")
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -27,6 +27,7 @@ from recorder.simulator.catalog import (
     SAFE_ALPHABET,
     SYSTEM_DEPLOYMENTS,
     SYSTEM_NAMESPACE,
+    BatchController,
     WorkloadKind,
     WorkloadProfile,
     encode_safe,
@@ -66,6 +67,8 @@ class Workload:
     container_names: tuple[str, ...]
     suffix_multiplier: int
     suffix_offset: int
+    batch: BatchController = ""
+    """Shown by the core API as a Job (a CronJob's when ``CronJob``); see `catalog`."""
 
 
 ContainerParams = tuple[int, float, float, float, int, int]
@@ -263,6 +266,7 @@ class _SlotBuilder:
             # Any multiplier not divisible by 3 is invertible modulo 27**5.
             suffix_multiplier=rng.randrange(1, SUFFIX_SPACE // 3) * 3 + 1,
             suffix_offset=rng.randrange(SUFFIX_SPACE),
+            batch=profile.batch,
         )
         base_labels = self._labels(profile, workload)
         scale = rng.lognormvariate(0.0, 0.35)

@@ -42,7 +42,13 @@ COVERED_ELSEWHERE: dict[str, str] = {
     # The simulator's parts, through its server and the clients that talk to it.
     "simulator/access.py": "tests/integration/test_kube_client_access.py (TLS, tokens, RBAC)",
     "simulator/catalog.py": "tests/unit/test_simulator_model.py (names and labels it draws)",
-    "simulator/core.py": "tests/e2e/test_kubectl.py (kubectl top reads the core API)",
+    "simulator/discovery.py": "tests/integration/test_simulator_core.py (discovery documents), "
+    "tests/e2e/test_simulator_core_kubectl.py (kubectl resolves short names through them)",
+    "simulator/listing.py": "tests/integration/test_simulator_core.py (selectors, pages, 410)",
+    "simulator/objects.py": "tests/integration/test_simulator_core.py (owner chains, HPAs), "
+    "tests/unit/test_simulator_resources.py",
+    "simulator/pods.py": "tests/integration/test_simulator_core.py, test_simulator_watch.py",
+    "simulator/replies.py": "tests/integration/test_simulator_server.py (gzip, cached bodies)",
     "simulator/faults.py": "tests/e2e/test_kube_cli.py, tests/unit/test_simulator_options.py",
     "simulator/kubeconfig.py": "tests/e2e/test_kubectl.py, tests/unit/test_simulator_options.py",
     "simulator/tls.py": "tests/integration/test_kube_client_access.py, test_kube_limits.py",
