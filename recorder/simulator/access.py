@@ -1,9 +1,9 @@
 """Authentication and RBAC-like authorization for the simulator, as ASGI middleware.
 
 Like the API server: a request without acceptable credentials gets a 401 ``Status``; an
-authenticated identity may always read discovery, and reads metrics (and the few core objects
-``kubectl top`` needs) cluster-wide unless it is *namespaced*, in which case anything outside
-its namespaces, and every cluster-scoped list, is a 403 whose message has the API server's
+authenticated identity may always read discovery, and reads metrics (and the cluster objects
+of `core`) cluster-wide unless it is *namespaced*, in which case anything outside its
+namespaces, and every cluster-scoped list, is a 403 whose message has the API server's
 wording. Identities come from bearer tokens (fixed or rotating) and client certificates (CN is
 the user, O the groups, verified against the simulator's CA by the TLS layer).
 """
@@ -30,6 +30,8 @@ __all__ = ["AccessControl", "AccessMiddleware", "Identity", "RotatingToken"]
 logger = logging.getLogger(__name__)
 
 METRICS_GROUP = wire.GROUP
+_GROUPS = frozenset({METRICS_GROUP, "apps", "batch", "autoscaling"})
+"""Groups whose resources are authorized (discovery of them is always allowed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,7 @@ def resource_request(method: str, path: str) -> ResourceRequest | None:
     """What a path asks for, or None for discovery and other non-resource paths."""
     parts = [p for p in path.split("/") if p]
     match parts:
-        case ["apis", group, _version, *rest] if group == METRICS_GROUP:
+        case ["apis", group, _version, *rest] if group in _GROUPS:
             pass
         case ["api", "v1", *rest]:
             group = ""
@@ -61,9 +63,9 @@ def resource_request(method: str, path: str) -> ResourceRequest | None:
             return None
     verb = "get" if method in ("GET", "HEAD") else method.lower()
     match rest:
-        case [("nodes" | "pods") as resource]:
+        case [resource] if resource != "namespaces":
             return ResourceRequest(group, resource, "list" if verb == "get" else verb, None, None)
-        case [("nodes" | "pods") as resource, name]:
+        case [resource, name] if resource != "namespaces":
             return ResourceRequest(group, resource, verb, None, name)
         case ["namespaces", namespace, resource]:
             return ResourceRequest(
@@ -193,11 +195,7 @@ class AccessControl:
         """The API server's 403 message when ``identity`` may not do ``request``, else None."""
         if identity.namespaces is None:
             return None
-        if (
-            request.resource == "pods"
-            and request.namespace is not None
-            and request.namespace in identity.namespaces
-        ):
+        if request.namespace is not None and request.namespace in identity.namespaces:
             return None
         subject = f"{request.resource}.{request.group}" if request.group else request.resource
         named = f' "{request.name}"' if request.name else ""

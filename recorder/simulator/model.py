@@ -268,6 +268,12 @@ class ClusterModel:
     def slots(self) -> tuple[PodSlot, ...]:
         return self._topology.slots
 
+    @property
+    def started_at(self) -> float:
+        """The simulated time when the model was made."""
+        start = self._config.start_time
+        return self._clock_origin if start is None else start
+
     def node(self, name: str) -> NodeSpec | None:
         index = self._node_index.get(name)
         return None if index is None else self._topology.nodes[index]

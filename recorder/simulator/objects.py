@@ -119,7 +119,7 @@ class ClusterObjects:
     def __init__(self, model: ClusterModel) -> None:
         self.model = model
         self.seed = seed = model.config.seed
-        self.birth = math.floor(model.now() / 3600) * 3600 - 30 * 86_400
+        self.birth = math.floor(model.started_at / 3600) * 3600 - 30 * 86_400
         """When the cluster (its nodes) was created: 30 days before the model's start."""
         by_workload: dict[tuple[str, str], list[PodSlot]] = {}
         for slot in model.slots:

@@ -240,7 +240,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--core-api",
         action="store_true",
-        help="also serve the core objects `kubectl top` reads (/api/v1/nodes, pods, /version)",
+        help="also serve cluster objects with list and watch: pods, nodes, Deployments, "
+        "ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs, HPAs (and /version)",
     )
     group.add_argument("--fail-503", type=int, default=0, metavar="N", help="503 for N requests")
     group.add_argument("--slow", metavar="DURATION", help="delay each request this long")

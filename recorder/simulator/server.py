@@ -94,8 +94,9 @@ class MetricsApi:
         for version in self._versions:
             self._discovery[f"/apis/{wire.GROUP}/{version}"] = wire.api_resource_list(version)
         self._core: CoreApi | None = None
-        if core_api and model is not None:
-            self._core = CoreApi(model, metrics_versions=self._versions)
+        self._core_wanted = core_api and model is not None
+        self._core_lock = threading.Lock()
+        if self._core_wanted:
             self._discovery["/apis"] = discovery.group_list(self._versions)
         self._cache = BodyCache()
         self._lock = threading.Lock()
@@ -132,20 +133,26 @@ class MetricsApi:
             return reply
 
     def _core_reply(self, method: str, path: str, query: str) -> Reply | None:
-        if self._core is None:
-            return None
-        return self._core.handle(method, path, query)
+        core = self.core
+        return None if core is None else core.handle(method, path, query)
 
     @property
     def core(self) -> CoreApi | None:
-        """The core, apps, batch and autoscaling objects (with ``core_api``)."""
-        return self._core
+        """The core, apps, batch and autoscaling objects (with ``core_api``), drawn on first
+        use: 2 s at 150,000 pods that a metrics-only client never waits for."""
+        if not self._core_wanted or self._model is None:
+            return None
+        with self._core_lock:
+            if self._core is None:
+                self._core = CoreApi(self._model, metrics_versions=self._versions)
+            return self._core
 
     def open_watch(self, method: str, path: str, query: str) -> Reply | AsyncIterator[bytes]:
         """A ``?watch=1`` request: its event stream, or an error reply."""
         if len(path) > 1:
             path = path.rstrip("/")
-        opened = self._core.open_watch(path, query) if self._core is not None else None
+        core = self.core
+        opened = core.open_watch(path, query) if core is not None else None
         if opened is None:
             return Reply(404, wire.path_not_found())
         if method not in ("GET", "HEAD") and not isinstance(opened, Reply):
@@ -257,9 +264,9 @@ def create_app(
     ``model`` serves simulated metrics; ``static`` serves fixed bodies for given paths (and wins
     over the model), e.g. real-world responses with odd shapes. Discovery is always served.
     ``serve_v1`` also serves ``metrics.k8s.io/v1`` (preferred); ``legacy`` writes the shapes of
-    metrics-server 0.3 (``selfLink``, no labels); ``core_api`` serves the core objects
-    ``kubectl top`` reads (``/api/v1/nodes``, pods, ``/version``); ``middleware`` wraps it all,
-    the first entry outermost.
+    metrics-server 0.3 (``selfLink``, no labels); ``core_api`` serves the cluster objects
+    (pods, nodes, apps, batch, autoscaling; list and watch: see `core`); ``middleware`` wraps
+    it all, the first entry outermost.
     """
     api = MetricsApi(model, static, serve_v1=serve_v1, legacy=legacy, core_api=core_api)
 
