@@ -314,6 +314,13 @@ class WriteQueue:
                 self._changed.wait(timeout)
             return bool(self._entries)
 
+    def parked_oldest(self) -> Kind | None:
+        """The kind of the oldest batch when it is parked (reading it back decodes it)."""
+        with self._changed:
+            if not self._entries or self._entries[0].batch is not None:
+                return None
+            return self._entries[0].kind
+
     def oldest(self) -> Pending | None:
         """The oldest batch, decoded when parked. A parked batch that cannot be read back
         (a damaged file) is dropped, counted and skipped."""

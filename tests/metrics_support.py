@@ -51,6 +51,9 @@ class FailingSink:
     def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
         raise StoreError("the database is down")
 
+    def prepare(self) -> None:
+        raise StoreError("the database is down")
+
 
 def populated_registry(store: Store, *, process_collectors: bool = True) -> RecorderRegistry:
     holder = SnapshotHolder(30.0)

@@ -177,6 +177,19 @@ class Store:
                     self.timeouts,
                 ) from exc
 
+    def prepare(self) -> None:
+        """Read what the writer needs from the database (series ids, newest samples, pods'
+        labels) unless it holds them already: the flusher asks before it reads a batch back
+        from the buffer, so while the database is down a retry costs this read and no decode.
+        Raises as ``write`` does."""
+        with self._write_lock:
+            try:
+                self._writer.prepare()
+            except engines.DATABASE_ERRORS as exc:
+                raise engines.failure(
+                    exc, f"reading the series to write from {self.display_url}", self.timeouts
+                ) from exc
+
     def invalidate_writer(self) -> None:
         """Make the next write reload series ids and newest timestamps from the database (after
         another process, such as ``recorder copy``, changed them)."""

@@ -229,13 +229,17 @@ class SampleWriter:
         self._loaded = True
         self._adopt_keys = read_anew
 
+    def prepare(self) -> None:
+        """Load the in-memory maps unless they are loaded."""
+        if not self._loaded:
+            self.load()
+
     def invalidate(self) -> None:
         """Forget the in-memory maps; the next write reloads them from the database."""
         self._loaded = False
 
     def write(self, batch: Batch, now_ms: int) -> WriteResult:
-        if not self._loaded:
-            self.load()
+        self.prepare()
         rejected: list[Rejection] = []
         # One pass checks the values and finds the rows of the series already stored (the
         # common case: every sample fits); the general checks run only when something is off.

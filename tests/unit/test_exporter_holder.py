@@ -45,6 +45,9 @@ class Sink:
     def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
         return WriteResult(len(batch.samples), 0)
 
+    def prepare(self) -> None:
+        pass
+
 
 def scrape(registry: RecorderRegistry) -> str:
     return b"".join(registry.exposition(openmetrics=False, gzip=False)).decode()

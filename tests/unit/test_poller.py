@@ -46,6 +46,11 @@ class OutageSink:
             raise StoreError("database is down")
         return self.store.write(batch, now_ms=now_ms)
 
+    def prepare(self) -> None:
+        if self.down:
+            raise StoreError("database is down")
+        self.store.prepare()
+
 
 class RecordingSink:
     """A database that accepts everything and keeps the batches it was given."""
@@ -56,6 +61,9 @@ class RecordingSink:
     def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
         self.batches.append(batch)
         return WriteResult(len(batch.samples), 0)
+
+    def prepare(self) -> None:
+        pass
 
 
 NOW = 1.8e9  # 2027-01-15: after the fixtures' timestamps, within no skew of them
