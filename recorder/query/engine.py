@@ -36,7 +36,7 @@ from recorder.domain import (
 from recorder.errors import QueryError
 from recorder.gcpause import paused
 from recorder.query import groups
-from recorder.query.groups import Totals
+from recorder.query.groups import Totals, totals_of
 from recorder.query.scan import Gathered, Scan, Unit, accumulators
 from recorder.stats import columns
 from recorder.stats.buckets import (
@@ -356,7 +356,7 @@ def summarize(
             places = [(o.labels["cluster"], o.labels["namespace"]) for o in outputs]
             rolled = groups.from_namespace_rollups(conn, scan, where, group_by, units, places)
         if rolled is not None:
-            totals: dict[Resource, Mapping[int, Totals]] = dict(rolled.totals)
+            totals = rolled.totals
             sketches = rolled.sketches
         else:
             results = (
@@ -365,7 +365,7 @@ def summarize(
                 else {r: {} for r in resources}
             )
             accs = {r: {unit: acc for (unit, _b), acc in results[r].items()} for r in resources}
-            totals = dict(accs)
+            totals = {r: {unit: totals_of(acc) for unit, acc in accs[r].items()} for r in resources}
             sketches = {
                 r: {
                     group: [p for i in indexes if i in accs[r] for p in accs[r][i].sketch_parts()]
@@ -377,16 +377,15 @@ def summarize(
     ordered = sorted(members)
     parts: dict[Resource, list[ResourceSummary | None]] = {}
     for resource in resources:
-        totals_of = [
+        rows_of = [
             [t for t in (totals[resource].get(i) for i in members[group]) if t is not None]
             for group in ordered
         ]
         # The 95th percentile of each group's merged sketches, all groups in one batch.
-        answered = [g for g, found in zip(ordered, totals_of, strict=True) if found]
+        answered = [g for g, found in zip(ordered, rows_of, strict=True) if found]
         p95s = iter(merged_quantiles([sketches[resource][g] for g in answered], 0.95))
         parts[resource] = [
-            _resource_summary(found, window_ms, next(p95s)) if found else None
-            for found in totals_of
+            _resource_summary(found, window_ms, next(p95s)) if found else None for found in rows_of
         ]
     out = []
     for position, group in enumerate(ordered):
@@ -400,7 +399,7 @@ def summarize(
     return out
 
 
-def covered_ms(accs: Sequence[Totals]) -> float:
+def covered_ms(accs: Sequence[Accumulator]) -> float:
     """How long a group of output series had samples, from what each series' statistics keep
     (count, first and last timestamp, smallest gap ``interval_ms``: no timestamps).
 
@@ -410,15 +409,19 @@ def covered_ms(accs: Sequence[Totals]) -> float:
     series, for series present at the same times, and for series one after another (a
     rollout), and never less than its most covered series nor more than their sum. A series
     with a single sample (no interval) covers nothing, as it adds nothing to the integral."""
+    return _covered([totals_of(acc) for acc in accs])
+
+
+def _covered(rows: Sequence[Totals]) -> float:
+    """``covered_ms`` of the series' totals."""
     spans: list[tuple[int, int]] = []
     own_total = span_total = largest = 0
-    for acc in accs:
-        interval = acc.interval_ms
-        if interval <= 0 or acc.count == 0:
+    for count, _total, _maximum, first_ms, last_ms, interval in rows:
+        if interval <= 0 or count == 0:
             continue
-        span = acc.last_ms - acc.first_ms + interval
-        own = min(acc.count * interval, span)
-        spans.append((acc.first_ms, acc.last_ms + interval))
+        span = last_ms - first_ms + interval
+        own = min(count * interval, span)
+        spans.append((first_ms, last_ms + interval))
         own_total += own
         span_total += span
         largest = max(largest, own)
@@ -437,24 +440,24 @@ def covered_ms(accs: Sequence[Totals]) -> float:
     return max(union * own_total / span_total, float(largest))
 
 
-def _resource_summary(accs: Sequence[Totals], window_ms: int, p95: float) -> ResourceSummary:
-    """A group's summary of one resource, its p95 (of the merge of its series' sketches)
-    given."""
+def _resource_summary(rows: Sequence[Totals], window_ms: int, p95: float) -> ResourceSummary:
+    """A group's summary of one resource from its series' totals, its p95 (of the merge of
+    its series' sketches) given."""
     integral = 0.0
     samples = 0
-    for acc in accs:
-        samples += acc.count
-        if acc.interval_ms > 0:
-            integral += acc.total * acc.interval_ms / 1000
-    covered = min(covered_ms(accs), window_ms)
+    for count, total, _maximum, _first, _last, interval in rows:
+        samples += count
+        if interval > 0:
+            integral += total * interval / 1000
+    covered = min(_covered(rows), window_ms)
     if covered > 0:
         avg = integral / (covered / 1000)
     else:  # single samples only: no interval, no integral; the group's total at its instants
-        avg = float(sum(Fraction(acc.total, acc.count) for acc in accs))
+        avg = float(sum(Fraction(row[1], row[0]) for row in rows))
     return ResourceSummary(
         samples=samples,
         avg=avg,
-        max=max(a.maximum for a in accs),
+        max=max(row[2] for row in rows),
         p95=p95,
         integral=integral,
         coverage=covered / window_ms,

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from sqlalchemy import Connection
 
 from recorder.domain import QueryKind, Resource, SeriesFilter
 from recorder.query.scan import Scan, Unit
+from recorder.stats.buckets import Accumulator
 from recorder.store import rollups
 
 GROUPS = ("namespace", "cluster")
@@ -38,32 +38,13 @@ GROUPS = ("namespace", "cluster")
 _KINDS = {QueryKind.CONTAINER: "container", QueryKind.POD: "pod"}
 
 
-class Totals(Protocol):
-    """What a summary needs of one output series' statistics of one resource over the window
-    (an ``Accumulator`` has it too)."""
-
-    @property
-    def count(self) -> int: ...
-    @property
-    def total(self) -> int: ...
-    @property
-    def maximum(self) -> int: ...
-    @property
-    def first_ms(self) -> int: ...
-    @property
-    def last_ms(self) -> int: ...
-    @property
-    def interval_ms(self) -> int: ...
+Totals = tuple[int, int, int, int, int, int]
+"""What a summary needs of one output series' statistics of one resource over the window:
+``(count, total, maximum, first_ms, last_ms, interval_ms)``."""
 
 
-@dataclass(frozen=True, slots=True)
-class ResourceTotals:
-    count: int
-    total: int
-    maximum: int
-    first_ms: int
-    last_ms: int
-    interval_ms: int
+def totals_of(acc: Accumulator) -> Totals:
+    return (acc.count, acc.total, acc.maximum, acc.first_ms, acc.last_ms, acc.interval_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +52,7 @@ class Rolled:
     """Per resource: the totals of each unit (by index) with rollups in the window, and the
     serialized sketches of each group (by its key) whose merge is the group's."""
 
-    totals: dict[Resource, dict[int, ResourceTotals]]
+    totals: dict[Resource, dict[int, Totals]]
     sketches: dict[Resource, dict[str, list[bytes]]]
 
 
@@ -119,15 +100,18 @@ def from_namespace_rollups(
         seen[place] = (series + totals.rollups, count + totals.samples)
     if seen != expected:
         return None
-    cpu: dict[int, ResourceTotals] = {}
-    memory: dict[int, ResourceTotals] = {}
+    cpu: dict[int, Totals] = {}
+    memory: dict[int, Totals] = {}
     for t in found:
         unit = unit_of[t.series_id]
-        cpu[unit] = ResourceTotals(
-            t.samples, t.cpu_total, t.cpu_max, t.first_ms, t.last_ms, t.interval_ms
-        )
-        memory[unit] = ResourceTotals(
-            t.samples, t.memory_total, t.memory_max, t.first_ms, t.last_ms, t.interval_ms
+        cpu[unit] = (t.samples, t.cpu_total, t.cpu_max, t.first_ms, t.last_ms, t.interval_ms)
+        memory[unit] = (
+            t.samples,
+            t.memory_total,
+            t.memory_max,
+            t.first_ms,
+            t.last_ms,
+            t.interval_ms,
         )
     key = 0 if group_by == "cluster" else 1
     cpu_sketches: dict[str, list[bytes]] = {}
