@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from recorder import gcpause
+from recorder import gcpause, heap
 from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, WriteResult
 from recorder.errors import StoreError
@@ -138,6 +138,8 @@ class Flusher:
             self.queue.done(pending.seq)
             self._succeeded(batch, result)
             report.by_seq[pending.seq] = result
+        if report.by_seq or report.error is not None:
+            heap.trim()  # what the round's batches and rows took, back to the system
         report.remaining_samples = self.queue.pending_samples
         self._metrics.samples_buffered.set(report.remaining_samples)
         memory, spool = self.queue.parked_bytes

@@ -21,6 +21,7 @@ from multiprocessing.context import SpawnProcess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from recorder import heap
 from recorder.api.app import AppDeps, create_app
 from recorder.api.server import build_server
 from recorder.errors import ConfigError
@@ -285,6 +286,7 @@ def _resident_bytes(pid: int) -> int | None:
 def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[str] = ()) -> int:
     """Run the service until SIGTERM/SIGINT; 0 after a clean stop. ``banner`` is printed
     once the HTTP server listens (``recorder demo``'s URLs), never before a failure."""
+    heap.limit_arenas()  # before the HTTP server's and the queries' threads start
     settings.warn_about_interval()
     # Fail fast, in the user's terminal, when no cluster is configured or the address is taken.
     cluster = load_cluster_config(

@@ -33,6 +33,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from recorder import heap
 from recorder.buffer import Spool, WriteQueue
 from recorder.domain import Kind, WriteResult
 from recorder.errors import ConfigError, RecorderError
@@ -580,6 +581,7 @@ def worker_main(settings: Settings, conn: Connection, api_url: str | None = None
     # Ctrl+C reaches the whole process group: the server decides when the worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    heap.limit_arenas()  # before the poller, writer and relay threads start
     configure_logging(settings.log_level)
     code = 0
     try:

@@ -31,9 +31,6 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "cli/history.py": "tests/integration/test_queries.py, test_api_cluster.py (query = API)",
     "commands.py": "tests/e2e/test_run.py, test_kube_cli.py (every command as a process)",
     "worker.py": "tests/faults/test_service.py (the worker process killed and restarted)",
-    "flusher.py": "tests/unit/test_poller.py (outages, drops), test_exporter_holder.py",
-    # Plain values and tables, exercised by every test that builds a batch or scrapes.
-    "domain.py": "tests/unit/test_poller.py, test_buffer.py, test_kube_normalize.py",
     "exporter/collector.py": "tests/unit/test_exporter_registry.py (the reference rendering)",
     "exporter/families.py": "tests/integration/test_metrics_table.py, test_exporter_registry.py",
     "exporter/selfmetrics.py": "tests/integration/test_metrics_endpoint.py, test_metrics_table.py",
