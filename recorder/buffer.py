@@ -35,17 +35,40 @@ log = logging.getLogger(__name__)
 DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024
 DEFAULT_SPOOL_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_RAW = 4
-_MAGIC = b"KMRB1\n"
+_MAGIC = b"KMRB2\n"
+_MAGIC_V1 = b"KMRB1\n"
 _ZLIB_LEVEL = 1
 _NAME = re.compile(r"(\d{20})\.(node|container)\.(\d+)\.batch")
 
 
 class _Wire(msgspec.Struct, array_like=True, gc=False):
-    """A batch on disk: one list per column, pod labels as (namespace, pod, labels).
+    """A batch on disk: every distinct text once (``strings``), each sample's key as indexes
+    into it, one list per value column; each distinct set of pod labels once (``label_sets``;
+    the pods of a ReplicaSet share theirs) and per pod (namespace, pod, label set) indexes.
 
-    ``cluster`` (one per sample) and ``batch_cluster`` (``Batch.cluster``, that of the pod
-    labels) came later, last: a batch parked by an older version has neither, and is all of the
-    default cluster."""
+    Read back, a batch of 200,000 samples holds each name once instead of once per sample (at
+    150,000 pods: about 60 MB instead of 180 MB while the batch is written after an outage)."""
+
+    kind: str
+    strings: list[str]
+    node: list[int]
+    namespace: list[int]
+    pod: list[int]
+    container: list[int]
+    cluster: list[int]
+    ts_ms: list[int]
+    window_ms: list[int]
+    cpu: list[int]
+    memory: list[int]
+    label_sets: list[dict[str, str]]
+    labels: list[tuple[int, int, int]]
+    batch_cluster: str
+
+
+class _WireV1(msgspec.Struct, array_like=True, gc=False):
+    """A batch parked by versions before the ``_Wire`` above (read back, never written): one
+    text per sample and column, pod labels as (namespace, pod, labels). ``cluster`` and
+    ``batch_cluster`` came later, last: without them the batch is of the default cluster."""
 
     kind: str
     node: list[str]
@@ -63,35 +86,81 @@ class _Wire(msgspec.Struct, array_like=True, gc=False):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(_Wire)
+_decoder_v1 = msgspec.msgpack.Decoder(_WireV1)
 
 
 def encode_batch(batch: Batch) -> bytes:
     """A batch's samples and pod labels (not its rejections: they were counted already)."""
     samples = batch.samples
     keys = samples.keys
+    index: dict[str, int] = {}
+    at = index.setdefault  # a text's index: the first one given to it
+
+    def column(texts: list[str]) -> list[int]:
+        return [at(text, len(index)) for text in texts]
+
+    label_sets: list[dict[str, str]] = []
+    set_of: dict[int, int] = {}  # by identity: the poller hands one object per label set
+    pods: list[tuple[int, int, int]] = []
+    for (namespace, pod), labels in batch.pod_labels.items():
+        found = set_of.get(id(labels))
+        if found is None:
+            found = set_of[id(labels)] = len(label_sets)
+            label_sets.append(dict(labels))
+        pods.append((at(namespace, len(index)), at(pod, len(index)), found))
     wire = _Wire(
         batch.kind.value,
-        [k.node for k in keys],
-        [k.namespace for k in keys],
-        [k.pod for k in keys],
-        [k.container for k in keys],
+        [],
+        column([k.node for k in keys]),
+        column([k.namespace for k in keys]),
+        column([k.pod for k in keys]),
+        column([k.container for k in keys]),
+        column([k.cluster for k in keys]),
         samples.timestamps_ms,
         samples.windows_ms,
         samples.cpu_nanocores,
         samples.memory_bytes,
-        [(ns, pod, dict(labels)) for (ns, pod), labels in batch.pod_labels.items()],
-        [k.cluster for k in keys],
+        label_sets,
+        pods,
         batch.cluster,
     )
+    wire.strings = list(index)  # in index order: dicts keep insertion order
     return _MAGIC + zlib.compress(_encoder.encode(wire), _ZLIB_LEVEL)
 
 
 def decode_batch(data: bytes) -> Batch:
-    """The batch ``encode_batch`` wrote; ``ValueError`` when the bytes are not one."""
+    """The batch ``encode_batch`` wrote (or an earlier version's); ``ValueError`` when the
+    bytes are not one."""
+    if data.startswith(_MAGIC_V1):
+        return _decode_v1(data[len(_MAGIC_V1) :])
     if not data.startswith(_MAGIC):
         raise ValueError("not a spooled batch (bad header)")
     try:
         wire = _decoder.decode(zlib.decompress(data[len(_MAGIC) :]))
+        kind = Kind(wire.kind)
+        columns = (wire.node, wire.namespace, wire.pod, wire.container, wire.cluster)
+        lengths = {len(c) for c in columns}
+        lengths |= {len(wire.ts_ms), len(wire.window_ms), len(wire.cpu), len(wire.memory)}
+        if len(lengths) > 1:
+            raise ValueError("columns of different lengths")
+        text = wire.strings
+        keys = [
+            SeriesKey(kind, text[node], text[ns], text[pod], text[container], text[cluster])
+            for node, ns, pod, container, cluster in zip(*columns, strict=True)
+        ]
+        sets = wire.label_sets
+        labels = {(text[ns], text[pod]): sets[found] for ns, pod, found in wire.labels}
+    except (zlib.error, msgspec.DecodeError) as exc:
+        raise ValueError(f"not a spooled batch ({exc})") from exc
+    except IndexError:
+        raise ValueError("not a spooled batch (an index past its table)") from None
+    samples = Samples(keys, wire.ts_ms, wire.window_ms, wire.cpu, wire.memory, restored=True)
+    return Batch(kind, samples, labels, cluster=wire.batch_cluster)
+
+
+def _decode_v1(data: bytes) -> Batch:
+    try:
+        wire = _decoder_v1.decode(zlib.decompress(data))
         kind = Kind(wire.kind)
         lengths = {len(wire.node), len(wire.namespace), len(wire.pod), len(wire.container)}
         lengths |= {len(wire.ts_ms), len(wire.window_ms), len(wire.cpu), len(wire.memory)}

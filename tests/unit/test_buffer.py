@@ -65,13 +65,57 @@ def test_a_batch_parked_before_clusters_existed_is_of_the_default_cluster() -> N
         decode_batch(_parked([*old, ["prod", "prod"]]))
 
 
+def test_a_batch_parked_by_the_previous_version_comes_back() -> None:
+    labels = [["shop", "web", {"app": "web"}]]
+    old = ["container", [""], ["shop"], ["web"], ["app"], [1], [2], [3], [4], labels]
+    batch = decode_batch(_parked([*old, ["prod"], "prod"]))
+    key = SeriesKey.for_container("shop", "web", "app", "prod")
+    assert batch.samples == (Sample(key, 1, 2, 3, 4),)
+    assert batch.cluster == "prod" and batch.samples.restored
+
+
+def test_read_back_each_text_and_each_label_set_is_one_object() -> None:
+    # What a batch read back after an outage holds: the names once, not once per sample.
+    shared = {"app": "web", "pod-template-hash": "7c9f8b6d5"}
+    samples = [
+        Sample(SeriesKey.for_container("shop", f"web-{i // 2}", f"c{i % 2}", "prod"), 1, 2, 3, 4)
+        for i in range(100)
+    ]
+    labels = {("shop", f"web-{i}"): shared for i in range(50)}
+    batch = decode_batch(encode_batch(Batch(Kind.CONTAINER, tuple(samples), labels)))
+    keys = batch.samples.keys
+    assert len({id(k.namespace) for k in keys}) == 1
+    assert len({id(k.cluster) for k in keys}) == 1
+    assert len({id(k.container) for k in keys}) == 2
+    assert len({id(k.pod) for k in keys}) == 50
+    assert keys[0].pod is keys[1].pod
+    assert len({id(found) for found in batch.pod_labels.values()}) == 1
+    assert next(iter(batch.pod_labels.values())) == shared
+    assert batch.samples.restored
+
+
 def test_encoding_is_compact() -> None:
     batch = pods_batch(10_000)
     # A Sample with its key is several hundred bytes of objects; encoded it is a few bytes.
     assert len(encode_batch(batch)) < 16 * len(batch.samples)
 
 
-@pytest.mark.parametrize("damage", [b"", b"garbage", b"KMRB1\n" + b"\x00" * 10])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"",
+        b"garbage",
+        b"KMRB1\n" + b"\x00" * 10,
+        b"KMRB2\n" + b"\x00" * 10,
+        b"KMRB2\n" + zlib.compress(msgspec.msgpack.encode(["container", ["a"], [0], [0], [0]])),
+        b"KMRB2\n"
+        + zlib.compress(
+            msgspec.msgpack.encode(
+                ["container", ["a"], [0], [0], [5], [0], [0], [1], [2], [3], [4], [], [], "c"]
+            )
+        ),
+    ],
+)
 def test_bytes_that_are_not_a_batch_are_a_value_error(damage: bytes) -> None:
     with pytest.raises(ValueError):
         decode_batch(damage)
