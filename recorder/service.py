@@ -231,6 +231,8 @@ class WorkerHandle:
             details["poll"] = f"failing: no successful poll in the last {allowed:.0f}s"
             if poll.last_error:
                 details["poll"] += f": {poll.last_error}"
+        if status.objects is not None:
+            details["cluster_objects"] = status.objects
         write = status.write
         if write.ok:
             details["write"] = "ok"

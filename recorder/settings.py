@@ -334,6 +334,12 @@ class Settings(BaseSettings):
         "comma-separated; wins over metrics_namespace",
     )
     request_timeout_seconds: float = Field(default=10.0, gt=0)
+    cluster_objects: bool = Field(
+        default=True,
+        description="Read pods, ReplicaSets, Jobs, nodes and HPAs from the core API (list + "
+        "watch) and store each pod's workload, requests, limits and node capacity; needs the "
+        "RBAC of deploy/components/cluster-objects, and without it only says so",
+    )
     log_level: str = Field(default="INFO")
 
     @field_validator("buffer_max_bytes", "spool_max_bytes", "max_response_bytes", mode="before")

@@ -53,12 +53,14 @@ from recorder.exporter import (
 from recorder.flusher import Flusher, FlushReport, WriteHealth
 from recorder.kube.client import MetricsClient
 from recorder.kube.config import load_cluster_config
+from recorder.kube.objects import MAX_PAGE_BYTES, Changes, ObjectReader
 from recorder.kube.retry import RetryPolicy
 from recorder.poller import Poller, PollReport, ResourceOutcome
 from recorder.scheduler import PollScheduler
 from recorder.settings import Settings
 from recorder.store import Store, open_store
 from recorder.store.migrate import current_revision, head_revision
+from recorder.store.objects import ObjectStore
 from recorder.store.retention import RetentionPolicy
 from recorder.store.sql import MaintenanceReport
 from recorder.timeutil import now_ms, seconds_to_ms
@@ -88,6 +90,8 @@ class Status:
     poll: PollState
     write: WriteHealth
     metrics: OwnExposition
+    objects: str | None = None
+    """The cluster-object reader's health line (None: switched off)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +263,29 @@ def build_poll_path(
         )
         opened.pop_all()
     return PollPath(cluster.server, store, client, holder, registry, queue, flusher, poller)
+
+
+def build_object_reader(settings: Settings, path: PollPath) -> ObjectReader:
+    """The cluster-object reader of ``path``'s cluster, storing into ``path``'s database: a
+    client of its own (same credentials, TLS and limits, its own connections and a page-sized
+    response limit), so a long watch never holds up a poll."""
+    client = MetricsClient(
+        path.client.config,
+        timeout_seconds=settings.request_timeout_seconds,
+        retry=RetryPolicy(budget_seconds=max(settings.request_timeout_seconds * 3, 30.0)),
+        max_response_bytes=min(settings.max_response_bytes, MAX_PAGE_BYTES),
+    )
+    objects = ObjectStore(path.store.engine, settings.cluster, timeouts=path.store.timeouts)
+
+    def store(changes: Changes) -> None:
+        now = now_ms()
+        objects.record_pods(changes.pods, now_ms=now)
+        objects.record_containers(changes.containers, now_ms=now)
+        objects.record_nodes(changes.nodes, now_ms=now)
+        if changes.hpas is not None:
+            objects.replace_hpas(changes.hpas, now_ms=now, namespaces=changes.hpa_namespaces)
+
+    return ObjectReader(client, store, namespaces=settings.namespace)
 
 
 def maintain_logged(store: Store, metrics: SelfMetrics | None = None) -> MaintenanceReport | None:
@@ -443,6 +470,7 @@ class Worker:
         self._poll_lines = PollLines(observe=self._poll_stored)
         self._store, self._holder, self._registry = path.store, path.holder, path.registry
         self._queue, self._flusher, self._poller = path.queue, path.flusher, path.poller
+        self._objects = build_object_reader(settings, path) if settings.cluster_objects else None
         self._lines = LinePublisher(
             self._holder,
             LineRenderer(export_filter(settings)),
@@ -475,6 +503,8 @@ class Worker:
             "store-statistics",
         )
         scheduler.start()
+        if self._objects is not None:
+            self._objects.start()  # threads of its own: never in the poll's way
         try:
             while not self._stop.is_set():
                 self._send_status()
@@ -506,6 +536,9 @@ class Worker:
         deadline = begun + grace * 0.9
         self._stop.set()
         scheduler.shutdown(wait=False)
+        if self._objects is not None:
+            self._objects.stop(timeout_seconds=min(2.0, grace / 4))
+            self._objects.client.close()
         self._lines.close()
         if not self._polling.acquire(timeout=max(0.0, grace / 2)):
             log.warning("abandoning the poll in flight to stop in time")
@@ -562,6 +595,7 @@ class Worker:
                 PollState(poller.last_success_time, poller.last_attempt_time, self._last_error),
                 self._flusher.health(),
                 own_exposition(self._registry.own),
+                self._objects.health() if self._objects is not None else None,
             )
         )
 

@@ -22,10 +22,11 @@ import logging
 import ssl
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
+from urllib.parse import urlencode
 
 import httpcore
 import httpx
@@ -165,10 +166,187 @@ class MetricsClient:
             url = f"/apis/{GROUP}/{fresh}/{path}"
             return self._get(url, what=what, namespace=namespace).body
 
+    # --- cluster objects of the core API: list pages and watches ----------------------------
+
+    def list_objects(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        what: str,
+        rbac_rule: str,
+        namespace: str | None = None,
+    ) -> bytes:
+        """One page of a list of core-API objects (``path`` such as ``/api/v1/pods``; the caller
+        sets ``limit`` and ``continue``), bounded and retried like a Metrics API read. A 403
+        names ``rbac_rule``; a 410 (an expired ``continue``) is a ``MetricsApiError`` with
+        ``status`` 410."""
+        url = f"{path}?{urlencode(params)}" if params else path
+        return self._get(url, what=what, namespace=namespace, objects_rule=rbac_rule).body
+
+    @contextmanager
+    def watch_objects(
+        self,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        what: str,
+        rbac_rule: str,
+        namespace: str | None = None,
+        idle_seconds: float,
+        deadline_seconds: float,
+        max_line_bytes: int,
+    ) -> Iterator[Iterator[bytes]]:
+        """A watch: the event lines of one streamed response (``watch=1`` is added), read
+        within bounds. No read waits longer than ``idle_seconds`` (bookmarks keep a quiet watch
+        talking), the whole stream ends by ``deadline_seconds`` (ask the server for a shorter
+        ``timeoutSeconds``), and a line longer than ``max_line_bytes`` fails it. Failures are
+        the same ``MetricsApiError`` classes as a list's, raised on opening or while reading
+        lines; no retry here (the caller watches again)."""
+        url = f"{path}?{urlencode({**params, 'watch': '1'})}"
+        http, headers = self._connection()
+        deadline = time.monotonic() + deadline_seconds
+        timeout = httpx.Timeout(self._timeout, read=idle_seconds)
+        try:
+            with (
+                _until(deadline),
+                http.stream(
+                    "GET", url, headers=headers, extensions=self._extensions, timeout=timeout
+                ) as response,
+            ):
+                if response.status_code >= 300:
+                    body = self._read_body(response, what, ERROR_BODY_BYTES, deadline)
+                    reply = _Reply(
+                        response.status_code, response.reason_phrase, response.headers, body
+                    )
+                    credentials = self.config.credentials
+                    if reply.status == 401 and credentials is not None:
+                        credentials.refresh()  # the next watch sends the fresh credential
+                    if reply.status < 400:
+                        self._redirected(reply, what)
+                    self._raise_for_objects(reply, what, rbac_rule, namespace)
+                    self._raise_for(reply, what, group=False, namespace=namespace)
+                yield self._lines(response, what, max_line_bytes, idle_seconds)
+        except httpx.TimeoutException as exc:
+            raise MetricsApiTimeout(
+                f"the watch of {what} on {self.config.server} stayed silent for "
+                f"{idle_seconds:g} s or passed its {deadline_seconds:g} s deadline"
+            ) from exc
+        except httpx.TransportError as exc:
+            tls_error = _ssl_cause(exc)
+            if tls_error is not None:
+                raise MetricsApiTLSError(self._tls_message(tls_error)) from exc
+            raise MetricsApiTransportError(self._transport_message(exc, what)) from exc
+        except httpx.RequestError as exc:
+            raise MetricsApiTransportError(
+                f"watching {what} on {self.config.server} failed: {exc}"
+            ) from exc
+
+    def _lines(
+        self, response: httpx.Response, what: str, max_line_bytes: int, idle_seconds: float
+    ) -> Iterator[bytes]:
+        """The non-empty lines of a watch body, inflated if it is compressed."""
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity", *_INFLATED_ENCODINGS):
+            raise MalformedResponseError(
+                f"the watch of {what} from {self.config.server} is encoded as {encoding!r}, "
+                "which the recorder did not ask for: a proxy in between changed it"
+            )
+        inflater = zlib.decompressobj(_INFLATE_ANY) if encoding in _INFLATED_ENCODINGS else None
+        pending = b""
+        for chunk in response.iter_raw():
+            pieces = [chunk]
+            if inflater is not None:
+                pieces = []
+                data = chunk
+                while data:
+                    out = inflater.decompress(data, max_line_bytes + 1)
+                    pieces.append(out)
+                    data = inflater.unconsumed_tail
+                    if len(pending) + sum(map(len, pieces)) > 2 * max_line_bytes + 2:
+                        break  # split below, or fail as too long
+            for piece in pieces:
+                pending += piece
+                while True:
+                    end = pending.find(b"\n")
+                    if end < 0:
+                        break
+                    line, pending = pending[:end], pending[end + 1 :]
+                    if len(line) > max_line_bytes:
+                        raise self._line_too_long(what, max_line_bytes)
+                    if line.strip():
+                        yield line
+                if len(pending) > max_line_bytes:
+                    raise self._line_too_long(what, max_line_bytes)
+        if pending.strip():
+            yield pending
+
+    def _line_too_long(self, what: str, limit: int) -> MetricsApiResponseTooLarge:
+        return MetricsApiResponseTooLarge(
+            f"an event of the watch of {what} from {self.config.server} is longer than "
+            f"{limit} bytes, the limit of one object: reading stopped there"
+        )
+
+    def _connection(self) -> tuple[httpx.Client, list[tuple[str, str]]]:
+        """The HTTP client (rebuilt when the client certificate changed) and the headers of
+        the current credential."""
+        headers: list[tuple[str, str]] = []
+        credentials = self.config.credentials
+        http = self._http
+        if credentials is not None:
+            certificate = self._current_certificate()
+            if http is None or certificate != self._certificate:
+                if http is not None:
+                    log.info("the client certificate changed; reconnecting with the new one")
+                    http.close()
+                http = self._http = self._build(certificate)
+            headers = credentials.headers()
+        assert http is not None
+        return http, headers
+
+    def _raise_for_objects(
+        self, response: _Reply, what: str, rule: str, namespace: str | None
+    ) -> None:
+        """The errors of a core-API read whose meaning differs from a Metrics API read's:
+        403 (the cluster-objects RBAC is missing), 404 (not served), 410 (expired) and 5xx."""
+        status = response.status
+        body = decode_status(response.body)
+        detail = f"; the API server says: {body.message}" if body and body.message else ""
+        if status == 403:
+            where = f"in namespace {namespace} " if namespace else ""
+            raise MetricsApiForbidden(
+                f"{self._who()} may not read {what} {where}(403 Forbidden){detail}. Grant it "
+                f"{rule}",
+                status=status,
+            )
+        if status == 404:
+            raise MetricsApiNotFound(
+                f"the API server at {self.config.server} does not serve {what} (404){detail}",
+                status=status,
+            )
+        if status == 410:
+            raise MetricsApiError(
+                f"the resource version of {what} is too old (410 Gone){detail}", status=status
+            )
+        if status >= 500:
+            error = MetricsApiUnavailable(
+                f"the API server answered {status} {response.reason_phrase} while reading "
+                f"{what}{detail}",
+                status=status,
+            )
+            error.retry_after_seconds = _retry_after(response)
+            raise error
+
     # --- one request, with retries --------------------------------------------------------
 
     def _get(
-        self, url: str, *, what: str, group: bool = False, namespace: str | None = None
+        self,
+        url: str,
+        *,
+        what: str,
+        group: bool = False,
+        namespace: str | None = None,
+        objects_rule: str | None = None,
     ) -> _Reply:
         started = self._clock()
         budget_ends = started + self.retry.budget_seconds
@@ -176,7 +354,12 @@ class MetricsClient:
         while True:
             try:
                 return self._attempt(
-                    url, what=what, group=group, namespace=namespace, budget_ends=budget_ends
+                    url,
+                    what=what,
+                    group=group,
+                    namespace=namespace,
+                    budget_ends=budget_ends,
+                    objects_rule=objects_rule,
                 )
             except MetricsApiError as exc:
                 credentials = self.config.credentials
@@ -204,7 +387,14 @@ class MetricsClient:
                 attempt += 1
 
     def _attempt(
-        self, url: str, *, what: str, group: bool, namespace: str | None, budget_ends: float
+        self,
+        url: str,
+        *,
+        what: str,
+        group: bool,
+        namespace: str | None,
+        budget_ends: float,
+        objects_rule: str | None = None,
     ) -> _Reply:
         reply = self._send(url, what, budget_ends)
         credentials = self.config.credentials
@@ -215,23 +405,14 @@ class MetricsClient:
         if 300 <= reply.status < 400:
             self._redirected(reply, what)
         if reply.status >= 400:
+            if objects_rule is not None:
+                self._raise_for_objects(reply, what, objects_rule, namespace)
             self._raise_for(reply, what, group=group, namespace=namespace)
         return reply
 
     def _send(self, url: str, what: str, budget_ends: float) -> _Reply:
         """One request, bounded by the deadline and the size limit."""
-        headers: list[tuple[str, str]] = []
-        credentials = self.config.credentials
-        http = self._http
-        if credentials is not None:
-            certificate = self._current_certificate()
-            if http is None or certificate != self._certificate:
-                if http is not None:
-                    log.info("the client certificate changed; reconnecting with the new one")
-                    http.close()
-                http = self._http = self._build(certificate)
-            headers = credentials.headers()
-        assert http is not None
+        http, headers = self._connection()
         seconds = min(self._deadline, budget_ends - self._clock())
         if seconds <= 0:
             raise MetricsApiTimeout(

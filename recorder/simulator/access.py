@@ -40,6 +40,9 @@ class Identity:
     groups: tuple[str, ...] = ("system:authenticated",)
     namespaces: frozenset[str] | None = None
     """None: may read everywhere; else only pods in these namespaces."""
+    resources: frozenset[str] | None = None
+    """None: may read every resource; else only these ``<group>/<resource>`` (``/pods`` for
+    the core group), e.g. the Metrics API only, as a recorder without the cluster-objects RBAC."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +196,12 @@ class AccessControl:
 
     def forbidden(self, identity: Identity, request: ResourceRequest) -> str | None:
         """The API server's 403 message when ``identity`` may not do ``request``, else None."""
-        if identity.namespaces is None:
+        allowed = identity.resources
+        if allowed is not None and f"{request.group}/{request.resource}" not in allowed:
+            pass  # a resource it has no rule for, in any scope
+        elif identity.namespaces is None:
             return None
-        if request.namespace is not None and request.namespace in identity.namespaces:
+        elif request.namespace is not None and request.namespace in identity.namespaces:
             return None
         subject = f"{request.resource}.{request.group}" if request.group else request.resource
         named = f' "{request.name}"' if request.name else ""

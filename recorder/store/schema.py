@@ -16,6 +16,10 @@ this (a test compares them).
   namespace: the row count, the sample count and the two sketches, so a namespace summary
   reads one row per namespace per day for its percentiles (``recorder.store.rollups``).
 - Every series and pod's labels belong to a ``cluster``.
+- Cluster objects (``recorder.store.objects``): ``pod_workloads`` is each pod's top-level owner,
+  written when the pod is first seen and kept after it is gone; ``container_resources`` and
+  ``node_resources`` are histories (a row when a value changes, ``since_ms`` when the recorder
+  saw it; NULL for a request or limit that is not set); ``hpas`` is the current autoscalers.
 """
 
 from __future__ import annotations
@@ -153,6 +157,74 @@ namespace_rollups = Table(
     Column("cpu_sketch", LargeBinary, nullable=False),
     Column("memory_sketch", LargeBinary, nullable=False),
     Index(None, "day_start_ms"),
+)
+
+
+pod_workloads = Table(
+    "pod_workloads",
+    metadata,
+    Column("cluster", String(63), primary_key=True),
+    Column("namespace", String(63), primary_key=True),
+    Column("pod", String(253), primary_key=True),
+    # Deployment, StatefulSet, DaemonSet, CronJob, Job, ReplicaSet (without a Deployment),
+    # another controller's kind as its ownerReference names it, or Pod (bare and mirror pods).
+    Column("workload_kind", String(63), nullable=False),
+    Column("workload_name", String(253), nullable=False),
+    Column("qos_class", String(16), nullable=True),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Index(None, "cluster", "namespace", "workload_kind", "workload_name"),
+)
+
+
+container_resources = Table(
+    "container_resources",
+    metadata,
+    Column("cluster", String(63), primary_key=True),
+    Column("namespace", String(63), primary_key=True),
+    Column("pod", String(253), primary_key=True),
+    Column("container", String(253), primary_key=True),
+    Column("since_ms", BigInteger, primary_key=True),
+    Column("cpu_request_nanocores", BigInteger, nullable=True),
+    Column("cpu_limit_nanocores", BigInteger, nullable=True),
+    Column("memory_request_bytes", BigInteger, nullable=True),
+    Column("memory_limit_bytes", BigInteger, nullable=True),
+    Column("restart_count", Integer, nullable=True),
+    # lastState.terminated.reason of the container's previous run (OOMKilled, Error, ...).
+    Column("last_termination_reason", String(63), nullable=True),
+)
+
+
+node_resources = Table(
+    "node_resources",
+    metadata,
+    Column("cluster", String(63), primary_key=True),
+    Column("node", String(253), primary_key=True),
+    Column("since_ms", BigInteger, primary_key=True),
+    Column("cpu_capacity_nanocores", BigInteger, nullable=True),
+    Column("memory_capacity_bytes", BigInteger, nullable=True),
+    Column("cpu_allocatable_nanocores", BigInteger, nullable=True),
+    Column("memory_allocatable_bytes", BigInteger, nullable=True),
+    Column("pods_allocatable", Integer, nullable=True),
+    Column("instance_type", String(63), nullable=True),
+    Column("zone", String(63), nullable=True),
+    Column("region", String(63), nullable=True),
+    Column("arch", String(63), nullable=True),
+    Column("os", String(63), nullable=True),
+)
+
+
+hpas = Table(
+    "hpas",
+    metadata,
+    Column("cluster", String(63), primary_key=True),
+    Column("namespace", String(63), primary_key=True),
+    Column("name", String(253), primary_key=True),
+    Column("target_kind", String(63), nullable=False),
+    Column("target_name", String(253), nullable=False),
+    # The resources it scales on, sorted and comma-separated ("cpu", "cpu,memory"); empty when
+    # it scales on other metrics only.
+    Column("resources", String(253), nullable=False),
+    Column("since_ms", BigInteger, nullable=False),
 )
 
 

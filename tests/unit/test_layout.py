@@ -35,6 +35,8 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "exporter/families.py": "tests/integration/test_metrics_table.py, test_exporter_registry.py",
     "exporter/selfmetrics.py": "tests/integration/test_metrics_endpoint.py, test_metrics_table.py",
     "kube/wire.py": "tests/unit/test_kube_decode.py, test_kube_decode_fuzz.py",
+    "kube/objects_wire.py": "tests/integration/test_kube_objects.py (the simulator's pods, "
+    "ReplicaSets, Jobs, nodes, HPAs and watch events decoded through it)",
     "selectors.py": "tests/integration/test_simulator_server.py, test_queries.py",
     # The simulator's parts, through its server and the clients that talk to it.
     "simulator/access.py": "tests/integration/test_kube_client_access.py (TLS, tokens, RBAC)",
