@@ -55,7 +55,12 @@ OVERLAYS = overlay_names()
 
 def test_overlays_and_components_are_the_documented_ones() -> None:
     assert set(OVERLAYS) == EXPECTED_OVERLAYS
-    assert set(component_names()) == {"servicemonitor", "postgres", "namespaced"}
+    assert set(component_names()) == {
+        "servicemonitor",
+        "postgres",
+        "namespaced",
+        "cluster-objects",
+    }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -1,6 +1,8 @@
 """Least privilege and the restricted Pod Security Standard, checked on every rendered overlay.
 
-RBAC: read-only access to metrics.k8s.io nodes and pods, nothing else, no wildcards.
+RBAC: read-only access to metrics.k8s.io nodes and pods (get, list) and, with the cluster-objects
+component, get, list and watch on pods, nodes, ReplicaSets, Jobs and HPAs; nothing else, no
+wildcards.
 Pods: every container (init containers included) non-root, read-only root, no privilege
 escalation, all capabilities dropped, RuntimeDefault seccomp, requests and limits; every
 long-running container has liveness and readiness probes; images pinned, never `latest`.
@@ -31,9 +33,32 @@ from tests.deploy.support import (
 
 OVERLAYS = overlay_names()
 RBAC_KINDS = ("ClusterRole", "Role")
-ALLOWED_API_GROUPS = {"metrics.k8s.io"}
-ALLOWED_RESOURCES = {"nodes", "pods"}
-ALLOWED_VERBS = {"get", "list"}
+ALLOWED = {
+    # API group: (resources, verbs)
+    "metrics.k8s.io": ({"nodes", "pods"}, {"get", "list"}),
+    "": ({"nodes", "pods"}, {"get", "list", "watch"}),
+    "apps": ({"replicasets"}, {"get", "list", "watch"}),
+    "batch": ({"jobs"}, {"get", "list", "watch"}),
+    "autoscaling": ({"horizontalpodautoscalers"}, {"get", "list", "watch"}),
+}
+"""Everything a role may grant: metrics.k8s.io in the recorder's own roles, the other groups only
+in the cluster-objects component's role."""
+METRICS_RULES = [
+    {"apiGroups": ["metrics.k8s.io"], "resources": ["nodes", "pods"], "verbs": ["get", "list"]}
+]
+OBJECT_VERBS = ["get", "list", "watch"]
+CLUSTER_OBJECTS_RULES = [
+    {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": OBJECT_VERBS},
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": OBJECT_VERBS},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": OBJECT_VERBS},
+    {
+        "apiGroups": ["autoscaling"],
+        "resources": ["horizontalpodautoscalers"],
+        "verbs": OBJECT_VERBS,
+    },
+]
+METRICS_ROLE = "kube-metrics-recorder"
+OBJECTS_ROLE = "kube-metrics-recorder-cluster-objects"
 # Volume types the restricted Pod Security Standard admits.
 RESTRICTED_VOLUME_TYPES = {
     "configMap",
@@ -77,12 +102,17 @@ def rbac_violations(objs: list[Obj]) -> list[str]:
                 problems.append(f"wildcard in {where}")
             if not set(rule) <= {"apiGroups", "resources", "verbs"}:
                 problems.append(f"resourceNames or nonResourceURLs in {where}")
-            if set(rule.get("apiGroups", [])) != ALLOWED_API_GROUPS:
-                problems.append(f"API group other than metrics.k8s.io in {where}")
-            if not set(rule.get("resources", [])) <= ALLOWED_RESOURCES:
-                problems.append(f"resource other than nodes, pods in {where}")
-            if not set(rule.get("verbs", [])) <= ALLOWED_VERBS:
-                problems.append(f"verb other than get, list in {where}")
+            groups = rule.get("apiGroups", [])
+            objects_role = role["metadata"]["name"] == OBJECTS_ROLE
+            allowed = {g for g in ALLOWED if (g == "metrics.k8s.io") != objects_role}
+            if len(groups) != 1 or groups[0] not in allowed:
+                problems.append(f"API group other than one of {sorted(allowed)} in {where}")
+                continue
+            resources, verbs = ALLOWED[groups[0]]
+            if not set(rule.get("resources", [])) <= resources:
+                problems.append(f"resource other than {sorted(resources)} in {where}")
+            if not set(rule.get("verbs", [])) <= verbs:
+                problems.append(f"verb other than {sorted(verbs)} in {where}")
     return problems
 
 
@@ -217,12 +247,19 @@ def test_overlay_keeps_the_rule(overlay: str, rule: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", [o for o in OVERLAYS if o != "namespaced"])
-def test_cluster_role_is_exactly_get_list_on_node_and_pod_metrics(overlay: str) -> None:
+def test_cluster_roles_are_exactly_metrics_and_the_cluster_objects(overlay: str) -> None:
     objs = render(overlay)
-    assert one(objs, "ClusterRole")["rules"] == [
-        {"apiGroups": ["metrics.k8s.io"], "resources": ["nodes", "pods"], "verbs": ["get", "list"]}
-    ]
+    roles = {r["metadata"]["name"]: r["rules"] for r in by_kind(objs, "ClusterRole")}
+    assert roles == {METRICS_ROLE: METRICS_RULES, OBJECTS_ROLE: CLUSTER_OBJECTS_RULES}
+    bound = {b["roleRef"]["name"] for b in by_kind(objs, "ClusterRoleBinding")}
+    assert bound == set(roles)
     assert not by_kind(objs, "Role")
+
+
+def test_the_namespaced_overlay_has_no_cluster_objects_rights() -> None:
+    objs = render("namespaced")
+    for role in by_kind(objs, "Role") + by_kind(objs, "ClusterRole"):
+        assert all(rule["apiGroups"] == ["metrics.k8s.io"] for rule in role["rules"]), ident(role)
 
 
 def test_namespaced_roles_grant_only_pod_metrics() -> None:
@@ -258,8 +295,9 @@ def _container(objs: list[Obj], init: bool = False) -> Obj:
     return container
 
 
-def _rule(objs: list[Obj], kind: str) -> Obj:
-    rule: Obj = one(objs, kind)["rules"][0]
+def _rule(objs: list[Obj], kind: str, name: str = METRICS_ROLE, index: int = 0) -> Obj:
+    (role,) = [o for o in by_kind(objs, kind) if o["metadata"]["name"] == name]
+    rule: Obj = role["rules"][index]
     return rule
 
 
@@ -268,10 +306,35 @@ MUTATIONS: dict[str, tuple[str, str, Callable[[list[Obj]], None]]] = {
     "watch verb": ("sqlite", "rbac", lambda o: _rule(o, "ClusterRole")["verbs"].append("watch")),
     "secrets": ("namespaced", "rbac", lambda o: _rule(o, "Role")["resources"].append("secrets")),
     "core group": ("sqlite", "rbac", lambda o: _rule(o, "ClusterRole").update(apiGroups=[""])),
+    "watch on metrics": (
+        "postgres",
+        "rbac",
+        lambda o: _rule(o, "ClusterRole")["verbs"].append("watch"),
+    ),
+    "secrets beside pods": (
+        "sqlite",
+        "rbac",
+        lambda o: _rule(o, "ClusterRole", OBJECTS_ROLE)["resources"].append("secrets"),
+    ),
+    "deployments too": (
+        "sqlite",
+        "rbac",
+        lambda o: _rule(o, "ClusterRole", OBJECTS_ROLE, 1)["resources"].append("deployments"),
+    ),
+    "delete jobs": (
+        "sqlite",
+        "rbac",
+        lambda o: _rule(o, "ClusterRole", OBJECTS_ROLE, 2)["verbs"].append("delete"),
+    ),
+    "two groups in a rule": (
+        "sqlite",
+        "rbac",
+        lambda o: _rule(o, "ClusterRole", OBJECTS_ROLE)["apiGroups"].append("apps"),
+    ),
     "foreign subject": (
         "sqlite",
         "bindings",
-        lambda o: one(o, "ClusterRoleBinding")["subjects"][0].update(name="default"),
+        lambda o: by_kind(o, "ClusterRoleBinding")[-1]["subjects"][0].update(name="default"),
     ),
     "host network": (
         "sqlite",
