@@ -360,6 +360,11 @@ class ObjectCache:
             return hpa_record(item)
         return owned_record(item)
 
+    def pods(self) -> list[tuple[tuple[str, str], PodRecord]]:
+        """Every pod kept, sorted by key."""
+        with self._lock:
+            return sorted(self._objects[PODS.plural].items())
+
     def count(self, resource: Resource) -> int:
         with self._lock:
             return len(self._objects[resource.plural])

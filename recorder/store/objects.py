@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, and_, delete, select, tuple_, update
+from sqlalchemy import Connection, Engine, Table, and_, delete, or_, select, update
 
 from recorder.errors import StoreError
 from recorder.store import engine as engines
@@ -140,12 +140,22 @@ class ObjectStore:
         none): the rows inserted."""
         written = 0
         for batch in _batches(rows, self._batch):
-            pods = sorted({(r[0], r[1]) for r in batch})
+            by_namespace: dict[str, set[str]] = {}
+            for r in batch:
+                by_namespace.setdefault(r[0], set()).add(r[1])
+            t = container_resources
+            # One IN list per namespace (not a row-value IN, which PostgreSQL reads by scanning
+            # the table): each is a range of the primary key.
             newest = self._newest(
-                container_resources,
+                t,
                 ("namespace", "pod", "container"),
                 _CONTAINER_VALUES,
-                tuple_(container_resources.c.namespace, container_resources.c.pod).in_(pods),
+                or_(
+                    *(
+                        and_(t.c.namespace == ns, t.c.pod.in_(sorted(pods)))
+                        for ns, pods in sorted(by_namespace.items())
+                    )
+                ),
                 "reading containers' requests and limits",
             )
             values = [

@@ -261,3 +261,18 @@ def test_a_forbidden_list_is_a_forbidden_error_naming_the_component(tmp_path: Pa
             with pytest.raises(MetricsApiForbidden, match="deploy/components/cluster-objects"):
                 Informer(client, PODS, None, ObjectCache()).sync()
             assert client.list_pods()  # the metrics are still readable
+
+
+def test_a_pod_deleted_before_the_drain_still_gets_its_rows(sim: Sim) -> None:
+    cache = ObjectCache()
+    for informer in informers(sim, cache).values():
+        informer.sync()
+    cache.drain(now=0.0)
+    (key, record), *_ = [(k, r) for k, r in cache.pods() if r.owner_kind == "StatefulSet"]
+    replaced = record._replace(uid="another", node="elsewhere")
+    cache.put(PODS, key, replaced, now=0.0)  # MODIFIED, then DELETED before the next drain
+    cache.remove(PODS, key)
+    assert cache.count(PODS) == 39
+    changes = cache.drain(now=0.0)
+    assert [(p.namespace, p.pod) for p in changes.pods] == [key]
+    assert {(c.namespace, c.pod) for c in changes.containers} == {key}

@@ -1,0 +1,160 @@
+"""End to end: `recorder run` reads the cluster objects beside the metrics. With the RBAC it
+stores every pod's workload and says so in /readyz; without it (403) or without the core API
+(404) it keeps recording metrics, says so once in the log and shows it in /readyz."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
+from recorder.simulator.access import Identity
+from tests.processes import free_port, start_recorder, stop, wait_for
+from tests.simcluster import SecureCluster, secure_cluster
+
+pytestmark = pytest.mark.slow
+
+METRICS_ONLY = frozenset({"metrics.k8s.io/pods", "metrics.k8s.io/nodes"})
+
+
+@pytest.fixture
+def cluster() -> Iterator[SecureCluster]:
+    with secure_cluster() as running:
+        yield running
+
+
+def run(
+    tmp_path: Path, *source: str, env: dict[str, str] | None = None
+) -> tuple[Any, str, Path, Path]:
+    port = free_port()
+    db = tmp_path / "rec.db"
+    log = tmp_path / "run.log"
+    process = start_recorder(
+        [
+            "run",
+            *source,
+            "--database-url",
+            f"sqlite:///{db}",
+            "--interval",
+            "0.5s",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        tmp_path,
+        log=log,
+        env=env,
+    )
+    return process, f"http://127.0.0.1:{port}", db, log
+
+
+def readyz(base: str) -> dict[str, Any]:
+    response = httpx.get(f"{base}/readyz")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def samples(db: Path) -> int:
+    """Samples stored so far (0 until the recorder made its database)."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM samples_head").fetchone()[0])
+    except sqlite3.OperationalError:  # not migrated yet
+        return 0
+
+
+def test_with_the_rbac_every_pod_gets_its_workload(cluster: SecureCluster, tmp_path: Path) -> None:
+    kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig")
+    process, base, db, log = run(tmp_path, "--kubeconfig", str(kubeconfig))
+    try:
+        wait_for(
+            lambda: readyz(base)["checks"].get("cluster_objects", "").startswith("ok ("),
+            30,
+            "the cluster objects to be read",
+        )
+        pods = len(cluster.model.slots)
+        assert f"{pods} pods" in readyz(base)["checks"]["cluster_objects"]
+
+        def stored() -> int:
+            with sqlite3.connect(db) as conn:
+                return int(conn.execute("SELECT COUNT(*) FROM pod_workloads").fetchone()[0])
+
+        wait_for(lambda: stored() == pods, 30, "every pod's workload to be stored")
+    finally:
+        output = stop(process)
+    text = log.read_text() + output
+    assert "Traceback" not in text
+    assert "cluster objects: read " in text
+
+
+def test_without_the_rbac_metrics_are_recorded_and_readyz_says_what_is_missing(
+    cluster: SecureCluster, tmp_path: Path
+) -> None:
+    token = cluster.access.add_token(Identity("metrics-only", resources=METRICS_ONLY))
+    kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig", user={"token": token})
+    process, base, db, log = run(tmp_path, "--kubeconfig", str(kubeconfig))
+    try:
+        wait_for(lambda: samples(db) > 0, 30, "metrics to be recorded")
+        wait_for(
+            lambda: (
+                "cluster_objects" in readyz(base)["checks"]
+                and readyz(base)["checks"]["cluster_objects"] != "starting"
+            ),
+            30,
+            "the cluster objects' state",
+        )
+        ready = readyz(base)
+        assert ready["status"] == "ok"
+        state = ready["checks"]["cluster_objects"]
+        assert state.startswith("not read: ")
+        assert "forbidden (apply deploy/components/cluster-objects)" in state
+        assert "metrics are recorded" in state
+        first = samples(db)
+        wait_for(lambda: samples(db) > first, 30, "metrics to keep being recorded")
+    finally:
+        output = stop(process)
+    text = log.read_text() + output
+    assert "Traceback" not in text
+    said = [line for line in text.splitlines() if "cluster objects:" in line]
+    assert len(said) == 1, said
+    assert "403" in said[0] and "deploy/components/cluster-objects" in said[0]
+    assert "RECORDER_CLUSTER_OBJECTS=false" in said[0]
+
+
+def test_without_the_core_api_it_says_so_once_and_records_metrics(tmp_path: Path) -> None:
+    model = ClusterModel(SimulatorConfig(nodes=2, pods=6, seed=1))
+    with SimulatorServer(create_app(model)) as server:
+        process, base, db, log = run(tmp_path, "--api-url", server.url)
+        try:
+            wait_for(lambda: samples(db) > 0, 30, "metrics to be recorded")
+            wait_for(
+                lambda: "not served" in readyz(base)["checks"].get("cluster_objects", ""),
+                30,
+                "the cluster objects' state",
+            )
+        finally:
+            output = stop(process)
+    text = log.read_text() + output
+    assert "Traceback" not in text
+    said = [line for line in text.splitlines() if "cluster objects:" in line]
+    assert len(said) == 1 and "(404)" in said[0], said
+
+
+def test_switched_off_it_reads_nothing(cluster: SecureCluster, tmp_path: Path) -> None:
+    kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig")
+    process, base, db, _log = run(
+        tmp_path, "--kubeconfig", str(kubeconfig), env={"RECORDER_CLUSTER_OBJECTS": "false"}
+    )
+    try:
+        wait_for(lambda: samples(db) > 0, 30, "metrics to be recorded")
+        assert "cluster_objects" not in readyz(base)["checks"]
+    finally:
+        stop(process)
+    assert cluster.paths, "the recorder asked nothing"
+    assert not [p for p in cluster.paths if p.startswith(("/api/v1", "/apis/apps"))]
