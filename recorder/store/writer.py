@@ -44,6 +44,7 @@ from recorder.store.head import Head, HeadRow
 log = logging.getLogger(__name__)
 
 _LOOKUP_CHUNK = 500
+_INSERT_CHUNK = 5_000
 LOAD_STATEMENT_TIMEOUT_MS = 600_000
 """Rebuilding the maps scans the whole head once (seconds at the largest clusters): it gets
 more than a write's statement timeout, or a large head would fail every write after a restart."""
@@ -497,20 +498,28 @@ class SampleWriter:
         if not missing:
             return self._ids
         s = schema.series
-        values = [
-            {
-                "cluster": key.cluster,
-                "kind": key.kind.value,
-                "node": key.node,
-                "namespace": key.namespace,
-                "pod": key.pod,
-                "container": key.container,
-                "first_seen_ms": first_ms,
-                "last_seen_ms": first_ms,
-            }
-            for key, first_ms in missing.items()
-        ]
-        conn.execute(dialect_insert(conn, s).on_conflict_do_nothing(), values)
+        statement = dialect_insert(conn, s).on_conflict_do_nothing()
+        new = list(missing.items())
+        # A part at a time: at the first poll of 150,000 pods the rows of 200,000 series at
+        # once held about 100 MB of parameter dictionaries.
+        for start in range(0, len(new), _INSERT_CHUNK):
+            conn.execute(
+                statement,
+                [
+                    {
+                        "cluster": key.cluster,
+                        "kind": key.kind.value,
+                        "node": key.node,
+                        "namespace": key.namespace,
+                        "pod": key.pod,
+                        "container": key.container,
+                        "first_seen_ms": first_ms,
+                        "last_seen_ms": first_ms,
+                    }
+                    for key, first_ms in new[start : start + _INSERT_CHUNK]
+                ],
+            )
+        del new
         found = dict(self._ids)
         # The batch's own key objects are kept, not equal copies read back (200,000 keys and
         # their names at the first poll of a large cluster).

@@ -225,6 +225,21 @@ def test_after_a_restart_the_batch_keys_and_equal_labels_are_adopted(store: Stor
     assert all(writer._labels["default"][ref] is value for ref, value in same_labels.items())
 
 
+def test_a_first_poll_of_many_series_creates_each_once_part_by_part(store: Store) -> None:
+    # More new series than one insert takes at once (as at a large cluster's first poll).
+    keys = [SeriesKey.for_container(f"ns-{i % 7}", f"pod-{i}", "app") for i in range(12_345)]
+    samples = tuple(Sample(key, T0, 15_000, i, i) for i, key in enumerate(keys))
+    assert store.write(Batch(Kind.CONTAINER, samples), now_ms=T0).written == 12_345
+    with store.engine.connect() as conn:
+        ids = conn.execute(select(schema.series.c.id)).scalars().all()
+    assert len(ids) == len(set(ids)) == 12_345
+    assert head_count(store) == 12_345
+    again = tuple(Sample(key, T0 + 15_000, 15_000, i, i) for i, key in enumerate(keys))
+    assert store.write(Batch(Kind.CONTAINER, again), now_ms=T0).written == 12_345
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.series)).scalar() == 12_345
+
+
 def test_keys_read_back_from_the_buffer_are_never_the_ones_kept(store: Store) -> None:
     # After a restart with batches spooled, and after every reload of an outage, the first
     # batches written are read back from the buffer: a transient copy of the poller's keys.
