@@ -10,7 +10,8 @@ measure of the run. Per database:
 1. **floor** (``bench/floor.py``, design §7): median of three passes, one per resolution;
 2. ``recorder run`` (server and worker processes) at a 15 s interval, with ``--cgroup`` inside
    a cgroup limited to the CPU and memory the default manifest grants (cgroup v1 or v2, when
-   this machine lets us make one); while it polls:
+   this machine lets us make one), reading the cluster objects too (the simulator serves them
+   with ``--core-api``: the first lists, then watches); while it polls:
    - ``/livez`` asked every 100 ms from another process (latency of each answer);
    - ``/metrics`` scraped every 15 s as Prometheus does (OpenMetrics, gzip);
    - one large history query (a whole namespace's raw history of the last minutes);
@@ -523,7 +524,9 @@ def main() -> None:
     simulator = subprocess.Popen(
         [sys.executable, "-m", "recorder", "simulate", "--nodes", str(args.nodes), "--pods",
          str(args.pods), "--listen", f"127.0.0.1:{sim_port}",
-         "--resolution", f"{RESOLUTION_SECONDS}s", "--log-level", "WARNING"],
+         "--resolution", f"{RESOLUTION_SECONDS}s", "--log-level", "WARNING",
+         # The cluster objects too: the recorder lists and watches them as in a real cluster.
+         "--core-api"],
     )  # fmt: skip
     results: dict[str, dict[str, Any]] = {}
     try:
