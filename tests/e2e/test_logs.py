@@ -39,7 +39,8 @@ class NodeLists:
         self.app, self.counter = app, counter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].endswith("/nodes"):
+        # The Metrics API's node list, one per poll (not the cluster objects' /api/v1/nodes).
+        if scope["type"] == "http" and scope["path"].endswith("metrics.k8s.io/v1beta1/nodes"):
             self.counter[0] += 1
         await self.app(scope, receive, send)
 
@@ -48,7 +49,7 @@ class NodeLists:
 def simulator() -> Iterator[tuple[str, list[int]]]:
     polls = [0]
     model = ClusterModel(SimulatorConfig(nodes=2, pods=4, seed=3))
-    app = create_app(model, middleware=[Middleware(NodeLists, counter=polls)])
+    app = create_app(model, core_api=True, middleware=[Middleware(NodeLists, counter=polls)])
     with SimulatorServer(app) as server:
         yield server.url, polls
 
