@@ -21,11 +21,16 @@ PEM_CA = CertificateAuthority.generate()
 
 
 class Clock:
+    """A fake clock; ``step`` moves it by whole simulator resolutions."""
+
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
 
     def __call__(self) -> float:
         return self.now
+
+    def step(self, buckets: int = 1, resolution: float = 15.0) -> None:
+        self.now += buckets * resolution
 
 
 def write(path: Path, document: dict[str, Any]) -> Path:

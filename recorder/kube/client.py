@@ -232,15 +232,8 @@ class MetricsClient:
                 f"the watch of {what} on {self.config.server} stayed silent for "
                 f"{idle_seconds:g} s or passed its {deadline_seconds:g} s deadline"
             ) from exc
-        except httpx.TransportError as exc:
-            tls_error = _ssl_cause(exc)
-            if tls_error is not None:
-                raise MetricsApiTLSError(self._tls_message(tls_error)) from exc
-            raise MetricsApiTransportError(self._transport_message(exc, what)) from exc
         except httpx.RequestError as exc:
-            raise MetricsApiTransportError(
-                f"watching {what} on {self.config.server} failed: {exc}"
-            ) from exc
+            raise self._request_failure(exc, what, watching=True) from exc
 
     def _lines(
         self, response: httpx.Response, what: str, max_line_bytes: int, idle_seconds: float
@@ -430,15 +423,8 @@ class MetricsClient:
                 return _Reply(response.status_code, response.reason_phrase, response.headers, body)
         except httpx.TimeoutException as exc:
             raise self._timeout_error(what, seconds) from exc
-        except httpx.TransportError as exc:
-            tls_error = _ssl_cause(exc)
-            if tls_error is not None:
-                raise MetricsApiTLSError(self._tls_message(tls_error)) from exc
-            raise MetricsApiTransportError(self._transport_message(exc, what)) from exc
         except httpx.RequestError as exc:
-            raise MetricsApiTransportError(
-                f"reading {what} from {self.config.server} failed: {exc}"
-            ) from exc
+            raise self._request_failure(exc, what) from exc
 
     def _timeout_error(self, what: str, seconds: float) -> MetricsApiTimeout:
         limit = f"{seconds:.3g} s"
@@ -588,6 +574,18 @@ class MetricsClient:
             "client-certificate(-data) and client-key(-data); otherwise check that the server "
             "speaks HTTPS on that port"
         )
+
+    def _request_failure(
+        self, exc: httpx.RequestError, what: str, *, watching: bool = False
+    ) -> MetricsApiError:
+        """What a request (a read, or a watch) that failed below HTTP raises."""
+        if isinstance(exc, httpx.TransportError):
+            tls_error = _ssl_cause(exc)
+            if tls_error is not None:
+                return MetricsApiTLSError(self._tls_message(tls_error))
+            return MetricsApiTransportError(self._transport_message(exc, what))
+        doing = f"watching {what} on" if watching else f"reading {what} from"
+        return MetricsApiTransportError(f"{doing} {self.config.server} failed: {exc}")
 
     def _transport_message(self, exc: httpx.TransportError, what: str) -> str:
         config = self.config

@@ -28,24 +28,12 @@ from recorder.kube.objects import (
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
 from recorder.simulator.access import Identity
 from recorder.units import cpu_nanocores, memory_bytes
-from tests.kube_support import load
+from tests.kube_support import Clock, load
 from tests.simcluster import secure_cluster
 
 METRICS_ONLY = frozenset({"metrics.k8s.io/pods", "metrics.k8s.io/nodes"})
 
 T0 = 1_700_000_003.0
-RESOLUTION = 15.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def step(self, buckets: int = 1) -> None:
-        self.now += buckets * RESOLUTION
 
 
 @dataclass
@@ -64,7 +52,7 @@ class Sim:
 
 @pytest.fixture
 def sim() -> Iterator[Sim]:
-    clock = Clock()
+    clock = Clock(T0)
     # seed 4 at 40 pods holds a CronJob, a Job, an HPA and every QoS class; 30 churns an hour
     # replace a pod every few buckets.
     model = ClusterModel(

@@ -12,25 +12,15 @@ import httpx
 import pytest
 
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
+from tests.kube_support import Clock
 
 T0 = 1_700_000_003.0
 RESOLUTION = 15.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def step(self, buckets: int = 1) -> None:
-        self.now += buckets * RESOLUTION
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

@@ -14,12 +14,13 @@ import pytest
 
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
 from recorder.simulator.server import MetricsApi
-from tests.integration.test_simulator_core import RESOLUTION, Clock
+from tests.integration.test_simulator_core import RESOLUTION, T0
+from tests.kube_support import Clock
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

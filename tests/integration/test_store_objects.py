@@ -14,7 +14,7 @@ from recorder.kube.objects import Changes, ObjectReader
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
 from recorder.store import Store
 from recorder.store.objects import ObjectStore
-from tests.kube_support import load
+from tests.kube_support import Clock, load
 
 T0 = 1_700_000_003.0
 NODE = (
@@ -106,17 +106,9 @@ def test_hpas_are_the_current_set(objects: ObjectStore) -> None:
 # --- the reader's rows, from the simulator ------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def simulator() -> Iterator[tuple[Clock, MetricsClient]]:
-    clock = Clock()
+    clock = Clock(T0)
     model = ClusterModel(
         SimulatorConfig(nodes=3, pods=40, seed=4, churn_per_hour=30.0), clock=clock
     )
