@@ -99,30 +99,32 @@ def _batched(
 
 
 def _batch(owners: Sequence[Sequence[bytes]], q: float) -> list[float]:
-    counts = np.fromiter(map(len, owners), np.int64, len(owners))
-    blobs = [blob for owner in owners for blob in owner]
-    if not blobs:
-        return [scalar_quantile(owner, q) for owner in owners]
-    decoded = _Decoded(blobs)
-    owner_of_blob = np.repeat(np.arange(len(owners)), counts)
-    bad = np.zeros(len(owners), bool)
-    bad[owner_of_blob[decoded.bad]] = True
-    bad[counts == 0] = True
-    if bad.any():
-        good = np.flatnonzero(~bad).tolist()
-        answers = dict(zip(good, _batch([owners[i] for i in good], q), strict=True))
-        return [
-            answers[i] if i in answers else scalar_quantile(owner, q)
-            for i, owner in enumerate(owners)
-        ]
-    return decoded.quantiles(owner_of_blob, len(owners), owners, q)
+    return _per_owner(
+        owners,
+        lambda decoded, owner_of_blob, of: decoded.quantiles(owner_of_blob, len(of), of, q),
+        lambda owner: scalar_quantile(owner, q),
+    )
 
 
 def _merge_batch(owners: Sequence[Sequence[bytes]]) -> list[bytes]:
+    return _per_owner(
+        owners,
+        lambda decoded, owner_of_blob, of: decoded.merged(owner_of_blob, of),
+        scalar_merge,
+    )
+
+
+def _per_owner(
+    owners: Sequence[Sequence[bytes]],
+    whole: Callable[[_Decoded, npt.NDArray[np.int64], Sequence[Sequence[bytes]]], list[T]],
+    alone: Callable[[Sequence[bytes]], T],
+) -> list[T]:
+    """``whole`` over every owner's sketches decoded at once; the owners with a damaged (or
+    no) sketch get ``alone``, the one-by-one answer, and the others are done at once again."""
     counts = np.fromiter(map(len, owners), np.int64, len(owners))
     blobs = [blob for owner in owners for blob in owner]
     if not blobs:
-        return [scalar_merge(owner) for owner in owners]
+        return [alone(owner) for owner in owners]
     decoded = _Decoded(blobs)
     owner_of_blob = np.repeat(np.arange(len(owners)), counts)
     bad = np.zeros(len(owners), bool)
@@ -130,11 +132,9 @@ def _merge_batch(owners: Sequence[Sequence[bytes]]) -> list[bytes]:
     bad[counts == 0] = True
     if bad.any():
         good = np.flatnonzero(~bad).tolist()
-        answers = dict(zip(good, _merge_batch([owners[i] for i in good]), strict=True))
-        return [
-            answers[i] if i in answers else scalar_merge(owner) for i, owner in enumerate(owners)
-        ]
-    return decoded.merged(owner_of_blob, owners)
+        answers = dict(zip(good, _per_owner([owners[i] for i in good], whole, alone), strict=True))
+        return [answers[i] if i in answers else alone(owner) for i, owner in enumerate(owners)]
+    return whole(decoded, owner_of_blob, owners)
 
 
 class _Decoded:
