@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, and_, delete, or_, select, update
 
@@ -27,7 +27,20 @@ from recorder.errors import StoreError
 from recorder.store import engine as engines
 from recorder.store.schema import container_resources, hpas, node_resources, pod_workloads
 
-__all__ = ["BATCH_ROWS", "ContainerRow", "HpaRow", "NodeRow", "ObjectStore", "PodRow"]
+__all__ = [
+    "BATCH_ROWS",
+    "ContainerResources",
+    "ContainerRow",
+    "HpaRow",
+    "NodeResources",
+    "NodeRow",
+    "ObjectStore",
+    "PodRow",
+    "read_container_resources",
+    "read_hpas",
+    "read_node_resources",
+    "read_pod_workloads",
+]
 
 log = logging.getLogger(__name__)
 
@@ -372,6 +385,157 @@ def _inserted(conn: Connection, table: Table, values: list[dict[str, Any]]) -> i
     statement = engines.dialect_insert(conn, table).on_conflict_do_nothing()
     first_key = next(iter(table.primary_key.columns))
     return len(conn.execute(statement.returning(first_key), values).all())
+
+
+# --- reading, for queries (on a query's connection) ----------------------------------------
+
+
+class ContainerResources(NamedTuple):
+    """One row of a container's requests/limits history: its values from ``since_ms`` until
+    the container's next row (NULL: not set)."""
+
+    cluster: str
+    namespace: str
+    pod: str
+    container: str
+    since_ms: int
+    cpu_request_nanocores: int | None
+    cpu_limit_nanocores: int | None
+    memory_request_bytes: int | None
+    memory_limit_bytes: int | None
+    restart_count: int | None
+    last_termination_reason: str | None
+
+
+class NodeResources(NamedTuple):
+    """One row of a node's capacity history: its values from ``since_ms`` until the node's
+    next row."""
+
+    cluster: str
+    node: str
+    since_ms: int
+    cpu_capacity_nanocores: int | None
+    memory_capacity_bytes: int | None
+    cpu_allocatable_nanocores: int | None
+    memory_allocatable_bytes: int | None
+    pods_allocatable: int | None
+
+
+WorkloadOf = dict[tuple[str, str, str], tuple[str, str]]
+"""(cluster, namespace, pod) -> (workload kind, workload name)."""
+
+
+def read_pod_workloads(
+    conn: Connection,
+    *,
+    cluster: str | None = None,
+    namespaces: Sequence[str] = (),
+    kind: str | None = None,
+    name: str | None = None,
+) -> WorkloadOf:
+    """The recorded workload of every pod matching the filters (``namespaces`` empty: all;
+    ``kind`` compared without case)."""
+    t = pod_workloads
+    query = select(t.c.cluster, t.c.namespace, t.c.pod, t.c.workload_kind, t.c.workload_name)
+    if cluster is not None:
+        query = query.where(t.c.cluster == cluster)
+    if namespaces:
+        query = query.where(t.c.namespace.in_(sorted(set(namespaces))))
+    if name is not None:
+        query = query.where(t.c.workload_name == name)
+    wanted = kind.lower() if kind is not None else None
+    return {
+        (r[0], r[1], r[2]): (r[3], r[4])
+        for r in conn.execute(query)
+        if wanted is None or r[3].lower() == wanted
+    }
+
+
+def read_container_resources(
+    conn: Connection,
+    *,
+    cluster: str | None = None,
+    namespaces: Sequence[str] = (),
+    pods: Sequence[tuple[str, str, str]] | None = None,
+    until_ms: int | None = None,
+) -> list[ContainerResources]:
+    """Container rows in key and time order: of ``pods`` ((cluster, namespace, pod)) when
+    given, else of the cluster and namespaces (empty: all); only rows since at most
+    ``until_ms`` when given."""
+    t = container_resources
+    query = select(
+        t.c.cluster,
+        t.c.namespace,
+        t.c.pod,
+        t.c.container,
+        t.c.since_ms,
+        *(t.c[c] for c in _CONTAINER_VALUES),
+    ).order_by(t.c.cluster, t.c.namespace, t.c.pod, t.c.container, t.c.since_ms)
+    if cluster is not None:
+        query = query.where(t.c.cluster == cluster)
+    if namespaces:
+        query = query.where(t.c.namespace.in_(sorted(set(namespaces))))
+    if until_ms is not None:
+        query = query.where(t.c.since_ms <= until_ms)
+    if pods is None:
+        return [ContainerResources(*r) for r in conn.execute(query)]
+    # One IN list per (cluster, namespace): a range of the primary key each.
+    by_place: dict[tuple[str, str], set[str]] = {}
+    for c, ns, pod in pods:
+        by_place.setdefault((c, ns), set()).add(pod)
+    out: list[ContainerResources] = []
+    for (c, ns), names in sorted(by_place.items()):
+        ordered = sorted(names)
+        for batch in _batches(ordered, BATCH_ROWS):
+            one = query.where(t.c.cluster == c, t.c.namespace == ns, t.c.pod.in_(batch))
+            out.extend(ContainerResources(*r) for r in conn.execute(one))
+    out.sort(key=lambda r: (r.cluster, r.namespace, r.pod, r.container, r.since_ms))
+    return out
+
+
+def read_node_resources(
+    conn: Connection,
+    *,
+    cluster: str | None = None,
+    nodes: Sequence[str] = (),
+    until_ms: int | None = None,
+) -> list[NodeResources]:
+    """Node rows (capacity and allocatable) in node and time order; of ``nodes`` only when
+    given; only rows since at most ``until_ms`` when given."""
+    t = node_resources
+    query = select(
+        t.c.cluster,
+        t.c.node,
+        t.c.since_ms,
+        t.c.cpu_capacity_nanocores,
+        t.c.memory_capacity_bytes,
+        t.c.cpu_allocatable_nanocores,
+        t.c.memory_allocatable_bytes,
+        t.c.pods_allocatable,
+    ).order_by(t.c.cluster, t.c.node, t.c.since_ms)
+    if cluster is not None:
+        query = query.where(t.c.cluster == cluster)
+    if nodes:
+        query = query.where(t.c.node.in_(sorted(set(nodes))))
+    if until_ms is not None:
+        query = query.where(t.c.since_ms <= until_ms)
+    return [NodeResources(*r) for r in conn.execute(query)]
+
+
+def read_hpas(
+    conn: Connection, *, cluster: str | None = None, namespaces: Sequence[str] = ()
+) -> list[tuple[str, str, str, str, str, str]]:
+    """The current autoscalers: (cluster, namespace, name, target kind, target name,
+    resources scaled on, comma-separated)."""
+    t = hpas
+    query = select(
+        t.c.cluster, t.c.namespace, t.c.name, t.c.target_kind, t.c.target_name, t.c.resources
+    ).order_by(t.c.cluster, t.c.namespace, t.c.name)
+    if cluster is not None:
+        query = query.where(t.c.cluster == cluster)
+    if namespaces:
+        query = query.where(t.c.namespace.in_(sorted(set(namespaces))))
+    return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in conn.execute(query)]
 
 
 class _ContentRefused(StoreError):
