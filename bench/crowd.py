@@ -106,9 +106,11 @@ def probe(url: str, seconds: float, every: float = 0.02) -> None:
     """The ``--probe`` mode: ``/livez`` every ``every`` seconds from its own process; prints
     latencies."""
     latencies, failures = [], 0
+    stopped = threading.Event()  # SIGTERM ends the probing early, and it still reports
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with httpx.Client(timeout=5) as client:
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while time.monotonic() < end and not stopped.is_set():
             begun = time.perf_counter()
             try:
                 ok = client.get(url).status_code == 200

@@ -701,6 +701,9 @@ class ObjectReader:
         self._sink_error: str | None = None
         self.synced = threading.Event()
         """Set once the first list of every resource was tried."""
+        self.stored = threading.Event()
+        """Set once what the first lists read is in the database (``health`` says "storing"
+        until then: at 150,000 pods that first write takes tens of seconds)."""
         scopes: list[str | None] = list(self._namespaces) or [None]
         self.informers = [
             Informer(
@@ -742,6 +745,8 @@ class ObjectReader:
         if not parts:
             if any(s == "starting" for s, _ in states):
                 return "starting"
+            if not self.stored.is_set():
+                return "storing what the first lists read"
             counts = ", ".join(
                 f"{self.cache.count(r)} {r.plural}"
                 for r in (PODS, NODES, HPAS)
@@ -798,6 +803,7 @@ class ObjectReader:
         while not self._stop.is_set():
             try:
                 self.flush()
+                self.stored.set()
             except RecorderError:
                 pass  # said once by flush; tried again next round
             except Exception as exc:  # a bug: said, and the loop goes on

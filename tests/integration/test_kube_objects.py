@@ -21,6 +21,7 @@ from recorder.kube.objects import (
     NODES,
     PODS,
     REPLICASETS,
+    Changes,
     Informer,
     ObjectCache,
     ObjectReader,
@@ -264,3 +265,30 @@ def test_a_pod_deleted_before_the_drain_still_gets_its_rows(sim: Sim) -> None:
     changes = cache.drain(now=0.0)
     assert [(p.namespace, p.pod) for p in changes.pods] == [key]
     assert {(c.namespace, c.pod) for c in changes.containers} == {key}
+
+
+def test_readiness_says_storing_until_the_first_lists_are_in_the_database(sim: Sim) -> None:
+    release = threading.Event()
+    handed: list[Changes] = []
+
+    def slow_sink(changes: Changes) -> None:
+        handed.append(changes)
+        assert release.wait(10)
+
+    reader = ObjectReader(sim.client, slow_sink, flush_seconds=0.05)
+    reader.start()
+    try:
+        assert reader.synced.wait(10)
+        for _ in range(200):
+            if handed:
+                break
+            threading.Event().wait(0.01)
+        assert handed, "the first lists were never handed to the sink"
+        assert reader.health() == "storing what the first lists read"
+        assert not reader.stored.is_set()
+        release.set()
+        assert reader.stored.wait(10)
+        assert reader.health().startswith("ok (")
+    finally:
+        release.set()
+        reader.stop()
