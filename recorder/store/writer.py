@@ -173,11 +173,12 @@ class SampleWriter:
         self._labels: dict[str, dict[PodRef, Mapping[str, str]]] = {}
         """Each cluster's pods' stored labels (the batch's own keys look them up as they are)."""
         self._loaded = False
-        self._adopt_keys = False
-        """The series map holds keys read from the database: the next written batch's key
-        objects replace them (the poller hands the same objects every poll, so lookups then
-        stop at identity instead of comparing six fields). A batch read back from the buffer
-        does not: its keys are a transient copy, and adopting them would keep two."""
+        self._adopt_kinds: set[Kind] = set()
+        """The kinds whose keys in the series map were read from the database: the next written
+        batch of each kind has its key objects replace them (the poller hands the same objects
+        every poll, so lookups then stop at identity instead of comparing six fields). A batch
+        read back from the buffer does not: its keys are a transient copy, and adopting them
+        would keep two."""
 
     def load(self) -> None:
         """Rebuild the in-memory maps from the database (at start, and after a failure).
@@ -196,13 +197,13 @@ class SampleWriter:
                 conn.exec_driver_sql(f"SET LOCAL statement_timeout = {LOAD_STATEMENT_TIMEOUT_MS}")
             written = s.c.kind != Kind.POD.value  # pods' series are made by compaction
             ids: dict[SeriesKey, int] = {}
-            read_anew = False
+            read_anew: set[Kind] = set()
             for sid, *row in conn.execute(select(*_IDENTITY).where(written)):
                 key = held_keys.get(sid)
                 if key is None or _identity(key) != (row[5], *row[:5]):
                     kind, node, namespace, pod, container, cluster = row
                     key = SeriesKey(Kind(kind), node, namespace, pod, container, cluster)
-                    read_anew = True
+                    read_anew.add(key.kind)
                 ids[key] = sid
             del held_keys
             newest: dict[int, int] = {
@@ -228,7 +229,7 @@ class SampleWriter:
         self._below = {}
         self._labels = labels
         self._loaded = True
-        self._adopt_keys = read_anew
+        self._adopt_kinds = read_anew
 
     def prepare(self) -> None:
         """Load the in-memory maps unless they are loaded."""
@@ -354,9 +355,9 @@ class SampleWriter:
         except BaseException:
             self._head.forget()
             raise
-        if self._adopt_keys and samples and not samples.restored:
-            ids = _adopting(ids, samples)
-            self._adopt_keys = False
+        if samples and not samples.restored and samples.keys[0].kind in self._adopt_kinds:
+            ids = _adopting(ids, samples)  # a batch is of one kind
+            self._adopt_kinds.discard(samples.keys[0].kind)
         self._ids = ids
         self._newest.update(newest.timestamps)
         self._newest_digest.update(newest.digests)

@@ -225,6 +225,23 @@ def test_after_a_restart_the_batch_keys_and_equal_labels_are_adopted(store: Stor
     assert all(writer._labels["default"][ref] is value for ref, value in same_labels.items())
 
 
+def test_after_a_restart_each_kind_adopts_its_own_batch_keys(store: Store) -> None:
+    # A poll writes its node batch before its container batch: adopting the nodes' keys must
+    # not leave the containers' keys read back (every later lookup would compare six fields).
+    nodes = tuple(Sample(SeriesKey.for_node(f"n{i}"), T0, 15_000, 1, 1) for i in range(5))
+    store.write(Batch(Kind.NODE, nodes), now_ms=T0)
+    store.write(Batch(Kind.CONTAINER, tuple(good(20))), now_ms=T0)
+    writer = store._writer = SampleWriter(store.engine, store.head)
+    later_nodes = tuple(Sample(s.key, T0 + 15_000, 15_000, 2, 2) for s in nodes)
+    later_containers = tuple(good(20, T0 + 15_000))
+    store.write(Batch(Kind.NODE, later_nodes), now_ms=T0 + 15_000)
+    store.write(Batch(Kind.CONTAINER, later_containers), now_ms=T0 + 15_000)
+    held = {key: key for key in writer._ids}
+    assert all(held[s.key] is s.key for s in later_nodes)
+    assert all(held[s.key] is s.key for s in later_containers)
+    assert head_count(store) == 50
+
+
 def test_a_first_poll_of_many_series_creates_each_once_part_by_part(store: Store) -> None:
     # More new series than one insert takes at once (as at a large cluster's first poll).
     keys = [SeriesKey.for_container(f"ns-{i % 7}", f"pod-{i}", "app") for i in range(12_345)]
