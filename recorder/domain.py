@@ -293,12 +293,14 @@ class WriteResult:
 
 
 class QueryKind(StrEnum):
-    """What a history query returns: nodes, containers, or pods (the sum of their containers
-    at each timestamp)."""
+    """What a history query returns: nodes, containers, pods (the sum of their containers
+    at each timestamp), or workloads (the sum of their pods, aligned at each instant as PromQL
+    aligns: ``recorder.query.workloads``)."""
 
     NODE = "node"
     CONTAINER = "container"
     POD = "pod"
+    WORKLOAD = "workload"
 
     @property
     def stored(self) -> Kind:
@@ -343,6 +345,10 @@ class SeriesFilter:
     container: str | None = None
     selector: LabelSelector | None = None
     cluster: str | None = None
+    workload_kind: str | None = None
+    """The pods' top-level owner's kind (``Deployment``; compared without case)."""
+    workload: str | None = None
+    """The pods' top-level owner's name (a bare pod's is its own)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -370,6 +370,7 @@ def _app_deps(
         max_samples=settings.max_samples,
         max_series=settings.max_series,
         max_range_ms=seconds_to_ms(settings.query_max_range_seconds),
+        interval_ms=max(seconds_to_ms(settings.interval_seconds), 1),
         max_concurrent_queries=settings.max_concurrent_queries or max(2, os.cpu_count() or 2),
         max_queued_queries=settings.max_queued_queries,
         queue_timeout_seconds=settings.query_queue_timeout_seconds,

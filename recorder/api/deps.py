@@ -51,6 +51,8 @@ class AppDeps:
     max_samples: int = 5_000_000
     max_series: int = 50_000
     max_range_ms: int = 400 * DAY_MS
+    interval_ms: int = 30_000
+    """The poll interval: ``kind=workload`` aligns pods within two of it."""
     max_concurrent_queries: int = field(default_factory=default_max_concurrent_queries)
     max_queued_queries: int = 64
     queue_timeout_seconds: float = 10.0

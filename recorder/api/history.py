@@ -76,19 +76,48 @@ Selector = Annotated[
 
 
 def series_filter(
-    kind: Annotated[QueryKind, Query(description="pod = sum of its containers")] = (
-        QueryKind.CONTAINER
-    ),
+    kind: Annotated[
+        QueryKind,
+        Query(
+            description="pod = sum of its containers; workload = sum of its pods, each pod's "
+            "newest sample within two poll intervals of each instant"
+        ),
+    ] = QueryKind.CONTAINER,
     node: Text = None,
     namespace: Text = None,
     pod: Text = None,
     container: Text = None,
     selector: Selector = None,
     cluster: Cluster = None,
+    workload_kind: Annotated[
+        str | None,
+        Query(
+            max_length=63,
+            pattern=r"^[^\x00]*$",
+            description="pods whose top-level owner is of this kind (Deployment, StatefulSet, "
+            "DaemonSet, CronJob, Job, Pod for a bare pod; any case)",
+        ),
+    ] = None,
+    workload: Annotated[
+        str | None,
+        Query(
+            max_length=253,
+            pattern=r"^[^\x00]*$",
+            description="pods whose top-level owner has this name",
+        ),
+    ] = None,
 ) -> SeriesFilter:
     """The parameters every history route shares: which series."""
     return SeriesFilter(
-        kind, node, namespace, pod, container, params.parse_selector(selector), cluster
+        kind,
+        node,
+        namespace,
+        pod,
+        container,
+        params.parse_selector(selector),
+        cluster,
+        workload_kind,
+        workload,
     )
 
 
@@ -134,7 +163,11 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
 
         def answer() -> Response:
             result = engine.history(
-                deps.store, query, max_points=deps.max_points, max_samples=deps.max_samples
+                deps.store,
+                query,
+                max_points=deps.max_points,
+                max_samples=deps.max_samples,
+                interval_ms=deps.interval_ms,
             )
             if format is OutputFormat.csv:
                 return Response(

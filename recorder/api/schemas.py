@@ -26,7 +26,7 @@ class Series(BaseModel):
 class HistoryData(BaseModel):
     resource: Literal["cpu", "memory"]
     unit: Literal["cores", "bytes", "samples"]
-    kind: Literal["node", "container", "pod"]
+    kind: Literal["node", "container", "pod", "workload"]
     tier: Literal["raw", "chunk_statistics"]
     step: float | None = None
     agg: str | None = None

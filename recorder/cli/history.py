@@ -17,9 +17,17 @@ def add_history(subcommands: Any) -> None:
     query = subcommands.add_parser("query", help="the history API from the command line")
     options.database_url(query)
     query.add_argument("--resource", required=True, choices=["cpu", "memory"])
-    query.add_argument("--kind", default="container", choices=["node", "container", "pod"])
+    query.add_argument("--kind", default="container", choices=[k.value for k in QueryKind])
     for name in ("node", "namespace", "pod", "container", "selector", "start", "end", "step"):
         query.add_argument(f"--{name}")
+    query.add_argument("--workload-kind", help="pods whose top-level owner is of this kind")
+    query.add_argument("--workload", help="pods whose top-level owner has this name")
+    query.add_argument(
+        "--interval",
+        type=options.positive_seconds,
+        help="the poll interval the history was recorded at: kind=workload takes each pod's "
+        "newest sample within two of it (default RECORDER_INTERVAL or 30s)",
+    )
     options.cluster_filter(query)
     query.add_argument("--agg", default="avg", choices=[a.value for a in Agg])
     query.add_argument("--format", default="table", choices=["table", "json", "csv"])
@@ -32,7 +40,12 @@ def _history(settings: Settings, query: HistoryQuery) -> HistoryResult:
     """The one call site of ``recorder query`` into the history."""
     store = commands.open_query_store(settings)
     try:
-        return engine.history(store, query, max_points=10**7)
+        return engine.history(
+            store,
+            query,
+            max_points=10**7,
+            interval_ms=max(timeutil.seconds_to_ms(settings.interval_seconds), 1),
+        )
     finally:
         store.close()
 
@@ -57,6 +70,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         args.container,
         params.parse_selector(args.selector),
         args.only_cluster,
+        args.workload_kind,
+        args.workload,
     )
     result = _history(settings, HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg))
     shown = agg if step_ms is not None else None

@@ -16,6 +16,7 @@ from fractions import Fraction
 from operator import attrgetter
 from typing import Protocol
 
+import numpy as np
 from sqlalchemy import Connection
 
 from recorder.domain import (
@@ -38,6 +39,7 @@ from recorder.gcpause import paused
 from recorder.query import groups
 from recorder.query.groups import Totals, totals_of
 from recorder.query.scan import Gathered, Scan, Unit, accumulators
+from recorder.query.workloads import WorkloadFilter, aligned_sum, workload_members
 from recorder.stats import columns
 from recorder.stats.buckets import (
     Accumulator,
@@ -59,8 +61,14 @@ LABELS = {
     QueryKind.NODE: ("cluster", "node"),
     QueryKind.CONTAINER: ("cluster", "namespace", "pod", "container"),
     QueryKind.POD: ("cluster", "namespace", "pod"),
+    QueryKind.WORKLOAD: ("cluster", "namespace", "workload_kind", "workload"),
 }
-"""The identity labels of each kind's output series, in order."""
+"""The identity labels of each kind's output series, in order (a workload's also
+``container`` when the query names one)."""
+
+DEFAULT_INTERVAL_MS = 30_000
+"""The poll interval a workload query aligns its pods with when none is given (the
+default ``RECORDER_INTERVAL``)."""
 
 
 class HistoryReader(Protocol):
@@ -89,19 +97,53 @@ def _labels(series: Series, kind: QueryKind) -> dict[str, str]:
 
 def _check_selector(where: SeriesFilter) -> None:
     if where.selector is not None and where.kind is QueryKind.NODE:
-        raise QueryError("selector matches pod labels: use it with kind=container or kind=pod")
+        raise QueryError(
+            "selector matches pod labels: use it with kind=container, kind=pod or kind=workload"
+        )
+    if where.kind is QueryKind.NODE and (where.workload_kind or where.workload):
+        raise QueryError("nodes belong to no workload: drop workload and workload_kind")
+
+
+def _in_workloads(
+    conn: Connection, where: SeriesFilter, found: dict[int, Series]
+) -> dict[int, Series]:
+    """``found`` less the series of pods outside the workloads ``where`` names (if any)."""
+    if where.workload_kind is None and where.workload is None:
+        return found
+    members = workload_members(
+        conn,
+        WorkloadFilter(
+            where.cluster,
+            (where.namespace,) if where.namespace is not None else (),
+            where.workload_kind,
+            where.workload,
+        ),
+        kinds=(Kind.CONTAINER, Kind.POD),
+    )
+    pods = {(s.cluster, s.namespace, s.pod) for m in members.values() for s in m}
+    return {i: s for i, s in found.items() if (s.cluster, s.namespace, s.pod) in pods}
 
 
 def units_of(conn: Connection, where: SeriesFilter) -> tuple[list[Output], list[Unit]]:
     """The output series of a filter and what each is made of. A pod is its own statistics
-    series (made by compaction) plus its containers' samples."""
+    series (made by compaction) plus its containers' samples. A workload (``kind=workload``)
+    is one output per workload here, its one unit all its pods' series: whole-window
+    statistics of it pool its pods' samples (``workload_units`` aligns them instead)."""
     _check_selector(where)
+    if where.kind is QueryKind.WORKLOAD:
+        outputs, pod_units, owner = workload_units(conn, where)
+        merged: list[list[int]] = [[] for _ in outputs]
+        for unit, index in zip(pod_units, owner, strict=True):
+            merged[index].extend(unit.sample_ids)
+        return outputs, [Unit(tuple(ids), tuple(ids)) for ids in merged]
     if where.kind is QueryKind.NODE:
         found = select_series(conn, (Kind.NODE,), where)
     elif where.kind is QueryKind.CONTAINER:
-        found = select_series(conn, (Kind.CONTAINER,), where)
+        found = _in_workloads(conn, where, select_series(conn, (Kind.CONTAINER,), where))
     else:
-        found = select_series(conn, (Kind.CONTAINER, Kind.POD), _pod_filter(where))
+        found = _in_workloads(
+            conn, where, select_series(conn, (Kind.CONTAINER, Kind.POD), _pod_filter(where))
+        )
     if where.kind is not QueryKind.POD:
         outputs = [Output(_labels(s, where.kind), s.pod_labels, (s,)) for s in found.values()]
         return outputs, [Unit((s.id,), (s.id,)) for s in found.values()]
@@ -126,6 +168,52 @@ def _pod_filter(where: SeriesFilter) -> SeriesFilter:
     return SeriesFilter(
         where.kind, None, where.namespace, where.pod, None, where.selector, where.cluster
     )
+
+
+def workload_units(
+    conn: Connection, where: SeriesFilter
+) -> tuple[list[Output], list[Unit], list[int]]:
+    """Each workload ``where`` matches (``kind=workload``), its pods as units (a pod's
+    containers summed at each instant; only the ``container`` named, when one is), and each
+    unit's output index. Labels: cluster, namespace, workload_kind, workload (and container
+    when named)."""
+    if where.node is not None or where.pod is not None:
+        raise QueryError(
+            "kind=workload sums a workload's pods: filter by namespace, workload_kind, "
+            "workload, container or selector"
+        )
+    members = workload_members(
+        conn,
+        WorkloadFilter(
+            where.cluster,
+            (where.namespace,) if where.namespace is not None else (),
+            where.workload_kind,
+            where.workload,
+            where.container,
+            where.selector,
+        ),
+    )
+    outputs: list[Output] = []
+    units: list[Unit] = []
+    owner: list[int] = []
+    for key, series in members.items():
+        labels = {
+            "cluster": key.cluster,
+            "namespace": key.namespace,
+            "workload_kind": key.kind,
+            "workload": key.name,
+        }
+        if where.container is not None:
+            labels["container"] = where.container
+        by_pod: dict[str, list[int]] = {}
+        for s in series:
+            by_pod.setdefault(s.pod, []).append(s.id)
+        newest = series[-1]
+        outputs.append(Output(labels, newest.pod_labels, tuple(series)))
+        for ids in by_pod.values():
+            units.append(Unit((), tuple(ids)))
+            owner.append(len(outputs) - 1)
+    return outputs, units, owner
 
 
 def list_series(
@@ -171,10 +259,12 @@ def history(
     *,
     max_points: int,
     max_samples: int = DEFAULT_MAX_SAMPLES,
+    interval_ms: int = DEFAULT_INTERVAL_MS,
 ) -> HistoryResult:
     """Raw points, or ``agg`` per bucket of ``step_ms``: from block statistics (percentiles
     within ``RELATIVE_ACCURACY``) when the step is a multiple of the block, else exactly from
-    the samples."""
+    the samples. ``kind=workload``: see ``_workload_history`` (``interval_ms`` is the poll
+    interval)."""
     step = query.step_ms
     if step is not None:
         if step <= 0:
@@ -185,6 +275,10 @@ def history(
                 f"{buckets} points per series is more than {MAX_BUCKETS}: use a larger step or "
                 "a shorter range"
             )
+    if query.where.kind is QueryKind.WORKLOAD:
+        return _workload_history(
+            reader, query, max_points=max_points, max_samples=max_samples, interval_ms=interval_ms
+        )
     block_ms = reader.block_ms
     with reader.reading() as conn:
         outputs, units = units_of(conn, query.where)
@@ -253,6 +347,66 @@ def history(
         _check_points(total, max_points)
         series_out.append(SeriesPoints(output.labels, raw))
     return HistoryResult(series_out, tier, error)
+
+
+def _workload_history(
+    reader: HistoryReader,
+    query: HistoryQuery,
+    *,
+    max_points: int,
+    max_samples: int,
+    interval_ms: int,
+) -> HistoryResult:
+    """Each workload's sum over its pods, aligned as PromQL's ``sum`` aligns series that
+    report at different instants: at each instant ``t``, each pod's newest sample in
+    ``(t - 2 * interval_ms, t]``, summed (``workloads.aligned_sum``). The instants are the
+    multiples of the poll interval in the range (of the step, when it is shorter); without a
+    step they are the points, with one each bucket's instants are aggregated with ``agg``
+    (so with ``step`` = the interval, a point is the sum at its bucket's start). Always from
+    the samples (``max_samples`` bounds them): pods' statistics do not add up to a sum."""
+    step = query.step_ms
+    resolution = max(min(interval_ms, step if step is not None else interval_ms), 1)
+    lookback = 2 * interval_ms
+    first = -(-query.start_ms // resolution) * resolution
+    count = 0 if first > query.end_ms else (query.end_ms - first) // resolution + 1
+    with reader.reading() as conn:
+        outputs, units, owner = workload_units(conn, query.where)
+        if not units:
+            return HistoryResult([], Tier.RAW)
+        if count * len(outputs) > max_samples:
+            raise QueryError(
+                f"the query would align more than {max_samples} instants: narrow the time "
+                "range or the filters"
+            )
+        scan = Scan(
+            units,
+            start_ms=max(query.start_ms - lookback + 1, 0),
+            end_ms=query.end_ms,
+            block_ms=reader.block_ms,
+            max_samples=max_samples,
+        )
+        runs = scan.samples(conn)
+    instants = first + resolution * np.arange(count, dtype=np.int64)
+    per_output: list[list[tuple[list[int], list[int]]]] = [[] for _ in outputs]
+    for unit, run in runs.items():
+        values = run.cpu_nanocores if query.resource is Resource.CPU else run.memory_bytes
+        per_output[owner[unit]].append((run.timestamps_ms, values))
+    series_out: list[SeriesPoints] = []
+    total = 0
+    for output, pods in zip(outputs, per_output, strict=True):
+        if not pods:
+            continue
+        stamps, sums = aligned_sum(pods, instants, lookback)
+        if not len(stamps):
+            continue
+        if step is None:
+            points: list[tuple[int, Value]] = list(zip(stamps.tolist(), sums.tolist(), strict=True))
+        else:
+            points = bucketed(stamps, sums, step, query.agg)
+        total += len(points)
+        _check_points(total, max_points)
+        series_out.append(SeriesPoints(output.labels, points))
+    return HistoryResult(series_out, Tier.RAW)
 
 
 def _aggregated(
@@ -334,6 +488,10 @@ def summarize(
     coverage (the covered share of the window); see README "Summary". Namespace rollups answer
     it where they give the same answer (``recorder.query.groups``; not with
     ``use_namespace_rollups=False``), else every series' statistics."""
+    if where.kind is QueryKind.WORKLOAD:
+        raise QueryError(
+            "a summary groups series: use kind=pod or kind=container with group_by=workload"
+        )
     resources = (Resource.CPU, Resource.MEMORY)
     with reader.reading() as conn:
         outputs, units = units_of(conn, where)

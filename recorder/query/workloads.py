@@ -42,6 +42,10 @@ list[ContainerResources]]``
 ``node_allocatable(conn, *, cluster=None, nodes=(), until_ms=None) -> dict[tuple[str, str],
 list[NodeResources]]``
     Each node's capacity/allocatable history by (cluster, node), in time order.
+``aligned_sum(runs, instants, lookback_ms)``
+    Pure: a workload's value at each instant, as PromQL's ``sum`` aligns series that report
+    at different instants: each run's (pod's) newest sample in ``(t - lookback_ms, t]``,
+    summed; instants where no run has one are left out (missing is missing, not zero).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection
 
 from recorder.domain import Kind, QueryKind, SeriesFilter
@@ -71,6 +77,7 @@ __all__ = [
     "Requests",
     "WorkloadFilter",
     "WorkloadKey",
+    "aligned_sum",
     "container_requests",
     "current_requests",
     "in_effect",
@@ -251,3 +258,29 @@ def node_allocatable(
     for row in read_node_resources(conn, cluster=cluster, nodes=nodes, until_ms=until_ms):
         out.setdefault((row.cluster, row.node), []).append(row)
     return out
+
+
+def aligned_sum(
+    runs: Sequence[
+        tuple[Sequence[int] | npt.NDArray[np.int64], Sequence[int] | npt.NDArray[np.int64]]
+    ],
+    instants: npt.NDArray[np.int64],
+    lookback_ms: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The sum over ``runs`` (each ``(timestamps_ms, values)``, time-ordered, distinct
+    timestamps) at each of ``instants`` (ascending) of each run's newest sample in
+    ``(t - lookback_ms, t]``: ``(instants with a value, their sums)``."""
+    total = np.zeros(len(instants), np.int64)
+    present = np.zeros(len(instants), bool)
+    for stamps_in, values_in in runs:
+        if not len(stamps_in):
+            continue
+        stamps = np.asarray(stamps_in, np.int64)
+        values = np.asarray(values_in, np.int64)
+        newest = np.searchsorted(stamps, instants, "right") - 1
+        found = newest >= 0
+        at = np.where(found, newest, 0)
+        found &= stamps[at] > instants - lookback_ms
+        total += np.where(found, values[at], 0)
+        present |= found
+    return instants[present], total[present]

@@ -55,7 +55,7 @@ def test_bad_parameters_get_the_error_envelope(
         ("/api/v1/history?resource=disk", "resource: must be one of cpu or memory, got 'disk'"),
         (
             "/api/v1/history?resource=cpu&kind=pod-ish",
-            "kind: must be one of node, container or pod, got 'pod-ish'",
+            "kind: must be one of node, container, pod or workload, got 'pod-ish'",
         ),
         (
             "/api/v1/history?resource=cpu&pod=" + "x" * 300,
