@@ -205,8 +205,9 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             str,
             Query(
                 max_length=300,
-                pattern=r"^(cluster|namespace|pod|container|node|label:.+)$",
-                description="cluster, namespace, pod, container, node or label:<key>",
+                pattern=r"^(cluster|namespace|pod|container|node|workload|label:.+)$",
+                description="cluster, namespace, pod, container, node, workload "
+                "(namespace/Kind/name: a pod's top-level owner) or label:<key>",
             ),
         ],
         where: Filters,

@@ -1,4 +1,4 @@
-"""``recorder top pod|node [NAME]``: like ``kubectl top``, over a past window."""
+"""``recorder top pod|node|workload [NAME]``: like ``kubectl top``, over a past window."""
 
 from __future__ import annotations
 
@@ -15,7 +15,16 @@ from recorder.selectors import LabelSelector
 from recorder.settings import Settings
 from recorder.timeutil import HOUR_MS
 
-_WHAT = {"pod": "pod", "pods": "pod", "po": "pod", "node": "node", "nodes": "node", "no": "node"}
+_WHAT = {
+    "pod": "pod",
+    "pods": "pod",
+    "po": "pod",
+    "node": "node",
+    "nodes": "node",
+    "no": "node",
+    "workload": "workload",
+    "workloads": "workload",
+}
 
 _DESCRIPTION = """\
 Like kubectl top, over a past window: each pod's (or node's, or with --containers each
@@ -27,6 +36,13 @@ containers added at each instant), as /api/v1/history?kind=pod computes it: with
 that is the pod's own peak, not the sum of its containers' peaks. Rows are in name order
 (namespace, then name) unless --sort-by says otherwise. Above the table, a line on stderr
 says what the values are (# avg over <start> .. <end>).
+
+recorder top workloads: each workload's (Deployment, StatefulSet, DaemonSet, CronJob, Job;
+a pod without a recorded owner is its own, kind Pod) value is computed on its summed series,
+as /api/v1/history?kind=workload computes it: at each multiple of the poll interval
+(--interval), each pod's newest sample within two intervals, summed; so it spans rollouts.
+NAME is the workload's name, --workload-kind its kind; --containers gives a row per container
+name.
 
 A window of 2 days or more is snapped to whole UTC days (--since 7d: the 7 days before
 today), so day rollups answer it at any scale; a line on stderr says so."""
@@ -40,9 +56,12 @@ def add_top(subcommands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument(
-        "what", choices=list(_WHAT), metavar="pod|node", help="pod (po, pods) or node (no, nodes)"
+        "what",
+        choices=list(_WHAT),
+        metavar="pod|node|workload",
+        help="pod (po, pods), node (no, nodes) or workload (workloads)",
     )
-    top.add_argument("name", nargs="?", metavar="NAME", help="only this pod or node")
+    top.add_argument("name", nargs="?", metavar="NAME", help="only this pod, node or workload")
     options.database_url(top)
     scope = top.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", help="pods of this namespace (default: default)")
@@ -51,7 +70,20 @@ def add_top(subcommands: Any) -> None:
     )
     top.add_argument("-l", "--selector", help="label selector on pod labels (app=web,tier!=db)")
     top.add_argument(
-        "--containers", action="store_true", help="one row per container (columns POD, NAME)"
+        "--containers",
+        action="store_true",
+        help="one row per container (columns POD, NAME; of workloads: CONTAINER)",
+    )
+    top.add_argument(
+        "--workload-kind",
+        metavar="KIND",
+        help="top workload: only workloads of this kind (Deployment, StatefulSet, ..., Pod)",
+    )
+    top.add_argument(
+        "--interval",
+        type=options.positive_seconds,
+        help="top workload: the poll interval the history was recorded at (default "
+        "RECORDER_INTERVAL or 30s)",
     )
     options.cluster_filter(top)
     top.add_argument(
@@ -120,13 +152,23 @@ def _top(
     """The one call site of ``recorder top`` into the history."""
     store = commands.open_query_store(settings)
     try:
-        return engine.top(store, where, start_ms, end_ms, agg, containers=containers)
+        return engine.top(
+            store,
+            where,
+            start_ms,
+            end_ms,
+            agg,
+            containers=containers,
+            interval_ms=max(timeutil.seconds_to_ms(settings.interval_seconds), 1),
+        )
     finally:
         store.close()
 
 
-def _check_flags(args: argparse.Namespace, nodes: bool) -> None:
+def _check_flags(args: argparse.Namespace, nodes: bool, workloads: bool) -> None:
     """Flags that do not go together, as kubectl refuses them."""
+    if args.workload_kind is not None and not workloads:
+        raise QueryError("--workload-kind goes with top workload")
     if nodes:
         for given, flag in (
             (args.namespace is not None, "-n/--namespace"),
@@ -137,7 +179,8 @@ def _check_flags(args: argparse.Namespace, nodes: bool) -> None:
             if given:
                 raise QueryError(f"{flag} goes with top pod, not top node")
     if args.name is not None and args.all_namespaces:
-        raise QueryError("a pod is named in one namespace: give NAME with -n, not -A")
+        what = "workload" if workloads else "pod"
+        raise QueryError(f"a {what} is named in one namespace: give NAME with -n, not -A")
     if args.name is not None and args.selector is not None:
         raise QueryError("give NAME or -l/--selector, not both")
     if args.output != "table" and args.sum:
@@ -147,8 +190,9 @@ def _check_flags(args: argparse.Namespace, nodes: bool) -> None:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    nodes = _WHAT[args.what] == "node"
-    _check_flags(args, nodes)
+    what = _WHAT[args.what]
+    nodes, workloads = what == "node", what == "workload"
+    _check_flags(args, nodes, workloads)
     settings = commands.settings_from_args(args)
     since_ms = params.parse_step_ms(args.since, name="--since") or HOUR_MS
     asked_start_ms, asked_end_ms = params.parse_range(
@@ -163,17 +207,18 @@ def cmd_top(args: argparse.Namespace) -> int:
     start_ms, end_ms = window.start_ms, window.end_ms
     namespace = None if args.all_namespaces or nodes else (args.namespace or "default")
     where = SeriesFilter(
-        QueryKind.NODE if nodes else QueryKind.POD,
+        QueryKind.NODE if nodes else QueryKind.WORKLOAD if workloads else QueryKind.POD,
         node=args.name if nodes else None,
         namespace=namespace,
-        pod=None if nodes else args.name,
+        pod=args.name if what == "pod" else None,
         selector=_selector(args.selector),
         cluster=args.only_cluster,
+        workload_kind=args.workload_kind,
+        workload=args.name if workloads else None,
     )
     agg = Agg(args.agg)
     containers = args.containers
     rows = _top(settings, where, start_ms, end_ms, agg, containers)
-    what = "node" if nodes else "pod"
     subject = f" of cluster {args.only_cluster}" if args.only_cluster is not None else ""
     if not nodes:
         subject += " in any namespace" if namespace is None else f" in namespace {namespace}"
@@ -197,7 +242,9 @@ def cmd_top(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(formats.top_json(shown, agg, start_ms, end_ms, args.time_format), end="")
     elif args.output == "csv":
-        names = engine.LABELS[kind]
+        names = engine.LABELS[QueryKind.WORKLOAD if workloads else kind]
+        if workloads and containers:
+            names = (*names, "container")
         text = formats.top_csv(
             shown, agg, start_ms, end_ms, args.time_format, names=names, headers=not args.no_headers
         )
@@ -211,13 +258,14 @@ def cmd_top(args: argparse.Namespace) -> int:
             nodes=nodes,
             all_namespaces=namespace is None,
             containers=containers,
+            workloads=workloads,
             headers=not args.no_headers,
             total=args.sum,
         )
         print(table, end="")
     if len(shown) < len(ranked):
         hidden = len(ranked) - len(shown)
-        unit = "container" if containers else what
+        unit = "container" if containers and not workloads else what
         note = f"{hidden} more {unit}{'s' if hidden > 1 else ''} not shown (--limit {args.limit})"
         sys.stdout.flush()
         print(note + ("; the sum counts only the rows shown" if args.sum else ""), file=sys.stderr)

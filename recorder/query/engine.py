@@ -16,7 +16,6 @@ from fractions import Fraction
 from operator import attrgetter
 from typing import Protocol
 
-import numpy as np
 from sqlalchemy import Connection
 
 from recorder.domain import (
@@ -36,14 +35,21 @@ from recorder.domain import (
 )
 from recorder.errors import QueryError
 from recorder.gcpause import paused
-from recorder.query import groups
+from recorder.query import groups, workload_sums
 from recorder.query.groups import Totals, totals_of
 from recorder.query.scan import Gathered, Scan, Unit, accumulators
-from recorder.query.workloads import WorkloadFilter, aligned_sum, workload_members
+from recorder.query.workloads import (
+    WorkloadFilter,
+    WorkloadOf,
+    workload_members,
+    workload_of,
+    workload_of_pods,
+)
 from recorder.stats import columns
 from recorder.stats.buckets import (
     Accumulator,
     BucketOf,
+    IntColumn,
     aggregate_many,
     aligned,
     bucketed,
@@ -131,11 +137,14 @@ def units_of(conn: Connection, where: SeriesFilter) -> tuple[list[Output], list[
     statistics of it pool its pods' samples (``workload_units`` aligns them instead)."""
     _check_selector(where)
     if where.kind is QueryKind.WORKLOAD:
-        outputs, pod_units, owner = workload_units(conn, where)
-        merged: list[list[int]] = [[] for _ in outputs]
+        workloads, pod_units, owner = workload_sums.workload_units(conn, where)
+        merged: list[list[int]] = [[] for _ in workloads]
         for unit, index in zip(pod_units, owner, strict=True):
             merged[index].extend(unit.sample_ids)
-        return outputs, [Unit(tuple(ids), tuple(ids)) for ids in merged]
+        return (
+            [Output(w.labels, w.pod_labels, w.members) for w in workloads],
+            [Unit(tuple(ids), tuple(ids)) for ids in merged],
+        )
     if where.kind is QueryKind.NODE:
         found = select_series(conn, (Kind.NODE,), where)
     elif where.kind is QueryKind.CONTAINER:
@@ -168,52 +177,6 @@ def _pod_filter(where: SeriesFilter) -> SeriesFilter:
     return SeriesFilter(
         where.kind, None, where.namespace, where.pod, None, where.selector, where.cluster
     )
-
-
-def workload_units(
-    conn: Connection, where: SeriesFilter
-) -> tuple[list[Output], list[Unit], list[int]]:
-    """Each workload ``where`` matches (``kind=workload``), its pods as units (a pod's
-    containers summed at each instant; only the ``container`` named, when one is), and each
-    unit's output index. Labels: cluster, namespace, workload_kind, workload (and container
-    when named)."""
-    if where.node is not None or where.pod is not None:
-        raise QueryError(
-            "kind=workload sums a workload's pods: filter by namespace, workload_kind, "
-            "workload, container or selector"
-        )
-    members = workload_members(
-        conn,
-        WorkloadFilter(
-            where.cluster,
-            (where.namespace,) if where.namespace is not None else (),
-            where.workload_kind,
-            where.workload,
-            where.container,
-            where.selector,
-        ),
-    )
-    outputs: list[Output] = []
-    units: list[Unit] = []
-    owner: list[int] = []
-    for key, series in members.items():
-        labels = {
-            "cluster": key.cluster,
-            "namespace": key.namespace,
-            "workload_kind": key.kind,
-            "workload": key.name,
-        }
-        if where.container is not None:
-            labels["container"] = where.container
-        by_pod: dict[str, list[int]] = {}
-        for s in series:
-            by_pod.setdefault(s.pod, []).append(s.id)
-        newest = series[-1]
-        outputs.append(Output(labels, newest.pod_labels, tuple(series)))
-        for ids in by_pod.values():
-            units.append(Unit((), tuple(ids)))
-            owner.append(len(outputs) - 1)
-    return outputs, units, owner
 
 
 def list_series(
@@ -357,55 +320,33 @@ def _workload_history(
     max_samples: int,
     interval_ms: int,
 ) -> HistoryResult:
-    """Each workload's sum over its pods, aligned as PromQL's ``sum`` aligns series that
-    report at different instants: at each instant ``t``, each pod's newest sample in
-    ``(t - 2 * interval_ms, t]``, summed (``workloads.aligned_sum``). The instants are the
-    multiples of the poll interval in the range (of the step, when it is shorter); without a
-    step they are the points, with one each bucket's instants are aggregated with ``agg``
-    (so with ``step`` = the interval, a point is the sum at its bucket's start). Always from
-    the samples (``max_samples`` bounds them): pods' statistics do not add up to a sum."""
+    """Each workload's sum over its pods (``aligned``): without a step the aligned instants
+    are the points; with one, each bucket's instants are aggregated with ``agg`` (so with
+    ``step`` = the interval, a point is the sum at its bucket's start, PromQL's range query)."""
     step = query.step_ms
-    resolution = max(min(interval_ms, step if step is not None else interval_ms), 1)
-    lookback = 2 * interval_ms
-    first = -(-query.start_ms // resolution) * resolution
-    count = 0 if first > query.end_ms else (query.end_ms - first) // resolution + 1
     with reader.reading() as conn:
-        outputs, units, owner = workload_units(conn, query.where)
-        if not units:
-            return HistoryResult([], Tier.RAW)
-        if count * len(outputs) > max_samples:
-            raise QueryError(
-                f"the query would align more than {max_samples} instants: narrow the time "
-                "range or the filters"
-            )
-        scan = Scan(
-            units,
-            start_ms=max(query.start_ms - lookback + 1, 0),
-            end_ms=query.end_ms,
+        found = workload_sums.workload_series(
+            conn,
+            query.where,
+            query.start_ms,
+            query.end_ms,
+            (query.resource,),
             block_ms=reader.block_ms,
+            interval_ms=interval_ms,
+            resolution_ms=min(interval_ms, step) if step is not None else interval_ms,
             max_samples=max_samples,
         )
-        runs = scan.samples(conn)
-    instants = first + resolution * np.arange(count, dtype=np.int64)
-    per_output: list[list[tuple[list[int], list[int]]]] = [[] for _ in outputs]
-    for unit, run in runs.items():
-        values = run.cpu_nanocores if query.resource is Resource.CPU else run.memory_bytes
-        per_output[owner[unit]].append((run.timestamps_ms, values))
     series_out: list[SeriesPoints] = []
     total = 0
-    for output, pods in zip(outputs, per_output, strict=True):
-        if not pods:
-            continue
-        stamps, sums = aligned_sum(pods, instants, lookback)
-        if not len(stamps):
-            continue
+    for one in found:
+        stamps, sums = one.values[query.resource]
         if step is None:
             points: list[tuple[int, Value]] = list(zip(stamps.tolist(), sums.tolist(), strict=True))
         else:
             points = bucketed(stamps, sums, step, query.agg)
         total += len(points)
         _check_points(total, max_points)
-        series_out.append(SeriesPoints(output.labels, points))
+        series_out.append(SeriesPoints(one.labels, points))
     return HistoryResult(series_out, Tier.RAW)
 
 
@@ -457,13 +398,15 @@ SUMMARY_PARTS = ("sum", "max", "sketch")
 """What a summary reads of each resource's statistics: the integral, the max and the p95."""
 
 GroupBy = str
-"""``namespace``, ``pod``, ``container``, ``node`` or ``label:<key>``."""
+"""``namespace``, ``pod``, ``container``, ``node``, ``workload`` or ``label:<key>``."""
 
 
-def _group_key(output: Output, group_by: GroupBy) -> str | None:
+def _group_key(output: Output, group_by: GroupBy, owners: WorkloadOf) -> str | None:
     if group_by.startswith("label:"):
         return (output.pod_labels or {}).get(group_by[len("label:") :])
     labels = output.labels
+    if group_by == "workload":
+        return str(workload_of(owners, labels["cluster"], labels["namespace"], labels["pod"]))
     if group_by == "pod":
         return f"{labels['namespace']}/{labels['pod']}"
     if group_by == "container":
@@ -495,9 +438,18 @@ def summarize(
     resources = (Resource.CPU, Resource.MEMORY)
     with reader.reading() as conn:
         outputs, units = units_of(conn, where)
+        owners: WorkloadOf = {}
+        if group_by == "workload":
+            if where.kind is QueryKind.NODE:
+                raise QueryError("nodes belong to no workload: group_by=workload goes with pods")
+            owners = workload_of_pods(
+                conn,
+                cluster=where.cluster,
+                namespaces=(where.namespace,) if where.namespace is not None else (),
+            )
         members: dict[str, list[int]] = {}
         for index, output in enumerate(outputs):
-            key = _group_key(output, group_by)
+            key = _group_key(output, group_by, owners)
             if key is not None:
                 members.setdefault(key, []).append(index)
         if len(members) > max_groups:
@@ -639,11 +591,36 @@ def top(
     *,
     containers: bool = False,
     max_samples: int = DEFAULT_MAX_SAMPLES,
+    interval_ms: int = DEFAULT_INTERVAL_MS,
 ) -> list[TopRow]:
     """Each node's, each pod's or (``containers``) each container's ``agg`` of CPU and memory
     over the window. A pod's value is computed on its summed series (the sum of its containers
     at each instant), exactly as ``history?kind=pod`` computes it; a container's on its own
-    series, as ``history?kind=container``."""
+    series, as ``history?kind=container``. ``kind=workload``: each workload's (with
+    ``containers``, each of its container names') aligned sum at each multiple of
+    ``interval_ms`` in the window (``workload_sums``), as ``history?kind=workload``."""
+    if where.kind is QueryKind.WORKLOAD:
+        with reader.reading() as conn:
+            found = workload_sums.workload_series(
+                conn,
+                where,
+                start_ms,
+                end_ms,
+                (Resource.CPU, Resource.MEMORY),
+                block_ms=reader.block_ms,
+                interval_ms=interval_ms,
+                resolution_ms=interval_ms,
+                max_samples=max_samples,
+                by_container=containers,
+            )
+        return [
+            TopRow(
+                one.labels,
+                _over_window(one.values[Resource.CPU], agg),
+                _over_window(one.values[Resource.MEMORY], agg),
+            )
+            for one in found
+        ]
     if where.kind is QueryKind.NODE:
         kind = QueryKind.NODE
     else:
@@ -675,3 +652,13 @@ def top(
     return [
         TopRow(outputs[index].labels, c, m) for index, c, m in zip(shown, cpu, memory, strict=True)
     ]
+
+
+_WHOLE_MS = 2**62
+"""A bucket that holds every instant."""
+
+
+def _over_window(found: tuple[IntColumn, IntColumn], agg: Agg) -> Value:
+    """``agg`` of an aligned series' values (at least one)."""
+    ((_start, value),) = bucketed(found[0], found[1], _WHOLE_MS, agg)
+    return value

@@ -342,13 +342,20 @@ def top_table(
     containers: bool = False,
     headers: bool = True,
     total: bool = False,
+    workloads: bool = False,
 ) -> str:
     """``kubectl top nodes`` / ``kubectl top pods [-A] [--containers] [--no-headers] [--sum]``:
     NAME (NAMESPACE too across namespaces; POD and the container's NAME with ``containers``),
     CPU in millicores and memory in MiB; ``total``: kubectl's rule and sum row under the
-    table. A CLUSTER column comes first when the rows come from more than one cluster."""
+    table. A CLUSTER column comes first when the rows come from more than one cluster.
+    ``workloads``: KIND and NAME of each workload (and CONTAINER with ``containers``)."""
     if nodes:
         header, name_keys = ["NAME"], ["node"]
+    elif workloads:
+        header = ["NAMESPACE"] if all_namespaces else []
+        header += ["KIND", "NAME"] + (["CONTAINER"] if containers else [])
+        name_keys = ["namespace"] if all_namespaces else []
+        name_keys += ["workload_kind", "workload"] + (["container"] if containers else [])
     else:
         header = ["NAMESPACE"] if all_namespaces else []
         header += ["POD", "NAME"] if containers else ["NAME"]

@@ -132,10 +132,19 @@ def parse_selector(text: str | None) -> LabelSelector | None:
 
 
 def parse_group_by(text: str, kind: QueryKind | None = None) -> str:
-    """``cluster``, ``namespace``, ``pod``, ``container``, ``node`` or ``label:<key>`` with a
-    valid Kubernetes label key (the same rule as a selector's keys); with ``kind``, also that
-    the grouping fits it (``node`` goes with nodes only, ``container`` with containers)."""
+    """``cluster``, ``namespace``, ``pod``, ``container``, ``node``, ``workload`` or
+    ``label:<key>`` with a valid Kubernetes label key (the same rule as a selector's keys);
+    with ``kind``, also that the grouping fits it (``node`` goes with nodes only,
+    ``container`` with containers, ``workload`` with pods or containers)."""
     grouping = _grouping(text)
+    if kind is QueryKind.WORKLOAD:
+        raise QueryError(
+            "a summary groups series: use kind=pod or kind=container with group_by=workload"
+        )
+    if grouping == "workload" and kind is QueryKind.NODE:
+        raise QueryError(
+            "nodes belong to no workload: group_by=workload goes with kind=pod or kind=container"
+        )
     if kind is not None:
         if grouping != "cluster" and (grouping == "node") != (kind is QueryKind.NODE):
             raise QueryError("group_by=node goes with kind=node, and only with it")
@@ -145,7 +154,7 @@ def parse_group_by(text: str, kind: QueryKind | None = None) -> str:
 
 
 def _grouping(text: str) -> str:
-    if text in ("cluster", "namespace", "pod", "container", "node"):
+    if text in ("cluster", "namespace", "pod", "container", "node", "workload"):
         return text
     key = text.removeprefix("label:")
     if key != text and key.strip() == key and key:
@@ -160,5 +169,5 @@ def _grouping(text: str) -> str:
         ):
             return text
     raise QueryError(
-        f"group_by={text!r}: use cluster, namespace, pod, container, node or label:<key>"
+        f"group_by={text!r}: use cluster, namespace, pod, container, node, workload or label:<key>"
     )

@@ -42,6 +42,10 @@ list[ContainerResources]]``
 ``node_allocatable(conn, *, cluster=None, nodes=(), until_ms=None) -> dict[tuple[str, str],
 list[NodeResources]]``
     Each node's capacity/allocatable history by (cluster, node), in time order.
+``workload_of_pods(conn, *, cluster=None, namespaces=()) -> WorkloadOf`` and
+``workload_of(found, cluster, namespace, pod) -> WorkloadKey``
+    Every recorded pod's workload, and one pod's (its own bare-pod workload when it has
+    none recorded): for grouping series by workload.
 ``aligned_sum(runs, instants, lookback_ms)``
     Pure: a workload's value at each instant, as PromQL's ``sum`` aligns series that report
     at different instants: each run's (pod's) newest sample in ``(t - lookback_ms, t]``,
@@ -64,6 +68,7 @@ from recorder.selectors import LabelSelector
 from recorder.store.objects import (
     ContainerResources,
     NodeResources,
+    WorkloadOf,
     read_container_resources,
     read_node_resources,
     read_pod_workloads,
@@ -77,12 +82,15 @@ __all__ = [
     "Requests",
     "WorkloadFilter",
     "WorkloadKey",
+    "WorkloadOf",
     "aligned_sum",
     "container_requests",
     "current_requests",
     "in_effect",
     "node_allocatable",
     "workload_members",
+    "workload_of",
+    "workload_of_pods",
 ]
 
 BARE_POD = "Pod"
@@ -135,6 +143,18 @@ def _workload(
 ) -> WorkloadKey:
     kind, name = workload_of.get((cluster, ns, pod), (BARE_POD, pod))
     return WorkloadKey(cluster, ns, kind, name)
+
+
+def workload_of_pods(
+    conn: Connection, *, cluster: str | None = None, namespaces: Sequence[str] = ()
+) -> WorkloadOf:
+    """Every recorded pod's workload: (cluster, namespace, pod) -> (kind, name)."""
+    return read_pod_workloads(conn, cluster=cluster, namespaces=namespaces)
+
+
+def workload_of(found: WorkloadOf, cluster: str, namespace: str, pod: str) -> WorkloadKey:
+    """A pod's workload in ``workload_of_pods``' answer; its own (kind Pod) when it has none."""
+    return _workload(found, cluster, namespace, pod)
 
 
 def _wanted(where: WorkloadFilter, key: WorkloadKey) -> bool:

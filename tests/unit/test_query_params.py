@@ -289,7 +289,7 @@ def test_group_by(text: str) -> None:
         "label:" + "a" * 64,
         "label:Example.com/app",
         "label:app\x00",
-        "workload",
+        "workloads",
     ],
 )
 def test_bad_group_by_names_the_parameter(text: str) -> None:
@@ -304,6 +304,8 @@ def test_bad_group_by_names_the_parameter(text: str) -> None:
         ("node", QueryKind.CONTAINER, "group_by=node goes with kind=node"),
         ("namespace", QueryKind.NODE, "group_by=node goes with kind=node"),
         ("container", QueryKind.POD, "group_by=container goes with kind=container"),
+        ("workload", QueryKind.NODE, "group_by=workload goes with kind=pod or kind=container"),
+        ("pod", QueryKind.WORKLOAD, "use kind=pod or kind=container with group_by=workload"),
     ],
 )
 def test_a_grouping_must_fit_the_kind(group_by: str, kind: QueryKind, problem: str) -> None:
@@ -319,6 +321,8 @@ def test_a_grouping_must_fit_the_kind(group_by: str, kind: QueryKind, problem: s
         ("cluster", QueryKind.POD),
         ("pod", QueryKind.POD),
         ("label:app", QueryKind.CONTAINER),
+        ("workload", QueryKind.POD),
+        ("workload", QueryKind.CONTAINER),
     ],
 )
 def test_groupings_that_fit_their_kind(group_by: str, kind: QueryKind) -> None:

@@ -1,8 +1,9 @@
-"""``kind=workload`` history on both databases: each workload is the sum of its pods, aligned
-as PromQL aligns series that report at different instants (each pod's newest sample within
-two poll intervals of each instant), continuous across a rollout that renames every pod,
-per container name, through the engine, HTTP and ``recorder query``; and the ``workload``
-filters of the other kinds."""
+"""``kind=workload`` (``recorder.query.workload_sums`` through the engine) on both databases:
+each workload is the sum of its pods, aligned as PromQL aligns series that report at
+different instants (each pod's newest sample within two poll intervals of each instant),
+continuous across a rollout that renames every pod, per container name, through the engine,
+HTTP and ``recorder query``; ``recorder top workloads`` and ``group_by=workload``; and the
+``workload`` filters of the other kinds."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from fractions import Fraction
 
 import httpx
 import pytest
 
 from recorder.api.app import AppDeps, create_app
+from recorder.cli import main
 from recorder.domain import (
     DEFAULT_CLUSTER,
     Agg,
@@ -276,3 +279,121 @@ def test_recorder_query_kind_workload(web: Store, database_url: str) -> None:
     assert done.returncode == 0, done.stderr
     (series,) = json.loads(done.stdout)["data"]["series"]
     assert series["points"] == [[t / 1000, v] for t, v in reference(Resource.MEMORY, T0, END)]
+
+
+# --- top workloads and group_by=workload ------------------------------------------------------
+
+
+def test_top_workloads_aggregate_the_aligned_sum_over_the_window(web: Store) -> None:
+    where = SeriesFilter(QueryKind.WORKLOAD, namespace="shop")
+    for agg, of in ((Agg.MAX, max), (Agg.MIN, min)):
+        rows = engine.top(web, where, T0, END, agg, interval_ms=INTERVAL)
+        assert [r.labels for r in rows] == [
+            LABELS,
+            {**LABELS, "workload_kind": "Pod", "workload": "lone"},
+        ]
+        assert rows[0].cpu == of(v for _, v in reference(Resource.CPU, T0, END))
+        assert rows[0].memory == of(v for _, v in reference(Resource.MEMORY, T0, END))
+    (row, _lone) = engine.top(web, where, T0, END, Agg.AVG, interval_ms=INTERVAL)
+    ref = [v for _, v in reference(Resource.CPU, T0, END)]
+    assert row.cpu == Fraction(sum(ref), len(ref))
+    only_web = SeriesFilter(QueryKind.WORKLOAD, workload="web")
+    split = engine.top(web, only_web, T0, END, Agg.MAX, containers=True, interval_ms=INTERVAL)
+    assert [r.labels["container"] for r in split] == list(CONTAINERS)
+    for r in split:
+        assert r.cpu == max(
+            v for _, v in reference(Resource.CPU, T0, END, (r.labels["container"],))
+        )
+
+
+def test_summary_grouped_by_workload(web: Store) -> None:
+    for kind in (QueryKind.POD, QueryKind.CONTAINER):
+        groups = engine.summarize(
+            web, SeriesFilter(kind, namespace="shop"), "workload", T0, END, max_groups=10
+        )
+        assert [g.group for g in groups] == ["shop/Deployment/web", "shop/Pod/lone"]
+        web_group = groups[0]
+        assert web_group.series == len(PODS) * len(CONTAINERS)
+        assert web_group.cpu is not None
+        if kind is QueryKind.CONTAINER:
+            assert web_group.cpu.max == max(
+                cpu(s.key.pod, s.key.container, s.timestamp_ms) for s in samples()
+            )
+        else:
+            stamps = {(s.key.pod, s.timestamp_ms) for s in samples()}
+            assert web_group.cpu.max == max(
+                sum(cpu(p, c, ts) for c in CONTAINERS) for p, ts in stamps if p in PODS
+            )
+    with pytest.raises(QueryError):
+        engine.summarize(web, SeriesFilter(QueryKind.NODE), "workload", T0, END, max_groups=10)
+    with pytest.raises(QueryError):
+        engine.summarize(web, SeriesFilter(QueryKind.WORKLOAD), "namespace", T0, END, max_groups=10)
+
+
+def test_http_summary_group_by_workload(api: httpx.Client) -> None:
+    response = api.get(
+        "/api/v1/summary",
+        params={"group_by": "workload", "namespace": "shop", "start": T0 / 1000, "end": END / 1000},
+    )
+    assert response.status_code == 200, response.text
+    assert [g["group"] for g in response.json()["data"]["groups"]] == [
+        "shop/Deployment/web",
+        "shop/Pod/lone",
+    ]
+    bad = api.get("/api/v1/summary", params={"group_by": "workload", "kind": "node"})
+    assert bad.status_code == 400
+    bad = api.get("/api/v1/summary", params={"group_by": "pod", "kind": "workload"})
+    assert bad.status_code == 400
+
+
+def test_recorder_top_workloads(
+    web: Store, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def top(*args: str) -> tuple[int, str, str]:
+        code = main(
+            [
+                "top",
+                *args,
+                "--database-url",
+                database_url,
+                "--since",
+                "20m",
+                "--end",
+                str(END / 1000),
+                "--interval",
+                "30s",
+            ]
+        )
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    peak_cpu = max(v for _, v in reference(Resource.CPU, T0, END))
+    peak_memory = max(v for _, v in reference(Resource.MEMORY, T0, END))
+    code, out, err = top("workloads", "-n", "shop", "--agg", "max")
+    assert code == 0, err
+    header, first, second = out.splitlines()
+    assert header.split() == ["KIND", "NAME", "CPU(cores)", "MEMORY(bytes)"]
+    assert first.split() == [
+        "Deployment",
+        "web",
+        f"{-(-peak_cpu // 10**6)}m",
+        f"{peak_memory // 2**20}Mi",
+    ]
+    assert second.split()[:2] == ["Pod", "lone"]
+    code, out, _ = top(
+        "workload", "web", "-n", "shop", "--containers", "-o", "json", "--agg", "max"
+    )
+    assert code == 0
+    assert [(r["workload"], r["container"]) for r in json.loads(out)] == [
+        ("web", "app"),
+        ("web", "sidecar"),
+    ]
+    code, out, _ = top("workloads", "-A", "--workload-kind", "deployment", "-o", "csv")
+    assert code == 0
+    assert (
+        out.splitlines()[0]
+        == "cluster,namespace,workload_kind,workload,agg,start,end,cpu_cores,memory_bytes"
+    )
+    assert len(out.splitlines()) == 2
+    code, _out, err = top("pods", "-n", "shop", "--workload-kind", "Job")
+    assert code != 0 and "--workload-kind goes with top workload" in err
