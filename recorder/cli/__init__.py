@@ -1,10 +1,11 @@
 """The ``recorder`` command line: flags in, text out.
 
 Each command's flags and handler live in a module of this package (``service``: run, demo,
-poll, simulate; ``maintenance``: migrate, maintain, copy; ``history``: query; ``top``). They
-hand the flags to ``recorder.commands`` (which builds ``Settings`` once and wires the service, a
-poll, maintenance...) or to the query layer, and print what comes back. ``main`` parses, runs
-the handler and turns every error into one line on stderr and an exit code.
+poll, simulate; ``maintenance``: migrate, maintain, copy; ``history``: query; ``top``;
+``recommend``). They hand the flags to ``recorder.commands`` (which builds ``Settings`` once
+and wires the service, a poll, maintenance...) or to the query layer, and print what comes
+back. ``main`` parses, runs the handler and turns every error into one line on stderr and an
+exit code.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger("recorder")
 def build_parser() -> argparse.ArgumentParser:
     from recorder.cli.history import add_history
     from recorder.cli.maintenance import add_maintenance
+    from recorder.cli.recommend import add_recommend
     from recorder.cli.service import add_service, add_simulate
     from recorder.cli.top import add_top
 
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_maintenance(subcommands)
     add_history(subcommands)
     add_top(subcommands)
+    add_recommend(subcommands)
     add_simulate(subcommands)
     return parser
 
