@@ -44,6 +44,10 @@ as /api/v1/history?kind=workload computes it: at each multiple of the poll inter
 NAME is the workload's name, --workload-kind its kind; --containers gives a row per container
 name.
 
+recorder top nodes adds kubectl's CPU(%) and MEMORY(%) once nodes' allocatable is recorded
+(the cluster-objects reader): the value over allocatable as kubectl computes it, allocatable
+as it was at the window's end (with --agg last, what kubectl top nodes shows at that instant).
+
 A window of 2 days or more is snapped to whole UTC days (--since 7d: the 7 days before
 today), so day rollups answer it at any scale; a line on stderr says so."""
 
@@ -148,11 +152,12 @@ def _top(
     end_ms: int,
     agg: Agg,
     containers: bool,
-) -> list[engine.TopRow]:
-    """The one call site of ``recorder top`` into the history."""
+) -> tuple[list[engine.TopRow], engine.Allocatable]:
+    """The one call site of ``recorder top`` into the history: the rows, and for nodes their
+    allocatable at the window's end."""
     store = commands.open_query_store(settings)
     try:
-        return engine.top(
+        rows = engine.top(
             store,
             where,
             start_ms,
@@ -161,6 +166,10 @@ def _top(
             containers=containers,
             interval_ms=max(timeutil.seconds_to_ms(settings.interval_seconds), 1),
         )
+        allocatable: engine.Allocatable = {}
+        if where.kind is QueryKind.NODE and rows:
+            allocatable = engine.allocatable_at(store, where, end_ms)
+        return rows, allocatable
     finally:
         store.close()
 
@@ -218,7 +227,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     )
     agg = Agg(args.agg)
     containers = args.containers
-    rows = _top(settings, where, start_ms, end_ms, agg, containers)
+    rows, allocatable = _top(settings, where, start_ms, end_ms, agg, containers)
     subject = f" of cluster {args.only_cluster}" if args.only_cluster is not None else ""
     if not nodes:
         subject += " in any namespace" if namespace is None else f" in namespace {namespace}"
@@ -259,6 +268,7 @@ def cmd_top(args: argparse.Namespace) -> int:
             all_namespaces=namespace is None,
             containers=containers,
             workloads=workloads,
+            allocatable=allocatable,
             headers=not args.no_headers,
             total=args.sum,
         )

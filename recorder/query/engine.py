@@ -41,6 +41,7 @@ from recorder.query.scan import Gathered, Scan, Unit, accumulators
 from recorder.query.workloads import (
     WorkloadFilter,
     WorkloadOf,
+    node_allocatable,
     workload_members,
     workload_of,
     workload_of_pods,
@@ -662,3 +663,24 @@ def _over_window(found: tuple[IntColumn, IntColumn], agg: Agg) -> Value:
     """``agg`` of an aligned series' values (at least one)."""
     ((_start, value),) = bucketed(found[0], found[1], _WHOLE_MS, agg)
     return value
+
+
+Allocatable = dict[tuple[str, str], tuple[int | None, int | None]]
+"""(cluster, node) -> (CPU allocatable nanocores, memory allocatable bytes)."""
+
+
+def allocatable_at(reader: HistoryReader, where: SeriesFilter, at_ms: int) -> Allocatable:
+    """Each node's allocatable CPU and memory in effect at ``at_ms`` (its newest recorded
+    row since at most then; nodes without one are left out), of the cluster and node
+    ``where`` names, if any: what ``recorder top nodes``' CPU(%) and MEMORY(%) divide by."""
+    with reader.reading() as conn:
+        found = node_allocatable(
+            conn,
+            cluster=where.cluster,
+            nodes=(where.node,) if where.node is not None else (),
+            until_ms=at_ms,
+        )
+    return {
+        key: (rows[-1].cpu_allocatable_nanocores, rows[-1].memory_allocatable_bytes)
+        for key, rows in found.items()
+    }

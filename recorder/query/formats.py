@@ -298,6 +298,23 @@ def kubectl_value(resource: Resource, value: Value) -> str:
     return units.format_cpu(amount) if resource is Resource.CPU else units.format_memory(amount)
 
 
+def kubectl_percent(resource: Resource, value: Value, allocatable: int | None) -> str:
+    """``37%``: usage as a share of allocatable exactly as ``kubectl top node`` computes it
+    (both as milli-units, CPU usage rounded up to whole millicores as it is shown, the
+    quotient in float64 times 100, truncated); ``<unknown>`` without allocatable."""
+    if allocatable is None or allocatable <= 0:
+        return "<unknown>"
+    if resource is Resource.CPU:
+        used = ceil(Fraction(value) / _NANO * 1000)
+        available = -(-allocatable // (_NANO // 1000))
+    else:
+        used = ceil(Fraction(value)) * 1000
+        available = allocatable * 1000
+    if available <= 0:
+        return "<unknown>"
+    return f"{int(float(used) / float(available) * 100)}%"
+
+
 @paused()
 def history_table(result: HistoryResult, resource: Resource, agg: Agg | None) -> str:
     """One row per point: the series' labels, the time (RFC 3339) and the kubectl value."""
@@ -343,12 +360,15 @@ def top_table(
     headers: bool = True,
     total: bool = False,
     workloads: bool = False,
+    allocatable: Mapping[tuple[str, str], tuple[int | None, int | None]] | None = None,
 ) -> str:
     """``kubectl top nodes`` / ``kubectl top pods [-A] [--containers] [--no-headers] [--sum]``:
     NAME (NAMESPACE too across namespaces; POD and the container's NAME with ``containers``),
     CPU in millicores and memory in MiB; ``total``: kubectl's rule and sum row under the
     table. A CLUSTER column comes first when the rows come from more than one cluster.
-    ``workloads``: KIND and NAME of each workload (and CONTAINER with ``containers``)."""
+    ``workloads``: KIND and NAME of each workload (and CONTAINER with ``containers``).
+    Nodes: ``allocatable`` by (cluster, node) adds kubectl's CPU(%) and MEMORY(%) columns
+    (``kubectl_percent``; ``<unknown>`` for a node without it) when it has any node."""
     if nodes:
         header, name_keys = ["NAME"], ["node"]
     elif workloads:
@@ -363,6 +383,23 @@ def top_table(
         name_keys += ["pod", "container"] if containers else ["pod"]
     if len({row.labels.get("cluster") for row in rows}) > 1:
         header, name_keys = ["CLUSTER", *header], ["cluster", *name_keys]
+    if nodes and allocatable:
+        header += ["CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"]
+        body = []
+        for row in rows:
+            cpu_of, memory_of = allocatable.get(
+                (row.labels.get("cluster", ""), row.labels["node"]), (None, None)
+            )
+            body.append(
+                [
+                    *(row.labels[key] for key in name_keys),
+                    kubectl_value(Resource.CPU, row.cpu),
+                    kubectl_percent(Resource.CPU, row.cpu, cpu_of),
+                    kubectl_value(Resource.MEMORY, row.memory),
+                    kubectl_percent(Resource.MEMORY, row.memory, memory_of),
+                ]
+            )
+        return table(header, body, headers=headers)
     header += ["CPU(cores)", "MEMORY(bytes)"]
     body = [
         [

@@ -503,3 +503,31 @@ def test_a_snapped_window_says_so() -> None:
     unsnapped = params.day_window(asked_start, asked_start + day)
     assert formats.top_snapped(unsnapped) == ""
     assert "note" not in formats.summary_json([], "pod", unsnapped, 0.01)["data"]
+
+
+def test_kubectl_percent_as_kubectl_top_node() -> None:
+    cpu, memory = Resource.CPU, Resource.MEMORY
+    assert formats.kubectl_percent(cpu, 500_000_000, 2_000_000_000) == "25%"
+    # usage is shown rounded up to a millicore, and divided as shown: 1001m of 2000m
+    assert formats.kubectl_percent(cpu, 1_000_000_001, 2_000_000_000) == "50%"
+    assert formats.kubectl_percent(cpu, 1_999_999_999, 2_000_000_000) == "100%"
+    assert formats.kubectl_percent(cpu, 1_998_000_001, 2_000_000_000) == "99%"  # truncated
+    assert formats.kubectl_percent(cpu, Fraction(1, 3), 1_000_000_000) == "0%"
+    assert formats.kubectl_percent(memory, 3 * 2**30, 4 * 2**30) == "75%"
+    assert formats.kubectl_percent(memory, 2**32 - 1, 2**32) == "99%"
+    assert formats.kubectl_percent(memory, 10.5, None) == "<unknown>"
+    assert formats.kubectl_percent(memory, 10, 0) == "<unknown>"
+
+
+def test_top_table_of_nodes_with_allocatable_has_kubectl_percent_columns() -> None:
+    nodes = [
+        Row({"cluster": "c", "node": "n1"}, 3_000_000_000, 8 * GIB),
+        Row({"cluster": "c", "node": "n2"}, 1, 1),
+    ]
+    assert formats.top_table(
+        nodes, nodes=True, all_namespaces=True, allocatable={("c", "n1"): (4_000_000_000, 16 * GIB)}
+    ) == (
+        "NAME   CPU(cores)   CPU(%)      MEMORY(bytes)   MEMORY(%)\n"
+        "n1     3000m        75%         8192Mi          50%\n"
+        "n2     1m           <unknown>   0Mi             <unknown>\n"
+    )
