@@ -263,11 +263,13 @@ def _parse_window(text: str) -> int:
     return milliseconds
 
 
-def _usage(usage: Mapping[str, str] | None) -> tuple[int, int]:
-    if not usage:
+def _usage(usage: wire.Usage | None) -> tuple[int, int]:
+    if usage is None:
         raise _Reject("missing_usage", "usage is missing or empty")
-    cpu_text = usage.get("cpu")
-    memory_text = usage.get("memory")
+    cpu_text = usage.cpu if type(usage.cpu) is str else None  # else UNSET: absent
+    memory_text = usage.memory if type(usage.memory) is str else None
+    if cpu_text is None and memory_text is None:
+        raise _Reject("missing_usage", "usage is missing or empty")
     # What metrics-server writes ("12345n", "6789Ki"), checked without a call per quantity:
     # at most 18 and 15 ASCII digits, so both fit their 64-bit columns.
     if cpu_text and memory_text and cpu_text[-1] == "n" and memory_text[-2:] == "Ki":

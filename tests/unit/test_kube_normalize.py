@@ -418,7 +418,7 @@ def test_an_unexpected_error_inside_normalize_rejects_one_item() -> None:
     odd = [
         wire.NodeMetrics(metadata=wire.ObjectMeta(name=5)),  # type: ignore[arg-type]
         wire.NodeMetrics(wire.ObjectMeta(name="n"), T0, "30s", usage=["cpu"]),  # type: ignore[arg-type]
-        wire.NodeMetrics(wire.ObjectMeta(name="good"), T0, "30s", {"cpu": "250m", "memory": "1Gi"}),
+        wire.NodeMetrics(wire.ObjectMeta(name="good"), T0, "30s", wire.Usage("250m", "1Gi")),
     ]
     batch = normalize_nodes(odd, now_ms=NOW_MS)
     assert batch.samples == (GOOD_NODE,)
