@@ -111,6 +111,11 @@ def _tags(r: Recommendation) -> str:
     return ", ".join(tags)
 
 
+def _coverage(share: float) -> str:
+    """``12.5%``; ``<0.1%`` rather than a 0.0% that reads as no data."""
+    return "<0.1%" if 0 < share < 0.0005 else f"{share:.1%}"
+
+
 def _saving(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:.1f} {unit}"
 
