@@ -376,6 +376,11 @@ class SeriesPoints:
 
     labels: Mapping[str, str]
     points: list[tuple[int, Value]]
+    request: list[int | None] | None = None
+    """With requests asked for: the request in effect at each point (``None``: not known),
+    in nanocores or bytes; see ``recorder.query.requests_limits``."""
+    limit: list[int | None] | None = None
+    """Likewise the limit (``None``: not known, or no limit)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,6 +153,14 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             TimeFormat,
             Query(description="times in CSV: RFC 3339 (2026-11-28T16:00:00Z) or unix seconds"),
         ] = TimeFormat.rfc3339,
+        with_requests: Annotated[
+            bool,
+            Query(
+                description="each series also carries `request` and `limit`: the resource's "
+                "request and limit in effect at each point (null: unknown, or no limit), "
+                "summed over a pod's containers and over the pods a workload's value counts"
+            ),
+        ] = False,
     ) -> Response:
         start_ms, end_ms = params.parse_range(
             start, end, now_ms=deps.now_ms(), default_ms=HOUR_MS, max_range_ms=deps.max_range_ms
@@ -168,6 +176,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                 max_points=deps.max_points,
                 max_samples=deps.max_samples,
                 interval_ms=deps.interval_ms,
+                with_requests=with_requests,
             )
             if format is OutputFormat.csv:
                 return Response(

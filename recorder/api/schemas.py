@@ -21,6 +21,12 @@ class ErrorResponse(BaseModel):
 class Series(BaseModel):
     labels: dict[str, str]
     points: list[tuple[float, float]] = Field(description="[unix seconds, value] pairs")
+    request: list[tuple[float, float | None]] | None = Field(
+        None, description="with_requests: the request in effect at each point (null: unknown)"
+    )
+    limit: list[tuple[float, float | None]] | None = Field(
+        None, description="with_requests: the limit at each point (null: unknown or none)"
+    )
 
 
 class HistoryData(BaseModel):

@@ -23,6 +23,12 @@ def add_history(subcommands: Any) -> None:
     query.add_argument("--workload-kind", help="pods whose top-level owner is of this kind")
     query.add_argument("--workload", help="pods whose top-level owner has this name")
     query.add_argument(
+        "--with-requests",
+        action="store_true",
+        help="also the request and limit in effect at each point (kind container, pod or "
+        "workload; from the recorded cluster objects)",
+    )
+    query.add_argument(
         "--interval",
         type=options.positive_seconds,
         help="the poll interval the history was recorded at: kind=workload takes each pod's "
@@ -36,7 +42,9 @@ def add_history(subcommands: Any) -> None:
     query.set_defaults(handler=cmd_query)
 
 
-def _history(settings: Settings, query: HistoryQuery) -> HistoryResult:
+def _history(
+    settings: Settings, query: HistoryQuery, *, with_requests: bool = False
+) -> HistoryResult:
     """The one call site of ``recorder query`` into the history."""
     store = commands.open_query_store(settings)
     try:
@@ -45,6 +53,7 @@ def _history(settings: Settings, query: HistoryQuery) -> HistoryResult:
             query,
             max_points=10**7,
             interval_ms=max(timeutil.seconds_to_ms(settings.interval_seconds), 1),
+            with_requests=with_requests,
         )
     finally:
         store.close()
@@ -73,7 +82,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         args.workload_kind,
         args.workload,
     )
-    result = _history(settings, HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg))
+    result = _history(
+        settings,
+        HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg),
+        with_requests=args.with_requests,
+    )
     shown = agg if step_ms is not None else None
     text = formats.history_text(
         args.format, result, resource, kind, step_ms, shown, args.time_format

@@ -16,6 +16,7 @@ from fractions import Fraction
 from operator import attrgetter
 from typing import Protocol
 
+import numpy as np
 from sqlalchemy import Connection
 
 from recorder.domain import (
@@ -35,7 +36,7 @@ from recorder.domain import (
 )
 from recorder.errors import QueryError
 from recorder.gcpause import paused
-from recorder.query import groups, workload_sums
+from recorder.query import groups, requests_limits, workload_sums
 from recorder.query.groups import Totals, totals_of
 from recorder.query.scan import Gathered, Scan, Unit, accumulators
 from recorder.query.workloads import (
@@ -224,11 +225,18 @@ def history(
     max_points: int,
     max_samples: int = DEFAULT_MAX_SAMPLES,
     interval_ms: int = DEFAULT_INTERVAL_MS,
+    with_requests: bool = False,
 ) -> HistoryResult:
     """Raw points, or ``agg`` per bucket of ``step_ms``: from block statistics (percentiles
     within ``RELATIVE_ACCURACY``) when the step is a multiple of the block, else exactly from
     the samples. ``kind=workload``: see ``_workload_history`` (``interval_ms`` is the poll
-    interval)."""
+    interval). ``with_requests``: each series also carries the request and limit in effect
+    at each point (``_with_requests``)."""
+    if with_requests and query.where.kind is QueryKind.NODE:
+        raise QueryError(
+            "requests and limits belong to containers: use them with kind=container, kind=pod "
+            "or kind=workload"
+        )
     step = query.step_ms
     if step is not None:
         if step <= 0:
@@ -241,13 +249,29 @@ def history(
             )
     if query.where.kind is QueryKind.WORKLOAD:
         return _workload_history(
-            reader, query, max_points=max_points, max_samples=max_samples, interval_ms=interval_ms
+            reader,
+            query,
+            max_points=max_points,
+            max_samples=max_samples,
+            interval_ms=interval_ms,
+            with_requests=with_requests,
         )
+    result, shown = _series_history(reader, query, max_points=max_points, max_samples=max_samples)
+    if not with_requests or not result.series:
+        return result
+    return _with_requests(reader, query, result, shown)
+
+
+def _series_history(
+    reader: HistoryReader, query: HistoryQuery, *, max_points: int, max_samples: int
+) -> tuple[HistoryResult, list[Output]]:
+    """``history`` of nodes, containers and pods, and the output of each series answered."""
+    step = query.step_ms
     block_ms = reader.block_ms
     with reader.reading() as conn:
         outputs, units = units_of(conn, query.where)
         if not units:
-            return HistoryResult([], Tier.RAW)
+            return HistoryResult([], Tier.RAW), []
         scan = Scan(
             units,
             start_ms=query.start_ms,
@@ -273,6 +297,7 @@ def history(
             else:
                 columns_of = scan.sample_columns(conn)
     series_out: list[SeriesPoints] = []
+    shown: list[Output] = []
     total = 0
     if found is not None:
         keys, values = _aggregated(found, aligned(step or 1), query.resource, query.agg)
@@ -288,8 +313,9 @@ def history(
                     outputs[index].labels, [(keys[i][1], values[i]) for i in range(begin, end)]
                 )
             )
+            shown.append(outputs[index])
             begin = end
-        return HistoryResult(series_out, tier, error)
+        return HistoryResult(series_out, tier, error), shown
     if step is not None:
         value_at = 1 if query.resource is Resource.CPU else 2
         for index, output in enumerate(outputs):
@@ -300,7 +326,8 @@ def history(
             total += len(points)
             _check_points(total, max_points)
             series_out.append(SeriesPoints(output.labels, points))
-        return HistoryResult(series_out, tier, error)
+            shown.append(output)
+        return HistoryResult(series_out, tier, error), shown
     column = "cpu_nanocores" if query.resource is Resource.CPU else "memory_bytes"
     for index, output in enumerate(outputs):
         run = runs.pop(index, None)  # let go of each run's other columns once read
@@ -310,7 +337,41 @@ def history(
         total += len(raw)
         _check_points(total, max_points)
         series_out.append(SeriesPoints(output.labels, raw))
-    return HistoryResult(series_out, tier, error)
+        shown.append(output)
+    return HistoryResult(series_out, tier, error), shown
+
+
+def _point_instants(points: Sequence[tuple[int, Value]], query: HistoryQuery) -> list[int]:
+    """Where a series' requests and limits are read: at each raw point, or at the end of
+    each point's bucket (its last millisecond in the range)."""
+    step = query.step_ms
+    if step is None:
+        return [ts for ts, _v in points]
+    return [min(ts + step - 1, query.end_ms) for ts, _v in points]
+
+
+def _with_requests(
+    reader: HistoryReader, query: HistoryQuery, result: HistoryResult, shown: Sequence[Output]
+) -> HistoryResult:
+    """``result`` with each series' request and limit at each point: of its container, or
+    the sum over its pod's containers (``requests_limits``)."""
+    out = []
+    with reader.reading() as conn:
+        for series, output in zip(result.series, shown, strict=True):
+            containers: dict[tuple[str, str, str], set[str]] = {}
+            for s in output.members:
+                if s.kind is Kind.CONTAINER:
+                    containers.setdefault((s.cluster, s.namespace, s.pod), set()).add(s.container)
+            members = [(pod, sorted(names)) for pod, names in containers.items()]
+            lines = requests_limits.read_lines(
+                conn, members, _point_instants(series.points, query), query.resource
+            )
+            out.append(
+                SeriesPoints(
+                    series.labels, series.points, lines.request.listed(), lines.limit.listed()
+                )
+            )
+    return HistoryResult(out, result.tier, result.relative_error)
 
 
 def _workload_history(
@@ -320,10 +381,13 @@ def _workload_history(
     max_points: int,
     max_samples: int,
     interval_ms: int,
+    with_requests: bool = False,
 ) -> HistoryResult:
-    """Each workload's sum over its pods (``aligned``): without a step the aligned instants
-    are the points; with one, each bucket's instants are aggregated with ``agg`` (so with
-    ``step`` = the interval, a point is the sum at its bucket's start, PromQL's range query)."""
+    """Each workload's sum over its pods (``workload_sums``): without a step the aligned
+    instants are the points; with one, each bucket's instants are aggregated with ``agg`` (so
+    with ``step`` = the interval, a point is the sum at its bucket's start, PromQL's range
+    query). Requests and limits: those of the pods counted at each instant; with a step, at
+    the bucket's last instant with a value."""
     step = query.step_ms
     with reader.reading() as conn:
         found = workload_sums.workload_series(
@@ -336,6 +400,7 @@ def _workload_history(
             interval_ms=interval_ms,
             resolution_ms=min(interval_ms, step) if step is not None else interval_ms,
             max_samples=max_samples,
+            with_requests=with_requests,
         )
     series_out: list[SeriesPoints] = []
     total = 0
@@ -343,11 +408,27 @@ def _workload_history(
         stamps, sums = one.values[query.resource]
         if step is None:
             points: list[tuple[int, Value]] = list(zip(stamps.tolist(), sums.tolist(), strict=True))
+            last = np.arange(len(stamps))
         else:
             points = bucketed(stamps, sums, step, query.agg)
+            buckets = stamps - stamps % step
+            last = np.flatnonzero(np.append(buckets[1:] != buckets[:-1], True))
         total += len(points)
         _check_points(total, max_points)
-        series_out.append(SeriesPoints(one.labels, points))
+        if one.lines is None:
+            series_out.append(SeriesPoints(one.labels, points))
+            continue
+        line = one.lines[query.resource]
+        series_out.append(
+            SeriesPoints(
+                one.labels,
+                points,
+                requests_limits.Line(
+                    line.request.values[last], line.request.defined[last]
+                ).listed(),
+                requests_limits.Line(line.limit.values[last], line.limit.defined[last]).listed(),
+            )
+        )
     return HistoryResult(series_out, Tier.RAW)
 
 

@@ -24,6 +24,7 @@ from recorder.domain import (
     Resource,
     ResourceSummary,
     SeriesInfo,
+    SeriesPoints,
     Value,
 )
 from recorder.gcpause import paused
@@ -97,16 +98,22 @@ def history_json(
         data["agg"] = agg.value if agg else None
         if agg is not None and agg.quantile is not None:
             data["relativeError"] = result.relative_error
-    data["series"] = [
-        {
-            "labels": dict(series.labels),
-            "points": [
-                [ts / SECOND_MS, display(resource, value, agg)] for ts, value in series.points
-            ],
-        }
-        for series in result.series
-    ]
+    data["series"] = [_series_json(series, resource, agg) for series in result.series]
     return {"status": "success", "data": data}
+
+
+def _series_json(series: SeriesPoints, resource: Resource, agg: Agg | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "labels": dict(series.labels),
+        "points": [[ts / SECOND_MS, display(resource, value, agg)] for ts, value in series.points],
+    }
+    for name, line in (("request", series.request), ("limit", series.limit)):
+        if line is not None:
+            out[name] = [
+                [ts / SECOND_MS, None if value is None else display(resource, value)]
+                for (ts, _v), value in zip(series.points, line, strict=True)
+            ]
+    return out
 
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -151,7 +158,13 @@ def history_json_bytes(
         points = ",".join(shown)
         labels = _COMPACT.encode(dict(series.labels))
         comma = "," if position else ""
-        parts.append(f'{comma}{{"labels":{labels},"points":[{points}]}}'.encode())
+        lines = ""
+        if series.request is not None or series.limit is not None:
+            extra = _series_json(series, resource, agg)
+            for name in ("request", "limit"):
+                if name in extra:
+                    lines += f',"{name}":{_COMPACT.encode(extra[name])}'
+        parts.append(f'{comma}{{"labels":{labels},"points":[{points}]{lines}}}'.encode())
     parts.append(b"]}}")
     return b"".join(parts)
 
@@ -187,11 +200,21 @@ def history_csv(
     writer = csv.writer(out, lineterminator="\n")
     names = list(result.series[0].labels) if result.series else []
     unit = "samples" if agg is Agg.COUNT else UNIT[resource]
-    writer.writerow([*names, "timestamp", f"{resource.value}_{unit}"])
+    lines = any(s.request is not None for s in result.series)
+    extra = [
+        f"{resource.value}_request_{UNIT[resource]}",
+        f"{resource.value}_limit_{UNIT[resource]}",
+    ]
+    writer.writerow([*names, "timestamp", f"{resource.value}_{unit}", *(extra if lines else [])])
     for series in result.series:
         labels = [series.labels[name] for name in names]
-        for ts, value in series.points:
-            writer.writerow([*labels, time_value(ts, time_format), display(resource, value, agg)])
+        request = series.request or [None] * len(series.points)
+        limit = series.limit or [None] * len(series.points)
+        for (ts, value), req, lim in zip(series.points, request, limit, strict=True):
+            row = [*labels, time_value(ts, time_format), display(resource, value, agg)]
+            if lines:
+                row += ["" if v is None else display(resource, v) for v in (req, lim)]
+            writer.writerow(row)
     return out.getvalue()
 
 
@@ -319,13 +342,21 @@ def kubectl_percent(resource: Resource, value: Value, allocatable: int | None) -
 def history_table(result: HistoryResult, resource: Resource, agg: Agg | None) -> str:
     """One row per point: the series' labels, the time (RFC 3339) and the kubectl value."""
     names = list(result.series[0].labels) if result.series else ["series"]
+    lines = any(s.request is not None for s in result.series)
     rows = []
     for series in result.series:
-        for ts, value in series.points:
+        request = series.request or [None] * len(series.points)
+        limit = series.limit or [None] * len(series.points)
+        for (ts, value), req, lim in zip(series.points, request, limit, strict=True):
             moment = rfc3339(ts)
             shown = str(int(value)) if agg is Agg.COUNT else kubectl_value(resource, value)
-            rows.append([*(series.labels[n] for n in names), moment, shown])
+            row = [*(series.labels[n] for n in names), moment, shown]
+            if lines:
+                row += ["-" if v is None else kubectl_value(resource, v) for v in (req, lim)]
+            rows.append(row)
     header = [n.upper() for n in names] + ["TIME", resource.value.upper()]
+    if lines:
+        header += ["REQUEST", "LIMIT"]
     return table(header, rows)
 
 

@@ -20,8 +20,16 @@ from sqlalchemy import Connection
 
 from recorder.domain import Resource, SeriesFilter
 from recorder.errors import QueryError
+from recorder.query import requests_limits
+from recorder.query.requests_limits import Lines
 from recorder.query.scan import Scan, Unit
-from recorder.query.workloads import WorkloadFilter, aligned_sum, workload_members
+from recorder.query.workloads import (
+    WorkloadFilter,
+    aligned_sum,
+    newest_within,
+    workload_members,
+)
+from recorder.stats.codec import ChunkSamples
 from recorder.store.series import Series
 
 __all__ = ["Aligned", "Workload", "workload_series", "workload_units"]
@@ -44,6 +52,9 @@ class Aligned:
 
     labels: dict[str, str]
     values: dict[Resource, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]
+    lines: dict[Resource, Lines] | None = None
+    """With ``with_requests``: the request and limit at each instant with a value
+    (``requests_limits``)."""
 
 
 def workload_units(
@@ -105,11 +116,13 @@ def workload_series(
     resolution_ms: int,
     max_samples: int,
     by_container: bool = False,
+    with_requests: bool = False,
 ) -> list[Aligned]:
     """Each workload's aligned sum of ``resources`` at the multiples of ``resolution_ms`` in
     ``[start_ms, end_ms]``, pods' samples within ``2 * interval_ms`` before each instant
     (``block_ms``: the store's block); workloads without a value in the range are left out.
-    At most ``max_samples`` samples are decoded and instants evaluated."""
+    At most ``max_samples`` samples are decoded and instants evaluated. ``with_requests``:
+    also the requests and limits of the pods counted at each instant."""
     resolution = max(resolution_ms, 1)
     lookback = 2 * max(interval_ms, 1)
     first = -(-start_ms // resolution) * resolution
@@ -134,6 +147,11 @@ def workload_series(
     per_output: list[list[int]] = [[] for _ in outputs]
     for unit in runs:
         per_output[owner[unit]].append(unit)
+    loaded: requests_limits.Loaded = {}
+    if with_requests:
+        loaded = requests_limits.load(
+            conn, ((s.cluster, s.namespace, s.pod) for o in outputs for s in o.members), end_ms
+        )
     found: list[Aligned] = []
     for output, pods in zip(outputs, per_output, strict=True):
         values = {}
@@ -146,6 +164,58 @@ def workload_series(
                 for u in pods
             ]
             values[resource] = aligned_sum(columns, instants, lookback)
-        if pods and len(values[resources[0]][0]):
-            found.append(Aligned(output.labels, values))
+        if not pods or not len(values[resources[0]][0]):
+            continue
+        lines = None
+        if with_requests:
+            lines = {
+                r: _pods_lines(
+                    output,
+                    [units[u] for u in pods],
+                    [runs[u] for u in pods],
+                    instants,
+                    lookback,
+                    loaded,
+                    r,
+                )
+                for r in resources
+            }
+        found.append(Aligned(output.labels, values, lines))
     return found
+
+
+def _pods_lines(
+    output: Workload,
+    pods: Sequence[Unit],
+    runs: Sequence[ChunkSamples],
+    instants: npt.NDArray[np.int64],
+    lookback_ms: int,
+    loaded: requests_limits.Loaded,
+    resource: Resource,
+) -> Lines:
+    """A workload's request and limit at the instants where it has a value: the sum over
+    the pods counted at each (``requests_limits``)."""
+    by_id = {s.id: s for s in output.members}
+    zeros = np.zeros(len(instants), np.int64)
+    request = requests_limits.Line(zeros, np.ones(len(instants), bool))
+    limit = requests_limits.Line(zeros, np.ones(len(instants), bool))
+    present = np.zeros(len(instants), bool)
+    for unit, run in zip(pods, runs, strict=True):
+        _at, counted = newest_within(run.timestamps_ms, instants, lookback_ms)
+        first = by_id[unit.sample_ids[0]]
+        names = sorted({by_id[i].container for i in unit.sample_ids})
+        line = requests_limits.pod_line(
+            loaded.get((first.cluster, first.namespace, first.pod), {}), names, instants, resource
+        )
+        request = request + _where(line.request, counted)
+        limit = limit + _where(line.limit, counted)
+        present |= counted
+    return Lines(
+        requests_limits.Line(request.values[present], request.defined[present]),
+        requests_limits.Line(limit.values[present], limit.defined[present]),
+    )
+
+
+def _where(line: requests_limits.Line, counted: npt.NDArray[np.bool_]) -> requests_limits.Line:
+    """A pod's line where it counts; 0 and defined where it does not."""
+    return requests_limits.Line(np.where(counted, line.values, 0), line.defined | ~counted)

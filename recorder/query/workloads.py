@@ -87,6 +87,7 @@ __all__ = [
     "container_requests",
     "current_requests",
     "in_effect",
+    "newest_within",
     "node_allocatable",
     "workload_members",
     "workload_of",
@@ -295,12 +296,24 @@ def aligned_sum(
     for stamps_in, values_in in runs:
         if not len(stamps_in):
             continue
-        stamps = np.asarray(stamps_in, np.int64)
+        at, found = newest_within(stamps_in, instants, lookback_ms)
         values = np.asarray(values_in, np.int64)
-        newest = np.searchsorted(stamps, instants, "right") - 1
-        found = newest >= 0
-        at = np.where(found, newest, 0)
-        found &= stamps[at] > instants - lookback_ms
         total += np.where(found, values[at], 0)
         present |= found
     return instants[present], total[present]
+
+
+def newest_within(
+    stamps_in: Sequence[int] | npt.NDArray[np.int64],
+    instants: npt.NDArray[np.int64],
+    lookback_ms: int,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """For each instant ``t``, the index of the run's newest sample in ``(t - lookback_ms,
+    t]`` and whether there is one (the index is 0 where there is none); ``stamps_in`` is
+    time-ordered and not empty."""
+    stamps = np.asarray(stamps_in, np.int64)
+    newest = np.searchsorted(stamps, instants, "right") - 1
+    found = newest >= 0
+    at = np.where(found, newest, 0)
+    found &= stamps[at] > instants - lookback_ms
+    return at, found
