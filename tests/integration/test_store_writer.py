@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from recorder.buffer import decode_batch, encode_batch
-from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.domain import Batch, Kind, Sample, Samples, SeriesKey
 from recorder.store import Store, schema
 from recorder.store.writer import (
     DATABASE_REJECTED,
@@ -37,6 +37,7 @@ from recorder.store.writer import (
     MAX_ISOLATED,
     OUT_OF_RANGE,
     SampleWriter,
+    _all_fresh,
 )
 
 T0 = 1_700_000_000_000
@@ -404,3 +405,63 @@ def test_reloading_after_a_failure_keeps_the_keys_and_labels_already_held(store:
     writer.load()
     assert writer._labels["default"][("shop", "web-0")] == {"app": "api"}
     assert writer._labels["default"][("shop", "web-1")] is labels_before[("shop", "web-1")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    drawn=st.lists(
+        st.tuples(st.integers(0, 7), st.integers(-2, 3), st.sampled_from(VALUES)), max_size=12
+    ),
+    newest=st.dictionaries(st.integers(1, 6), st.integers(-1, 2), max_size=6),
+    below=st.dictionaries(st.integers(1, 6), st.integers(-3, -2), max_size=2),
+    huge=st.booleans(),
+)
+def test_the_column_wide_pass_answers_as_the_one_by_one_pass(
+    drawn: list[tuple[int, int, Values]],
+    newest: dict[int, int],
+    below: dict[int, int],
+    huge: bool,
+) -> None:
+    # Keys 0..5 are stored series (ids 1..6), 6 and 7 are not stored yet.
+    keys = [SeriesKey.for_container("shop", f"p{i}", "c") for i in range(8)]
+    writer = SampleWriter(None, None)  # type: ignore[arg-type]  # no database: a pure pass
+    writer._ids = {keys[i]: i + 1 for i in range(6)}
+    writer._newest = {sid: T0 + 1_000 * dt for sid, dt in newest.items()}
+    writer._newest_digest = {sid: hash(VALUES[0]) for sid in newest}
+    writer._below = {sid: (T0 + 1_000 * dt, hash(VALUES[0])) for sid, dt in below.items()}
+    samples = Samples()
+    for i, dt, (window, cpu, memory) in drawn:
+        samples.keys.append(keys[i])
+        samples.timestamps_ms.append(T0 + 1_000 * dt)
+        samples.windows_ms.append(window)
+        samples.cpu_nanocores.append(2**70 if huge and i == 0 else cpu)
+        samples.memory_bytes.append(memory)
+    fast = _all_fresh(samples, writer._ids, writer._newest, writer._below)
+    slow = writer._fresh_rows_one_by_one(samples, writer._ids)
+    if fast is None:
+        return
+    assert fast.rows == slow.rows
+    assert fast.newest == slow.newest
+    assert (fast.below, fast.unknown, fast.missing) == (slow.below, slow.unknown, slow.missing)
+    assert list(fast.pending) == list(slow.pending)
+    assert fast.fits == slow.fits
+
+
+def test_a_steady_poll_takes_the_column_wide_pass() -> None:
+    keys = [SeriesKey.for_container("shop", f"p{i}", "c") for i in range(100)]
+    ids = {key: sid for sid, key in enumerate(keys[:90], 1)}
+    samples = Samples()
+    for i, key in enumerate(keys):
+        samples.keys.append(key)
+        samples.timestamps_ms.append(T0 + i)
+        samples.windows_ms.append(15_000)
+        samples.cpu_nanocores.append(i)
+        samples.memory_bytes.append(i)
+    newest = {sid: T0 - 15_000 for sid in ids.values()}
+    found = _all_fresh(samples, ids, newest, {})
+    assert found is not None
+    assert len(found.rows) == 90 and len(found.pending) == 10 and len(found.missing) == 10
+    assert found.newest.timestamps == {sid: T0 + sid - 1 for sid in ids.values()}
+    # One series polled twice, or not newer than its stored newest: sample by sample.
+    newest[5] = T0 + 4
+    assert _all_fresh(samples, ids, newest, {}) is None
