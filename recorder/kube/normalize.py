@@ -126,12 +126,18 @@ class Remembered:
     def __init__(self) -> None:
         self.cluster: str | None = None
         self.keys: dict[tuple[str, str, str], SeriesKey] = {}
-        self.labels: dict[PodRef, _CheckedLabels] = {}
+        """A node list's keys by ("", node, "")."""
+        self.pods: dict[PodRef, _PodMemo] = {}
+        """A pod list's pods: one lookup per pod finds its labels and its containers' keys."""
 
 
-_CheckedLabels = tuple[dict[str, str] | None, Mapping[str, str], tuple[Rejection, ...]]
+_PodMemo = tuple[
+    dict[str, str] | None, Mapping[str, str], tuple[Rejection, ...], Mapping[str, SeriesKey]
+]
 """A pod's labels as received (only when some were dropped: else they equal the kept ones),
-as kept, and the rejections checking them gave."""
+as kept, the rejections checking them gave, and its containers' keys by container name. A pod
+whose labels and containers did not change keeps its tuple from poll to poll."""
+_NO_KEYS: Mapping[str, SeriesKey] = {}
 
 
 class _Parsers:
@@ -333,7 +339,7 @@ def _remembered(remembered: Remembered | None, cluster: str) -> Remembered:
     if remembered is None:
         return Remembered()
     if remembered.cluster != cluster:
-        remembered.cluster, remembered.keys, remembered.labels = cluster, {}, {}
+        remembered.cluster, remembered.keys, remembered.pods = cluster, {}, {}
     return remembered
 
 
@@ -391,9 +397,8 @@ def normalize_pods(
     (namespace, pod): the whole batch is of one cluster, ``Batch.cluster``."""
     parsers = _Parsers(now_ms, max_future_skew_ms)
     memory_of = _remembered(remembered, cluster)
-    known_keys, known_labels = memory_of.keys, memory_of.labels
-    keys: dict[tuple[str, str, str], SeriesKey] = {}
-    checked: dict[PodRef, _CheckedLabels] = {}
+    known_pods = memory_of.pods
+    pods_now: dict[PodRef, _PodMemo] = {}
     # The columns of the batch's samples, appended to by name (no object per sample).
     sample_keys: list[SeriesKey] = []
     sample_timestamps: list[int] = []
@@ -429,18 +434,18 @@ def normalize_pods(
                 window_ms = parsers.window_ms(item.window)
             ref = (namespace, pod)
             raw = meta.labels
-            before = known_labels.get(ref)
+            before = known_pods.get(ref)
             if before is not None and (before[1] if before[0] is None else before[0]) == (
                 raw or {}
             ):
-                pod_labels = before[1]
-                rejections.extend(before[2])
-                checked[ref] = before
+                pod_labels, dropped, old_keys = before[1], before[2], before[3]
+                rejections.extend(dropped)
             else:
                 first = len(rejections)
                 pod_labels = parsers.labels(raw, pod, namespace, rejections)
                 dropped = tuple(rejections[first:])
-                checked[ref] = (raw if dropped else None, pod_labels, dropped)
+                old_keys = before[3] if before is not None else _NO_KEYS
+                before = None  # the labels changed: a new memo
             containers = item.containers or ()
         except Exception as exc:
             bad = exc if isinstance(exc, _Reject) else _malformed(exc)
@@ -451,6 +456,8 @@ def normalize_pods(
             )
             continue
         labels[ref] = pod_labels
+        start = len(sample_keys)
+        hits = 0
         for container in containers:
             name: str | None = None
             try:
@@ -458,11 +465,11 @@ def normalize_pods(
                 if not (name and len(name) <= MAX_NAME_CHARS and name.isprintable()):
                     name = _check_name("container name", name)
                 cpu, memory = _usage(container.usage)
-                identity = (namespace, pod, name)
-                key = known_keys.get(identity) or SeriesKey.for_container(
-                    intern(namespace), pod, intern(name), cluster
-                )
-                keys[identity] = key
+                key = old_keys.get(name)
+                if key is None:
+                    key = SeriesKey.for_container(intern(namespace), pod, intern(name), cluster)
+                else:
+                    hits += 1
             except Exception as exc:
                 bad = exc if isinstance(exc, _Reject) else _malformed(exc)
                 rejections.append(
@@ -476,7 +483,14 @@ def normalize_pods(
             sample_windows.append(window_ms)
             sample_cpu.append(cpu)
             sample_memory.append(memory)
-    memory_of.keys, memory_of.labels = keys, checked
+        made = len(sample_keys) - start
+        if before is not None and hits == made == len(old_keys):
+            pods_now[ref] = before  # the same labels and containers: kept as it was
+        else:
+            # The keys of the containers sampled now (a rejected one's is made again later).
+            keys = {key.container: key for key in sample_keys[start:]}
+            pods_now[ref] = (raw if dropped else None, pod_labels, dropped, keys)
+    memory_of.pods = pods_now
     samples = Samples(sample_keys, sample_timestamps, sample_windows, sample_cpu, sample_memory)
     return Batch(Kind.CONTAINER, samples, labels, tuple(rejections), cluster)
 
