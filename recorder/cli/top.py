@@ -249,13 +249,21 @@ def cmd_top(args: argparse.Namespace) -> int:
     shown = ranked if args.limit is None else ranked[: args.limit]
     kind = QueryKind.NODE if nodes else QueryKind.CONTAINER if containers else QueryKind.POD
     if args.output == "json":
-        print(formats.top_json(shown, agg, start_ms, end_ms, args.time_format), end="")
+        text = formats.top_json(shown, agg, start_ms, end_ms, args.time_format, allocatable)
+        print(text, end="")
     elif args.output == "csv":
         names = engine.LABELS[QueryKind.WORKLOAD if workloads else kind]
         if workloads and containers:
             names = (*names, "container")
         text = formats.top_csv(
-            shown, agg, start_ms, end_ms, args.time_format, names=names, headers=not args.no_headers
+            shown,
+            agg,
+            start_ms,
+            end_ms,
+            args.time_format,
+            names=names,
+            headers=not args.no_headers,
+            allocatable=allocatable,
         )
         print(text, end="")
     elif shown:

@@ -462,12 +462,35 @@ def top_snapped(window: Window) -> str:
     return "" if note is None else f"# {note}\n"
 
 
+Allocatable = Mapping[tuple[str, str], tuple[int | None, int | None]]
+"""(cluster, node) -> (CPU allocatable nanocores, memory allocatable bytes)."""
+
+ALLOCATABLE_FIELDS = (
+    "cpu_allocatable_cores",
+    "cpu_percent",
+    "memory_allocatable_bytes",
+    "memory_percent",
+)
+"""What ``recorder top nodes -o json|csv`` adds when nodes' allocatable is recorded."""
+
+
+def _percent(resource: Resource, value: Value, allocatable: int | None) -> int | None:
+    shown = kubectl_percent(resource, value, allocatable)
+    return None if shown == "<unknown>" else int(shown[:-1])
+
+
 def _top_records(
-    rows: Sequence[TopRow], agg: Agg, start_ms: int, end_ms: int, time_format: str
+    rows: Sequence[TopRow],
+    agg: Agg,
+    start_ms: int,
+    end_ms: int,
+    time_format: str,
+    allocatable: Allocatable | None = None,
 ) -> list[dict[str, Any]]:
     start, end = time_value(start_ms, time_format), time_value(end_ms, time_format)
-    return [
-        {
+    records = []
+    for row in rows:
+        record: dict[str, Any] = {
             **row.labels,
             "agg": agg.value,
             "start": start,
@@ -475,17 +498,34 @@ def _top_records(
             "cpu_cores": display(Resource.CPU, row.cpu),
             "memory_bytes": display(Resource.MEMORY, row.memory),
         }
-        for row in rows
-    ]
+        if allocatable:
+            cpu_of, memory_of = allocatable.get(
+                (row.labels.get("cluster", ""), row.labels.get("node", "")), (None, None)
+            )
+            record["cpu_allocatable_cores"] = (
+                None if cpu_of is None else display(Resource.CPU, cpu_of)
+            )
+            record["cpu_percent"] = _percent(Resource.CPU, row.cpu, cpu_of)
+            record["memory_allocatable_bytes"] = memory_of
+            record["memory_percent"] = _percent(Resource.MEMORY, row.memory, memory_of)
+        records.append(record)
+    return records
 
 
 def top_json(
-    rows: Sequence[TopRow], agg: Agg, start_ms: int, end_ms: int, time_format: str = "rfc3339"
+    rows: Sequence[TopRow],
+    agg: Agg,
+    start_ms: int,
+    end_ms: int,
+    time_format: str = "rfc3339",
+    allocatable: Allocatable | None = None,
 ) -> str:
     """``recorder top -o json``: one object per row, its labels (cluster, then namespace and
     pod, or node; container with ``--containers``), the aggregation and the window, CPU in
-    cores and memory in bytes; one line."""
-    return json.dumps(_top_records(rows, agg, start_ms, end_ms, time_format)) + "\n"
+    cores and memory in bytes; one line. Nodes with ``allocatable`` (any recorded): also
+    ``ALLOCATABLE_FIELDS`` (``null`` for a node without it), the percentages as ``top_table``
+    shows them."""
+    return json.dumps(_top_records(rows, agg, start_ms, end_ms, time_format, allocatable)) + "\n"
 
 
 def top_csv(
@@ -497,14 +537,17 @@ def top_csv(
     *,
     names: Sequence[str],
     headers: bool = True,
+    allocatable: Allocatable | None = None,
 ) -> str:
     """``recorder top -o csv``: the fields of ``top_json`` as columns (``names``: the label
-    columns, so a table without rows still has its header)."""
+    columns, so a table without rows still has its header; empty for a null)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     fields = [*names, "agg", "start", "end", "cpu_cores", "memory_bytes"]
+    if allocatable:
+        fields += ALLOCATABLE_FIELDS
     if headers:
         writer.writerow(fields)
-    for record in _top_records(rows, agg, start_ms, end_ms, time_format):
-        writer.writerow([record[field] for field in fields])
+    for record in _top_records(rows, agg, start_ms, end_ms, time_format, allocatable):
+        writer.writerow(["" if record[f] is None else record[f] for f in fields])
     return out.getvalue()

@@ -142,7 +142,14 @@ def workload_series(
         block_ms=block_ms,
         max_samples=max_samples,
     )
-    runs = scan.samples(conn)
+    try:
+        runs = scan.samples(conn)
+    except QueryError:
+        raise QueryError(
+            f"the query needs more than {max_samples} raw samples (a workload's sum is computed "
+            "from its pods' samples, not from block statistics): narrow the time range, or "
+            "filter by namespace, workload or container"
+        ) from None
     instants = first + resolution * np.arange(count, dtype=np.int64)
     per_output: list[list[int]] = [[] for _ in outputs]
     for unit in runs:

@@ -5,6 +5,7 @@ MEMORY(%) that kubectl computes from the live APIs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -95,6 +96,26 @@ def test_top_nodes_agg_last_equals_kubectl_top_nodes(simulator: str, tmp_path: P
     assert rows[0] == theirs[0]
     assert sorted(rows[1:]) == sorted(theirs[1:])
     assert len(rows) == 7
+    as_json = run_recorder(
+        [
+            "top",
+            "nodes",
+            "--agg",
+            "last",
+            "--end",
+            str(T0 + 60),
+            "-o",
+            "json",
+            "--database-url",
+            database_url,
+        ]
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    percents = {
+        r["node"]: [f"{r['cpu_percent']}%", f"{r['memory_percent']}%"]
+        for r in json.loads(as_json.stdout)
+    }
+    assert percents == {row[0]: [row[2], row[4]] for row in theirs[1:]}
     # Without the allocatable recorded (no cluster objects), the columns are kubectl's older
     # two: nothing to divide by.
     bare_url = f"sqlite:///{tmp_path / 'bare.db'}"

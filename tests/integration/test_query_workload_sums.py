@@ -211,7 +211,7 @@ def test_bad_filters_and_bounds_are_query_errors(web: Store) -> None:
         engine.history(
             web, HistoryQuery(Resource.CPU, WORKLOAD, T0, END), max_points=10, interval_ms=INTERVAL
         )
-    with pytest.raises(QueryError, match="raw samples"):
+    with pytest.raises(QueryError, match="computed from its pods' samples"):
         history(web, HistoryQuery(Resource.CPU, WORKLOAD, T0, END), max_samples=100)
     with pytest.raises(QueryError, match="instants"):
         history(web, HistoryQuery(Resource.CPU, WORKLOAD, T0, END), max_samples=10)

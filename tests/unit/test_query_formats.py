@@ -531,3 +531,29 @@ def test_top_table_of_nodes_with_allocatable_has_kubectl_percent_columns() -> No
         "n1     3000m        75%         8192Mi          50%\n"
         "n2     1m           <unknown>   0Mi             <unknown>\n"
     )
+
+
+def test_top_json_and_csv_of_nodes_with_allocatable() -> None:
+    nodes = [
+        Row({"cluster": "c", "node": "n1"}, 3_000_000_000, 8 * GIB),
+        Row({"cluster": "c", "node": "n2"}, 1, 1),
+    ]
+    allocatable = {("c", "n1"): (4_000_000_000, 16 * GIB)}
+    records = json.loads(formats.top_json(nodes, Agg.LAST, 0, 1000, "unix", allocatable))
+    assert [
+        (
+            r["cpu_allocatable_cores"],
+            r["cpu_percent"],
+            r["memory_allocatable_bytes"],
+            r["memory_percent"],
+        )
+        for r in records
+    ] == [(4.0, 75, 16 * GIB, 50), (None, None, None, None)]
+    text = formats.top_csv(
+        nodes, Agg.LAST, 0, 1000, "unix", names=["cluster", "node"], allocatable=allocatable
+    )
+    assert text.splitlines()[0].endswith(
+        ",cpu_allocatable_cores,cpu_percent,memory_allocatable_bytes,memory_percent"
+    )
+    assert text.splitlines()[2].endswith(",,,,")
+    assert "cpu_percent" not in formats.top_json(nodes, Agg.LAST, 0, 1000)
