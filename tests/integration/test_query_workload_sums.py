@@ -397,3 +397,24 @@ def test_recorder_top_workloads(
     assert len(out.splitlines()) == 2
     code, _out, err = top("pods", "-n", "shop", "--workload-kind", "Job")
     assert code != 0 and "--workload-kind goes with top workload" in err
+
+
+def test_series_of_kind_workload(web: Store, api: httpx.Client) -> None:
+    found = engine.list_series(web, SeriesFilter(QueryKind.WORKLOAD, namespace="shop"), limit=10)
+    assert [info.labels for info in found] == [
+        LABELS,
+        {**LABELS, "workload_kind": "Pod", "workload": "lone"},
+    ]
+    stamps = [s.timestamp_ms for s in samples()]
+    assert (found[0].first_seen_ms, found[0].last_seen_ms) == (min(stamps), max(stamps))
+    listed = api.get("/api/v1/series", params={"kind": "workload", "workload": "web"}).json()
+    assert [entry["labels"] for entry in listed["data"]] == [LABELS]
+
+
+def test_top_a_workload_that_is_not_there_says_so(
+    web: Store, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["top", "workload", "nope", "-n", "shop", "--database-url", database_url])
+    _out, err = capsys.readouterr()
+    assert code == 2
+    assert "no metrics recorded for workload 'nope' in namespace shop" in err
