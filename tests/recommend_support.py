@@ -234,7 +234,7 @@ def reference(
             own += min(len(stamps) * gap, stamps[-1] - stamps[0] + gap)
             firsts.append(stamps[0])
             lasts.append(stamps[-1] + gap)
-        span = min(end_ms + 1, max(lasts)) - max(start_ms, min(firsts))
+        span = max(lasts) - min(firsts)
         newest_pod = max((p for p, *_ in pods), key=lambda p: (recorded.first_seen[(ns, p)], p))
         wanted = Fraction(memory_max) * (1 + Fraction(str(buffer)) / 100)
         out[key] = Expected(

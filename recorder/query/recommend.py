@@ -324,16 +324,16 @@ def _own_ms(acc: Accumulator) -> int:
     return min(acc.count * acc.interval_ms, acc.last_ms - acc.first_ms + acc.interval_ms)
 
 
-def _replicas(accs: Sequence[Accumulator], start_ms: int, end_ms: int) -> float:
-    """Pod-time with samples / the time from the first sample to the last (plus an interval),
-    within the window."""
+def _replicas(accs: Sequence[Accumulator]) -> float:
+    """Pod-time with samples / the time from the first sample in the window to the last (plus
+    an interval): each pod's time lies within that span, so a workload never has more replicas
+    than pods at once."""
     timed = [a for a in accs if a.interval_ms > 0 and a.count]
     if not timed:  # single samples: each pod counts once
         return float(sum(1 for a in accs if a.count))
-    first = max(start_ms, min(a.first_ms for a in timed))
-    last = min(end_ms + 1, max(a.last_ms + a.interval_ms for a in timed))
-    span = max(last - first, 1)
-    return sum(_own_ms(a) for a in timed) / span
+    first = min(a.first_ms for a in timed)
+    last = max(a.last_ms + a.interval_ms for a in timed)
+    return sum(_own_ms(a) for a in timed) / max(last - first, 1)
 
 
 @paused()
@@ -346,7 +346,7 @@ def recommend(
     max_rows: int = 100_000,
     max_samples: int = DEFAULT_MAX_SAMPLES,
 ) -> Report:
-    """Recommendations for every (workload, container name) of ``scope`` with samples in the
+    """Recommendations for every (workload, container name) of ``where`` with samples in the
     window that ends at ``end_ms``, in (cluster, namespace, kind, name, container) order."""
     start_ms = max(floor_to(end_ms - strategy.window_ms, reader.block_ms), 0)
     window_ms = max(end_ms - start_ms, 1)
@@ -406,7 +406,7 @@ def recommend(
             cpu_max_nanocores=max(a.maximum for a in cpu_accs),
             memory_max_bytes=max(memory_of[i].maximum for i in indexes),
             coverage=min(covered_ms(cpu_accs) / window_ms, 1.0),
-            replicas=_replicas(cpu_accs, start_ms, end_ms),
+            replicas=_replicas(cpu_accs),
             pods=len(indexes),
         )
         current = currents[key]

@@ -79,6 +79,7 @@ def _key(r: Recommendation) -> tuple[str, str, str, str]:
 
 def test_every_workload_container_is_listed_with_the_references_numbers(cluster: Cluster) -> None:
     report = cluster.report
+    workload = cluster.recorded.workload
     assert {_key(r) for r in report.recommendations} == set(cluster.expected)
     for r in report.recommendations:
         e = cluster.expected[_key(r)]
@@ -88,6 +89,12 @@ def test_every_workload_container_is_listed_with_the_references_numbers(cluster:
         assert r.usage.cpu_max_nanocores == e.cpu_max, where
         assert r.usage.memory_max_bytes == e.memory_max, where
         assert math.isclose(r.usage.replicas, e.replicas, rel_tol=1e-12), where
+        # Never more replicas than the workload had pods at once.
+        at_once = max(
+            sum(1 for p in listed if p[0] == r.namespace and workload[p] == (r.kind, r.name))
+            for listed in cluster.recorded.pods_at.values()
+        )
+        assert r.usage.replicas <= at_once, where
         # The percentile comes from sketches: within their relative accuracy of the exact one.
         assert abs(r.usage.cpu_quantile_nanocores - e.cpu_quantile) <= (
             RELATIVE_ACCURACY * e.cpu_quantile + 1e-6
