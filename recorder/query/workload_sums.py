@@ -27,12 +27,17 @@ from recorder.query.workloads import (
     WorkloadFilter,
     aligned_sum,
     newest_within,
+    span,
     workload_members,
 )
 from recorder.stats.codec import ChunkSamples
 from recorder.store.series import Series
 
 __all__ = ["Aligned", "Workload", "workload_series", "workload_units"]
+
+_WORK_PER_SAMPLE = 4
+"""How many (pod, instant) pairs a workload query may evaluate per sample it may decode: the
+bound on its CPU time besides ``max_samples``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +157,16 @@ def workload_series(
         ) from None
     instants = first + resolution * np.arange(count, dtype=np.int64)
     per_output: list[list[int]] = [[] for _ in outputs]
-    for unit in runs:
+    work = 0
+    for unit, run in runs.items():
         per_output[owner[unit]].append(unit)
+        low, high = span(run.timestamps_ms, instants, lookback)
+        work += max(high - low, 0)
+    if work > _WORK_PER_SAMPLE * max_samples:
+        raise QueryError(
+            f"the query would align more than {_WORK_PER_SAMPLE * max_samples} pod-instants: "
+            "use a larger step, or narrow the time range or the filters"
+        )
     loaded: requests_limits.Loaded = {}
     if with_requests:
         loaded = requests_limits.load(
@@ -203,24 +216,37 @@ def _pods_lines(
     """A workload's request and limit at the instants where it has a value: the sum over
     the pods counted at each (``requests_limits``)."""
     by_id = {s.id: s for s in output.members}
-    zeros = np.zeros(len(instants), np.int64)
-    request = requests_limits.Line(zeros, np.ones(len(instants), bool))
-    limit = requests_limits.Line(zeros, np.ones(len(instants), bool))
+    n = len(instants)
+    request = requests_limits.Line(np.zeros(n, np.int64), np.ones(n, bool))
+    limit = requests_limits.Line(np.zeros(n, np.int64), np.ones(n, bool))
     present = np.zeros(len(instants), bool)
     for unit, run in zip(pods, runs, strict=True):
-        _at, counted = newest_within(run.timestamps_ms, instants, lookback_ms)
+        low, high = span(run.timestamps_ms, instants, lookback_ms)
+        if low >= high:
+            continue
+        inside = instants[low:high]
+        _at, counted = newest_within(run.timestamps_ms, inside, lookback_ms)
         first = by_id[unit.sample_ids[0]]
         names = sorted({by_id[i].container for i in unit.sample_ids})
         line = requests_limits.pod_line(
-            loaded.get((first.cluster, first.namespace, first.pod), {}), names, instants, resource
+            loaded.get((first.cluster, first.namespace, first.pod), {}), names, inside, resource
         )
-        request = request + _where(line.request, counted)
-        limit = limit + _where(line.limit, counted)
-        present |= counted
+        request = _add_at(request, _where(line.request, counted), low, high)
+        limit = _add_at(limit, _where(line.limit, counted), low, high)
+        present[low:high] |= counted
     return Lines(
         requests_limits.Line(request.values[present], request.defined[present]),
         requests_limits.Line(limit.values[present], limit.defined[present]),
     )
+
+
+def _add_at(
+    total: requests_limits.Line, part: requests_limits.Line, low: int, high: int
+) -> requests_limits.Line:
+    """``total`` with ``part`` (of the instants ``[low, high)``) added in place."""
+    total.values[low:high] += part.values
+    total.defined[low:high] &= part.defined
+    return total
 
 
 def _where(line: requests_limits.Line, counted: npt.NDArray[np.bool_]) -> requests_limits.Line:

@@ -46,6 +46,8 @@ list[NodeResources]]``
 ``workload_of(found, cluster, namespace, pod) -> WorkloadKey``
     Every recorded pod's workload, and one pod's (its own bare-pod workload when it has
     none recorded): for grouping series by workload.
+``span(stamps, instants, lookback_ms)``, ``newest_within(stamps, instants, lookback_ms)``
+    Pure: the instants where one run can count, and its sample counted at each.
 ``aligned_sum(runs, instants, lookback_ms)``
     Pure: a workload's value at each instant, as PromQL's ``sum`` aligns series that report
     at different instants: each run's (pod's) newest sample in ``(t - lookback_ms, t]``,
@@ -89,6 +91,7 @@ __all__ = [
     "in_effect",
     "newest_within",
     "node_allocatable",
+    "span",
     "workload_members",
     "workload_of",
     "workload_of_pods",
@@ -296,11 +299,28 @@ def aligned_sum(
     for stamps_in, values_in in runs:
         if not len(stamps_in):
             continue
-        at, found = newest_within(stamps_in, instants, lookback_ms)
+        stamps = np.asarray(stamps_in, np.int64)
+        low, high = span(stamps, instants, lookback_ms)
+        if low >= high:
+            continue
+        at, found = newest_within(stamps, instants[low:high], lookback_ms)
         values = np.asarray(values_in, np.int64)
-        total += np.where(found, values[at], 0)
-        present |= found
+        total[low:high] += np.where(found, values[at], 0)
+        present[low:high] |= found
     return instants[present], total[present]
+
+
+def span(
+    stamps: Sequence[int] | npt.NDArray[np.int64],
+    instants: npt.NDArray[np.int64],
+    lookback_ms: int,
+) -> tuple[int, int]:
+    """The slice ``[low, high)`` of ``instants`` (ascending) where a run with these
+    time-ordered, non-empty ``stamps`` can have a sample within the lookback: from its first
+    sample to its last plus the lookback. Outside it the run counts nowhere."""
+    low = int(np.searchsorted(instants, stamps[0], "left"))
+    high = int(np.searchsorted(instants, stamps[-1] + lookback_ms, "left"))
+    return low, high
 
 
 def newest_within(

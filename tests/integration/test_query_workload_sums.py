@@ -418,3 +418,30 @@ def test_top_a_workload_that_is_not_there_says_so(
     _out, err = capsys.readouterr()
     assert code == 2
     assert "no metrics recorded for workload 'nope' in namespace shop" in err
+
+
+def test_the_pod_instants_a_workload_query_evaluates_are_bounded(web: Store) -> None:
+    pods = [f"many-{i}" for i in range(6)]
+    web.write(
+        Batch(
+            Kind.CONTAINER,
+            [
+                Sample(SeriesKey.for_container("shop", pod, "c"), ts, 30_000, 1, 1)
+                for ts in (T0, END)
+                for pod in pods
+            ],
+        ),
+        now_ms=END,
+    )
+    ObjectStore(web.engine, DEFAULT_CLUSTER).record_pods(
+        [("shop", pod, "Deployment", "many", None) for pod in pods], now_ms=T0
+    )
+    where = SeriesFilter(QueryKind.WORKLOAD, workload="many")
+    # 1,201 instants of one workload and 12 samples, but six pods spanning them all: 7,206
+    # pod-instants with a lookback of the whole range (an interval of 10 minutes).
+    query = HistoryQuery(Resource.CPU, where, T0, END, 1000, Agg.MAX)
+    long_interval = {"interval_ms": 600_000}
+    found = engine.history(web, query, max_points=10**5, max_samples=2000, **long_interval)
+    assert len(found.series[0].points) == 1201
+    with pytest.raises(QueryError, match="pod-instants"):
+        engine.history(web, query, max_points=10**5, max_samples=1300, **long_interval)
