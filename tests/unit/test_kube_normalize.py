@@ -481,7 +481,7 @@ def test_remembered_keys_are_reused_and_forgotten_with_their_pod() -> None:
     again = _pods(remembered, pod("web-1"))
     assert again.samples[0].key is first.samples[0].key  # the same object: lookups stop there
     # web-2 is gone, so is its key
-    assert {(*ref, name) for ref, memo in remembered.pods.items() for name in memo[3]} == {
+    assert {(*ref, k.container) for ref, memo in remembered.pods.items() for k in memo[3]} == {
         ("shop", "web-1", "app")
     }
     back = _pods(remembered, pod("web-2"))
@@ -501,11 +501,11 @@ def test_a_pod_that_did_not_change_keeps_its_memo_and_a_new_container_gets_a_key
     ]
     grown = _pods(remembered, pod("web-1", containers=two))
     assert [s.key.container for s in grown.samples] == ["app", "sidecar"]
-    assert grown.samples[0].key is memo[3]["app"]
-    assert set(remembered.pods[("shop", "web-1")][3]) == {"app", "sidecar"}
+    assert grown.samples[0].key is memo[3][0]
+    assert [k.container for k in remembered.pods[("shop", "web-1")][3]] == ["app", "sidecar"]
     shrunk = _pods(remembered, pod("web-1", containers=two[1:]))
     assert shrunk.samples[0].key is grown.samples[1].key
-    assert set(remembered.pods[("shop", "web-1")][3]) == {"sidecar"}
+    assert [k.container for k in remembered.pods[("shop", "web-1")][3]] == ["sidecar"]
 
 
 def test_remembered_keys_follow_the_cluster() -> None:
