@@ -65,6 +65,10 @@ RUN: dict[str, Once | Service] = {
     ),
     "recorder query --resource memory --kind node --start 2026-11-20T00:00:00Z --end -1d "
     "--format csv": Once(r"(?m)^default,node-"),
+    # The scratch database holds samples only (no cluster objects): every pod is its own
+    # workload (kind Pod), which gets a proposal but no patch.
+    "recorder recommend -A": Once(r"(?m)^NAMESPACE\s+KIND\s+NAME\s+CONTAINER\s+PODS"),
+    "recorder recommend -n shop -o yaml-patch": Once(r"(?m)^# (no patches|default: kubectl)"),
     "recorder run --kubeconfig ~/.kube/config --context prod": Service(),
     "KUBECONFIG=~/.kube/config:~/.kube/eks.yaml recorder poll": Once(
         r"(?m)^nodes: 3 samples.*\npods: \d+ samples"
