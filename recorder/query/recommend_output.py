@@ -29,6 +29,7 @@ from recorder.query.recommend import (
     Recommendation,
     Report,
 )
+from recorder.timeutil import format_duration
 
 __all__ = [
     "PATCHABLE",
@@ -223,7 +224,7 @@ def recommendations_json(report: Report) -> dict[str, Any]:
             "start": rfc3339(report.start_ms),
             "end": rfc3339(report.end_ms),
             "strategy": {
-                "window": f"{s.window_ms // 1000}s",
+                "window": format_duration(s.window_ms),
                 "cpuPercentile": s.cpu_percentile,
                 "memoryBufferPercent": s.memory_buffer_percent,
                 "minPoints": s.min_points,

@@ -209,6 +209,7 @@ def test_the_table_and_csv_show_current_proposal_change_and_saving() -> None:
     assert rows[0]["throttled"] == "false"
     data = out.recommendations_json(report)["data"]
     assert data["relativeError"] == 0.01
+    assert data["strategy"]["window"] == "14d" and data["strategy"]["cpuPercentile"] == 95.0
     assert data["recommendations"][0]["cpu"]["proposed"] == {"request": 0.124, "limit": None}
     assert data["recommendations"][0]["cpu"]["current"] == {"request": 0.5, "limit": 1.0}
 
