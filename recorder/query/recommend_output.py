@@ -134,8 +134,11 @@ def window_line(report: Report) -> str:
 def recommendations_table(
     report: Report, *, all_namespaces: bool = True, headers: bool = True
 ) -> str:
-    """krr-like: one row per workload container, current -> proposed (change)."""
+    """krr-like: one row per workload container, current -> proposed (change); a ``CLUSTER``
+    column first when the rows come from several clusters."""
+    clusters = len({r.cluster for r in report.recommendations}) > 1
     header = [
+        *(["CLUSTER"] if clusters else []),
         *(["NAMESPACE"] if all_namespaces else []),
         "KIND",
         "NAME",
@@ -153,6 +156,7 @@ def recommendations_table(
     ]
     rows = [
         [
+            *([r.cluster] if clusters else []),
             *([r.namespace] if all_namespaces else []),
             r.kind,
             r.name,

@@ -220,3 +220,21 @@ def test_no_proposal_shows_a_question_mark_and_the_reason_tag() -> None:
     assert "500m -> ?" in line and "HPA on cpu+memory" in line
     assert out.patches(_report(r)) == []
     assert r.cpu.resource is Resource.CPU and r.memory.resource is Resource.MEMORY
+
+
+def test_a_cluster_column_when_rows_come_from_several_clusters() -> None:
+    one = _recommendation("Deployment", "app")
+    other = Recommendation(
+        "east",
+        *(getattr(one, f) for f in ("namespace", "kind", "name", "container")),
+        one.usage,
+        one.cpu,
+        one.memory,
+        one.throttled,
+        one.oom_killed,
+        one.notes,
+    )
+    assert not out.recommendations_table(_report(one)).startswith("CLUSTER")
+    lines = out.recommendations_table(_report(one, other)).splitlines()
+    assert lines[0].split()[:2] == ["CLUSTER", "NAMESPACE"]
+    assert [line.split()[0] for line in lines[1:]] == ["default", "east"]
