@@ -493,8 +493,11 @@ def test_a_pod_that_did_not_change_keeps_its_memo_and_a_new_container_gets_a_key
     remembered = Remembered()
     _pods(remembered, pod("web-1"))
     memo = remembered.pods[("shop", "web-1")]
-    _pods(remembered, pod("web-1"))
+    again = _pods(remembered, pod("web-1"))
     assert remembered.pods[("shop", "web-1")] is memo  # nothing made for an unchanged pod
+    # The names as first seen are used again (the key's, the labels'): one copy kept.
+    (ref,) = again.pod_labels
+    assert ref is memo[4] and ref[1] is again.samples[0].key.pod
     two = [
         {"name": "app", "usage": {"cpu": "1m", "memory": "1Ki"}},
         {"name": "sidecar", "usage": {"cpu": "2m", "memory": "2Ki"}},
