@@ -37,16 +37,6 @@ workload with the patch as JSON."""
 OUTPUTS = ("table", "json", "csv", "yaml-patch", "json-patch")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -96,7 +86,7 @@ def add_recommend(subcommands: Any) -> None:
     )
     strategy.add_argument(
         "--min-points",
-        type=_positive_int,
+        type=options.positive_int,
         default=100,
         help="no proposal below this many samples per container name (default 100)",
     )

@@ -111,7 +111,7 @@ def add_top(subcommands: Any) -> None:
     )
     top.add_argument(
         "--limit",
-        type=_positive_int,
+        type=options.positive_int,
         metavar="N",
         help="show the first N rows only (stderr says how many are hidden; default all)",
     )
@@ -126,16 +126,6 @@ def add_top(subcommands: Any) -> None:
     options.time_format(top, "the window's times in json and csv")
     options.log_level(top)
     top.set_defaults(handler=cmd_top)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def _selector(text: str | None) -> LabelSelector | None:

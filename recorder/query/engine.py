@@ -119,14 +119,7 @@ def _in_workloads(
     if where.workload_kind is None and where.workload is None:
         return found
     members = workload_members(
-        conn,
-        WorkloadFilter(
-            where.cluster,
-            (where.namespace,) if where.namespace is not None else (),
-            where.workload_kind,
-            where.workload,
-        ),
-        kinds=(Kind.CONTAINER, Kind.POD),
+        conn, WorkloadFilter.of(where, series=False), kinds=(Kind.CONTAINER, Kind.POD)
     )
     pods = {(s.cluster, s.namespace, s.pod) for m in members.values() for s in m}
     return {i: s for i, s in found.items() if (s.cluster, s.namespace, s.pod) in pods}

@@ -73,17 +73,7 @@ def workload_units(
             "kind=workload sums a workload's pods: filter by namespace, workload_kind, "
             "workload, container or selector"
         )
-    members = workload_members(
-        conn,
-        WorkloadFilter(
-            where.cluster,
-            (where.namespace,) if where.namespace is not None else (),
-            where.workload_kind,
-            where.workload,
-            where.container,
-            where.selector,
-        ),
-    )
+    members = workload_members(conn, WorkloadFilter.of(where))
     outputs: list[Workload] = []
     units: list[Unit] = []
     owner: list[int] = []

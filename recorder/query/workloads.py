@@ -122,6 +122,19 @@ class WorkloadFilter:
     container: str | None = None
     selector: LabelSelector | None = None
 
+    @classmethod
+    def of(cls, where: SeriesFilter, *, series: bool = True) -> WorkloadFilter:
+        """The workloads a history filter names; ``series``: its container and selector too
+        (else every series of those workloads)."""
+        return cls(
+            where.cluster,
+            (where.namespace,) if where.namespace is not None else (),
+            where.workload_kind,
+            where.workload,
+            where.container if series else None,
+            where.selector if series else None,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Requests:
