@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 
 from recorder import timeutil
-from recorder.errors import DurationError
+from recorder.errors import DurationError, QueryError
+from recorder.query import params
 from recorder.query.formats import TIME_FORMATS
+from recorder.selectors import LabelSelector
 from recorder.settings import LOG_LEVELS, parse_log_level
 
 
@@ -32,6 +34,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def selector(text: str | None) -> LabelSelector | None:
+    """The ``-l/--selector`` flag's label selector (``None`` when not given)."""
+    try:
+        return params.parse_selector(text)
+    except QueryError as exc:
+        raise QueryError(f"-l/--selector: {exc}") from None
 
 
 def log_level_name(text: str) -> str:

@@ -15,7 +15,6 @@ from recorder.query import params, recommend_output
 from recorder.query.formats import rfc3339
 from recorder.query.recommend import Report, Strategy, recommend
 from recorder.query.workloads import WorkloadFilter
-from recorder.selectors import LabelSelector
 from recorder.settings import Settings
 from recorder.timeutil import DAY_MS
 
@@ -125,13 +124,6 @@ def strategy_of(args: argparse.Namespace) -> Strategy:
     )
 
 
-def _selector(text: str | None) -> LabelSelector | None:
-    try:
-        return params.parse_selector(text)
-    except QueryError as exc:
-        raise QueryError(f"-l/--selector: {exc}") from None
-
-
 def _recommend(
     settings: Settings, where: WorkloadFilter, strategy: Strategy, end_ms: int
 ) -> Report:
@@ -157,7 +149,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         args.kind,
         args.name,
         args.container,
-        _selector(args.selector),
+        options.selector(args.selector),
     )
     report = _recommend(settings, where, strategy, end_ms)
     if not report.recommendations:

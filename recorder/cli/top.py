@@ -11,7 +11,6 @@ from recorder.cli import options
 from recorder.domain import Agg, QueryKind, Resource, SeriesFilter
 from recorder.errors import QueryError
 from recorder.query import engine, formats, params
-from recorder.selectors import LabelSelector
 from recorder.settings import Settings
 from recorder.timeutil import HOUR_MS
 
@@ -128,13 +127,6 @@ def add_top(subcommands: Any) -> None:
     top.set_defaults(handler=cmd_top)
 
 
-def _selector(text: str | None) -> LabelSelector | None:
-    try:
-        return params.parse_selector(text)
-    except QueryError as exc:
-        raise QueryError(f"-l/--selector: {exc}") from None
-
-
 def _top(
     settings: Settings,
     where: SeriesFilter,
@@ -210,7 +202,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         node=args.name if nodes else None,
         namespace=namespace,
         pod=args.name if what == "pod" else None,
-        selector=_selector(args.selector),
+        selector=options.selector(args.selector),
         cluster=args.only_cluster,
         workload_kind=args.workload_kind,
         workload=args.name if workloads else None,
