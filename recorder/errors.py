@@ -114,6 +114,9 @@ class MetricsApiTransportError(MetricsApiError):
 
 class MetricsApiTimeout(MetricsApiTransportError):
     reason = "timeout"
+    cut_short = False
+    """True when the request had only what was left of the poll's retry budget, not its
+    whole deadline."""
 
 
 class MetricsApiTLSError(MetricsApiTransportError):

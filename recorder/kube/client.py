@@ -344,6 +344,7 @@ class MetricsClient:
         started = self._clock()
         budget_ends = started + self.retry.budget_seconds
         attempt = 0
+        previous: MetricsApiError | None = None
         while True:
             try:
                 return self._attempt(
@@ -355,6 +356,10 @@ class MetricsClient:
                     objects_rule=objects_rule,
                 )
             except MetricsApiError as exc:
+                if previous is not None and isinstance(exc, MetricsApiTimeout) and exc.cut_short:
+                    # A retry left with a sliver of the budget timed out: the failure before
+                    # it (a refused connection, a 503) is what the user needs to read.
+                    raise previous from exc
                 credentials = self.config.credentials
                 delay = self.retry.next_delay(
                     exc,
@@ -378,6 +383,7 @@ class MetricsClient:
                 )
                 self._sleep(delay)
                 attempt += 1
+                previous = exc
 
     def _attempt(
         self,
@@ -408,10 +414,12 @@ class MetricsClient:
         http, headers = self._connection()
         seconds = min(self._deadline, budget_ends - self._clock())
         if seconds <= 0:
-            raise MetricsApiTimeout(
+            spent = MetricsApiTimeout(
                 f"the retry budget of {self.retry.budget_seconds:g} s for reading {what} is "
                 "spent; the next poll tries again"
             )
+            spent.cut_short = True
+            raise spent
         deadline = time.monotonic() + seconds
         try:
             with (
@@ -433,13 +441,15 @@ class MetricsClient:
                 f" (the {self._deadline:g} s request deadline, cut to what was left of the "
                 "poll's retry budget)"
             )
-        return MetricsApiTimeout(
+        error = MetricsApiTimeout(
             f"no complete answer from {self.config.server} within {limit} while "
             f"reading {what}: the API server or metrics-server is overloaded or unreachable, "
             "or something in between sends the answer very slowly. Check metrics-server "
             "(`kubectl -n kube-system get pods -l k8s-app=metrics-server`) or raise "
             "RECORDER_REQUEST_TIMEOUT_SECONDS"
         )
+        error.cut_short = seconds < self._deadline
+        return error
 
     def _read_body(self, response: httpx.Response, what: str, limit: int, deadline: float) -> bytes:
         """The body, inflated, or an error as soon as it passes ``limit`` or the deadline.

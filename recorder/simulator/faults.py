@@ -139,10 +139,12 @@ class FaultMiddleware:
         if not path.startswith(f"{_PREFIX}/"):
             await self._app(scope, receive, send)
             return
+        # The fault is the one armed when the request arrives: a slow request that wakes
+        # later must not take a fault armed for the requests after it.
+        kind = faults.take()
         if faults.slow_seconds:
             faults.injected["slow"] += 1
             await anyio.sleep(faults.slow_seconds)
-        kind = faults.take()
         if kind == "unavailable":
             body = wire.status(
                 503, "ServiceUnavailable", "the server is currently unable to handle the request"

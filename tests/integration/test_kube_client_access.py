@@ -9,6 +9,7 @@ import select
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -552,6 +553,26 @@ def test_malformed_bodies_are_counted_not_crashed_on(
         report, registry = poll_with(client, sqlite_url)
     assert errors(registry, "nodes", "malformed") == 1
     assert report.outcomes[1].error is None
+
+
+def test_a_fault_belongs_to_the_request_that_arrives_after_it_is_armed(
+    cluster: SecureCluster, tmp_path: Path
+) -> None:
+    """A slow request from before (a client that gave up on it) wakes in the server later;
+    it must not take the fault armed for the next request (CI saw this test's neighbour
+    fail that way)."""
+    cluster.faults.slow(0.6)
+    policy = RetryPolicy(max_attempts=1, budget_seconds=1.0)
+    config = config_for(cluster.kubeconfig(tmp_path / "config"))
+    with MetricsClient(config, timeout_seconds=0.2, retry=policy) as client:
+        client.discover()
+        with pytest.raises(MetricsApiTimeout):
+            client.list_nodes()
+        cluster.faults.slow(0.0)
+        cluster.faults.malformed(1)
+        time.sleep(0.8)  # the abandoned request wakes in the server meanwhile
+        with pytest.raises(MalformedResponseError, match="not valid JSON"):
+            decode_node_list(client.list_nodes())
 
 
 def test_certificate_rejected_by_the_server(cluster: SecureCluster, tmp_path: Path) -> None:

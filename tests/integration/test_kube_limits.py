@@ -23,6 +23,7 @@ from recorder.errors import (
     MetricsApiResponseTooLarge,
     MetricsApiTimeout,
     MetricsApiTLSError,
+    MetricsApiTransportError,
     MetricsApiUnavailable,
 )
 from recorder.kube.client import DEFAULT_MAX_RESPONSE_BYTES, MetricsClient
@@ -374,6 +375,27 @@ def test_the_deadline_never_runs_past_the_retry_budget() -> None:
                 client.list_nodes()
             elapsed = time.monotonic() - started
     assert elapsed < 0.8
+
+
+def test_a_retry_left_without_time_reports_the_failure_before_it() -> None:
+    """Figure: nothing listens; the one retry's wait (a loaded machine oversleeps) ends past
+    the budget. The error is the refused connection, not "the retry budget is spent" (CI saw
+    a poll line say `timeout` for a port where nothing listened)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    now = [0.0]
+
+    def oversleep(seconds: float) -> None:
+        now[0] += seconds + 1.0
+
+    policy = RetryPolicy(max_attempts=2, base_delay_seconds=0.01, budget_seconds=0.5)
+    config = ClusterConfig(server=f"http://127.0.0.1:{port}")
+    with MetricsClient(config, retry=policy, clock=lambda: now[0], sleep=oversleep) as client:
+        with pytest.raises(MetricsApiTransportError) as caught:
+            client.list_nodes()
+    assert caught.value.reason == "connection", caught.value
+    assert isinstance(caught.value.__cause__, MetricsApiTimeout)
 
 
 def test_a_normal_answer_is_not_affected_by_the_bounds() -> None:
