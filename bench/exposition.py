@@ -171,7 +171,7 @@ def main() -> None:
         f" = render {result.render_seconds:.3f} s + gzip {result.gzip_seconds:.3f} s"
     )
     print(
-        "  first scrape ever (empty label cache):         ",
+        "  first scrape ever (after start):               ",
         f"{result.cold_first_scrape_seconds:.3f} s",
     )
     print(

@@ -14,7 +14,6 @@ from recorder.commands import settings_from_args
 from recorder.domain import Kind, Sample, SeriesKey
 from recorder.exporter import DataCollector, ExportFilter, RecorderRegistry, SnapshotHolder
 from recorder.exporter.render import (
-    LabelCache,
     SampleLines,
     format_bytes,
     format_cores,
@@ -72,26 +71,6 @@ def test_memory_lines_vectorized_and_per_value_agree(values: list[int]) -> None:
         for i, v in enumerate(values)
     )
     assert b"".join(memory).decode() == expected
-
-
-def test_label_cache_builds_each_label_text_once_and_forgets_gone_series() -> None:
-    built: list[object] = []
-
-    def render(identity: object) -> str:
-        built.append(identity)
-        return f"<{identity}>"
-
-    cache = LabelCache(render)
-    assert cache.texts(["a", "b", "a"]) == ["<a>", "<b>", "<a>"]
-    assert cache.texts(["b", "c"]) == ["<b>", "<c>"]
-    assert built == ["a", "b", "c"]
-    many = [f"s{i}" for i in range(3000)]
-    cache.texts(many)
-    cache.prune(lambda: many[:10], 10)
-    assert len(cache) == 10
-    built.clear()
-    assert cache.texts(["s1", "a"]) == ["<s1>", "<a>"]
-    assert built == ["a"]
 
 
 def _render(export_filter: ExportFilter, samples: list[Sample]) -> str:
