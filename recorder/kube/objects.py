@@ -6,7 +6,7 @@ nodes offer and what the autoscalers scale on, kept current by list + watch.
   at 150,000 pods), then a watch from the list's ``resourceVersion`` with bookmarks, watched
   again from the last version it saw when the stream ends; a 410 (too old) relists. Every
   request has a deadline and a size limit (`client.MetricsClient`'s).
-- **Memory.** Only what the recorder stores is kept: per pod its uid, node, controller and per
+- **Memory.** Only what the recorder stores is kept: per pod its node, controller and per
   container requests, limits, restart count and last termination reason, in named tuples whose
   container parts are shared between the pods of one template (`ObjectCache`).
 - **Owners.** A pod's top-level workload: Deployment through its ReplicaSet, CronJob through its
@@ -139,7 +139,6 @@ class ContainerRecord(NamedTuple):
 
 
 class PodRecord(NamedTuple):
-    uid: str
     node: str
     owner_kind: str
     """The controller's kind ("" for none)."""
@@ -272,7 +271,6 @@ def pod_record(pod: wire.Pod, interner: _Interner) -> tuple[tuple[str, str], Pod
             )
         )
     record = PodRecord(
-        meta.uid or "",
         sys.intern(spec.nodeName or ""),
         owner_kind,
         owner_name,

@@ -21,7 +21,6 @@ class OwnerReference(msgspec.Struct, gc=False):
 class ObjectMeta(msgspec.Struct, gc=False):
     name: str | None = None
     namespace: str | None = None
-    uid: str | None = None
     resourceVersion: str | None = None
     ownerReferences: list[OwnerReference] | None = None
 

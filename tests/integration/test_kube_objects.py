@@ -258,7 +258,7 @@ def test_a_pod_deleted_before_the_drain_still_gets_its_rows(sim: Sim) -> None:
         informer.sync()
     cache.drain(now=0.0)
     (key, record), *_ = [(k, r) for k, r in cache.pods() if r.owner_kind == "StatefulSet"]
-    replaced = record._replace(uid="another", node="elsewhere")
+    replaced = record._replace(node="elsewhere")
     cache.put(PODS, key, replaced, now=0.0)  # MODIFIED, then DELETED before the next drain
     cache.remove(PODS, key)
     assert cache.count(PODS) == 39
