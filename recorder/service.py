@@ -29,6 +29,7 @@ from recorder.exporter import KindLines, RelayRegistry, receive
 from recorder.kube.config import load_cluster_config
 from recorder.settings import Settings, listen_socket
 from recorder.store import Store
+from recorder.store.migrate import head_revision
 from recorder.timeutil import seconds_to_ms
 from recorder.worker import (
     STOP,
@@ -58,10 +59,19 @@ class _Exit:
 class WorkerHandle:
     """Starts the worker process, reads what it sends, restarts it when it dies."""
 
-    def __init__(self, settings: Settings, relay: RelayRegistry, api_url: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        relay: RelayRegistry,
+        api_url: str | None = None,
+        schema_head: str | None = None,
+    ):
+        """``schema_head``: the revision this process migrated or checked the database at;
+        the worker checks against it and never loads Alembic."""
         self._settings = settings
         self._relay = relay
         self._api_url = api_url
+        self._schema_head = schema_head
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._process: SpawnProcess | None = None
@@ -119,7 +129,7 @@ class WorkerHandle:
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=worker_main,
-            args=(self._settings, child, self._api_url),
+            args=(self._settings, child, self._api_url, self._schema_head),
             name="recorder-worker",
             daemon=False,
         )
@@ -310,7 +320,7 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
             settings.interval_seconds,
             export_filter(settings),
         )
-        handle = WorkerHandle(settings, relay, api_url)
+        handle = WorkerHandle(settings, relay, api_url, head_revision())
         relay.own.register(WorkerCollector(handle))
         try:
             handle.start()

@@ -136,13 +136,17 @@ def open_write_store(settings: Settings, url: str | None = None) -> Store:
     return store
 
 
-def ready_store(store: Store, *, migrate_sqlite: bool = True) -> Store:
+def ready_store(
+    store: Store, *, migrate_sqlite: bool = True, schema_head: str | None = None
+) -> Store:
     """``store`` at the current schema: SQLite is migrated (the embedded default needs no
-    separate step), PostgreSQL is checked (``recorder migrate`` does it). Closed on failure."""
+    separate step), PostgreSQL is checked (``recorder migrate`` does it). With
+    ``schema_head`` (the worker: the server process migrated already and says which revision
+    that is) it is only checked against it. Closed on failure."""
     try:
-        if store.dialect == "sqlite" and migrate_sqlite:
+        if store.dialect == "sqlite" and migrate_sqlite and schema_head is None:
             migrate_logged(store)
-        elif not store.schema_is_current():
+        elif not store.schema_is_current(head=schema_head):
             raise ConfigError(
                 f"the database {store.display_url} is not at the current schema: "
                 "run `recorder migrate` first"
@@ -215,6 +219,7 @@ def build_poll_path(
     on_publish: Callable[[Kind], None] = lambda kind: None,
     process_collectors: bool = True,
     announce: bool = True,
+    schema_head: str | None = None,
 ) -> PollPath:
     """The poll path of ``recorder poll`` (``write_inline``: one process, which prints what
     failed) and of the worker (a writer thread drains the queue). ``announce``: log the
@@ -228,7 +233,7 @@ def build_poll_path(
         announce=announce,
     )
     with ExitStack() as opened:
-        store = ready_store(open_write_store(settings))
+        store = ready_store(open_write_store(settings), schema_head=schema_head)
         opened.callback(store.close)
         client = MetricsClient(
             cluster,
@@ -448,7 +453,13 @@ def _waiting(outcomes: dict[int, ResourceOutcome]) -> None:
 
 
 class Worker:
-    def __init__(self, settings: Settings, conn: Connection, api_url: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        conn: Connection,
+        api_url: str | None = None,
+        schema_head: str | None = None,
+    ):
         self._settings = settings
         self._conn = conn
         self._send_lock = threading.Lock()
@@ -462,6 +473,7 @@ class Worker:
             on_publish=self._send_lines,
             process_collectors=False,  # the server's process metrics are the ones served
             announce=False,  # the server process said the configuration's warnings
+            schema_head=schema_head,  # the server migrated: no Alembic in this process
         )
         self.server = path.server
         self.metrics = path.metrics
@@ -610,8 +622,14 @@ class Worker:
                 self._stop.set()  # the server is gone
 
 
-def worker_main(settings: Settings, conn: Connection, api_url: str | None = None) -> None:
-    """Entry point of the worker process (``multiprocessing`` spawn target)."""
+def worker_main(
+    settings: Settings,
+    conn: Connection,
+    api_url: str | None = None,
+    schema_head: str | None = None,
+) -> None:
+    """Entry point of the worker process (``multiprocessing`` spawn target). ``schema_head``:
+    the schema revision the server process migrated the database to."""
     # Ctrl+C reaches the whole process group: the server decides when the worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -619,7 +637,7 @@ def worker_main(settings: Settings, conn: Connection, api_url: str | None = None
     configure_logging(settings.log_level)
     code = 0
     try:
-        worker = Worker(settings, conn, api_url)
+        worker = Worker(settings, conn, api_url, schema_head)
     except RecorderError as exc:
         try:
             conn.send(Failed(str(exc)))

@@ -91,11 +91,14 @@ class Store:
         """Upgrade the schema to the newest revision, each migration in one transaction."""
         migrate.upgrade(self.engine, timeouts=self.timeouts)
 
-    def schema_is_current(self, timeout_seconds: float = DEFAULT_CHECK_TIMEOUT_SECONDS) -> bool:
-        """Whether the database is at the newest schema revision. Logs nothing; answers within
-        ``timeout_seconds`` or raises ``StoreUnavailable``."""
+    def schema_is_current(
+        self, timeout_seconds: float = DEFAULT_CHECK_TIMEOUT_SECONDS, *, head: str | None = None
+    ) -> bool:
+        """Whether the database is at the newest schema revision (``head`` when the caller
+        knows it). Logs nothing; answers within ``timeout_seconds`` or raises
+        ``StoreUnavailable``."""
         return self._schema_check.run(
-            lambda: migrate.is_current(self.engine),
+            lambda: migrate.is_current(self.engine, head),
             timeout_seconds,
             f"reading the schema version of {self.display_url}",
             self.timeouts,

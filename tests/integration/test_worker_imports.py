@@ -1,0 +1,59 @@
+"""The worker process loads only what polling needs: told the schema head by the server, it
+checks the database against it and never imports Alembic (about 10 MB resident)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recorder.errors import ConfigError
+from recorder.settings import Settings
+from recorder.store.migrate import head_revision
+from recorder.worker import open_write_store, ready_store
+
+REPO = Path(__file__).resolve().parents[2]
+
+CHILD = """
+import json, sys
+from recorder.settings import Settings
+from recorder.worker import build_poll_path
+settings = Settings(api_url="http://127.0.0.1:9", database_url=sys.argv[1])
+path = build_poll_path(settings, write_inline=False, announce=False, schema_head=sys.argv[2])
+path.store.close()
+print(json.dumps({"alembic": sorted(m for m in sys.modules if m.split(".")[0] == "alembic")}))
+"""
+
+
+def migrated(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'recorder.db'}"
+    store = open_write_store(Settings(api_url="http://127.0.0.1:9", database_url=url))
+    store.migrate()
+    store.close()
+    return url
+
+
+def test_the_worker_poll_path_is_built_without_alembic(tmp_path: Path) -> None:
+    url = migrated(tmp_path)
+    head = head_revision()
+    assert head is not None
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, url, head],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"alembic": []}
+
+
+def test_a_schema_head_the_database_is_not_at_is_refused(tmp_path: Path) -> None:
+    url = migrated(tmp_path)
+    store = open_write_store(Settings(api_url="http://127.0.0.1:9", database_url=url))
+    with pytest.raises(ConfigError, match="not at the current schema"):
+        ready_store(store, schema_head="9999")
