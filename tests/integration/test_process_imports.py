@@ -1,5 +1,5 @@
-"""The worker process loads only what polling needs: told the schema head by the server, it
-checks the database against it and never imports Alembic (about 10 MB resident)."""
+"""What each process imports: the worker, told the schema head by the server, checks the database
+against it and never imports Alembic (about 10 MB resident)."""
 
 from __future__ import annotations
 
