@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import gt, is_not, not_
+from operator import is_not, not_
 from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, Column, Connection, Engine, func, select, tuple_
@@ -42,10 +42,12 @@ from recorder.stats.codec import decode_samples
 from recorder.store import schema
 from recorder.store.engine import dialect_insert, first_line, is_content_error
 from recorder.store.head import Head, HeadRow
+from recorder.store.newest import NewestTable
 
 log = logging.getLogger(__name__)
 
 _LOOKUP_CHUNK = 500
+_LOAD_PART = 10_000
 _INSERT_CHUNK = 5_000
 LOAD_STATEMENT_TIMEOUT_MS = 600_000
 """Rebuilding the maps scans the whole head once (seconds at the largest clusters): it gets
@@ -168,8 +170,7 @@ class SampleWriter:
         self._engine = engine
         self._head = head
         self._ids: dict[SeriesKey, int] = {}
-        self._newest: dict[int, int] = {}
-        self._newest_digest: dict[int, int] = {}
+        self._newest = NewestTable()
         self._below: dict[int, tuple[int, int]] = {}
         """Per series, the last timestamp (and digest) written below its newest one, if any."""
         self._labels: dict[str, dict[PodRef, Mapping[str, str]]] = {}
@@ -193,7 +194,7 @@ class SampleWriter:
         held_labels = self._labels
         # The old maps go before the new ones are read (not two of each at once).
         self._loaded = False
-        self._ids, self._newest, self._newest_digest, self._below, self._labels = {}, {}, {}, {}, {}
+        self._ids, self._newest, self._below, self._labels = {}, NewestTable(), {}, {}
         with self._engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SET LOCAL statement_timeout = {LOAD_STATEMENT_TIMEOUT_MS}")
@@ -208,14 +209,25 @@ class SampleWriter:
                     read_anew.add(key.kind)
                 ids[key] = sid
             del held_keys
-            newest: dict[int, int] = {
-                sid: ts for sid, ts in conn.execute(select(s.c.id, s.c.last_seen_ms).where(written))
-            }
-            digests: dict[int, int] = {}
-            for sid, ts, window, cpu, memory in conn.execute(_newest_in_head(conn)):
-                if ts >= newest.get(sid, -1):
-                    newest[sid] = ts
-                    digests[sid] = digest(window, cpu, memory)
+            newest = NewestTable()
+            for part in conn.execute(select(s.c.id, s.c.last_seen_ms).where(written)).partitions(
+                _LOAD_PART
+            ):
+                newest.set_from([r[0] for r in part], [r[1] for r in part], None)
+            # Each series' newest head row, with its digest unless the series table knows
+            # a newer timestamp (its newest sample was compacted).
+            for in_head in conn.execute(_newest_in_head(conn)).partitions(_LOAD_PART):
+                seen = newest.timestamps([row[0] for row in in_head])
+                kept = [
+                    row
+                    for row, top in zip(in_head, seen, strict=True)
+                    if top is None or row[1] >= top
+                ]
+                newest.set_from(
+                    [row[0] for row in kept],
+                    [row[1] for row in kept],
+                    [digest(row[2], row[3], row[4]) for row in kept],
+                )
             labels: dict[str, dict[PodRef, Mapping[str, str]]] = {}
             for cluster, ns, pod, text in conn.execute(
                 select(pl.c.cluster, pl.c.namespace, pl.c.pod, pl.c.labels_json)
@@ -227,7 +239,6 @@ class SampleWriter:
                 )
         self._ids = ids
         self._newest = newest
-        self._newest_digest = digests
         self._below = {}
         self._labels = labels
         self._loaded = True
@@ -361,8 +372,7 @@ class SampleWriter:
             ids = _adopting(ids, samples)  # a batch is of one kind
             self._adopt_kinds.discard(samples.keys[0].kind)
         self._ids = ids
-        self._newest.update(newest.timestamps)
-        self._newest_digest.update(newest.digests)
+        self._newest.update(newest.timestamps, newest.digests)
         for sid, seen in below.items():
             if seen is None:
                 self._below.pop(sid, None)
@@ -390,8 +400,11 @@ class SampleWriter:
                 )
             ):
                 stored = decode_samples(payload)
-                self._newest_digest[sid] = digest(
-                    stored.windows_ms[-1], stored.cpu_nanocores[-1], stored.memory_bytes[-1]
+                self._newest.set_digest(
+                    sid,
+                    digest(
+                        stored.windows_ms[-1], stored.cpu_nanocores[-1], stored.memory_bytes[-1]
+                    ),
                 )
                 learned = True
         return learned
@@ -425,8 +438,6 @@ class SampleWriter:
         series was written before in the batch is then ``sid in new_ts or sid in first_ts``:
         the general path records ``first_ts`` for every sample it writes, and takes a fast
         sample's (timestamp, digest) from ``new_ts``, still untouched, at its next sample."""
-        known_newest = self._newest
-        known_digest = self._newest_digest
         known_below = self._below
         any_below = bool(known_below)
         ts_min, ts_max, window_min, window_max = _TS_MIN, _TS_MAX, _WINDOW_MIN, _WINDOW_MAX
@@ -437,10 +448,16 @@ class SampleWriter:
         first_ts: dict[int, int] = {}
         first_mark: dict[int, int] = {}
         several: dict[int, set[tuple[int, int]]] = {}
-        id_of, newest_of, append, mark_of = ids.get, known_newest.get, rows.append, hash
+        append, mark_of = rows.append, hash
         fits = True
         pending = found.pending
-        for key, ts, window, cpu, memory in samples.rows():
+        # The stored newest (timestamp, digest) of every sample's series, read in one pass.
+        sids = list(map(ids.get, samples.keys))
+        looked_up = [-1 if sid is None else sid for sid in sids]
+        tops, digests = self._newest.timestamps(looked_up), self._newest.digests(looked_up)
+        for (key, ts, window, cpu, memory), sid, top, held in zip(
+            samples.rows(), sids, tops, digests, strict=True
+        ):
             if not (
                 ts_min <= ts <= ts_max
                 and window_min <= window <= window_max
@@ -448,14 +465,12 @@ class SampleWriter:
                 and memory_min <= memory <= memory_max
             ):
                 fits = False
-            sid = id_of(key)
             if sid is None:
                 if key not in found.missing:
                     found.missing[key] = ts
                 pending.append(Sample(key, ts, window, cpu, memory))
                 continue
             mark = mark_of((window, cpu, memory))  # digest(), inlined
-            top = newest_of(sid)
             if (
                 (top is None or ts > top)
                 and sid not in new_ts
@@ -467,7 +482,6 @@ class SampleWriter:
                 append((ts, sid, window, cpu, memory))
                 continue
             if ts == top:
-                held = known_digest.get(sid)
                 if held == mark:
                     continue
                 if held is None:
@@ -646,7 +660,7 @@ class _LoadedLabels(dict[str, str]):
 def _fresh_split(
     samples: Samples,
     ids: Mapping[SeriesKey, int],
-    newest: Mapping[int, int],
+    newest: NewestTable,
     below: Mapping[int, tuple[int, int]],
 ) -> tuple[_Rows, Samples] | None:
     """``SampleWriter._fresh_rows_one_by_one`` of the samples newer than their series' stored
@@ -656,8 +670,8 @@ def _fresh_split(
     by one): so each series is in one part only, and the two parts' answers add up."""
     keys, timestamps = samples.keys, samples.timestamps_ms
     windows, cpus, memories = samples.windows_ms, samples.cpu_nanocores, samples.memory_bytes
-    if not keys:
-        return None
+    if not keys or not (_TS_MIN <= min(timestamps) and max(timestamps) <= _TS_MAX):
+        return None  # (a timestamp past the column's range: one by one, which rejects it)
     sids = list(map(ids.get, keys))
     found = _Rows()
     if None in sids:  # series not stored yet: pending, as one by one would leave them
@@ -673,7 +687,7 @@ def _fresh_split(
         keys_sids = sids  # type: ignore[assignment]
     if len(set(keys_sids)) != len(keys_sids):
         return None
-    fresh = list(map(gt, timestamps, map(newest.get, keys_sids, repeat(_TS_MIN - 1))))
+    fresh = newest.newer(keys_sids, timestamps)
     if below:
         fresh = [f and sid not in below for f, sid in zip(fresh, keys_sids, strict=True)]
     rest = Samples()

@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from recorder.buffer import decode_batch, encode_batch
 from recorder.domain import Batch, Kind, Sample, Samples, SeriesKey
 from recorder.store import Store, schema
+from recorder.store.newest import NewestTable
 from recorder.store.writer import (
     DATABASE_REJECTED,
     INVALID_TEXT,
@@ -426,8 +427,10 @@ def test_the_column_wide_pass_answers_as_the_one_by_one_pass(
     keys = [SeriesKey.for_container("shop", f"p{i}", "c") for i in range(8)]
     writer = SampleWriter(None, None)  # type: ignore[arg-type]  # no database: a pure pass
     writer._ids = {keys[i]: i + 1 for i in range(6)}
-    writer._newest = {sid: T0 + 1_000 * dt for sid, dt in newest.items()}
-    writer._newest_digest = {sid: hash(VALUES[0]) for sid in newest}
+    writer._newest = NewestTable.of(
+        {sid: T0 + 1_000 * dt for sid, dt in newest.items()},
+        {sid: hash(VALUES[0]) for sid in newest},
+    )
     writer._below = {sid: (T0 + 1_000 * dt, hash(VALUES[0])) for sid, dt in below.items()}
     samples = Samples()
     for i, dt, (window, cpu, memory) in drawn:
@@ -457,7 +460,7 @@ def test_a_steady_poll_goes_column_wide_but_for_its_repeated_timestamps() -> Non
         samples.memory_bytes.append(i)
     newest = {sid: T0 - 15_000 for sid in ids.values()}
     newest[5] = T0 + 4  # the series of sample 4 was polled at this timestamp already
-    split = _fresh_split(samples, ids, newest, {})
+    split = _fresh_split(samples, ids, NewestTable.of(newest), {})
     assert split is not None
     found, rest = split
     assert len(found.rows) == 89 and len(found.pending) == 10 and len(found.missing) == 10
@@ -465,4 +468,4 @@ def test_a_steady_poll_goes_column_wide_but_for_its_repeated_timestamps() -> Non
     assert found.newest.timestamps == {sid: T0 + sid - 1 for sid in ids.values() if sid != 5}
     # A stored series twice in one batch: the whole batch goes one by one.
     samples.keys[0] = keys[1]
-    assert _fresh_split(samples, ids, newest, {}) is None
+    assert _fresh_split(samples, ids, NewestTable.of(newest), {}) is None

@@ -1,0 +1,60 @@
+"""The writer's newest (timestamp, digest) per series: answers as two dictionaries would."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recorder.store.newest import NewestTable
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+SIDS = st.integers(0, 3_000)
+UPDATES = st.lists(
+    st.tuples(st.dictionaries(SIDS, INT64, max_size=20), st.dictionaries(SIDS, INT64, max_size=20)),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(updates=UPDATES, asked=st.lists(st.integers(-5, 3_100), max_size=30))
+def test_the_table_answers_as_dictionaries_of_the_same_updates(
+    updates: list[tuple[dict[int, int], dict[int, int]]], asked: list[int]
+) -> None:
+    table = NewestTable()
+    timestamps: dict[int, int] = {}
+    digests: dict[int, int] = {}
+    for stamps, marks in updates:
+        table.update(stamps, marks)
+        timestamps.update(stamps)
+        digests.update(marks)
+    asked += list(timestamps) + list(digests)
+    assert table.timestamps(asked) == [timestamps.get(sid) for sid in asked]
+    assert table.digests(asked) == [digests.get(sid) for sid in asked]
+    assert [table.timestamp(sid) for sid in asked] == [timestamps.get(sid) for sid in asked]
+    assert [table.digest(sid) for sid in asked] == [digests.get(sid) for sid in asked]
+    assert len(table) == len(timestamps)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stored=st.dictionaries(SIDS, st.integers(-(10**15), 10**15), max_size=30),
+    polled=st.lists(st.tuples(st.integers(-5, 3_100), st.integers(-(10**15), 10**15)), max_size=30),
+)
+def test_newer_is_true_past_the_stored_newest_and_for_unknown_series(
+    stored: dict[int, int], polled: list[tuple[int, int]]
+) -> None:
+    table = NewestTable.of(stored)
+    sids = [sid for sid, _ in polled] + list(stored)
+    stamps = [ts for _, ts in polled] + list(stored.values())
+    expected = [sid not in stored or ts > stored[sid] for sid, ts in zip(sids, stamps, strict=True)]
+    assert table.newer(sids, stamps) == expected
+
+
+def test_columns_from_a_load_keep_digests_apart_from_timestamps() -> None:
+    table = NewestTable()
+    table.set_from([3, 1_000_000], [10, 20], None)
+    table.set_from([3], [11], [-(2**63)])
+    assert table.timestamps([3, 1_000_000, 4]) == [11, 20, None]
+    assert table.digests([3, 1_000_000]) == [-(2**63), None]
+    table.set_digest(1_000_000, 2**63 - 1)
+    assert table.digest(1_000_000) == 2**63 - 1
