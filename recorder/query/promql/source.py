@@ -1,0 +1,196 @@
+"""Where selectors find their series and samples: the store (``StoreSource``: the series
+dictionary, the pods' workloads, and raw samples from the head and the chunks merged by the
+one dedup rule, through ``recorder.query.scan``), or a list in memory (``MemorySource``, for
+tests of the pure evaluator).
+
+Both bound what one query may read: at most ``max_series`` series per selector and
+``max_samples`` samples in all, else a ``QueryError`` that says which bound was hit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from recorder.domain import Kind, QueryKind, SeriesFilter
+from recorder.errors import QueryError
+from recorder.query.engine import HistoryReader
+from recorder.query.promql.catalog import FAMILIES, Family, identity, with_name
+from recorder.query.promql.matchers import Matcher, MatchOp, match_all
+from recorder.query.promql.values import METRIC_NAME, Labels, RawSeries
+from recorder.query.scan import Scan, Unit
+from recorder.store.objects import WorkloadOf, read_pod_workloads
+from recorder.store.series import Series, newest_in_head, select_series
+
+DEFAULT_MAX_SERIES = 50_000
+DEFAULT_MAX_SAMPLES = 5_000_000
+
+
+class Source(Protocol):
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[RawSeries]:
+        """The series every matcher accepts, with their samples in ``[start_ms, end_ms]``
+        (those without any left out), sorted by labels."""
+
+    def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
+        """The label sets of the series every matcher accepts that have samples between
+        ``start_ms`` and ``end_ms`` (by first and last seen), sorted."""
+
+
+class MemorySource:
+    """Series held in memory."""
+
+    def __init__(self, series: Sequence[RawSeries]) -> None:
+        self._series = sorted(series, key=_labels_key)
+
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[RawSeries]:
+        out = []
+        for one in self._series:
+            if not match_all(matchers, one.labels):
+                continue
+            low = int(np.searchsorted(one.timestamps_ms, start_ms, "left"))
+            high = int(np.searchsorted(one.timestamps_ms, end_ms, "right"))
+            if high > low:
+                out.append(
+                    RawSeries(
+                        one.labels,
+                        one.timestamps_ms[low:high],
+                        one.ints[low:high],
+                        one.scale,
+                    )
+                )
+        return out
+
+    def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
+        return [s.labels for s in self.select(matchers, start_ms, end_ms)]
+
+
+def _labels_key(series: RawSeries) -> Labels:
+    return series.labels
+
+
+class StoreSource:
+    """The stored history, read through ``reader``; one per query (it keeps the pods'
+    workloads and counts the samples read)."""
+
+    def __init__(
+        self,
+        reader: HistoryReader,
+        *,
+        max_series: int = DEFAULT_MAX_SERIES,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+    ) -> None:
+        self.reader = reader
+        self.max_series = max_series
+        self.max_samples = max_samples
+        self.samples_read = 0
+        self._workloads: WorkloadOf | None = None
+
+    def _matching(self, matchers: Sequence[Matcher]) -> list[tuple[Series, Family, Labels]]:
+        """Every stored series and family that the matchers accept, with its labels."""
+        named = [m for m in matchers if m.name == METRIC_NAME]
+        families = [f for f in FAMILIES if all(m.matches(f.name) for m in named)]
+        found: list[tuple[Series, Family, Labels]] = []
+        with self.reader.reading() as conn:
+            for kind in (Kind.NODE, Kind.CONTAINER):
+                of_kind = [f for f in families if f.kind is kind]
+                if not of_kind:
+                    continue
+                where = _pushed_down(matchers, kind)
+                if where is None:
+                    continue
+                stored = select_series(conn, (kind,), where)
+                if kind is Kind.CONTAINER and stored and self._workloads is None:
+                    self._workloads = read_pod_workloads(conn)
+                workloads = self._workloads or {}
+                for series in stored.values():
+                    own = identity(
+                        series, workloads.get((series.cluster, series.namespace, series.pod))
+                    )
+                    for family in of_kind:
+                        labels = with_name(own, family)
+                        if match_all(matchers, labels):
+                            found.append((series, family, labels))
+                            if len(found) > self.max_series:
+                                raise QueryError(
+                                    f"a selector matches more than {self.max_series} series: "
+                                    "add label matchers"
+                                )
+        found.sort(key=lambda item: item[2])
+        return found
+
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[RawSeries]:
+        found = self._matching(matchers)
+        if not found or end_ms < start_ms:
+            return []
+        ids = sorted({series.id for series, _f, _l in found})
+        unit_of = {sid: index for index, sid in enumerate(ids)}
+        left = self.max_samples - self.samples_read
+        with self.reader.reading() as conn:
+            scan = Scan(
+                [Unit((sid,), (sid,)) for sid in ids],
+                start_ms=start_ms,
+                end_ms=end_ms,
+                block_ms=self.reader.block_ms,
+                max_samples=max(left, 0),
+            )
+            try:
+                runs = scan.samples(conn)
+            except QueryError:
+                raise QueryError(
+                    f"the query reads more than {self.max_samples} samples: narrow the time "
+                    "range, shorten its [ranges] or add label matchers"
+                ) from None
+        self.samples_read += scan.decoded
+        out = []
+        for series, family, labels in found:
+            run = runs.get(unit_of[series.id])
+            if run is None:
+                continue
+            column = run.cpu_nanocores if family.scale != 1.0 else run.memory_bytes
+            out.append(
+                RawSeries(
+                    labels,
+                    np.asarray(run.timestamps_ms, np.int64),
+                    np.asarray(column, np.int64),
+                    family.scale,
+                )
+            )
+        return out
+
+    def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
+        found = self._matching(matchers)
+        if not found:
+            return []
+        with self.reader.reading() as conn:
+            newest = newest_in_head(conn, {s.id: s for s, _f, _l in found})
+        return [
+            labels
+            for series, _family, labels in found
+            if series.first_seen_ms <= end_ms
+            and max(series.last_seen_ms, newest.get(series.id, 0)) >= start_ms
+        ]
+
+
+def _pushed_down(matchers: Sequence[Matcher], kind: Kind) -> SeriesFilter | None:
+    """The equality matchers the series dictionary can filter by (the rest are applied to
+    each series' labels); ``None`` when two of them want different values of one label."""
+    wanted: dict[str, str] = {}
+    names = (
+        ("cluster", "node") if kind is Kind.NODE else ("cluster", "namespace", "pod", "container")
+    )
+    for m in matchers:
+        if m.op is MatchOp.EQUAL and m.name in names and m.value != "":
+            if wanted.setdefault(m.name, m.value) != m.value:
+                return None
+    query_kind = QueryKind.NODE if kind is Kind.NODE else QueryKind.CONTAINER
+    return SeriesFilter(
+        query_kind,
+        wanted.get("node"),
+        wanted.get("namespace"),
+        wanted.get("pod"),
+        wanted.get("container"),
+        None,
+        wanted.get("cluster"),
+    )
