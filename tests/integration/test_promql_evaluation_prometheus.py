@@ -153,3 +153,28 @@ def test_the_corpus_covers_the_subset() -> None:
         assert word in text, word
     assert len(CORPUS) >= 100
     assert sum("time" in c for c in CORPUS) > 30 and sum("step" in c for c in CORPUS) > 30
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("rate(recorder_container_cpu_usage_cores[5m])", "rate()"),
+        ("histogram_quantile(0.9, recorder_container_cpu_usage_cores)", "histogram_quantile()"),
+        ("stddev_over_time(recorder_node_cpu_usage_cores[5m])", "stddev_over_time()"),
+        ("stdvar(recorder_node_cpu_usage_cores)", "stdvar()"),
+        ("recorder_node_cpu_usage_cores and recorder_node_memory_working_set_bytes", "'and'"),
+        ("max_over_time(recorder_node_cpu_usage_cores[10m:1m])", "subqueries"),
+    ],
+)
+def test_what_prometheus_answers_outside_the_subset_is_bad_data_naming_it(
+    query: str, named: str, recorder_url: str, prometheus_url: str, http: httpx.Client
+) -> None:
+    case = {"query": query, "time": 3600}
+    assert _ask(http, prometheus_url, "", case, form=False)["status"] == "success"
+    response = http.get(
+        f"{recorder_url}/prometheus/api/v1/query",
+        params={"query": query, "time": _seconds(3600)},
+    )
+    body = response.json()
+    assert (response.status_code, body["errorType"]) == (400, "bad_data")
+    assert named in body["error"] and "not supported" in body["error"]
