@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 
+from recorder.errors import QueryError
 from recorder.query.promql.failures import ExecutionError
 from recorder.query.promql.matchers import MatchOp, compile_anchored
 from recorder.query.promql.syntax import SelectorNode
@@ -59,8 +60,10 @@ def label_replace(
     anchored ``regex`` matches the ``source`` label's value; an empty result removes it."""
     try:
         pattern = compile_anchored(regex, "label_replace()")
-    except ValueError as exc:
-        raise ExecutionError(f"invalid regular expression in label_replace(): {exc}") from None
+    except QueryError:
+        raise ExecutionError(
+            f"invalid regular expression in label_replace(): {regex[:200]}"
+        ) from None
     if not _LABEL_NAME.fullmatch(destination):
         raise ExecutionError(f"invalid destination label name in label_replace(): {destination}")
     out = []

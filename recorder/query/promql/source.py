@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
+from sqlalchemy import Connection
 
 from recorder.domain import Kind, QueryKind, SeriesFilter
 from recorder.errors import QueryError
@@ -85,7 +86,7 @@ class StoreSource:
         self.max_series = max_series
         self.max_samples = max_samples
         self.samples_read = 0
-        self._workloads: WorkloadOf | None = None
+        self._workloads: dict[tuple[str | None, str | None], WorkloadOf] = {}
 
     def _matching(self, matchers: Sequence[Matcher]) -> list[tuple[Series, Family, Labels]]:
         """Every stored series and family that the matchers accept, with its labels."""
@@ -101,9 +102,7 @@ class StoreSource:
                 if where is None:
                     continue
                 stored = select_series(conn, (kind,), where)
-                if kind is Kind.CONTAINER and stored and self._workloads is None:
-                    self._workloads = read_pod_workloads(conn)
-                workloads = self._workloads or {}
+                workloads = self._workloads_of(conn, where) if kind is Kind.CONTAINER else {}
                 for series in stored.values():
                     own = identity(
                         series, workloads.get((series.cluster, series.namespace, series.pod))
@@ -118,6 +117,17 @@ class StoreSource:
                                     "add label matchers"
                                 )
         found.sort(key=lambda item: item[2])
+        return found
+
+    def _workloads_of(self, conn: Connection, where: SeriesFilter) -> WorkloadOf:
+        """The recorded workloads of the pods in ``where``'s cluster and namespace (all when
+        it names none), read once per query."""
+        key = (where.cluster, where.namespace)
+        found = self._workloads.get(key)
+        if found is None:
+            namespaces = (where.namespace,) if where.namespace is not None else ()
+            found = read_pod_workloads(conn, cluster=where.cluster, namespaces=namespaces)
+            self._workloads[key] = found
         return found
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[RawSeries]:

@@ -247,10 +247,10 @@ def _at(at: Any) -> At | None:
         return At(AtKind.END)
     try:
         when = at.at
-    except BaseException as exc:  # the binding panics on times before 1970
+    except BaseException as exc:  # the binding panics on times it cannot represent
         if isinstance(exc, KeyboardInterrupt | SystemExit | MemoryError):
             raise
-        raise QueryError("@ times before 1970 are not supported") from None
+        raise QueryError("@ times before 1970 or after 9999 are not supported") from None
     seconds = when.timestamp()
     return At(AtKind.TIME, round(seconds * 1000))
 
