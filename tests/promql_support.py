@@ -41,6 +41,27 @@ WORKLOADS = {
 }
 """Pods with a recorded workload; ``shop/debug`` has none (a bare pod)."""
 
+MI = 2**20
+SPECS = (
+    ("shop", "web-1", "app", 0, 100_000_000, None, 128 * MI, 256 * MI),
+    ("shop", "web-1", "app", 3600, 200_000_000, 400_000_000, 256 * MI, 256 * MI),
+    ("shop", "web-1", "sidecar", 0, 10_000_000, None, 16 * MI, None),
+    ("shop", "web-2", "app", 0, 100_000_000, None, 128 * MI, 256 * MI),
+    ("shop", "web-2", "app", 3600, 200_000_000, 400_000_000, 256 * MI, 256 * MI),
+    ("shop", "db-0", "postgres", 0, 500_000_000, 1_000_000_000, 2**30, 2**30),
+    ("batch", "report-x", "run", 3600, 250_000_000, None, None, 512 * MI),
+)
+"""Containers' requests and limits as the worker records them: (namespace, pod, container,
+since (seconds after the start), CPU request and limit in nanocores, memory request and limit
+in bytes; None: not set). debug/shell and web-2/sidecar have none."""
+SPEC_FAMILIES = {
+    "recorder_container_cpu_request_cores": (4, 1e9),
+    "recorder_container_cpu_limit_cores": (5, 1e9),
+    "recorder_container_memory_request_bytes": (6, 1),
+    "recorder_container_memory_limit_bytes": (7, 1),
+}
+"""Each requests/limits family: its value's position in a ``SPECS`` row, and its scale."""
+
 
 @dataclass(frozen=True, slots=True)
 class Track:
@@ -99,6 +120,11 @@ def write_store(store: Store, tracks: list[Track]) -> None:
         [(ns, pod, kind, name, None) for (ns, pod), (kind, name) in WORKLOADS.items()],
         now_ms=T0_MS,
     )
+    for since in sorted({spec[3] for spec in SPECS}):
+        objects.record_containers(
+            [(*spec[:3], *spec[4:], 0, None) for spec in SPECS if spec[3] == since],
+            now_ms=T0_MS + since * 1000,
+        )
     polls: dict[tuple[Kind, int], list[Sample]] = {}
     for track in tracks:
         for ts, cpu, memory in track.rows:
@@ -143,6 +169,20 @@ def openmetrics(tracks: list[Track]) -> str:
             for ts, cpu, memory in track.rows:
                 value = repr(cpu / 1e9) if resource == "cpu" else str(memory)
                 lines.append(f"{name}{{{labels}}} {value} {ts / 1000}")
+    for name, (position, scale) in SPEC_FAMILIES.items():
+        lines.append(f"# TYPE {name} gauge")
+        for track in tracks:
+            key = track.key
+            specs = [s for s in SPECS if s[:3] == (key.namespace, key.pod, key.container)]
+            if key.kind is not Kind.CONTAINER or not specs:
+                continue
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(_labels(key).items()))
+            for ts, _cpu, _memory in track.rows:
+                in_effect = [s for s in specs if T0_MS + s[3] * 1000 <= ts]
+                value = in_effect[-1][position] if in_effect else None
+                if value is not None:
+                    text = repr(value / scale) if scale != 1 else str(value)
+                    lines.append(f"{name}{{{labels}}} {text} {ts / 1000}")
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 

@@ -95,3 +95,21 @@ def test_the_bounds_are_query_errors(history: Store) -> None:
         StoreSource(history, max_series=1).select([eq("namespace", "shop")], T0, T0 + HOUR)
     with pytest.raises(QueryError, match="reads more than 100 samples"):
         StoreSource(history, max_samples=100).select([eq("pod", "web-1")], T0, T0 + 2 * HOUR)
+
+
+def test_requests_and_limits_are_sampled_at_the_usage_samples(history: Store) -> None:
+    objects = ObjectStore(history.engine, DEFAULT_CLUSTER)
+    objects.record_containers(
+        [("shop", "web-1", "app", 100_000_000, None, 2**20, None, 0, None)], now_ms=T0 + HOUR
+    )
+    source = StoreSource(history)
+    (request,) = source.select(
+        [eq("__name__", "recorder_container_cpu_request_cores")], T0, T0 + 2 * HOUR
+    )
+    assert dict(request.labels)["pod"] == "web-1"
+    assert request.timestamps_ms.tolist() == list(range(T0 + HOUR, T0 + 2 * HOUR, 60_000))
+    assert set(request.values.tolist()) == {0.1}
+    assert (
+        source.select([eq("__name__", "recorder_container_cpu_limit_cores")], T0, T0 + 2 * HOUR)
+        == []
+    )

@@ -59,8 +59,8 @@ def test_a_range_query_has_at_most_11000_steps() -> None:
     assert len(data["result"][0]["values"]) == 11_000
 
 
-def test_metadata_names_the_four_gauges() -> None:
-    assert len(endpoints.metadata(None)) == 4
+def test_metadata_names_the_eight_gauges() -> None:
+    assert len(endpoints.metadata(None)) == 8
     assert endpoints.metadata("recorder_node_cpu_usage_cores") == {
         "recorder_node_cpu_usage_cores": [
             {

@@ -4,8 +4,11 @@ labels (``cluster``, and ``node``, or ``namespace``, ``pod``, ``container``), pl
 recorded it, or ``Pod`` and the pod's own name for a pod without one (a bare pod, or history
 from before cluster objects were read), exactly as ``kind=workload`` groups them.
 
-The names and HELP texts are the exporter's (``recorder.exporter.families``, which the query
-layer may not import; a test holds the two tables equal).
+The names and HELP texts of the four are the exporter's (``recorder.exporter.families``, which
+the query layer may not import; a test holds the two tables equal). Four more are the
+containers' requests and limits as the worker recorded them from the pods' specs
+(``REQUESTS_LIMITS``): a sample at each of the container's usage samples, with the value in
+effect then, where it is set; so they live exactly as long as the container's usage does.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class Family:
     unit: str
     kind: Kind
     resource: Resource
+    column: str | None = None
+    """For requests and limits: the ``store.objects.ContainerResources`` field it reads."""
 
     @property
     def scale(self) -> float:
@@ -66,6 +71,47 @@ FAMILIES = (
         Resource.MEMORY,
     ),
 )
+
+REQUESTS_LIMITS = (
+    Family(
+        "recorder_container_cpu_request_cores",
+        "CPU request of the container in cores, from its pod's spec as recorded, at each of "
+        "its usage samples (absent where not set)",
+        "cores",
+        Kind.CONTAINER,
+        Resource.CPU,
+        "cpu_request_nanocores",
+    ),
+    Family(
+        "recorder_container_cpu_limit_cores",
+        "CPU limit of the container in cores, from its pod's spec as recorded, at each of "
+        "its usage samples (absent where not set)",
+        "cores",
+        Kind.CONTAINER,
+        Resource.CPU,
+        "cpu_limit_nanocores",
+    ),
+    Family(
+        "recorder_container_memory_request_bytes",
+        "Memory request of the container in bytes, from its pod's spec as recorded, at each "
+        "of its usage samples (absent where not set)",
+        "bytes",
+        Kind.CONTAINER,
+        Resource.MEMORY,
+        "memory_request_bytes",
+    ),
+    Family(
+        "recorder_container_memory_limit_bytes",
+        "Memory limit of the container in bytes, from its pod's spec as recorded, at each of "
+        "its usage samples (absent where not set)",
+        "bytes",
+        Kind.CONTAINER,
+        Resource.MEMORY,
+        "memory_limit_bytes",
+    ),
+)
+
+ALL_FAMILIES = FAMILIES + REQUESTS_LIMITS
 
 LABEL_NAMES = {
     Kind.NODE: ("cluster", "node"),

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from recorder.errors import QueryError
-from recorder.query.promql.catalog import FAMILIES
+from recorder.query.promql.catalog import ALL_FAMILIES
 from recorder.query.promql.evaluation import instant_query, range_query
 from recorder.query.promql.matchers import Matcher, MatchOp
 from recorder.query.promql.source import Source
@@ -103,6 +103,6 @@ def label_values(
 def metadata(metric: str | None) -> dict[str, list[dict[str, str]]]:
     return {
         family.name: [{"type": "gauge", "help": family.help, "unit": family.unit}]
-        for family in FAMILIES
+        for family in ALL_FAMILIES
         if metric is None or metric == "" or metric == family.name
     }

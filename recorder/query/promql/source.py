@@ -1,7 +1,8 @@
 """Where selectors find their series and samples: the store (``StoreSource``: the series
-dictionary, the pods' workloads, and raw samples from the head and the chunks merged by the
-one dedup rule, through ``recorder.query.scan``), or a list in memory (``MemorySource``, for
-tests of the pure evaluator).
+dictionary, the pods' workloads, raw samples from the head and the chunks merged by the one
+dedup rule, through ``recorder.query.scan``, and the containers' recorded requests and limits
+at those samples' instants, through ``recorder.query.requests_limits``), or a list in memory
+(``MemorySource``, for tests of the pure evaluator).
 
 Both bound what one query may read: at most ``max_series`` series per selector and
 ``max_samples`` samples in all, else a ``QueryError`` that says which bound was hit.
@@ -17,8 +18,9 @@ from sqlalchemy import Connection
 
 from recorder.domain import Kind, QueryKind, SeriesFilter
 from recorder.errors import QueryError
+from recorder.query import requests_limits
 from recorder.query.engine import HistoryReader
-from recorder.query.promql.catalog import FAMILIES, Family, identity, with_name
+from recorder.query.promql.catalog import ALL_FAMILIES, Family, identity, with_name
 from recorder.query.promql.matchers import Matcher, MatchOp, match_all
 from recorder.query.promql.values import METRIC_NAME, Labels, RawSeries
 from recorder.query.scan import Scan, Unit
@@ -91,7 +93,7 @@ class StoreSource:
     def _matching(self, matchers: Sequence[Matcher]) -> list[tuple[Series, Family, Labels]]:
         """Every stored series and family that the matchers accept, with its labels."""
         named = [m for m in matchers if m.name == METRIC_NAME]
-        families = [f for f in FAMILIES if all(m.matches(f.name) for m in named)]
+        families = [f for f in ALL_FAMILIES if all(m.matches(f.name) for m in named)]
         found: list[tuple[Series, Family, Labels]] = []
         with self.reader.reading() as conn:
             for kind in (Kind.NODE, Kind.CONTAINER):
@@ -152,21 +154,25 @@ class StoreSource:
                     f"the query reads more than {self.max_samples} samples: narrow the time "
                     "range, shorten its [ranges] or add label matchers"
                 ) from None
+            specs = {_pod(s) for s, family, _l in found if family.column is not None}
+            loaded = requests_limits.load(conn, specs, end_ms) if specs else {}
         self.samples_read += scan.decoded
         out = []
         for series, family, labels in found:
             run = runs.get(unit_of[series.id])
             if run is None:
                 continue
-            column = run.cpu_nanocores if family.scale != 1.0 else run.memory_bytes
-            out.append(
-                RawSeries(
-                    labels,
-                    np.asarray(run.timestamps_ms, np.int64),
-                    np.asarray(column, np.int64),
-                    family.scale,
-                )
-            )
+            stamps = np.asarray(run.timestamps_ms, np.int64)
+            if family.column is None:
+                column = run.cpu_nanocores if family.scale != 1.0 else run.memory_bytes
+                out.append(RawSeries(labels, stamps, np.asarray(column, np.int64), family.scale))
+                continue
+            rows = loaded.get(_pod(series), {}).get(series.container)
+            if not rows:
+                continue
+            values, _known, is_set = requests_limits.container_values(rows, stamps, family.column)
+            if is_set.any():
+                out.append(RawSeries(labels, stamps[is_set], values[is_set], family.scale))
         return out
 
     def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
@@ -181,6 +187,10 @@ class StoreSource:
             if series.first_seen_ms <= end_ms
             and max(series.last_seen_ms, newest.get(series.id, 0)) >= start_ms
         ]
+
+
+def _pod(series: Series) -> tuple[str, str, str]:
+    return series.cluster, series.namespace, series.pod
 
 
 def _pushed_down(matchers: Sequence[Matcher], kind: Kind) -> SeriesFilter | None:
