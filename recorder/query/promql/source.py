@@ -89,6 +89,7 @@ class StoreSource:
         self.max_samples = max_samples
         self.samples_read = 0
         self._workloads: dict[tuple[str | None, str | None], WorkloadOf] = {}
+        self._read: dict[tuple[tuple[Matcher, ...], int, int], list[RawSeries]] = {}
 
     def _matching(self, matchers: Sequence[Matcher]) -> list[tuple[Series, Family, Labels]]:
         """Every stored series and family that the matchers accept, with its labels."""
@@ -133,6 +134,15 @@ class StoreSource:
         return found
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[RawSeries]:
+        """As ``Source.select``; a query that names one selector twice (``x / sum(x)``)
+        reads it once."""
+        key = (tuple(matchers), start_ms, end_ms)
+        found = self._read.get(key)
+        if found is None:
+            found = self._read[key] = self._select(matchers, start_ms, end_ms)
+        return found
+
+    def _select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[RawSeries]:
         found = self._matching(matchers)
         if not found or end_ms < start_ms:
             return []
@@ -148,7 +158,7 @@ class StoreSource:
                 max_samples=max(left, 0),
             )
             try:
-                runs = scan.samples(conn)
+                runs = scan.sample_columns(conn)
             except QueryError:
                 raise QueryError(
                     f"the query reads more than {self.max_samples} samples: narrow the time "
@@ -162,9 +172,9 @@ class StoreSource:
             run = runs.get(unit_of[series.id])
             if run is None:
                 continue
-            stamps = np.asarray(run.timestamps_ms, np.int64)
+            stamps = np.asarray(run[0], np.int64)
             if family.column is None:
-                column = run.cpu_nanocores if family.scale != 1.0 else run.memory_bytes
+                column = run[1] if family.scale != 1.0 else run[2]
                 out.append(RawSeries(labels, stamps, np.asarray(column, np.int64), family.scale))
                 continue
             rows = loaded.get(_pod(series), {}).get(series.container)

@@ -49,14 +49,16 @@ def label_value(labels: Labels, name: str) -> str:
 def format_value(value: float) -> str:
     """As Go's ``strconv.FormatFloat(v, 'f', -1, 64)`` (no exponent), with Prometheus'
     ``NaN``, ``+Inf`` and ``-Inf``."""
+    text = repr(float(value))
+    if text[-2:] == ".0":  # the common cases first: a response may hold a million values
+        return text[:-2]
+    if text[-1] in "0123456789" and "e" not in text:
+        return text
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    text = repr(float(value))
-    if "e" in text:
-        text = format(Decimal(text), "f")
-    return text.removesuffix(".0")
+    return format(Decimal(text), "f").removesuffix(".0")
 
 
 def labels_text(labels: Labels) -> str:

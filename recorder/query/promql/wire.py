@@ -64,6 +64,7 @@ def result_data(result: Result) -> dict[str, Any]:
             ],
         }
     out = []
+    seconds = [_seconds(t) for t in times]
     for s in sorted(value.series, key=_by_labels):
         where = np.flatnonzero(s.present).tolist()
         if not where:
@@ -72,7 +73,7 @@ def result_data(result: Result) -> dict[str, Any]:
         out.append(
             {
                 "metric": _metric(s.labels),
-                "values": [[_seconds(times[i]), format_value(values[i])] for i in where],
+                "values": [[seconds[i], format_value(values[i])] for i in where],
             }
         )
     return {"resultType": "matrix", "result": out}
