@@ -136,7 +136,7 @@ def vectors(node: BinaryNode, lhs: VectorValue, rhs: VectorValue, steps: int) ->
     for series in one:
         ones.setdefault(signature(series.labels, node), []).append(series)
     for sig, group in ones.items():
-        _check_unique_one(group, sig, node, steps)
+        _check_unique_one(group, sig, node)
     comparison = node.op in COMPARISON
     out: list[StepSeries] = []
     matched = {sig: np.zeros(steps, np.int64) for sig in ones}
@@ -171,9 +171,8 @@ def vectors(node: BinaryNode, lhs: VectorValue, rhs: VectorValue, steps: int) ->
     return VectorValue(merged(out, message))
 
 
-def _check_unique_one(
-    group: Sequence[StepSeries], sig: Labels, node: BinaryNode, steps: int
-) -> None:
+def _check_unique_one(group: Sequence[StepSeries], sig: Labels, node: BinaryNode) -> None:
+    """The "one" side has at most one series per matching labels at each step."""
     if len(group) < 2:
         return
     count = np.sum([s.present for s in group], axis=0)

@@ -186,16 +186,27 @@ class StoreSource:
         return out
 
     def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
+        """As ``Source.series``: by the first and last seen of their usage series, and a
+        request or limit series only if the container ever had it set."""
         found = self._matching(matchers)
         if not found:
             return []
         with self.reader.reading() as conn:
             newest = newest_in_head(conn, {s.id: s for s, _f, _l in found})
+            specs = {_pod(s) for s, family, _l in found if family.column is not None}
+            loaded = requests_limits.load(conn, specs, end_ms) if specs else {}
         return [
             labels
-            for series, _family, labels in found
+            for series, family, labels in found
             if series.first_seen_ms <= end_ms
             and max(series.last_seen_ms, newest.get(series.id, 0)) >= start_ms
+            and (
+                family.column is None
+                or any(
+                    getattr(row, family.column) is not None
+                    for row in loaded.get(_pod(series), {}).get(series.container, ())
+                )
+            )
         ]
 
 
