@@ -17,7 +17,6 @@ import numpy as np
 
 from recorder.errors import QueryError
 from recorder.query.promql import aggregations, binary, functions, windows
-from recorder.query.promql.failures import ExecutionError
 from recorder.query.promql.source import Source
 from recorder.query.promql.syntax import (
     AggregateNode,
@@ -48,6 +47,8 @@ from recorder.query.promql.values import (
     without_name,
 )
 from recorder.timeutil import MAX_TIME_MS, MIN_TIME_MS
+
+__all__ = ["LOOKBACK_MS", "MAX_STEPS", "Result", "instant_query", "range_query"]
 
 LOOKBACK_MS = 5 * 60_000
 MAX_STEPS = 11_000
@@ -246,6 +247,3 @@ class Evaluator:
         if not isinstance(value, StringValue):
             raise QueryError(f"{where}: expected a string")
         return value.text
-
-
-__all__ = ["LOOKBACK_MS", "MAX_STEPS", "ExecutionError", "Result", "instant_query", "range_query"]

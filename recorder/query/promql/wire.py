@@ -13,7 +13,9 @@ from recorder.query.promql.evaluation import Result
 from recorder.query.promql.values import (
     Labels,
     RangeValue,
+    RawSeries,
     ScalarValue,
+    StepSeries,
     StringValue,
     VectorValue,
     format_value,
@@ -79,9 +81,8 @@ def result_data(result: Result) -> dict[str, Any]:
     return {"resultType": "matrix", "result": out}
 
 
-def _by_labels(series: Any) -> Labels:
-    labels: Labels = series.labels
-    return labels
+def _by_labels(series: StepSeries | RawSeries) -> Labels:
+    return series.labels
 
 
 def _range_samples(value: RangeValue) -> list[dict[str, Any]]:
