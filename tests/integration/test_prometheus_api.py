@@ -4,13 +4,18 @@ values, metadata and buildinfo, error types and status codes, and no 5xx for any
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Connection
 
 from recorder.api.app import AppDeps, create_app
 from recorder.exporter import SnapshotHolder, build_registry
@@ -222,3 +227,57 @@ def test_no_form_body_yields_a_5xx(served: httpx.Client, body: bytes) -> None:
     )
     assert 400 <= response.status_code < 500
     assert response.json()["errorType"] == "bad_data"
+
+
+class GatedStore:
+    """A store whose reads wait for ``gate``: a query that holds its slot."""
+
+    def __init__(self, store: Store, gate: threading.Event) -> None:
+        self._store, self._gate = store, gate
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        self._gate.wait(30)
+        with self._store.reading() as conn:
+            yield conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_queries_share_the_concurrency_limit(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.migrate()
+    write_history(store)
+    gate = threading.Event()
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(
+        GatedStore(store, gate),  # type: ignore[arg-type]
+        registry,
+        clock=lambda: NOW,
+        max_concurrent_queries=1,
+        max_queued_queries=0,
+    )
+    query = {"query": "recorder_node_cpu_usage_cores"}
+    try:
+        with (
+            serving(create_app(deps)) as url,
+            httpx.Client(base_url=url + API, timeout=30) as client,
+        ):
+            holding = threading.Thread(
+                target=client.get, args=("/query",), kwargs={"params": query}
+            )
+            holding.start()
+            time.sleep(0.3)  # it holds the only slot
+            refused = httpx.post(
+                url + API + "/query_range", data={**query, "start": "0", "end": "1", "step": "1"}
+            )
+            gate.set()
+            holding.join()
+            assert client.get("/query", params=query).json()["status"] == "success"
+    finally:
+        gate.set()
+        store.close()
+    assert refused.status_code == 503
+    assert refused.json()["errorType"] == "unavailable"
+    assert "retry-after" in refused.headers

@@ -74,7 +74,20 @@ def test_what_lies_outside_the_subset_is_refused_by_name(query: str, named: str)
 
 
 @pytest.mark.parametrize(
-    "query", ["", "   ", "m{", "sum(", "1 > 2", "{}", 'm{a=~"("}', "m\x00", "foo(m)", "m @ -5"]
+    "query",
+    [
+        "",
+        "   ",
+        "m{",
+        "sum(",
+        "1 > 2",
+        "{}",
+        'm{a=~"("}',
+        "m\x00",
+        "foo(m)",
+        "m @ -5",
+        "m offset 0s",
+    ],
 )
 def test_syntax_errors_are_query_errors(query: str) -> None:
     with pytest.raises(QueryError):

@@ -2,8 +2,9 @@
 ``bool``) between scalars and vectors, with ``on``/``ignoring`` and
 ``group_left``/``group_right``, as Prometheus 2.42 computes them at each step.
 
-Arithmetic and ``bool`` drop the metric name; a filtering comparison keeps the series (and
-the vector side's value, even when the scalar is on the left). Between vectors the "one" side
+Arithmetic (but ``atan2``, as in Prometheus 2.42) and ``bool`` drop the metric name; a
+filtering comparison keeps the series (and the vector side's value, even when the scalar is on
+the left). Between vectors the "one" side
 must have one series per matching label set at each step, and the results must be unique,
 else the evaluation fails with Prometheus' message.
 """
@@ -62,6 +63,15 @@ def apply(op: str, lhs: FloatArray, rhs: FloatArray) -> tuple[FloatArray, BoolAr
     return lhs, holds
 
 
+def drops_name(node: BinaryNode) -> bool:
+    """Prometheus 2.42's ``shouldDropMetricName`` (``+ - * / % ^``: not ``atan2``, not a
+    filtering comparison), or ``bool``."""
+    return node.op in _NAME_DROPPING or node.return_bool
+
+
+_NAME_DROPPING = frozenset({"+", "-", "*", "/", "%", "^"})
+
+
 def _true(like: FloatArray) -> BoolArray:
     return np.ones(like.shape, np.bool_)
 
@@ -91,7 +101,7 @@ def vector_scalar(
         else:
             present = series.present & holds
         labels = series.labels
-        if not comparison or node.return_bool:
+        if drops_name(node):
             labels = without_name(labels)
         out.append(StepSeries(labels, value, present))
     return VectorValue(merged(out, "vector cannot contain metrics with the same labelset"))
@@ -111,7 +121,7 @@ def _result_labels(left: Labels, right: Labels, node: BinaryNode) -> Labels:
     restricted by ``on``/``ignoring`` for one-to-one, plus ``group_x``'s labels from the
     "one" side (removed where it has none); ``bool`` drops the name too."""
     pairs = dict(left)
-    if node.op not in COMPARISON or node.return_bool:
+    if drops_name(node):
         pairs.pop(METRIC_NAME, None)
     if node.card is Card.ONE_TO_ONE:
         if node.on:
