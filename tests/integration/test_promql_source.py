@@ -113,3 +113,17 @@ def test_requests_and_limits_are_sampled_at_the_usage_samples(history: Store) ->
         source.select([eq("__name__", "recorder_container_cpu_limit_cores")], T0, T0 + 2 * HOUR)
         == []
     )
+
+
+def test_series_seen_outside_the_range_do_not_count_against_the_bound(history: Store) -> None:
+    later = T0 + 3 * HOUR
+    new = Sample(SeriesKey.for_container("shop", "new", "app"), later, 30_000, 5, 6)
+    history.write(Batch(Kind.CONTAINER, [new]), now_ms=later)
+    source = StoreSource(history, max_series=6)  # one container's usage, requests and limits
+    (cpu, memory) = source.select([eq("pod", "new")], later - 60_000, later)
+    assert cpu.ints.tolist() == [5] and memory.ints.tolist() == [6]
+    # web-1 and debug ended two hours before: not counted, though the selector names them too
+    found = source.select([eq("namespace", "shop")], later - 60_000, later)
+    assert [dict(s.labels)["pod"] for s in found] == ["new", "new"]
+    with pytest.raises(QueryError, match="more than 6 series"):
+        source.select([eq("namespace", "shop")], T0, later)

@@ -10,7 +10,7 @@ Both bound what one query may read: at most ``max_series`` series per selector a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -91,8 +91,13 @@ class StoreSource:
         self._workloads: dict[tuple[str | None, str | None], WorkloadOf] = {}
         self._read: dict[tuple[tuple[Matcher, ...], int, int], list[RawSeries]] = {}
 
-    def _matching(self, matchers: Sequence[Matcher]) -> list[tuple[Series, Family, Labels]]:
-        """Every stored series and family that the matchers accept, with its labels."""
+    def _matching(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+    ) -> list[tuple[Series, Family, Labels]]:
+        """Every stored series and family that the matchers accept, with its labels, of the
+        series seen between ``start_ms`` and ``end_ms`` (by first and last seen, head rows
+        included): the pods of a year of rollouts do not count against ``max_series`` in a
+        query of the last hour."""
         named = [m for m in matchers if m.name == METRIC_NAME]
         families = [f for f in ALL_FAMILIES if all(m.matches(f.name) for m in named)]
         found: list[tuple[Series, Family, Labels]] = []
@@ -104,9 +109,15 @@ class StoreSource:
                 where = _pushed_down(matchers, kind)
                 if where is None:
                     continue
-                stored = select_series(conn, (kind,), where)
+                stored = _seen(
+                    conn,
+                    select_series(conn, (kind,), where),
+                    start_ms,
+                    end_ms,
+                    self.reader.block_ms,
+                )
                 workloads = self._workloads_of(conn, where) if kind is Kind.CONTAINER else {}
-                for series in stored.values():
+                for series in stored:
                     own = identity(
                         series, workloads.get((series.cluster, series.namespace, series.pod))
                     )
@@ -117,7 +128,7 @@ class StoreSource:
                             if len(found) > self.max_series:
                                 raise QueryError(
                                     f"a selector matches more than {self.max_series} series: "
-                                    "add label matchers"
+                                    "add label matchers or narrow the time range"
                                 )
         found.sort(key=lambda item: item[2])
         return found
@@ -143,8 +154,10 @@ class StoreSource:
         return found
 
     def _select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[RawSeries]:
-        found = self._matching(matchers)
-        if not found or end_ms < start_ms:
+        if end_ms < start_ms:
+            return []
+        found = self._matching(matchers, start_ms, end_ms)
+        if not found:
             return []
         ids = sorted({series.id for series, _f, _l in found})
         unit_of = {sid: index for index, sid in enumerate(ids)}
@@ -188,26 +201,39 @@ class StoreSource:
     def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
         """As ``Source.series``: by the first and last seen of their usage series, and a
         request or limit series only if the container ever had it set."""
-        found = self._matching(matchers)
-        if not found:
-            return []
+        found = self._matching(matchers, start_ms, end_ms)
+        specs = {_pod(s) for s, family, _l in found if family.column is not None}
+        if not specs:
+            return [labels for _s, _f, labels in found]
         with self.reader.reading() as conn:
-            newest = newest_in_head(conn, {s.id: s for s, _f, _l in found})
-            specs = {_pod(s) for s, family, _l in found if family.column is not None}
-            loaded = requests_limits.load(conn, specs, end_ms) if specs else {}
+            loaded = requests_limits.load(conn, specs, end_ms)
         return [
             labels
             for series, family, labels in found
-            if series.first_seen_ms <= end_ms
-            and max(series.last_seen_ms, newest.get(series.id, 0)) >= start_ms
-            and (
-                family.column is None
-                or any(
-                    getattr(row, family.column) is not None
-                    for row in loaded.get(_pod(series), {}).get(series.container, ())
-                )
+            if family.column is None
+            or any(
+                getattr(row, family.column) is not None
+                for row in loaded.get(_pod(series), {}).get(series.container, ())
             )
         ]
+
+
+def _seen(
+    conn: Connection, stored: Mapping[int, Series], start_ms: int, end_ms: int, slack_ms: int
+) -> list[Series]:
+    """The series with samples (by first and last seen, head rows included) that may fall
+    between ``start_ms`` and ``end_ms``. The head holds the last hour or two: reading its
+    newest timestamps is cheap. ``first_seen_ms`` is the first sample written, and a late
+    sample may be older: ``slack_ms`` (a block) allows for it."""
+    if not stored:
+        return []
+    newest = newest_in_head(conn, stored)
+    return [
+        series
+        for sid, series in stored.items()
+        if series.first_seen_ms <= end_ms + slack_ms
+        and max(series.last_seen_ms, newest.get(sid, 0)) >= start_ms
+    ]
 
 
 def _pod(series: Series) -> tuple[str, str, str]:
