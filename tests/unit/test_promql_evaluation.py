@@ -3,8 +3,13 @@ closed 5-minute lookback, offset and @, step alignment, result types."""
 
 from __future__ import annotations
 
-from recorder.query.promql.evaluation import range_query
+import pytest
+
+from recorder.errors import QueryError
+from recorder.query.promql.evaluation import Evaluator, range_query
 from recorder.query.promql.source import MemorySource
+from recorder.query.promql.syntax import parse
+from recorder.query.promql.values import Steps
 from recorder.query.promql.wire import result_data
 from tests.promql_support import instant, raw
 
@@ -40,3 +45,14 @@ def test_a_range_query_steps_from_start_and_never_past_end() -> None:
 def test_ranges_hold_both_ends_in_prometheus_2() -> None:
     assert value_at("count_over_time(m[1m])", MINUTE) == ["2"]
     assert value_at("count_over_time(m[1m] offset 1ms)", MINUTE) == ["1"]
+
+
+def test_a_vector_holds_at_most_max_values() -> None:
+    many = [raw({"__name__": "m", "i": str(i)}, [(0, i)]) for i in range(30)]
+    steps = Steps.of(0, 9 * MINUTE, MINUTE)  # 10 steps
+    source = MemorySource(many)
+    assert len(Evaluator(source, steps, max_values=300).evaluate(parse("m")).series) == 30  # type: ignore[union-attr]
+    with pytest.raises(QueryError, match="30 series x 10 steps, more than 299 values"):
+        Evaluator(source, steps, max_values=299).evaluate(parse("m"))
+    with pytest.raises(QueryError, match="more than 299 values"):
+        Evaluator(source, steps, max_values=299).evaluate(parse("max_over_time(m[1m])"))

@@ -52,6 +52,9 @@ __all__ = ["LOOKBACK_MS", "MAX_STEPS", "Result", "instant_query", "range_query"]
 
 LOOKBACK_MS = 5 * 60_000
 MAX_STEPS = 11_000
+MAX_VALUES = 10_000_000
+"""The most values (series x steps) one vector of a query may hold: about 90 MB (a float and a
+flag each), so no query can take the server's memory (Prometheus' --query.max-samples)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -105,11 +108,26 @@ def _clamped(ms: int) -> int:
 
 
 class Evaluator:
-    def __init__(self, source: Source, steps: Steps) -> None:
+    def __init__(self, source: Source, steps: Steps, *, max_values: int = MAX_VALUES) -> None:
         self.source = source
         self.steps = steps
+        self.max_values = max_values
+
+    def _hold(self, series: int) -> None:
+        """``QueryError`` if ``series`` series over every step are more than ``max_values``."""
+        if series * self.steps.count > self.max_values:
+            raise QueryError(
+                f"the query would hold {series} series x {self.steps.count} steps, more than "
+                f"{self.max_values} values: use a larger step, a shorter range or fewer series"
+            )
 
     def evaluate(self, node: Node) -> Value:
+        value = self._evaluated(node)
+        if isinstance(value, VectorValue):
+            self._hold(len(value.series))
+        return value
+
+    def _evaluated(self, node: Node) -> Value:
         if isinstance(node, NumberNode):
             return ScalarValue(np.full(self.steps.count, node.value))
         if isinstance(node, StringNode):
@@ -153,8 +171,10 @@ class Evaluator:
 
     def _instant(self, selector: SelectorNode) -> VectorValue:
         ends = self._ends(selector)
+        found_series = self._read(selector, ends, LOOKBACK_MS)
+        self._hold(len(found_series))
         out = []
-        for series in self._read(selector, ends, LOOKBACK_MS):
+        for series in found_series:
             stamps = series.timestamps_ms
             newest = np.searchsorted(stamps, ends, "right") - 1
             found = newest >= 0
@@ -214,6 +234,7 @@ class Evaluator:
             matrix = args[0]
             if not isinstance(matrix, RangeValue):
                 raise QueryError(f"expected a range vector in {name}()")
+            self._hold(len(matrix.series))
             return VectorValue(tuple(windows.over_time(name, matrix, q)))
         if name == "scalar":
             return functions.scalar(self._vector(args[0], name), count)
