@@ -98,14 +98,23 @@ def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
     async def query(request: Request) -> Response:
         p = await _params(request)
         now_ms = deps.now_ms()
-        return await run(lambda: endpoints.query(source(), p.get("query"), p.get("time"), now_ms))
+        return await run(
+            lambda: endpoints.query(
+                source(), p.get("query"), p.get("time"), now_ms, deps.max_points
+            )
+        )
 
     @router.api_route("/query_range", methods=["GET", "POST"])
     async def query_range(request: Request) -> Response:
         p = await _params(request)
         return await run(
             lambda: endpoints.query_range(
-                source(), p.get("query"), p.get("start"), p.get("end"), p.get("step")
+                source(),
+                p.get("query"),
+                p.get("start"),
+                p.get("end"),
+                p.get("step"),
+                deps.max_points,
             )
         )
 

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from recorder.query.promql.evaluation import range_query
+from recorder.errors import QueryError
+from recorder.query.promql.evaluation import instant_query, range_query
 from recorder.query.promql.source import MemorySource
 from recorder.query.promql.values import format_value
 from recorder.query.promql.wire import result_data
@@ -38,3 +39,14 @@ def test_result_types() -> None:
         "resultType": "matrix",
         "result": [{"metric": {}, "values": [[1, "6"], [1.5, "6"], [2, "6"]]}],
     }
+
+
+def test_a_response_holds_at_most_max_points() -> None:
+    series = [raw({"__name__": "m", "i": str(i)}, [(1000, 1), (1500, 2)]) for i in range(3)]
+    ranged = range_query(MemorySource(series), "m", 1000, 2000, 500)  # 3 series x 3 steps
+    assert len(result_data(ranged, max_points=9)["result"]) == 3
+    with pytest.raises(QueryError, match="9 points, more than 8"):
+        result_data(ranged, max_points=8)
+    matrix = instant_query(MemorySource(series), "m[1s]", 2000)  # 3 series x 2 samples
+    with pytest.raises(QueryError, match="6 points, more than 5"):
+        result_data(matrix, max_points=5)

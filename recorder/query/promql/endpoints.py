@@ -25,15 +25,26 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _EVERY_SERIES = (Matcher.of(METRIC_NAME, MatchOp.REGEX, ".+"),)
 
 
-def query(source: Source, text: str | None, time: str | None, now_ms: int) -> dict[str, Any]:
+def query(
+    source: Source,
+    text: str | None,
+    time: str | None,
+    now_ms: int,
+    max_points: int | None = None,
+) -> dict[str, Any]:
     if not text:
         raise QueryError('invalid parameter "query": query must not be empty')
     time_ms = parse_time_ms(time, "time") if time else now_ms
-    return result_data(instant_query(source, text, time_ms))
+    return result_data(instant_query(source, text, time_ms), max_points)
 
 
 def query_range(
-    source: Source, text: str | None, start: str | None, end: str | None, step: str | None
+    source: Source,
+    text: str | None,
+    start: str | None,
+    end: str | None,
+    step: str | None,
+    max_points: int | None = None,
 ) -> dict[str, Any]:
     start_ms = parse_time_ms(start or "", "start")
     end_ms = parse_time_ms(end or "", "end")
@@ -42,7 +53,7 @@ def query_range(
     step_ms = parse_duration_ms(step or "", "step")
     if not text:
         raise QueryError('invalid parameter "query": query must not be empty')
-    return result_data(range_query(source, text, start_ms, end_ms, step_ms))
+    return result_data(range_query(source, text, start_ms, end_ms, step_ms), max_points)
 
 
 def _selectors(matches: Sequence[str]) -> list[tuple[Matcher, ...]]:

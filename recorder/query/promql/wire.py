@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from recorder.errors import QueryError
 from recorder.query.promql.evaluation import Result
 from recorder.query.promql.values import (
     Labels,
@@ -31,8 +32,28 @@ def _metric(labels: Labels) -> dict[str, str]:
     return dict(labels)
 
 
-def result_data(result: Result) -> dict[str, Any]:
-    """The ``data`` of a ``query`` or ``query_range`` answer."""
+def point_count(result: Result) -> int:
+    """How many points (samples) the answer holds."""
+    value = result.value
+    if isinstance(value, VectorValue):
+        return sum(int(s.present.sum()) for s in value.series)
+    if isinstance(value, RangeValue):
+        total = 0
+        for series in value.series:
+            low, high = bounds(series, value.ends_ms, value.range_ms)
+            total += max(int(high[0]) - int(low[0]), 0)
+        return total
+    return result.steps.count
+
+
+def result_data(result: Result, max_points: int | None = None) -> dict[str, Any]:
+    """The ``data`` of a ``query`` or ``query_range`` answer; ``QueryError`` when it would
+    hold more than ``max_points`` points."""
+    if max_points is not None and (count := point_count(result)) > max_points:
+        raise QueryError(
+            f"the response would hold {count} points, more than {max_points}: use a larger "
+            "step, a shorter range or fewer series"
+        )
     value, steps = result.value, result.steps
     times = steps.times_ms.tolist()
     instant = steps.step_ms == 0
