@@ -178,3 +178,47 @@ def test_what_prometheus_answers_outside_the_subset_is_bad_data_naming_it(
     body = response.json()
     assert (response.status_code, body["errorType"]) == (400, "bad_data")
     assert named in body["error"] and "not supported" in body["error"]
+
+
+WINDOW = {"start": _seconds(9000), "end": _seconds(10800)}
+"""Two hours and a half after the start until the end: report-x and n2 had stopped."""
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("series", {"match[]": ["recorder_node_cpu_usage_cores"]}),
+        ("series", {"match[]": ['{namespace="shop"}', "recorder_node_memory_working_set_bytes"]}),
+        ("series", {"match[]": ['{workload_kind=~"Pod|Job"}'], **WINDOW}),
+        ("series", {"match[]": ['{__name__=~"recorder_node.*"}'], **WINDOW}),
+        ("series", {"match[]": ["recorder_container_cpu_limit_cores"]}),
+        ("labels", {}),
+        ("labels", {"match[]": ["recorder_node_cpu_usage_cores"]}),
+        ("label/__name__/values", {}),
+        ("label/pod/values", {}),
+        ("label/workload/values", {"match[]": ['{namespace="shop"}']}),
+    ],
+)
+def test_series_and_labels_answer_as_prometheus(
+    path: str,
+    params: dict[str, Any],
+    recorder_url: str,
+    prometheus_url: str,
+    http: httpx.Client,
+) -> None:
+    """match[] and time windows (Prometheus answers labels by whole TSDB blocks, so only
+    series are asked over a window, one that no series' block edge blurs)."""
+    theirs = http.get(f"{prometheus_url}/api/v1/{path}", params=params).json()
+    url = f"{recorder_url}/prometheus/api/v1/{path}"
+    # as Grafana asks: series and labels by form POST, label values by GET
+    posted = path in ("series", "labels")
+    ours = (http.post(url, data=params) if posted else http.get(url, params=params)).json()
+    assert theirs["status"] == "success" and ours["status"] == "success"
+
+    def canonical(data: list[Any]) -> list[Any]:
+        return sorted(
+            data, key=lambda item: sorted(item.items()) if isinstance(item, dict) else item
+        )
+
+    assert canonical(ours["data"]) == canonical(theirs["data"])
+    assert ours["data"], "the request should find something"
