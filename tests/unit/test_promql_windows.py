@@ -8,7 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recorder.query.promql.values import RangeValue
-from recorder.query.promql.windows import bounds, over_time, quantile, window_extremes
+from recorder.query.promql.windows import (
+    bounds,
+    over_time,
+    quantile,
+    window_extremes,
+    window_quantiles,
+)
 from tests.promql_support import raw
 
 
@@ -52,3 +58,21 @@ def test_extremes_equal_brute_force(values: list[int], windows: list[tuple[int, 
 def test_quantile_interpolates_between_ranks() -> None:
     assert quantile(0.5, np.array([4.0, 1.0, 2.0, 3.0])) == 2.5
     assert quantile(2, np.array([1.0])) == float("inf")
+
+
+@given(
+    st.lists(st.integers(-1000, 1000), min_size=1, max_size=40),
+    st.lists(st.tuples(st.integers(0, 39), st.integers(1, 40)), min_size=1, max_size=15),
+    st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0, -0.5, 1.5]),
+)
+def test_window_quantiles_equal_quantile_of_each_window(
+    values: list[int], windows: list[tuple[int, int]], q: float
+) -> None:
+    data = np.array(values, np.float64)
+    spans = [(a, min(a + n, len(values))) for a, n in windows if a < len(values)]
+    if not spans:
+        return
+    low = np.array([a for a, _b in spans], np.int64)
+    high = np.array([b for _a, b in spans], np.int64)
+    got = window_quantiles(data, low, high, np.full(len(spans), q))
+    assert got.tolist() == [quantile(q, data[a:b]) for a, b in spans]
