@@ -4,8 +4,9 @@ dedup rule, through ``recorder.query.scan``, and the containers' recorded reques
 at those samples' instants, through ``recorder.query.requests_limits``), or a list in memory
 (``MemorySource``, for tests of the pure evaluator).
 
-Both bound what one query may read: at most ``max_series`` series per selector and
-``max_samples`` samples in all, else a ``QueryError`` that says which bound was hit.
+The store's bounds what one query may read: at most ``max_series`` series per selector (of
+those seen in its time range) and ``max_samples`` samples in all, else a ``QueryError`` that
+says which bound was hit.
 """
 
 from __future__ import annotations
