@@ -3,6 +3,9 @@ feature outside the subset refused with a message naming it."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from recorder.errors import QueryError
@@ -103,3 +106,13 @@ def test_sizes_and_nesting_are_bounded_before_the_parser_recurses() -> None:
         parse('m{a="' + "x" * 70_000 + '"}')
     long_string = 'm{a=~"' + "|".join(f"pod-{i}" for i in range(2000)) + '"}'
     assert isinstance(parse(long_string), SelectorNode)  # long regexes in strings are fine
+
+
+def test_the_readmes_example_panel_queries_are_in_the_subset() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("```promql\n", 1)[1].split("```", 1)[0]
+    queries = re.split(r"\n(?! )", block.strip())
+    assert len(queries) == 5
+    for query in queries:
+        text = query.replace("$namespace", "shop").replace("$workload", "web")
+        parse(text.replace("$__range", "1d"))
