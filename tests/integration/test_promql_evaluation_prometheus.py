@@ -162,7 +162,7 @@ def test_the_corpus_covers_the_subset() -> None:
         ("histogram_quantile(0.9, recorder_container_cpu_usage_cores)", "histogram_quantile()"),
         ("stddev_over_time(recorder_node_cpu_usage_cores[5m])", "stddev_over_time()"),
         ("stdvar(recorder_node_cpu_usage_cores)", "stdvar()"),
-        ("recorder_node_cpu_usage_cores and recorder_node_memory_working_set_bytes", "'and'"),
+        ('count_values("v", recorder_node_cpu_usage_cores)', "count_values()"),
         ("max_over_time(recorder_node_cpu_usage_cores[10m:1m])", "subqueries"),
     ],
 )

@@ -54,3 +54,18 @@ def test_arithmetic_follows_go_floats() -> None:
     assert values("m % 3") == [({"ns": "a", "pod": "p1"}, "1"), ({"ns": "a", "pod": "p2"}, "1")]
     assert values("-m % 3")[1][1] == "-1"  # math.Mod keeps the dividend's sign
     assert values("m ^ 0.5")[1][1] == "3.1622776601683795"
+
+
+def test_set_operators_match_on_labels_without_the_name() -> None:
+    others = [*SERIES, raw({"__name__": "n", "ns": "a", "pod": "p1"}, [(T, 7)])]
+
+    def pods(query: str) -> list[tuple[str, str]]:
+        found = instant(others, query, T)["result"]
+        return [(r["metric"]["__name__"], r["metric"].get("pod", "")) for r in found]
+
+    assert pods("m and n") == [("m", "p1")]
+    assert pods("m unless n") == [("m", "p2")]
+    assert pods("m or n") == [("m", "p1"), ("m", "p2")]  # n{p1} matches m{p1}: left out
+    assert pods("n or m") == [("m", "p2"), ("n", "p1")]
+    assert pods("m and on(ns) t") == [("m", "p1"), ("m", "p2")]
+    assert pods("m unless ignoring(pod) n") == []

@@ -1,6 +1,7 @@
 """Arithmetic (``+ - * / % ^ atan2``) and comparison (``== != > < >= <=``, with or without
 ``bool``) between scalars and vectors, with ``on``/``ignoring`` and
-``group_left``/``group_right``, as Prometheus 2.42 computes them at each step.
+``group_left``/``group_right``, and the set operators ``and``, ``or``, ``unless`` between
+vectors, as Prometheus 2.42 computes them at each step.
 
 Arithmetic (but ``atan2``, as in Prometheus 2.42) and ``bool`` drop the metric name; a
 filtering comparison keeps the series (and the vector side's value, even when the scalar is on
@@ -194,3 +195,27 @@ def _check_unique_one(group: Sequence[StepSeries], sig: Labels, node: BinaryNode
             f"{labels_text(group[1].labels)}];many-to-many matching not allowed: matching "
             "labels must be unique on one side"
         )
+
+
+def sets(node: BinaryNode, lhs: VectorValue, rhs: VectorValue, steps: int) -> VectorValue:
+    """``and``, ``or``, ``unless``: at each step, which series of each side have a sample
+    whose matching labels (``signature``) the other side has too; labels and values are kept
+    as they are."""
+    other = rhs if node.op in ("and", "unless") else lhs
+    present: dict[Labels, BoolArray] = {}
+    for series in other.series:
+        sig = signature(series.labels, node)
+        present[sig] = present.get(sig, np.zeros(steps, np.bool_)) | series.present
+    none = np.zeros(steps, np.bool_)
+    out: list[StepSeries] = []
+    if node.op == "or":
+        out.extend(lhs.series)
+        for series in rhs.series:
+            shown = series.present & ~present.get(signature(series.labels, node), none)
+            out.append(StepSeries(series.labels, series.values, shown))
+    else:
+        for series in lhs.series:
+            matched = present.get(signature(series.labels, node), none)
+            shown = series.present & (matched if node.op == "and" else ~matched)
+            out.append(StepSeries(series.labels, series.values, shown))
+    return VectorValue(merged(out, "vector cannot contain metrics with the same labelset"))

@@ -19,6 +19,7 @@ from recorder.errors import QueryError
 from recorder.query.promql import aggregations, binary, functions, windows
 from recorder.query.promql.source import Source
 from recorder.query.promql.syntax import (
+    SET,
     AggregateNode,
     AtKind,
     BinaryNode,
@@ -209,6 +210,10 @@ class Evaluator:
             return binary.vector_scalar(node, self._vector(lhs, node.op), rhs, scalar_left=False)
         if isinstance(lhs, ScalarValue):
             return binary.vector_scalar(node, self._vector(rhs, node.op), lhs, scalar_left=True)
+        if node.op in SET:
+            return binary.sets(
+                node, self._vector(lhs, node.op), self._vector(rhs, node.op), self.steps.count
+            )
         return binary.vectors(
             node, self._vector(lhs, node.op), self._vector(rhs, node.op), self.steps.count
         )

@@ -49,6 +49,7 @@ FUNCTIONS = frozenset(
 AGGREGATIONS = frozenset({"sum", "avg", "min", "max", "count", "topk", "bottomk", "quantile"})
 ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^", "atan2"})
 COMPARISON = frozenset({"==", "!=", ">", "<", ">=", "<="})
+SET = frozenset({"and", "or", "unless"})
 
 
 class AtKind(StrEnum):
@@ -117,6 +118,7 @@ class Card(StrEnum):
     ONE_TO_ONE = "one-to-one"
     MANY_TO_ONE = "many-to-one"
     ONE_TO_MANY = "one-to-many"
+    MANY_TO_MANY = "many-to-many"
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,26 +279,27 @@ _CARDS = (
     (pp.VectorMatchCardinality.OneToOne, Card.ONE_TO_ONE),
     (pp.VectorMatchCardinality.ManyToOne, Card.MANY_TO_ONE),
     (pp.VectorMatchCardinality.OneToMany, Card.ONE_TO_MANY),
+    (pp.VectorMatchCardinality.ManyToMany, Card.MANY_TO_MANY),
 )
 
 
 def _binary(expr: Any, deeper: int) -> BinaryNode:
     op = str(expr.op).strip()
-    if op not in ARITHMETIC and op not in COMPARISON:
+    if op not in ARITHMETIC and op not in COMPARISON and op not in SET:
         raise QueryError(
             f"the binary operator {op!r} is not supported by the recorder's PromQL (supported: "
-            "+ - * / % ^ atan2 == != > < >= <=)"
+            "+ - * / % ^ atan2 == != > < >= <= and or unless)"
         )
     lhs, rhs = _node(expr.lhs, deeper), _node(expr.rhs, deeper)
     modifier = expr.modifier
     if modifier is None:
-        return BinaryNode(op, lhs, rhs)
+        return BinaryNode(op, lhs, rhs, card=Card.MANY_TO_MANY if op in SET else Card.ONE_TO_ONE)
     fill = modifier.fill_values
     if fill is not None and (fill.lhs is not None or fill.rhs is not None):
         raise QueryError("fill modifiers are not PromQL of Prometheus 2.42")
     card = next((ours for theirs, ours in _CARDS if modifier.card == theirs), None)
-    if card is None:
-        raise QueryError("many-to-many matching is only for and/or/unless")
+    if card is None or (card is Card.MANY_TO_MANY) != (op in SET):
+        raise QueryError("many-to-many matching is for and/or/unless only")
     matching = modifier.matching
     on = matching is not None and matching.type == pp.LabelModifierType.Include
     names = tuple(matching.labels) if matching is not None else ()
