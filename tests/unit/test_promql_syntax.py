@@ -60,7 +60,7 @@ def test_ranges_aggregations_and_binary_modifiers() -> None:
     [
         ("rate(m[5m])", "function rate()"),
         ("histogram_quantile(0.9, m)", "function histogram_quantile()"),
-        ("time()", "function time()"),
+        ("timestamp(m)", "function timestamp()"),
         ("stddev(m)", "aggregation stddev()"),
         ('count_values("v", m)', "aggregation count_values()"),
         ("m[5m:1m]", "subqueries"),

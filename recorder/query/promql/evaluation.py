@@ -241,6 +241,8 @@ class Evaluator:
                 raise QueryError(f"expected a range vector in {name}()")
             self._hold(len(matrix.series))
             return VectorValue(tuple(windows.over_time(name, matrix, q)))
+        if name == "time":
+            return ScalarValue(self.steps.times_ms / 1000)
         if name == "scalar":
             return functions.scalar(self._vector(args[0], name), count)
         if name == "vector":

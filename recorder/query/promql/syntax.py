@@ -44,6 +44,7 @@ FUNCTIONS = frozenset(
         "clamp_max",
         "label_replace",
         "absent",
+        "time",
     }
 )
 AGGREGATIONS = frozenset({"sum", "avg", "min", "max", "count", "topk", "bottomk", "quantile"})
