@@ -1,5 +1,6 @@
-"""The HTTP API: ``/metrics``, ``/livez``, ``/readyz`` (``probes``) and the history API under
-``/api/v1`` (``history``, ``recommend``), answering errors with one envelope (``errors``).
+"""The HTTP API: ``/metrics``, ``/livez``, ``/readyz`` (``probes``), the history API under
+``/api/v1`` (``history``, ``recommend``) and the Prometheus query API under
+``/prometheus/api/v1`` (``prometheus_api``), answering errors with one envelope (``errors``).
 
 ``create_app`` builds the FastAPI app from ``AppDeps``: the catch-all for bugs and the HTTP
 self-metrics as middleware, the error handlers, and the routers, each given what it needs.
@@ -19,6 +20,7 @@ from recorder.api.history import history_router
 from recorder.api.httpmetrics import HttpMetrics, HttpMetricsMiddleware
 from recorder.api.limits import QueryLimiter
 from recorder.api.probes import probes_router
+from recorder.api.prometheus_api import prometheus_router
 from recorder.api.recommend import recommendations_router
 
 __all__ = ["AppDeps", "HistoryStore", "create_app"]
@@ -44,4 +46,5 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(probes_router(deps))
     app.include_router(history_router(deps, queries))
     app.include_router(recommendations_router(deps, queries))
+    app.include_router(prometheus_router(deps, queries))
     return app

@@ -1,0 +1,164 @@
+"""The Prometheus HTTP API's read side under ``/prometheus/api/v1`` (what Grafana's
+Prometheus data source calls): ``query``, ``query_range``, ``series``, ``labels``,
+``label/<name>/values`` (GET, and form-encoded POST where Prometheus takes it),
+``metadata`` and ``status/buildinfo``.
+
+Each route reads its parameters (query string and form body, the body's winning, as Go's
+``FormValue``), hands one blocking function over ``recorder.query.promql.endpoints`` to the
+``QueryLimiter`` and answers Prometheus' envelope. Errors: ``bad_data`` 400 (the app's
+``QueryError`` handler), ``execution`` 422, ``timeout`` and ``unavailable`` 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from recorder import __version__
+from recorder.api.deps import AppDeps
+from recorder.api.errors import error_response
+from recorder.api.limits import QueryLimiter
+from recorder.errors import QueryError
+from recorder.query.promql import endpoints
+from recorder.query.promql.failures import ExecutionError
+from recorder.query.promql.source import StoreSource
+from recorder.query.promql.wire import dumps
+
+__all__ = ["PREFIX", "prometheus_router"]
+
+PREFIX = "/prometheus/api/v1"
+MAX_BODY_BYTES = 256 * 1024
+MAX_PARAMETERS = 256
+MAX_LABEL_SERIES = 2_000_000
+"""How many series ``labels`` and ``label/<name>/values`` may look through: they read label
+sets only (no samples), and Grafana asks them without ``match[]`` to fill its variables."""
+PROMETHEUS_VERSION = "2.42.0"
+"""The Prometheus whose semantics the evaluator follows (Debian's, which CI compares with)."""
+
+
+class Params:
+    """A request's parameters: the query string's, then the form body's (which win)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        if len(pairs) > MAX_PARAMETERS:
+            raise QueryError(f"more than {MAX_PARAMETERS} parameters")
+        self.pairs = pairs
+
+    def get(self, name: str) -> str | None:
+        found = [value for key, value in self.pairs if key == name]
+        return found[-1] if found else None
+
+    def all(self, name: str) -> list[str]:
+        return [value for key, value in self.pairs if key == name]
+
+
+async def _params(request: Request) -> Params:
+    pairs = list(request.query_params.multi_items())
+    if request.method == "POST":
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "application/x-www-form-urlencoded":
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise QueryError(f"the form body is larger than {MAX_BODY_BYTES} bytes")
+            try:
+                text = bytes(body).decode()
+                form = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_PARAMETERS)
+            except (UnicodeDecodeError, ValueError):
+                raise QueryError("the form body is not valid UTF-8 form encoding") from None
+            pairs += form
+    for key, value in pairs:
+        if "\x00" in key or "\x00" in value:
+            raise QueryError(f"parameter {key[:40]!r} holds a NUL character")
+    return Params(pairs)
+
+
+def _success(data: Any) -> Response:
+    return Response(dumps({"status": "success", "data": data}), media_type="application/json")
+
+
+def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+    def source(max_series: int = deps.max_series) -> StoreSource:
+        return StoreSource(deps.store, max_series=max_series, max_samples=deps.max_samples)
+
+    async def run(work: Callable[[], Any]) -> Response:
+        try:
+            return await queries.run(lambda: _success(work()))
+        except ExecutionError as exc:
+            return error_response(422, "execution", str(exc))
+
+    @router.api_route("/query", methods=["GET", "POST"])
+    async def query(request: Request) -> Response:
+        p = await _params(request)
+        now_ms = deps.now_ms()
+        return await run(
+            lambda: endpoints.query(
+                source(), p.get("query"), p.get("time"), now_ms, deps.max_points
+            )
+        )
+
+    @router.api_route("/query_range", methods=["GET", "POST"])
+    async def query_range(request: Request) -> Response:
+        p = await _params(request)
+        return await run(
+            lambda: endpoints.query_range(
+                source(),
+                p.get("query"),
+                p.get("start"),
+                p.get("end"),
+                p.get("step"),
+                deps.max_points,
+            )
+        )
+
+    @router.api_route("/series", methods=["GET", "POST"])
+    async def series(request: Request) -> Response:
+        p = await _params(request)
+        return await run(
+            lambda: endpoints.series(source(), p.all("match[]"), p.get("start"), p.get("end"))
+        )
+
+    @router.api_route("/labels", methods=["GET", "POST"])
+    async def labels(request: Request) -> Response:
+        p = await _params(request)
+        return await run(
+            lambda: endpoints.label_names(
+                source(MAX_LABEL_SERIES), p.all("match[]"), p.get("start"), p.get("end")
+            )
+        )
+
+    @router.get("/label/{name}/values")
+    async def label_values(name: str, request: Request) -> Response:
+        p = await _params(request)
+        return await run(
+            lambda: endpoints.label_values(
+                source(MAX_LABEL_SERIES), name, p.all("match[]"), p.get("start"), p.get("end")
+            )
+        )
+
+    @router.get("/metadata")
+    async def metadata(request: Request) -> Response:
+        p = await _params(request)
+        return _success(endpoints.metadata(p.get("metric")))
+
+    @router.get("/status/buildinfo")
+    async def buildinfo() -> Response:
+        return _success(
+            {
+                "version": PROMETHEUS_VERSION,
+                "revision": f"kube-metrics-recorder {__version__}",
+                "branch": "",
+                "buildUser": "",
+                "buildDate": "",
+                "goVersion": "",
+            }
+        )
+
+    return router
