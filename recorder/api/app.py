@@ -14,7 +14,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import anyio.to_thread
 from fastapi import Depends, FastAPI
 
 from recorder import __version__
@@ -25,16 +24,20 @@ from recorder.api.errors import CatchAll, install_error_handlers
 from recorder.api.guard import OPEN_PATHS, AccessGuard, Denials, authorize
 from recorder.api.history import history_router
 from recorder.api.httpmetrics import HttpMetrics, HttpMetricsMiddleware
-from recorder.api.limits import QueryLimiter
+from recorder.api.limits import QueryLimiter, SingleFlight
 from recorder.api.probes import probes_router
 from recorder.api.ratelimit import RateLimiter
 from recorder.api.recommend import recommendations_router
+from recorder.errors import StoreUnavailable
 from recorder.query import engine
 
 __all__ = ["AppDeps", "HistoryStore", "create_app"]
 
 log = logging.getLogger(__name__)
 """Where a bug that escaped a handler is logged (``CatchAll``)."""
+NAMESPACES_TTL_SECONDS = 10.0
+"""How long the list of the history's namespaces (asked when a query over namespaces is
+filtered in Kubernetes mode) is reused: a new namespace's history shows within seconds."""
 
 
 def create_app(deps: AppDeps) -> FastAPI:
@@ -47,8 +50,18 @@ def create_app(deps: AppDeps) -> FastAPI:
     )
     denials = Denials(deps.http_registry)
 
+    listing = SingleFlight(
+        lambda: engine.namespaces(deps.store),
+        deadline_seconds=deps.readiness_timeout_seconds * 5,
+        ttl_seconds=NAMESPACES_TTL_SECONDS,
+        name="recorder-namespaces",
+    )
+
     async def known_namespaces() -> Sequence[str]:
-        return await anyio.to_thread.run_sync(engine.namespaces, deps.store)
+        found = await listing.get()
+        if found is None:
+            raise StoreUnavailable("the database did not list the history's namespaces in time")
+        return found
 
     app.add_middleware(
         AccessGuard,

@@ -118,6 +118,9 @@ class AccessGuard:
         self._logs = LogLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
@@ -147,6 +150,20 @@ class AccessGuard:
             return
         scope[GRANT_KEY] = Grant(caller, self.authorizer, self.known)
         await self.app(scope, receive, self._decided_send(scope, receive, send, caller))
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No route speaks WebSocket today; one added later needs a token allowed
+        cluster-wide, or the connection is closed (1008, policy violation)."""
+        try:
+            caller = await self.authorizer.authenticate(bearer_token(scope))
+            allowed = caller is not None and await self.authorizer.allows(caller, CLUSTER)
+        except AccessReviewError:
+            allowed = False
+        if not allowed:
+            self.denials.count("forbidden")
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await self.app(scope, receive, send)
 
     def _decided_send(self, scope: Scope, receive: Receive, send: Send, caller: Caller) -> Send:
         """``send``, refusing the answer of a request nobody decided on that the caller may

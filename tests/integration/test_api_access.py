@@ -5,6 +5,7 @@ and deny by namespace on every read endpoint and on ``/metrics``, filtered answe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -302,3 +303,32 @@ def test_an_unreachable_api_server_is_503(history: Store, tmp_path: Path) -> Non
         body = answer.json()
         assert body["errorType"] == "unavailable" and "Kubernetes API" in body["error"]
         assert json.dumps(body).find("Traceback") < 0
+
+
+def test_a_websocket_needs_a_token_allowed_cluster_wide(history: Store, api_server: str) -> None:
+    """No route speaks WebSocket today; the guard closes one opened without the right token
+    before any route sees it."""
+    app = create_app(_deps(history, api_server))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def connect(who: str | None) -> None:
+        headers = [(b"authorization", f"Bearer {TOKENS[who]}".encode())] if who else []
+        scope = {
+            "type": "websocket",
+            "path": "/api/v1/stream",
+            "headers": headers,
+            "query_string": b"",
+            "client": ("127.0.0.1", 1),
+        }
+        await app(scope, receive, send)
+
+    for who in (None, "alice"):
+        sent.clear()
+        asyncio.run(connect(who))
+        assert sent == [{"type": "websocket.close", "code": 1008}], who
