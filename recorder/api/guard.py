@@ -130,37 +130,38 @@ class AccessGuard:
         try:
             caller = await self.authorizer.authenticate(token)
             answer = self._limited(scope, caller)
-            if answer is None and caller is None:
-                self.denials.count("unauthenticated")
-                what = "no bearer token was sent" if token is None else "the token is not valid"
-                answer = error_response(
-                    401,
-                    "unauthorized",
-                    f"{what}: send Authorization: Bearer <token> (see README, Access control)",
-                    {"WWW-Authenticate": 'Bearer realm="kube-metrics-recorder"'},
-                )
             if answer is None and caller is not None and scope["path"] == METRICS_PATH:
                 answer = await self._refusal(caller, METRICS)
                 scope[DECIDED_KEY] = True
         except AccessReviewError as exc:
             answer = self._undecided(exc)
         if answer is not None or caller is None:
-            assert answer is not None
-            await answer(scope, receive, send)
+            await (answer or self._unauthenticated(token))(scope, receive, send)
             return
         scope[GRANT_KEY] = Grant(caller, self.authorizer, self.known)
         await self.app(scope, receive, self._decided_send(scope, receive, send, caller))
 
+    def _unauthenticated(self, token: str | None) -> Response:
+        self.denials.count("unauthenticated")
+        what = "no bearer token was sent" if token is None else "the token is not valid"
+        return error_response(
+            401,
+            "unauthorized",
+            f"{what}: send Authorization: Bearer <token> (see README, Access control)",
+            {"WWW-Authenticate": 'Bearer realm="kube-metrics-recorder"'},
+        )
+
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """No route speaks WebSocket today; one added later needs a token allowed
         cluster-wide, or the connection is closed (1008, policy violation)."""
+        caller: Caller | None = None
         try:
             caller = await self.authorizer.authenticate(bearer_token(scope))
             allowed = caller is not None and await self.authorizer.allows(caller, CLUSTER)
         except AccessReviewError:
             allowed = False
         if not allowed:
-            self.denials.count("forbidden")
+            self.denials.count("forbidden" if caller is not None else "unauthenticated")
             await send({"type": "websocket.close", "code": 1008})
             return
         await self.app(scope, receive, send)

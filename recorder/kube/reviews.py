@@ -139,21 +139,12 @@ class ReviewClient:
             ) from None
 
     async def _exchange(self, path: str, body: Mapping[str, Any], what: str) -> Mapping[str, Any]:
-        headers = {"Content-Type": "application/json"}
+        reply = await self._send(path, body, what)
         credentials = self.config.credentials
-        if credentials is not None:
-            try:
-                # may read a token file or run an exec plugin: not on the event loop
-                headers.update(await anyio.to_thread.run_sync(credentials.headers))
-            except RecorderError as exc:
-                raise AccessReviewError(f"the recorder's own credentials failed: {exc}") from exc
-        try:
-            reply = await self._client().post(path, content=json.dumps(body), headers=headers)
-        except httpx.HTTPError as exc:
-            raise AccessReviewError(
-                f"cannot reach the Kubernetes API at {self.config.server} for {what} "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
+        if reply.status_code == 401 and credentials is not None:
+            # a rotated service-account token: read it again and retry once, as the poller does
+            if await anyio.to_thread.run_sync(credentials.refresh):
+                reply = await self._send(path, body, what)
         if reply.status_code in (401, 403):
             raise AccessReviewError(
                 f"the Kubernetes API refused {what} to the recorder ({reply.status_code}): "
@@ -170,6 +161,23 @@ class ReviewClient:
         if not isinstance(answer, dict):
             raise AccessReviewError(f"the Kubernetes API's answer to {what} is not a review")
         return answer
+
+    async def _send(self, path: str, body: Mapping[str, Any], what: str) -> httpx.Response:
+        headers = {"Content-Type": "application/json"}
+        credentials = self.config.credentials
+        if credentials is not None:
+            try:
+                # may read a token file or run an exec plugin: not on the event loop
+                headers.update(await anyio.to_thread.run_sync(credentials.headers))
+            except RecorderError as exc:
+                raise AccessReviewError(f"the recorder's own credentials failed: {exc}") from exc
+        try:
+            return await self._client().post(path, content=json.dumps(body), headers=headers)
+        except httpx.HTTPError as exc:
+            raise AccessReviewError(
+                f"cannot reach the Kubernetes API at {self.config.server} for {what} "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:

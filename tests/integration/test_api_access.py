@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
@@ -23,7 +25,9 @@ from recorder.api.app import AppDeps, create_app
 from recorder.api.kubernetes_access import KubernetesAccess
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.kube.config import from_api_url
+from recorder.kube.credentials import Credentials, FileToken
 from recorder.kube.reviews import ReviewClient
+from recorder.simulator.access import AccessControl, AccessMiddleware, Identity
 from recorder.simulator.reviews import ReviewMiddleware, ReviewPolicy, ReviewUser
 from recorder.simulator.server import SimulatorServer
 from recorder.simulator.server import create_app as simulator_app
@@ -332,3 +336,39 @@ def test_a_websocket_needs_a_token_allowed_cluster_wide(history: Store, api_serv
         sent.clear()
         asyncio.run(connect(who))
         assert sent == [{"type": "websocket.close", "code": 1008}], who
+
+
+def test_the_recorders_own_rotated_token_is_read_again(
+    history: Store, policy: ReviewPolicy, tmp_path: Path
+) -> None:
+    """The API server asks the recorder for its own token too: after a rotation (the kubelet
+    writes a new one, the old stops working) a review gets 401 once, the token file is read
+    again and the review sent again; no caller sees a 503."""
+    control = AccessControl()
+    token_file = tmp_path / "token"
+    rotating = control.add_rotating_token(Identity("system:serviceaccount:r:r"), token_file)
+    app = simulator_app(
+        None,
+        middleware=[
+            Middleware(AccessMiddleware, control=control),
+            Middleware(ReviewMiddleware, policy=policy),
+        ],
+    )
+    with SimulatorServer(app) as server:
+        config = replace(
+            from_api_url(server.url),
+            credentials=Credentials(
+                token=FileToken(token_file, "the test's token file", reread_seconds=3600)
+            ),
+        )
+        deps = AppDeps(
+            history,
+            CollectorRegistry(),
+            clock=lambda: NOW,
+            authorizer=KubernetesAccess(ReviewClient(config, timeout_seconds=2.0)),
+        )
+        with serving(create_app(deps)) as url:
+            assert get(url, "/api/v1/series", "alice", namespace="a").status_code == 200
+            rotating.rotate()
+            assert get(url, "/api/v1/series", "root").status_code == 200  # a new review
+    assert control.rejections == 1
