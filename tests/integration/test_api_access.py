@@ -157,11 +157,21 @@ def test_a_route_added_later_is_guarded_and_needs_cluster_wide_access(
     async def extra(_request: Any) -> PlainTextResponse:
         return PlainTextResponse("every namespace's secrets")
 
-    app.router.routes.append(Route("/api/v1/extra", extra))
+    app.router.routes.append(Route("/api/v1/extra", extra))  # a plain Starlette route
+    ran: list[str] = []
+
+    @app.get("/api/v1/costly")  # a FastAPI route: refused before its handler runs
+    async def costly() -> dict[str, str]:
+        ran.append("costly")
+        return {"every": "namespace"}
+
     with serving(app) as url:
-        assert get(url, "/api/v1/extra").status_code == 401
-        assert get(url, "/api/v1/extra", "alice").status_code == 403
-        assert get(url, "/api/v1/extra", "root").status_code == 200
+        for path in ("/api/v1/extra", "/api/v1/costly"):
+            assert get(url, path).status_code == 401
+            assert get(url, path, "alice").status_code == 403
+            assert ran == []
+            assert get(url, path, "root").status_code == 200
+    assert ran == ["costly"]
 
 
 def test_unauthenticated_requests_get_401_with_a_bearer_challenge(url: str) -> None:
