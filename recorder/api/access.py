@@ -101,6 +101,11 @@ class Authorizer(Protocol):
         """The namespaces ``caller`` may read, for a caller without cluster-wide access."""
         ...
 
+    def costly(self, token: str) -> bool:
+        """Whether authenticating ``token`` would ask someone else (a TokenReview not
+        answered from the cache): the guard refuses that to a client already over its rate."""
+        ...
+
 
 class OpenAccess:
     """``--auth none``: everyone is ``ANONYMOUS`` and may read everything."""
@@ -115,3 +120,6 @@ class OpenAccess:
 
     async def readable(self, caller: Caller, known: KnownNamespaces) -> frozenset[str]:
         return frozenset(await known())
+
+    def costly(self, token: str) -> bool:
+        return False

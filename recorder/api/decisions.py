@@ -37,6 +37,11 @@ class DecisionCache(Generic[T]):
     def __len__(self) -> int:
         return len(self._answers)
 
+    def peek(self, key: Hashable) -> T | None:
+        """The fresh answer for ``key``, or None (none, stale, or None itself)."""
+        known = self._answers.get(key)
+        return known[1] if known is not None and known[0] > self._clock() else None
+
     async def get(self, key: Hashable, decide: Callable[[], Awaitable[T]]) -> T:
         while True:
             now = self._clock()

@@ -5,7 +5,9 @@ no data), in this order:
 
 1. the caller's bearer token is authenticated (``--auth none``: everyone is anonymous);
 2. the client (its identity, else its address) is counted against the rate limit: 429 with
-   ``Retry-After`` beyond it;
+   ``Retry-After`` beyond it (an address over its rate, which 401s count against, gets 429
+   before its token is even reviewed, unless the token is known already: random tokens cannot
+   make the recorder flood the API server with TokenReviews);
 3. no or an unknown token: 401 with ``WWW-Authenticate: Bearer``;
 4. ``/metrics`` needs ``get`` on the non-resource URL ``/metrics``; a route that takes
    ``visibility`` decides per namespace itself; any other route (and any unknown path) needs
@@ -90,6 +92,10 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
+def _address_key(scope: Scope) -> str:
+    return f"address:{client_address(scope)}"
+
+
 class AccessGuard:
     """ASGI middleware applying ``authorizer`` to every request but ``OPEN_PATHS``.
 
@@ -128,8 +134,11 @@ class AccessGuard:
         answer: Response | None
         caller: Caller | None = None
         try:
-            caller = await self.authorizer.authenticate(token)
-            answer = self._limited(scope, caller)
+            if self._reviews_spent(scope, token):
+                caller, answer = None, self._limited(scope, None)
+            else:
+                caller = await self.authorizer.authenticate(token)
+                answer = self._limited(scope, caller)
             if answer is None and caller is not None and scope["path"] == METRICS_PATH:
                 answer = await self._refusal(caller, METRICS)
                 scope[DECIDED_KEY] = True
@@ -140,6 +149,16 @@ class AccessGuard:
             return
         scope[GRANT_KEY] = Grant(caller, self.authorizer, self.known)
         await self.app(scope, receive, self._decided_send(scope, receive, send, caller))
+
+    def _reviews_spent(self, scope: Scope, token: str | None) -> bool:
+        """A client whose address is over its rate (401s count against the address) sending a
+        token that would need a review: refused without one."""
+        return (
+            self.limiter is not None
+            and token is not None
+            and self.limiter.exhausted(_address_key(scope))
+            and self.authorizer.costly(token)
+        )
 
     def _unauthenticated(self, token: str | None) -> Response:
         self.denials.count("unauthenticated")
@@ -201,7 +220,7 @@ class AccessGuard:
         if self.limiter is None:
             return None
         client = f"user:{caller.name}" if caller and caller.authenticated else None
-        wait = self.limiter.take(client or f"address:{client_address(scope)}")
+        wait = self.limiter.take(client or _address_key(scope))
         if wait is None:
             return None
         self.denials.count("rate_limited")

@@ -10,7 +10,9 @@ for with SubjectAccessReviews, as kube-rbac-proxy and the API server's aggregati
 Answers are cached per token (by its SHA-256, never the token itself) and per user and
 question: allowed answers for ``cache_seconds``, denials and unknown tokens for a sixth of it,
 so a new RoleBinding is seen within seconds. Reviews in flight are bounded
-(``max_concurrent_reviews``) and each one by the client's deadline.
+(``max_concurrent_reviews``) and each one by the client's deadline; a client over its rate limit
+gets no TokenReview for a token the cache does not know (``costly``), so random tokens cannot
+turn the recorder into a flood of reviews.
 """
 
 from __future__ import annotations
@@ -56,10 +58,13 @@ class KubernetesAccess:
         )
         self._reviews = asyncio.Semaphore(max_concurrent_reviews)
 
+    def costly(self, token: str) -> bool:
+        return self._users.peek(_digest(token)) is None
+
     async def authenticate(self, token: str | None) -> Caller | None:
         if not token:
             return None
-        digest = hashlib.sha256(token.encode()).digest()
+        digest = _digest(token)
 
         async def review() -> Caller | None:
             async with self._reviews:
@@ -90,6 +95,10 @@ class KubernetesAccess:
 
     async def _namespace(self, caller: Caller, namespace: str) -> bool:
         return await self.allows(caller, Question.of_namespace(namespace))
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
 def _allowed(namespaces: Iterable[str], answers: Iterable[bool]) -> list[str]:

@@ -39,6 +39,14 @@ class RateLimiter:
         self._clock = clock
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
+    def exhausted(self, client: str) -> bool:
+        """Whether ``client``'s next request would be refused (nothing is counted)."""
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            return False
+        refilled = bucket.tokens + (self._clock() - bucket.updated) * self.rate
+        return refilled < 1
+
     def take(self, client: str) -> int | None:
         """Count one request of ``client``: ``None`` when it may go on, else the seconds to
         wait before the next one would be let through (for ``Retry-After``)."""

@@ -186,3 +186,6 @@ class TokenAccess:
     async def readable(self, caller: Caller, known: KnownNamespaces) -> frozenset[str]:
         grant = self._grant_named(caller.name) if caller.authenticated else None
         return grant.namespaces if grant is not None else frozenset()
+
+    def costly(self, token: str) -> bool:
+        return False  # a digest and a few comparisons

@@ -291,6 +291,28 @@ def test_a_client_beyond_its_rate_gets_429_with_retry_after(
         assert [get(url, "/api/v1/series").status_code for _ in range(3)] == [401, 401, 429]
 
 
+def test_unknown_tokens_beyond_the_rate_get_no_review(
+    history: Store, api_server: str, policy: ReviewPolicy
+) -> None:
+    app = create_app(_deps(history, api_server, rate_limit=0.01, rate_limit_burst=2))
+    with serving(app) as url:
+        assert get(url, "/api/v1/series", "alice", namespace="a").status_code == 200
+        for n in range(2):  # the address' budget, spent on tokens nobody knows
+            answer = httpx.get(
+                f"{url}/api/v1/series", headers={"Authorization": f"Bearer random-{n}"}
+            )
+            assert answer.status_code == 401
+        reviews = policy.token_reviews
+        flood = [
+            httpx.get(f"{url}/api/v1/series", headers={"Authorization": f"Bearer random-x{n}"})
+            for n in range(5)
+        ]
+        assert {a.status_code for a in flood} == {429}
+        assert policy.token_reviews == reviews  # no TokenReview for any of them
+        # a token known already is its own client, with its own budget
+        assert get(url, "/api/v1/series", "alice", namespace="a").status_code == 200
+
+
 def test_a_review_outage_is_503_never_a_traceback(
     history: Store, api_server: str, policy: ReviewPolicy
 ) -> None:

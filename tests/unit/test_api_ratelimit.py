@@ -30,3 +30,14 @@ def test_the_clients_remembered_are_bounded() -> None:
         assert limiter.take(client) is None
     assert limiter.take("a") is None  # forgotten: it starts with a full bucket again
     assert limiter.take("c") == 1
+
+
+def test_exhausted_looks_without_counting() -> None:
+    now = [0.0]
+    limiter = RateLimiter(1.0, 1, clock=lambda: now[0])
+    assert not limiter.exhausted("a")  # never seen
+    assert limiter.take("a") is None
+    assert limiter.exhausted("a") and limiter.exhausted("a")
+    now[0] = 1.0
+    assert not limiter.exhausted("a")
+    assert limiter.take("a") is None
