@@ -65,6 +65,12 @@ _SETTINGS_FLAGS = (
     "metrics_containers",
     "metrics_namespace",
     "metrics_exclude_namespace",
+    "auth",
+    "auth_token_file",
+    "rate_limit",
+    "rate_limit_burst",
+    "tls_cert_file",
+    "tls_key_file",
 )
 
 

@@ -349,6 +349,10 @@ class SeriesFilter:
     """The pods' top-level owner's kind (``Deployment``; compared without case)."""
     workload: str | None = None
     """The pods' top-level owner's name (a bare pod's is its own)."""
+    namespaces: frozenset[str] | None = None
+    """Only series of these namespaces (the caller's readable ones, when access control filters
+    an answer); ``None``: no such restriction. Node series have no namespace: a set excludes
+    them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@
     │   ├── QueryTimeout             a query ran past the statement timeout (HTTP 503)
     │   └── StoreUnavailable         unreachable, busy, locked, full or timed out: retry as is
     ├── QueryError                   a history query parameter is invalid (HTTP 400)
+    ├── AccessReviewError            a TokenReview or SubjectAccessReview failed (HTTP 503)
     └── InternalError                a bug met while polling one resource (counted, not fatal)
 
 Every message says what the operator can do about it. Every class has a ``reason``: a short
@@ -186,6 +187,14 @@ class QueryError(RecorderError, ValueError):
     """A history query has an invalid parameter; the message names it."""
 
     reason = "query"
+
+
+class AccessReviewError(RecorderError):
+    """The API server could not answer whether a caller is who it says or may read what it
+    asks (unreachable, slow, or our service account lacks ``system:auth-delegator``): the
+    request is answered 503, never allowed."""
+
+    reason = "review"
 
 
 class InternalError(RecorderError):

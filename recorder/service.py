@@ -11,22 +11,29 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnProcess
+from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from recorder import heap
+from recorder.api.access import Authorizer, OpenAccess
 from recorder.api.app import AppDeps, create_app
+from recorder.api.kubernetes_access import KubernetesAccess
 from recorder.api.server import build_server
+from recorder.api.tls import check_pair
+from recorder.api.tokens import TokenAccess
 from recorder.errors import ConfigError
 from recorder.exporter import KindLines, RelayRegistry, receive
-from recorder.kube.config import load_cluster_config
+from recorder.kube.config import ClusterConfig, load_cluster_config
+from recorder.kube.reviews import ReviewClient
 from recorder.settings import Settings, listen_socket
 from recorder.store import Store
 from recorder.store.migrate import head_revision
@@ -307,6 +314,8 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
         context=settings.context,
         environ=os.environ,
     )
+    access = authorizer(settings, cluster)  # a bad token file stops the start, here
+    _check_tls(settings)
     host, port = settings.listen_address
     sock = listen_socket(host, port)
     try:
@@ -328,7 +337,7 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
             sock.close()
             raise
         try:
-            app = create_app(_app_deps(settings, store, relay, handle))
+            app = create_app(_app_deps(settings, store, relay, handle, access))
             server = build_server(
                 app,
                 host,
@@ -337,6 +346,8 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
                 header_timeout_seconds=settings.http_header_timeout_seconds,
                 # Open requests get a quarter of the grace; the worker has all of it.
                 graceful_shutdown_seconds=max(1, int(settings.shutdown_grace_seconds / 4)),
+                tls_cert_file=settings.tls_cert_file,
+                tls_key_file=settings.tls_key_file,
             )
             sock.listen(server.config.backlog)
             log.info(
@@ -365,8 +376,36 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
     return 0 if started else 1
 
 
+def _check_tls(settings: Settings) -> None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return
+    try:
+        check_pair(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"--tls-cert-file {settings.tls_cert_file} and --tls-key-file "
+            f"{settings.tls_key_file} are not a usable certificate and key: {exc}"
+        ) from None
+
+
+def authorizer(settings: Settings, cluster: ClusterConfig) -> Authorizer:
+    """Who may read what, as ``settings.auth`` says; the reviews of ``kubernetes`` mode go to
+    the cluster the recorder polls, with its credentials."""
+    if settings.auth == "tokens":
+        assert settings.auth_token_file is not None  # Settings checks it
+        return TokenAccess(Path(settings.auth_token_file))
+    if settings.auth == "kubernetes":
+        client = ReviewClient(cluster, timeout_seconds=settings.auth_review_timeout_seconds)
+        return KubernetesAccess(client, cache_seconds=settings.auth_cache_seconds)
+    return OpenAccess()
+
+
 def _app_deps(
-    settings: Settings, store: Store, relay: RelayRegistry, handle: WorkerHandle
+    settings: Settings,
+    store: Store,
+    relay: RelayRegistry,
+    handle: WorkerHandle,
+    access: Authorizer,
 ) -> AppDeps:
     def poller_status() -> Mapping[str, str]:
         return handle.details(time.time(), settings.interval_seconds)
@@ -384,4 +423,8 @@ def _app_deps(
         max_concurrent_queries=settings.max_concurrent_queries or max(2, os.cpu_count() or 2),
         max_queued_queries=settings.max_queued_queries,
         queue_timeout_seconds=settings.query_queue_timeout_seconds,
+        authorizer=access,
+        rate_limit=settings.rate_limit_per_second,
+        rate_limit_burst=settings.rate_limit_burst,
+        max_request_body_bytes=settings.max_request_body_bytes,
     )

@@ -11,10 +11,10 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from recorder import timeutil, units
@@ -27,6 +27,8 @@ DEFAULT_DATABASE_URL = "sqlite:///recorder.db"
 # metrics-server's own manifests scrape every 15 s; polling faster only returns the same values.
 MIN_USEFUL_INTERVAL_SECONDS = 15.0
 MAX_CLUSTER_CHARS = 63
+DEFAULT_RATE_LIMIT = 20.0
+"""Requests a second per client with access control on (bursts of ``rate_limit_burst``)."""
 _CLUSTER_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
 """A Kubernetes label value, which is also a Prometheus label value as it is."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -340,9 +342,59 @@ class Settings(BaseSettings):
         "watch) and store each pod's workload, requests, limits and node capacity; needs the "
         "RBAC of deploy/components/cluster-objects, and without it only says so",
     )
+    auth: Literal["none", "tokens", "kubernetes"] = Field(
+        default="none",
+        description="Who may read: none (anyone who reaches the port), tokens (bearer tokens "
+        "from auth_token_file), kubernetes (TokenReview + SubjectAccessReview per namespace)",
+    )
+    auth_token_file: str | None = Field(
+        default=None,
+        description="With auth=tokens: a file of lines TOKEN[,NAME[,SCOPE]] (SCOPE: * or "
+        "namespaces and /metrics separated by ';'), read again when it changes",
+    )
+    auth_cache_seconds: float = Field(
+        default=30.0,
+        validation_alias="RECORDER_AUTH_CACHE",
+        gt=0,
+        le=600,
+        description="How long an allowed review is reused (kubernetes mode); denials 1/6 of it",
+    )
+    auth_review_timeout_seconds: float = Field(
+        default=5.0,
+        validation_alias="RECORDER_AUTH_REVIEW_TIMEOUT",
+        gt=0,
+        description="Deadline of one TokenReview or SubjectAccessReview (then 503)",
+    )
+    rate_limit: float | None = Field(
+        default=None,
+        ge=0,
+        description="Requests per second each client may make (token identity, else address; "
+        "/livez and /readyz exempt); default 20 with auth tokens or kubernetes, off with "
+        "auth none; 0 turns the limit off",
+    )
+    rate_limit_burst: int = Field(
+        default=100, gt=0, description="Requests a client may make at once before rate_limit"
+    )
+    max_request_body_bytes: int = Field(
+        default=256 * 1024,
+        gt=0,
+        description="Largest request body accepted (413 beyond); a quantity (256Ki) or bytes",
+    )
+    tls_cert_file: str | None = Field(
+        default=None,
+        description="PEM certificate (chain) of the HTTP server: HTTPS when given, with "
+        "tls_key_file; read again when it changes",
+    )
+    tls_key_file: str | None = Field(default=None, description="PEM private key of tls_cert_file")
     log_level: str = Field(default="INFO")
 
-    @field_validator("buffer_max_bytes", "spool_max_bytes", "max_response_bytes", mode="before")
+    @field_validator(
+        "buffer_max_bytes",
+        "spool_max_bytes",
+        "max_response_bytes",
+        "max_request_body_bytes",
+        mode="before",
+    )
     @classmethod
     def _byte_sizes(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -373,6 +425,8 @@ class Settings(BaseSettings):
         "query_queue_timeout_seconds",
         "http_header_timeout_seconds",
         "request_timeout_seconds",
+        "auth_cache_seconds",
+        "auth_review_timeout_seconds",
         mode="before",
     )
     @classmethod
@@ -442,6 +496,25 @@ class Settings(BaseSettings):
     def _log_level(cls, value: str) -> str:
         return parse_log_level(value)
 
+    @model_validator(mode="after")
+    def _auth_and_tls_complete(self) -> Settings:
+        if self.auth == "tokens" and not self.auth_token_file:
+            raise ValueError(
+                "auth=tokens needs auth_token_file (--auth-token-file): the file of tokens"
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "TLS needs both tls_cert_file and tls_key_file (--tls-cert-file, --tls-key-file)"
+            )
+        return self
+
+    @property
+    def rate_limit_per_second(self) -> float:
+        """``rate_limit``, or its default: 20 a second with access control, none without."""
+        if self.rate_limit is not None:
+            return self.rate_limit
+        return 0.0 if self.auth == "none" else DEFAULT_RATE_LIMIT
+
     @property
     def listen_address(self) -> tuple[str, int]:
         return parse_listen(self.listen)
@@ -498,6 +571,9 @@ _SECRET_FIELDS = frozenset({"database_url", "api_url"})
 def _problem(error: Mapping[str, Any], flags: set[str]) -> str:
     """One validation error as ``<flag or variable>: <what is wrong>``."""
     loc = ".".join(str(part) for part in error["loc"])
+    context = error.get("ctx") or {}
+    if not loc and "error" in context:  # a rule over several settings: its message names them
+        return str(context["error"])
     field = _FIELD_BY_ALIAS.get(loc, loc)
     if field not in Settings.model_fields:
         return f"{field}: unknown setting"

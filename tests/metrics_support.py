@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from recorder.api.guard import Denials
 from recorder.api.httpmetrics import HttpMetrics
 from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, WriteResult
@@ -106,4 +107,5 @@ def relayed_registry(store: Store) -> tuple[RelayRegistry, RecorderRegistry]:
     http.requests.labels("/api/v1/history", "503").inc()
     http.shed.labels("/api/v1/history").inc()
     http.duration.labels("/api/v1/history").observe(0.1)
+    Denials(relay.own).count("forbidden")
     return relay, worker

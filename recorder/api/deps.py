@@ -11,6 +11,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 
 from recorder import timeutil
+from recorder.api.access import Authorizer, OpenAccess
 from recorder.api.exposition import Exposer
 from recorder.api.limits import default_max_concurrent_queries
 from recorder.query.engine import HistoryReader
@@ -58,6 +59,12 @@ class AppDeps:
     queue_timeout_seconds: float = 10.0
     readiness_timeout_seconds: float = 2.0
     readiness_cache_seconds: float = 1.0
+    authorizer: Authorizer = field(default_factory=OpenAccess)
+    """Who may read what (``guard``): everyone everything by default."""
+    rate_limit: float = 0.0
+    """Requests a second per client (its identity, else its address); 0: no limit."""
+    rate_limit_burst: int = 100
+    max_request_body_bytes: int = 256 * 1024
 
     def now_ms(self) -> int:
         """Now by ``clock``, in milliseconds: where relative times (``-24h``) count from."""

@@ -10,7 +10,7 @@ database (user, host, port, name): it goes to the log, and the client gets its c
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,7 +21,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recorder.api.httpmetrics import mark_shed
 from recorder.api.limits import LogLimiter, Overloaded
-from recorder.errors import QueryError, QueryTimeout, StoreError, StoreUnavailable
+from recorder.api.visibility import Forbidden
+from recorder.errors import (
+    AccessReviewError,
+    QueryError,
+    QueryTimeout,
+    StoreError,
+    StoreUnavailable,
+)
 from recorder.settings import invalid_value_words
 
 __all__ = ["CatchAll", "error_response", "install_error_handlers"]
@@ -55,9 +62,31 @@ def _problem(err: Mapping[str, Any]) -> str:
     return f"{name}: {words or 'is not valid' + shown}"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer invalid parameters, bad queries, timeouts, an unavailable database and an
-    overloaded limiter with the error envelope."""
+def _nothing(_reason: str) -> None:
+    pass
+
+
+def install_error_handlers(app: FastAPI, *, on_denial: Callable[[str], None] = _nothing) -> None:
+    """Answer invalid parameters, bad queries, timeouts, an unavailable database, an
+    overloaded limiter, a caller asking for what it may not read and access that cannot be
+    decided with the error envelope (``on_denial`` is told the last two: ``forbidden``,
+    ``review_error``)."""
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
+        on_denial("forbidden")
+        return error_response(403, "forbidden", str(exc))
+
+    review_logs = LogLimiter()
+
+    @app.exception_handler(AccessReviewError)
+    async def _undecided(_request: Request, exc: AccessReviewError) -> JSONResponse:
+        on_denial("review_error")
+        if review_logs.allow("review") is not None:
+            log.warning("access could not be decided: %s", exc)
+        return error_response(
+            503, "unavailable", f"access control cannot decide now: {exc}", {"Retry-After": "5"}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -65,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        error_type = "not_found" if exc.status_code == 404 else "bad_data"
+        error_type = {404: "not_found", 413: "too_large"}.get(exc.status_code, "bad_data")
         return error_response(exc.status_code, error_type, str(exc.detail), exc.headers)
 
     @app.exception_handler(QueryError)

@@ -9,6 +9,7 @@ through the same ``engine`` and ``formats``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from recorder.api import schemas
 from recorder.api.deps import AppDeps
 from recorder.api.limits import QueryLimiter
+from recorder.api.visibility import Visibility, Visible, visibility
 from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
 from recorder.query import engine, formats, params
 from recorder.stats.sketch import RELATIVE_ACCURACY
@@ -44,6 +46,7 @@ _RETRY_AFTER = {
 }
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "A bad parameter: the error names it", "model": schemas.ErrorResponse},
+    **schemas.ACCESS_RESPONSES,
     503: {
         "description": "Too many queries at once (try again after Retry-After), the database "
         "is unavailable, or the query timed out",
@@ -122,6 +125,23 @@ def series_filter(
 
 
 Filters = Annotated[SeriesFilter, Depends(series_filter)]
+Access = Annotated[Visibility, Depends(visibility)]
+
+
+async def visible_part(access: Visibility, where: SeriesFilter) -> tuple[SeriesFilter, Visible]:
+    """``where`` narrowed to what the caller may read: node data needs cluster-wide access,
+    a named namespace that namespace, and a query over namespaces is filtered to the readable
+    ones (``Forbidden`` otherwise)."""
+    if where.kind is QueryKind.NODE:
+        await access.cluster()
+        return where, Visible()
+    visible = await access.namespaces(where.namespace)
+    return replace(where, namespaces=visible.namespaces), visible
+
+
+def _marked(response: Response, visible: Visible) -> Response:
+    response.headers.update(visible.headers())
+    return response
 
 
 def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
@@ -142,6 +162,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
     async def history(
         resource: Annotated[Resource, Query(description="cpu (cores) or memory (bytes)")],
         where: Filters,
+        access: Access,
         start: TimeParam = None,
         end: TimeParam = None,
         step: Annotated[
@@ -166,6 +187,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             start, end, now_ms=deps.now_ms(), default_ms=HOUR_MS, max_range_ms=deps.max_range_ms
         )
         step_ms = params.parse_step_ms(step, max_ms=deps.max_range_ms)
+        where, visible = await visible_part(access, where)
         query = HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg)
         shown_agg = agg if step_ms is not None else None
 
@@ -188,17 +210,19 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                 media_type="application/json",
             )
 
-        return await queries.run(answer)
+        return _marked(await queries.run(answer), visible)
 
     @router.get("/api/v1/series", responses=_ok(schemas.SeriesResponse))
     async def series(
         where: Filters,
+        access: Access,
         start: TimeParam = None,
         end: TimeParam = None,
     ) -> Response:
         now_ms = deps.now_ms()
         start_ms = params.parse_time_ms(start, "start", now_ms) if start else None
         end_ms = params.parse_time_ms(end, "end", now_ms) if end else None
+        where, visible = await visible_part(access, where)
 
         def answer() -> Response:
             found = engine.list_series(
@@ -206,7 +230,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             )
             return JSONResponse(formats.series_json(found))
 
-        return await queries.run(answer)
+        return _marked(await queries.run(answer), visible)
 
     @router.get("/api/v1/summary", responses=_ok(schemas.SummaryResponse))
     async def summary(
@@ -220,6 +244,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             ),
         ],
         where: Filters,
+        access: Access,
         start: TimeParam = None,
         end: TimeParam = None,
     ) -> Response:
@@ -233,6 +258,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
         )
 
         window = params.day_window(start_ms, end_ms)
+        where, visible = await visible_part(access, where)
 
         def answer() -> Response:
             groups = engine.summarize(
@@ -246,6 +272,6 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             )
             return JSONResponse(formats.summary_json(groups, grouping, window, RELATIVE_ACCURACY))
 
-        return await queries.run(answer)
+        return _marked(await queries.run(answer), visible)
 
     return router

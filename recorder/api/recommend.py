@@ -9,12 +9,13 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from recorder.api import schemas
 from recorder.api.deps import AppDeps
 from recorder.api.limits import QueryLimiter
+from recorder.api.visibility import Visibility, visibility
 from recorder.query import params, recommend_output
 from recorder.query.recommend import Strategy, recommend
 from recorder.query.workloads import WorkloadFilter
@@ -49,6 +50,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
     400: {"description": "A bad parameter: the error names it", "model": schemas.ErrorResponse},
+    **schemas.ACCESS_RESPONSES,
     503: {
         "description": "Too many queries at once, the database is unavailable, or the query "
         "timed out",
@@ -62,6 +64,7 @@ def recommendations_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
 
     @router.get("/api/v1/recommendations", responses=_RESPONSES)
     async def recommendations(
+        access: Annotated[Visibility, Depends(visibility)],
         namespace: Text = None,
         kind: Annotated[
             str | None,
@@ -107,9 +110,14 @@ def recommendations_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
             throttle_ratio=throttle_ratio,
             allow_hpa=allow_hpa,
         )
+        visible = await access.namespaces(namespace)
+        if namespace is not None:
+            namespaces: tuple[str, ...] = (namespace,)
+        else:
+            namespaces = tuple(sorted(visible.namespaces or ()))
         where = WorkloadFilter(
             cluster,
-            () if namespace is None else (namespace,),
+            namespaces,
             kind or None,
             name,
             container,
@@ -133,7 +141,7 @@ def recommendations_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                 body = recommend_output.patches_json_lines(recommend_output.patches(report))
             else:
                 body = json.dumps(recommend_output.recommendations_json(report))
-            return Response(body, media_type=_MEDIA[format])
+            return Response(body, media_type=_MEDIA[format], headers=visible.headers())
 
         return await queries.run(answer)
 

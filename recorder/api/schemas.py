@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -10,12 +10,41 @@ from pydantic import BaseModel, Field
 class ErrorResponse(BaseModel):
     """``bad_data`` (400: the message names the parameter), ``not_found`` (404),
     ``unavailable`` (503: too many queries at once, with ``Retry-After``, or the database is
-    down), ``timeout`` (503: the query ran past the statement timeout), ``internal`` (500: a
-    bug, never caused by client input)."""
+    down, or access control cannot decide), ``timeout`` (503: the query ran past the statement
+    timeout), ``internal`` (500: a bug, never caused by client input), ``unauthorized`` (401:
+    no or an unknown bearer token), ``forbidden`` (403), ``rate_limited`` (429, with
+    ``Retry-After``), ``too_large`` (413: the request body)."""
 
     status: Literal["error"]
-    errorType: Literal["bad_data", "not_found", "timeout", "unavailable", "internal"]
+    errorType: Literal[
+        "bad_data",
+        "not_found",
+        "timeout",
+        "unavailable",
+        "internal",
+        "unauthorized",
+        "forbidden",
+        "rate_limited",
+        "too_large",
+    ]
     error: str
+
+
+ACCESS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No or an unknown bearer token", "model": ErrorResponse},
+    403: {
+        "description": "The caller may not read the namespace, node or cluster-wide data asked "
+        "for (a query over namespaces is filtered instead: see the "
+        "X-Recorder-Filtered-Namespaces header)",
+        "model": ErrorResponse,
+    },
+    413: {"description": "The request body is too large", "model": ErrorResponse},
+    429: {
+        "description": "Too many requests from this client (try again after Retry-After)",
+        "model": ErrorResponse,
+    },
+}
+"""What access control and the request limits may answer on any guarded route."""
 
 
 class Series(BaseModel):

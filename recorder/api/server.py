@@ -23,6 +23,8 @@
   through a few times a minute, the rest counted; no access log;
 - keeps full garbage collections short: the heap at startup is frozen (``gc.freeze()``), so
   a collection no longer stops every thread for 50+ ms to walk the libraries' objects;
+- speaks HTTPS when given a certificate and key, and loads them again when they change
+  (``tls.CertificateReloader``, checked every ``tls_check_seconds``);
 - on SIGTERM or SIGINT stops gracefully and *returns* from ``run()``/``serve()`` (uvicorn
   re-raises the signal after its shutdown, which kills the process with 143 before the
   caller's cleanup runs). ``request_stop()`` does the same from any thread; a second signal
@@ -51,6 +53,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
 from recorder.api.limits import LogLimiter, RateLimitFilter
+from recorder.api.tls import CHECK_SECONDS, CertificateReloader
 
 log = logging.getLogger(__name__)
 
@@ -260,15 +263,27 @@ class RecorderServer(uvicorn.Server):
         *,
         idle: IdleConnections | None = None,
         freeze_startup_heap: bool = True,
+        tls_check_seconds: float = CHECK_SECONDS,
     ) -> None:
         super().__init__(config)
         self.stop_signal: int | None = None
         self.idle = idle or IdleConnections()
         self.freeze_startup_heap = freeze_startup_heap
+        self.tls_check_seconds = tls_check_seconds
+        self.certificates: CertificateReloader | None = None
         self._logs = LogLimiter(burst=1)
+        self._reloading: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        config = self.config
+        if config.ssl is not None and config.ssl_certfile and config.ssl_keyfile:
+            self.certificates = CertificateReloader(
+                config.ssl, str(config.ssl_certfile), str(config.ssl_keyfile)
+            )
+            self._reloading = asyncio.create_task(
+                self.certificates.run(self.tls_check_seconds), name="recorder-tls-reload"
+            )
         if self.freeze_startup_heap:
             # Every full collection walked the ~110,000 objects of the imported libraries and
             # the app (50 ms here, with the GIL held): that was /livez' p99 under load.
@@ -309,6 +324,8 @@ class RecorderServer(uvicorn.Server):
             await super().serve(sockets)
         finally:
             loop.set_exception_handler(previous)
+            if self._reloading is not None:
+                self._reloading.cancel()
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         message = str(context.get("message", ""))
@@ -335,6 +352,9 @@ def build_server(
     graceful_shutdown_seconds: int = 10,
     log_level: str = "warning",
     freeze_startup_heap: bool = True,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
+    tls_check_seconds: float = CHECK_SECONDS,
 ) -> RecorderServer:
     """The uvicorn server for ``app`` on ``host:port``, with the limits above.
 
@@ -343,7 +363,8 @@ def build_server(
     (``gc.freeze()``, process-wide): pass ``False`` where the process has other work whose
     startup garbage should still be collected. uvicorn's messages go
     to the ``uvicorn.error`` logger and from there through the process's logging
-    configuration (``log_config=None``); there is no access log.
+    configuration (``log_config=None``); there is no access log. With ``tls_cert_file`` and
+    ``tls_key_file`` it serves HTTPS, loading the pair again when the files change.
     """
     nofile = raise_open_files_limit()
     server_limits = _limits_for(
@@ -376,9 +397,16 @@ def build_server(
         log_config=None,
         log_level=log_level,
         lifespan="auto",
+        ssl_certfile=tls_cert_file,
+        ssl_keyfile=tls_key_file,
     )
     quiet.setLevel(logging.getLogger("uvicorn.error").getEffectiveLevel())
-    return RecorderServer(config, idle=idle_connections, freeze_startup_heap=freeze_startup_heap)
+    return RecorderServer(
+        config,
+        idle=idle_connections,
+        freeze_startup_heap=freeze_startup_heap,
+        tls_check_seconds=tls_check_seconds,
+    )
 
 
 def _limits_for(

@@ -127,3 +127,42 @@ def time_format(parser: argparse.ArgumentParser, what: str) -> None:
         choices=TIME_FORMATS,
         help=f"{what}: rfc3339 (default, 2026-11-28T16:00:00Z) or unix seconds",
     )
+
+
+def non_negative_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def access(parser: argparse.ArgumentParser) -> None:
+    """Who may read the HTTP API, its limits and TLS (README "Access control")."""
+    group = parser.add_argument_group("access control and TLS (each also RECORDER_<NAME>)")
+    group.add_argument(
+        "--auth",
+        choices=("none", "tokens", "kubernetes"),
+        help="who may read: none (default: anyone who reaches the port), tokens (bearer tokens "
+        "from --auth-token-file), kubernetes (TokenReview + SubjectAccessReview per namespace)",
+    )
+    group.add_argument(
+        "--auth-token-file",
+        metavar="PATH",
+        help="with --auth tokens: lines TOKEN[,NAME[,SCOPE]], SCOPE * or namespaces and "
+        "/metrics separated by ';' (read again when the file changes)",
+    )
+    group.add_argument(
+        "--rate-limit",
+        type=non_negative_number,
+        metavar="PER_SECOND",
+        help="requests a second per client, its token's identity or else its address "
+        "(default 20 with --auth tokens or kubernetes, off with none; 0: off)",
+    )
+    group.add_argument("--rate-limit-burst", type=positive_int, metavar="N", help="default 100")
+    group.add_argument(
+        "--tls-cert-file", metavar="PATH", help="serve HTTPS with this PEM certificate (chain)"
+    )
+    group.add_argument("--tls-key-file", metavar="PATH", help="the PEM key of --tls-cert-file")

@@ -15,6 +15,7 @@ def add_service(subcommands: Any) -> None:
     options.common(run)
     run.add_argument("--listen", help="HOST:PORT of the HTTP server (default 0.0.0.0:8080)")
     options.exposition(run)
+    options.access(run)
     run.set_defaults(handler=cmd_run)
 
     demo = subcommands.add_parser("demo", help="the service against the built-in simulator")
@@ -26,6 +27,7 @@ def add_service(subcommands: Any) -> None:
     demo.add_argument("--pods", type=int, default=30, help="simulated pods (default 30)")
     demo.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
     options.exposition(demo)
+    options.access(demo)
     demo.set_defaults(handler=cmd_demo)
 
     poll = subcommands.add_parser("poll", help="one poll cycle, then exit (non-zero on failure)")

@@ -42,6 +42,7 @@ from recorder.query.scan import Gathered, Scan, Unit, accumulators
 from recorder.query.workloads import (
     WorkloadFilter,
     WorkloadOf,
+    namespaces_of,
     node_allocatable,
     workload_members,
     workload_of,
@@ -60,7 +61,7 @@ from recorder.stats.buckets import (
 )
 from recorder.stats.quantiles import merged_quantiles
 from recorder.stats.sketch import RELATIVE_ACCURACY
-from recorder.store.series import Series, newest_in_head, select_series
+from recorder.store.series import Series, known_namespaces, newest_in_head, select_series
 
 MAX_BUCKETS = 11_000
 DEFAULT_MAX_SAMPLES = 5_000_000
@@ -170,8 +171,22 @@ def _pod_filter(where: SeriesFilter) -> SeriesFilter:
     if where.container is not None or where.node is not None:
         raise QueryError("kind=pod sums a pod's containers: filter by namespace, pod or selector")
     return SeriesFilter(
-        where.kind, None, where.namespace, where.pod, None, where.selector, where.cluster
+        where.kind,
+        None,
+        where.namespace,
+        where.pod,
+        None,
+        where.selector,
+        where.cluster,
+        namespaces=where.namespaces,
     )
+
+
+def namespaces(reader: HistoryReader) -> list[str]:
+    """Every namespace the history holds pods of, sorted (what access control asks about when
+    a query spans namespaces)."""
+    with reader.reading() as conn:
+        return known_namespaces(conn)
 
 
 def list_series(
@@ -520,7 +535,7 @@ def summarize(
             owners = workload_of_pods(
                 conn,
                 cluster=where.cluster,
-                namespaces=(where.namespace,) if where.namespace is not None else (),
+                namespaces=namespaces_of(where),
             )
         members: dict[str, list[int]] = {}
         for index, output in enumerate(outputs):
@@ -710,6 +725,7 @@ def top(
             where.container if containers else None,
             where.selector,
             where.cluster,
+            namespaces=where.namespaces,
         ),
         start_ms,
         end_ms,

@@ -65,6 +65,7 @@ def applies(where: SeriesFilter, group_by: str) -> bool:
         and where.pod is None
         and where.container is None
         and where.selector is None
+        and where.namespaces is None
     )
 
 

@@ -128,12 +128,20 @@ class WorkloadFilter:
         (else every series of those workloads)."""
         return cls(
             where.cluster,
-            (where.namespace,) if where.namespace is not None else (),
+            namespaces_of(where),
             where.workload_kind,
             where.workload,
             where.container if series else None,
             where.selector if series else None,
         )
+
+
+def namespaces_of(where: SeriesFilter) -> tuple[str, ...]:
+    """The namespaces a history filter restricts to, as ``WorkloadFilter.namespaces`` takes
+    them (empty: all): the one named, else the readable ones access control passed."""
+    if where.namespace is not None:
+        return (where.namespace,)
+    return tuple(sorted(where.namespaces)) if where.namespaces is not None else ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from recorder.simulator.access import AccessControl, AccessMiddleware, Identity,
 from recorder.simulator.faults import FaultMiddleware, FaultPlan, Faults
 from recorder.simulator.kubeconfig import check_writable, kubeconfig_document, write_kubeconfig
 from recorder.simulator.model import SimulatorConfig
+from recorder.simulator.reviews import ReviewMiddleware, ReviewPolicy
 from recorder.simulator.server import ServerTls, serve
 
 __all__ = ["Armed", "SimulatorOptions", "add_arguments", "arm", "options_from_args", "run"]
@@ -47,6 +48,8 @@ class SimulatorOptions:
     core_api: bool = False
     faults: FaultPlan = field(default_factory=FaultPlan)
     faults_every_seconds: float | None = None
+    review_policy: Path | None = None
+    """A JSON ``ReviewPolicy``: serve TokenReviews and SubjectAccessReviews by it."""
 
     def __post_init__(self) -> None:
         if self.auth not in AUTH_MODES:
@@ -121,6 +124,9 @@ def arm(options: SimulatorOptions) -> Armed:
         pair = ca.issue_client(identity.user, identity.groups)
         user["client-certificate-data"] = base64.b64encode(pair.cert_pem).decode()
         user["client-key-data"] = base64.b64encode(pair.key_pem).decode()
+    if options.review_policy is not None:
+        policy = ReviewPolicy.from_file(options.review_policy)
+        middleware.insert(0, Middleware(ReviewMiddleware, policy=policy))
     if access is not None:
         middleware.insert(0, Middleware(AccessMiddleware, control=access))
     return Armed(tls, middleware, faults, access, rotating, ca_pem, user)
@@ -243,6 +249,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also serve cluster objects with list and watch: pods, nodes, Deployments, "
         "ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs, HPAs (and /version)",
     )
+    group.add_argument(
+        "--review-policy",
+        type=Path,
+        metavar="FILE",
+        help="answer TokenReviews and SubjectAccessReviews by this JSON policy (tokens to "
+        "users, users to namespaces, clusterWide, nonResourceURLs): see "
+        "recorder/simulator/reviews.py",
+    )
     group.add_argument("--fail-503", type=int, default=0, metavar="N", help="503 for N requests")
     group.add_argument("--slow", metavar="DURATION", help="delay each request this long")
     group.add_argument(
@@ -293,4 +307,5 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
             missing=args.without_metrics_api,
         ),
         faults_every_seconds=_seconds(args.faults_every, "--faults-every"),
+        review_policy=args.review_policy,
     )

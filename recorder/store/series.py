@@ -60,6 +60,8 @@ def select_series(
         wanted = getattr(where, name)
         if wanted is not None:
             statement = statement.where(s.c[name] == wanted)
+    if where.namespaces is not None:
+        statement = statement.where(s.c.namespace.in_(sorted(where.namespaces)))
     found: dict[int, Series] = {}
     kinds_by_value = {kind.value: kind for kind in Kind}
     # A pod's labels are one JSON text beside each of its series: parsed once per text (and
@@ -104,3 +106,12 @@ def newest_in_head(conn: Connection, found: Mapping[int, Series]) -> dict[int, i
         select(h.c.series_id, func.max(h.c.ts_ms)).where(h.c.ts_ms > floor).group_by(h.c.series_id)
     )
     return {sid: int(ts) for sid, ts in conn.execute(statement) if sid in found}
+
+
+def known_namespaces(conn: Connection) -> list[str]:
+    """Every namespace some stored pod or container series is in, sorted."""
+    s = schema.series
+    statement = (
+        select(s.c.namespace).where(s.c.kind != Kind.NODE.value).distinct().order_by(s.c.namespace)
+    )
+    return [str(name) for (name,) in conn.execute(statement) if name]

@@ -60,6 +60,8 @@ def test_overlays_and_components_are_the_documented_ones() -> None:
         "postgres",
         "namespaced",
         "cluster-objects",
+        "kubernetes-auth",
+        "token-auth",
     }
 
 
@@ -331,3 +333,68 @@ def test_images_are_pinned_to_the_release(overlay: str) -> None:
 def _pod_containers(workload: Obj) -> list[Obj]:
     spec = pod_template(workload)["spec"]
     return list(spec.get("containers", [])) + list(spec.get("initContainers", []))
+
+
+# ---- access control ---------------------------------------------------------------------
+
+CLUSTER_WIDE = [o for o in OVERLAYS if o != "namespaced"]
+
+
+def _env(overlay: str) -> dict[str, str]:
+    (container,) = pod_template(_deployment(overlay))["spec"]["containers"]
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("overlay", CLUSTER_WIDE)
+def test_cluster_wide_overlays_check_callers_with_reviews(overlay: str) -> None:
+    assert _env(overlay)["RECORDER_AUTH"] == "kubernetes"
+    objs = render(overlay)
+    (binding,) = [
+        b
+        for b in by_kind(objs, "ClusterRoleBinding")
+        if b["roleRef"]["name"] == "system:auth-delegator"
+    ]
+    account = one(objs, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
+
+
+def test_the_namespaced_overlay_uses_static_tokens_from_a_secret() -> None:
+    env = _env("namespaced")
+    assert env["RECORDER_AUTH"] == "tokens"
+    spec = pod_template(_deployment("namespaced"))["spec"]
+    (mount,) = [
+        m
+        for m in spec["containers"][0]["volumeMounts"]
+        if env["RECORDER_AUTH_TOKEN_FILE"].startswith(m["mountPath"] + "/")
+    ]
+    assert mount["readOnly"] is True and "subPath" not in mount  # a changed Secret arrives
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "kube-metrics-recorder-tokens"
+    objs = render("namespaced")
+    assert not [
+        b for b in by_kind(objs, "ClusterRoleBinding") if "auth-delegator" in b["roleRef"]["name"]
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_admits_traffic_to_the_http_port_only(overlay: str) -> None:
+    objs = render(overlay)
+    policy = one(objs, "NetworkPolicy")
+    template = pod_template(_deployment(overlay))
+    assert selector_matches(
+        policy["spec"]["podSelector"]["matchLabels"], template["metadata"]["labels"]
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    ports = {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+    assert ports == {"http"}
+
+
+@pytest.mark.parametrize("overlay", [o for o in OVERLAYS if "servicemonitor" in o])
+def test_the_servicemonitor_sends_its_service_account_token(overlay: str) -> None:
+    (endpoint,) = one(render(overlay), "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert _env(overlay)["RECORDER_AUTH"] == "kubernetes"

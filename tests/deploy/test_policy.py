@@ -57,6 +57,10 @@ CLUSTER_OBJECTS_RULES = [
         "verbs": OBJECT_VERBS,
     },
 ]
+AUTH_DELEGATOR = "system:auth-delegator"
+"""The built-in ClusterRole that lets the recorder create TokenReviews and
+SubjectAccessReviews (--auth kubernetes): bound, never defined, by the kubernetes-auth
+component."""
 METRICS_ROLE = "kube-metrics-recorder"
 OBJECTS_ROLE = "kube-metrics-recorder-cluster-objects"
 # Volume types the restricted Pod Security Standard admits.
@@ -127,7 +131,8 @@ def binding_violations(objs: list[Obj]) -> list[str]:
     for binding in bindings:
         ref = binding["roleRef"]
         namespace = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
-        if (ref["kind"], ref["name"], namespace) not in roles:
+        built_in = (ref["kind"], ref["name"]) == ("ClusterRole", AUTH_DELEGATOR)
+        if (ref["kind"], ref["name"], namespace) not in roles and not built_in:
             problems.append(f"{ident(binding)}: binds {ref}, which this overlay does not define")
         if binding.get("subjects") != [subject]:
             problems.append(f"{ident(binding)}: subjects {binding.get('subjects')}")
@@ -189,7 +194,9 @@ def container_violations(objs: list[Obj]) -> list[str]:
         )
         problems += _probe_violations(where, role, container)
         problems += _image_violations(where, container)
-        mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+        mounts = {
+            m["mountPath"] for m in container.get("volumeMounts", []) if not m.get("readOnly")
+        }
         allowed = {"/tmp", "/data", "/var/lib/recorder/spool"}
         if "/tmp" not in mounts or not mounts <= allowed:
             problems.append(
@@ -252,7 +259,7 @@ def test_cluster_roles_are_exactly_metrics_and_the_cluster_objects(overlay: str)
     roles = {r["metadata"]["name"]: r["rules"] for r in by_kind(objs, "ClusterRole")}
     assert roles == {METRICS_ROLE: METRICS_RULES, OBJECTS_ROLE: CLUSTER_OBJECTS_RULES}
     bound = {b["roleRef"]["name"] for b in by_kind(objs, "ClusterRoleBinding")}
-    assert bound == set(roles)
+    assert bound == set(roles) | {AUTH_DELEGATOR}
     assert not by_kind(objs, "Role")
 
 
@@ -269,6 +276,12 @@ def test_namespaced_roles_grant_only_pod_metrics() -> None:
         assert role["rules"] == [
             {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["get", "list"]}
         ], ident(role)
+
+
+def test_the_namespaced_overlay_needs_no_cluster_wide_binding() -> None:
+    """It exists to avoid cluster-wide rights: static tokens instead of reviews."""
+    objs = render("namespaced")
+    assert not by_kind(objs, "ClusterRoleBinding") and not by_kind(objs, "ClusterRole")
 
 
 def test_no_secrets_are_rendered() -> None:
@@ -330,6 +343,20 @@ MUTATIONS: dict[str, tuple[str, str, Callable[[list[Obj]], None]]] = {
         "sqlite",
         "rbac",
         lambda o: _rule(o, "ClusterRole", OBJECTS_ROLE)["apiGroups"].append("apps"),
+    ),
+    "another built-in role": (
+        "sqlite",
+        "bindings",
+        lambda o: next(
+            b for b in by_kind(o, "ClusterRoleBinding") if b["roleRef"]["name"] == AUTH_DELEGATOR
+        )["roleRef"].update(name="cluster-admin"),
+    ),
+    "writable secret mount": (
+        "namespaced",
+        "containers",
+        lambda o: next(m for m in _container(o)["volumeMounts"] if m["name"] == "tokens").update(
+            readOnly=False
+        ),
     ),
     "foreign subject": (
         "sqlite",

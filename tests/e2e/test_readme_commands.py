@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from recorder.api.tokens import parse_tokens
 from recorder.domain import Batch, Kind
 from recorder.simulator import ClusterModel, SimulatorConfig, create_app
 from recorder.store import open_store
@@ -106,6 +107,22 @@ def _kubectl_dry_run(command: str) -> Callable[[], None]:
     return check
 
 
+def _token_secret_dry_run() -> None:
+    _kubectl_dry_run(
+        "kubectl -n kube-metrics-recorder create secret generic kube-metrics-recorder-tokens "
+        "--from-literal=tokens=REPLACE-WITH-A-LONG-RANDOM-TOKEN,team-a,default"
+    )()
+    (grant,) = parse_tokens("REPLACE-WITH-A-LONG-RANDOM-TOKEN,team-a,default", "README")
+    assert grant.namespaces == {"default"}  # the namespaced overlay's one namespace
+    env = {
+        e["name"]: e.get("value")
+        for e in support.pod_template(support.one(support.render("namespaced"), "Deployment"))[
+            "spec"
+        ]["containers"][0]["env"]
+    }
+    assert env["RECORDER_AUTH"] == "tokens"
+
+
 def _compose(*files: str) -> Callable[[], None]:
     def check() -> None:
         for name in files:
@@ -177,6 +194,23 @@ VALIDATED_NOT_RUN: dict[str, tuple[str, Callable[[], None]]] = {
             "kube-metrics-recorder-database --from-literal=url=postgresql+psycopg://"
             "recorder:PASSWORD@db.example.com:5432/recorder?sslmode=verify-full"
         ),
+    ),
+    "kubectl -n kube-metrics-recorder create serviceaccount history-reader": (
+        "needs a cluster: a client-side dry run",
+        _kubectl_dry_run("kubectl -n kube-metrics-recorder create serviceaccount history-reader"),
+    ),
+    "kubectl create clusterrolebinding kube-metrics-recorder-history-reader --clusterrole=view "
+    "--serviceaccount=kube-metrics-recorder:history-reader": (
+        "needs a cluster: a client-side dry run",
+        _kubectl_dry_run(
+            "kubectl create clusterrolebinding kube-metrics-recorder-history-reader "
+            "--clusterrole=view --serviceaccount=kube-metrics-recorder:history-reader"
+        ),
+    ),
+    "kubectl -n kube-metrics-recorder create secret generic kube-metrics-recorder-tokens "
+    "--from-literal=tokens='REPLACE-WITH-A-LONG-RANDOM-TOKEN,team-a,default'": (
+        "needs a cluster: a client-side dry run, and the line is a valid token file",
+        _token_secret_dry_run,
     ),
     "docker compose up -d --build": (
         "needs a Docker engine: the compose file loads (tests/deploy/test_compose.py checks "

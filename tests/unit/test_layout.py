@@ -25,6 +25,13 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "api/httpmetrics.py": "tests/integration/test_api_limits.py (http metrics by route)",
     "api/schemas.py": "tests/e2e/test_openapi.py (schemathesis against /openapi.json)",
     "api/server.py": "tests/integration/test_api_limits.py (build_server's limits)",
+    # Access control: through real HTTP, the simulator answering the reviews.
+    "api/guard.py": "tests/integration/test_api_access.py (route walk, 401/403/429/503)",
+    "api/visibility.py": "tests/integration/test_api_access.py, test_api_tokens.py (filtered)",
+    "api/kubernetes_access.py": "tests/integration/test_api_access.py (reviews, cache)",
+    "api/bodylimit.py": "tests/integration/test_api_access.py (413 on every route)",
+    "kube/reviews.py": "tests/integration/test_api_access.py (the simulator's review endpoints)",
+    "simulator/reviews.py": "tests/integration/test_api_access.py (its policy allows, denies)",
     # The commands, run as processes.
     "cli/options.py": "tests/unit/test_timeutil.py, test_settings_cluster.py (flags parsed)",
     "cli/maintenance.py": "tests/integration/test_copy.py, tests/e2e/test_database_failures.py",

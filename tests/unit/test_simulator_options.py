@@ -113,3 +113,34 @@ def test_write_kubeconfig_says_why_it_cannot_write(tmp_path: Path) -> None:
     (tmp_path / "kc").mkdir()
     with pytest.raises(ConfigError, match=r"^cannot write the kubeconfig .*: is a directory$"):
         write_kubeconfig(tmp_path / "kc", {"kind": "Config"})
+
+
+def test_review_policy_file(tmp_path: Path) -> None:
+    from recorder.simulator.reviews import ReviewMiddleware
+
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        '{"tokens": {"t0123456789abcdef": "alice"},'
+        ' "users": {"alice": {"namespaces": ["a"], "nonResourceURLs": ["/metrics"]}}}'
+    )
+    armed = arm(options("--review-policy", str(policy)))
+    (reviews,) = [m for m in armed.middleware if m.cls is ReviewMiddleware]
+    loaded = reviews.kwargs["policy"]
+    assert loaded.user_of("t0123456789abcdef") == "alice" and loaded.user_of("other") is None
+    namespace_a = {
+        "user": "alice",
+        "resourceAttributes": {
+            "group": "metrics.k8s.io",
+            "resource": "pods",
+            "verb": "get",
+            "namespace": "a",
+        },
+    }
+    assert loaded.review_access(namespace_a)
+    namespace_a["resourceAttributes"]["namespace"] = "b"
+    assert not loaded.review_access(namespace_a)
+    metrics = {"user": "alice", "nonResourceAttributes": {"path": "/metrics", "verb": "get"}}
+    assert loaded.review_access(metrics)
+    policy.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="is not a review policy"):
+        arm(options("--review-policy", str(policy)))
