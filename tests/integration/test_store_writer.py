@@ -396,6 +396,9 @@ def test_reloading_after_a_failure_keeps_the_keys_and_labels_already_held(store:
     assert {sid: key for key, sid in writer._ids.items()} == keys_before
     assert all(keys_before[sid] is key for key, sid in writer._ids.items())
     assert all(writer._labels["default"][ref] is v for ref, v in labels_before.items())
+    # ... and the (namespace, pod) keys of the labels too, not new ones from the rows.
+    refs_before = {ref: ref for ref in labels_before}
+    assert all(refs_before[ref] is ref for ref in writer._labels["default"])
     # What changed meanwhile in the database is read anew.
     with store.engine.begin() as conn:
         conn.execute(
