@@ -132,6 +132,8 @@ def run_demo(settings: Settings, *, nodes: int, pods: int, seed: int) -> NoRetur
                 f"Simulated Metrics API ({nodes} nodes, {pods} pods): {simulator.url}",
                 f"Recording every {settings.interval_seconds:g}s into "
                 f"{redact(settings.database_url.get_secret_value())}",
+                f"  History page:       {base}/",
+                f"  API docs:           {base}/docs",
                 f"  Prometheus metrics: {base}/metrics",
                 f"  History (JSON):     {base}/api/v1/history?resource=cpu&kind=node",
                 f"  Readiness:          {base}/readyz",

@@ -1,6 +1,7 @@
 """The HTTP API: ``/metrics``, ``/livez``, ``/readyz`` (``probes``), the history API under
 ``/api/v1`` (``history``, ``recommend``) and the Prometheus query API under
-``/prometheus/api/v1`` (``prometheus_api``), answering errors with one envelope (``errors``).
+``/prometheus/api/v1`` (``prometheus_api``), the history page at ``/`` and the docs pages
+(``pages``), answering errors with one envelope (``errors``).
 
 ``create_app`` builds the FastAPI app from ``AppDeps``: as middleware, outermost first, the
 HTTP self-metrics, the catch-all for bugs, the body limit and the access guard (``guard``:
@@ -26,6 +27,7 @@ from recorder.api.guard import OPEN_PATHS, AccessGuard, Denials, authorize
 from recorder.api.history import history_router
 from recorder.api.httpmetrics import HttpMetrics, HttpMetricsMiddleware
 from recorder.api.limits import QueryLimiter, SingleFlight
+from recorder.api.pages import STATIC_PREFIX, Assets, pages_router
 from recorder.api.probes import probes_router
 from recorder.api.prometheus_api import prometheus_router
 from recorder.api.ratelimit import RateLimiter
@@ -49,6 +51,9 @@ def create_app(deps: AppDeps) -> FastAPI:
         description="History of Kubernetes CPU and memory usage from metrics.k8s.io. CPU in "
         "cores, memory in bytes.",
         dependencies=[Depends(authorize)],
+        # The docs pages are ``pages``' own, over assets served here rather than from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     denials = Denials(deps.http_registry)
 
@@ -86,6 +91,8 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(history_router(deps, queries))
     app.include_router(recommendations_router(deps, queries))
     app.include_router(prometheus_router(deps, queries))
+    app.include_router(pages_router())
+    app.mount(STATIC_PREFIX, Assets(), name="static")
     if deps.authorizer.mode is not AuthMode.NONE:
         _declare_bearer(app)
     return app

@@ -1,7 +1,7 @@
 """The access guard: every HTTP request passes it, so a route added later is guarded too.
 
-For a path outside ``OPEN_PATHS`` (the probes, the OpenAPI document and its pages, which hold
-no data), in this order:
+For a path outside ``OPEN_PATHS`` (the probes, the OpenAPI document, the docs and history
+pages and their assets, which hold no data), in this order:
 
 1. the caller's bearer token is authenticated (``--auth none``: everyone is anonymous);
 2. the client (its identity, else its address) is counted against the rate limit: 429 with
@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from recorder.api.access import CLUSTER, METRICS, Authorizer, Caller, KnownNamespaces, Question
 from recorder.api.errors import error_response
 from recorder.api.limits import LogLimiter
+from recorder.api.pages import ASSET_PATHS, PAGE_PATHS
 from recorder.api.ratelimit import RateLimiter
 from recorder.api.visibility import (
     DECIDED_KEY,
@@ -46,11 +47,11 @@ __all__ = ["DENIAL_REASONS", "OPEN_PATHS", "AccessGuard", "Denials", "authorize"
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset(
-    {"/livez", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-)
-"""Answered without credentials: the probes (the kubelet sends none) and the API's description
-(no data; ``/docs`` loads the OpenAPI document, and its Authorize button takes a token)."""
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/openapi.json"}) | PAGE_PATHS | ASSET_PATHS
+"""Answered without credentials: the probes (the kubelet sends none), the API's description and
+the pages (``pages``: the history page, the docs pages and each file they load, by its exact
+path). None holds data: ``/docs`` loads the OpenAPI document, and its Authorize button takes a
+token; the history page's data calls carry the token the user gives it."""
 METRICS_PATH = "/metrics"
 DENIAL_REASONS = ("unauthenticated", "forbidden", "review_error", "rate_limited")
 

@@ -36,8 +36,9 @@ from tests.servers import serving
 
 NOW = 1_714_557_600.0
 T0 = int(NOW * 1000) - 60_000
-OPEN = {"/livez", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-"""The routes that answer without credentials: the probes and the API's description."""
+OPEN = {"/livez", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/"}
+"""The routes that answer without credentials: the probes, the API's description and the
+pages (whose assets under /static are open file by file: tests/integration/test_api_pages.py)."""
 
 TOKENS = {
     "alice": "alice-token-0123456789",  # namespace a only
@@ -147,6 +148,10 @@ def test_every_route_outside_the_allow_list_needs_credentials(app: FastAPI, url:
     assert {path: get(url, path).status_code for path in OPEN & paths} == {
         path: 200 for path in OPEN & paths
     }
+    # The pages' assets are open file by file, not as a folder: a path beside them needs a token.
+    assert get(url, "/static/page/page.js").status_code == 200
+    assert get(url, "/static/page/other.js").status_code == 401
+    assert get(url, "/static").status_code == 401
 
 
 def test_a_route_added_later_is_guarded_and_needs_cluster_wide_access(
