@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from recorder.api.app import AppDeps, create_app
 from recorder.domain import DEFAULT_CLUSTER
@@ -25,6 +26,8 @@ from tests.deploy.grafana_support import (
     grafana_interval,
     label_values_query,
     panels,
+    parse_interval_ms,
+    provisioning_file,
     query_variables,
     range_query,
     round_interval_ms,
@@ -33,7 +36,11 @@ from tests.deploy.grafana_support import (
 from tests.promql_support import SPAN_MS, T0_MS, history, write_store
 from tests.servers import serving
 
-SCRAPE_INTERVAL_MS = 30_000
+SCRAPE_INTERVAL_MS = parse_interval_ms(
+    yaml.safe_load(provisioning_file("datasources", "kube-metrics-recorder.yaml").read_text())[
+        "datasources"
+    ][0]["jsonData"]["timeInterval"]
+)
 """The data source's ``timeInterval`` in deploy/grafana/provisioning (the recorder's default
 poll interval)."""
 
