@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.deploy.support import DEPLOY
 
 DASHBOARDS_DIR = DEPLOY / "grafana" / "dashboards"
@@ -201,3 +203,18 @@ def range_query(
 
 def provisioning_file(*parts: str) -> Path:
     return PROVISIONING_DIR.joinpath(*parts)
+
+
+DATASOURCE_FILE = PROVISIONING_DIR / "datasources" / "kube-metrics-recorder.yaml"
+
+
+def datasource_with_token() -> Obj:
+    """The provisioned data source with its commented bearer-token lines uncommented, as the
+    file tells an operator to do (``${RECORDER_GRAFANA_TOKEN}`` left for Grafana to expand)."""
+    text = DATASOURCE_FILE.read_text()
+    text = text.replace("# httpHeaderName1:", "httpHeaderName1:").replace(
+        "# secureJsonData:\n    #   httpHeaderValue1:", "secureJsonData:\n      httpHeaderValue1:"
+    )
+    (source,) = yaml.safe_load(text)["datasources"]
+    assert isinstance(source, dict)
+    return source

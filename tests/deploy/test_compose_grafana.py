@@ -12,14 +12,15 @@ import yaml
 
 from tests.deploy.grafana_support import (
     DASHBOARDS_DIR,
+    DATASOURCE_FILE,
     PROVISIONING_DIR,
     SCHEMA_CHECK_DIR,
     dashboards,
+    datasource_with_token,
     provisioning_file,
 )
 from tests.deploy.support import REPO, environment_of, load_compose
 
-DATASOURCE_FILE = provisioning_file("datasources", "kube-metrics-recorder.yaml")
 PROVIDER_FILE = provisioning_file("dashboards", "kube-metrics-recorder.yaml")
 
 
@@ -82,10 +83,7 @@ def test_the_data_source_documents_how_to_send_a_bearer_token() -> None:
     text = DATASOURCE_FILE.read_text()
     assert "# httpHeaderName1: Authorization" in text
     assert "#   httpHeaderValue1: Bearer ${RECORDER_GRAFANA_TOKEN}" in text
-    uncommented = text.replace("# httpHeaderName1:", "httpHeaderName1:").replace(
-        "# secureJsonData:\n    #   httpHeaderValue1:", "secureJsonData:\n      httpHeaderValue1:"
-    )
-    (source,) = yaml.safe_load(uncommented)["datasources"]
+    source = datasource_with_token()
     assert source["jsonData"]["httpHeaderName1"] == "Authorization"
     assert source["secureJsonData"]["httpHeaderValue1"] == "Bearer ${RECORDER_GRAFANA_TOKEN}"
 

@@ -8,26 +8,27 @@ and no warning."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from recorder.api.app import AppDeps, create_app
+from recorder.api.tokens import TokenAccess
 from recorder.domain import DEFAULT_CLUSTER
 from recorder.exporter import SnapshotHolder, build_registry
-from recorder.store import open_store
+from recorder.store import Store, open_store
 from tests.deploy.grafana_support import (
     LabelValuesQuery,
     dashboards,
+    datasource_with_token,
     go_duration,
     grafana_interval,
     label_values_query,
     panels,
     parse_interval_ms,
-    provisioning_file,
     query_variables,
     range_query,
     round_interval_ms,
@@ -36,11 +37,7 @@ from tests.deploy.grafana_support import (
 from tests.promql_support import SPAN_MS, T0_MS, history, write_store
 from tests.servers import serving
 
-SCRAPE_INTERVAL_MS = parse_interval_ms(
-    yaml.safe_load(provisioning_file("datasources", "kube-metrics-recorder.yaml").read_text())[
-        "datasources"
-    ][0]["jsonData"]["timeInterval"]
-)
+SCRAPE_INTERVAL_MS = parse_interval_ms(datasource_with_token()["jsonData"]["timeInterval"])
 """The data source's ``timeInterval`` in deploy/grafana/provisioning (the recorder's default
 poll interval)."""
 
@@ -77,18 +74,30 @@ TARGETS = _targets()
 
 
 @pytest.fixture(scope="module")
-def recorder_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     path: Path = tmp_path_factory.mktemp("grafana") / "recorder.db"
     store = open_store(f"sqlite:///{path}")
     try:
         store.migrate()
         write_store(store, history())
-        registry, _ = build_registry(SnapshotHolder())
-        deps = AppDeps(store, registry, clock=lambda: (T0_MS + SPAN_MS) / 1000 + 60)
-        with serving(create_app(deps)) as base:
-            yield base
+        yield store
     finally:
         store.close()
+
+
+def _serve(store: Store, authorizer: TokenAccess | None = None) -> AbstractContextManager[str]:
+    registry, _ = build_registry(SnapshotHolder())
+    clock = lambda: (T0_MS + SPAN_MS) / 1000 + 60  # noqa: E731
+    deps = AppDeps(store, registry, clock=clock)
+    if authorizer is not None:
+        deps = AppDeps(store, registry, clock=clock, authorizer=authorizer)
+    return serving(create_app(deps))
+
+
+@pytest.fixture(scope="module")
+def recorder_url(store: Store) -> Iterator[str]:
+    with _serve(store) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +242,42 @@ def test_the_helpers_write_durations_as_grafana_and_go_do() -> None:
         "1d",
     ]
     assert round_interval_ms(86_400) == 60_000 and round_interval_ms(10**12) == 31_536_000_000
+
+
+TOKEN = "grafana-token-0123456789abcdef"
+TEAM_TOKEN = "team-token-0123456789abcdef"
+
+
+def test_a_guarded_recorder_answers_the_token_the_data_source_sends(
+    store: Store, tmp_path: Path, http: httpx.Client
+) -> None:
+    """``--auth tokens``: the data source's commented header lines, uncommented and expanded as
+    Grafana expands ``${RECORDER_GRAFANA_TOKEN}``, let every dashboard's first query through;
+    without them the recorder answers 401, and to a token scoped to a namespace 403."""
+    source = datasource_with_token()
+    value = source["secureJsonData"]["httpHeaderValue1"].replace("${RECORDER_GRAFANA_TOKEN}", TOKEN)
+    headers = {source["jsonData"]["httpHeaderName1"]: value}
+    (tmp_path / "tokens").write_text(f"{TOKEN},grafana\n{TEAM_TOKEN},team,shop\n")
+    with _serve(store, TokenAccess(tmp_path / "tokens")) as base:
+        url = f"{base}/prometheus/api/v1/label/namespace/values"
+        assert http.get(url).status_code == 401
+        assert "shop" in http.get(url, headers=headers).json()["data"]
+        team = {"Authorization": f"Bearer {TEAM_TOKEN}"}
+        assert http.get(url, headers=team).status_code == 403  # cluster-wide access needed
+        for name, dashboard in dashboards().items():
+            panel = next(p for p in panels(dashboard) if p.get("targets"))
+            expr = substitute(panel["targets"][0]["expr"], CHOSEN)
+            query = range_query(
+                expr, panel, from_ms=RANGES["3h"][0], to_ms=RANGES["3h"][1],
+                scrape_interval_ms=SCRAPE_INTERVAL_MS,
+            )  # fmt: skip
+            form = {
+                "query": query.expr,
+                "start": str(query.start_ms / 1000),
+                "end": str(query.end_ms / 1000),
+                "step": str(query.step_ms / 1000),
+            }
+            url = f"{base}/prometheus/api/v1/query_range"
+            assert http.post(url, data=form).status_code == 401, name
+            answer = http.post(url, data=form, headers=headers).json()
+            assert answer["status"] == "success" and answer["data"]["result"], (name, answer)
