@@ -2,23 +2,25 @@
 targets, the template variables, and the interval variables Grafana computes for a time range
 and a panel width.
 
-The rule implemented is Grafana's own for a Prometheus data source (its backend, ``promlib``,
-and ``rangeutil.roundInterval``), for a dashboard shown in UTC:
+The rule implemented is Grafana's own for a Prometheus data source, for a dashboard shown in
+UTC: the browser's (``rangeutil.calculateInterval`` and ``roundInterval`` in @grafana/data),
+then the server's (``pkg/promlib/models/query.go``):
 
 - ``maxDataPoints`` is the panel's own, else its width in pixels: a panel ``gridPos.w`` columns
   wide on a 1920-pixel screen is ``w * 80`` pixels (Grafana's grid has 24 columns);
-- the interval is ``(to - from) / maxDataPoints``; below the minimum interval (the panel's
-  ``interval``, else the data source's scrape interval ``timeInterval``, else 15 s) it is the
-  minimum, else it is rounded to Grafana's table of round intervals (``ROUND_INTERVALS``); it is
-  raised to ``(to - from) / 11,000`` (rounded the same way) if that is larger, so no query asks
-  more than Prometheus' 11,000 points;
-- the query's ``step`` is that interval, ``start`` and ``end`` the range's ends rounded down to a
-  multiple of it;
+- the browser's interval is ``(to - from) / maxDataPoints`` rounded to Grafana's table of round
+  intervals (``ROUND_INTERVALS``: 67.5 s becomes 1m, 90 s 2m), at least the panel's minimum
+  interval, else the data source's scrape interval (``timeInterval``);
+- the server takes it as the minimum step: the step is that interval, or
+  ``(to - from) / maxDataPoints`` rounded when that is larger, and at least
+  ``(to - from) / 11,000`` rounded (Prometheus' limit of 11,000 points); ``start`` and ``end``
+  are the range's ends rounded down to a multiple of the step;
 - ``$__interval`` is the step written as Grafana writes it (the largest whole unit: ``30s``,
   ``1m``, ``2h``), ``$__interval_ms`` in milliseconds; ``$__rate_interval`` is
-  ``max($__interval + scrape interval, 4 * scrape interval)``, written as Go writes a duration
-  (``2m0s``); ``$__range`` is the range in whole seconds with an ``s`` (``10800s``),
-  ``$__range_s`` the bare number, ``$__range_ms`` the milliseconds.
+  ``max(browser interval + scrape interval, 4 * scrape interval)`` (15 s without a
+  ``timeInterval``), written as Go writes a duration (``2m0s``); ``$__range`` is the range in
+  whole seconds with an ``s`` (``10800s``), ``$__range_s`` the bare number, ``$__range_ms`` the
+  milliseconds.
 """
 
 from __future__ import annotations
@@ -181,12 +183,16 @@ def range_query(
     Grafana would send for ``panel`` over ``[from_ms, to_ms]`` (see the module's docstring)."""
     span_ms = to_ms - from_ms
     max_points = panel.get("maxDataPoints") or panel["gridPos"]["w"] * SCREEN_PX // GRID_COLUMNS
-    minimum_ms = parse_interval_ms(panel["interval"]) if panel.get("interval") else 0
-    minimum_ms = minimum_ms or scrape_interval_ms or DEFAULT_MIN_INTERVAL_MS
+    # The browser: $__interval, at least the panel's or else the data source's minimum.
+    low_limit_ms = parse_interval_ms(panel["interval"]) if panel.get("interval") else 0
+    low_limit_ms = low_limit_ms or scrape_interval_ms or 1
+    interval_ms = max(round_interval_ms(span_ms / max_points), low_limit_ms)
+    # The server (promlib): that interval is the minimum step; never over 11,000 points.
     calculated = span_ms / max_points
-    step_ms = minimum_ms if calculated < minimum_ms else round_interval_ms(calculated)
+    step_ms = interval_ms if calculated < interval_ms else round_interval_ms(calculated)
     step_ms = max(step_ms, round_interval_ms(span_ms / SAFE_RESOLUTION))
-    rate_ms = max(step_ms + scrape_interval_ms, 4 * scrape_interval_ms)
+    scrape_interval_ms = scrape_interval_ms or DEFAULT_MIN_INTERVAL_MS
+    rate_ms = max(interval_ms + scrape_interval_ms, 4 * scrape_interval_ms)
     range_s = round(span_ms / 1000)
     for variable, value in (
         ("$__interval_ms", str(step_ms)),

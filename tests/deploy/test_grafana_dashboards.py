@@ -195,22 +195,28 @@ def test_every_panel_query_answers_data(
 
 
 @pytest.mark.parametrize(
-    ("span_ms", "panel", "step"),
+    ("span_ms", "panel", "step", "rate"),
     [
         # 11.25 s per pixel: the 30 s scrape interval is the minimum
-        (3 * 3_600_000, {"gridPos": {"w": 12}}, "30s"),
+        (3 * 3_600_000, {"gridPos": {"w": 12}}, "30s", "2m0s"),
         # 67.5 s per pixel rounds to 1m (90 s would round to 2m)
-        (86_400_000, {"gridPos": {"w": 16}}, "1m"),
-        (7 * 86_400_000, {"gridPos": {"w": 24}}, "5m"),  # 315 s rounds to 5m
-        (30 * 86_400_000, {"gridPos": {"w": 12}}, "1h"),  # 2,700 s rounds to 1h
-        (400 * 86_400_000, {"gridPos": {"w": 1}}, "1d"),  # 80 pixels: 432,000 s rounds to 1d
-        # 100,000 points asked: 346 s would round to 5m, but 11,000 points at most make 1h
-        (400 * 86_400_000, {"gridPos": {"w": 24}, "maxDataPoints": 100_000}, "1h"),
+        (86_400_000, {"gridPos": {"w": 16}}, "1m", "2m0s"),
+        (7 * 86_400_000, {"gridPos": {"w": 24}}, "5m", "5m30s"),  # 315 s rounds to 5m
+        (30 * 86_400_000, {"gridPos": {"w": 12}}, "1h", "1h0m30s"),  # 2,700 s rounds to 1h
+        (
+            400 * 86_400_000,
+            {"gridPos": {"w": 1}},
+            "1d",
+            "24h0m30s",
+        ),  # 80 pixels: 432,000 s rounds to 1d
+        # 100,000 points asked: 346 s rounds to 5m ($__rate_interval follows it), but 11,000
+        # points at most make the step 1h
+        (400 * 86_400_000, {"gridPos": {"w": 24}, "maxDataPoints": 100_000}, "1h", "5m30s"),
         # the panel's own minimum interval
-        (3_600_000, {"gridPos": {"w": 24}, "interval": "2m"}, "2m"),
+        (3_600_000, {"gridPos": {"w": 24}, "interval": "2m"}, "2m", "2m30s"),
     ],
 )
-def test_grafanas_interval_rule(span_ms: int, panel: dict[str, Any], step: str) -> None:
+def test_grafanas_interval_rule(span_ms: int, panel: dict[str, Any], step: str, rate: str) -> None:
     query = range_query(
         "x[$__interval] $__rate_interval $__range $__range_s $__range_ms $__interval_ms",
         panel,
@@ -219,7 +225,6 @@ def test_grafanas_interval_rule(span_ms: int, panel: dict[str, Any], step: str) 
         scrape_interval_ms=SCRAPE_INTERVAL_MS,
     )
     assert grafana_interval(query.step_ms) == step
-    rate = go_duration(max(query.step_ms + SCRAPE_INTERVAL_MS, 4 * SCRAPE_INTERVAL_MS))
     assert query.expr == (
         f"x[{step}] {rate} {span_ms // 1000}s {span_ms // 1000} {span_ms} {query.step_ms}"
     )
