@@ -7,6 +7,7 @@ and no warning."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -192,6 +193,9 @@ def test_every_panel_query_answers_data(
     assert body["data"]["resultType"] == "matrix"
     series = body["data"]["result"]
     assert series and all(item["values"] for item in series), f"no data: {query}"
+    # The legend names each series by labels it has (else Grafana shows an empty name).
+    for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
+        assert all(label in item["metric"] for item in series), (label, series[0]["metric"])
 
 
 @pytest.mark.parametrize(
