@@ -2,8 +2,9 @@
 holding a history (tests/promql_support.py: nodes and containers over three hours, workloads,
 requests and limits) as Grafana would send it: the variables' ``label_values`` by the
 label-values endpoint, every panel's target by ``query_range`` with the variables, the interval
-and the aligned range of tests/deploy/grafana_support.py. Each must answer data, with no error
-and no warning."""
+and the aligned range of tests/deploy/grafana_support.py (an instant target, as the bar gauges'
+and the whole-range values are, by ``query`` at the range's end). Each must answer data, with no
+error and no warning, and carry the labels its legend names."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from recorder.exporter import SnapshotHolder, build_registry
 from recorder.store import Store, open_store
 from tests.deploy.grafana_support import (
     LabelValuesQuery,
+    RangeQuery,
     dashboards,
     datasource_with_token,
     go_duration,
@@ -144,7 +146,7 @@ def test_every_query_uses_the_recorders_prometheus_data_source(name: str) -> Non
         assert panel["datasource"] == source, panel["title"]
         for target in panel["targets"]:
             assert target.get("datasource", source) == source, panel["title"]
-            assert target["range"] is True and not target.get("instant"), panel["title"]
+            assert target["range"] is not target["instant"], panel["title"]  # one kind
 
 
 @pytest.mark.parametrize("span", RANGES.values(), ids=list(RANGES))
@@ -164,6 +166,35 @@ def test_every_variable_offers_values(
         chosen[query.label] = CHOSEN[query.label]
 
 
+def _ask(
+    http: httpx.Client,
+    base: str,
+    panel: dict[str, Any],
+    target: dict[str, Any],
+    span: tuple[int, int],
+    headers: dict[str, str] | None = None,
+) -> tuple[httpx.Response, RangeQuery]:
+    """The target as Grafana sends it: a range query by form POST over the aligned range, or
+    an instant one (``instant: true``) at the range's end, unaligned, as promlib sends it."""
+    expr = substitute(target["expr"], CHOSEN)
+    query = range_query(
+        expr, panel, from_ms=span[0], to_ms=span[1], scrape_interval_ms=SCRAPE_INTERVAL_MS
+    )
+    assert "$" not in query.expr, f"a variable no dashboard defines: {query.expr}"
+    if target.get("instant"):
+        form = {"query": query.expr, "time": str(span[1] / 1000)}
+        url = f"{base}/prometheus/api/v1/query"
+    else:
+        form = {
+            "query": query.expr,
+            "start": str(query.start_ms / 1000),
+            "end": str(query.end_ms / 1000),
+            "step": str(query.step_ms / 1000),
+        }
+        url = f"{base}/prometheus/api/v1/query_range"
+    return http.post(url, data=form, headers=headers), query
+
+
 @pytest.mark.parametrize("span", RANGES.values(), ids=list(RANGES))
 @pytest.mark.parametrize(("panel", "target"), [t[2:] for t in TARGETS], ids=[t[1] for t in TARGETS])
 def test_every_panel_query_answers_data(
@@ -173,26 +204,15 @@ def test_every_panel_query_answers_data(
     recorder_url: str,
     http: httpx.Client,
 ) -> None:
-    expr = substitute(target["expr"], CHOSEN)
-    query = range_query(
-        expr, panel, from_ms=span[0], to_ms=span[1], scrape_interval_ms=SCRAPE_INTERVAL_MS
-    )
-    assert "$" not in query.expr, f"a variable no dashboard defines: {query.expr}"
-    response = http.post(
-        f"{recorder_url}/prometheus/api/v1/query_range",
-        data={
-            "query": query.expr,
-            "start": str(query.start_ms / 1000),
-            "end": str(query.end_ms / 1000),
-            "step": str(query.step_ms / 1000),
-        },
-    )
+    response, query = _ask(http, recorder_url, panel, target, span)
     body = response.json()
     assert response.status_code == 200 and body["status"] == "success", (query, body)
     assert "warnings" not in body, (query, body)
-    assert body["data"]["resultType"] == "matrix"
+    instant = bool(target.get("instant"))
+    assert body["data"]["resultType"] == ("vector" if instant else "matrix")
     series = body["data"]["result"]
-    assert series and all(item["values"] for item in series), f"no data: {query}"
+    assert series, f"no data: {query}"
+    assert all(item["value"] if instant else item["values"] for item in series), query
     # The legend names each series by labels it has (else Grafana shows an empty name).
     for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
         assert all(label in item["metric"] for item in series), (label, series[0]["metric"])
@@ -275,18 +295,7 @@ def test_a_guarded_recorder_answers_the_token_the_data_source_sends(
         assert http.get(url, headers=team).status_code == 403  # cluster-wide access needed
         for name, dashboard in dashboards().items():
             panel = next(p for p in panels(dashboard) if p.get("targets"))
-            expr = substitute(panel["targets"][0]["expr"], CHOSEN)
-            query = range_query(
-                expr, panel, from_ms=RANGES["3h"][0], to_ms=RANGES["3h"][1],
-                scrape_interval_ms=SCRAPE_INTERVAL_MS,
-            )  # fmt: skip
-            form = {
-                "query": query.expr,
-                "start": str(query.start_ms / 1000),
-                "end": str(query.end_ms / 1000),
-                "step": str(query.step_ms / 1000),
-            }
-            url = f"{base}/prometheus/api/v1/query_range"
-            assert http.post(url, data=form).status_code == 401, name
-            answer = http.post(url, data=form, headers=headers).json()
+            target = panel["targets"][0]
+            assert _ask(http, base, panel, target, RANGES["3h"])[0].status_code == 401, name
+            answer = _ask(http, base, panel, target, RANGES["3h"], headers)[0].json()
             assert answer["status"] == "success" and answer["data"]["result"], (name, answer)
