@@ -28,6 +28,8 @@ from tests.deploy.grafana_support import (
 )
 from tests.processes import free_port, start_recorder, stop, wait_for
 
+pytestmark = pytest.mark.slow
+
 SCRAPE_INTERVAL_MS = parse_interval_ms(datasource_with_token()["jsonData"]["timeInterval"])
 WINDOW_MS = 15 * 60_000
 AHEAD_MS = 60_000
