@@ -207,6 +207,40 @@ def range_query(
     return RangeQuery(expr, from_ms // step_ms * step_ms, to_ms // step_ms * step_ms, step_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class PanelRequest:
+    """What Grafana POSTs for one target: to ``query_range`` over the aligned range, or, for an
+    instant target, to ``query`` at the range's end (unaligned, as promlib sends it)."""
+
+    path: str
+    form: dict[str, str]
+    query: RangeQuery
+
+
+def panel_request(
+    panel: Obj,
+    target: Obj,
+    values: dict[str, str],
+    *,
+    from_ms: int,
+    to_ms: int,
+    scrape_interval_ms: int,
+) -> PanelRequest:
+    expr = substitute(target["expr"], values)
+    query = range_query(
+        expr, panel, from_ms=from_ms, to_ms=to_ms, scrape_interval_ms=scrape_interval_ms
+    )
+    if target.get("instant"):
+        return PanelRequest("query", {"query": query.expr, "time": str(to_ms / 1000)}, query)
+    form = {
+        "query": query.expr,
+        "start": str(query.start_ms / 1000),
+        "end": str(query.end_ms / 1000),
+        "step": str(query.step_ms / 1000),
+    }
+    return PanelRequest("query_range", form, query)
+
+
 def provisioning_file(*parts: str) -> Path:
     return PROVISIONING_DIR.joinpath(*parts)
 

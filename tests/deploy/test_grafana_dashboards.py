@@ -30,6 +30,7 @@ from tests.deploy.grafana_support import (
     go_duration,
     grafana_interval,
     label_values_query,
+    panel_request,
     panels,
     parse_interval_ms,
     query_variables,
@@ -174,25 +175,14 @@ def _ask(
     span: tuple[int, int],
     headers: dict[str, str] | None = None,
 ) -> tuple[httpx.Response, RangeQuery]:
-    """The target as Grafana sends it: a range query by form POST over the aligned range, or
-    an instant one (``instant: true``) at the range's end, unaligned, as promlib sends it."""
-    expr = substitute(target["expr"], CHOSEN)
-    query = range_query(
-        expr, panel, from_ms=span[0], to_ms=span[1], scrape_interval_ms=SCRAPE_INTERVAL_MS
-    )
-    assert "$" not in query.expr, f"a variable no dashboard defines: {query.expr}"
-    if target.get("instant"):
-        form = {"query": query.expr, "time": str(span[1] / 1000)}
-        url = f"{base}/prometheus/api/v1/query"
-    else:
-        form = {
-            "query": query.expr,
-            "start": str(query.start_ms / 1000),
-            "end": str(query.end_ms / 1000),
-            "step": str(query.step_ms / 1000),
-        }
-        url = f"{base}/prometheus/api/v1/query_range"
-    return http.post(url, data=form, headers=headers), query
+    """The target as Grafana sends it, the variables as ``CHOSEN``."""
+    request = panel_request(
+        panel, target, CHOSEN, from_ms=span[0], to_ms=span[1],
+        scrape_interval_ms=SCRAPE_INTERVAL_MS,
+    )  # fmt: skip
+    assert "$" not in request.query.expr, f"a variable no dashboard defines: {request.query}"
+    url = f"{base}/prometheus/api/v1/{request.path}"
+    return http.post(url, data=request.form, headers=headers), request.query
 
 
 @pytest.mark.parametrize("span", RANGES.values(), ids=list(RANGES))

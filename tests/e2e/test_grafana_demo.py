@@ -20,10 +20,10 @@ from tests.deploy.grafana_support import (
     dashboards,
     datasource_with_token,
     label_values_query,
+    panel_request,
     panels,
     parse_interval_ms,
     query_variables,
-    range_query,
     substitute,
 )
 from tests.processes import free_port, start_recorder, stop, wait_for
@@ -107,22 +107,12 @@ def _answers(
     found = {}
     for panel in panels(board):
         for target in panel["targets"]:
-            query = range_query(
-                substitute(target["expr"], chosen), panel, from_ms=span[0], to_ms=span[1],
+            request = panel_request(
+                panel, target, chosen, from_ms=span[0], to_ms=span[1],
                 scrape_interval_ms=SCRAPE_INTERVAL_MS,
             )  # fmt: skip
-            if target["instant"]:
-                form = {"query": query.expr, "time": str(span[1] / 1000)}
-                path = "query"
-            else:
-                form = {
-                    "query": query.expr,
-                    "start": str(query.start_ms / 1000),
-                    "end": str(query.end_ms / 1000),
-                    "step": str(query.step_ms / 1000),
-                }
-                path = "query_range"
-            response = http.post(f"{base}/prometheus/api/v1/{path}", data=form)
+            query = request.query
+            response = http.post(f"{base}/prometheus/api/v1/{request.path}", data=request.form)
             body = response.json()
             assert response.status_code == 200 and body["status"] == "success", (query, body)
             assert "warnings" not in body, (query, body)
