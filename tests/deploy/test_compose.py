@@ -60,6 +60,7 @@ def test_services_are_the_documented_ones() -> None:
         "migrate",
         "recorder",
         "prometheus",
+        "grafana",
     }
     assert set(image_services(compose)) == {"simulator", "migrate", "recorder"}
 
