@@ -23,6 +23,7 @@ from recorder.settings import Settings, load_settings
 from recorder.store import Store, redact
 from recorder.store.compactor import Progress, no_progress
 from recorder.store.copy import CopyReport, HistoryCopier
+from recorder.store.deletion import Doomed
 from recorder.store.migrate import head_revision
 from recorder.store.sql import MaintenanceReport, missing_sqlite_file
 from recorder.timeutil import now_ms
@@ -158,6 +159,29 @@ def maintain_once(settings: Settings, *, progress: Progress | None = None) -> Ma
     store = ready_store(open_write_store(settings))
     try:
         return store.maintain(now_ms=now_ms(), progress=progress)
+    finally:
+        store.close()
+
+
+def delete_history(settings: Settings, doomed: Doomed, *, confirmed: bool) -> str:
+    """``recorder delete``: one cluster's or namespace's history deleted (``confirmed``), or
+    what would be (not ``confirmed``); what was done, in a sentence."""
+    store = open_query_store(settings)
+    try:
+        held = store.series_held(doomed)
+        if held == 0:
+            return f"{store.display_url} holds no series of {doomed}: nothing to delete"
+        if not confirmed:
+            raise ConfigError(
+                f"this would delete {held} series of {doomed} with all their samples, "
+                f"statistics and rollups from {store.display_url}: run again with --yes"
+            )
+        report = store.delete_history(doomed)
+        return (
+            f"deleted {doomed} from {store.display_url}: {report.series} series, "
+            f"{report.head_rows} head rows, {report.chunks} chunks, {report.rollups} day "
+            f"rollups, {report.other_rows} rows of pods, objects and namespace rollups"
+        )
     finally:
         store.close()
 
