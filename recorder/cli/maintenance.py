@@ -10,6 +10,7 @@ from recorder import commands
 from recorder.cli import options
 from recorder.cli.progress import Bars
 from recorder.errors import ConfigError
+from recorder.settings import check_cluster
 from recorder.store.deletion import Doomed
 
 
@@ -31,6 +32,11 @@ def add_maintenance(subcommands: Any) -> None:
     )
     copy.add_argument("--from", dest="source", required=True, help="source database URL")
     copy.add_argument("--to", dest="target", required=True, help="target database URL")
+    copy.add_argument(
+        "--as-cluster",
+        metavar="NAME",
+        help="bring a single-cluster SQLite history into a fleet database under this cluster name",
+    )
     options.log_level(copy)
     copy.set_defaults(handler=cmd_copy)
 
@@ -84,6 +90,16 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    try:
+        check_cluster(name)
+    except ValueError as exc:
+        raise ConfigError(f"--as-cluster {exc}") from None
+    return name
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
     with Bars() as bars:
         report = commands.copy_history(
@@ -92,6 +108,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
             args.target,
             on_start=lambda line: print(line, flush=True),
             progress=bars,
+            as_cluster=_cluster_name(args.as_cluster),
         )
     print(
         f"series: {report.series}; chunks copied: {report.chunks_copied}, merged with the "
