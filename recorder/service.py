@@ -325,6 +325,12 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
         sock.close()
         raise
     try:
+        store.require_own_cluster(settings)  # one line in the terminal, before anything starts
+    except BaseException:
+        store.close()
+        sock.close()
+        raise
+    try:
         relay = RelayRegistry(
             settings.interval_seconds,
             export_filter(settings),

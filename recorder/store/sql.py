@@ -21,7 +21,8 @@ from recorder.domain import (
     WriteResult,
 )
 from recorder.errors import QueryTimeout, StoreError, StoreUnavailable
-from recorder.store import deletion, migrate, rollups, schema
+from recorder.settings import Settings
+from recorder.store import clusters, deletion, migrate, rollups, schema
 from recorder.store import engine as engines
 from recorder.store.compactor import CompactionReport, Compactor, Progress, block_start
 from recorder.store.deletion import DeletionReport, Doomed
@@ -225,6 +226,16 @@ class Store:
                 return MaintenanceReport(compaction, retention)
         except engines.DATABASE_ERRORS as exc:
             raise engines.failure(exc, f"maintenance of {self.display_url}", self.timeouts) from exc
+
+    def require_own_cluster(self, settings: Settings) -> None:
+        """Refuse (``ConfigError``) to record into a database holding another cluster's
+        history unless this recorder's cluster was named (``recorder.store.clusters``)."""
+        try:
+            with self.engine.connect() as conn:
+                stored = clusters.stored_clusters(conn)
+        except engines.DATABASE_ERRORS as exc:
+            raise engines.failure(exc, "listing the recorded clusters", self.timeouts) from exc
+        clusters.require_own_cluster(settings, stored, self.display_url)
 
     def series_held(self, doomed: Doomed) -> int:
         """How many series ``delete_history(doomed)`` would delete."""
