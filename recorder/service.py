@@ -325,7 +325,9 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
         sock.close()
         raise
     try:
-        store.require_own_cluster(settings)  # one line in the terminal, before anything starts
+        # The name it records under, or one line in the terminal before anything starts.
+        name = store.own_cluster(settings, cluster.context)
+        settings = settings.model_copy(update={"cluster": name})
     except BaseException:
         store.close()
         sock.close()

@@ -235,7 +235,8 @@ def build_poll_path(
     with ExitStack() as opened:
         store = ready_store(open_write_store(settings), schema_head=schema_head)
         opened.callback(store.close)
-        store.require_own_cluster(settings)
+        name = store.own_cluster(settings, cluster.context)
+        settings = settings.model_copy(update={"cluster": name})
         client = MetricsClient(
             cluster,
             timeout_seconds=settings.request_timeout_seconds,

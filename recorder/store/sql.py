@@ -227,15 +227,17 @@ class Store:
         except engines.DATABASE_ERRORS as exc:
             raise engines.failure(exc, f"maintenance of {self.display_url}", self.timeouts) from exc
 
-    def require_own_cluster(self, settings: Settings) -> None:
-        """Refuse (``ConfigError``) to record into a database holding another cluster's
-        history unless this recorder's cluster was named (``recorder.store.clusters``)."""
+    def own_cluster(self, settings: Settings, context: str | None = None) -> str:
+        """The cluster name this recorder records under in this database
+        (``recorder.store.clusters.choose_cluster``; ``context``: the kubeconfig context's
+        name); ``ConfigError`` (one line) when it was not chosen and the database holds
+        another cluster's history."""
         try:
             with self.engine.connect() as conn:
                 stored = clusters.stored_clusters(conn)
         except engines.DATABASE_ERRORS as exc:
             raise engines.failure(exc, "listing the recorded clusters", self.timeouts) from exc
-        clusters.require_own_cluster(settings, stored, self.display_url)
+        return clusters.choose_cluster(settings, context, stored, self.display_url)
 
     def series_held(self, doomed: Doomed) -> int:
         """How many series ``delete_history(doomed)`` would delete."""

@@ -11,7 +11,7 @@ from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.errors import ConfigError
 from recorder.settings import load_settings
 from recorder.store import Store, open_store, schema
-from recorder.store.clusters import require_own_cluster
+from recorder.store.clusters import choose_cluster, label_value, require_own_cluster
 
 HOUR_MS = 3_600_000
 T0 = 1_714_550_400_000
@@ -32,6 +32,40 @@ def test_an_unnamed_recorder_refuses_another_clusters_history(
     require_own_cluster(load_settings(cluster="b"), ["a"], "db")  # named: a fleet member
     monkeypatch.setenv("RECORDER_CLUSTER", "b")
     require_own_cluster(load_settings(), ["a"], "db")
+
+
+def test_the_name_is_the_flag_else_the_context_for_a_new_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RECORDER_CLUSTER", raising=False)
+    unnamed, named = load_settings(), load_settings(cluster="eu-1")
+    assert choose_cluster(named, "kind-kind", ["a", "b"], "db") == "eu-1"
+    assert choose_cluster(unnamed, "kind-kind", [], "db") == "kind-kind"
+    assert choose_cluster(unnamed, "kind-kind", ["kind-kind", "x"], "db") == "kind-kind"
+    assert choose_cluster(unnamed, "kind-kind", ["default"], "db") == "default"  # kept
+    assert choose_cluster(unnamed, None, [], "db") == "default"  # --api-url, in-cluster
+    with pytest.raises(ConfigError, match="another cluster"):
+        choose_cluster(unnamed, "kind-kind", ["x"], "db")
+    eks = "arn:aws:eks:eu-west-1:123456789012:cluster/prod"
+    assert (
+        choose_cluster(unnamed, eks, [], "db") == "arn-aws-eks-eu-west-1-123456789012-cluster-prod"
+    )
+
+
+@pytest.mark.parametrize(
+    ("context", "value"),
+    [
+        ("kind-kind", "kind-kind"),
+        ("gke_proj_europe-west1_prod", "gke_proj_europe-west1_prod"),
+        ("user@cluster", "user-cluster"),
+        ("-x-", "x"),
+        ("x" * 80, "x" * 63),
+        (":::", None),
+        ("", None),
+    ],
+)
+def test_a_context_name_becomes_a_label_value(context: str, value: str | None) -> None:
+    assert label_value(context) == value
 
 
 def _write(store: Store, cluster: str) -> None:
