@@ -23,7 +23,9 @@ from recorder.settings import Settings, load_settings
 from recorder.store import Store, redact
 from recorder.store.compactor import Progress, no_progress
 from recorder.store.copy import CopyReport, HistoryCopier
+from recorder.store.deletion import Doomed
 from recorder.store.migrate import head_revision
+from recorder.store.renaming import renamed_sqlite_copy, sqlite_path
 from recorder.store.sql import MaintenanceReport, missing_sqlite_file
 from recorder.timeutil import now_ms
 from recorder.worker import (
@@ -164,6 +166,29 @@ def maintain_once(settings: Settings, *, progress: Progress | None = None) -> Ma
         store.close()
 
 
+def delete_history(settings: Settings, doomed: Doomed, *, confirmed: bool) -> str:
+    """``recorder delete``: one cluster's or namespace's history deleted (``confirmed``), or
+    what would be (not ``confirmed``); what was done, in a sentence."""
+    store = open_query_store(settings)
+    try:
+        held = store.series_held(doomed)
+        if held == 0:
+            return f"{store.display_url} holds no series of {doomed}: nothing to delete"
+        if not confirmed:
+            raise ConfigError(
+                f"this would delete {held} series of {doomed} with all their samples, "
+                f"statistics and rollups from {store.display_url}: run again with --yes"
+            )
+        report = store.delete_history(doomed)
+        return (
+            f"deleted {doomed} from {store.display_url}: {report.series} series, "
+            f"{report.head_rows} head rows, {report.chunks} chunks, {report.rollups} day "
+            f"rollups, {report.other_rows} rows of pods, objects and namespace rollups"
+        )
+    finally:
+        store.close()
+
+
 def migrate(settings: Settings) -> str:
     """``recorder migrate``: the database at the newest schema; what was done, in a sentence."""
     store = open_write_store(settings)
@@ -183,11 +208,26 @@ def copy_history(
     *,
     on_start: Callable[[str], None],
     progress: Progress = no_progress,
+    as_cluster: str | None = None,
 ) -> CopyReport:
     """``recorder copy``: the whole history of ``source_url`` (which must exist) into
     ``target_url`` (created and migrated if need be); ``on_start`` hears which copy begins,
-    once both databases are open, and ``progress`` how far it has come."""
+    once both databases are open, and ``progress`` how far it has come. ``as_cluster``: a
+    single-cluster SQLite source's history lands under that cluster name."""
     _require_database(source_url, "--from")
+    if as_cluster is not None:
+        scratch = renamed_sqlite_copy(sqlite_path(source_url), as_cluster)
+        try:
+            shown = f"copying {redact(source_url)} as cluster {as_cluster} -> {redact(target_url)}"
+            return copy_history(
+                settings,
+                f"sqlite:///{scratch}",
+                target_url,
+                on_start=lambda _line: on_start(shown),
+                progress=progress,
+            )
+        finally:
+            scratch.unlink(missing_ok=True)
     source = ready_store(open_write_store(settings, source_url), migrate_sqlite=False)
     try:
         target = open_write_store(settings, target_url)

@@ -325,6 +325,14 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
         sock.close()
         raise
     try:
+        # The name it records under, or one line in the terminal before anything starts.
+        name = store.own_cluster(settings, cluster.context)
+        settings = settings.model_copy(update={"cluster": name})
+    except BaseException:
+        store.close()
+        sock.close()
+        raise
+    try:
         relay = RelayRegistry(
             settings.interval_seconds,
             export_filter(settings),

@@ -235,6 +235,8 @@ def build_poll_path(
     with ExitStack() as opened:
         store = ready_store(open_write_store(settings), schema_head=schema_head)
         opened.callback(store.close)
+        name = store.own_cluster(settings, cluster.context)
+        settings = settings.model_copy(update={"cluster": name})
         client = MetricsClient(
             cluster,
             timeout_seconds=settings.request_timeout_seconds,

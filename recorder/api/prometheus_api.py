@@ -5,26 +5,34 @@ Prometheus data source calls): ``query``, ``query_range``, ``series``, ``labels`
 
 Each route reads its parameters (query string and form body, the body's winning, as Go's
 ``FormValue``), hands one blocking function over ``recorder.query.promql.endpoints`` to the
-``QueryLimiter`` and answers Prometheus' envelope. Errors: ``bad_data`` 400 (the app's
+``QueryLimiter`` and answers Prometheus' envelope.
+
+Access control (``recorder.api.visibility``): a caller allowed cluster-wide reads everything;
+a caller allowed some namespaces gets answers filtered to them (no node series) with a
+``warnings`` entry, and 403 for a selector pinning a namespace it may not read
+(``namespace="b"``) or matching node series only; ``metadata`` and ``status/buildinfo`` answer
+any authenticated caller. Errors: ``bad_data`` 400 (the app's
 ``QueryError`` handler), ``execution`` 422, ``timeout`` and ``unavailable`` 503.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from recorder import __version__
 from recorder.api.deps import AppDeps
 from recorder.api.errors import error_response
 from recorder.api.limits import QueryLimiter
+from recorder.api.visibility import Visibility, Visible, visibility
 from recorder.errors import QueryError
 from recorder.query.promql import endpoints
 from recorder.query.promql.failures import ExecutionError
+from recorder.query.promql.reach import Reach, matches_reach, query_reach
 from recorder.query.promql.source import StoreSource
 from recorder.query.promql.wire import dumps
 
@@ -78,77 +86,127 @@ async def _params(request: Request) -> Params:
     return Params(pairs)
 
 
-def _success(data: Any) -> Response:
-    return Response(dumps({"status": "success", "data": data}), media_type="application/json")
+Access = Annotated[Visibility, Depends(visibility)]
+EVERYTHING = Visible()
+
+
+async def visible_part(access: Visibility, reach: Reach) -> Visible:
+    """What a caller sees of a query reaching ``reach``: everything when it may read
+    cluster-wide; else ``Forbidden`` (403) for a selector of node series only or pinning a
+    namespace it may not read, and the namespaces it may read (node series left out)."""
+    visible = await access.namespaces(None)
+    if not visible.filtered:
+        return visible
+    if reach.nodes:
+        await access.cluster()
+    for namespace in sorted(reach.namespaces):
+        await access.namespaces(namespace)
+    if reach.pinned:
+        return EVERYTHING  # every selector names a namespace it may read: nothing to filter
+    return Visible((visible.namespaces or frozenset()) | reach.namespaces)
+
+
+def _success(data: Any, visible: Visible = EVERYTHING) -> Response:
+    """Prometheus' envelope; a filtered answer carries a ``warnings`` entry saying so, and
+    the ``X-Recorder-Filtered-Namespaces`` header as the history API's."""
+    body: dict[str, Any] = {"status": "success", "data": data}
+    warning = visible.warning()
+    if warning is not None:
+        body["warnings"] = [warning]
+    return Response(dumps(body), media_type="application/json", headers=visible.headers())
 
 
 def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-    def source(max_series: int = deps.max_series) -> StoreSource:
-        return StoreSource(deps.store, max_series=max_series, max_samples=deps.max_samples)
+    def source(visible: Visible, max_series: int = deps.max_series) -> StoreSource:
+        return StoreSource(
+            deps.store,
+            max_series=max_series,
+            max_samples=deps.max_samples,
+            namespaces=visible.namespaces,
+        )
 
-    async def run(work: Callable[[], Any]) -> Response:
+    async def run(work: Callable[[], Any], visible: Visible) -> Response:
         try:
-            return await queries.run(lambda: _success(work()))
+            return await queries.run(lambda: _success(work(), visible))
         except ExecutionError as exc:
             return error_response(422, "execution", str(exc))
 
     @router.api_route("/query", methods=["GET", "POST"])
-    async def query(request: Request) -> Response:
+    async def query(request: Request, access: Access) -> Response:
         p = await _params(request)
         now_ms = deps.now_ms()
+        visible = await visible_part(access, query_reach(p.get("query")))
         return await run(
             lambda: endpoints.query(
-                source(), p.get("query"), p.get("time"), now_ms, deps.max_points
-            )
+                source(visible), p.get("query"), p.get("time"), now_ms, deps.max_points
+            ),
+            visible,
         )
 
     @router.api_route("/query_range", methods=["GET", "POST"])
-    async def query_range(request: Request) -> Response:
+    async def query_range(request: Request, access: Access) -> Response:
         p = await _params(request)
+        visible = await visible_part(access, query_reach(p.get("query")))
         return await run(
             lambda: endpoints.query_range(
-                source(),
+                source(visible),
                 p.get("query"),
                 p.get("start"),
                 p.get("end"),
                 p.get("step"),
                 deps.max_points,
-            )
+            ),
+            visible,
         )
 
     @router.api_route("/series", methods=["GET", "POST"])
-    async def series(request: Request) -> Response:
+    async def series(request: Request, access: Access) -> Response:
         p = await _params(request)
+        visible = await visible_part(access, matches_reach(p.all("match[]")))
         return await run(
-            lambda: endpoints.series(source(), p.all("match[]"), p.get("start"), p.get("end"))
+            lambda: endpoints.series(
+                source(visible), p.all("match[]"), p.get("start"), p.get("end")
+            ),
+            visible,
         )
 
     @router.api_route("/labels", methods=["GET", "POST"])
-    async def labels(request: Request) -> Response:
+    async def labels(request: Request, access: Access) -> Response:
         p = await _params(request)
+        visible = await visible_part(access, matches_reach(p.all("match[]")))
         return await run(
             lambda: endpoints.label_names(
-                source(MAX_LABEL_SERIES), p.all("match[]"), p.get("start"), p.get("end")
-            )
+                source(visible, MAX_LABEL_SERIES), p.all("match[]"), p.get("start"), p.get("end")
+            ),
+            visible,
         )
 
     @router.get("/label/{name}/values")
-    async def label_values(name: str, request: Request) -> Response:
+    async def label_values(name: str, request: Request, access: Access) -> Response:
         p = await _params(request)
+        visible = await visible_part(access, matches_reach(p.all("match[]")))
         return await run(
             lambda: endpoints.label_values(
-                source(MAX_LABEL_SERIES), name, p.all("match[]"), p.get("start"), p.get("end")
-            )
+                source(visible, MAX_LABEL_SERIES),
+                name,
+                p.all("match[]"),
+                p.get("start"),
+                p.get("end"),
+            ),
+            visible,
         )
 
-    @router.get("/metadata")
+    # The metric names and their help, and the version Grafana's health check asks: no
+    # history, so any authenticated caller may read them (the routes take ``visibility`` to
+    # say they decide, and ask nothing of it).
+    @router.get("/metadata", dependencies=[Depends(visibility)])
     async def metadata(request: Request) -> Response:
         p = await _params(request)
         return _success(endpoints.metadata(p.get("metric")))
 
-    @router.get("/status/buildinfo")
+    @router.get("/status/buildinfo", dependencies=[Depends(visibility)])
     async def buildinfo() -> Response:
         return _success(
             {

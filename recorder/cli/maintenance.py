@@ -1,5 +1,5 @@
-"""``recorder migrate``, ``maintain`` and ``copy``: the database's schema and upkeep, and moving
-a history to another database."""
+"""``recorder migrate``, ``maintain``, ``copy`` and ``delete``: the database's schema and
+upkeep, moving a history to another database, and deleting a cluster's or namespace's."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 from recorder import commands
 from recorder.cli import options
 from recorder.cli.progress import Bars
+from recorder.errors import ConfigError
+from recorder.settings import check_cluster
+from recorder.store.deletion import Doomed
 
 
 def add_maintenance(subcommands: Any) -> None:
@@ -29,8 +32,41 @@ def add_maintenance(subcommands: Any) -> None:
     )
     copy.add_argument("--from", dest="source", required=True, help="source database URL")
     copy.add_argument("--to", dest="target", required=True, help="target database URL")
+    copy.add_argument(
+        "--as-cluster",
+        metavar="NAME",
+        help="bring a single-cluster SQLite history into a fleet database under this cluster name",
+    )
     options.log_level(copy)
     copy.set_defaults(handler=cmd_copy)
+
+    delete = subcommands.add_parser(
+        "delete",
+        help="delete one cluster's history, or one namespace's of it (asks for --yes)",
+    )
+    delete.add_argument(
+        "--cluster", dest="doomed_cluster", required=True, metavar="NAME", help="its cluster"
+    )
+    delete.add_argument(
+        "--namespace", dest="doomed_namespace", metavar="NAME", help="only this namespace"
+    )
+    delete.add_argument(
+        "--yes", action="store_true", help="delete (without it: say what would be deleted)"
+    )
+    options.database_url(delete)
+    options.log_level(delete)
+    delete.set_defaults(handler=cmd_delete)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    for name in ("doomed_cluster", "doomed_namespace"):
+        value = getattr(args, name)
+        if value is not None and not value.strip():
+            raise ConfigError(f"--{name.removeprefix('doomed_')} must not be empty")
+    doomed = Doomed(args.doomed_cluster, args.doomed_namespace)
+    settings = commands.settings_from_args(args)
+    print(commands.delete_history(settings, doomed, confirmed=args.yes))
+    return 0
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
@@ -54,6 +90,16 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    try:
+        check_cluster(name)
+    except ValueError as exc:
+        raise ConfigError(f"--as-cluster {exc}") from None
+    return name
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
     with Bars() as bars:
         report = commands.copy_history(
@@ -62,6 +108,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
             args.target,
             on_start=lambda line: print(line, flush=True),
             progress=bars,
+            as_cluster=_cluster_name(args.as_cluster),
         )
     print(
         f"series: {report.series}; chunks copied: {report.chunks_copied}, merged with the "

@@ -74,8 +74,9 @@ def common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--context", help="kubeconfig context (default: current-context)")
     group.add_argument(
         "--cluster",
-        help="name of this cluster, the cluster label of every series (default: default); "
-        "set it before the first run: changing it starts new series",
+        help="name of this cluster, the cluster label of every series (default: the kubeconfig "
+        "context's name for a new history, else default); set it before the first run: "
+        "changing it starts new series",
     )
     group.add_argument(
         "--namespace",

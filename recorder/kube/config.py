@@ -55,6 +55,9 @@ class ClusterConfig:
     """Human description of where this came from, for error messages (no secrets)."""
     namespace: str | None = None
     """The namespace of the kubeconfig context or service account, when known."""
+    context: str | None = None
+    """The kubeconfig context's name, when the configuration came from one (the default
+    cluster name of a new history)."""
 
     @property
     def identity(self) -> str | None:
@@ -241,6 +244,7 @@ def from_kubeconfig(
         proxy=proxy,
         source=f"kubeconfig {files}, context {chosen.context_name!r}",
         namespace=chosen.namespace,
+        context=chosen.context_name,
     )
 
 

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,9 +21,11 @@ from recorder.domain import (
     WriteResult,
 )
 from recorder.errors import QueryTimeout, StoreError, StoreUnavailable
+from recorder.settings import Settings
+from recorder.store import clusters, deletion, migrate, rollups, schema
 from recorder.store import engine as engines
-from recorder.store import migrate, rollups, schema
 from recorder.store.compactor import CompactionReport, Compactor, Progress, block_start
+from recorder.store.deletion import DeletionReport, Doomed
 from recorder.store.head import Head, PostgresHead, SqliteHead
 from recorder.store.retention import RetentionPolicy, RetentionReport, apply_retention
 from recorder.store.writer import SampleWriter
@@ -224,6 +226,48 @@ class Store:
                 return MaintenanceReport(compaction, retention)
         except engines.DATABASE_ERRORS as exc:
             raise engines.failure(exc, f"maintenance of {self.display_url}", self.timeouts) from exc
+
+    def own_cluster(self, settings: Settings, context: str | None = None) -> str:
+        """The cluster name this recorder records under in this database
+        (``recorder.store.clusters.choose_cluster``; ``context``: the kubeconfig context's
+        name); ``ConfigError`` (one line) when it was not chosen and the database holds
+        another cluster's history."""
+        try:
+            with self.engine.connect() as conn:
+                stored = clusters.stored_clusters(conn)
+        except engines.DATABASE_ERRORS as exc:
+            raise engines.failure(exc, "listing the recorded clusters", self.timeouts) from exc
+        return clusters.choose_cluster(settings, context, stored, self.display_url)
+
+    def series_held(self, doomed: Doomed) -> int:
+        """How many series ``delete_history(doomed)`` would delete."""
+        try:
+            with self.engine.connect() as conn:
+                return deletion.held(conn, doomed)
+        except engines.DATABASE_ERRORS as exc:
+            raise engines.failure(exc, f"counting {doomed}'s series", self.timeouts) from exc
+
+    def delete_history(self, doomed: Doomed) -> DeletionReport:
+        """Delete one cluster's or namespace's history (``recorder.store.deletion``), holding
+        the maintenance lock on PostgreSQL so no compaction runs meanwhile; a ``StoreError``
+        when another process maintains (try again) or the database fails."""
+        try:
+            with self._maintenance_lock() as acquired:
+                if not acquired:
+                    raise StoreError(
+                        "another process is maintaining the database; try again in a minute"
+                    )
+                lock: AbstractContextManager[Any] = (
+                    self._write_lock if self.dialect == "sqlite" else nullcontext()
+                )
+                with lock, self.engine.begin() as conn:
+                    report = deletion.delete_history(conn, doomed)
+                self.invalidate_writer()
+                return report
+        except engines.DATABASE_ERRORS as exc:
+            raise engines.failure(
+                exc, f"deleting {doomed} in {self.display_url}", self.timeouts
+            ) from exc
 
     @contextmanager
     def _maintenance_lock(self) -> Iterator[bool]:

@@ -3,6 +3,7 @@ Dockerfile and the compose file. Pure functions over files in the repository; no
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shlex
@@ -15,6 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +27,7 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 COMPOSE_CLUSTER_FILE = REPO / "docker-compose.cluster.yml"
 DOCKERFILE = REPO / "Dockerfile"
 SERVICEMONITOR_SCHEMA = DEPLOY / "schemas" / "monitoring.coreos.com_servicemonitors.v1.yaml"
+PROMETHEUSRULE_SCHEMA = DEPLOY / "schemas" / "monitoring.coreos.com_prometheusrules.v1.yaml"
 COMPOSE_SPEC_SCHEMA = Path(__file__).resolve().parent / "compose-spec.json"
 
 APP_NAME = "kube-metrics-recorder"
@@ -326,3 +329,29 @@ def _build_context(build: Any) -> str:
 
 def _build_dockerfile(build: Any) -> str:
     return "Dockerfile" if isinstance(build, str) else str(build.get("dockerfile", "Dockerfile"))
+
+
+def crd_validator(path: Any) -> jsonschema.protocols.Validator:
+    """A validator for a CRD's openAPIV3Schema that, like the API server's strict field
+    validation, rejects fields the schema does not declare (below metadata)."""
+    schema = yaml.safe_load(path.read_text())["openAPIV3Schema"]
+    schema = copy.deepcopy(schema)
+
+    def close(node: Any, under_metadata: bool = False) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node and not under_metadata:
+                node.setdefault("additionalProperties", False)
+            for key, value in node.items():
+                if key == "properties" and isinstance(value, dict):
+                    for name, sub in value.items():
+                        close(sub, under_metadata=name == "metadata")
+                else:
+                    close(value, under_metadata)
+        elif isinstance(node, list):
+            for item in node:
+                close(item, under_metadata)
+
+    close(schema)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)

@@ -10,19 +10,19 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
-from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from tests.deploy.support import (
     APP_NAME,
+    PROMETHEUSRULE_SCHEMA,
     SERVICEMONITOR_SCHEMA,
     Obj,
     by_kind,
     component_names,
+    crd_validator,
     ident,
     one,
     overlay_names,
@@ -35,7 +35,10 @@ from tests.deploy.support import (
 
 # The newest Kubernetes whose schemas kubernetes-validate ships, and the oldest we support.
 KUBERNETES_VERSIONS = ["1.31.0", "1.37.0"]
-CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICEMONITOR_SCHEMA}
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICEMONITOR_SCHEMA,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUSRULE_SCHEMA,
+}
 EXPECTED_OVERLAYS = {
     "sqlite",
     "sqlite-servicemonitor",
@@ -62,6 +65,7 @@ def test_overlays_and_components_are_the_documented_ones() -> None:
         "cluster-objects",
         "kubernetes-auth",
         "token-auth",
+        "prometheusrule",
     }
 
 
@@ -77,32 +81,6 @@ def test_overlay_renders(overlay: str) -> None:
     one(objs, "Namespace")
 
 
-def _crd_validator(path: Any) -> jsonschema.protocols.Validator:
-    """A validator for a CRD's openAPIV3Schema that, like the API server's strict field
-    validation, rejects fields the schema does not declare (below metadata)."""
-    schema = yaml.safe_load(path.read_text())["openAPIV3Schema"]
-    schema = copy.deepcopy(schema)
-
-    def close(node: Any, under_metadata: bool = False) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node and not under_metadata:
-                node.setdefault("additionalProperties", False)
-            for key, value in node.items():
-                if key == "properties" and isinstance(value, dict):
-                    for name, sub in value.items():
-                        close(sub, under_metadata=name == "metadata")
-                else:
-                    close(value, under_metadata)
-        elif isinstance(node, list):
-            for item in node:
-                close(item, under_metadata)
-
-    close(schema)
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
-    cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_object_validates_strictly(overlay: str, version: str) -> None:
@@ -110,7 +88,7 @@ def test_every_object_validates_strictly(overlay: str, version: str) -> None:
     for obj in render(overlay):
         crd = CRD_SCHEMAS.get((obj["apiVersion"], obj["kind"]))
         if crd is not None:
-            errors = list(_crd_validator(crd).iter_errors(obj))
+            errors = list(crd_validator(crd).iter_errors(obj))
             problems += [f"{ident(obj)}: {'.'.join(map(str, e.path))}: {e.message}" for e in errors]
             continue
         try:
@@ -138,7 +116,7 @@ def test_kubernetes_validate_cli_passes(overlay: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ERROR" not in done.stdout, done.stdout
     unknown = [line for line in done.stdout.splitlines() if line.startswith("WARN")]
-    assert all("ServiceMonitor" in line for line in unknown), unknown
+    assert all("ServiceMonitor" in line or "PrometheusRule" in line for line in unknown), unknown
 
 
 def test_strict_validation_rejects_an_unknown_field() -> None:
@@ -150,7 +128,7 @@ def test_strict_validation_rejects_an_unknown_field() -> None:
 
 
 def test_servicemonitor_schema_rejects_unknown_and_mistyped_fields() -> None:
-    validator = _crd_validator(SERVICEMONITOR_SCHEMA)
+    validator = crd_validator(SERVICEMONITOR_SCHEMA)
     monitor = one(render("postgres-servicemonitor"), "ServiceMonitor")
     assert not list(validator.iter_errors(monitor))
     typo = copy.deepcopy(monitor)
@@ -235,6 +213,7 @@ def test_servicemonitor_scrapes_the_service_honoring_labels(overlay: str) -> Non
 def test_overlays_without_the_component_have_no_servicemonitor(overlay: str) -> None:
     has_monitor = bool(by_kind(render(overlay), "ServiceMonitor"))
     assert has_monitor == ("servicemonitor" in overlay)
+    assert bool(by_kind(render(overlay), "PrometheusRule")) == has_monitor
 
 
 def _deployment(overlay: str) -> Obj:

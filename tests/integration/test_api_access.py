@@ -409,3 +409,92 @@ def test_the_recorders_own_rotated_token_is_read_again(
             rotating.rotate()
             assert get(url, "/api/v1/series", "root").status_code == 200  # a new review
     assert control.rejections == 1
+
+
+PROMETHEUS = "/prometheus/api/v1"
+WARNING = "the answer covers only the 1 namespace the caller may read (a)"
+
+
+def _prometheus(url: str, route: str, who: str | None, **params: str) -> httpx.Response:
+    return get(url, f"{PROMETHEUS}/{route}", who, **params)
+
+
+def _result_namespaces(answer: httpx.Response) -> set[str]:
+    return {item["metric"].get("namespace", "") for item in answer.json()["data"]["result"]}
+
+
+def test_promql_over_namespaces_is_filtered_with_a_warning(url: str) -> None:
+    query = "recorder_container_cpu_usage_cores"
+    filtered = _prometheus(url, "query", "alice", query=query)
+    assert filtered.status_code == 200, filtered.text
+    assert _result_namespaces(filtered) == {"a"}
+    assert filtered.json()["warnings"][0].startswith(WARNING)
+    assert filtered.headers["X-Recorder-Filtered-Namespaces"] == "a"
+    whole = _prometheus(url, "query", "root", query=query)
+    assert _result_namespaces(whole) == {"a", "b"}
+    assert "warnings" not in whole.json()
+    # A selector of every family: alice's answer holds no node series.
+    every = _prometheus(url, "query", "alice", query='{__name__=~"recorder_.*cpu.*"}')
+    assert every.status_code == 200, every.text
+    assert _result_namespaces(every) == {"a"}
+    assert "warnings" in every.json()
+    assert "" in _result_namespaces(_prometheus(url, "query", "root", query="{__name__=~'.+'}"))
+    # A sum over it is alice's part only, and says so.
+    total = _prometheus(url, "query_range", "alice", query=f"sum({query})", start=str(NOW - 120))
+    assert total.status_code == 400  # no end and step: parameters are still checked
+    summed = httpx.post(
+        f"{url}{PROMETHEUS}/query_range",
+        data={"query": f"sum({query})", "start": str(NOW - 60), "end": str(NOW), "step": "60"},
+        headers={"Authorization": f"Bearer {TOKENS['alice']}"},
+    )
+    assert summed.status_code == 200, summed.text
+    assert summed.json()["data"]["result"][0]["values"][0][1] == "0.1"
+    assert "warnings" in summed.json()
+
+
+def test_promql_naming_an_unreadable_namespace_or_nodes_is_403(url: str) -> None:
+    for query in (
+        'sum(recorder_container_cpu_usage_cores{namespace="b"})',
+        'recorder_container_cpu_usage_cores{namespace="a"} / on() '
+        'sum(recorder_container_cpu_usage_cores{namespace="b"})',
+        "recorder_node_cpu_usage_cores",
+        "max_over_time(recorder_node_memory_working_set_bytes[5m])",
+    ):
+        denied = _prometheus(url, "query", "alice", query=query)
+        assert denied.status_code == 403, (query, denied.text)
+        assert denied.json()["status"] == "error"
+        assert denied.json()["errorType"] == "forbidden"
+        assert _prometheus(url, "query", "root", query=query).status_code == 200
+    pinned = _prometheus(
+        url, "query", "alice", query='recorder_container_cpu_usage_cores{namespace="a"}'
+    )
+    assert pinned.status_code == 200, pinned.text
+    assert _result_namespaces(pinned) == {"a"}
+    assert "warnings" not in pinned.json()
+    assert "X-Recorder-Filtered-Namespaces" not in pinned.headers
+    assert _prometheus(url, "query", "nobody", query="up").status_code == 403
+
+
+def test_promql_series_and_label_routes_are_filtered_too(url: str) -> None:
+    values = _prometheus(url, "label/namespace/values", "alice")
+    assert values.status_code == 200, values.text
+    assert values.json()["data"] == ["a"]
+    assert "warnings" in values.json()
+    assert _prometheus(url, "label/namespace/values", "root").json()["data"] == ["a", "b"]
+    assert "node" not in _prometheus(url, "labels", "alice").json()["data"]
+    assert "node" in _prometheus(url, "labels", "root").json()["data"]
+    series = _prometheus(url, "series", "alice", **{"match[]": '{__name__=~".+"}'})
+    assert {s["namespace"] for s in series.json()["data"]} == {"a"}
+    denied = _prometheus(url, "series", "alice", **{"match[]": '{namespace="b"}'})
+    assert denied.status_code == 403
+    denied = _prometheus(
+        url, "label/node/values", "alice", **{"match[]": "recorder_node_cpu_usage_cores"}
+    )
+    assert denied.status_code == 403
+
+
+def test_promql_buildinfo_and_metadata_answer_any_authenticated_caller(url: str) -> None:
+    for route in ("status/buildinfo", "metadata"):
+        for who in ("alice", "nobody", "prom", "root"):
+            assert _prometheus(url, route, who).status_code == 200, (route, who)
+        assert _prometheus(url, route, None).status_code == 401

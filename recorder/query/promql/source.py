@@ -12,6 +12,7 @@ says which bound was hit.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -84,8 +85,12 @@ class StoreSource:
         *,
         max_series: int = DEFAULT_MAX_SERIES,
         max_samples: int = DEFAULT_MAX_SAMPLES,
+        namespaces: frozenset[str] | None = None,
     ) -> None:
+        """``namespaces``: only container series of these namespaces, and no node series
+        (a caller that may not read cluster-wide); ``None``: everything."""
         self.reader = reader
+        self.namespaces = namespaces
         self.max_series = max_series
         self.max_samples = max_samples
         self.samples_read = 0
@@ -107,9 +112,13 @@ class StoreSource:
                 of_kind = [f for f in families if f.kind is kind]
                 if not of_kind:
                     continue
+                if kind is Kind.NODE and self.namespaces is not None:
+                    continue
                 where = _pushed_down(matchers, kind)
                 if where is None:
                     continue
+                if self.namespaces is not None:
+                    where = replace(where, namespaces=self.namespaces)
                 stored = _seen(
                     conn,
                     select_series(conn, (kind,), where),

@@ -1,0 +1,108 @@
+"""Many clusters in one database: a recorder without ``--cluster`` refuses a database holding
+another cluster's history; on PostgreSQL one recorder of the fleet at a time maintains, and
+its round compacts and expires every cluster's closed blocks (the shared time blocks)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.errors import ConfigError
+from recorder.settings import load_settings
+from recorder.store import Store, open_store, schema
+from recorder.store.clusters import choose_cluster, label_value, require_own_cluster
+
+HOUR_MS = 3_600_000
+T0 = 1_714_550_400_000
+
+
+def test_an_unnamed_recorder_refuses_another_clusters_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RECORDER_CLUSTER", raising=False)
+    unnamed = load_settings()
+    require_own_cluster(unnamed, [], "db")
+    require_own_cluster(unnamed, ["default"], "db")
+    with pytest.raises(ConfigError, match=r"db holds the history of another cluster \(a\)"):
+        require_own_cluster(unnamed, ["a", "default"], "db")
+    many = [f"c{i}" for i in range(8)]
+    with pytest.raises(ConfigError, match=r"\(c0, c1, c2, c3, c4, \.\.\.\)"):
+        require_own_cluster(unnamed, many, "db")
+    require_own_cluster(load_settings(cluster="b"), ["a"], "db")  # named: a fleet member
+    monkeypatch.setenv("RECORDER_CLUSTER", "b")
+    require_own_cluster(load_settings(), ["a"], "db")
+
+
+def test_the_name_is_the_flag_else_the_context_for_a_new_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RECORDER_CLUSTER", raising=False)
+    unnamed, named = load_settings(), load_settings(cluster="eu-1")
+    assert choose_cluster(named, "kind-kind", ["a", "b"], "db") == "eu-1"
+    assert choose_cluster(unnamed, "kind-kind", [], "db") == "kind-kind"
+    assert choose_cluster(unnamed, "kind-kind", ["kind-kind", "x"], "db") == "kind-kind"
+    assert choose_cluster(unnamed, "kind-kind", ["default"], "db") == "default"  # kept
+    assert choose_cluster(unnamed, None, [], "db") == "default"  # --api-url, in-cluster
+    with pytest.raises(ConfigError, match="another cluster"):
+        choose_cluster(unnamed, "kind-kind", ["x"], "db")
+    eks = "arn:aws:eks:eu-west-1:123456789012:cluster/prod"
+    assert (
+        choose_cluster(unnamed, eks, [], "db") == "arn-aws-eks-eu-west-1-123456789012-cluster-prod"
+    )
+
+
+@pytest.mark.parametrize(
+    ("context", "value"),
+    [
+        ("kind-kind", "kind-kind"),
+        ("gke_proj_europe-west1_prod", "gke_proj_europe-west1_prod"),
+        ("user@cluster", "user-cluster"),
+        ("-x-", "x"),
+        ("x" * 80, "x" * 63),
+        (":::", None),
+        ("", None),
+    ],
+)
+def test_a_context_name_becomes_a_label_value(context: str, value: str | None) -> None:
+    assert label_value(context) == value
+
+
+def _write(store: Store, cluster: str) -> None:
+    samples = tuple(
+        Sample(SeriesKey.for_container("x", "p", "c", cluster), T0 + i * 60_000, 30_000, 10**8, 1)
+        for i in range(5)
+    )
+    store.write(Batch(Kind.CONTAINER, samples), now_ms=T0)
+
+
+def _head_and_chunks(store: Store) -> dict[str, tuple[int, int]]:
+    s, h, c = schema.series, schema.samples_head, schema.chunks
+    out = {}
+    with store.engine.connect() as conn:
+        for cluster in ("a", "b"):
+            mine = select(s.c.id).where(s.c.cluster == cluster).scalar_subquery()
+            head = select(func.count()).select_from(h).where(h.c.series_id.in_(mine))
+            chunks = select(func.count()).select_from(c).where(c.c.series_id.in_(mine))
+            out[cluster] = (conn.execute(head).scalar_one(), conn.execute(chunks).scalar_one())
+    return out
+
+
+@pytest.mark.postgres
+def test_one_recorder_maintains_every_clusters_blocks(postgres_url: str) -> None:
+    a, b = open_store(postgres_url), open_store(postgres_url)
+    try:
+        a.migrate()
+        _write(a, "a")
+        _write(b, "b")
+        assert _head_and_chunks(a) == {"a": (5, 0), "b": (5, 0)}
+        with a.maintenance_excluded(on_wait=lambda: None):  # a maintains: b skips its round
+            assert b.maintain(now_ms=T0 + 2 * HOUR_MS, grace_ms=0).skipped
+        assert _head_and_chunks(a) == {"a": (5, 0), "b": (5, 0)}
+        report = a.maintain(now_ms=T0 + 2 * HOUR_MS, grace_ms=0)
+        assert not report.skipped
+        # a's round compacted b's samples of the shared block too: 1 container + 1 pod chunk.
+        assert _head_and_chunks(a) == {"a": (0, 2), "b": (0, 2)}
+    finally:
+        a.close()
+        b.close()
