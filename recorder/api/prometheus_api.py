@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from recorder import __version__
 from recorder.api.deps import AppDeps
@@ -24,6 +25,7 @@ from recorder.api.errors import error_response
 from recorder.api.limits import QueryLimiter
 from recorder.errors import QueryError
 from recorder.query.promql import endpoints
+from recorder.query.promql.cache import ResultCache
 from recorder.query.promql.failures import ExecutionError
 from recorder.query.promql.source import StoreSource
 from recorder.query.promql.wire import dumps
@@ -36,6 +38,8 @@ MAX_PARAMETERS = 256
 MAX_LABEL_SERIES = 2_000_000
 """How many series ``labels`` and ``label/<name>/values`` may look through: they read label
 sets only (no samples), and Grafana asks them without ``match[]`` to fill its variables."""
+CACHE_BYTES = 64 * 2**20
+"""The result cache's bound (``recorder.query.promql.cache``)."""
 PROMETHEUS_VERSION = "2.42.0"
 """The Prometheus whose semantics the evaluator follows (Debian's, which CI compares with)."""
 
@@ -79,11 +83,38 @@ async def _params(request: Request) -> Params:
 
 
 def _success(data: Any) -> Response:
+    if isinstance(data, endpoints.Answered):
+        document: dict[str, Any] = {"status": "success", "data": data.data}
+        if data.warnings:
+            document["warnings"] = list(data.warnings)
+        return Response(dumps(document), media_type="application/json")
     return Response(dumps({"status": "success", "data": data}), media_type="application/json")
+
+
+def _cache(registry: CollectorRegistry | None) -> ResultCache:
+    """The step-aligned result cache, its lookups counted by outcome in ``registry``."""
+    lookups = Counter(
+        "recorder_promql_cache_lookups",
+        "Range queries of the Prometheus API by what the step-aligned result cache held: "
+        "hit (every step), partial (the past steps), miss, bypass (a query with @ or a "
+        "negative offset, not cached)",
+        ["result"],
+        registry=registry if registry is not None else CollectorRegistry(),
+    )
+    for outcome in ("hit", "partial", "miss", "bypass"):
+        lookups.labels(outcome)
+    cache = ResultCache(CACHE_BYTES, on_lookup=lambda outcome: lookups.labels(outcome).inc())
+    Gauge(
+        "recorder_promql_cache_bytes",
+        f"Bytes held by the Prometheus API's result cache (at most {CACHE_BYTES // 2**20} MiB)",
+        registry=registry if registry is not None else CollectorRegistry(),
+    ).set_function(lambda: cache.size)
+    return cache
 
 
 def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
+    cache = _cache(deps.http_registry)
 
     def source(max_series: int = deps.max_series) -> StoreSource:
         return StoreSource(deps.store, max_series=max_series, max_samples=deps.max_samples)
@@ -107,6 +138,7 @@ def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
     @router.api_route("/query_range", methods=["GET", "POST"])
     async def query_range(request: Request) -> Response:
         p = await _params(request)
+        now_ms = deps.now_ms()
         return await run(
             lambda: endpoints.query_range(
                 source(),
@@ -115,6 +147,8 @@ def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                 p.get("end"),
                 p.get("step"),
                 deps.max_points,
+                cache=cache,
+                now_ms=now_ms,
             )
         )
 

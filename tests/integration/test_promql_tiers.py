@@ -7,17 +7,23 @@ warning; ``quantile_over_time`` comes from sketches with its error stated."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
+from recorder.api.app import AppDeps, create_app
 from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.exporter import SnapshotHolder, build_registry
 from recorder.query.promql.evaluation import Result, range_query
 from recorder.query.promql.matchers import Matcher, MatchOp
 from recorder.query.promql.source import MemorySource, StoreSource
 from recorder.query.promql.values import VectorValue
-from recorder.store import Store
+from recorder.store import Store, open_store
 from recorder.timeutil import DAY_MS, HOUR_MS
 from tests.retention_support import expire_full_resolution
+from tests.servers import serving
 
 T0 = 1_714_521_600_000  # a UTC midnight
 DAYS = 2
@@ -170,3 +176,54 @@ def test_expired_raw_samples_answer_from_whole_blocks_with_a_warning(
     assert list(_table(left_out).values()) == [
         [pytest.approx(sum(_value(0, ts)[0] for ts in hour) / 1e9, rel=1e-15)]
     ]
+
+
+def test_freshness_moves_with_late_samples_and_compaction(store: Store) -> None:
+    """The cache's horizon is the head's oldest sample: a late one moves it back; compaction
+    changes the generation."""
+    key = SeriesKey.for_container("shop", "p0", "edge")
+    samples = [Sample(key, ts, 30_000, 5, 6) for ts in range(T0, T0 + 3 * HOUR_MS, FIVE_MINUTES)]
+    store.write(Batch(Kind.CONTAINER, samples), now_ms=T0 + 3 * HOUR_MS)
+    store.maintain(now_ms=T0 + 2 * HOUR_MS + 20 * 60_000, grace_ms=0)
+    horizon, generation = StoreSource(store).freshness()
+    assert horizon == T0 + 2 * HOUR_MS  # the head's oldest sample: the third hour's first
+    late = Sample(key, T0 + 30 * 60_000 + 1, 30_000, 7, 8)
+    store.write(Batch(Kind.CONTAINER, [late]), now_ms=T0 + 3 * HOUR_MS)
+    assert StoreSource(store).freshness() == (late.timestamp_ms, generation)
+    store.maintain(now_ms=T0 + 3 * HOUR_MS + 20 * 60_000, grace_ms=0)
+    horizon, newer = StoreSource(store).freshness()
+    assert horizon == T0 + 3 * HOUR_MS and newer != generation
+
+
+def test_the_api_says_its_warnings_and_counts_cache_lookups(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = open_store(url)
+    store.migrate()
+    key = SeriesKey.for_container("shop", "p0", "app")
+    samples = [Sample(key, ts, 30_000, ts % 1000, 6) for ts in range(T0, END, FIVE_MINUTES)]
+    store.write(Batch(Kind.CONTAINER, samples), now_ms=END)
+    store.maintain(now_ms=END + 20 * 60_000, grace_ms=0)
+    expire_full_resolution(url, now_ms=END + 20 * 60_000)
+    http = CollectorRegistry()
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(store, registry, clock=lambda: (END + HOUR_MS) / 1000, http_registry=http)
+    params = {
+        "query": "max_over_time(recorder_container_cpu_usage_cores[50m])",
+        "start": str((T0 + 25 * 60_000) / 1000),
+        "end": str((T0 + 10 * HOUR_MS + 25 * 60_000) / 1000),
+        "step": "3600",
+    }
+    try:
+        with serving(create_app(deps)) as served:
+            first = httpx.get(served + "/prometheus/api/v1/query_range", params=params)
+            second = httpx.get(served + "/prometheus/api/v1/query_range", params=params)
+    finally:
+        store.close()
+    assert first.status_code == 200
+    assert first.json() == second.json()
+    assert any("rounded to whole 3600s blocks" in w for w in first.json()["warnings"])
+    assert len(first.json()["data"]["result"][0]["values"]) == 11
+    lookups = "recorder_promql_cache_lookups_total"
+    assert http.get_sample_value(lookups, {"result": "miss"}) == 1
+    assert http.get_sample_value(lookups, {"result": "hit"}) == 1
+    assert (http.get_sample_value("recorder_promql_cache_bytes") or 0) > 0

@@ -78,7 +78,8 @@ def instant_query(source: Source, text: str, time_ms: int) -> Result:
     return Result(value, steps, ordered=_ordered(node), warnings=evaluator.said())
 
 
-def range_query(source: Source, text: str, start_ms: int, end_ms: int, step_ms: int) -> Result:
+def check_range(start_ms: int, end_ms: int, step_ms: int) -> None:
+    """``QueryError`` for the range and step Prometheus refuses."""
     if end_ms < start_ms:
         raise QueryError("end timestamp must not be before start time")
     if step_ms <= 0:
@@ -90,6 +91,10 @@ def range_query(source: Source, text: str, start_ms: int, end_ms: int, step_ms: 
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the "
             "query resolution (?step=XX)"
         )
+
+
+def range_query(source: Source, text: str, start_ms: int, end_ms: int, step_ms: int) -> Result:
+    check_range(start_ms, end_ms, step_ms)
     node = parse(text)
     steps = Steps.of(start_ms, end_ms, step_ms)
     evaluator = Evaluator(source, steps)
