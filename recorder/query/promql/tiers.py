@@ -34,6 +34,7 @@ from recorder.domain import Resource
 from recorder.query.promql.failures import ExecutionError
 from recorder.query.promql.values import (
     SAME_LABELSET,
+    BoolArray,
     FloatArray,
     IntArray,
     Labels,
@@ -41,7 +42,7 @@ from recorder.query.promql.values import (
     without_name,
 )
 from recorder.query.promql.windows import window_extremes
-from recorder.query.scan import Scan, Unit, accumulators
+from recorder.query.scan import Gathered, Scan, Unit, accumulators
 from recorder.stats.buckets import Accumulator, BucketOf
 from recorder.stats.sketch import RELATIVE_ACCURACY, QuantileSketch
 from recorder.timeutil import DAY_MS
@@ -103,6 +104,72 @@ def rounded(ends_ms: IntArray, range_ms: int, block_ms: int) -> Plan:
     return Plan(block_ms, origin, low, high, exact=False)
 
 
+_SAFE = 2**62
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Grid:
+    """One resource's statistics of each unit (row) in each bucket (column): what every
+    tier answered, merged: counts, sums, extremes, first timestamp and last value."""
+
+    count: IntArray
+    total: IntArray
+    minimum: IntArray
+    maximum: IntArray
+    first_ms: IntArray
+    last: IntArray
+
+    @classmethod
+    def of(cls, found: Gathered, resource: Resource, plan: Plan, units: int) -> Grid:
+        shape = (units, plan.buckets)
+        big, small = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        count = np.zeros(shape, np.int64)
+        total = np.zeros(shape, np.int64)
+        minimum, maximum = np.full(shape, big, np.int64), np.full(shape, small, np.int64)
+        first_ms = np.full(shape, big, np.int64)
+        last_ms, last = np.full(shape, small, np.int64), np.zeros(shape, np.int64)
+        at = {name: i + 2 for i, name in enumerate(found.names)}
+        r = resource.value
+        parts: list[tuple[IntArray, IntArray, list[IntArray]]] = []
+        if found.rows:
+            cols = list(zip(*found.rows, strict=True))
+            column = [
+                np.array(cols[at[name]], np.int64)
+                for name in ("count", f"{r}_sum", f"{r}_min", f"{r}_max", "first_ms")
+            ]
+            column += [np.array(cols[at["last_ms"]], np.int64)]
+            column += [np.array(cols[at[f"{r}_last"]], np.int64)]
+            buckets = (found.buckets - plan.origin_ms) // plan.width_ms
+            parts.append((found.units, buckets, column))
+        for unit, run in found.runs.items():
+            stamps = np.array(run.timestamps_ms, np.int64)
+            values = np.array(
+                run.cpu_nanocores if resource is Resource.CPU else run.memory_bytes, np.int64
+            )
+            ones = np.ones(len(stamps), np.int64)
+            buckets = (stamps - plan.origin_ms) // plan.width_ms
+            units_of = np.full(len(stamps), unit, np.int64)
+            parts.append(
+                (units_of, buckets, [ones, values, values, values, stamps, stamps, values])
+            )
+        for units_of, buckets, (n, s, lo, hi, first, end, final) in parts:
+            where = (units_of, buckets)
+            np.add.at(count, where, n)
+            np.add.at(total, where, s)
+            np.minimum.at(minimum, where, lo)
+            np.maximum.at(maximum, where, hi)
+            np.minimum.at(first_ms, where, first)
+            order = np.lexsort((end, buckets, units_of))
+            keys = units_of[order] * plan.buckets + buckets[order]
+            tail = np.flatnonzero(np.append(keys[1:] != keys[:-1], True))
+            chosen = order[tail]
+            u, b = units_of[chosen], buckets[chosen]
+            newer = end[chosen] > last_ms[u, b]
+            last_ms[u[newer], b[newer]] = end[chosen][newer]
+            last[u[newer], b[newer]] = final[chosen][newer]
+        return cls(count, total, minimum, maximum, first_ms, last)
+
+
 @dataclass(frozen=True, slots=True)
 class Wanted:
     """One series to answer: its stored id, output labels, resource and scale."""
@@ -144,12 +211,13 @@ def over_time(
     bucket_of = BucketOf(plan.width_ms)
     parts = None if name == "quantile_over_time" else ("sum", "min", "max", "last")
     found = scan.gather(conn, bucket_of, resources, squares=False, parts=parts)
-    accs = accumulators(found, bucket_of, resources)
+    grids = {r: Grid.of(found, r, plan, len(ids)) for r in resources}
+    accs = accumulators(found, bucket_of, resources) if name == "quantile_over_time" else {}
     warnings: list[str] = []
     ends = plan.origin_ms + plan.high * plan.width_ms
     edges: dict[tuple[int, Resource], dict[int, int]] = {}
     if plan.exact:
-        edges, missing = _edge_samples(conn, accs, plan, ids, block_ms, max_samples, scan)
+        edges, missing = _edge_samples(conn, grids, plan, ids, block_ms, max_samples, scan)
         if missing:
             warnings.append(
                 "raw samples have expired: a window's end sample that its block's statistics "
@@ -168,10 +236,15 @@ def over_time(
     out = []
     for one in wanted:
         unit = unit_of[one.series_id]
-        table = accs[one.resource]
-        row = [table.get((unit, plan.origin_ms + i * plan.width_ms)) for i in range(plan.buckets)]
+        sketches: list[Accumulator | None] = []
+        if accs:
+            table = accs[one.resource]
+            sketches = [
+                table.get((unit, plan.origin_ms + i * plan.width_ms)) for i in range(plan.buckets)
+            ]
         edge = edges.get((unit, one.resource), {})
-        values, present = _windows(name, row, plan, ends, edge, one.scale, q)
+        grid = grids[one.resource]
+        values, present = _windows(name, grid, unit, sketches, plan, ends, edge, one.scale, q)
         if present.any():
             labels = one.labels if name == "last_over_time" else without_name(one.labels)
             out.append(StepSeries(labels, np.where(present, values, 0.0), present))
@@ -182,7 +255,7 @@ def over_time(
 
 def _edge_samples(
     conn: Connection,
-    accs: dict[Resource, dict[tuple[int, int], Accumulator]],
+    grids: dict[Resource, Grid],
     plan: Plan,
     ids: Sequence[int],
     block_ms: int,
@@ -192,17 +265,19 @@ def _edge_samples(
     """The value at each window end ``t`` of the units whose bucket ``[t, t + w)`` starts with
     a sample: from the bucket's statistics when they tell it (one sample, or min = max), else
     read raw at ``t``. Also whether one could not be read (its samples expired)."""
-    ends = {plan.origin_ms + int(h) * plan.width_ms for h in plan.high.tolist()}
     out: dict[tuple[int, Resource], dict[int, int]] = {}
     raw: dict[int, set[int]] = {}
-    for resource, table in accs.items():
-        for (unit, start), acc in table.items():
-            if start not in ends or acc.count == 0 or acc.first_ms != start:
-                continue
-            if acc.count == 1 or acc.minimum == acc.maximum:
-                out.setdefault((unit, resource), {})[start] = acc.minimum
+    wanted_buckets = np.unique(plan.high)
+    for resource, grid in grids.items():
+        starts = plan.origin_ms + wanted_buckets * plan.width_ms
+        hit = (grid.count[:, wanted_buckets] > 0) & (grid.first_ms[:, wanted_buckets] == starts)
+        for unit, column in zip(*np.nonzero(hit), strict=True):
+            u, k = int(unit), int(wanted_buckets[column])
+            at = plan.origin_ms + k * plan.width_ms
+            if grid.count[u, k] == 1 or grid.minimum[u, k] == grid.maximum[u, k]:
+                out.setdefault((u, resource), {})[at] = int(grid.minimum[u, k])
             else:
-                raw.setdefault(start, set()).add(unit)
+                raw.setdefault(at, set()).add(u)
     missing = False
     for at, units in sorted(raw.items()):
         chosen = sorted(units)
@@ -217,8 +292,8 @@ def _edge_samples(
         scan.decoded += one.decoded
         for position, unit in enumerate(chosen):
             run = runs.get(position)
-            for resource in accs:
-                if (unit, at) not in accs[resource]:
+            for resource in grids:
+                if (unit, resource) in out and at in out[(unit, resource)]:
                     continue
                 if run is None or not run.timestamps_ms:
                     missing = True
@@ -230,33 +305,33 @@ def _edge_samples(
 
 def _windows(
     name: str,
-    row: list[Accumulator | None],
+    grid: Grid,
+    unit: int,
+    sketches: list[Accumulator | None],
     plan: Plan,
     ends_ms: IntArray,
     edge: dict[int, int],
     scale: float,
     q: FloatArray | None,
-) -> tuple[FloatArray, np.ndarray]:
+) -> tuple[FloatArray, BoolArray]:
     """The function's value in each window, and whether the window holds a sample."""
-    n = len(row)
+    n = plan.buckets
     low, high = plan.low, plan.high
-    counts = np.array([a.count if a is not None else 0 for a in row], np.int64)
-    at_end = np.array([edge.get(int(t)) is not None for t in ends_ms.tolist()], bool)
-    end_values = [edge.get(int(t), 0) for t in ends_ms.tolist()]
+    counts = grid.count[unit]
+    at_end = np.array([t in edge for t in ends_ms.tolist()], bool)
+    end_values = [edge.get(t, 0) for t in ends_ms.tolist()]
     prefix_counts = np.concatenate(([0], np.cumsum(counts)))
     count = prefix_counts[high] - prefix_counts[low] + at_end
     present = count > 0
     if name == "count_over_time":
         return count.astype(np.float64), present
     if name in ("sum_over_time", "avg_over_time"):
-        totals = [0]
-        for a in row:
-            totals.append(totals[-1] + (a.total if a is not None else 0))
-        sums = [
-            totals[h] - totals[lo] + e
-            for lo, h, e in zip(low.tolist(), high.tolist(), end_values, strict=True)
-        ]
-        scaled = np.array([s / scale if scale != 1.0 else float(s) for s in sums], np.float64)
+        row = grid.total[unit]
+        if row.dtype == object or int(np.abs(row).max(initial=0)) * (n + 1) >= _SAFE:
+            row = row.astype(object)  # Python integers: exact at any size
+        totals = np.concatenate((np.zeros(1, row.dtype), np.cumsum(row)))
+        sums = (totals[high] - totals[low] + np.array(end_values, row.dtype)).tolist()
+        scaled = np.array([v / scale if scale != 1.0 else float(v) for v in sums], np.float64)
         if name == "sum_over_time":
             return scaled, present
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -264,15 +339,8 @@ def _windows(
     if name in ("min_over_time", "max_over_time"):
         smallest = name == "min_over_time"
         empty = math.inf if smallest else -math.inf
-        values = np.array(
-            [
-                (a.minimum if smallest else a.maximum) / scale
-                if a is not None and a.count
-                else empty
-                for a in row
-            ],
-            np.float64,
-        )
+        extreme = (grid.minimum if smallest else grid.maximum)[unit]
+        values = np.where(counts > 0, extreme / scale, empty)
         pick = np.minimum if smallest else np.maximum
         inside = window_extremes(values, low, high, pick) if n else np.full(len(low), empty)
         inside = np.where(high > low, inside, empty)
@@ -281,7 +349,7 @@ def _windows(
     if name == "last_over_time":
         index = np.where(counts > 0, np.arange(n), -1)
         latest = np.maximum.accumulate(index) if n else index
-        lasts = np.array([a.last / scale if a is not None else 0.0 for a in row], np.float64)
+        lasts = grid.last[unit] / scale
         chosen = latest[np.maximum(high - 1, 0)]
         values = np.where(chosen >= 0, lasts[np.maximum(chosen, 0)], 0.0)
         return np.where(at_end, np.array(end_values, np.float64) / scale, values), present
@@ -295,7 +363,7 @@ def _windows(
             out[i] = -math.inf if wanted < 0 else math.inf
             continue
         sketch = QuantileSketch()
-        for a in row[lo:h]:
+        for a in sketches[lo:h]:
             if a is not None and a.count:
                 sketch.merge(a.merged_sketch())
         if at_end[i]:
