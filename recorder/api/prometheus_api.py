@@ -30,7 +30,7 @@ from recorder.query.promql.failures import ExecutionError
 from recorder.query.promql.source import StoreSource
 from recorder.query.promql.wire import dumps
 
-__all__ = ["PREFIX", "prometheus_router"]
+__all__ = ["PREFIX", "prometheus_router", "result_cache"]
 
 PREFIX = "/prometheus/api/v1"
 MAX_BODY_BYTES = 256 * 1024
@@ -91,7 +91,7 @@ def _success(data: Any) -> Response:
     return Response(dumps({"status": "success", "data": data}), media_type="application/json")
 
 
-def _cache(registry: CollectorRegistry | None) -> ResultCache:
+def result_cache(registry: CollectorRegistry | None) -> ResultCache:
     """The step-aligned result cache, its lookups counted by outcome in ``registry``."""
     lookups = Counter(
         "recorder_promql_cache_lookups",
@@ -114,7 +114,7 @@ def _cache(registry: CollectorRegistry | None) -> ResultCache:
 
 def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
-    cache = _cache(deps.http_registry)
+    cache = result_cache(deps.http_registry)
 
     def source(max_series: int = deps.max_series) -> StoreSource:
         return StoreSource(deps.store, max_series=max_series, max_samples=deps.max_samples)
@@ -149,6 +149,9 @@ def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                 deps.max_points,
                 cache=cache,
                 now_ms=now_ms,
+                # Every caller reads every series here: once the route filters by the
+                # caller's visible namespaces, pass them as ``scope=`` so that answers of
+                # different views never share a cache entry.
             )
         )
 
