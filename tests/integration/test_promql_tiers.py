@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from recorder.api.app import AppDeps, create_app
 from recorder.domain import Batch, Kind, Sample, SeriesKey
+from recorder.errors import QueryError
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.query.promql.evaluation import Result, range_query
 from recorder.query.promql.matchers import Matcher, MatchOp
@@ -227,3 +228,10 @@ def test_the_api_says_its_warnings_and_counts_cache_lookups(tmp_path: Path) -> N
     assert http.get_sample_value(lookups, {"result": "miss"}) == 1
     assert http.get_sample_value(lookups, {"result": "hit"}) == 1
     assert (http.get_sample_value("recorder_promql_cache_bytes") or 0) > 0
+
+
+def test_a_read_of_too_many_buckets_is_refused(history: Store) -> None:
+    text = "avg_over_time(recorder_container_cpu_usage_cores[30000d])"
+    with pytest.raises(QueryError, match="3 series x 720001 buckets of statistics"):
+        at = T0 + 20_000 * DAY_MS - HOUR_MS  # the window starts after 1970
+        range_query(StoreSource(history), text, at, at, HOUR_MS)

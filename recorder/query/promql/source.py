@@ -263,6 +263,7 @@ class StoreSource:
                 if not chunks.any_expired(conn, ids, start_ms, end_ms):
                     return None
                 plan = tiers.rounded(ends_ms, range_ms, self.reader.block_ms)
+            tiers.check_cells(len(ids), plan)
             try:
                 answer = tiers.over_time(
                     conn,

@@ -31,6 +31,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from recorder.domain import Resource
+from recorder.errors import QueryError
 from recorder.query.promql.failures import ExecutionError
 from recorder.query.promql.values import (
     SAME_LABELSET,
@@ -105,6 +106,8 @@ def rounded(ends_ms: IntArray, range_ms: int, block_ms: int) -> Plan:
 
 
 _SAFE = 2**62
+MAX_CELLS = 2_000_000
+"""The most series x buckets one read may hold (seven int64 grids: about 110 MB)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -168,6 +171,15 @@ class Grid:
             last_ms[u[newer], b[newer]] = end[chosen][newer]
             last[u[newer], b[newer]] = final[chosen][newer]
         return cls(count, total, minimum, maximum, first_ms, last)
+
+
+def check_cells(series: int, plan: Plan) -> None:
+    """``QueryError`` when ``series`` x the plan's buckets are more than ``MAX_CELLS``."""
+    if series * plan.buckets > MAX_CELLS:
+        raise QueryError(
+            f"the query would read {series} series x {plan.buckets} buckets of statistics, "
+            f"more than {MAX_CELLS}: use a shorter [range] or time range, or fewer series"
+        )
 
 
 @dataclass(frozen=True, slots=True)
