@@ -87,7 +87,8 @@ def aligned(ends_ms: IntArray, range_ms: int, block_ms: int) -> Plan | None:
     range are multiples of; None when neither is."""
     if range_ms <= 0 or not len(ends_ms):
         return None
-    for width in (DAY_MS, block_ms):
+    widths = (DAY_MS, block_ms) if DAY_MS % block_ms == 0 else (block_ms,)
+    for width in widths:  # a day bucket must hold whole blocks
         if range_ms % width == 0 and not (ends_ms % width).any():
             origin = int(ends_ms.min()) - range_ms
             low = (ends_ms - range_ms - origin) // width
