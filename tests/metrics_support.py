@@ -8,6 +8,7 @@ from pathlib import Path
 
 from recorder.api.guard import Denials
 from recorder.api.httpmetrics import HttpMetrics
+from recorder.api.prometheus_api import result_cache
 from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, WriteResult
 from recorder.errors import MetricsApiForbidden, StoreError
@@ -108,4 +109,5 @@ def relayed_registry(store: Store) -> tuple[RelayRegistry, RecorderRegistry]:
     http.shed.labels("/api/v1/history").inc()
     http.duration.labels("/api/v1/history").observe(0.1)
     Denials(relay.own).count("forbidden")
+    result_cache(relay.own)
     return relay, worker

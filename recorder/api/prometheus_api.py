@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from recorder import __version__
 from recorder.api.deps import AppDeps
@@ -31,12 +32,13 @@ from recorder.api.limits import QueryLimiter
 from recorder.api.visibility import Visibility, Visible, visibility
 from recorder.errors import QueryError
 from recorder.query.promql import endpoints
+from recorder.query.promql.cache import ResultCache
 from recorder.query.promql.failures import ExecutionError
 from recorder.query.promql.reach import Reach, matches_reach, query_reach
 from recorder.query.promql.source import StoreSource
 from recorder.query.promql.wire import dumps
 
-__all__ = ["PREFIX", "prometheus_router"]
+__all__ = ["PREFIX", "prometheus_router", "result_cache"]
 
 PREFIX = "/prometheus/api/v1"
 MAX_BODY_BYTES = 256 * 1024
@@ -44,6 +46,8 @@ MAX_PARAMETERS = 256
 MAX_LABEL_SERIES = 2_000_000
 """How many series ``labels`` and ``label/<name>/values`` may look through: they read label
 sets only (no samples), and Grafana asks them without ``match[]`` to fill its variables."""
+CACHE_BYTES = 64 * 2**20
+"""The result cache's bound (``recorder.query.promql.cache``)."""
 PROMETHEUS_VERSION = "2.42.0"
 """The Prometheus whose semantics the evaluator follows (Debian's, which CI compares with)."""
 
@@ -106,18 +110,54 @@ async def visible_part(access: Visibility, reach: Reach) -> Visible:
     return Visible((visible.namespaces or frozenset()) | reach.namespaces)
 
 
+def cache_scope(visible: Visible) -> str:
+    """The result cache's scope of what ``visible`` lets a caller see: answers computed over
+    different sets of series never share an entry."""
+    if visible.namespaces is None:
+        return ""
+    return "\n".join(sorted(visible.namespaces)) or "\n"
+
+
 def _success(data: Any, visible: Visible = EVERYTHING) -> Response:
-    """Prometheus' envelope; a filtered answer carries a ``warnings`` entry saying so, and
-    the ``X-Recorder-Filtered-Namespaces`` header as the history API's."""
+    """Prometheus' envelope: the evaluation's own warnings (tiers), and for an answer filtered
+    by access control a ``warnings`` entry saying so, with the history API's
+    ``X-Recorder-Filtered-Namespaces`` header."""
+    warnings: list[str] = []
+    if isinstance(data, endpoints.Answered):
+        data, warnings = data.data, list(data.warnings)
     body: dict[str, Any] = {"status": "success", "data": data}
     warning = visible.warning()
     if warning is not None:
-        body["warnings"] = [warning]
+        warnings.append(warning)
+    if warnings:
+        body["warnings"] = warnings
     return Response(dumps(body), media_type="application/json", headers=visible.headers())
+
+
+def result_cache(registry: CollectorRegistry | None) -> ResultCache:
+    """The step-aligned result cache, its lookups counted by outcome in ``registry``."""
+    lookups = Counter(
+        "recorder_promql_cache_lookups",
+        "Range queries of the Prometheus API by what the step-aligned result cache held: "
+        "hit (every step), partial (the past steps), miss, bypass (a query with @ or a "
+        "negative offset, not cached)",
+        ["result"],
+        registry=registry if registry is not None else CollectorRegistry(),
+    )
+    for outcome in ("hit", "partial", "miss", "bypass"):
+        lookups.labels(outcome)
+    cache = ResultCache(CACHE_BYTES, on_lookup=lambda outcome: lookups.labels(outcome).inc())
+    Gauge(
+        "recorder_promql_cache_bytes",
+        f"Bytes held by the Prometheus API's result cache (at most {CACHE_BYTES // 2**20} MiB)",
+        registry=registry if registry is not None else CollectorRegistry(),
+    ).set_function(lambda: cache.size)
+    return cache
 
 
 def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
+    cache = result_cache(deps.http_registry)
 
     def source(visible: Visible, max_series: int = deps.max_series) -> StoreSource:
         return StoreSource(
@@ -149,6 +189,7 @@ def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
     async def query_range(request: Request, access: Access) -> Response:
         p = await _params(request)
         visible = await visible_part(access, query_reach(p.get("query")))
+        now_ms = deps.now_ms()
         return await run(
             lambda: endpoints.query_range(
                 source(visible),
@@ -157,6 +198,9 @@ def prometheus_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                 p.get("end"),
                 p.get("step"),
                 deps.max_points,
+                cache=cache,
+                now_ms=now_ms,
+                scope=cache_scope(visible),
             ),
             visible,
         )

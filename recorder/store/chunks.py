@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from recorder.stats import block
 from recorder.stats.block import BlockStats
@@ -178,3 +178,31 @@ def expired(conn: Connection, block_starts: Sequence[int]) -> set[tuple[int, int
         .where(c.c.payload.is_(None))
     )
     return {(series_id, block_start) for series_id, block_start in rows}
+
+
+def any_expired(conn: Connection, series_ids: Sequence[int], start_ms: int, end_ms: int) -> bool:
+    """Whether a chunk of ``series_ids`` with samples in ``[start_ms, end_ms]`` has lost its
+    samples (only its statistics are left)."""
+    for start in range(0, len(series_ids), _IDS):
+        ids = id_list(series_ids[start : start + _IDS])
+        found = fetch_rows(
+            conn,
+            f"SELECT 1 FROM chunks WHERE series_id IN ({ids}) "
+            f"AND block_start_ms <= {int(end_ms)} AND last_ms >= {int(start_ms)} "
+            "AND payload IS NULL LIMIT 1",
+        )
+        if found:
+            return True
+    return False
+
+
+def block_span(conn: Connection) -> tuple[int | None, int | None]:
+    """The newest and the oldest block start of any chunk (through the block index)."""
+    c = schema.chunks
+    newest, oldest = conn.execute(
+        select(func.max(c.c.block_start_ms), func.min(c.c.block_start_ms))
+    ).one()
+    return (
+        None if newest is None else int(newest),
+        None if oldest is None else int(oldest),
+    )

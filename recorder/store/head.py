@@ -142,3 +142,9 @@ def read(
     )
     for series_id, ts, window, cpu, memory in rows:
         yield series_id, (ts, window, cpu, memory)
+
+
+def oldest(conn: Connection) -> int | None:
+    """The oldest head row's timestamp (through the ``ts_ms`` index), None when it is empty."""
+    found = conn.exec_driver_sql("SELECT min(ts_ms) FROM samples_head").scalar()
+    return None if found is None else int(found)

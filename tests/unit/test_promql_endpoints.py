@@ -55,7 +55,7 @@ def test_bad_parameters_are_bad_data(call: object, message: str) -> None:
 
 
 def test_a_range_query_has_at_most_11000_steps() -> None:
-    data = endpoints.query_range(SOURCE, "1", "0", "10999", "1")
+    data = endpoints.query_range(SOURCE, "1", "0", "10999", "1").data
     assert len(data["result"][0]["values"]) == 11_000
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from recorder.errors import QueryError
+from recorder.query.promql.cache import ResultCache
 from recorder.query.promql.catalog import ALL_FAMILIES
-from recorder.query.promql.evaluation import instant_query, range_query
+from recorder.query.promql.evaluation import Result, instant_query, range_query
 from recorder.query.promql.matchers import Matcher, MatchOp
 from recorder.query.promql.source import Source
 from recorder.query.promql.syntax import SelectorNode, parse
@@ -25,17 +27,29 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _EVERY_SERIES = (Matcher.of(METRIC_NAME, MatchOp.REGEX, ".+"),)
 
 
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A ``query`` or ``query_range`` answer: the envelope's ``data`` and ``warnings``."""
+
+    data: dict[str, Any]
+    warnings: tuple[str, ...]
+
+    @classmethod
+    def of(cls, result: Result, max_points: int | None) -> Answered:
+        return cls(result_data(result, max_points), result.warnings)
+
+
 def query(
     source: Source,
     text: str | None,
     time: str | None,
     now_ms: int,
     max_points: int | None = None,
-) -> dict[str, Any]:
+) -> Answered:
     if not text:
         raise QueryError('invalid parameter "query": query must not be empty')
     time_ms = parse_time_ms(time, "time") if time else now_ms
-    return result_data(instant_query(source, text, time_ms), max_points)
+    return Answered.of(instant_query(source, text, time_ms), max_points)
 
 
 def query_range(
@@ -45,7 +59,13 @@ def query_range(
     end: str | None,
     step: str | None,
     max_points: int | None = None,
-) -> dict[str, Any]:
+    *,
+    cache: ResultCache | None = None,
+    now_ms: int = 0,
+    scope: str = "",
+) -> Answered:
+    """``cache``: where past steps are kept (``now_ms`` ages its entries; ``scope`` names
+    what the caller may see)."""
     start_ms = parse_time_ms(start or "", "start")
     end_ms = parse_time_ms(end or "", "end")
     if end_ms < start_ms:
@@ -53,7 +73,13 @@ def query_range(
     step_ms = parse_duration_ms(step or "", "step")
     if not text:
         raise QueryError('invalid parameter "query": query must not be empty')
-    return result_data(range_query(source, text, start_ms, end_ms, step_ms), max_points)
+    if cache is None:
+        result = range_query(source, text, start_ms, end_ms, step_ms)
+    else:
+        result = cache.range_query(
+            source, text, start_ms, end_ms, step_ms, now_ms=now_ms, scope=scope
+        )
+    return Answered.of(result, max_points)
 
 
 def _selectors(matches: Sequence[str]) -> list[tuple[Matcher, ...]]:

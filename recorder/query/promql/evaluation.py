@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recorder.errors import QueryError
-from recorder.query.promql import aggregations, binary, functions, windows
+from recorder.query.promql import aggregations, binary, functions, tiers, windows
 from recorder.query.promql.source import Source
 from recorder.query.promql.syntax import (
     SET,
@@ -66,16 +66,20 @@ class Result:
     value: Value
     steps: Steps
     ordered: bool = False
+    warnings: tuple[str, ...] = ()
+    """What the answer approximates (a statistics tier's), for the envelope's ``warnings``."""
 
 
 def instant_query(source: Source, text: str, time_ms: int) -> Result:
     node = parse(text)
     steps = Steps.of(time_ms, time_ms, 0)
-    value = Evaluator(source, steps).evaluate(node)
-    return Result(value, steps, ordered=_ordered(node))
+    evaluator = Evaluator(source, steps)
+    value = evaluator.evaluate(node)
+    return Result(value, steps, ordered=_ordered(node), warnings=evaluator.said())
 
 
-def range_query(source: Source, text: str, start_ms: int, end_ms: int, step_ms: int) -> Result:
+def check_range(start_ms: int, end_ms: int, step_ms: int) -> None:
+    """``QueryError`` for the range and step Prometheus refuses."""
     if end_ms < start_ms:
         raise QueryError("end timestamp must not be before start time")
     if step_ms <= 0:
@@ -87,15 +91,20 @@ def range_query(source: Source, text: str, start_ms: int, end_ms: int, step_ms: 
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the "
             "query resolution (?step=XX)"
         )
+
+
+def range_query(source: Source, text: str, start_ms: int, end_ms: int, step_ms: int) -> Result:
+    check_range(start_ms, end_ms, step_ms)
     node = parse(text)
     steps = Steps.of(start_ms, end_ms, step_ms)
-    value = Evaluator(source, steps).evaluate(node)
+    evaluator = Evaluator(source, steps)
+    value = evaluator.evaluate(node)
     if isinstance(value, RangeValue | StringValue):
         kind = "range vector" if isinstance(value, RangeValue) else "string"
         raise QueryError(
             f'invalid expression type "{kind}" for range query, must be Scalar or instant Vector'
         )
-    return Result(value, steps)
+    return Result(value, steps, warnings=evaluator.said())
 
 
 def _ordered(node: Node) -> bool:
@@ -113,6 +122,11 @@ class Evaluator:
         self.source = source
         self.steps = steps
         self.max_values = max_values
+        self.warnings: list[str] = []
+
+    def said(self) -> tuple[str, ...]:
+        """The warnings of the evaluation, each once, in order."""
+        return tuple(dict.fromkeys(self.warnings))
 
     def _hold(self, series: int) -> None:
         """``QueryError`` if ``series`` series over every step are more than ``max_values``."""
@@ -229,6 +243,8 @@ class Evaluator:
 
     def _call(self, node: CallNode) -> Value:
         name = node.name
+        if name in tiers.FUNCTIONS and (tiered := self._tiered(node)) is not None:
+            return tiered
         args = [self.evaluate(arg) for arg in node.args]
         count = self.steps.count
         if name.endswith("_over_time"):
@@ -255,6 +271,27 @@ class Evaluator:
             return functions.label_replace(self._vector(args[0], name), *texts)
         assert name == "absent"
         return functions.absent(self._vector(args[0], name), node.args[0], count)
+
+    def _tiered(self, node: CallNode) -> VectorValue | None:
+        """``node`` (a ``*_over_time`` of a range selector) answered by the source's
+        statistics tiers, or None where the raw samples answer."""
+        matrix = node.args[-1]
+        if not isinstance(matrix, RangeNode):
+            return None
+        ends = self._ends(matrix.selector)
+        if int(ends.min()) - matrix.range_ms < MIN_TIME_MS or int(ends.max()) > MAX_TIME_MS:
+            return None
+        q = None
+        if node.name == "quantile_over_time":
+            q = self._scalar(self.evaluate(node.args[0]), node.name).values
+        answer = self.source.over_time(
+            node.name, matrix.selector.matchers, ends, matrix.range_ms, q
+        )
+        if answer is None:
+            return None
+        self._hold(len(answer.series))
+        self.warnings.extend(answer.warnings)
+        return VectorValue(answer.series)
 
     # --- types ---------------------------------------------------------------------------
 

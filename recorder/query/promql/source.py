@@ -22,12 +22,15 @@ from recorder.domain import Kind, QueryKind, SeriesFilter
 from recorder.errors import QueryError
 from recorder.query import requests_limits
 from recorder.query.engine import HistoryReader
+from recorder.query.promql import tiers
 from recorder.query.promql.catalog import ALL_FAMILIES, Family, identity, with_name
 from recorder.query.promql.matchers import Matcher, MatchOp, match_all
-from recorder.query.promql.values import METRIC_NAME, Labels, RawSeries
+from recorder.query.promql.values import METRIC_NAME, FloatArray, IntArray, Labels, RawSeries
 from recorder.query.scan import Scan, Unit
+from recorder.store import chunks, head, rollups
 from recorder.store.objects import WorkloadOf, read_pod_workloads
 from recorder.store.series import Series, newest_in_head, select_series
+from recorder.timeutil import MAX_TIME_MS, MIN_TIME_MS
 
 DEFAULT_MAX_SERIES = 50_000
 DEFAULT_MAX_SAMPLES = 5_000_000
@@ -41,6 +44,22 @@ class Source(Protocol):
     def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
         """The label sets of the series every matcher accepts that have samples between
         ``start_ms`` and ``end_ms`` (by first and last seen), sorted."""
+
+    def over_time(
+        self,
+        name: str,
+        matchers: Sequence[Matcher],
+        ends_ms: IntArray,
+        range_ms: int,
+        q: FloatArray | None,
+    ) -> tiers.Answer | None:
+        """``name`` (a ``*_over_time``) of the selector's windows ending at ``ends_ms``
+        answered from statistics tiers, or None where the raw samples must answer."""
+
+    def freshness(self) -> tuple[int, tuple[int, ...]]:
+        """``(horizon_ms, generation)``: an answer at a step before ``horizon_ms`` reads only
+        samples that no longer change while ``generation`` stays the same (the result cache's
+        test of what it may keep)."""
 
 
 class MemorySource:
@@ -69,6 +88,21 @@ class MemorySource:
 
     def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
         return [s.labels for s in self.select(matchers, start_ms, end_ms)]
+
+    def over_time(
+        self,
+        name: str,
+        matchers: Sequence[Matcher],
+        ends_ms: IntArray,
+        range_ms: int,
+        q: FloatArray | None,
+    ) -> tiers.Answer | None:
+        """Memory holds raw samples only."""
+        return None
+
+    def freshness(self) -> tuple[int, tuple[int, ...]]:
+        """Every sample is fixed (the series are given once)."""
+        return MAX_TIME_MS, ()
 
 
 def _labels_key(series: RawSeries) -> Labels:
@@ -207,6 +241,72 @@ class StoreSource:
             if is_set.any():
                 out.append(RawSeries(labels, stamps[is_set], values[is_set], family.scale))
         return out
+
+    def over_time(
+        self,
+        name: str,
+        matchers: Sequence[Matcher],
+        ends_ms: IntArray,
+        range_ms: int,
+        q: FloatArray | None,
+    ) -> tiers.Answer | None:
+        """As ``Source.over_time`` (``recorder.query.promql.tiers``): the usage families only
+        (requests and limits are read at their usage samples' instants); aligned windows
+        exactly, unaligned ones rounded to whole blocks only where samples have expired."""
+        if name not in tiers.FUNCTIONS or not len(ends_ms):
+            return None
+        start_ms, end_ms = int(ends_ms.min()) - range_ms, int(ends_ms.max())
+        plan = tiers.aligned(ends_ms, range_ms, self.reader.block_ms)
+        found = self._matching(matchers, start_ms, end_ms)
+        if any(family.column is not None for _s, family, _l in found):
+            return None
+        if not found:
+            return None if plan is None else tiers.Answer((), (), 0)
+        wanted = [
+            tiers.Wanted(series.id, labels, family.resource, family.scale)
+            for series, family, labels in found
+        ]
+        ids = sorted({w.series_id for w in wanted})
+        with self.reader.reading() as conn:
+            if plan is None:
+                if not chunks.any_expired(conn, ids, start_ms, end_ms):
+                    return None
+                plan = tiers.rounded(ends_ms, range_ms, self.reader.block_ms)
+            tiers.check_cells(len(ids), plan)
+            try:
+                answer = tiers.over_time(
+                    conn,
+                    name,
+                    wanted,
+                    plan,
+                    q,
+                    block_ms=self.reader.block_ms,
+                    max_samples=max(self.max_samples - self.samples_read, 0),
+                )
+            except QueryError:
+                raise QueryError(
+                    f"the query reads more than {self.max_samples} samples: narrow the time "
+                    "range, shorten its [ranges] or add label matchers"
+                ) from None
+        self.samples_read += answer.decoded
+        return answer
+
+    def freshness(self) -> tuple[int, tuple[int, ...]]:
+        """As ``Source.freshness``: the horizon is the head's oldest sample (everything
+        before it is compacted; a late sample lands in the head and moves it back), else the
+        end of the newest block; the generation is the newest and oldest block and the
+        rollups' watermark, which compaction, retention and rollups move."""
+        with self.reader.reading() as conn:
+            oldest_head = head.oldest(conn)
+            newest, oldest = chunks.block_span(conn)
+            mark = rollups.watermark(conn)
+        if oldest_head is not None:
+            horizon = oldest_head
+        elif newest is not None:
+            horizon = newest + self.reader.block_ms
+        else:
+            horizon = MIN_TIME_MS
+        return horizon, (newest or 0, oldest or 0, mark or 0)
 
     def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
         """As ``Source.series``: by the first and last seen of their usage series, and a
