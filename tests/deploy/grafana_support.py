@@ -258,3 +258,15 @@ def datasource_with_token() -> Obj:
     (source,) = yaml.safe_load(text)["datasources"]
     assert isinstance(source, dict)
     return source
+
+
+SKETCH_WARNING = re.compile(
+    r"^quantile_over_time was answered from quantile sketches, within \d+(\.\d+)?% relative error$"
+)
+"""The one warning a panel may carry: a p95 over blocks of statistics is read from their
+quantile sketches, and the answer says within what error (README, Prometheus API: tiers)."""
+
+
+def unexpected_warnings(body: dict[str, Any]) -> list[str]:
+    """The warnings of an answer other than the sketch's stated error."""
+    return [w for w in body.get("warnings", ()) if not SKETCH_WARNING.match(w)]
