@@ -1,0 +1,168 @@
+"""The worker's side of the election among replicas (``store.leader`` holds the lock and the
+fence): who polls and maintains, the self-metrics that say so, and the log lines.
+
+Rules:
+
+- One replica leads; only it polls, writes, maintains and reads cluster objects. Followers
+  serve queries (the server process) and expose self-metrics with ``recorder_leader 0``.
+- A leader checks its lock every ``check_seconds``; when it is gone (the session ended, the
+  database silent past half a lease) it is deposed at once: it stops polling, and the batches
+  it had fetched but not stored are **discarded and counted**
+  (``recorder_samples_dropped_total{reason="deposed"}``): the fence would refuse them, and the
+  new leader's polls cover the same time, since metrics-server serves only its latest values.
+- A new leader says how long nobody polled: the old leader's heartbeat named its newest poll
+  and its size; the polls missed since then, times that size, are logged and counted
+  (``recorder_unpolled_samples_total``), never hidden.
+- SQLite (``leadership`` None): this replica always leads (the SQLite writer lock keeps a
+  second one away).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from recorder.errors import StoreUnavailable
+from recorder.store.leader import LeaderMark, Leadership, NotLeader
+
+log = logging.getLogger("recorder.elector")
+
+
+class Elector:
+    def __init__(
+        self,
+        leadership: Leadership | None,
+        registry: CollectorRegistry,
+        interval_seconds: float,
+        *,
+        on_lead: Callable[[], None],
+        on_depose: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._leadership = leadership
+        self._interval = interval_seconds
+        self._on_lead = on_lead
+        self._on_depose = on_depose
+        self._clock = clock
+        self._mark: LeaderMark | None = None
+        self._lock = threading.Lock()
+        self._unavailable = False
+        self.leader = Gauge(
+            "recorder_leader",
+            "1 while this replica is the leader (polls, writes, maintains; cluster usage "
+            "gauges come from it alone), else 0",
+            registry=registry,
+        )
+        self.takeovers = Counter(
+            "recorder_leader_takeovers",
+            "Times this replica became the leader",
+            registry=registry,
+        )
+        self.depositions = Counter(
+            "recorder_leader_depositions",
+            "Times this replica lost the leadership (its lock session ended or went silent)",
+            registry=registry,
+        )
+        self.unpolled = Counter(
+            "recorder_unpolled_samples",
+            "Samples metrics-server served while no replica polled (estimated at a takeover: "
+            "the polls missed since the last leader's newest poll, times its size)",
+            registry=registry,
+        )
+        self.leader.set(1 if leadership is None else 0)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leadership is None or self._leadership.is_leader
+
+    @property
+    def check_seconds(self) -> float:
+        return self._leadership.check_seconds if self._leadership is not None else 1.0
+
+    def polled(self, at_seconds: float, samples: int) -> None:
+        """A successful poll of ``samples`` at ``at_seconds`` (wall clock), for the heartbeat."""
+        with self._lock:
+            self._mark = LeaderMark(int(at_seconds * 1000), samples)
+
+    def begin(self) -> None:
+        """The first round, before polling starts (SQLite: this replica leads)."""
+        if self._leadership is None:
+            self._on_lead()
+        else:
+            self.step()
+
+    def step(self) -> None:
+        """One round: a leader proves its lock, a follower tries to take it."""
+        leadership = self._leadership
+        if leadership is None:
+            return
+        if leadership.is_leader:
+            with self._lock:
+                mark = self._mark
+            try:
+                leadership.heartbeat(mark)
+            except NotLeader as exc:
+                self._deposed(str(exc))
+            return
+        try:
+            led = leadership.try_lead()
+        except StoreUnavailable as exc:
+            if not self._unavailable:
+                log.warning("cannot take part in the leader election now: %s", exc)
+            self._unavailable = True
+            return
+        self._unavailable = False
+        if led:
+            self._took_over(leadership.last_seen_leader)
+
+    def run(self, stop: threading.Event) -> None:
+        """``step`` every ``check_seconds`` until ``stop``."""
+        while not stop.wait(self.check_seconds):
+            try:
+                self.step()
+            except Exception as exc:  # the election must go on; a bug is logged, not fatal
+                log.error("the leader election failed unexpectedly: %r", exc)
+
+    def _took_over(self, last: LeaderMark | None) -> None:
+        self.leader.set(1)
+        self.takeovers.inc()
+        with self._lock:
+            self._mark = None
+        if last is None or last.polled_ms <= 0:
+            log.info("this replica is the leader now: it polls and maintains")
+        else:
+            silent = max(0.0, self._clock() - last.polled_ms / 1000)
+            missed = max(0, math.ceil(silent / self._interval) - 1)
+            if missed:
+                self.unpolled.inc(missed * last.samples)
+                log.warning(
+                    "this replica is the leader now; nobody polled for %.1fs since the last "
+                    "leader's newest poll: %d polls (about %d samples metrics-server served) "
+                    "were not recorded",
+                    silent,
+                    missed,
+                    missed * last.samples,
+                )
+            else:
+                log.info(
+                    "this replica is the leader now; the last leader polled %.1fs ago, no poll "
+                    "was missed",
+                    silent,
+                )
+        self._on_lead()
+
+    def _deposed(self, why: str) -> None:
+        self.leader.set(0)
+        self.depositions.inc()
+        log.error("this replica is no longer the leader (%s): it stops polling and writing", why)
+        self._on_depose()
+
+    def close(self) -> None:
+        if self._leadership is not None:
+            self._leadership.close()
+        self.leader.set(1 if self._leadership is None else 0)
