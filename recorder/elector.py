@@ -5,11 +5,15 @@ Rules:
 
 - One replica leads; only it polls, writes, maintains and reads cluster objects. Followers
   serve queries (the server process) and expose self-metrics with ``recorder_leader 0``.
-- A leader checks its lock every ``check_seconds``; when it is gone (the session ended, the
-  database silent past half a lease) it is deposed at once: it stops polling, and the batches
-  it had fetched but not stored are **discarded and counted**
-  (``recorder_samples_dropped_total{reason="deposed"}``): the fence would refuse them, and the
-  new leader's polls cover the same time, since metrics-server serves only its latest values.
+- A leader checks its lock every ``check_seconds``. When it is gone (the session ended, the
+  database silent past half a lease) the replica has **lost contact**: it withdraws its usage
+  gauges and stops maintaining, but goes on polling into its buffer (the fence refuses its
+  writes), since it cannot tell a database outage, where no one writes, from a partition of
+  its own. When the database answers again, it either takes the lock back and writes what it
+  buffered (a single replica loses nothing to an outage), or finds another replica leading:
+  then it is **deposed**, stops polling, and the batches it fetched but did not store are
+  discarded and counted (``recorder_samples_dropped_total{reason="deposed"}``); the new
+  leader's polls covered that time, since metrics-server serves only its latest values.
 - A new leader says how long nobody polled: the old leader's heartbeat named its newest poll
   and its size; the polls missed since then, times that size, are logged and counted
   (``recorder_unpolled_samples_total``), never hidden.
@@ -41,13 +45,16 @@ class Elector:
         interval_seconds: float,
         *,
         on_lead: Callable[[], None],
+        on_lost: Callable[[], None],
         on_depose: Callable[[], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._leadership = leadership
         self._interval = interval_seconds
         self._on_lead = on_lead
+        self._on_lost = on_lost
         self._on_depose = on_depose
+        self._lost_contact = False
         self._clock = clock
         self._mark: LeaderMark | None = None
         self._lock = threading.Lock()
@@ -65,7 +72,7 @@ class Elector:
         )
         self.depositions = Counter(
             "recorder_leader_depositions",
-            "Times this replica lost the leadership (its lock session ended or went silent)",
+            "Times this replica, having lost its lock, found another replica leading",
             registry=registry,
         )
         self.unpolled = Counter(
@@ -78,7 +85,13 @@ class Elector:
 
     @property
     def is_leader(self) -> bool:
+        """Whether this replica holds the lock: it writes, maintains, exposes usage gauges."""
         return self._leadership is None or self._leadership.is_leader
+
+    @property
+    def may_poll(self) -> bool:
+        """The leader, or a leader that lost contact with the database (it buffers)."""
+        return self.is_leader or self._lost_contact
 
     @property
     def check_seconds(self) -> float:
@@ -107,7 +120,7 @@ class Elector:
             try:
                 leadership.heartbeat(mark)
             except NotLeader as exc:
-                self._deposed(str(exc))
+                self._lost(str(exc))
             return
         try:
             led = leadership.try_lead()
@@ -118,7 +131,9 @@ class Elector:
             return
         self._unavailable = False
         if led:
-            self._took_over(leadership.last_seen_leader)
+            self._took_over(None if self._lost_contact else leadership.last_seen_leader)
+        elif self._lost_contact and leadership.other_leads:
+            self._deposed()
 
     def run(self, stop: threading.Event) -> None:
         """``step`` every ``check_seconds`` until ``stop``."""
@@ -131,9 +146,10 @@ class Elector:
     def _took_over(self, last: LeaderMark | None) -> None:
         self.leader.set(1)
         self.takeovers.inc()
-        with self._lock:
-            self._mark = None
-        if last is None or last.polled_ms <= 0:
+        if self._lost_contact:
+            self._lost_contact = False
+            log.warning("this replica leads again: it writes what it buffered meanwhile")
+        elif last is None or last.polled_ms <= 0:
             log.info("this replica is the leader now: it polls and maintains")
         else:
             silent = max(0.0, self._clock() - last.polled_ms / 1000)
@@ -156,10 +172,20 @@ class Elector:
                 )
         self._on_lead()
 
-    def _deposed(self, why: str) -> None:
+    def _lost(self, why: str) -> None:
         self.leader.set(0)
+        self._lost_contact = True
+        log.error(
+            "this replica lost the leader lock (%s): it polls on into its buffer until the "
+            "database says who leads",
+            why,
+        )
+        self._on_lost()
+
+    def _deposed(self) -> None:
+        self._lost_contact = False
         self.depositions.inc()
-        log.error("this replica is no longer the leader (%s): it stops polling and writing", why)
+        log.error("another replica leads now: this one stops polling and follows")
         self._on_depose()
 
     def close(self) -> None:

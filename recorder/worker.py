@@ -508,6 +508,7 @@ class Worker:
             self._registry.own,
             settings.interval_seconds,
             on_lead=self._lead,
+            on_lost=self._lost,
             on_depose=self._depose,
         )
         self._lines = LinePublisher(
@@ -568,7 +569,7 @@ class Worker:
             self.metrics.refresh_store_statistics(self._store)
 
     def _poll(self) -> PollReport | None:
-        if not self._elector.is_leader:
+        if not self._elector.may_poll:
             return None  # a follower serves; the leader polls
         begun = time.monotonic()
         with self._polling:  # held until its line is handed over: shutdown waits for both
@@ -632,10 +633,15 @@ class Worker:
                 self._objects = build_object_reader(self._settings, self._path)
                 self._objects.start()  # threads of its own: never in the poll's way
 
+    def _lost(self) -> None:
+        """The lock is lost (polling goes on into the buffer): the cluster-object reader stops
+        and the server withdraws the usage gauges."""
+        self._stop_objects(2.0)
+        self._send_status()
+
     def _depose(self) -> None:
-        """This replica no longer leads: what it fetched and did not store is discarded and
-        counted (the fence refuses it; the new leader's polls cover the time), the
-        cluster-object reader stops and the server withdraws the usage gauges."""
+        """Another replica leads: what this one fetched and did not store is discarded and
+        counted (the fence refuses it; the new leader's polls cover the time)."""
         dropped = self._queue.drop_all("deposed")
         if dropped:
             log.error(
@@ -643,8 +649,6 @@ class Worker:
                 "(the new leader's polls cover that time)",
                 dropped,
             )
-        self._stop_objects(2.0)
-        self._send_status()
 
     def _stop_objects(self, timeout_seconds: float) -> None:
         with self._objects_lock:

@@ -82,7 +82,7 @@ _HELD = (
 _HELD_BY_ME = f"SELECT {_HELD}"
 _HERE = "(SELECT oid FROM pg_database WHERE datname = current_database())"
 _LEADER_NAME = (
-    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
     f"WHERE l.database = {_HERE} AND l.locktype = 'advisory' AND l.classid = {LOCK_CLASS} "
     f"AND l.objid = {LEADER} AND l.objsubid = 2 AND l.granted"
 )
@@ -114,8 +114,11 @@ class Leadership:
         self._conn: psycopg.Connection[Any] | None = None
         self._pid: int | None = None
         self._leader_pid: int | None = None
+        self._abandoned: set[int] = set()
         self.last_seen_leader: LeaderMark | None = None
         """The newest mark read from the current leader while following."""
+        self.other_leads = False
+        """Whether the last ``try_lead`` found the lock held by another replica's session."""
 
     @property
     def leader_pid(self) -> int | None:
@@ -194,11 +197,20 @@ class Leadership:
         conn = self._conn
         row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LEADER)).fetchone()
         if not (row and row[0]):
-            name = conn.execute(_LEADER_NAME).fetchone()
-            mark = LeaderMark.parse(name[0] if name else None)
+            holder = conn.execute(_LEADER_NAME).fetchone()
+            if holder is not None and int(holder[0]) in self._abandoned:
+                # Our own earlier lock session, given up while the network was silent and
+                # still alive on the server: end it; the lock is ours to take again.
+                conn.execute("SELECT pg_terminate_backend(%s, %s)", (holder[0], 1000))
+                self._abandoned.discard(int(holder[0]))
+                self.other_leads = False
+                return False
+            self.other_leads = holder is not None
+            mark = LeaderMark.parse(holder[1] if holder else None)
             if mark is not None:
                 self.last_seen_leader = mark
             return False
+        self.other_leads = False
         # The deposed leader's transactions that passed the fence before now: end them, then
         # wait (lock_timeout) for the fence lock, which no old transaction holds any more.
         conn.execute(_FENCE_HOLDERS)
@@ -214,11 +226,11 @@ class Leadership:
         if conn is None or not self.is_leader:
             raise NotLeader("this replica does not lead")
         name = (mark or LeaderMark(0, 0)).name()
+        pid = self._pid
 
         def beat() -> bool:
             row = conn.execute(
-                f"SELECT set_config('application_name', %s, false), {_HELD}",
-                (name, self._pid),
+                f"SELECT set_config('application_name', %s, false), {_HELD}", (name, pid)
             ).fetchone()
             return bool(row and row[1])
 
@@ -231,15 +243,19 @@ class Leadership:
             self._drop()
             raise NotLeader("the leader lock is no longer held by this replica")
 
-    def _drop(self) -> None:
+    def _drop(self, *, abandon: bool = True) -> None:
+        """Forget the lock session; ``abandon``: it failed and may live on at the server."""
         self._leader_pid = None
+        if abandon and self._pid is not None:
+            self._abandoned = {self._pid}  # only the newest: an old pid may be reused
+        self._pid = None
         conn, self._conn = self._conn, None
         if conn is not None:
             threading.Thread(target=_close_quietly, args=(conn,), daemon=True).start()
 
     def close(self) -> None:
         """Give the lock up (closing the session frees it at once)."""
-        self._drop()
+        self._drop(abandon=False)
 
     # --- the fence ------------------------------------------------------------------------
 
