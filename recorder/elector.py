@@ -89,6 +89,15 @@ class Elector:
         return self._leadership is None or self._leadership.is_leader
 
     @property
+    def role(self) -> str:
+        """This replica's part, for ``/readyz``'s details."""
+        if self.is_leader:
+            return "leader"
+        if self._lost_contact:
+            return "lost the leader lock: polls into its buffer until the database answers"
+        return "follower (another replica polls)"
+
+    @property
     def may_poll(self) -> bool:
         """The leader, or a leader that lost contact with the database (it buffers)."""
         return self.is_leader or self._lost_contact

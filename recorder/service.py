@@ -251,7 +251,7 @@ class WorkerHandle:
             details["poll"] = f"failing: no successful poll in the last {allowed:.0f}s"
             if poll.last_error:
                 details["poll"] += f": {poll.last_error}"
-        details["role"] = "leader" if status.leader else "follower (another replica polls)"
+        details["role"] = status.role
         if status.objects is not None:
             details["cluster_objects"] = status.objects
         write = status.write

@@ -97,6 +97,8 @@ class Status:
     leader: bool = True
     """Whether this replica leads (polls and writes); a follower's server withdraws the
     cluster usage gauges."""
+    role: str = "leader"
+    """What ``/readyz`` says of this replica's part in the election."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -649,6 +651,7 @@ class Worker:
                 "(the new leader's polls cover that time)",
                 dropped,
             )
+        self._send_status()
 
     def _stop_objects(self, timeout_seconds: float) -> None:
         with self._objects_lock:
@@ -685,6 +688,7 @@ class Worker:
                 own_exposition(self._registry.own),
                 self._objects.health() if self._objects is not None else None,
                 leader=self._elector.is_leader,
+                role=self._elector.role,
             )
         )
 

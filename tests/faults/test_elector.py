@@ -18,10 +18,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy
 
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
 from tests.faults.service import Service, duplicates, gaps, migrate, running, stored_timestamps
 from tests.processes import run_recorder, wait_for
+from tests.tcpproxy import freezable_proxy
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +99,65 @@ def test_the_leader_killed_the_follower_takes_over_losing_nothing(
             code, _ = b.terminate()
             assert code == 0
     figure(takeover_seconds=round(takeover, 2), samples_missing=0)  # type: ignore[operator]
+
+
+def test_a_leader_partitioned_from_the_database_is_deposed_and_its_writes_refused(
+    tmp_path: Path, slow_simulator: str, postgres_url: str, figure: object
+) -> None:
+    migrate(postgres_url)
+    url = sqlalchemy.engine.make_url(postgres_url)
+    with freezable_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        behind = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        with running(tmp_path, slow_simulator, behind, interval="1s", name="a") as a:
+            wait_for(lambda: role(a) == "leader", 30, "replica a to lead")
+            with running(tmp_path, slow_simulator, postgres_url, interval="1s", name="b") as b:
+                wait_for(lambda: role(b).startswith("follower"), 30, "replica b to follow")
+                wait_for(
+                    lambda: (
+                        min(
+                            (len(set(v)) for v in stored_timestamps(postgres_url).values()),
+                            default=0,
+                        )
+                        >= 2
+                    ),
+                    30,
+                    "two resolutions stored",
+                )
+                proxy.freeze()
+                frozen = time.monotonic()
+                try:
+                    wait_for(lambda: role(b) == "leader", 10, "replica b to take over")
+                    takeover = time.monotonic() - frozen
+                    wait_for(lambda: not usage_lines(a), 5, "a to withdraw its usage gauges")
+                    time.sleep(2 * RESOLUTION_MS / 1000)  # a polls on into its buffer
+                finally:
+                    proxy.thaw()
+                wait_for(lambda: role(a).startswith("follower"), 15, "a to find b leading")
+                before = max(max(v) for v in stored_timestamps(postgres_url).values())
+                wait_for(
+                    lambda: (
+                        min(max(v) for v in stored_timestamps(postgres_url).values())
+                        >= before + RESOLUTION_MS
+                    ),
+                    15,
+                    "the new leader to store another resolution",
+                )
+                discarded = a.metric("recorder_samples_dropped_total", reason="deposed")
+                stored = stored_timestamps(postgres_url)
+                assert duplicates(stored) == 0  # a's late writes were refused
+                # Whatever a fetched and could not store is counted, never silently lost.
+                assert gaps(stored, RESOLUTION_MS) == 0 or discarded > 0
+                assert discarded > 0  # a polled during the partition and discarded it
+                assert a.metric("recorder_leader_depositions_total") == 1
+                assert usage_lines(a) == [] and bool(usage_lines(b))
+                # lease (1 s) + a check (0.25 s), plus up to 1 s until /readyz shows it
+                assert takeover <= 2 * INTERVAL + 1.0, takeover
+                assert "another replica leads now" in a.output()
+    figure(  # type: ignore[operator]
+        takeover_seconds=round(takeover, 2),
+        discarded=discarded,
+        lost=gaps(stored, RESOLUTION_MS),
+    )
 
 
 def test_a_second_service_on_one_sqlite_file_is_refused(
