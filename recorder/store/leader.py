@@ -31,9 +31,10 @@ import fcntl
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import psycopg
 from sqlalchemy import Connection, Engine, event
@@ -48,6 +49,7 @@ LOCK_CLASS = 0x6B6D72  # "kmr", the first key of both advisory locks (the mainte
 LEADER = 1
 FENCE = 2
 NAME_PREFIX = "kube-metrics-recorder leader"
+T = TypeVar("T")
 
 
 class NotLeader(StoreUnavailable):
@@ -130,6 +132,8 @@ class Leadership:
         return self._leader_pid is not None
 
     def _connect(self) -> psycopg.Connection[Any]:
+        """A new lock session: autocommit, the lease as every server-side deadline, keepalives
+        and ``tcp_user_timeout`` on both ends."""
         lease_ms = max(1000, math.ceil(self.lease_seconds * 1000))
         idle = max(1, math.ceil(self.lease_seconds / (KEEPALIVE_COUNT + 1)))
         options = (
@@ -151,31 +155,45 @@ class Leadership:
             tcp_user_timeout=lease_ms,
             options=options,
         )
-        row = conn.execute("SELECT pg_backend_pid()").fetchone()
-        assert row is not None
-        self._pid = int(row[0])
         return conn
 
-    def _bounded(self, work: Any, seconds: float) -> Any:
+    def _bounded(
+        self, work: Callable[[], T], seconds: float, on_late: Callable[[T], None] | None = None
+    ) -> T:
         """``work()`` in a thread of its own, given up after ``seconds``: a frozen network
-        must not hold the elector (the stuck thread is abandoned with its connection)."""
-        result: list[Any] = []
-        failure: list[BaseException] = []
+        must not hold the elector. What an abandoned ``work`` returns later goes to
+        ``on_late`` (which closes what it opened), never to this replica's state."""
+        lock = threading.Lock()
+        done = threading.Event()
+        outcome: list[tuple[T | None, BaseException | None]] = []
+        abandoned = False
 
         def run() -> None:
             try:
-                result.append(work())
+                value: T | None = work()
+                error: BaseException | None = None
             except BaseException as exc:
-                failure.append(exc)
+                value, error = None, exc
+            with lock:
+                late = abandoned
+                if not late:
+                    outcome.append((value, error))
+                    done.set()
+            if late and error is None and on_late is not None and value is not None:
+                on_late(value)
 
-        thread = threading.Thread(target=run, name="leader-check", daemon=True)
-        thread.start()
-        thread.join(seconds)
-        if thread.is_alive():
-            raise TimeoutError(f"no answer within {seconds:g}s")
-        if failure:
-            raise failure[0]
-        return result[0] if result else None
+        threading.Thread(target=run, name="leader-check", daemon=True).start()
+        if not done.wait(seconds):
+            with lock:
+                if not done.is_set():
+                    abandoned = True
+            if abandoned:
+                raise TimeoutError(f"no answer within {seconds:g}s")
+        value, error = outcome[0]
+        if error is not None:
+            raise error
+        assert value is not None
+        return value
 
     def try_lead(self) -> bool:
         """Take the leader lock if it is free; True when this replica leads now (after the
@@ -183,41 +201,58 @@ class Leadership:
         current leader's mark. Raises ``StoreUnavailable`` when the database cannot say."""
         if self.is_leader:
             return True
+        conn = self._conn if self._conn is not None and not self._conn.closed else None
+        abandoned = frozenset(self._abandoned)
         try:
-            return bool(self._bounded(self._try_lead, self.lease_seconds))
+            attempt = self._bounded(
+                lambda: self._attempt(conn, abandoned), self.lease_seconds, _Attempt.close
+            )
         except (psycopg.Error, OSError, TimeoutError) as exc:
             self._drop()
             raise StoreUnavailable(
                 f"taking part in the leader election failed: {_why(exc)}"
             ) from None
+        self._conn, self._pid = attempt.conn, attempt.pid
+        if attempt.ended is not None:
+            self._abandoned.discard(attempt.ended)
+        self.other_leads = attempt.holder is not None and attempt.ended is None
+        if attempt.acquired:
+            self._leader_pid = attempt.pid
+            return True
+        mark = LeaderMark.parse(attempt.holder_name)
+        if mark is not None:
+            self.last_seen_leader = mark
+        return False
 
-    def _try_lead(self) -> bool:
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-        conn = self._conn
-        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LEADER)).fetchone()
-        if not (row and row[0]):
-            holder = conn.execute(_LEADER_NAME).fetchone()
-            if holder is not None and int(holder[0]) in self._abandoned:
-                # Our own earlier lock session, given up while the network was silent and
-                # still alive on the server: end it; the lock is ours to take again.
-                conn.execute("SELECT pg_terminate_backend(%s, %s)", (holder[0], 1000))
-                self._abandoned.discard(int(holder[0]))
-                self.other_leads = False
-                return False
-            self.other_leads = holder is not None
-            mark = LeaderMark.parse(holder[1] if holder else None)
-            if mark is not None:
-                self.last_seen_leader = mark
-            return False
-        self.other_leads = False
-        # The deposed leader's transactions that passed the fence before now: end them, then
-        # wait (lock_timeout) for the fence lock, which no old transaction holds any more.
-        conn.execute(_FENCE_HOLDERS)
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, FENCE))
-        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, FENCE))
-        self._leader_pid = self._pid
-        return True
+    def _attempt(self, conn: psycopg.Connection[Any] | None, abandoned: frozenset[int]) -> _Attempt:
+        """One try at the lock (in the bounded thread: it touches no state of ``self``)."""
+        opened = conn is None
+        if conn is None:
+            conn = self._connect()
+        try:
+            pid = int(_one(conn.execute("SELECT pg_backend_pid()").fetchone()))
+            got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LEADER))
+            if not _one(got.fetchone()):
+                holder = conn.execute(_LEADER_NAME).fetchone()
+                if holder is None:
+                    return _Attempt(conn, pid, False, None, None, None)
+                holder_pid = int(holder[0])
+                if holder_pid in abandoned:
+                    # Our own earlier lock session, given up while the network was silent and
+                    # still alive on the server: end it; the lock is ours to take again.
+                    conn.execute("SELECT pg_terminate_backend(%s, %s)", (holder_pid, 1000))
+                    return _Attempt(conn, pid, False, holder_pid, None, holder_pid)
+                return _Attempt(conn, pid, False, holder_pid, holder[1], None)
+            # The deposed leader's transactions that passed the fence before now: end them,
+            # then wait (lock_timeout) for the fence lock, which no old transaction holds now.
+            conn.execute(_FENCE_HOLDERS)
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, FENCE))
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, FENCE))
+            return _Attempt(conn, pid, True, None, None, None)
+        except BaseException:
+            if opened:
+                _close_quietly(conn)
+            raise
 
     def heartbeat(self, mark: LeaderMark | None) -> None:
         """Prove the lock session alive within half the lease (and publish ``mark``); on any
@@ -275,6 +310,29 @@ class Leadership:
                 )
 
         event.listen(engine, "begin", check)
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    conn: psycopg.Connection[Any]
+    pid: int
+    """This lock session's backend pid."""
+    acquired: bool
+    holder: int | None
+    """The pid of the session holding the leader lock when not acquired (None: nobody)."""
+    holder_name: str | None
+    ended: int | None
+    """Our own abandoned session, ended by this attempt."""
+
+    def close(self) -> None:
+        """An attempt that came back too late: its session (and any lock it took) goes."""
+        _close_quietly(self.conn)
+
+
+def _one(row: tuple[Any, ...] | None) -> Any:
+    if row is None:
+        raise psycopg.OperationalError("the database returned no row")
+    return row[0]
 
 
 def _close_quietly(conn: psycopg.Connection[Any]) -> None:

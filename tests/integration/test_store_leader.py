@@ -9,6 +9,7 @@ passed the fence before a takeover is ended by it; a second SQLite writer is ref
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +160,25 @@ def test_a_second_sqlite_writer_is_refused(tmp_path: Path) -> None:
         SqliteWriterLock(database)
     first.close()
     SqliteWriterLock(database).close()  # free again once the first is gone
+
+
+def test_an_answer_that_comes_too_late_is_handed_back_not_taken() -> None:
+    """A lock attempt stuck on a silent network is given up; if it succeeds later, what it
+    opened is closed (``on_late``), never adopted as this replica's lock session."""
+    leadership = Leadership("postgresql+psycopg://nobody@127.0.0.1:1/none", lease_seconds=LEASE)
+    late: list[str] = []
+    answered = threading.Event()
+
+    def slow() -> str:
+        time.sleep(0.3)
+        return "session"
+
+    def closed(value: str) -> None:
+        late.append(value)
+        answered.set()
+
+    with pytest.raises(TimeoutError):
+        leadership._bounded(slow, 0.05, closed)
+    assert answered.wait(5) and late == ["session"]
+    assert leadership._bounded(lambda: "quick", 1.0, closed) == "quick"
+    assert late == ["session"]
