@@ -324,17 +324,17 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
     sock = listen_socket(host, port)
     writer_lock: SqliteWriterLock | None = None
     try:
-        store = open_write_store(settings)
+        # The schema is migrated (SQLite) or checked before the worker starts: both agree on it.
+        store = ready_store(open_write_store(settings))
         if store.dialect == "sqlite" and store.engine.url.database:
             # One writing service per SQLite file (replicas need PostgreSQL, where they elect
-            # one writer); held until this process exits.
+            # one writer); held until this process exits. Taken once the file opened, so a
+            # file that cannot be used says why first.
             try:
                 writer_lock = SqliteWriterLock(Path(store.engine.url.database))
             except BaseException:
                 store.close()
                 raise
-        # The schema is migrated (SQLite) or checked before the worker starts: both agree on it.
-        store = ready_store(store)
     except BaseException:
         if writer_lock is not None:
             writer_lock.close()
