@@ -162,7 +162,8 @@ class Elector:
             log.info("this replica is the leader now: it polls and maintains")
         else:
             silent = max(0.0, self._clock() - last.polled_ms / 1000)
-            missed = max(0, math.ceil(silent / self._interval) - 1)
+            # The slot nearest the takeover is the new leader's own first poll.
+            missed = max(0, math.floor(silent / self._interval + 0.5) - 1)
             if missed:
                 self.unpolled.inc(missed * last.samples)
                 log.warning(
