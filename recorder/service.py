@@ -243,7 +243,9 @@ class WorkerHandle:
             return details
         allowed = max(3 * interval_seconds, 60.0)
         poll = status.poll
-        if poll.last_attempt is None or now - poll.last_attempt > allowed:
+        if status.role.startswith("follower"):
+            details["poll"] = "not polling: another replica leads"
+        elif poll.last_attempt is None or now - poll.last_attempt > allowed:
             details["poll"] = f"stalled: no poll started in the last {allowed:.0f}s"
         elif poll.last_success is not None and now - poll.last_success <= allowed:
             details["poll"] = "ok"
