@@ -374,6 +374,20 @@ class WriteQueue:
         with self._changed:
             self._parking = False
 
+    def drop_all(self, reason: str) -> int:
+        """Forget every waiting batch, counted as dropped for ``reason`` (a deposed leader's
+        batches, which it may no longer write); the samples dropped."""
+        with self._changed:
+            entries = list(self._entries)
+            self._entries.clear()
+            for entry in entries:
+                self._release(entry)
+            self._changed.notify_all()
+        samples = sum(entry.samples for entry in entries)
+        if samples:
+            self._on_drop(samples, reason)
+        return samples
+
     # --- consumer -----------------------------------------------------------------------
 
     def wait(self, timeout: float) -> bool:

@@ -36,6 +36,7 @@ from recorder.kube.config import ClusterConfig, load_cluster_config
 from recorder.kube.reviews import ReviewClient
 from recorder.settings import Settings, listen_socket
 from recorder.store import Store
+from recorder.store.leader import SqliteWriterLock
 from recorder.store.migrate import head_revision
 from recorder.timeutil import seconds_to_ms
 from recorder.worker import (
@@ -209,6 +210,8 @@ class WorkerHandle:
             elif isinstance(message, Status):
                 self._status = message
                 self._relay.set_worker_metrics(message.metrics)
+                if not message.leader:
+                    self._relay.withdraw()  # only the leader's replica exposes usage gauges
             elif isinstance(message, Started):
                 self.server = message.server
                 self._started.set()
@@ -240,7 +243,9 @@ class WorkerHandle:
             return details
         allowed = max(3 * interval_seconds, 60.0)
         poll = status.poll
-        if poll.last_attempt is None or now - poll.last_attempt > allowed:
+        if status.role.startswith("follower"):
+            details["poll"] = "not polling: another replica leads"
+        elif poll.last_attempt is None or now - poll.last_attempt > allowed:
             details["poll"] = f"stalled: no poll started in the last {allowed:.0f}s"
         elif poll.last_success is not None and now - poll.last_success <= allowed:
             details["poll"] = "ok"
@@ -248,6 +253,7 @@ class WorkerHandle:
             details["poll"] = f"failing: no successful poll in the last {allowed:.0f}s"
             if poll.last_error:
                 details["poll"] += f": {poll.last_error}"
+        details["role"] = status.role
         if status.objects is not None:
             details["cluster_objects"] = status.objects
         write = status.write
@@ -318,10 +324,22 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
     _check_tls(settings)
     host, port = settings.listen_address
     sock = listen_socket(host, port)
+    writer_lock: SqliteWriterLock | None = None
     try:
         # The schema is migrated (SQLite) or checked before the worker starts: both agree on it.
         store = ready_store(open_write_store(settings))
+        if store.dialect == "sqlite" and store.engine.url.database:
+            # One writing service per SQLite file (replicas need PostgreSQL, where they elect
+            # one writer); held until this process exits. Taken once the file opened, so a
+            # file that cannot be used says why first.
+            try:
+                writer_lock = SqliteWriterLock(Path(store.engine.url.database))
+            except BaseException:
+                store.close()
+                raise
     except BaseException:
+        if writer_lock is not None:
+            writer_lock.close()
         sock.close()
         raise
     try:
@@ -381,6 +399,8 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
                 )
     finally:
         store.close()
+        if writer_lock is not None:
+            writer_lock.close()
     return 0 if started else 1
 
 

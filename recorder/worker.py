@@ -36,6 +36,7 @@ from multiprocessing.connection import Connection
 from recorder import heap
 from recorder.buffer import Spool, WriteQueue
 from recorder.domain import Kind, WriteResult
+from recorder.elector import Elector
 from recorder.errors import ConfigError, RecorderError
 from recorder.exporter import (
     ExportFilter,
@@ -59,6 +60,7 @@ from recorder.poller import Poller, PollReport, ResourceOutcome
 from recorder.scheduler import PollScheduler
 from recorder.settings import Settings
 from recorder.store import Store, open_store
+from recorder.store.leader import Leadership
 from recorder.store.migrate import current_revision, head_revision
 from recorder.store.objects import ObjectStore
 from recorder.store.retention import RetentionPolicy
@@ -91,7 +93,12 @@ class Status:
     write: WriteHealth
     metrics: OwnExposition
     objects: str | None = None
-    """The cluster-object reader's health line (None: switched off)."""
+    """The cluster-object reader's health line (None: switched off, or not the leader)."""
+    leader: bool = True
+    """Whether this replica leads (polls and writes); a follower's server withdraws the
+    cluster usage gauges."""
+    role: str = "leader"
+    """What ``/readyz`` says of this replica's part in the election."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +302,12 @@ def build_object_reader(settings: Settings, path: PollPath) -> ObjectReader:
     return ObjectReader(client, store, namespaces=settings.namespace)
 
 
+def lease_seconds(interval_seconds: float) -> float:
+    """How long a silent leader keeps the lock: one interval, within 1 s to 15 s, so a
+    partitioned leader is replaced within two intervals (lease + a quarter lease to notice)."""
+    return min(max(interval_seconds, 1.0), 15.0)
+
+
 def maintain_logged(store: Store, metrics: SelfMetrics | None = None) -> MaintenanceReport | None:
     """One maintenance round, said in one line (what compaction and retention did, and how
     long the round took); a failure is logged and counted, never raised."""
@@ -484,7 +497,24 @@ class Worker:
         self._poll_lines = PollLines(observe=self._poll_stored)
         self._store, self._holder, self._registry = path.store, path.holder, path.registry
         self._queue, self._flusher, self._poller = path.queue, path.flusher, path.poller
-        self._objects = build_object_reader(settings, path) if settings.cluster_objects else None
+        self._objects: ObjectReader | None = None
+        self._objects_lock = threading.Lock()
+        leadership: Leadership | None = None
+        if self._store.dialect == "postgresql":
+            leadership = Leadership(
+                settings.database_url.get_secret_value(),
+                lease_seconds=lease_seconds(settings.interval_seconds),
+                timeouts=self._store.timeouts,
+            )
+            leadership.fence(self._store.engine)  # every write transaction checks it
+        self._elector = Elector(
+            leadership,
+            self._registry.own,
+            settings.interval_seconds,
+            on_lead=self._lead,
+            on_lost=self._lost,
+            on_depose=self._depose,
+        )
         self._lines = LinePublisher(
             self._holder,
             LineRenderer(export_filter(settings)),
@@ -497,6 +527,14 @@ class Worker:
     def run(self) -> int:
         settings = self._settings
         self._send(Started(os.getpid(), self.server))
+        self._elector.begin()  # lead at once when no one does
+        if not self._elector.is_leader:
+            # Batches spooled by an earlier run belong to its term: another replica leads.
+            self._queue.drop_all("not_leader")
+        elector = threading.Thread(
+            target=self._elector.run, args=(self._stop,), name="elector", daemon=True
+        )
+        elector.start()
         writer = threading.Thread(
             target=self._flusher.run,
             args=(self._stop, self._poll_lines.flushed),
@@ -506,19 +544,11 @@ class Worker:
         writer.start()
         self._lines.start()
         scheduler = PollScheduler(self._poll, settings.interval_seconds)
+        scheduler.add_job(self._maintain, settings.maintenance_interval_seconds, "maintain")
         scheduler.add_job(
-            lambda: maintain_logged(self._store, self.metrics),
-            settings.maintenance_interval_seconds,
-            "maintain",
-        )
-        scheduler.add_job(
-            lambda: self.metrics.refresh_store_statistics(self._store),
-            STORE_STATISTICS_INTERVAL_SECONDS,
-            "store-statistics",
+            self._refresh_statistics, STORE_STATISTICS_INTERVAL_SECONDS, "store-statistics"
         )
         scheduler.start()
-        if self._objects is not None:
-            self._objects.start()  # threads of its own: never in the poll's way
         try:
             while not self._stop.is_set():
                 self._send_status()
@@ -534,12 +564,24 @@ class Worker:
             log.warning("the server process is gone; stopping")
         return self._shutdown(scheduler, writer)
 
-    def _poll(self) -> PollReport:
+    def _maintain(self) -> None:
+        if self._elector.is_leader:  # one maintainer: the leader
+            maintain_logged(self._store, self.metrics)
+
+    def _refresh_statistics(self) -> None:
+        if self._elector.is_leader:  # a follower's fenced engine reads nothing
+            self.metrics.refresh_store_statistics(self._store)
+
+    def _poll(self) -> PollReport | None:
+        if not self._elector.may_poll:
+            return None  # a follower serves; the leader polls
         begun = time.monotonic()
         with self._polling:  # held until its line is handed over: shutdown waits for both
             report = self._poller.poll_once()
             self._poll_lines.polled(report, begun)
         failed = [o for o in report.outcomes if o.error is not None]
+        if not failed:
+            self._elector.polled(time.time(), sum(o.samples for o in report.outcomes))
         self._last_error = "; ".join(f"{o.resource}: {o.error}" for o in failed) if failed else None
         self._send_status()
         return report
@@ -550,9 +592,7 @@ class Worker:
         deadline = begun + grace * 0.9
         self._stop.set()
         scheduler.shutdown(wait=False)
-        if self._objects is not None:
-            self._objects.stop(timeout_seconds=min(2.0, grace / 4))
-            self._objects.client.close()
+        self._stop_objects(min(2.0, grace / 4))
         self._lines.close()
         if not self._polling.acquire(timeout=max(0.0, grace / 2)):
             log.warning("abandoning the poll in flight to stop in time")
@@ -576,12 +616,51 @@ class Worker:
             )
         elif spooled:
             log.info("stopping: %d samples spooled for the next start", spooled)
+        self._elector.close()  # after the last write: the lock goes, another replica leads
         self._send(Stopped(written, spooled, lost))
         self._send_status()
         if not writer.is_alive():
             self._path.close()
         log.info("worker stopped in %.1fs", time.monotonic() - begun)
         return 0
+
+    # --- leadership -----------------------------------------------------------------------
+
+    def _lead(self) -> None:
+        """This replica leads now: the writer reloads what others wrote meanwhile, and the
+        cluster-object reader starts."""
+        self._store.invalidate_writer()
+        if not self._settings.cluster_objects:
+            return
+        with self._objects_lock:
+            if self._objects is None and not self._stop.is_set():
+                self._objects = build_object_reader(self._settings, self._path)
+                self._objects.start()  # threads of its own: never in the poll's way
+
+    def _lost(self) -> None:
+        """The lock is lost (polling goes on into the buffer): the cluster-object reader stops
+        and the server withdraws the usage gauges."""
+        self._stop_objects(2.0)
+        self._send_status()
+
+    def _depose(self) -> None:
+        """Another replica leads: what this one fetched and did not store is discarded and
+        counted (the fence refuses it; the new leader's polls cover the time)."""
+        dropped = self._queue.drop_all("deposed")
+        if dropped:
+            log.error(
+                "discarded %d samples fetched but not stored before this replica was deposed "
+                "(the new leader's polls cover that time)",
+                dropped,
+            )
+        self._send_status()
+
+    def _stop_objects(self, timeout_seconds: float) -> None:
+        with self._objects_lock:
+            objects, self._objects = self._objects, None
+        if objects is not None:
+            objects.stop(timeout_seconds=timeout_seconds)
+            objects.client.close()
 
     # --- talking to the server ------------------------------------------------------------
 
@@ -610,6 +689,8 @@ class Worker:
                 self._flusher.health(),
                 own_exposition(self._registry.own),
                 self._objects.health() if self._objects is not None else None,
+                leader=self._elector.is_leader,
+                role=self._elector.role,
             )
         )
 

@@ -11,6 +11,7 @@ from recorder.api.httpmetrics import HttpMetrics
 from recorder.api.prometheus_api import result_cache
 from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, WriteResult
+from recorder.elector import Elector
 from recorder.errors import MetricsApiForbidden, StoreError
 from recorder.exporter import (
     LineRenderer,
@@ -88,12 +89,17 @@ class _Worker:
     restarts = 1
 
 
+def _nothing() -> None:
+    pass
+
+
 def relayed_registry(store: Store) -> tuple[RelayRegistry, RecorderRegistry]:
     """What the service's ``/metrics`` serves: the worker's data and self-metrics (a
     ``populated_registry`` without process collectors), relayed by the server with its own
     process, worker and HTTP metrics (after a shed request, so that every labelled family has
     samples); and the worker's registry, for comparison."""
     worker = populated_registry(store, process_collectors=False)
+    Elector(None, worker.own, 30.0, on_lead=_nothing, on_lost=_nothing, on_depose=_nothing)
     relay = RelayRegistry(30.0)
     renderer = LineRenderer()
     view = worker.holder.view()

@@ -275,6 +275,13 @@ class RelayRegistry:
             self._generation += 1
             self._latest[lines.kind] = _Received(lines, self._clock(), self._generation)
 
+    def withdraw(self) -> None:
+        """Forget every kind's lines (a follower replica exposes no usage gauges)."""
+        with self._lock:
+            if self._latest:
+                self._generation += 1
+                self._latest.clear()
+
     def set_worker_metrics(self, exposition: OwnExposition) -> None:
         with self._lock:
             self._worker = exposition
