@@ -504,6 +504,7 @@ class Worker:
             leadership = Leadership(
                 settings.database_url.get_secret_value(),
                 lease_seconds=lease_seconds(settings.interval_seconds),
+                cluster=settings.cluster,
                 timeouts=self._store.timeouts,
             )
             leadership.fence(self._store.engine)  # every write transaction checks it

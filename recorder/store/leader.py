@@ -3,9 +3,12 @@ in every write transaction refuses a deposed one; SQLite: a lock file beside the
 
 PostgreSQL (``Leadership``):
 
-- **Election**: the leader holds the session advisory lock ``(LOCK_CLASS, LEADER)`` on a
-  connection of its own (not pooled). Followers try to take it every ``check_seconds``. A
-  leader that dies loses it when its connection closes (the kernel closes the socket).
+- **Election**: the leader holds the session advisory lock ``(LEADER_CLASS, <cluster>)`` on
+  a connection of its own (not pooled); ``<cluster>`` is a number made from the cluster's name
+  (``cluster_key``), so the recorders of a fleet sharing one database each elect their own
+  leader, and one cluster's takeover never touches another's writes. Followers try to take it
+  every ``check_seconds``. A leader that dies loses it when its connection closes (the kernel
+  closes the socket).
 - **Heartbeat**: the leader runs one short statement every ``check_seconds`` on that
   connection, bounded by a thread-side deadline (``lease_seconds / 2``): an unanswered
   heartbeat (a frozen network, a hung server) deposes it at once, on its side. On the server
@@ -14,7 +17,7 @@ PostgreSQL (``Leadership``):
   one whose peer vanished. The heartbeat also names the leader's newest stored poll in its
   ``application_name``, which followers read, so a new leader can say how long nobody polled.
 - **Fence**: every transaction on a fenced engine first takes the shared advisory lock
-  ``(LOCK_CLASS, FENCE)`` for the transaction, then checks that the leader lock is held by this
+  ``(FENCE_CLASS, <cluster>)`` for the transaction, then checks that the leader lock is held by this
   replica's lock session (``pg_locks``); otherwise it raises ``NotLeader`` before anything is
   written. A new leader, once it holds the leader lock, ends the sessions that still hold the
   shared fence lock (the deposed leader's writes in flight) and takes the fence lock
@@ -31,6 +34,7 @@ import fcntl
 import logging
 import math
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +49,11 @@ from recorder.store.engine import KEEPALIVE_COUNT, Timeouts, first_line
 
 log = logging.getLogger(__name__)
 
-LOCK_CLASS = 0x6B6D72  # "kmr", the first key of both advisory locks (the maintenance lock's)
-LEADER = 1
-FENCE = 2
+LOCK_CLASS = 0x6B6D72  # "kmr"
+LEADER_CLASS = LOCK_CLASS + 1
+"""The first key of a cluster's leader lock (the second: ``cluster_key``)."""
+FENCE_CLASS = LOCK_CLASS + 2
+"""The first key of a cluster's fence lock (the second: ``cluster_key``)."""
 NAME_PREFIX = "kube-metrics-recorder leader"
 T = TypeVar("T")
 
@@ -77,22 +83,49 @@ class LeaderMark:
             return None
 
 
-_HELD = (
-    "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = "
-    f"{LOCK_CLASS} AND objid = {LEADER} AND objsubid = 2 AND granted AND pid = %s)"
-)
-_HELD_BY_ME = f"SELECT {_HELD}"
+def cluster_key(cluster: str) -> int:
+    """The second key of a cluster's locks: a stable non-negative 31-bit number from its name
+    (two clusters of one fleet sharing a number would share a leader: the fleet's names are
+    few, and ``Leadership`` names the cluster in its heartbeat so a clash is visible)."""
+    return zlib.crc32(cluster.encode()) & 0x7FFFFFFF
+
+
 _HERE = "(SELECT oid FROM pg_database WHERE datname = current_database())"
-_LEADER_NAME = (
-    "SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-    f"WHERE l.database = {_HERE} AND l.locktype = 'advisory' AND l.classid = {LOCK_CLASS} "
-    f"AND l.objid = {LEADER} AND l.objsubid = 2 AND l.granted"
-)
-_FENCE_HOLDERS = (
-    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = "
-    f"{LOCK_CLASS} AND objid = {FENCE} AND objsubid = 2 AND database = {_HERE} "
-    "AND pid <> pg_backend_pid()"
-)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """The election's SQL for one cluster's locks."""
+
+    key: int
+
+    @property
+    def held(self) -> str:
+        return (
+            "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = "
+            f"{LEADER_CLASS} AND objid = {self.key} AND objsubid = 2 AND granted AND pid = %s)"
+        )
+
+    @property
+    def held_by_me(self) -> str:
+        return f"SELECT {self.held}"
+
+    @property
+    def leader_name(self) -> str:
+        return (
+            "SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a "
+            f"ON a.pid = l.pid WHERE l.database = {_HERE} AND l.locktype = 'advisory' "
+            f"AND l.classid = {LEADER_CLASS} AND l.objid = {self.key} AND l.objsubid = 2 "
+            "AND l.granted"
+        )
+
+    @property
+    def fence_holders(self) -> str:
+        return (
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
+            f"classid = {FENCE_CLASS} AND objid = {self.key} AND objsubid = 2 AND "
+            f"database = {_HERE} AND pid <> pg_backend_pid()"
+        )
 
 
 class Leadership:
@@ -107,9 +140,14 @@ class Leadership:
         url: str,
         *,
         lease_seconds: float,
+        cluster: str = "default",
         timeouts: Timeouts | None = None,
     ) -> None:
+        """``cluster``: whose leader this replica may become (a fleet's recorders share a
+        database, each cluster electing its own)."""
         self._url = url
+        self._key = cluster_key(cluster)
+        self._sql = _Statements(self._key)
         self.lease_seconds = lease_seconds
         self.check_seconds = lease_seconds / 4
         self._timeouts = timeouts or Timeouts()
@@ -231,9 +269,9 @@ class Leadership:
             conn = self._connect()
         try:
             pid = int(_one(conn.execute("SELECT pg_backend_pid()").fetchone()))
-            got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LEADER))
+            got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEADER_CLASS, self._key))
             if not _one(got.fetchone()):
-                holder = conn.execute(_LEADER_NAME).fetchone()
+                holder = conn.execute(self._sql.leader_name).fetchone()
                 if holder is None:
                     return _Attempt(conn, pid, False, None, None, None)
                 holder_pid = int(holder[0])
@@ -245,9 +283,9 @@ class Leadership:
                 return _Attempt(conn, pid, False, holder_pid, holder[1], None)
             # The deposed leader's transactions that passed the fence before now: end them,
             # then wait (lock_timeout) for the fence lock, which no old transaction holds now.
-            conn.execute(_FENCE_HOLDERS)
-            conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, FENCE))
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, FENCE))
+            conn.execute(self._sql.fence_holders)
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (FENCE_CLASS, self._key))
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (FENCE_CLASS, self._key))
             return _Attempt(conn, pid, True, None, None, None)
         except BaseException:
             if opened:
@@ -265,7 +303,8 @@ class Leadership:
 
         def beat() -> bool:
             row = conn.execute(
-                f"SELECT set_config('application_name', %s, false), {_HELD}", (name, pid)
+                f"SELECT set_config('application_name', %s, false), {self._sql.held}",
+                (name, pid),
             ).fetchone()
             return bool(row and row[1])
 
@@ -302,8 +341,8 @@ class Leadership:
             pid = self._leader_pid
             if pid is None:
                 raise NotLeader("this replica is not the leader: it does not write")
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({LOCK_CLASS}, {FENCE})")
-            held = conn.exec_driver_sql(_HELD_BY_ME, (pid,)).scalar()
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({FENCE_CLASS}, {self._key})")
+            held = conn.exec_driver_sql(self._sql.held_by_me, (pid,)).scalar()
             if not held:
                 raise NotLeader(
                     "this replica was deposed (another holds the leader lock): write refused"

@@ -122,6 +122,31 @@ def test_a_takeover_ends_the_deposed_leaders_transaction_in_flight(two: Two, mig
     assert head_rows(migrated) == 0
 
 
+def test_each_cluster_of_a_fleet_elects_its_own_leader(migrated: str) -> None:
+    """Recorders of two clusters share one database: each cluster has its leader, and one
+    cluster's takeover neither waits for nor ends the other's writes in flight."""
+    store_us = open_store(migrated, statement_timeout_seconds=5)
+    eu = Leadership(migrated, lease_seconds=LEASE, cluster="eu")
+    eu_too = Leadership(migrated, lease_seconds=LEASE, cluster="eu")
+    us = Leadership(migrated, lease_seconds=LEASE, cluster="us", timeouts=store_us.timeouts)
+    us.fence(store_us.engine)
+    try:
+        assert eu.try_lead() and us.try_lead()
+        assert not eu_too.try_lead() and eu_too.other_leads
+        conn = store_us.engine.connect()
+        conn.execute(text("SELECT 1"))  # us's transaction past its fence
+        eu.close()
+        wait_lead(eu_too, 5)  # eu's takeover
+        conn.execute(text("INSERT INTO samples_head VALUES (1, 1, 1, 1, 1)"))
+        conn.commit()  # us's write was not ended by it
+        conn.close()
+        assert head_rows(migrated) == 1
+    finally:
+        for leadership in (eu, eu_too, us):
+            leadership.close()
+        store_us.close()
+
+
 def test_a_partitioned_leader_is_deposed_and_replaced(migrated: str) -> None:
     url = sqlalchemy.engine.make_url(migrated)
     with freezable_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
