@@ -642,6 +642,8 @@ class Informer:
                 log.debug("the watch of %s is too old (410); listing again", self.what)
                 self.resource_version = None
             except RecorderError as exc:
+                if stop.is_set():
+                    return  # the stop cut the request short: no failure to report
                 if isinstance(exc, MetricsApiError) and exc.status == 410:
                     self.resource_version = None
                     continue
@@ -653,6 +655,8 @@ class Informer:
                 stop.wait(min(most, first * 2**failures))
                 failures = min(failures + 1, 16)
             except Exception as exc:  # a bug must not end the thread quietly, nor the worker
+                if stop.is_set():
+                    return
                 log.warning("reading %s failed unexpectedly: %r", self.what, exc, exc_info=True)
                 stop.wait(RETRY_SECONDS[1])
 

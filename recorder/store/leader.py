@@ -34,6 +34,7 @@ import fcntl
 import logging
 import math
 import threading
+import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ LEADER_CLASS = LOCK_CLASS + 1
 """The first key of a cluster's leader lock (the second: ``cluster_key``)."""
 FENCE_CLASS = LOCK_CLASS + 2
 """The first key of a cluster's fence lock (the second: ``cluster_key``)."""
-NAME_PREFIX = "kube-metrics-recorder leader"
+NAME_PREFIX = "kmr-leader"
 T = TypeVar("T")
 
 
@@ -69,24 +70,43 @@ class LeaderMark:
     polled_ms: int
     samples: int
 
-    def name(self) -> str:
-        return f"{NAME_PREFIX} polled={self.polled_ms} samples={self.samples}"
-
     @staticmethod
     def parse(name: str | None) -> LeaderMark | None:
-        if not name or not name.startswith(NAME_PREFIX):
-            return None
+        fields = _name_fields(name)
         try:
-            fields = dict(part.split("=", 1) for part in name[len(NAME_PREFIX) :].split())
-            return LeaderMark(int(fields["polled"]), int(fields["samples"]))
+            return LeaderMark(int(fields["p"]), int(fields["s"]))
         except (KeyError, ValueError):
-            return None
+            return None  # not ours, or a lock session named before its first heartbeat
+
+
+MAX_NAME_CHARS = 63
+"""PostgreSQL keeps at most this much of an ``application_name`` (NAMEDATALEN - 1)."""
+
+
+def session_name(replica: str, mark: LeaderMark | None = None) -> str:
+    """A lock session's ``application_name``: the replica's id, and once it leads, its newest
+    poll (``p``, ms) and that poll's size (``s``). Short keys: a longer name is cut."""
+    name = f"{NAME_PREFIX} r={replica}"
+    if mark is not None:
+        name += f" p={mark.polled_ms} s={mark.samples}"
+    return name
+
+
+def replica_of(name: str | None) -> str | None:
+    """The replica id a lock session's ``application_name`` carries."""
+    return _name_fields(name).get("r") or None
+
+
+def _name_fields(name: str | None) -> dict[str, str]:
+    if not name or not name.startswith(NAME_PREFIX + " "):
+        return {}
+    return dict(part.split("=", 1) for part in name[len(NAME_PREFIX) :].split() if "=" in part)
 
 
 def cluster_key(cluster: str) -> int:
     """The second key of a cluster's locks: a stable non-negative 31-bit number from its name
-    (two clusters of one fleet sharing a number would share a leader: the fleet's names are
-    few, and ``Leadership`` names the cluster in its heartbeat so a clash is visible)."""
+    (CRC-32: two names of one fleet sharing a number, about one chance in 4 billion per pair,
+    would share a leader)."""
     return zlib.crc32(cluster.encode()) & 0x7FFFFFFF
 
 
@@ -146,6 +166,10 @@ class Leadership:
         """``cluster``: whose leader this replica may become (a fleet's recorders share a
         database, each cluster electing its own)."""
         self._url = url
+        self.replica = uuid.uuid4().hex[:12]
+        """This replica's id, in the name of every lock session it opens: a session of its
+        own found holding the lock (an earlier one cut off by a partition, or an attempt given
+        up that answered late) is ended, never taken for another replica leading."""
         self._key = cluster_key(cluster)
         self._sql = _Statements(self._key)
         self.lease_seconds = lease_seconds
@@ -192,6 +216,7 @@ class Leadership:
             keepalives_count=KEEPALIVE_COUNT,
             tcp_user_timeout=lease_ms,
             options=options,
+            application_name=session_name(self.replica),
         )
         return conn
 
@@ -275,9 +300,10 @@ class Leadership:
                 if holder is None:
                     return _Attempt(conn, pid, False, None, None, None)
                 holder_pid = int(holder[0])
-                if holder_pid in abandoned:
-                    # Our own earlier lock session, given up while the network was silent and
-                    # still alive on the server: end it; the lock is ours to take again.
+                if holder_pid in abandoned or replica_of(holder[1]) == self.replica:
+                    # Our own lock session: an earlier one given up while the network was
+                    # silent and still alive on the server, or an attempt given up that took
+                    # the lock when it answered late. End it; the lock is ours to take again.
                     conn.execute("SELECT pg_terminate_backend(%s, %s)", (holder_pid, 1000))
                     return _Attempt(conn, pid, False, holder_pid, None, holder_pid)
                 return _Attempt(conn, pid, False, holder_pid, holder[1], None)
@@ -298,7 +324,7 @@ class Leadership:
         conn = self._conn
         if conn is None or not self.is_leader:
             raise NotLeader("this replica does not lead")
-        name = (mark or LeaderMark(0, 0)).name()
+        name = session_name(self.replica, mark or LeaderMark(0, 0))
         pid = self._pid
 
         def beat() -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from recorder.errors import MetricsApiForbidden, MetricsApiNotFound, MetricsApiTimeout
+from recorder.errors import (
+    MetricsApiForbidden,
+    MetricsApiNotFound,
+    MetricsApiTimeout,
+    MetricsApiUnavailable,
+)
 from recorder.kube.client import MetricsClient
 from recorder.kube.objects import (
     HPAS,
@@ -204,6 +210,37 @@ def test_a_watch_from_a_version_too_old_relists(sim: Sim) -> None:
         thread.join(5)
     assert pods.lists == 2
     assert cache.count(PODS) == len(sim.items("/api/v1/pods"))
+
+
+class _CutByTheStop:
+    """The client of an informer whose watch breaks because the service is stopping: the
+    stream ends with a broken connection once ``stop`` is set (what closing the connections
+    under a watch in flight does at shutdown)."""
+
+    def __init__(self, client: MetricsClient, stop: threading.Event) -> None:
+        self._client, self._stop = client, stop
+        self.config = client.config
+
+    def list_objects(self, *args: Any, **kwargs: Any) -> Any:
+        return self._client.list_objects(*args, **kwargs)
+
+    @contextmanager
+    def watch_objects(self, *args: Any, **kwargs: Any) -> Iterator[Iterator[bytes]]:
+        self._stop.set()
+        raise MetricsApiUnavailable("the connection broke while reading pods (incomplete read)")
+        yield iter(())
+
+
+def test_a_watch_cut_by_the_stop_is_no_failure(sim: Sim) -> None:
+    """At shutdown the service logged 'reading jobs failed (trying again)' whenever the stop
+    broke a watch in flight: that is the stop, not a failure to report."""
+    stop = threading.Event()
+    pods = Informer(_CutByTheStop(sim.client, stop), PODS, None, ObjectCache())  # type: ignore[arg-type]
+    pods.sync()
+    states: list[str] = []
+    pods.run(stop, lambda informer: states.append(informer.state))
+    assert pods.watch_requests == 1
+    assert states == [] and pods.state != "failing" and pods.error is None, (states, pods.error)
 
 
 def test_namespaced_reading_asks_only_for_its_namespaces(sim: Sim) -> None:

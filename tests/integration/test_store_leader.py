@@ -14,14 +14,25 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.errors import ConfigError
 from recorder.store import Store, open_store
-from recorder.store.leader import LeaderMark, Leadership, NotLeader, SqliteWriterLock
+from recorder.store.leader import (
+    LEADER_CLASS,
+    MAX_NAME_CHARS,
+    LeaderMark,
+    Leadership,
+    NotLeader,
+    SqliteWriterLock,
+    cluster_key,
+    session_name,
+)
 from tests.tcpproxy import freezable_proxy
 
 T0 = 1_700_000_000_000
@@ -145,6 +156,26 @@ def test_each_cluster_of_a_fleet_elects_its_own_leader(migrated: str) -> None:
         for leadership in (eu, eu_too, us):
             leadership.close()
         store_us.close()
+
+
+def test_a_lock_session_of_its_own_is_ended_not_taken_for_another_leader(migrated: str) -> None:
+    """A lock attempt given up during a database freeze may take the lock when the database
+    thaws: the replica must end that session of its own, not take it for another leader (a
+    lone replica deposed itself and discarded what it buffered during the freeze)."""
+    a = Leadership(migrated, lease_seconds=LEASE)
+    conninfo = make_url(migrated).set(drivername="postgresql").render_as_string(False)
+    late = psycopg.connect(conninfo, autocommit=True, application_name=session_name(a.replica))
+    try:
+        late.execute("SELECT pg_try_advisory_lock(%s, %s)", (LEADER_CLASS, cluster_key("default")))
+        assert not a.try_lead() and not a.other_leads
+        wait_lead(a, 5)
+    finally:
+        a.close()
+        late.close()
+    # The longest name a heartbeat sets is kept whole by PostgreSQL.
+    longest = session_name(a.replica, LeaderMark(99_999_999_999_999, 999_999_999))
+    assert len(longest) <= MAX_NAME_CHARS
+    assert LeaderMark.parse(longest) == LeaderMark(99_999_999_999_999, 999_999_999)
 
 
 def test_a_partitioned_leader_is_deposed_and_replaced(migrated: str) -> None:
