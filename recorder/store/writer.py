@@ -2,14 +2,15 @@
 
 Duplicates (design §5): only an exact (series, timestamp) duplicate collapses, by the one rule
 of ``recorder.stats.dedup`` (its winner does not depend on arrival order). The writer keeps in
-memory, rebuilt from the database when it starts: series identity to id, each series' newest
-stored timestamp with a digest of that sample's values, and the last timestamp (and digest) it
-wrote below that newest one (after a clock stepped back). A sample equal to either of them is
-skipped, so polling faster than metrics-server's resolution and restarts write nothing twice, at
-the cost of a few dictionary lookups. Anything else is written: an older sample (a late one, a
-clock stepped back, a series whose newest row is stamped in the future), and a sample at a
-stored timestamp with other values (which may be the rule's winner). Reads and compaction
-collapse whatever exact duplicates get in.
+memory, rebuilt from the database when it starts (only for the clusters it writes, each read
+when first met: a fleet database holds other recorders' clusters): series identity to id, each
+series' newest stored timestamp with a digest of that sample's values, and the last timestamp
+(and digest) it wrote below that newest one (after a clock stepped back). A sample equal to
+either of them is skipped, so polling faster than metrics-server's resolution and restarts write
+nothing twice, at the cost of a few dictionary lookups. Anything else is written: an older
+sample (a late one, a clock stepped back, a series whose newest row is stamped in the future),
+and a sample at a stored timestamp with other values (which may be the rule's winner). Reads and
+compaction collapse whatever exact duplicates get in.
 
 Faults stay where they start:
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import is_not, not_
@@ -97,13 +98,15 @@ def digest(window_ms: int, cpu_nanocores: int, memory_bytes: int) -> int:
 _IDENTITY = (_s.c.id, _s.c.kind, _s.c.node, _s.c.namespace, _s.c.pod, _s.c.container, _s.c.cluster)
 
 
-def _newest_in_head(conn: Connection) -> Any:
-    """Each series' newest head row (of duplicates at that timestamp, the rule's winner on
-    PostgreSQL, any one on SQLite: the digest only spares rewriting it)."""
+def _newest_in_head(conn: Connection, clusters: Collection[str]) -> Any:
+    """Each series' newest head row of ``clusters`` (of duplicates at that timestamp, the
+    rule's winner on PostgreSQL, any one on SQLite: the digest only spares rewriting it)."""
     h = _h
+    of_clusters = h.c.series_id.in_(select(_s.c.id).where(_s.c.cluster.in_(sorted(clusters))))
     if conn.dialect.name == "postgresql":
         return (
             select(h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
+            .where(of_clusters)
             .ext(postgresql.distinct_on(h.c.series_id))
             .order_by(
                 h.c.series_id,
@@ -114,9 +117,13 @@ def _newest_in_head(conn: Connection) -> Any:
             )
         )
     # SQLite fills the bare columns of a max() aggregate from the row holding the maximum.
-    return select(
-        h.c.series_id, func.max(h.c.ts_ms), h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes
-    ).group_by(h.c.series_id)
+    return (
+        select(
+            h.c.series_id, func.max(h.c.ts_ms), h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes
+        )
+        .where(of_clusters)
+        .group_by(h.c.series_id)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +183,10 @@ class SampleWriter:
         self._labels: dict[str, dict[PodRef, Mapping[str, str]]] = {}
         """Each cluster's pods' stored labels (the batch's own keys look them up as they are)."""
         self._loaded = False
+        self._clusters: set[str] = set()
+        """The clusters whose series, newest samples and labels the maps hold: those written
+        through this writer, each read when first met (in a fleet database the others belong
+        to other recorders, and reading all of them would cost memory for nothing)."""
         self._adopt_kinds: set[Kind] = set()
         """The kinds whose keys in the series map were read from the database: the next written
         batch of each kind has its key objects replace them (the poller hands the same objects
@@ -195,10 +206,12 @@ class SampleWriter:
         # The old maps go before the new ones are read (not two of each at once).
         self._loaded = False
         self._ids, self._newest, self._below, self._labels = {}, NewestTable(), {}, {}
+        clusters = sorted(self._clusters)
         with self._engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SET LOCAL statement_timeout = {LOAD_STATEMENT_TIMEOUT_MS}")
-            written = s.c.kind != Kind.POD.value  # pods' series are made by compaction
+            # Pods' series are made by compaction; other clusters' belong to other recorders.
+            written = (s.c.kind != Kind.POD.value) & s.c.cluster.in_(clusters)
             ids: dict[SeriesKey, int] = {}
             read_anew: set[Kind] = set()
             for sid, *row in conn.execute(select(*_IDENTITY).where(written)):
@@ -216,7 +229,7 @@ class SampleWriter:
                 newest.set_from([r[0] for r in part], [r[1] for r in part], None)
             # Each series' newest head row, with its digest unless the series table knows
             # a newer timestamp (its newest sample was compacted).
-            for in_head in conn.execute(_newest_in_head(conn)).partitions(_LOAD_PART):
+            for in_head in conn.execute(_newest_in_head(conn, clusters)).partitions(_LOAD_PART):
                 seen = newest.timestamps([row[0] for row in in_head])
                 kept = [
                     row
@@ -236,7 +249,9 @@ class SampleWriter:
                 (cluster, *ref): ref for cluster, pods in held_labels.items() for ref in pods
             }
             for cluster, ns, pod, text in conn.execute(
-                select(pl.c.cluster, pl.c.namespace, pl.c.pod, pl.c.labels_json)
+                select(pl.c.cluster, pl.c.namespace, pl.c.pod, pl.c.labels_json).where(
+                    pl.c.cluster.in_(clusters)
+                )
             ):
                 read = json.loads(text)
                 ref = held_refs.get((cluster, ns, pod), (ns, pod))
@@ -261,12 +276,26 @@ class SampleWriter:
         """Forget the in-memory maps; the next write reloads them from the database."""
         self._loaded = False
 
+    def _meet(self, clusters: Collection[str]) -> bool:
+        """Read the maps of ``clusters`` too, unless they are held; whether it read."""
+        new = set(clusters).difference(self._clusters)
+        if not new:
+            return False
+        self._clusters |= new
+        self.load()
+        return True
+
     def write(self, batch: Batch, now_ms: int) -> WriteResult:
         self.prepare()
+        self._meet((batch.cluster,))
         rejected: list[Rejection] = []
         # One pass checks the values and finds the rows of the series already stored (the
         # common case: every sample fits); the general checks run only when something is off.
         first = self._fresh_rows(batch.samples, self._ids)
+        # Series not held may be another cluster's (a batch whose samples name a cluster other
+        # than its own): its maps are read, so that its stored samples are not written again.
+        if first.missing and self._meet({key.cluster for key in first.missing}):
+            first = self._fresh_rows(batch.samples, self._ids)
         planned: _Rows | None = first
         samples = batch.samples
         missing = first.missing
@@ -578,7 +607,11 @@ class SampleWriter:
         # writer's rows committed out of id order) are looked up by value.
         newest_known = max(self._ids.values(), default=0)
         for sid, *row in conn.execute(
-            select(*_IDENTITY).where(s.c.id > newest_known, s.c.kind != Kind.POD.value)
+            select(*_IDENTITY).where(
+                s.c.id > newest_known,
+                s.c.kind != Kind.POD.value,
+                s.c.cluster.in_(sorted({key.cluster for key in missing})),
+            )
         ):
             found[key_of(row)] = sid
         keys = [key for key in missing if key not in found]

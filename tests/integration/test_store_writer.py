@@ -472,3 +472,36 @@ def test_a_steady_poll_goes_column_wide_but_for_its_repeated_timestamps() -> Non
     # A stored series twice in one batch: the whole batch goes one by one.
     samples.keys[0] = keys[1]
     assert _fresh_split(samples, ids, NewestTable.of(newest), {}) is None
+
+
+def _fleet_batch(cluster: str, count: int, ts: int) -> Batch:
+    samples = tuple(
+        Sample(SeriesKey.for_node(f"n{i}", cluster), ts, 15_000, 10 + i, 20 + i)
+        for i in range(count)
+    )
+    return Batch(Kind.NODE, samples, cluster=cluster)
+
+
+def test_a_writer_holds_only_the_clusters_it_writes_and_still_skips_their_duplicates(
+    store: Store,
+) -> None:
+    # A fleet database: another recorder's cluster ("far") must cost this writer nothing, yet
+    # a cluster met later (even only through its samples' keys) is read before it is written,
+    # so its stored samples sent again are skipped, not written twice.
+    store.write(_fleet_batch("far", 300, T0), now_ms=T0)
+    store.write(_fleet_batch("near", 20, T0), now_ms=T0)
+    writer = store._writer = SampleWriter(store.engine, store.head)  # as after a restart
+    again = store.write(_fleet_batch("near", 20, T0), now_ms=T0)
+    assert (again.written, again.skipped_duplicates) == (0, 20)
+    assert {key.cluster for key in writer._ids} == {"near"}
+    assert len(writer._ids) == 20
+    # Samples of "far" in a batch labelled with another cluster: "far" is read first.
+    stray = _fleet_batch("far", 300, T0)
+    result = store.write(Batch(Kind.NODE, stray.samples, cluster="near"), now_ms=T0)
+    assert (result.written, result.skipped_duplicates) == (0, 300)
+    assert {key.cluster for key in writer._ids} == {"near", "far"}
+    # New series of "far" are found after insertion without reading any other cluster's.
+    store.write(_fleet_batch("other", 5, T0), now_ms=T0)
+    fresh = store.write(_fleet_batch("far", 301, T0 + 15_000), now_ms=T0 + 15_000)
+    assert (fresh.written, fresh.skipped_duplicates) == (301, 0)
+    assert head_count(store) == 20 + 300 + 5 + 301
