@@ -231,12 +231,17 @@ class Sampler(threading.Thread):
         """CPU seconds of each process, from when sampling began."""
         self.cpu_start: dict[int, float] = {}
         self.timeline: list[tuple[str, list[int]]] = []
+        self.phase = "start"
+        """What the run is doing now (set by the main thread): the peaks are kept per phase."""
+        self.phase_peaks: dict[str, int] = {}
         self.last_mark = time.monotonic()
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
-            self.peak = max(self.peak, rss_of_tree(self.pid))
+            total = rss_of_tree(self.pid)
+            self.peak = max(self.peak, total)
+            self.phase_peaks[self.phase] = max(self.phase_peaks.get(self.phase, 0), total)
             each = rss_by_process(self.pid)
             for pid, seconds in cpu_seconds_by_process(list(each)).items():
                 self.cpu[pid] = max(self.cpu.get(pid, 0.0), seconds)
@@ -380,11 +385,15 @@ def measure_recorder(
         objects_stored_s = wait_objects_stored(base)
         steady_from = time.time()
         begun = time.monotonic()
+        sampler.phase = "steady"
         time.sleep(INTERVAL_SECONDS * args.polls)  # the steady polls, before query and outage
+        sampler.phase = "query"
         query_seconds, query_status, query_bytes = history_query(base, namespace)
         outage_began = time.time()
+        sampler.phase = "outage"
         with outage(url):
             time.sleep(INTERVAL_SECONDS * args.outage_polls)
+        sampler.phase = "after"  # the write of what waited, then steady polls again
         remaining = duration - (time.monotonic() - begun)
         time.sleep(max(0.0, remaining))
         prober.send_signal(signal.SIGTERM)
@@ -437,6 +446,9 @@ def measure_recorder(
         "livez_max_ms": 1000 * livez[-1],
         "livez_failures": probed["failures"],
         "peak_rss_mib": sampler.peak / 2**20,
+        "peak_rss_mib_by_phase": {
+            phase: round(peak / 2**20) for phase, peak in sampler.phase_peaks.items()
+        },
         "peak_rss_mib_each": sorted(
             (round(v / 2**20) for v in sampler.peaks.values()), reverse=True
         ),
@@ -497,6 +509,7 @@ ROWS = [
     ("/livez max (ms, <= 250)", "livez_max_ms", "{:.0f}"),
     ("peak RSS, all processes (MiB, <= 512)", "peak_rss_mib", "{:.0f}"),
     ("peak RSS of each process (MiB)", "peak_rss_mib_each", "{}"),
+    ("peak RSS by phase (MiB)", "peak_rss_mib_by_phase", "{}"),
     ("OOM kills in the cgroup", "oom_kills", "{}"),
     ("CPU used, all processes (cores, average)", "cpu_cores_average", "{:.2f}"),
     ("/metrics scrape median / max (s)", "scrape", "{}"),
