@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from recorder import heap
-from recorder.buffer import Spool, WriteQueue
+from recorder.buffer import Spool, WriteQueue, decode_batch
 from recorder.domain import Kind, WriteResult
 from recorder.elector import Elector
 from recorder.errors import ConfigError, RecorderError
@@ -60,6 +60,7 @@ from recorder.poller import Poller, PollReport, ResourceOutcome
 from recorder.scheduler import PollScheduler
 from recorder.settings import Settings
 from recorder.store import Store, open_store
+from recorder.store.handover import Outbox
 from recorder.store.leader import Leadership
 from recorder.store.migrate import current_revision, head_revision
 from recorder.store.objects import ObjectStore
@@ -500,14 +501,26 @@ class Worker:
         self._objects: ObjectReader | None = None
         self._objects_lock = threading.Lock()
         leadership: Leadership | None = None
+        self._outbox: Outbox | None = None
         if self._store.dialect == "postgresql":
+            url = settings.database_url.get_secret_value()
             leadership = Leadership(
-                settings.database_url.get_secret_value(),
+                url,
                 lease_seconds=lease_seconds(settings.interval_seconds),
                 cluster=settings.cluster,
                 timeouts=self._store.timeouts,
             )
             leadership.fence(self._store.engine)  # every write transaction checks it
+            self._outbox = Outbox(
+                url,
+                cluster=settings.cluster,
+                replica=leadership.replica,
+                timeouts=path.store.timeouts,
+            )
+            cluster, store = settings.cluster, self._store
+            self._flusher.take_handed_over = lambda now: store.take_handed_over(
+                cluster, decode_batch, now_ms=now
+            )
         self._elector = Elector(
             leadership,
             self._registry.own,
@@ -529,9 +542,9 @@ class Worker:
         settings = self._settings
         self._send(Started(os.getpid(), self.server))
         self._elector.begin()  # lead at once when no one does
-        if not self._elector.is_leader:
+        if not self._elector.is_leader and len(self._queue):
             # Batches spooled by an earlier run belong to its term: another replica leads.
-            self._queue.drop_all("not_leader")
+            self._hand_over("not_leader")
         elector = threading.Thread(
             target=self._elector.run, args=(self._stop,), name="elector", daemon=True
         )
@@ -622,6 +635,8 @@ class Worker:
         self._send_status()
         if not writer.is_alive():
             self._path.close()
+        if self._outbox is not None:
+            self._outbox.close()
         log.info("worker stopped in %.1fs", time.monotonic() - begun)
         return 0
 
@@ -645,16 +660,73 @@ class Worker:
         self._send_status()
 
     def _depose(self) -> None:
-        """Another replica leads: what this one fetched and did not store is discarded and
-        counted (the fence refuses it; the new leader's polls cover the time)."""
-        dropped = self._queue.drop_all("deposed")
+        """Another replica leads: what this one fetched and did not store (the fence refuses
+        it) is handed over to the new leader, which writes it (``_hand_over``)."""
+        # A poll in flight puts its batches first (no new poll starts: this replica follows).
+        if self._polling.acquire(timeout=self._settings.interval_seconds):
+            self._polling.release()
+        self._hand_over("deposed")
+        self._send_status()
+
+    def _hand_over(self, reason: str) -> None:
+        """Hand every waiting batch over to the leader through the database
+        (``store.handover``), oldest first, within ``database_timeout_seconds``; what is not
+        handed over by then (the database failed again, or is slow) is dropped and counted
+        for ``reason``, and the log says so. The handover runs in a thread of its own: a
+        frozen network must not hold the elector past the deadline."""
+        queue, outbox, metrics = self._queue, self._outbox, self.metrics
+        deadline_seconds = self._settings.database_timeout_seconds
+        given_up = threading.Event()
+        handed = [0, 0]  # samples, batches
+        failure: list[str] = []
+
+        def hand_over() -> None:
+            assert outbox is not None
+            for seq, kind, samples, data in queue.encoded():
+                if given_up.is_set():
+                    return
+                try:
+                    outbox.put(kind.value, samples, data, created_ms=now_ms())
+                except ValueError as exc:  # too large: this batch alone
+                    log.error("dropping %d samples not handed over: %s", samples, exc)
+                    queue.drop(seq, reason)
+                    continue
+                except RecorderError as exc:
+                    failure.append(str(exc))
+                    return
+                queue.done(seq)
+                metrics.samples_handed_over.inc(samples)
+                handed[0] += samples
+                handed[1] += 1
+
+        begun = time.monotonic()
+        if outbox is not None:
+            thread = threading.Thread(target=hand_over, name="handover", daemon=True)
+            thread.start()
+            thread.join(deadline_seconds)
+            if thread.is_alive():
+                given_up.set()
+                failure.append(f"not done within {deadline_seconds:g}s")
+        if handed[0]:
+            log.warning(
+                "handed %d samples (%d batches) fetched but not stored over to the new leader "
+                "in %.2fs; it writes them",
+                handed[0],
+                handed[1],
+                time.monotonic() - begun,
+            )
+        dropped = queue.drop_all(reason)
         if dropped:
             log.error(
-                "discarded %d samples fetched but not stored before this replica was deposed "
-                "(the new leader's polls cover that time)",
+                "discarded %d samples fetched but not stored (%s): %s; counted in "
+                'recorder_samples_dropped_total{reason="%s"}',
                 dropped,
+                "this replica was deposed" if reason == "deposed" else "spooled by an earlier run",
+                f"handing them over failed ({'; '.join(failure)})"
+                if failure
+                else "they could not be handed over",
+                reason,
             )
-        self._send_status()
 
     def _stop_objects(self, timeout_seconds: float) -> None:
         with self._objects_lock:
