@@ -13,6 +13,11 @@ Process model (``service.py`` is the other half):
 - **Logging**: one line per poll, once its samples are stored (``PollLines``), and one per
   maintenance round (``maintain_logged``); libraries log at WARNING at least
   (``configure_logging``), so ``--log-level DEBUG`` is the recorder's own detail.
+- **Leadership** (PostgreSQL; ``elector`` has the rules): a deposed leader hands what it
+  fetched and did not store over to the new leader through the ``handover`` table
+  (``_hand_over``, bounded by the database timeout; the rest is dropped and counted), and a
+  leader's writer thread writes its cluster's handed-over batches at each write round
+  (``Flusher.take_handed_over``: ``Store.take_handed_over``).
 - **Stopping together**: the server sends ``"stop"``; the worker stops scheduling, waits for
   an in-flight poll until half the grace is gone, writes what waits until the deadline, parks
   the rest in the spool folder, closes the database and exits 0. A worker whose server dies
@@ -60,7 +65,7 @@ from recorder.poller import Poller, PollReport, ResourceOutcome
 from recorder.scheduler import PollScheduler
 from recorder.settings import Settings
 from recorder.store import Store, open_store
-from recorder.store.handover import Outbox
+from recorder.store.handover import Outbox, Taken
 from recorder.store.leader import Leadership
 from recorder.store.migrate import current_revision, head_revision
 from recorder.store.objects import ObjectStore
@@ -517,10 +522,7 @@ class Worker:
                 replica=leadership.replica,
                 timeouts=path.store.timeouts,
             )
-            cluster, store = settings.cluster, self._store
-            self._flusher.take_handed_over = lambda now: store.take_handed_over(
-                cluster, decode_batch, now_ms=now
-            )
+            self._flusher.take_handed_over = self._take_handed_over
         self._elector = Elector(
             leadership,
             self._registry.own,
@@ -727,6 +729,13 @@ class Worker:
                 else "they could not be handed over",
                 reason,
             )
+
+    def _take_handed_over(self, now: int) -> Taken | None:
+        """The writer's check for handed-over batches: the leader's alone (a follower's
+        fenced store would refuse it, after a round trip to check out a connection)."""
+        if not self._elector.is_leader:
+            return None
+        return self._store.take_handed_over(self._settings.cluster, decode_batch, now_ms=now)
 
     def _stop_objects(self, timeout_seconds: float) -> None:
         with self._objects_lock:
