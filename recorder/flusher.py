@@ -11,7 +11,8 @@ writing, never fetching; the queue absorbs the wait.
 With ``take_handed_over`` (the worker on PostgreSQL), each round first writes the batches a
 deposed leader handed over (``recorder.store.handover``), a few at most, counted as written
 (or as dropped, ``unreadable``, when one cannot be decoded); a replica that does not lead is
-refused by the fence before any query, and nothing is said.
+refused by the fence before any query, and nothing is said. ``hand_over`` is the other
+side: a deposed leader's queue, handed over to the new leader through the database.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from typing import Protocol
 from recorder import gcpause, heap
 from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, WriteResult
-from recorder.errors import StoreError
+from recorder.errors import RecorderError, StoreError
 from recorder.exporter import SelfMetrics
-from recorder.store.handover import Taken
+from recorder.store.handover import Outbox, Taken
 from recorder.store.leader import NotLeader
 from recorder.timeutil import now_ms
 
@@ -299,3 +300,80 @@ class Flusher:
             log.error("writing to the database failed; %d samples wait: %s", pending, exc)
         else:
             log.warning("database still unavailable, %d samples wait: %s", pending, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverReport:
+    """What ``hand_over`` did: samples and batches handed over, samples dropped, and why
+    the rest was not handed over (None: nothing was left)."""
+
+    samples: int
+    batches: int
+    dropped: int
+    failure: str | None
+
+
+def hand_over(
+    queue: WriteQueue,
+    outbox: Outbox,
+    metrics: SelfMetrics,
+    *,
+    reason: str,
+    deadline_seconds: float,
+) -> HandoverReport:
+    """Hand every batch waiting in ``queue`` over to the leader through the database
+    (``store.handover``), oldest first, each leaving the queue once its row is committed;
+    what is not handed over within ``deadline_seconds`` (the database failed again, or is
+    slow) is dropped and counted for ``reason``, and the log says so. The handover runs in a
+    thread of its own: a frozen network must not hold the caller (the elector) past the
+    deadline. A batch whose row commits after that is both handed over and counted dropped."""
+    given_up = threading.Event()
+    handed = [0, 0]  # samples, batches
+    failure: list[str] = []
+
+    def run() -> None:
+        for seq, kind, samples, data in queue.encoded():
+            if given_up.is_set():
+                return
+            try:
+                outbox.put(kind.value, samples, data, created_ms=now_ms())
+            except ValueError as exc:  # too large: this batch alone
+                log.error("dropping %d samples not handed over: %s", samples, exc)
+                queue.drop(seq, reason)
+                continue
+            except RecorderError as exc:
+                failure.append(str(exc))
+                return
+            queue.done(seq)
+            metrics.samples_handed_over.inc(samples)
+            handed[0] += samples
+            handed[1] += 1
+
+    begun = time.monotonic()
+    thread = threading.Thread(target=run, name="handover", daemon=True)
+    thread.start()
+    thread.join(deadline_seconds)
+    if thread.is_alive():
+        given_up.set()
+        failure.append(f"not done within {deadline_seconds:g}s")
+    samples, batches = handed
+    if samples:
+        log.warning(
+            "handed %d samples (%d batches) fetched but not stored over to the new leader "
+            "in %.2fs; it writes them",
+            samples,
+            batches,
+            time.monotonic() - begun,
+        )
+    dropped = queue.drop_all(reason)
+    why = "; ".join(failure) or None
+    if dropped:
+        log.error(
+            "discarded %d samples fetched but not stored (%s): %s; counted in "
+            'recorder_samples_dropped_total{reason="%s"}',
+            dropped,
+            "this replica was deposed" if reason == "deposed" else "spooled by an earlier run",
+            f"handing them over failed ({why})" if why else "they could not be handed over",
+            reason,
+        )
+    return HandoverReport(samples, batches, dropped, why)

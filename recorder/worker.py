@@ -56,7 +56,7 @@ from recorder.exporter import (
     own_exposition,
     send_lines,
 )
-from recorder.flusher import Flusher, FlushReport, WriteHealth
+from recorder.flusher import Flusher, FlushReport, WriteHealth, hand_over
 from recorder.kube.client import MetricsClient
 from recorder.kube.config import load_cluster_config
 from recorder.kube.objects import MAX_PAGE_BYTES, Changes, ObjectReader
@@ -671,64 +671,18 @@ class Worker:
         self._send_status()
 
     def _hand_over(self, reason: str) -> None:
-        """Hand every waiting batch over to the leader through the database
-        (``store.handover``), oldest first, within ``database_timeout_seconds``; what is not
-        handed over by then (the database failed again, or is slow) is dropped and counted
-        for ``reason``, and the log says so. The handover runs in a thread of its own: a
-        frozen network must not hold the elector past the deadline."""
-        queue, outbox, metrics = self._queue, self._outbox, self.metrics
-        deadline_seconds = self._settings.database_timeout_seconds
-        given_up = threading.Event()
-        handed = [0, 0]  # samples, batches
-        failure: list[str] = []
-
-        def hand_over() -> None:
-            assert outbox is not None
-            for seq, kind, samples, data in queue.encoded():
-                if given_up.is_set():
-                    return
-                try:
-                    outbox.put(kind.value, samples, data, created_ms=now_ms())
-                except ValueError as exc:  # too large: this batch alone
-                    log.error("dropping %d samples not handed over: %s", samples, exc)
-                    queue.drop(seq, reason)
-                    continue
-                except RecorderError as exc:
-                    failure.append(str(exc))
-                    return
-                queue.done(seq)
-                metrics.samples_handed_over.inc(samples)
-                handed[0] += samples
-                handed[1] += 1
-
-        begun = time.monotonic()
-        if outbox is not None:
-            thread = threading.Thread(target=hand_over, name="handover", daemon=True)
-            thread.start()
-            thread.join(deadline_seconds)
-            if thread.is_alive():
-                given_up.set()
-                failure.append(f"not done within {deadline_seconds:g}s")
-        if handed[0]:
-            log.warning(
-                "handed %d samples (%d batches) fetched but not stored over to the new leader "
-                "in %.2fs; it writes them",
-                handed[0],
-                handed[1],
-                time.monotonic() - begun,
-            )
-        dropped = queue.drop_all(reason)
-        if dropped:
-            log.error(
-                "discarded %d samples fetched but not stored (%s): %s; counted in "
-                'recorder_samples_dropped_total{reason="%s"}',
-                dropped,
-                "this replica was deposed" if reason == "deposed" else "spooled by an earlier run",
-                f"handing them over failed ({'; '.join(failure)})"
-                if failure
-                else "they could not be handed over",
-                reason,
-            )
+        """Hand every waiting batch over to the leader (``flusher.hand_over``), within the
+        database timeout; the rest is dropped and counted for ``reason``."""
+        if self._outbox is None:
+            self._queue.drop_all(reason)
+            return
+        hand_over(
+            self._queue,
+            self._outbox,
+            self.metrics,
+            reason=reason,
+            deadline_seconds=self._settings.database_timeout_seconds,
+        )
 
     def _take_handed_over(self, now: int) -> Taken | None:
         """The writer's check for handed-over batches: the leader's alone (a follower's

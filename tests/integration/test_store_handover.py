@@ -5,26 +5,31 @@ Figures each test proves: a handed-over batch is written once by the leader and 
 gone in the same transaction; the samples of it the leader stored itself are skipped, by
 series, timestamp and values; an unreadable payload is deleted and counted as dropped while
 the batches behind it are written; a row another transaction holds is passed over; the fence
-still refuses the deposed replica's own writes, and a follower takes nothing.
+still refuses the deposed replica's own writes, and a follower takes nothing. A deposed
+replica's queue (batches as they wait and spooled) is handed over whole, and when the database
+goes silent the handover gives up at its deadline, dropping and counting the rest.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy
 from sqlalchemy import text
 
-from recorder.buffer import WriteQueue, decode_batch, encode_batch
+from recorder.buffer import Spool, WriteQueue, decode_batch, encode_batch
 from recorder.domain import DEFAULT_CLUSTER, Batch, Sample, SeriesKey
 from recorder.exporter import SnapshotHolder, build_registry
-from recorder.flusher import Flusher
+from recorder.flusher import Flusher, hand_over
 from recorder.store import Store, open_store
 from recorder.store import handover as handovers
 from recorder.store.handover import Outbox
 from recorder.store.leader import Leadership, NotLeader
+from tests.tcpproxy import freezable_proxy
 
 T0 = 1_700_000_000_000
 STEP = 15_000
@@ -207,3 +212,50 @@ def test_a_batch_another_transaction_holds_is_passed_over(
     finally:
         other.dispose()
     assert [ts for _, ts, _ in head(migrated)] == [T0, T0 + STEP, T0 + 2 * STEP]
+
+
+def test_a_deposed_queue_is_handed_over_and_a_silent_database_bounds_the_handover(
+    migrated: str, tmp_path: Path
+) -> None:
+    registry, metrics = build_registry(SnapshotHolder(30.0))
+    queue = WriteQueue(
+        spool=Spool(tmp_path / "spool"),
+        max_raw=1,  # the first batch waits as it is, the others are spooled
+        on_drop=lambda n, why: metrics.samples_dropped.labels(reason=why).inc(n),
+    )
+    for i in range(3):
+        queue.put(batch(sample(KEY, i), sample(KEY, i + 10)))
+    assert queue.samples_by_place == (2, 0, 4)
+    url = sqlalchemy.engine.make_url(migrated)
+    value = registry.own.get_sample_value
+    with freezable_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        behind = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        outbox = Outbox(behind, cluster=DEFAULT_CLUSTER, replica="r1")
+        try:
+            report = hand_over(queue, outbox, metrics, reason="deposed", deadline_seconds=10)
+            assert (report.samples, report.batches, report.dropped) == (6, 3, 0)
+            assert len(queue) == 0 and not list((tmp_path / "spool").glob("*.batch"))
+            assert value("recorder_samples_handed_over_total") == 6
+            queue.put(batch(sample(KEY, 20)))
+            queue.put(batch(sample(KEY, 21), sample(KEY, 22)))
+            proxy.freeze()  # the database answered the election, then went silent
+            begun = time.monotonic()
+            report = hand_over(queue, outbox, metrics, reason="deposed", deadline_seconds=1.0)
+            assert time.monotonic() - begun < 2.0
+            assert (report.samples, report.dropped) == (0, 3)
+            assert report.failure == "not done within 1s"
+            assert value("recorder_samples_dropped_total", {"reason": "deposed"}) == 3
+            assert len(queue) == 0
+        finally:
+            proxy.thaw()
+            outbox.close()
+            queue.close()
+    leader = open_store(migrated)  # no election here: the handed-over rows read back
+    try:
+        taken = [take(leader) for _ in range(3)]
+    finally:
+        leader.close()
+    assert [t.result.written for t in taken if t is not None and t.result is not None] == [2, 2, 2]
+    assert [ts for _, ts, _ in head(migrated)] == sorted(
+        T0 + i * STEP for i in (0, 1, 2, 10, 11, 12)
+    )
