@@ -188,9 +188,10 @@ class Store:
     ) -> handover.Taken | None:
         """Write the oldest batch a deposed leader of ``cluster`` handed over and delete it, in
         one transaction (see ``recorder.store.handover``); its samples the head holds already
-        are skipped. None when no batch waits. A payload ``decode`` refuses (``ValueError``) is
-        deleted unwritten and reported (``Taken.error``). Raises as ``write`` does (``NotLeader``
-        on a fenced engine of a replica that does not lead); the batch then stays."""
+        are skipped. None when no batch waits. A payload ``decode`` refuses (``ValueError``, or
+        any other error) is deleted unwritten and reported (``Taken.error``). Raises as
+        ``write`` does (``NotLeader`` on a fenced engine of a replica that does not lead); the
+        batch then stays."""
         with self._write_lock:
             try:
                 with self.engine.begin() as conn:
@@ -202,9 +203,9 @@ class Store:
                     )
                     try:
                         batch = decode(row.payload)
-                    except ValueError as exc:
+                    except Exception as exc:  # any way of not being a batch: never blocks
                         handover.remove(conn, row.id)
-                        return dataclasses.replace(taken, error=str(exc))
+                        return dataclasses.replace(taken, error=str(exc) or repr(exc))
                     result = self._writer.write(batch, now_ms, conn, against_head=True)
                     handover.remove(conn, row.id)
                 return dataclasses.replace(taken, result=result)
