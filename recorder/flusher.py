@@ -194,11 +194,13 @@ class Flusher:
     # --- internals ----------------------------------------------------------------------
 
     def _write_handed_over(self, deadline: float | None) -> None:
-        """Write up to ``MAX_HANDED_OVER_PER_ROUND`` handed-over batches; a database failure
-        ends the round quietly (the queue's own write says it)."""
+        """Write up to ``MAX_HANDED_OVER_PER_ROUND`` handed-over batches, unless writes are
+        failing; a database failure ends the round quietly (the queue's own write says it)."""
         take = self.take_handed_over
-        if take is None:
-            return
+        with self._lock:
+            failing = self._failing_since is not None
+        if take is None or failing:
+            return  # (while writes fail, a round's one attempt is the queue's)
         self._handover_checked = time.monotonic()
         for _ in range(MAX_HANDED_OVER_PER_ROUND):
             if deadline is not None and time.monotonic() >= deadline:
