@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from recorder.domain import WriteResult
 from recorder.store import engine as engines
@@ -29,8 +29,8 @@ from recorder.store import schema
 
 MAX_PAYLOAD_BYTES = 256 * 1024 * 1024
 """A batch larger than this is not handed over (dropped, counted): an encoded poll of
-metrics-server's documented maximum (150,000 pods) is about 10 MB; PostgreSQL takes at most
-1 GB in one ``bytea``."""
+metrics-server's documented maximum (150,000 pods) is a few MB, the spool's whole default
+budget 1 GiB, and PostgreSQL takes at most 1 GB in one ``bytea``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +93,10 @@ def remove(conn: Connection, handover_id: int) -> None:
 def waiting(conn: Connection, cluster: str | None = None) -> int:
     """Handed-over batches waiting (of ``cluster``, or of every cluster)."""
     h = schema.handover
-    query = select(h.c.id)
+    query = select(func.count()).select_from(h)
     if cluster is not None:
         query = query.where(h.c.cluster == cluster)
-    return len(conn.execute(query).all())
+    return int(conn.execute(query).scalar_one())
 
 
 class Outbox:
