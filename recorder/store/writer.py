@@ -26,7 +26,8 @@ A batch handed over by a deposed leader (``recorder.store.handover``) is written
 caller's transaction (each attempt a savepoint of it) and first checked against the head: its
 samples may be older than their series' newest, where the in-memory maps see nothing, and the
 new leader may have stored the same ones from its own polls. A sample whose series already
-holds a head row at its timestamp with its values is skipped (``against_head``).
+holds a head row at its timestamp with its values is skipped, and so are the labels of pods
+whose labels are stored already (``against_head``).
 """
 
 from __future__ import annotations
@@ -275,7 +276,8 @@ class SampleWriter:
         """Write ``batch`` (see the module's docstring). ``conn``: inside that connection's
         transaction, each attempt a savepoint (the caller commits, and calls ``invalidate``
         when it does not: the in-memory maps learn the writes at each savepoint);
-        ``against_head`` (with ``conn``): skip the samples whose exact rows the head holds."""
+        ``against_head`` (with ``conn``): skip the samples whose exact rows the head holds, and
+        the labels of pods whose labels are stored."""
         self.prepare()
         rejected: list[Rejection] = []
         stored = 0
@@ -322,8 +324,13 @@ class SampleWriter:
 
     def _unstored(self, conn: Connection, batch: Batch) -> tuple[Batch, int]:
         """``batch`` without the samples whose exact rows (series, timestamp, values) the head
-        holds, read in one statement over the batch's series and time range; and how many
-        were left out. Series without an id have no rows."""
+        holds, read in one statement over the batch's series and time range, and without the
+        labels of pods whose labels are stored (the leader's own polls are newer); and how
+        many samples were left out. Series without an id have no rows."""
+        stored_labels = self._labels.get(batch.cluster, {})
+        if any(ref in stored_labels for ref in batch.pod_labels):
+            labels = {r: v for r, v in batch.pod_labels.items() if r not in stored_labels}
+            batch = Batch(batch.kind, batch.samples, labels, batch.rejections, batch.cluster)
         samples = batch.samples
         sids = {self._ids[key] for key in samples.keys if key in self._ids}
         if not sids:

@@ -12,6 +12,7 @@ goes silent the handover gives up at its deadline, dropping and counting the res
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import sqlalchemy
 from sqlalchemy import text
 
 from recorder.buffer import Spool, WriteQueue, decode_batch, encode_batch
-from recorder.domain import DEFAULT_CLUSTER, Batch, Sample, SeriesKey
+from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Sample, SeriesKey
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.flusher import Flusher, hand_over
 from recorder.store import Store, open_store
@@ -36,6 +37,7 @@ STEP = 15_000
 LEASE = 1.0
 KEY = SeriesKey.for_container("shop", "web", "app")
 NODE = SeriesKey.for_node("n1")
+NOW = {"app": "web", "version": "2"}
 
 Replica = tuple[Leadership, Store, Outbox]
 
@@ -148,12 +150,16 @@ def test_samples_the_leader_stored_itself_are_skipped(
     deposed: tuple[Replica, Replica], migrated: str
 ) -> None:
     (_, _, outbox_a), (_, store_b, _) = deposed
-    # b polled the same metrics-server window: samples 2 and 3 are stored, 3 its newest.
-    assert store_b.write(batch(sample(KEY, 2), sample(KEY, 3)), now_ms=T0).written == 2
+    # b polled the same metrics-server window: samples 2 and 3 are stored, 3 its newest, and
+    # the pod's labels as they are now.
+    polled = Batch(Kind.CONTAINER, (sample(KEY, 2), sample(KEY, 3)), {("shop", "web"): NOW})
+    assert store_b.write(polled, now_ms=T0).written == 2
     assert store_b.write(batch(sample(NODE, 3)), now_ms=T0).written == 1
-    # a fetched 1, 2 and 3 of the container (2 and 3 as b did) and 1 to 3 of the node, with
-    # another value at 2 (kept: a stored timestamp with other values is the rule's to judge).
-    hand(outbox_a, batch(sample(KEY, 1), sample(KEY, 2), sample(KEY, 3)))
+    # a fetched 1, 2 and 3 of the container (2 and 3 as b did) with the pod's older labels,
+    # and 1 to 3 of the node, with another value at 2 (kept: a stored timestamp with other
+    # values is the rule's to judge).
+    older = {("shop", "web"): {"app": "web", "version": "1"}}
+    hand(outbox_a, Batch(Kind.CONTAINER, (sample(KEY, 1), sample(KEY, 2), sample(KEY, 3)), older))
     hand(outbox_a, batch(sample(NODE, 1), sample(NODE, 2, cpu=7), sample(NODE, 3)))
     first, second = take(store_b), take(store_b)
     assert first is not None and first.result is not None
@@ -166,6 +172,13 @@ def test_samples_the_leader_stored_itself_are_skipped(
     node = [ts for name, ts, _ in rows if name.startswith("node")]
     assert node == [T0 + STEP, T0 + 2 * STEP, T0 + 3 * STEP]
     assert waiting(migrated) == 0
+    engine = sqlalchemy.create_engine(migrated)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT labels_json FROM pod_labels")).scalars().all()
+    finally:
+        engine.dispose()
+    assert [json.loads(labels) for labels in stored] == [NOW]  # not the handed-over ones
 
 
 def test_an_unreadable_batch_is_dropped_and_counted_and_the_next_is_written(
