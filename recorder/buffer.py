@@ -388,6 +388,40 @@ class WriteQueue:
             self._on_drop(samples, reason)
         return samples
 
+    def encoded(self) -> Iterator[tuple[int, Kind, int, bytes]]:
+        """Every waiting batch, oldest first, as (seq, kind, samples, bytes as
+        ``encode_batch`` makes them): parked ones as they are parked, the others encoded now.
+        For handing them over to another replica; ``done(seq)`` once one is taken, ``drop``
+        when it cannot be. A parked batch that cannot be read is dropped and counted."""
+        with self._changed:
+            seqs = [entry.seq for entry in self._entries]
+        for seq in seqs:
+            with self._changed:
+                entry = next((e for e in self._entries if e.seq == seq), None)
+                if entry is None:
+                    continue  # written or dropped meanwhile
+                batch, data, path = entry.batch, entry.data, entry.path
+            try:
+                if batch is not None:
+                    data = encode_batch(batch)
+                elif data is None:
+                    assert path is not None
+                    data = Spool.read(path)
+            except OSError as exc:
+                log.error(
+                    "dropping %d spooled samples that cannot be read back (%s): %s",
+                    entry.samples,
+                    path,
+                    exc,
+                )
+                self._remove(seq, dropped="unreadable")
+                continue
+            yield seq, entry.kind, entry.samples, data
+
+    def drop(self, seq: int, reason: str) -> None:
+        """Forget the batch ``seq``, counted as dropped for ``reason``."""
+        self._remove(seq, dropped=reason)
+
     # --- consumer -----------------------------------------------------------------------
 
     def wait(self, timeout: float) -> bool:

@@ -11,12 +11,18 @@ Rules:
   writes), since it cannot tell a database outage, where no one writes, from a partition of
   its own. When the database answers again, it either takes the lock back and writes what it
   buffered (a single replica loses nothing to an outage), or finds another replica leading:
-  then it is **deposed**, stops polling, and the batches it fetched but did not store are
-  discarded and counted (``recorder_samples_dropped_total{reason="deposed"}``); the new
-  leader's polls covered that time, since metrics-server serves only its latest values.
+  then it is **deposed**, stops polling, and **hands over** the batches it fetched but did not
+  store (``on_depose``: the worker's ``_hand_over``, through ``store.handover``): the
+  partition began before the takeover, so the new leader's polls do not cover the time
+  between its last stored write and the takeover, and metrics-server serves only its latest
+  values. The new leader writes them (skipping what it stored itself); what cannot be handed
+  over within the database timeout is discarded and counted
+  (``recorder_samples_dropped_total{reason="deposed"}``).
 - A new leader says how long nobody polled: the old leader's heartbeat named its newest poll
   and its size; the polls missed since then, times that size, are logged and counted
-  (``recorder_unpolled_samples_total``), never hidden.
+  (``recorder_unpolled_samples_total``), never hidden. A leader partitioned rather than dead
+  polled on meanwhile and hands those polls over once the database answers it, so the
+  estimate is an upper bound.
 - SQLite (``leadership`` None): this replica always leads (the SQLite writer lock keeps a
   second one away).
 """
@@ -169,7 +175,7 @@ class Elector:
                 log.warning(
                     "this replica is the leader now; nobody polled for %.1fs since the last "
                     "leader's newest poll: %d polls (about %d samples metrics-server served) "
-                    "were not recorded",
+                    "were not recorded, unless the last leader polled them and hands them over",
                     silent,
                     missed,
                     missed * last.samples,

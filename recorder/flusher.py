@@ -7,6 +7,12 @@ content come back from the store as rejections and are counted; they never block
 
 In the service a thread runs ``Flusher.run()``: a slow, locked or frozen database delays
 writing, never fetching; the queue absorbs the wait.
+
+With ``take_handed_over`` (the worker on PostgreSQL), each round first writes the batches a
+deposed leader handed over (``recorder.store.handover``), a few at most, counted as written
+(or as dropped, ``unreadable``, when one cannot be decoded); a replica that does not lead is
+refused by the fence before any query, and nothing is said. ``hand_over`` is the other
+side: a deposed leader's queue, handed over to the new leader through the database.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from typing import Protocol
 from recorder import gcpause, heap
 from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, WriteResult
-from recorder.errors import StoreError
+from recorder.errors import RecorderError, StoreError
 from recorder.exporter import SelfMetrics
+from recorder.store.handover import Outbox, Taken
+from recorder.store.leader import NotLeader
 from recorder.timeutil import now_ms
 
 log = logging.getLogger(__name__)
@@ -31,6 +39,10 @@ log = logging.getLogger(__name__)
 RESOURCE = {Kind.NODE: "nodes", Kind.CONTAINER: "pods"}
 MIN_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 15.0
+MAX_HANDED_OVER_PER_ROUND = 8
+"""Handed-over batches one write round takes at most (the rest wait for the next rounds)."""
+HANDOVER_CHECK_SECONDS = 5.0
+"""How often an idle writer (nothing polled) looks for handed-over batches."""
 
 
 class BatchSink(Protocol):
@@ -78,10 +90,15 @@ class Flusher:
         *,
         clock: Callable[[], float] = time.time,
         quiet: bool = False,
+        take_handed_over: Callable[[int], Taken | None] | None = None,
     ):
         """``quiet``: write failures and refused rows are not logged, because the caller
-        reports them itself (``recorder poll`` prints them with the rest of its report)."""
+        reports them itself (``recorder poll`` prints them with the rest of its report).
+        ``take_handed_over(now_ms)``: write one handed-over batch (``Store.take_handed_over``
+        for this recorder's cluster), None when none waits."""
         self.queue = queue
+        self.take_handed_over = take_handed_over
+        self._handover_checked = 0.0
         self._sink = sink
         self._metrics = metrics
         self._clock = clock
@@ -111,6 +128,7 @@ class Flusher:
         passes, ``stop`` is set, or a transient failure; never raises for a database
         failure."""
         report = FlushReport()
+        self._write_handed_over(deadline)
         while deadline is None or time.monotonic() < deadline:
             if stop is not None and stop.is_set():
                 break
@@ -157,6 +175,11 @@ class Flusher:
         backoff = MIN_BACKOFF_SECONDS
         while not stop.is_set():
             if not self.queue.wait(timeout=0.5):
+                if (
+                    self.take_handed_over is not None
+                    and time.monotonic() - self._handover_checked >= HANDOVER_CHECK_SECONDS
+                ):
+                    self._write_handed_over(None)
                 continue
             if stop.is_set():
                 break
@@ -169,6 +192,59 @@ class Flusher:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     # --- internals ----------------------------------------------------------------------
+
+    def _write_handed_over(self, deadline: float | None) -> None:
+        """Write up to ``MAX_HANDED_OVER_PER_ROUND`` handed-over batches, unless writes are
+        failing; a database failure ends the round quietly (the queue's own write says it)."""
+        take = self.take_handed_over
+        with self._lock:
+            failing = self._failing_since is not None
+        if take is None or failing:
+            return  # (while writes fail, a round's one attempt is the queue's)
+        self._handover_checked = time.monotonic()
+        for _ in range(MAX_HANDED_OVER_PER_ROUND):
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            try:
+                with gcpause.paused():
+                    taken = take(now_ms(self._clock))
+            except NotLeader:
+                return  # a follower: the leader writes them
+            except StoreError as exc:
+                log.debug("handed-over batches wait: %s", exc)
+                return
+            if taken is None:
+                return
+            self._handed_over(taken)
+
+    def _handed_over(self, taken: Taken) -> None:
+        if taken.error is not None or taken.result is None:
+            log.error(
+                "dropped a batch of %d %s samples handed over by replica %s that cannot be "
+                "read (%s): deleted, counted in recorder_samples_dropped_total"
+                '{reason="unreadable"}',
+                taken.samples,
+                taken.kind,
+                taken.replica,
+                taken.error,
+            )
+            self._metrics.samples_dropped.labels(reason="unreadable").inc(taken.samples)
+            return
+        result = taken.result
+        self._metrics.samples_written.inc(result.written)
+        rejected = result.rejected
+        for reason, count in Counter(r.reason for r in rejected).items():
+            self._metrics.samples_rejected.labels(reason=reason).inc(count)
+        log.info(
+            "wrote %d %s samples handed over by replica %s (handed over %.0fs ago; %d "
+            "stored already, %d refused)",
+            result.written,
+            taken.kind,
+            taken.replica,
+            max(0.0, self._clock() - taken.created_ms / 1000),
+            result.skipped_duplicates,
+            len(rejected),
+        )
 
     def _write(self, batch: Batch) -> WriteResult:
         begun = time.perf_counter()
@@ -226,3 +302,80 @@ class Flusher:
             log.error("writing to the database failed; %d samples wait: %s", pending, exc)
         else:
             log.warning("database still unavailable, %d samples wait: %s", pending, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoverReport:
+    """What ``hand_over`` did: samples and batches handed over, samples dropped, and why
+    the rest was not handed over (None: nothing was left)."""
+
+    samples: int
+    batches: int
+    dropped: int
+    failure: str | None
+
+
+def hand_over(
+    queue: WriteQueue,
+    outbox: Outbox,
+    metrics: SelfMetrics,
+    *,
+    reason: str,
+    deadline_seconds: float,
+) -> HandoverReport:
+    """Hand every batch waiting in ``queue`` over to the leader through the database
+    (``store.handover``), oldest first, each leaving the queue once its row is committed;
+    what is not handed over within ``deadline_seconds`` (the database failed again, or is
+    slow) is dropped and counted for ``reason``, and the log says so. The handover runs in a
+    thread of its own: a frozen network must not hold the caller (the elector) past the
+    deadline. A batch whose row commits after that is both handed over and counted dropped."""
+    given_up = threading.Event()
+    handed = [0, 0]  # samples, batches
+    failure: list[str] = []
+
+    def run() -> None:
+        for seq, kind, samples, data in queue.encoded():
+            if given_up.is_set():
+                return
+            try:
+                outbox.put(kind.value, samples, data, created_ms=now_ms())
+            except ValueError as exc:  # too large: this batch alone
+                log.error("dropping %d samples not handed over: %s", samples, exc)
+                queue.drop(seq, reason)
+                continue
+            except RecorderError as exc:
+                failure.append(str(exc))
+                return
+            queue.done(seq)
+            metrics.samples_handed_over.inc(samples)
+            handed[0] += samples
+            handed[1] += 1
+
+    begun = time.monotonic()
+    thread = threading.Thread(target=run, name="handover", daemon=True)
+    thread.start()
+    thread.join(deadline_seconds)
+    if thread.is_alive():
+        given_up.set()
+        failure.append(f"not done within {deadline_seconds:g}s")
+    samples, batches = handed
+    if samples:
+        log.warning(
+            "handed %d samples (%d batches) fetched but not stored over to the new leader "
+            "in %.2fs; it writes them",
+            samples,
+            batches,
+            time.monotonic() - begun,
+        )
+    dropped = queue.drop_all(reason)
+    why = "; ".join(failure) or None
+    if dropped:
+        log.error(
+            "discarded %d samples fetched but not stored (%s): %s; counted in "
+            'recorder_samples_dropped_total{reason="%s"}',
+            dropped,
+            "this replica was deposed" if reason == "deposed" else "spooled by an earlier run",
+            f"handing them over failed ({why})" if why else "they could not be handed over",
+            reason,
+        )
+    return HandoverReport(samples, batches, dropped, why)

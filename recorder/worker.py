@@ -13,6 +13,11 @@ Process model (``service.py`` is the other half):
 - **Logging**: one line per poll, once its samples are stored (``PollLines``), and one per
   maintenance round (``maintain_logged``); libraries log at WARNING at least
   (``configure_logging``), so ``--log-level DEBUG`` is the recorder's own detail.
+- **Leadership** (PostgreSQL; ``elector`` has the rules): a deposed leader hands what it
+  fetched and did not store over to the new leader through the ``handover`` table
+  (``_hand_over``, bounded by the database timeout; the rest is dropped and counted), and a
+  leader's writer thread writes its cluster's handed-over batches at each write round
+  (``Flusher.take_handed_over``: ``Store.take_handed_over``).
 - **Stopping together**: the server sends ``"stop"``; the worker stops scheduling, waits for
   an in-flight poll until half the grace is gone, writes what waits until the deadline, parks
   the rest in the spool folder, closes the database and exits 0. A worker whose server dies
@@ -34,7 +39,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from recorder import heap
-from recorder.buffer import Spool, WriteQueue
+from recorder.buffer import Spool, WriteQueue, decode_batch
 from recorder.domain import Kind, WriteResult
 from recorder.elector import Elector
 from recorder.errors import ConfigError, RecorderError
@@ -51,7 +56,7 @@ from recorder.exporter import (
     own_exposition,
     send_lines,
 )
-from recorder.flusher import Flusher, FlushReport, WriteHealth
+from recorder.flusher import Flusher, FlushReport, WriteHealth, hand_over
 from recorder.kube.client import MetricsClient
 from recorder.kube.config import load_cluster_config
 from recorder.kube.objects import MAX_PAGE_BYTES, Changes, ObjectReader
@@ -60,6 +65,7 @@ from recorder.poller import Poller, PollReport, ResourceOutcome
 from recorder.scheduler import PollScheduler
 from recorder.settings import Settings
 from recorder.store import Store, open_store
+from recorder.store.handover import Outbox, Taken
 from recorder.store.leader import Leadership
 from recorder.store.migrate import current_revision, head_revision
 from recorder.store.objects import ObjectStore
@@ -500,14 +506,23 @@ class Worker:
         self._objects: ObjectReader | None = None
         self._objects_lock = threading.Lock()
         leadership: Leadership | None = None
+        self._outbox: Outbox | None = None
         if self._store.dialect == "postgresql":
+            url = settings.database_url.get_secret_value()
             leadership = Leadership(
-                settings.database_url.get_secret_value(),
+                url,
                 lease_seconds=lease_seconds(settings.interval_seconds),
                 cluster=settings.cluster,
                 timeouts=self._store.timeouts,
             )
             leadership.fence(self._store.engine)  # every write transaction checks it
+            self._outbox = Outbox(
+                url,
+                cluster=settings.cluster,
+                replica=leadership.replica,
+                timeouts=path.store.timeouts,
+            )
+            self._flusher.take_handed_over = self._take_handed_over
         self._elector = Elector(
             leadership,
             self._registry.own,
@@ -529,9 +544,9 @@ class Worker:
         settings = self._settings
         self._send(Started(os.getpid(), self.server))
         self._elector.begin()  # lead at once when no one does
-        if not self._elector.is_leader:
+        if not self._elector.is_leader and len(self._queue):
             # Batches spooled by an earlier run belong to its term: another replica leads.
-            self._queue.drop_all("not_leader")
+            self._hand_over("not_leader")
         elector = threading.Thread(
             target=self._elector.run, args=(self._stop,), name="elector", daemon=True
         )
@@ -622,6 +637,8 @@ class Worker:
         self._send_status()
         if not writer.is_alive():
             self._path.close()
+        if self._outbox is not None:
+            self._outbox.close()
         log.info("worker stopped in %.1fs", time.monotonic() - begun)
         return 0
 
@@ -645,16 +662,34 @@ class Worker:
         self._send_status()
 
     def _depose(self) -> None:
-        """Another replica leads: what this one fetched and did not store is discarded and
-        counted (the fence refuses it; the new leader's polls cover the time)."""
-        dropped = self._queue.drop_all("deposed")
-        if dropped:
-            log.error(
-                "discarded %d samples fetched but not stored before this replica was deposed "
-                "(the new leader's polls cover that time)",
-                dropped,
-            )
+        """Another replica leads: what this one fetched and did not store (the fence refuses
+        it) is handed over to the new leader, which writes it (``_hand_over``)."""
+        # A poll in flight puts its batches first (no new poll starts: this replica follows).
+        if self._polling.acquire(timeout=self._settings.interval_seconds):
+            self._polling.release()
+        self._hand_over("deposed")
         self._send_status()
+
+    def _hand_over(self, reason: str) -> None:
+        """Hand every waiting batch over to the leader (``flusher.hand_over``), within the
+        database timeout; the rest is dropped and counted for ``reason``."""
+        if self._outbox is None:
+            self._queue.drop_all(reason)
+            return
+        hand_over(
+            self._queue,
+            self._outbox,
+            self.metrics,
+            reason=reason,
+            deadline_seconds=self._settings.database_timeout_seconds,
+        )
+
+    def _take_handed_over(self, now: int) -> Taken | None:
+        """The writer's check for handed-over batches: the leader's alone (a follower's
+        fenced store would refuse it, after a round trip to check out a connection)."""
+        if not self._elector.is_leader:
+            return None
+        return self._store.take_handed_over(self._settings.cluster, decode_batch, now_ms=now)
 
     def _stop_objects(self, timeout_seconds: float) -> None:
         with self._objects_lock:

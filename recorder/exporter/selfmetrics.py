@@ -114,8 +114,17 @@ class SelfMetrics:
         self.samples_dropped = Counter(
             "recorder_samples_dropped",
             "Samples given up before reaching the database, by reason (buffer_full: the "
-            "database was down longer than the buffer holds; unreadable: a damaged spool file)",
+            "database was down longer than the buffer holds; unreadable: a damaged spool file or "
+            "handed-over batch; deposed: fetched by a deposed leader and not handed over in "
+            "time; not_leader: spooled by an earlier run, not handed over in time)",
             ["reason"],
+            registry=registry,
+        )
+        self.samples_handed_over = Counter(
+            "recorder_samples_handed_over",
+            "Samples this replica fetched as the leader and could not store before another "
+            "replica took over, handed over to the new leader through the database (it writes "
+            "them, skipping those it stored itself)",
             registry=registry,
         )
         self.samples_buffered = Gauge(

@@ -47,7 +47,8 @@ class DeletionReport:
     chunks: int
     rollups: int
     other_rows: int
-    """Pods' labels and workloads, requests and limits, HPAs, namespace rollups."""
+    """Pods' labels and workloads, requests and limits, HPAs, namespace rollups (and, for a
+    whole cluster, node capacities and handed-over batches)."""
 
 
 def held(conn: Connection, doomed: Doomed) -> int:
@@ -70,8 +71,9 @@ def delete_history(conn: Connection, doomed: Doomed) -> DeletionReport:
             statement = statement.where(table.c.namespace == doomed.namespace)
         other += conn.execute(statement).rowcount
     if doomed.namespace is None:
-        nodes = schema.node_resources
-        other += conn.execute(delete(nodes).where(nodes.c.cluster == doomed.cluster)).rowcount
+        # Batches a deposed leader handed over too: a leader would write them back.
+        for table in (schema.node_resources, schema.handover):
+            other += conn.execute(delete(table).where(table.c.cluster == doomed.cluster)).rowcount
     series = conn.execute(delete(s).where(s.c.id.in_(_series_ids(doomed)))).rowcount
     return DeletionReport(series, head, chunks, rollups, other)
 

@@ -29,7 +29,12 @@ VERSION_TABLE = "alembic_version"
 
 def _migrations_dir() -> Path:
     # Shipped inside the package as recorder._migrations (see pyproject.toml); in a source
-    # checkout the same files live in the top-level migrations/ folder.
+    # checkout the same files live in the top-level migrations/ folder, which wins: an
+    # editable install maps recorder._migrations to the checkout it was installed from, which
+    # may be another one (a git worktree) than the code running.
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "migrations" / "env.py").is_file():
+        return checkout / "migrations"
     try:
         shipped = Path(str(resources.files("recorder._migrations")))
     except ModuleNotFoundError:

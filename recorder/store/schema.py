@@ -20,6 +20,10 @@ this (a test compares them).
   written when the pod is first seen and kept after it is gone; ``container_resources`` and
   ``node_resources`` are histories (a row when a value changes, ``since_ms`` when the recorder
   saw it; NULL for a request or limit that is not set); ``hpas`` is the current autoscalers.
+- ``handover`` holds the batches a deposed leader fetched and could not store (each as the
+  write queue encodes it, ``buffer.encode_batch``), until the new leader of their cluster
+  writes them and deletes them in one transaction (``recorder.store.handover``). PostgreSQL
+  only uses it (SQLite has one writer).
 """
 
 from __future__ import annotations
@@ -225,6 +229,22 @@ hpas = Table(
     # it scales on other metrics only.
     Column("resources", String(253), nullable=False),
     Column("since_ms", BigInteger, nullable=False),
+)
+
+
+handover = Table(
+    "handover",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("cluster", String(63), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("samples", Integer, nullable=False),
+    # The replica that handed it over (``Leadership.replica``), for the log lines.
+    Column("replica", String(63), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    # The leader's check each write round: its cluster's oldest batch, through this index.
+    Index(None, "cluster", "id"),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -22,7 +23,7 @@ from recorder.domain import (
 )
 from recorder.errors import QueryTimeout, StoreError, StoreUnavailable
 from recorder.settings import Settings
-from recorder.store import clusters, deletion, migrate, rollups, schema
+from recorder.store import clusters, deletion, handover, migrate, rollups, schema
 from recorder.store import engine as engines
 from recorder.store.compactor import CompactionReport, Compactor, Progress, block_start
 from recorder.store.deletion import DeletionReport, Doomed
@@ -181,6 +182,42 @@ class Store:
                     f"{self.display_url}",
                     self.timeouts,
                 ) from exc
+
+    def take_handed_over(
+        self, cluster: str, decode: Callable[[bytes], Batch], *, now_ms: int
+    ) -> handover.Taken | None:
+        """Write the oldest batch a deposed leader of ``cluster`` handed over and delete it, in
+        one transaction (see ``recorder.store.handover``); its samples the head holds already
+        are skipped. None when no batch waits. A payload ``decode`` refuses (``ValueError``, or
+        any other error) is deleted unwritten and reported (``Taken.error``). Raises as
+        ``write`` does (``NotLeader`` on a fenced engine of a replica that does not lead); the
+        batch then stays."""
+        with self._write_lock:
+            try:
+                with self.engine.begin() as conn:
+                    row = handover.oldest(conn, cluster)
+                    if row is None:
+                        return None
+                    taken = handover.Taken(
+                        row.id, row.kind, row.samples, row.replica, row.created_ms
+                    )
+                    try:
+                        batch = decode(row.payload)
+                    except Exception as exc:  # any way of not being a batch: never blocks
+                        handover.remove(conn, row.id)
+                        return dataclasses.replace(taken, error=str(exc) or repr(exc))
+                    result = self._writer.write(batch, now_ms, conn, against_head=True)
+                    handover.remove(conn, row.id)
+                return dataclasses.replace(taken, result=result)
+            except BaseException as exc:
+                # The writer's maps learned writes that rolled back with the transaction.
+                self._writer.invalidate()
+                self.head.forget()
+                if isinstance(exc, engines.DATABASE_ERRORS):
+                    raise engines.failure(
+                        exc, f"writing a handed-over batch to {self.display_url}", self.timeouts
+                    ) from exc
+                raise
 
     def prepare(self) -> None:
         """Read what the writer needs from the database (series ids, newest samples, pods'

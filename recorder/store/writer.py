@@ -22,6 +22,13 @@ Faults stay where they start:
   labels are found (``database_rejected``); everything else is written;
 - any other failure is raised (``engine.failure`` tells transient from not), and the caller
   retries the batch.
+
+A batch handed over by a deposed leader (``recorder.store.handover``) is written inside the
+caller's transaction (each attempt a savepoint of it) and first checked against the head: its
+samples may be older than their series' newest, where the in-memory maps see nothing, and the
+new leader may have stored the same ones from its own polls. A sample whose series already
+holds a head row at its timestamp with its values is skipped, and so are the labels of pods
+whose labels are stored already (``against_head``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import is_not, not_
@@ -40,6 +48,7 @@ from sqlalchemy.dialects import postgresql
 
 from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, Samples, SeriesKey, WriteResult
 from recorder.stats.codec import decode_samples
+from recorder.store import head as heads
 from recorder.store import schema
 from recorder.store.engine import dialect_insert, first_line, is_content_error
 from recorder.store.head import Head, HeadRow
@@ -285,10 +294,20 @@ class SampleWriter:
         self.load()
         return True
 
-    def write(self, batch: Batch, now_ms: int) -> WriteResult:
+    def write(
+        self, batch: Batch, now_ms: int, conn: Connection | None = None, against_head: bool = False
+    ) -> WriteResult:
+        """Write ``batch`` (see the module's docstring). ``conn``: inside that connection's
+        transaction, each attempt a savepoint (the caller commits, and calls ``invalidate``
+        when it does not: the in-memory maps learn the writes at each savepoint);
+        ``against_head`` (with ``conn``): skip the samples whose exact rows the head holds, and
+        the labels of pods whose labels are stored."""
         self.prepare()
         self._meet((batch.cluster,))
         rejected: list[Rejection] = []
+        stored = 0
+        if against_head and conn is not None:
+            batch, stored = self._unstored(conn, batch)
         # One pass checks the values and finds the rows of the series already stored (the
         # common case: every sample fits); the general checks run only when something is off.
         first = self._fresh_rows(batch.samples, self._ids)
@@ -304,7 +323,7 @@ class SampleWriter:
             samples, missing = self._checked(batch, rejected)
         labels = self._checked_labels(batch, rejected)
         try:
-            written, skipped = self._attempt(samples, labels, now_ms, missing, planned)
+            written, skipped = self._attempt(samples, labels, now_ms, missing, planned, conn)
         except BaseException as error:
             if not (isinstance(error, Exception) and is_content_error(error)):
                 # Another writer may have changed the database meanwhile: reload before the
@@ -313,7 +332,7 @@ class SampleWriter:
                 raise
             checked = len(rejected)
             try:
-                isolation = self._isolate(list(samples), labels, now_ms, rejected)
+                isolation = self._isolate(list(samples), labels, now_ms, rejected, conn)
             except BaseException:
                 self.invalidate()
                 raise
@@ -328,7 +347,41 @@ class SampleWriter:
                 written,
                 isolation.attempts,
             )
-        return WriteResult(written=written, skipped_duplicates=skipped, rejected=tuple(rejected))
+        return WriteResult(
+            written=written, skipped_duplicates=skipped + stored, rejected=tuple(rejected)
+        )
+
+    def _unstored(self, conn: Connection, batch: Batch) -> tuple[Batch, int]:
+        """``batch`` without the samples whose exact rows (series, timestamp, values) the head
+        holds, read in one statement over the batch's series and time range, and without the
+        labels of pods whose labels are stored (the leader's own polls are newer); and how
+        many samples were left out. Series without an id have no rows."""
+        stored_labels = self._labels.get(batch.cluster, {})
+        if any(ref in stored_labels for ref in batch.pod_labels):
+            labels = {r: v for r, v in batch.pod_labels.items() if r not in stored_labels}
+            batch = Batch(batch.kind, batch.samples, labels, batch.rejections, batch.cluster)
+        samples = batch.samples
+        sids = {self._ids[key] for key in samples.keys if key in self._ids}
+        if not sids:
+            return batch, 0
+        lo, hi = min(samples.timestamps_ms), max(samples.timestamps_ms)
+        held = {
+            (sid, ts, digest(window, cpu, memory))
+            for sid, (ts, window, cpu, memory) in heads.read(conn, sorted(sids), lo, hi)
+        }
+        if not held:
+            return batch, 0
+        ids = self._ids
+        kept = Samples(restored=samples.restored)
+        for sample in samples:
+            sid = ids.get(sample.key)
+            mark = digest(sample.window_ms, sample.cpu_nanocores, sample.memory_bytes)
+            if sid is None or (sid, sample.timestamp_ms, mark) not in held:
+                kept.append(sample)
+        left_out = len(samples) - len(kept)
+        if not left_out:
+            return batch, 0
+        return Batch(batch.kind, kept, batch.pod_labels, batch.rejections, batch.cluster), left_out
 
     # --- checks against the columns, before anything is sent ----------------------------------
 
@@ -383,13 +436,15 @@ class SampleWriter:
         now_ms: int,
         missing: Mapping[SeriesKey, int] | None = None,
         planned: _Rows | None = None,
+        outer: Connection | None = None,
     ) -> tuple[int, int]:
-        """Write ``samples`` and ``labels`` in one transaction; the in-memory maps learn what it
-        wrote only once it has committed. ``missing``: the series of ``samples`` not stored
-        yet, when the caller knows them; ``planned``: ``_fresh_rows`` of ``samples`` over the
-        known series, when the caller has it (the rows of the missing ones are added here)."""
+        """Write ``samples`` and ``labels`` in one transaction (a savepoint of ``outer``'s);
+        the in-memory maps learn what it wrote only once it has committed. ``missing``: the
+        series of ``samples`` not stored yet, when the caller knows them; ``planned``:
+        ``_fresh_rows`` of ``samples`` over the known series, when the caller has it (the rows
+        of the missing ones are added here)."""
         try:
-            with self._engine.begin() as conn:
+            with self._transaction(outer) as conn:
                 ids = self._resolve_ids(conn, samples, missing)
                 if planned is None:
                     planned = self._fresh_rows(samples, ids)
@@ -418,6 +473,15 @@ class SampleWriter:
         for (cluster, ns, pod), pod_labels in labels.items():
             self._labels.setdefault(cluster, {})[(ns, pod)] = pod_labels
         return len(rows), len(samples) - len(rows)
+
+    @contextmanager
+    def _transaction(self, outer: Connection | None) -> Iterator[Connection]:
+        if outer is None:
+            with self._engine.begin() as conn:
+                yield conn
+        else:
+            with outer.begin_nested():
+                yield outer
 
     def _learn_compacted_digests(self, conn: Connection, unknown: Mapping[int, int]) -> bool:
         """Digests of stored newest samples the writer did not know: those of series whose
@@ -677,16 +741,17 @@ class SampleWriter:
         labels: Mapping[LabelRef, Mapping[str, str]],
         now_ms: int,
         rejected: list[Rejection],
+        outer: Connection | None = None,
     ) -> _Isolation:
         """Write everything of a refused batch that the database takes; add a rejection for
         each sample and pod's labels it refuses. Samples and labels are isolated apart."""
         isolation = _Isolation()
 
         def write_samples(part: list[Sample]) -> tuple[int, int]:
-            return self._attempt(Samples.of(part), {}, now_ms)
+            return self._attempt(Samples.of(part), {}, now_ms, outer=outer)
 
         def write_labels(part: list[tuple[LabelRef, Mapping[str, str]]]) -> tuple[int, int]:
-            return self._attempt(Samples(), dict(part), now_ms)
+            return self._attempt(Samples(), dict(part), now_ms, outer=outer)
 
         _bisect(samples, write_samples, _sample_rejection, isolation, rejected)
         _bisect(list(labels.items()), write_labels, _labels_rejection, isolation, rejected)

@@ -228,3 +228,31 @@ def test_many_healthy_batches_waiting_are_parked_beyond_max_raw() -> None:
         queue.put(pods_batch(10, ts))
     raw, memory, on_disk = queue.samples_by_place
     assert (raw, memory, on_disk) == (20, 20, 0)
+
+
+def test_every_waiting_batch_comes_out_encoded_for_a_handover(tmp_path: Path) -> None:
+    dropped: list[tuple[int, str]] = []
+    queue = WriteQueue(
+        spool=Spool(tmp_path), max_raw=1, on_drop=lambda n, why: dropped.append((n, why))
+    )
+    batches = [pods_batch(n, ts_ms=1_800_000_000_000 + n) for n in (1, 2, 3, 4)]
+    seqs = [queue.put(batch) for batch in batches]
+    queue.park_all()
+    queue.resume()
+    queue.put(pods_batch(5))  # waits as it is
+    damaged = sorted(tmp_path.glob("*.batch"))[1]  # the second batch's file
+    damaged.unlink()
+    out = list(queue.encoded())
+    assert [seq for seq, *_ in out] == [seqs[0], seqs[2], seqs[3], seqs[3] + 1]
+    assert [decode_batch(data) for *_, data in out] == [*batches[:1], *batches[2:], pods_batch(5)]
+    assert [(kind, samples) for _, kind, samples, _ in out] == [
+        (Kind.CONTAINER, n) for n in (1, 3, 4, 5)
+    ]
+    assert dropped == [(2, "unreadable")]
+    assert len(queue) == 4  # until each is taken
+    for seq, *_ in out[:3]:
+        queue.done(seq)
+    queue.drop(out[3][0], "deposed")
+    assert len(queue) == 0 and not list(tmp_path.glob("*.batch"))
+    assert dropped == [(2, "unreadable"), (5, "deposed")]
+    queue.close()
