@@ -47,6 +47,7 @@ from recorder.worker import (
     Stopped,
     export_filter,
     open_write_store,
+    own_cluster,
     ready_store,
     worker_main,
 )
@@ -344,7 +345,7 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
         raise
     try:
         # The name it records under, or one line in the terminal before anything starts.
-        name = store.own_cluster(settings, cluster.context)
+        name = own_cluster(settings, cluster, store)
         settings = settings.model_copy(update={"cluster": name})
     except BaseException:
         store.close()

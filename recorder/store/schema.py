@@ -20,6 +20,9 @@ this (a test compares them).
   written when the pod is first seen and kept after it is gone; ``container_resources`` and
   ``node_resources`` are histories (a row when a value changes, ``since_ms`` when the recorder
   saw it; NULL for a request or limit that is not set); ``hpas`` is the current autoscalers.
+- ``clusters`` keeps, beside a cluster's name, the UID of its ``kube-system`` namespace when a
+  recorder could read it (``recorder.store.clusters``): one cluster per name, so the same
+  ``--cluster`` from two clusters is refused instead of mixing their histories.
 """
 
 from __future__ import annotations
@@ -225,6 +228,17 @@ hpas = Table(
     # it scales on other metrics only.
     Column("resources", String(253), nullable=False),
     Column("since_ms", BigInteger, nullable=False),
+)
+
+
+clusters = Table(
+    "clusters",
+    metadata,
+    Column("cluster", String(63), primary_key=True),
+    # metadata.uid of the cluster's kube-system namespace (a UUID in every Kubernetes).
+    Column("kube_system_uid", String(128), nullable=False),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
 )
 
 
