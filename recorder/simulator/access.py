@@ -4,8 +4,9 @@ Like the API server: a request without acceptable credentials gets a 401 ``Statu
 authenticated identity may always read discovery, and reads metrics (and the cluster objects
 of `core`, the namespaces themselves included) cluster-wide unless it is *namespaced*, in
 which case anything outside its namespaces, and every cluster-scoped read (a namespace's
-``GET`` too, as RBAC has it), is a 403 whose message has the API server's wording. Identities come from bearer tokens (fixed or rotating) and client certificates (CN is
-the user, O the groups, verified against the simulator's CA by the TLS layer).
+``GET`` too, as RBAC has it), is a 403 whose message has the API server's wording.
+Identities come from bearer tokens (fixed or rotating) and client certificates (CN is the
+user, O the groups, verified against the simulator's CA by the TLS layer).
 """
 
 from __future__ import annotations
