@@ -294,7 +294,8 @@ def own_cluster(settings: Settings, cluster: ClusterConfig, store: Store) -> str
     refuses this cluster."""
     uid = None
     if cluster.in_cluster:
-        uid = cluster_uid(cluster, timeout_seconds=settings.request_timeout_seconds)
+        named = settings.cluster if "cluster" in settings.model_fields_set else None
+        uid = cluster_uid(cluster, timeout_seconds=settings.request_timeout_seconds, named=named)
     name = store.own_cluster(settings, cluster.context, uid=uid, now_ms=now_ms())
     if uid is not None:
         log.info("recording cluster %s (kube-system UID %s)", name, uid)

@@ -68,9 +68,12 @@ def read_uid(client: MetricsClient) -> str:
     return uid
 
 
-def cluster_uid(config: ClusterConfig, *, timeout_seconds: float) -> str | None:
-    """The cluster's ``kube-system`` UID, or ``None`` after one warning saying why it could
-    not be read and that ``--cluster`` names the cluster instead."""
+def cluster_uid(
+    config: ClusterConfig, *, timeout_seconds: float, named: str | None = None
+) -> str | None:
+    """The cluster's ``kube-system`` UID, or ``None`` after one line saying why it could not
+    be read: a warning that ``--cluster`` names the cluster instead, or, when it was given
+    (``named``), a note that the name is not checked against the cluster's identity."""
     try:
         with MetricsClient(
             config,
@@ -80,6 +83,15 @@ def cluster_uid(config: ClusterConfig, *, timeout_seconds: float) -> str | None:
         ) as client:
             return read_uid(client)
     except RecorderError as exc:
+        if named is not None:
+            log.info(
+                "cannot read this cluster's identity (the UID of namespace %s), so the "
+                "database cannot check that --cluster %s names no other cluster: %s",
+                KUBE_SYSTEM,
+                named,
+                exc,
+            )
+            return None
         log.warning(
             "cannot read this cluster's identity (the UID of namespace %s), so the cluster's "
             "name is chosen without it: %s. Pass --cluster NAME (RECORDER_CLUSTER) to name "

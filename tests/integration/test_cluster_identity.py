@@ -191,6 +191,12 @@ def test_without_the_rbac_to_read_kube_system_it_falls_back_with_one_warning(
     assert "403 Forbidden" in warning and "resourceNames [kube-system]" in warning
     assert "Pass --cluster NAME" in warning
     assert _known(sqlite_url) == (["default"], {})
+    # Named, it records under its name; the note says the name is not checked, no advice.
+    code, err = poll(east, sqlite_url, "--cluster", "default", *scoped, identity=TEAM_READER)
+    assert code == 0, err
+    (note,) = [line for line in err.splitlines() if "identity" in line]
+    assert "cannot check that --cluster default names no other cluster" in note
+    assert "WARNING" not in note and "Pass --cluster" not in note
 
 
 def test_without_its_identity_a_recorder_is_refused_by_another_clusters_database(
