@@ -175,7 +175,9 @@ def require_same_identity(
     raise ConfigError(
         f"{database} holds the history of cluster {name} recorded from another cluster "
         f"(kube-system UID {owner.kube_system_uid}; this one's is {uid}): pass another "
-        "--cluster NAME (RECORDER_CLUSTER) for this cluster, so the two histories stay apart"
+        "--cluster NAME (RECORDER_CLUSTER) for this cluster, so the two histories stay apart "
+        f"(if this is {name} re-created, `recorder delete --cluster {name}` frees the name, "
+        "deleting its history)"
     )
 
 
