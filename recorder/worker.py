@@ -287,11 +287,11 @@ def build_poll_path(
     return PollPath(cluster.server, store, client, holder, registry, queue, flusher, poller)
 
 
-def own_cluster(settings: Settings, cluster: ClusterConfig, store: Store) -> str:
-    """The name to record ``cluster`` under in ``store`` (``recorder.store.clusters``): in a
-    pod, its ``kube-system`` UID is read first (one warning and the name chosen without it
-    when that fails), then kept beside the name. ``ConfigError`` (one line) when the database
-    refuses this cluster."""
+def own_cluster(settings: Settings, cluster: ClusterConfig, store: Store) -> tuple[str, str | None]:
+    """The name to record ``cluster`` under in ``store`` (``recorder.store.clusters``) and
+    the cluster's ``kube-system`` UID when known: in a pod, it is read first (one line and
+    the name chosen without it when that fails), then kept beside the name. ``ConfigError``
+    (one line) when the database refuses this cluster."""
     uid = None
     if cluster.in_cluster:
         named = settings.cluster if "cluster" in settings.model_fields_set else None
@@ -299,7 +299,7 @@ def own_cluster(settings: Settings, cluster: ClusterConfig, store: Store) -> str
     name = store.own_cluster(settings, cluster.context, uid=uid, now_ms=now_ms())
     if uid is not None:
         log.info("recording cluster %s (kube-system UID %s)", name, uid)
-    return name
+    return name, uid
 
 
 def build_object_reader(settings: Settings, path: PollPath) -> ObjectReader:
