@@ -246,12 +246,8 @@ def build_poll_path(
     with ExitStack() as opened:
         store = ready_store(open_write_store(settings), schema_head=schema_head)
         opened.callback(store.close)
-        if identify:
-            settings = settings.model_copy(
-                update={"cluster": own_cluster(settings, cluster, store)}
-            )
-        else:
-            settings = settings.model_copy(update={"cluster": store.own_cluster(settings)})
+        name = own_cluster(settings, cluster, store)[0] if identify else store.own_cluster(settings)
+        settings = settings.model_copy(update={"cluster": name})
         client = MetricsClient(
             cluster,
             timeout_seconds=settings.request_timeout_seconds,
