@@ -15,8 +15,13 @@ import pytest
 from sqlalchemy import select
 
 from recorder.cli import main
+from recorder.errors import MalformedResponseError, MetricsApiNotFound, MetricsApiResponseTooLarge
 from recorder.kube import config as kube_config
-from recorder.simulator import SimulatorConfig
+from recorder.kube.client import MetricsClient
+from recorder.kube.config import ClusterConfig
+from recorder.kube.identity import MAX_NAMESPACE_BYTES, cluster_uid, read_uid
+from recorder.kube.retry import RetryPolicy
+from recorder.simulator import SimulatorConfig, SimulatorServer, create_app
 from recorder.simulator.access import Identity
 from recorder.simulator.objects import uid
 from recorder.store import open_store, schema
@@ -211,3 +216,39 @@ def test_without_its_identity_a_recorder_is_refused_by_another_clusters_database
     assert "cannot read this cluster's identity" in warning
     assert "holds the history of another cluster (west-1)" in refusal
     assert _known(sqlite_url)[0] == ["west-1"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "message"),
+    [
+        (
+            (200, b'{"kind":"Namespace","metadata":{"name":"kube-system"}}'),
+            MalformedResponseError,
+            "has no usable metadata.uid",
+        ),
+        ((200, b"<html>a proxy's login page</html>"), MalformedResponseError, "is not a Namespace"),
+        (
+            (200, b'{"metadata":{"uid":"' + b"x" * 300_000 + b'"}}'),
+            MetricsApiResponseTooLarge,
+            "namespace kube-system",
+        ),
+        (
+            (404, b'{"kind":"Status","code":404}'),
+            MetricsApiNotFound,
+            "does not serve the namespace kube-system",
+        ),
+    ],
+)
+def test_an_unusable_answer_is_an_error_not_an_identity(
+    reply: tuple[int, bytes], error: type[Exception], message: str
+) -> None:
+    """Bounded and checked: what is not a namespace with a UID names no cluster."""
+    app = create_app(static={"/api/v1/namespaces/kube-system": reply})
+    with SimulatorServer(app) as server:
+        config = ClusterConfig(server=server.url)
+        with MetricsClient(
+            config, retry=RetryPolicy(max_attempts=1), max_response_bytes=MAX_NAMESPACE_BYTES
+        ) as client:
+            with pytest.raises(error, match=message):
+                read_uid(client)
+        assert cluster_uid(config, timeout_seconds=5) is None  # and never a traceback
