@@ -5,7 +5,7 @@ its round compacts and expires every cluster's closed blocks (the shared time bl
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.errors import ConfigError
@@ -14,7 +14,9 @@ from recorder.store import Store, open_store, schema
 from recorder.store.clusters import (
     KnownCluster,
     choose_cluster,
+    known_clusters,
     label_value,
+    record_identity,
     require_own_cluster,
     uid_name,
 )
@@ -180,3 +182,34 @@ def test_one_recorder_maintains_every_clusters_blocks(postgres_url: str) -> None
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.postgres
+def test_two_clusters_starting_at_once_under_one_name_one_is_refused(postgres_url: str) -> None:
+    """A second cluster records the name between this recorder's check and its insert: the
+    insert fails on the name, the recorder decides again and is refused, nothing mixed."""
+    store, rival = open_store(postgres_url), open_store(postgres_url)
+    store.migrate()
+    inserts = []
+
+    def race(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO CLUSTERS") and not inserts:
+            inserts.append(statement)
+            with rival.engine.begin() as other:
+                record_identity(other, "prod", UID_B, T0)
+
+    event.listen(store.engine, "before_cursor_execute", race)
+    try:
+        with pytest.raises(ConfigError, match=f"kube-system UID {UID_B}; this one's is {UID_A}"):
+            store.own_cluster(load_settings(cluster="prod"), uid=UID_A, now_ms=T0)
+        assert inserts
+        with store.engine.connect() as conn:
+            assert known_clusters(conn) == {"prod": KnownCluster("prod", UID_B, T0, T0)}
+        # The rival's next start finds its row: same name, same UID, its last start moved on.
+        assert store.own_cluster(load_settings(cluster="prod"), uid=UID_B, now_ms=T0 + 1) == "prod"
+        with store.engine.connect() as conn:
+            assert known_clusters(conn)["prod"].last_seen_ms == T0 + 1
+    finally:
+        event.remove(store.engine, "before_cursor_execute", race)
+        store.close()
+        rival.close()
