@@ -52,9 +52,7 @@ def read_uid(client: MetricsClient) -> str:
     """The UID of the ``kube-system`` namespace; a ``MetricsApiError`` (403 names the RBAC
     rule) or ``MalformedResponseError`` when it cannot be read."""
     what = f"the namespace {KUBE_SYSTEM}"
-    body = client.list_objects(
-        f"/api/v1/namespaces/{KUBE_SYSTEM}", {}, what=what, rbac_rule=RBAC_RULE
-    )
+    body = client.get_object(f"/api/v1/namespaces/{KUBE_SYSTEM}", what=what, rbac_rule=RBAC_RULE)
     try:
         uid = _decoder.decode(body).metadata.uid.strip()
     except msgspec.DecodeError as exc:
