@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 KUBE_SYSTEM = "kube-system"
 RBAC_RULE = (
     'a ClusterRole with apiGroups [""], resources [namespaces], resourceNames [kube-system], '
-    "verbs [get] and a ClusterRoleBinding to it (or pass --cluster NAME)"
+    "verbs [get] and a ClusterRoleBinding to it"
 )
 MAX_NAMESPACE_BYTES = 256 * 1024
 """A namespace object is a few hundred bytes; managed fields and annotations stay far below."""
