@@ -47,6 +47,7 @@ from recorder.worker import (
     Stopped,
     export_filter,
     open_write_store,
+    own_cluster,
     ready_store,
     worker_main,
 )
@@ -344,7 +345,7 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
         raise
     try:
         # The name it records under, or one line in the terminal before anything starts.
-        name = store.own_cluster(settings, cluster.context)
+        name, uid = own_cluster(settings, cluster, store)
         settings = settings.model_copy(update={"cluster": name})
     except BaseException:
         store.close()
@@ -363,7 +364,7 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
             sock.close()
             raise
         try:
-            app = create_app(_app_deps(settings, store, relay, handle, access))
+            app = create_app(_app_deps(settings, store, relay, handle, access, uid))
             server = build_server(
                 app,
                 host,
@@ -434,9 +435,13 @@ def _app_deps(
     relay: RelayRegistry,
     handle: WorkerHandle,
     access: Authorizer,
+    uid: str | None = None,
 ) -> AppDeps:
+    # Which cluster this replica records, in /readyz's details (with its identity when known).
+    identity = {"cluster": settings.cluster} | ({"clusterUid": uid} if uid else {})
+
     def poller_status() -> Mapping[str, str]:
-        return handle.details(time.time(), settings.interval_seconds)
+        return {**handle.details(time.time(), settings.interval_seconds), **identity}
 
     return AppDeps(
         store=store,

@@ -58,7 +58,8 @@ from recorder.exporter import (
 )
 from recorder.flusher import Flusher, FlushReport, WriteHealth, hand_over
 from recorder.kube.client import MetricsClient
-from recorder.kube.config import load_cluster_config
+from recorder.kube.config import ClusterConfig, load_cluster_config
+from recorder.kube.identity import cluster_uid
 from recorder.kube.objects import MAX_PAGE_BYTES, Changes, ObjectReader
 from recorder.kube.retry import RetryPolicy
 from recorder.poller import Poller, PollReport, ResourceOutcome
@@ -233,11 +234,14 @@ def build_poll_path(
     process_collectors: bool = True,
     announce: bool = True,
     schema_head: str | None = None,
+    identify: bool = True,
 ) -> PollPath:
     """The poll path of ``recorder poll`` (``write_inline``: one process, which prints what
     failed) and of the worker (a writer thread drains the queue). ``announce``: log the
     configuration's warnings (the worker leaves them to the server process, which said them
-    already). Whatever was opened is closed again on failure."""
+    already). ``identify``: read the cluster's identity to choose its name (the worker is
+    given the name the server process chose). Whatever was opened is closed again on
+    failure."""
     cluster = load_cluster_config(
         api_url=api_url or settings.api_url,
         kubeconfig=settings.kubeconfig,  # KUBECONFIG and HOME are read from environ
@@ -248,7 +252,7 @@ def build_poll_path(
     with ExitStack() as opened:
         store = ready_store(open_write_store(settings), schema_head=schema_head)
         opened.callback(store.close)
-        name = store.own_cluster(settings, cluster.context)
+        name = own_cluster(settings, cluster, store)[0] if identify else store.own_cluster(settings)
         settings = settings.model_copy(update={"cluster": name})
         client = MetricsClient(
             cluster,
@@ -283,6 +287,21 @@ def build_poll_path(
         )
         opened.pop_all()
     return PollPath(cluster.server, store, client, holder, registry, queue, flusher, poller)
+
+
+def own_cluster(settings: Settings, cluster: ClusterConfig, store: Store) -> tuple[str, str | None]:
+    """The name to record ``cluster`` under in ``store`` (``recorder.store.clusters``) and
+    the cluster's ``kube-system`` UID when known: in a pod, it is read first (one line and
+    the name chosen without it when that fails), then kept beside the name. ``ConfigError``
+    (one line) when the database refuses this cluster."""
+    uid = None
+    if cluster.in_cluster:
+        named = settings.cluster if "cluster" in settings.model_fields_set else None
+        uid = cluster_uid(cluster, timeout_seconds=settings.request_timeout_seconds, named=named)
+    name = store.own_cluster(settings, cluster.context, uid=uid, now_ms=now_ms())
+    if uid is not None:
+        log.info("recording cluster %s (kube-system UID %s)", name, uid)
+    return name, uid
 
 
 def build_object_reader(settings: Settings, path: PollPath) -> ObjectReader:
@@ -494,6 +513,7 @@ class Worker:
             on_publish=self._send_lines,
             process_collectors=False,  # the server's process metrics are the ones served
             announce=False,  # the server process said the configuration's warnings
+            identify=False,  # and chose the cluster's name (given in settings.cluster)
             schema_head=schema_head,  # the server migrated: no Alembic in this process
         )
         self.server = path.server

@@ -184,6 +184,12 @@ class MetricsClient:
         url = f"{path}?{urlencode(params)}" if params else path
         return self._get(url, what=what, namespace=namespace, objects_rule=rbac_rule).body
 
+    def get_object(self, path: str, *, what: str, rbac_rule: str) -> bytes:
+        """One core-API object (``path`` such as ``/api/v1/namespaces/kube-system``), bounded
+        and retried like a list page; a 403 names ``rbac_rule``, a 404 is
+        ``MetricsApiNotFound``."""
+        return self._get(path, what=what, objects_rule=rbac_rule).body
+
     @contextmanager
     def watch_objects(
         self,

@@ -58,6 +58,9 @@ class ClusterConfig:
     context: str | None = None
     """The kubeconfig context's name, when the configuration came from one (the default
     cluster name of a new history)."""
+    in_cluster: bool = False
+    """Whether this is the pod's service account (the cluster's name then comes from the UID
+    of its ``kube-system`` namespace: ``recorder.kube.identity``)."""
 
     @property
     def identity(self) -> str | None:
@@ -82,7 +85,7 @@ def load_cluster_config(
     kubeconfig: str | None,
     context: str | None,
     environ: Mapping[str, str],
-    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+    service_account_dir: Path | None = None,
     sources: Sources | None = None,
     announce: bool = True,
 ) -> ClusterConfig:
@@ -112,7 +115,7 @@ def load_cluster_config(
         if context or merged.current_context or not in_a_pod:
             return from_kubeconfig(select_context(merged, context), environ, sources)
     if in_a_pod:
-        return in_cluster(environ, service_account_dir, sources)
+        return in_cluster(environ, service_account_dir or SERVICE_ACCOUNT_DIR, sources)
     raise ConfigError(
         "no cluster is configured: pass --api-url (e.g. http://127.0.0.1:8001 from "
         "`kubectl proxy`), --kubeconfig or KUBECONFIG, or run inside a cluster. "
@@ -203,6 +206,7 @@ def in_cluster(environ: Mapping[str, str], sa_dir: Path, sources: Sources) -> Cl
         credentials=Credentials(token=token, name=account),
         source="the in-cluster service account",
         namespace=namespace,
+        in_cluster=True,
     )
 
 

@@ -2,10 +2,11 @@
 
 Like the API server: a request without acceptable credentials gets a 401 ``Status``; an
 authenticated identity may always read discovery, and reads metrics (and the cluster objects
-of `core`) cluster-wide unless it is *namespaced*, in which case anything outside its
-namespaces, and every cluster-scoped list, is a 403 whose message has the API server's
-wording. Identities come from bearer tokens (fixed or rotating) and client certificates (CN is
-the user, O the groups, verified against the simulator's CA by the TLS layer).
+of `core`, the namespaces themselves included) cluster-wide unless it is *namespaced*, in
+which case anything outside its namespaces, and every cluster-scoped read (a namespace's
+``GET`` too, as RBAC has it), is a 403 whose message has the API server's wording.
+Identities come from bearer tokens (fixed or rotating) and client certificates (CN is the
+user, O the groups, verified against the simulator's CA by the TLS layer).
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ def resource_request(method: str, path: str) -> ResourceRequest | None:
             return None
     verb = "get" if method in ("GET", "HEAD") else method.lower()
     match rest:
+        case ["namespaces"]:  # the namespaces themselves, cluster-scoped
+            return ResourceRequest(
+                group, "namespaces", "list" if verb == "get" else verb, None, None
+            )
+        case ["namespaces", name]:
+            return ResourceRequest(group, "namespaces", verb, None, name)
         case [resource] if resource != "namespaces":
             return ResourceRequest(group, resource, "list" if verb == "get" else verb, None, None)
         case [resource, name] if resource != "namespaces":

@@ -16,6 +16,7 @@ import msgspec
 from recorder.simulator import wire
 
 __all__ = [
+    "NAMESPACES",
     "NODES",
     "PODS",
     "RESOURCES",
@@ -64,7 +65,11 @@ PODS = ApiResource(
     ("metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"),
 )
 NODES = ApiResource("", "v1", "nodes", "node", "Node", False, ("no",), ("metadata.name",))
+NAMESPACES = ApiResource(
+    "", "v1", "namespaces", "namespace", "Namespace", False, ("ns",), ("metadata.name",)
+)
 RESOURCES: tuple[ApiResource, ...] = (
+    NAMESPACES,
     NODES,
     PODS,
     ApiResource("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",)),
@@ -136,7 +141,7 @@ def resource_list(group_name: str, version: str) -> bytes | None:
         }
         if r.short_names:
             item["shortNames"] = list(r.short_names)
-        if r.kind != "Node":
+        if r.kind not in ("Node", "Namespace"):  # `kubectl get all` lists neither
             item["categories"] = ["all"]
         items.append(item)
     body = {

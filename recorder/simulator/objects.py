@@ -41,6 +41,8 @@ _json = msgspec.json.Encoder(order="deterministic")
 _PER_POD_LABELS = ("apps.kubernetes.io/pod-index", "statefulset.kubernetes.io/pod-name")
 _HASH_LABELS = ("pod-template-hash", "controller-revision-hash", "pod-template-generation")
 _NOT_SELECTED = ("version", "env", "app.kubernetes.io/part-of", *_HASH_LABELS)
+SYSTEM_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
+"""The namespaces every cluster has, served besides the simulated pods' namespaces."""
 STATIC_RESOURCE_VERSION = 10_000
 """Objects that never change carry resource versions near this (far below every event's);
 nodes count down from it, controllers up."""
@@ -180,6 +182,8 @@ class ClusterObjects:
             if self._nodes is None:
                 self._nodes = self._node_entries(frame)
             return self._nodes
+        if plural == "namespaces":
+            return self._namespace_entries()
         out: list[Entry] = []
         for number, w in enumerate(self.workloads):
             for item in self._objects_of(plural, w):
@@ -392,6 +396,30 @@ class ClusterObjects:
             },
             "status": {"currentReplicas": wl.replicas, "desiredReplicas": wl.replicas},
         }
+
+    def namespace_uid(self, name: str) -> str:
+        """A namespace's UID: stable for the seed, so ``kube-system``'s identifies the
+        simulated cluster (two seeds, two clusters)."""
+        return uid(self.seed, "Namespace", name)
+
+    def _namespace_entries(self) -> list[Entry]:
+        names = sorted({*SYSTEM_NAMESPACES, *self.model.config.namespace_names})
+        out = []
+        for number, name in enumerate(names):
+            labels = {"kubernetes.io/metadata.name": name}
+            item = {
+                "metadata": {
+                    "name": name,
+                    "uid": self.namespace_uid(name),
+                    "resourceVersion": str(STATIC_RESOURCE_VERSION // 100 + number),
+                    "creationTimestamp": wire.rfc3339(self.birth),
+                    "labels": labels,
+                },
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            }
+            out.append(Entry(name, "", name, labels, (name,), _json.encode(item).decode()))
+        return out
 
     def _node_entries(self, frame: Frame) -> list[Entry]:
         out = []

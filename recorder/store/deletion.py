@@ -1,7 +1,8 @@
 """Deleting one cluster's or one namespace's history on request (``recorder delete``): its
 series with their head rows, chunks and day rollups, and the rows keyed by cluster (pods'
-labels and workloads, containers' and nodes' requests and limits, HPAs, namespace rollups),
-in one transaction, so a failure deletes nothing.
+labels and workloads, containers' and nodes' requests and limits, HPAs, namespace rollups,
+and for a whole cluster the ``kube-system`` UID kept beside its name), in one transaction, so
+a failure deletes nothing.
 
 A namespace's deletion keeps the cluster's node series (they have no namespace). The recorder
 of that cluster should be stopped first (or the namespace gone from the cluster): a running one
@@ -48,7 +49,7 @@ class DeletionReport:
     rollups: int
     other_rows: int
     """Pods' labels and workloads, requests and limits, HPAs, namespace rollups (and, for a
-    whole cluster, node capacities and handed-over batches)."""
+    whole cluster, node capacities, handed-over batches and the cluster's identity)."""
 
 
 def held(conn: Connection, doomed: Doomed) -> int:
@@ -71,8 +72,9 @@ def delete_history(conn: Connection, doomed: Doomed) -> DeletionReport:
             statement = statement.where(table.c.namespace == doomed.namespace)
         other += conn.execute(statement).rowcount
     if doomed.namespace is None:
-        # Batches a deposed leader handed over too: a leader would write them back.
-        for table in (schema.node_resources, schema.handover):
+        # Batches a deposed leader handed over too (a leader would write them back), and the
+        # cluster's identity: the name is free for another cluster.
+        for table in (schema.node_resources, schema.handover, schema.clusters):
             other += conn.execute(delete(table).where(table.c.cluster == doomed.cluster)).rowcount
     series = conn.execute(delete(s).where(s.c.id.in_(_series_ids(doomed)))).rowcount
     return DeletionReport(series, head, chunks, rollups, other)

@@ -24,6 +24,9 @@ this (a test compares them).
   write queue encodes it, ``buffer.encode_batch``), until the new leader of their cluster
   writes them and deletes them in one transaction (``recorder.store.handover``). PostgreSQL
   only uses it (SQLite has one writer).
+- ``clusters`` keeps, beside a cluster's name, the UID of its ``kube-system`` namespace when a
+  recorder could read it (``recorder.store.clusters``): one cluster per name, so the same
+  ``--cluster`` from two clusters is refused instead of mixing their histories.
 """
 
 from __future__ import annotations
@@ -245,6 +248,17 @@ handover = Table(
     Column("payload", LargeBinary, nullable=False),
     # The leader's check each write round: its cluster's oldest batch, through this index.
     Index(None, "cluster", "id"),
+)
+
+
+clusters = Table(
+    "clusters",
+    metadata,
+    Column("cluster", String(63), primary_key=True),
+    # metadata.uid of the cluster's kube-system namespace (a UUID in every Kubernetes).
+    Column("kube_system_uid", String(128), nullable=False),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
 )
 
 

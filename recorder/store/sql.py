@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, event, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from recorder.domain import (
     Batch,
@@ -264,17 +264,36 @@ class Store:
         except engines.DATABASE_ERRORS as exc:
             raise engines.failure(exc, f"maintenance of {self.display_url}", self.timeouts) from exc
 
-    def own_cluster(self, settings: Settings, context: str | None = None) -> str:
+    def own_cluster(
+        self,
+        settings: Settings,
+        context: str | None = None,
+        *,
+        uid: str | None = None,
+        now_ms: int = 0,
+    ) -> str:
         """The cluster name this recorder records under in this database
         (``recorder.store.clusters.choose_cluster``; ``context``: the kubeconfig context's
-        name); ``ConfigError`` (one line) when it was not chosen and the database holds
-        another cluster's history."""
-        try:
-            with self.engine.connect() as conn:
-                stored = clusters.stored_clusters(conn)
-        except engines.DATABASE_ERRORS as exc:
-            raise engines.failure(exc, "listing the recorded clusters", self.timeouts) from exc
-        return clusters.choose_cluster(settings, context, stored, self.display_url)
+        name; ``uid``: the cluster's ``kube-system`` UID when it was read, then kept beside
+        the name with ``now_ms`` as its last start); ``ConfigError`` (one line) when it was
+        not chosen and the database holds another cluster's history, or when the name is
+        recorded beside another cluster's UID."""
+        for attempt in (1, 2):
+            try:
+                with self.engine.begin() as conn:
+                    stored = clusters.stored_clusters(conn)
+                    known = clusters.known_clusters(conn)
+                    name = clusters.choose_cluster(
+                        settings, context, stored, self.display_url, uid=uid, known=known
+                    )
+                    if uid is not None:
+                        clusters.record_identity(conn, name, uid, now_ms)
+                    return name
+            except engines.DATABASE_ERRORS as exc:
+                if attempt == 1 and isinstance(exc, IntegrityError):
+                    continue  # another recorder recorded this name meanwhile: decide again
+                raise engines.failure(exc, "choosing the cluster's name", self.timeouts) from exc
+        raise AssertionError("unreachable")
 
     def series_held(self, doomed: Doomed) -> int:
         """How many series ``delete_history(doomed)`` would delete."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from recorder.simulator.objects import uid
 from recorder.simulator.tls import CertificateAuthority
 from tests.processes import free_port, recorder_env, run_recorder, start_recorder, stop
 from tests.simcluster import secure_cluster
@@ -101,6 +102,26 @@ def test_kubectl_get_raw(token_simulator: Simulator) -> None:
     assert 'nodemetrics.metrics.k8s.io "nope" not found' in missing.stderr
 
 
+def test_kubectl_reads_the_kube_system_namespace_uid(token_simulator: Simulator) -> None:
+    """What a recorder in a pod reads to name its cluster: stable for the seed (0 here)."""
+    got = kubectl(
+        token_simulator.kubeconfig,
+        "get",
+        "namespace",
+        "kube-system",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    )
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == uid(0, "Namespace", "kube-system")
+    listed = kubectl(token_simulator.kubeconfig, "get", "namespaces", "-o", "name")
+    assert listed.returncode == 0, listed.stderr
+    assert "namespace/kube-system" in listed.stdout.split()
+    missing = kubectl(token_simulator.kubeconfig, "get", "namespace", "nope")
+    assert missing.returncode != 0
+    assert 'namespaces "nope" not found' in missing.stderr
+
+
 def test_kubectl_top_nodes(token_simulator: Simulator) -> None:
     result = kubectl(token_simulator.kubeconfig, "top", "nodes")
     assert result.returncode == 0, result.stderr
@@ -162,6 +183,12 @@ def test_kubectl_with_a_namespaced_client_certificate(tmp_path: Path) -> None:
         ) in denied.stderr
         nodes = kubectl(simulator.kubeconfig, "top", "nodes")
         assert nodes.returncode != 0 and "forbidden" in nodes.stderr
+        identity = kubectl(simulator.kubeconfig, "get", "namespace", "kube-system")
+        assert identity.returncode != 0
+        assert (
+            'namespaces "kube-system" is forbidden: User "kube-metrics-recorder" cannot get '
+            'resource "namespaces" in API group "" at the cluster scope'
+        ) in identity.stderr
     finally:
         output = simulator.stop()
     assert "Traceback" not in output

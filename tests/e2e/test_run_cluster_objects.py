@@ -79,7 +79,10 @@ def test_with_the_rbac_every_pod_gets_its_workload(cluster: SecureCluster, tmp_p
             "the cluster objects to be read",
         )
         pods = len(cluster.model.slots)
-        assert f"{pods} pods" in readyz(base)["checks"]["cluster_objects"]
+        checks = readyz(base)["checks"]
+        assert f"{pods} pods" in checks["cluster_objects"]
+        # The cluster it records, by its kubeconfig context (the identity is read in a pod).
+        assert checks["cluster"] == "recorder-simulator" and "clusterUid" not in checks
 
         # "ok" only once what the first lists read is stored
         with sqlite3.connect(db) as conn:

@@ -5,13 +5,21 @@ its round compacts and expires every cluster's closed blocks (the shared time bl
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.errors import ConfigError
 from recorder.settings import load_settings
 from recorder.store import Store, open_store, schema
-from recorder.store.clusters import choose_cluster, label_value, require_own_cluster
+from recorder.store.clusters import (
+    KnownCluster,
+    choose_cluster,
+    known_clusters,
+    label_value,
+    record_identity,
+    require_own_cluster,
+    uid_name,
+)
 
 HOUR_MS = 3_600_000
 T0 = 1_714_550_400_000
@@ -50,6 +58,74 @@ def test_the_name_is_the_flag_else_the_context_for_a_new_history(
     assert (
         choose_cluster(unnamed, eks, [], "db") == "arn-aws-eks-eu-west-1-123456789012-cluster-prod"
     )
+
+
+UID_A = "6f1b2c3d-1111-4222-8333-444455556666"
+UID_B = "6f1b2c3d-9999-4aaa-8bbb-cccccccccccc"  # the same first 8 characters
+
+
+def _row(name: str, uid: str, last_seen_ms: int = 1) -> KnownCluster:
+    return KnownCluster(name, uid, 1, last_seen_ms)
+
+
+def test_in_cluster_the_name_comes_from_the_kube_system_uid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RECORDER_CLUSTER", raising=False)
+    unnamed = load_settings()
+
+    def choose(stored: list[str], *known: KnownCluster, uid: str = UID_A) -> str:
+        return choose_cluster(
+            unnamed, None, stored, "db", uid=uid, known={k.name: k for k in known}
+        )
+
+    assert choose([]) == "cluster-6f1b2c3d"
+    # A fleet database: a name of its own, not a refusal.
+    assert choose(["eu-1", "us-2"], _row("eu-1", UID_B)) == "cluster-6f1b2c3d"
+    # A single-cluster history from before keeps its name (and the UID is kept beside it)...
+    assert choose(["default"]) == "default"
+    # ... unless it is another cluster's.
+    assert choose(["default"], _row("default", UID_B)) == "cluster-6f1b2c3d"
+    # A name recorded beside this UID (e.g. given once with --cluster) is kept, the latest.
+    assert choose(["x", "prod"], _row("prod", UID_A, 5), _row("old", UID_A, 2)) == "prod"
+    # The short name is another cluster's: the whole UID.
+    assert choose(["cluster-6f1b2c3d"], _row("cluster-6f1b2c3d", UID_B)) == (
+        "cluster-6f1b2c3d-1111-4222-8333-444455556666"
+    )
+    # Without the UID: as before (default, or the refusal of a fleet's database).
+    assert choose_cluster(unnamed, None, ["default"], "db") == "default"
+    with pytest.raises(ConfigError, match="another cluster"):
+        choose_cluster(unnamed, None, ["eu-1"], "db", known={"eu-1": _row("eu-1", UID_B)})
+
+
+def test_a_name_recorded_beside_another_uid_is_refused() -> None:
+    named = load_settings(cluster="prod")
+    known = {"prod": _row("prod", UID_B)}
+    assert choose_cluster(named, None, ["prod"], "db", uid=UID_B, known=known) == "prod"
+    assert choose_cluster(named, None, [], "db", uid=UID_A) == "prod"
+    message = (
+        r"^db holds the history of cluster prod recorded from another cluster \(kube-system "
+        rf"UID {UID_B}; this one's is {UID_A}\): pass another --cluster NAME"
+    )
+    with pytest.raises(ConfigError, match=message):
+        choose_cluster(named, None, ["prod"], "db", uid=UID_A, known=known)
+    # A context's name without the UID is not checked (nothing to compare).
+    assert choose_cluster(named, "ctx", ["prod"], "db", known=known) == "prod"
+
+
+@pytest.mark.parametrize(
+    ("uid", "name"),
+    [
+        (UID_A, "cluster-6f1b2c3d"),
+        ("ABCDEF01-2345", "cluster-abcdef01"),
+        ("a", "cluster-a"),
+        ("--x", "cluster-x"),
+        ("x" * 128, "cluster-" + "x" * 8),
+    ],
+)
+def test_a_uid_makes_a_label_value(uid: str, name: str) -> None:
+    assert uid_name(uid, {}) == name
+    assert len(uid_name(uid, {name: _row(name, "other")})) <= 63
 
 
 @pytest.mark.parametrize(
@@ -106,3 +182,34 @@ def test_one_recorder_maintains_every_clusters_blocks(postgres_url: str) -> None
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.postgres
+def test_two_clusters_starting_at_once_under_one_name_one_is_refused(postgres_url: str) -> None:
+    """A second cluster records the name between this recorder's check and its insert: the
+    insert fails on the name, the recorder decides again and is refused, nothing mixed."""
+    store, rival = open_store(postgres_url), open_store(postgres_url)
+    store.migrate()
+    inserts = []
+
+    def race(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO CLUSTERS") and not inserts:
+            inserts.append(statement)
+            with rival.engine.begin() as other:
+                record_identity(other, "prod", UID_B, T0)
+
+    event.listen(store.engine, "before_cursor_execute", race)
+    try:
+        with pytest.raises(ConfigError, match=f"kube-system UID {UID_B}; this one's is {UID_A}"):
+            store.own_cluster(load_settings(cluster="prod"), uid=UID_A, now_ms=T0)
+        assert inserts
+        with store.engine.connect() as conn:
+            assert known_clusters(conn) == {"prod": KnownCluster("prod", UID_B, T0, T0)}
+        # The rival's next start finds its row: same name, same UID, its last start moved on.
+        assert store.own_cluster(load_settings(cluster="prod"), uid=UID_B, now_ms=T0 + 1) == "prod"
+        with store.engine.connect() as conn:
+            assert known_clusters(conn)["prod"].last_seen_ms == T0 + 1
+    finally:
+        event.remove(store.engine, "before_cursor_execute", race)
+        store.close()
+        rival.close()

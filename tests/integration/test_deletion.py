@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from recorder.cli import main
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.store import Store, schema
+from recorder.store.clusters import known_clusters, record_identity
 
 HOUR_MS = 3_600_000
 T0 = 1_714_550_400_000  # a block start
@@ -60,6 +61,9 @@ def test_a_namespace_then_a_cluster_is_deleted_and_nothing_else(
     store: Store, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _fill(store)
+    with store.engine.begin() as conn:  # each cluster's identity, as in-cluster recorders keep
+        for cluster in ("a", "b"):
+            record_identity(conn, cluster, f"uid-{cluster}", T0)
     before = _held(store)
     assert set(before) == {(c, n) for c in "ab" for n in ("", "x", "y")}
     assert all(series and head and chunks for series, head, chunks in before.values())
@@ -70,6 +74,8 @@ def test_a_namespace_then_a_cluster_is_deleted_and_nothing_else(
     assert _held(store) == before
 
     assert main(["delete", *url, "--cluster", "a", "--namespace", "x", "--yes"]) == 0
+    with store.engine.connect() as conn:
+        assert set(known_clusters(conn)) == {"a", "b"}  # a namespace's deletion keeps it
     assert "deleted namespace x of cluster a" in capsys.readouterr().out
     after = _held(store)
     assert set(after) == set(before) - {("a", "x")}
@@ -78,7 +84,13 @@ def test_a_namespace_then_a_cluster_is_deleted_and_nothing_else(
     assert main(["delete", *url, "--cluster", "a", "--yes"]) == 0
     assert set(_held(store)) == {("b", ""), ("b", "x"), ("b", "y")}
     with store.engine.connect() as conn:
-        for table in (schema.pod_labels, schema.namespace_rollups, schema.node_resources):
+        assert set(known_clusters(conn)) == {"b"}  # the name is free for another cluster
+        for table in (
+            schema.pod_labels,
+            schema.namespace_rollups,
+            schema.node_resources,
+            schema.clusters,
+        ):
             clusters = set(conn.execute(select(table.c.cluster).distinct()).scalars())
             assert "a" not in clusters, table.name
 

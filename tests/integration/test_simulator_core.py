@@ -64,11 +64,39 @@ def test_discovery_names_every_group_and_resource(client: httpx.Client) -> None:
         for path in ("/api/v1", "/apis/apps/v1", "/apis/batch/v1", "/apis/autoscaling/v2")
     }
     assert plurals == {
-        "/api/v1": {"pods", "nodes"},
+        "/api/v1": {"namespaces", "pods", "nodes"},
         "/apis/apps/v1": {"deployments", "replicasets", "statefulsets", "daemonsets"},
         "/apis/batch/v1": {"jobs", "cronjobs"},
         "/apis/autoscaling/v2": {"horizontalpodautoscalers"},
     }
+
+
+def test_namespaces_are_served_with_a_kube_system_uid_per_seed(
+    client: httpx.Client, model: ClusterModel
+) -> None:
+    listed = items(client, "/api/v1/namespaces")
+    names = [n["metadata"]["name"] for n in listed]
+    pods = {p["metadata"]["namespace"] for p in items(client, "/api/v1/pods")}
+    assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= set(names)
+    assert pods <= set(names) and names == sorted(names)
+    one = get(client, "/api/v1/namespaces/kube-system")
+    assert one["kind"] == "Namespace" and one["apiVersion"] == "v1"
+    assert one["metadata"]["labels"] == {"kubernetes.io/metadata.name": "kube-system"}
+    uid = one["metadata"]["uid"]
+    assert uid == next(
+        n["metadata"]["uid"] for n in listed if n["metadata"]["name"] == "kube-system"
+    )
+    assert len({n["metadata"]["uid"] for n in listed}) == len(listed)
+    missing = client.get("/api/v1/namespaces/nope")
+    assert missing.status_code == 404 and missing.json()["reason"] == "NotFound"
+    assert missing.json()["details"] == {"name": "nope", "kind": "namespaces"}
+    # The same seed is the same cluster; another seed another one.
+    again = create_app(ClusterModel(model.config), core_api=True)
+    other = create_app(ClusterModel(SimulatorConfig(nodes=3, pods=40, seed=5)), core_api=True)
+    with SimulatorServer(again) as same, SimulatorServer(other) as different:
+        for url, expected in ((same.url, True), (different.url, False)):
+            body = httpx.get(f"{url}/api/v1/namespaces/kube-system", timeout=10).json()
+            assert (body["metadata"]["uid"] == uid) is expected
 
 
 def test_owner_chains_resolve_to_the_top_level_workload(client: httpx.Client) -> None:
