@@ -27,8 +27,7 @@ import yaml
 from recorder.domain import Kind
 from recorder.exporter import DATA_FAMILIES
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
-from tests.faults.service import Service, migrate, running
-from tests.faults.test_elector import role
+from tests.faults.service import Service, migrate, role, running, usage_lines
 from tests.processes import free_port, start_process, stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -136,9 +135,12 @@ def leaders(prom: Prometheus) -> dict[str, float]:
     return {r["metric"]["instance"]: float(r["value"][1]) for r in prom.query("recorder_leader")}
 
 
+@pytest.mark.parametrize("kill", ["pod", "worker"])
 def test_prometheus_scraping_both_replicas_stores_each_container_once(
-    tmp_path: Path, cluster: Cluster, postgres_url: str, figure: object
+    tmp_path: Path, cluster: Cluster, postgres_url: str, figure: object, kill: str
 ) -> None:
+    """``kill``: ``pod`` SIGKILLs the leader's server and worker (a node lost); ``worker`` only
+    its worker (an OOM kill), so its server, still scraped, restarts it as a follower."""
     migrate(postgres_url)
     with running(tmp_path, cluster.url, postgres_url, interval="1s", name="a") as a:
         wait_for(lambda: role(a) == "leader", 30, "replica a to lead")
@@ -158,12 +160,21 @@ def test_prometheus_scraping_both_replicas_stores_each_container_once(
                 "every series once, from the leader a",
             )
             assert leaders(prom) == {instance(a): 1.0, instance(b): 0.0}
-            assert len(cluster.series(Kind.CONTAINER)) >= CONFIG.pods  # every pod has a container
+            assert len(cluster.series(Kind.CONTAINER)) >= CONFIG.pods  # a container per pod
 
             os.kill(a.worker_pid(), signal.SIGKILL)
-            os.kill(a.process.pid, signal.SIGKILL)
+            if kill == "pod":
+                os.kill(a.process.pid, signal.SIGKILL)
+                a.process.wait(10)
             killed = time.monotonic()
-            a.process.wait(10)
+            if kill == "worker":
+                # What the dead worker sent goes with it, at once: not its usage gauges for
+                # three more intervals beside the new leader's, nor "recorder_leader 1".
+                wait_for(
+                    lambda: not usage_lines(a) and a.metric("recorder_leader") == 0,
+                    0.8,
+                    "a's server to withdraw its dead worker's gauges",
+                )
             wait_for(lambda: role(b) == "leader", 10, "replica b to take over")
             takeover = time.monotonic() - killed
             wait_for(
@@ -173,8 +184,18 @@ def test_prometheus_scraping_both_replicas_stores_each_container_once(
             )
             scraped_again = time.monotonic() - killed
             assert takeover <= 2 * INTERVAL + 0.5, takeover  # + the probe's own latency
-            assert prom.targets()[instance(a)] == "down"
-            assert leaders(prom) == {instance(b): 1.0}
+            if kill == "pod":
+                assert prom.targets()[instance(a)] == "down"
+                assert leaders(prom) == {instance(b): 1.0}
+            else:
+                wait_for(lambda: role(a).startswith("follower"), 30, "a's new worker to follow")
+                wait_for(
+                    lambda: leaders(prom) == {instance(a): 0.0, instance(b): 1.0},
+                    10,
+                    "Prometheus to see a follow",
+                )
+                assert exposed_once_by(prom, cluster) == instance(b)
+                assert not usage_lines(a)
     figure(  # type: ignore[operator]
         takeover_seconds=round(takeover, 2), once_again_seconds=round(scraped_again, 2)
     )

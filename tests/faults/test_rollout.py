@@ -33,8 +33,15 @@ import sqlalchemy
 
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
 from recorder.store.migrate import head_revision
-from tests.faults.service import Service, duplicates, gaps, migrate, running, stored_timestamps
-from tests.faults.test_elector import role
+from tests.faults.service import (
+    Service,
+    duplicates,
+    gaps,
+    migrate,
+    role,
+    running,
+    stored_timestamps,
+)
 from tests.processes import recorder_env, run_recorder, wait_for
 
 pytestmark = pytest.mark.slow
