@@ -2,8 +2,10 @@
 PostgreSQL database against the simulator, a real ``prometheus`` scraping both ``/metrics``
 every second; its HTTP API holds every node and container series of each data family exactly
 once, from the leader, and ``recorder_leader 1`` for one instance. The leader killed with
-SIGKILL, the follower takes over within two intervals and, once Prometheus scraped it again,
-every series is there once more, exactly once, now from the other instance.
+SIGKILL (the whole pod, or only its worker process, whose server lives on and restarts it as a
+follower), the follower takes over within two intervals and, once Prometheus scraped it again,
+every series is there once more, exactly once, now from the other instance. A server whose
+worker died drops that worker's usage gauges and ``recorder_leader`` at once.
 
 A follower that exposed usage gauges would double every series (``count by`` 2), which fails.
 """
