@@ -133,6 +133,22 @@ def exposed_once_by(prom: Prometheus, cluster: Cluster) -> str | None:
     return sources.pop() if len(sources) == 1 else None
 
 
+def settles(prom: Prometheus, cluster: Cluster, on: Service, what: str, timeout: float) -> None:
+    """Waits until every series is held once, from ``on``; else fails saying what is held."""
+    try:
+        wait_for(lambda: exposed_once_by(prom, cluster) == instance(on), timeout, what)
+    except AssertionError as exc:
+        held = prom.query(
+            'count by (instance, __name__) ({__name__=~"recorder_(node|container)_.+"})'
+        )
+        shown = sorted(
+            (r["metric"]["instance"], r["metric"]["__name__"], r["value"][1]) for r in held
+        )
+        raise AssertionError(
+            f"{exc}; Prometheus holds (instance, family, series): {shown}"
+        ) from None
+
+
 def leaders(prom: Prometheus) -> dict[str, float]:
     return {r["metric"]["instance"]: float(r["value"][1]) for r in prom.query("recorder_leader")}
 
@@ -156,11 +172,7 @@ def test_prometheus_scraping_both_replicas_stores_each_container_once(
                 30,
                 "Prometheus to scrape both replicas",
             )
-            wait_for(
-                lambda: exposed_once_by(prom, cluster) == instance(a),
-                30,
-                "every series once, from the leader a",
-            )
+            settles(prom, cluster, a, "every series once, from the leader a", 30)
             assert leaders(prom) == {instance(a): 1.0, instance(b): 0.0}
             assert len(cluster.series(Kind.CONTAINER)) >= CONFIG.pods  # a container per pod
 
@@ -179,11 +191,7 @@ def test_prometheus_scraping_both_replicas_stores_each_container_once(
                 )
             wait_for(lambda: role(b) == "leader", 10, "replica b to take over")
             takeover = time.monotonic() - killed
-            wait_for(
-                lambda: exposed_once_by(prom, cluster) == instance(b),
-                15,
-                "every series once again, from the new leader b",
-            )
+            settles(prom, cluster, b, "every series once again, from the new leader b", 15)
             scraped_again = time.monotonic() - killed
             assert takeover <= 2 * INTERVAL + 0.5, takeover  # + the probe's own latency
             if kill == "pod":
