@@ -24,7 +24,7 @@ from recorder.store import Store, redact
 from recorder.store.compactor import Progress, no_progress
 from recorder.store.copy import CopyReport, HistoryCopier
 from recorder.store.deletion import Doomed
-from recorder.store.migrate import head_revision
+from recorder.store.migrate import current_revision, head_revision
 from recorder.store.renaming import renamed_sqlite_copy, sqlite_path
 from recorder.store.sql import MaintenanceReport, missing_sqlite_file
 from recorder.timeutil import now_ms
@@ -195,7 +195,14 @@ def migrate(settings: Settings) -> str:
     try:
         done = migrate_to_newest(store)
         if done is None:
-            return f"{store.display_url} is already at the newest schema ({head_revision()})"
+            revision, head = current_revision(store.engine), head_revision()
+            if revision != head:
+                return (
+                    f"{store.display_url} is at schema {revision}, later than this release's "
+                    f"{head} (a newer release migrated it); nothing to migrate, and this "
+                    "release runs on it"
+                )
+            return f"{store.display_url} is already at the newest schema ({head})"
         return f"migrated {store.display_url} from {done[0]} to {done[1]}"
     finally:
         store.close()

@@ -15,7 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
@@ -31,7 +31,7 @@ from recorder.api.server import build_server
 from recorder.api.tls import check_pair
 from recorder.api.tokens import TokenAccess
 from recorder.errors import ConfigError
-from recorder.exporter import KindLines, RelayRegistry, receive
+from recorder.exporter import KindLines, OwnExposition, RelayRegistry, receive
 from recorder.kube.config import ClusterConfig, load_cluster_config
 from recorder.kube.reviews import ReviewClient
 from recorder.settings import Settings, listen_socket
@@ -74,13 +74,17 @@ class WorkerHandle:
         relay: RelayRegistry,
         api_url: str | None = None,
         schema_head: str | None = None,
+        *,
+        elected: bool = False,
     ):
         """``schema_head``: the revision this process migrated or checked the database at;
-        the worker checks against it and never loads Alembic."""
+        the worker checks against it and never loads Alembic. ``elected``: replicas elect a
+        leader (PostgreSQL), so a dead worker's usage gauges go with it."""
         self._settings = settings
         self._relay = relay
         self._api_url = api_url
         self._schema_head = schema_head
+        self._elected = elected
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._process: SpawnProcess | None = None
@@ -95,6 +99,7 @@ class WorkerHandle:
         self.restarts = 0
         self.server = ""
         self._supervisor: threading.Thread | None = None
+        self._receiver: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -146,7 +151,11 @@ class WorkerHandle:
         child.close()
         with self._lock:
             self._process, self._conn = process, parent
-        threading.Thread(target=self._receive, args=(parent,), name="receiver", daemon=True).start()
+        receiver = threading.Thread(
+            target=self._receive, args=(parent,), name="receiver", daemon=True
+        )
+        receiver.start()
+        self._receiver = receiver
 
     def _join(self, timeout: float) -> bool:
         """Wait until the worker has exited. Once the supervisor runs, it alone reaps the
@@ -181,6 +190,7 @@ class WorkerHandle:
             with self._lock:
                 if self._stopping:
                     return
+            self._forget_worker()
             if time.monotonic() - spawned > 60:
                 delay = 1.0  # it ran for a while: not a crash loop
             self._last_exit = _Exit(process.exitcode, time.time())
@@ -194,6 +204,24 @@ class WorkerHandle:
             self.restarts += 1
             self._spawn()
             delay = min(delay * 2, MAX_RESTART_DELAY_SECONDS)
+
+    def _forget_worker(self) -> None:
+        """The worker died. What it sent must not outlive it: its self-metrics
+        (``recorder_leader 1``: a worker restarting every 30 s would keep them for good) are
+        withdrawn, and ``/readyz`` no longer names it the leader. Among elected replicas its
+        lock session ended with it, so another replica may lead within two intervals: its usage
+        gauges go too (else Prometheus scraping both replicas stores each container twice
+        until they grow stale, three intervals). A lone SQLite service keeps them for those
+        intervals, as after a failed poll. The restarted worker sends its own."""
+        receiver = self._receiver
+        if receiver is not None:
+            receiver.join(1.0)  # what it sent before it died is read first
+        if self._elected:
+            self._relay.withdraw()
+        self._relay.set_worker_metrics(OwnExposition(b"", b""))
+        status = self._status
+        if status is not None:
+            self._status = replace(status, leader=False, role="none: the worker is not running")
 
     # --- messages -------------------------------------------------------------------------
 
@@ -356,7 +384,9 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
             settings.interval_seconds,
             export_filter(settings),
         )
-        handle = WorkerHandle(settings, relay, api_url, head_revision())
+        handle = WorkerHandle(
+            settings, relay, api_url, head_revision(), elected=store.dialect == "postgresql"
+        )
         relay.own.register(WorkerCollector(handle))
         try:
             handle.start()

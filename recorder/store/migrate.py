@@ -109,7 +109,26 @@ def upgrade(
         migrating.dispose()
 
 
+def is_later(revision: str | None, head: str | None) -> bool:
+    """Whether ``revision`` is a later migration than ``head``, one that a newer release of the
+    recorder applied. Revisions are numbered ``0001``, ``0002``... each on the one before
+    (``tests/unit/test_migration_numbers.py`` holds every release to it), so a number above
+    this release's head is a later revision, and anything else is not."""
+    if revision is None or head is None or not (revision.isdigit() and head.isdigit()):
+        return False
+    return int(revision) > int(head)
+
+
 def is_current(engine: Engine, head: str | None = None) -> bool:
-    """Whether the database is at ``head`` (default: the newest shipped revision, which
-    Alembic reads from the migrations; a caller that knows it already passes it)."""
-    return current_revision(engine) == (head if head is not None else head_revision())
+    """Whether this code runs on the database as it is: at ``head`` (default: the newest
+    shipped revision, which Alembic reads from the migrations; a caller that knows it already
+    passes it), or at a later revision that a newer release migrated it to.
+
+    Later revisions are accepted because every migration keeps the release before it working
+    (tables and nullable or defaulted columns are added; what is dropped or renamed goes a
+    release after the code stopped using it): in a rolling upgrade the first new pod migrates
+    while the old replicas go on serving and writing, ready, and a worker of theirs that
+    restarts starts again."""
+    head = head if head is not None else head_revision()
+    revision = current_revision(engine)
+    return revision == head or is_later(revision, head)

@@ -109,6 +109,20 @@ def running(
             process.wait()
 
 
+def role(service: Service) -> str:
+    """The replica's part in the election as ``/readyz`` says it ("" when it does not answer)."""
+    try:
+        return service.ready()[1].get("role", "")
+    except (httpx.HTTPError, ValueError):
+        return ""
+
+
+def usage_lines(service: Service) -> list[str]:
+    """The node CPU gauges' lines on ``/metrics``: there while the replica exposes usage."""
+    text = httpx.get(f"{service.base}/metrics", timeout=10).text
+    return [line for line in text.splitlines() if line.startswith("recorder_node_cpu_usage_cores")]
+
+
 def migrate(database_url: str) -> None:
     """``recorder migrate``, as the init container runs it."""
     run_recorder(["migrate"], env={"RECORDER_DATABASE_URL": database_url}).check_returncode()

@@ -23,12 +23,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy
 
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
-from tests.faults.service import Service, duplicates, gaps, migrate, running, stored_timestamps
+from tests.faults.service import (
+    duplicates,
+    gaps,
+    migrate,
+    role,
+    running,
+    stored_timestamps,
+    usage_lines,
+)
 from tests.processes import run_recorder, wait_for
 from tests.tcpproxy import FreezableProxy, freezable_proxy
 
@@ -47,13 +54,6 @@ def slow_simulator() -> Iterator[str]:
         yield server.url
 
 
-def role(service: Service) -> str:
-    try:
-        return service.ready()[1].get("role", "")
-    except (httpx.HTTPError, ValueError):
-        return ""
-
-
 def handed_over_waiting(database_url: str) -> int:
     engine = sqlalchemy.create_engine(database_url)
     try:
@@ -61,11 +61,6 @@ def handed_over_waiting(database_url: str) -> int:
             return int(conn.execute(sqlalchemy.text("SELECT count(*) FROM handover")).scalar_one())
     finally:
         engine.dispose()
-
-
-def usage_lines(service: Service) -> list[str]:
-    text = httpx.get(f"{service.base}/metrics", timeout=10).text
-    return [line for line in text.splitlines() if line.startswith("recorder_node_cpu_usage_cores")]
 
 
 def test_the_leader_killed_the_follower_takes_over_losing_nothing(

@@ -31,8 +31,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from recorder import commands
+from recorder.settings import Settings
 from recorder.store import engine as engines
 from recorder.store import migrate, open_store, schema
+from recorder.worker import migrate_to_newest, ready_store
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_KILL_POINTS = 48
@@ -210,3 +213,30 @@ def test_each_migration_commits_with_its_version(database_url: str) -> None:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     assert versions == [migrate.head_revision()]
     store.close()
+
+
+def test_a_later_revision_from_a_newer_release_is_run_on_not_migrated(database_url: str) -> None:
+    """A rolling upgrade: the first new pod migrated the database to a later revision while
+    this release's replicas run. They stay ready, a restarted worker starts again, and this
+    release's ``recorder migrate`` (an old pod's init container) leaves the schema alone."""
+    store = open_store(database_url)
+    try:
+        store.migrate()
+        head = migrate.head_revision()
+        assert head is not None
+        later = f"{int(head) + 1:04d}"
+        with store.engine.begin() as conn:  # what a newer release's additive migration does
+            conn.execute(text("CREATE TABLE newer_release_table (id INTEGER PRIMARY KEY)"))
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": later})
+        assert store.schema_is_current() is True
+        assert store.schema_is_current(head=head) is True  # the worker's check
+        assert migrate_to_newest(store) is None
+        assert ready_store(store, schema_head=head) is store
+        said = commands.migrate(Settings(database_url=database_url))
+        assert f"is at schema {later}, later than this release's {head}" in said, said
+        assert migrate.current_revision(store.engine) == later
+        with store.engine.begin() as conn:  # an earlier revision is still to be migrated
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": "0001"})
+        assert store.schema_is_current() is False
+    finally:
+        store.close()

@@ -2,7 +2,8 @@
 objects' 0004): a database populated at 0003 — head samples written by the writer and an hour
 compacted by maintenance, both of which touch only tables 0003 has — is migrated to the newest
 revision on both databases, and every sample reads back through the current history API,
-unchanged. (An old and a new replica side by side during a rollout is not tested here.)"""
+unchanged. An old and a new replica side by side during a rollout, on PostgreSQL, as
+processes (the previous release run from a built artifact): ``tests/faults/test_rollout.py``."""
 
 from __future__ import annotations
 
