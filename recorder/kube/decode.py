@@ -116,9 +116,21 @@ def _after_failure(
 ) -> tuple[list[ItemT], list[Rejection]]:
     """The fast path failed: a syntax error fails the response; anything else (a wrong type,
     a number out of range, invalid UTF-8, deep nesting) is looked for item by item."""
-    if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+    if (
+        isinstance(exc, msgspec.DecodeError)
+        and not isinstance(exc, msgspec.ValidationError)
+        and not _bad_utf8(exc)
+    ):
         raise _malformed(_EXPECTED_KIND[kind], exc) from exc
     return _decode_item_by_item(body, kind, decoder)
+
+
+def _bad_utf8(exc: Exception) -> bool:
+    """Whether ``exc`` is msgspec refusing a string that is not UTF-8: a UnicodeDecodeError
+    before msgspec 0.23, a DecodeError naming UTF-8 since."""
+    return isinstance(exc, UnicodeDecodeError) or (
+        isinstance(exc, msgspec.DecodeError) and "UTF-8" in str(exc)
+    )
 
 
 def _malformed(expected: str, exc: Exception) -> MalformedResponseError:
@@ -127,7 +139,7 @@ def _malformed(expected: str, exc: Exception) -> MalformedResponseError:
             f"the {expected} response is nested too deeply to decode ({exc}); a Metrics API "
             "response is a few levels deep: it does not come from the Kubernetes API"
         )
-    elif isinstance(exc, UnicodeDecodeError):
+    elif _bad_utf8(exc):
         detail = (
             f"the {expected} response is not valid UTF-8 where it names its kind ({exc}): it "
             "does not come from the Kubernetes API, or a proxy changed it"
@@ -172,7 +184,7 @@ def _decode_item_by_item(
 
 
 def _item_problem(exc: Exception) -> str:
-    if isinstance(exc, UnicodeDecodeError):
+    if _bad_utf8(exc):
         return f"the item holds a string that is not valid UTF-8 ({exc})"
     return f"the item cannot be decoded: {exc}"
 

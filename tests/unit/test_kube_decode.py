@@ -181,7 +181,11 @@ def _whole_list(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]]:
     try:
         whole = msgspec.json.decode(body, type=wire.PodMetricsList)
     except Exception as exc:
-        if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+        if (
+            isinstance(exc, msgspec.DecodeError)
+            and not isinstance(exc, msgspec.ValidationError)
+            and not decode._bad_utf8(exc)  # msgspec 0.23 and later: a DecodeError
+        ):
             raise MalformedResponseError(f"not valid JSON ({exc})") from exc
     else:
         if whole.kind not in (None, "PodMetricsList"):
