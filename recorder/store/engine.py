@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import sys
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, Engine, Table, create_engine, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
@@ -139,6 +139,7 @@ def _sqlite(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
 
 
 def _postgresql(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
+    _with_psycopg()
     statement_ms = 0 if for_migrations else seconds_to_ms(timeouts.statement_seconds)
     lock_ms = seconds_to_ms(timeouts.lock_seconds)
     ours = f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms}"
@@ -176,11 +177,12 @@ def dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite
 
 # --- what a failure means ----------------------------------------------------------------------
 
+# psycopg is imported only for PostgreSQL (about 20 MB resident in each process on SQLite):
+# its exception classes join these tuples when it is (``_with_psycopg``), and a psycopg
+# exception cannot exist before.
 _CONTENT_ERRORS: tuple[type[BaseException], ...] = (
     exc.DataError,
     exc.IntegrityError,
-    psycopg.DataError,
-    psycopg.IntegrityError,
     sqlite3.DataError,
     sqlite3.IntegrityError,
     # Raised by the drivers while binding a value, before anything is sent.
@@ -190,10 +192,42 @@ _CONTENT_ERRORS: tuple[type[BaseException], ...] = (
 
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     exc.SQLAlchemyError,
-    psycopg.Error,
     sqlite3.Error,
 )
-"""What a database operation can raise besides ``_CONTENT_ERRORS`` and bugs."""
+"""What a database operation can raise besides ``_CONTENT_ERRORS`` and bugs (psycopg's
+``Error`` too once PostgreSQL is used)."""
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    exc.DisconnectionError,
+    sqlite3.OperationalError,
+)
+
+
+def _with_psycopg() -> None:
+    """Import psycopg and add its exception classes to the tuples above (once)."""
+    global _CONTENT_ERRORS, DATABASE_ERRORS, _TRANSIENT
+    import psycopg
+
+    if psycopg.Error in DATABASE_ERRORS:
+        return
+    _CONTENT_ERRORS = (*_CONTENT_ERRORS, psycopg.DataError, psycopg.IntegrityError)
+    _TRANSIENT = (*_TRANSIENT, psycopg.OperationalError, psycopg.InterfaceError)
+    DATABASE_ERRORS = (*DATABASE_ERRORS, psycopg.Error)
+
+
+def _sync_psycopg() -> None:
+    """``_with_psycopg`` when something else imported psycopg (its exceptions may exist)."""
+    if "psycopg" in sys.modules and _TRANSIENT[-1] is sqlite3.OperationalError:
+        _with_psycopg()
+
+
+def _is_pg(error: BaseException, name: str) -> bool:
+    """Whether ``error`` is psycopg's ``errors.<name>`` (never, while psycopg is not loaded)."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(error, getattr(psycopg.errors, name))
 
 
 def original(error: BaseException) -> BaseException:
@@ -206,6 +240,7 @@ def is_content_error(error: BaseException) -> bool:
     """True when the database or its driver refused a *value* (too long, out of range, a NUL in
     text, a constraint): the same rows would be refused again, however often they are retried.
     """
+    _sync_psycopg()
     return isinstance(error, _CONTENT_ERRORS) or isinstance(original(error), _CONTENT_ERRORS)
 
 
@@ -229,8 +264,7 @@ def is_cancelled(error: BaseException) -> bool:
     """True when a statement was stopped by its deadline: PostgreSQL's ``statement_timeout``
     (``QueryCanceled``) or SQLite's progress handler (``SQLITE_INTERRUPT``)."""
     return (
-        isinstance(original(error), psycopg.errors.QueryCanceled)
-        or sqlite_code(error) == sqlite3.SQLITE_INTERRUPT
+        _is_pg(original(error), "QueryCanceled") or sqlite_code(error) == sqlite3.SQLITE_INTERRUPT
     )
 
 
@@ -241,14 +275,15 @@ def failure(error: BaseException, doing: str, timeouts: Timeouts | None = None) 
     problem an operator must fix). Content errors are not raised as either: callers isolate the
     offending rows. The message is ``doing``, the driver's first line (no SQL, no parameters,
     no credentials) and what to do about it; the service retries either kind on its own."""
+    _sync_psycopg()
     timeouts = timeouts or Timeouts()
     inner = original(error)
     code = sqlite_code(error)
     text = first_line(error).lower()
     message = f"{doing} failed: {reason(error)}"
-    if "no such table" in text or isinstance(inner, psycopg.errors.UndefinedTable):
+    if "no such table" in text or _is_pg(inner, "UndefinedTable"):
         return StoreError(f"{message}: the schema is missing; run `recorder migrate`")
-    if "no such column" in text or isinstance(inner, psycopg.errors.UndefinedColumn):
+    if "no such column" in text or _is_pg(inner, "UndefinedColumn"):
         return StoreError(
             f"{message}: the schema is not the one this version expects; run `recorder migrate`"
         )
@@ -264,12 +299,12 @@ def failure(error: BaseException, doing: str, timeouts: Timeouts | None = None) 
             f"{message}: the recorder may not write the SQLite file or its folder; fix the "
             "permissions or the volume"
         )
-    if isinstance(inner, psycopg.errors.QueryCanceled):
+    if _is_pg(inner, "QueryCanceled"):
         advice = (
             f"a statement ran past statement_timeout ({timeouts.statement_seconds:g}s): "
             "the database is overloaded or a lock is held; try again later"
         )
-    elif isinstance(inner, psycopg.errors.LockNotAvailable):
+    elif _is_pg(inner, "LockNotAvailable"):
         advice = (
             f"another session held a lock longer than lock_timeout ({timeouts.lock_seconds:g}s)"
             "; try again when it is done"
@@ -280,7 +315,7 @@ def failure(error: BaseException, doing: str, timeouts: Timeouts | None = None) 
             f"({timeouts.sqlite_busy_seconds:g}s): let it finish (or stop it) and try again, "
             "or raise RECORDER_DATABASE_CONNECT_TIMEOUT"
         )
-    elif code == sqlite3.SQLITE_FULL or isinstance(inner, psycopg.errors.DiskFull):
+    elif code == sqlite3.SQLITE_FULL or _is_pg(inner, "DiskFull"):
         advice = "free space on the database's volume"
     elif code == sqlite3.SQLITE_IOERR:
         advice = "check the volume that holds the database"
@@ -296,13 +331,4 @@ def failure(error: BaseException, doing: str, timeouts: Timeouts | None = None) 
 def _is_unavailable(error: BaseException) -> bool:
     if getattr(error, "connection_invalidated", False):
         return True
-    transient = (
-        exc.OperationalError,
-        exc.InterfaceError,
-        exc.TimeoutError,
-        exc.DisconnectionError,
-        psycopg.OperationalError,
-        psycopg.InterfaceError,
-        sqlite3.OperationalError,
-    )
-    return isinstance(error, transient) or isinstance(original(error), transient)
+    return isinstance(error, _TRANSIENT) or isinstance(original(error), _TRANSIENT)

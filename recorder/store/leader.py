@@ -39,16 +39,27 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-import psycopg
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 
 from recorder.errors import ConfigError, StoreUnavailable
 from recorder.store.engine import KEEPALIVE_COUNT, Timeouts, first_line
 
+if TYPE_CHECKING:
+    import psycopg
+
 log = logging.getLogger(__name__)
+
+
+def _load_psycopg() -> None:
+    """Import the PostgreSQL driver as this module's ``psycopg``: only a replica of a
+    PostgreSQL database elects, and on SQLite the driver would cost each process about
+    20 MB."""
+    global psycopg
+    import psycopg
+
 
 LOCK_CLASS = 0x6B6D72  # "kmr"
 LEADER_CLASS = LOCK_CLASS + 1
@@ -165,6 +176,7 @@ class Leadership:
     ) -> None:
         """``cluster``: whose leader this replica may become (a fleet's recorders share a
         database, each cluster electing its own)."""
+        _load_psycopg()
         self._url = url
         self.replica = uuid.uuid4().hex[:12]
         """This replica's id, in the name of every lock session it opens: a session of its

@@ -1,5 +1,6 @@
 """What each process imports: the worker, told the schema head by the server, checks the database
-against it and never imports Alembic (about 10 MB resident)."""
+against it and never imports Alembic (about 10 MB resident); on SQLite neither process imports
+the PostgreSQL driver (about 10 MB in each)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,16 @@ from recorder.worker import build_poll_path
 settings = Settings(api_url="http://127.0.0.1:9", database_url=sys.argv[1])
 path = build_poll_path(settings, write_inline=False, announce=False, schema_head=sys.argv[2])
 path.store.close()
-print(json.dumps({"alembic": sorted(m for m in sys.modules if m.split(".")[0] == "alembic")}))
+print(json.dumps({
+    name: sorted(m for m in sys.modules if m.split(".")[0] == name)
+    for name in ("alembic", "psycopg")
+}))
+"""
+
+SERVER = """
+import json, sys
+import recorder.service, recorder.api.app, recorder.cli
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "psycopg")))
 """
 
 
@@ -49,7 +59,20 @@ def test_the_worker_poll_path_is_built_without_alembic(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"alembic": []}
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"alembic": [], "psycopg": []}
+
+
+def test_the_server_process_imports_no_postgresql_driver_until_one_is_used() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SERVER],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 def test_a_schema_head_the_database_is_not_at_is_refused(tmp_path: Path) -> None:
