@@ -1,4 +1,5 @@
-"""Fixtures of the HTTP API's tests (test_api_history, test_api_probes, test_api_errors)."""
+"""Fixtures of the integration tests: the HTTP API's (test_api_history, test_api_probes,
+test_api_errors) and a migrated PostgreSQL database (the leader and handover tests)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,18 @@ import pytest
 
 from recorder.api.app import AppDeps, create_app
 from recorder.exporter import SnapshotHolder, build_registry
-from recorder.store import Store
+from recorder.store import Store, open_store
 from tests.api_support import NOW, write_history
 from tests.servers import serving
+
+
+@pytest.fixture
+def migrated(postgres_url: str) -> str:
+    """The shared PostgreSQL test database's URL, migrated to the newest schema."""
+    store = open_store(postgres_url)
+    store.migrate()
+    store.close()
+    return postgres_url
 
 
 @pytest.fixture

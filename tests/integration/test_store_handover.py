@@ -76,14 +76,6 @@ def waiting(url: str) -> int:
         engine.dispose()
 
 
-@pytest.fixture
-def migrated(postgres_url: str) -> str:
-    store = open_store(postgres_url)
-    store.migrate()
-    store.close()
-    return postgres_url
-
-
 def replica(url: str) -> Replica:
     store = open_store(url, statement_timeout_seconds=5)
     leadership = Leadership(url, lease_seconds=LEASE, timeouts=store.timeouts)

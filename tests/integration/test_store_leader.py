@@ -55,14 +55,6 @@ def head_rows(url: str) -> int:
         engine.dispose()
 
 
-@pytest.fixture
-def migrated(postgres_url: str) -> str:
-    store = open_store(postgres_url)
-    store.migrate()
-    store.close()
-    return postgres_url
-
-
 def replica(url: str) -> tuple[Leadership, Store]:
     store = open_store(url, statement_timeout_seconds=5)
     leadership = Leadership(url, lease_seconds=LEASE, timeouts=store.timeouts)
