@@ -411,6 +411,33 @@ def test_reloading_after_a_failure_keeps_the_keys_and_labels_already_held(store:
     assert writer._labels["default"][("shop", "web-1")] is labels_before[("shop", "web-1")]
 
 
+def test_a_failed_reload_keeps_the_keys_and_labels_held_for_the_next_one(store: Store) -> None:
+    # During an outage a reload can fail after it began (PostgreSQL: a table locked); the next
+    # one, once the database answers, must still find the held objects, not read every key
+    # and label set anew.
+    labels = {("shop", f"web-{i}"): {"app": "web", "i": str(i)} for i in range(50)}
+    store.write(Batch(Kind.CONTAINER, tuple(good(100)), labels), now_ms=T0)
+    writer = store._writer
+    keys_before = {sid: key for key, sid in writer._ids.items()}
+    labels_before = dict(writer._labels["default"])
+    with store.engine.begin() as conn:  # the labels' read fails, after the keys' succeeded
+        conn.exec_driver_sql("ALTER TABLE pod_labels RENAME TO pod_labels_away")
+    try:
+        for _attempt in range(2):
+            with pytest.raises(Exception, match="pod_labels"):
+                writer.load()
+            assert not writer._ids
+    finally:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE pod_labels_away RENAME TO pod_labels")
+    writer.load()
+    assert {sid: key for key, sid in writer._ids.items()} == keys_before
+    assert all(keys_before[sid] is key for key, sid in writer._ids.items())
+    assert all(writer._labels["default"][ref] is v for ref, v in labels_before.items())
+    again = store.write(Batch(Kind.CONTAINER, tuple(good(100)), labels), now_ms=T0)
+    assert (again.written, again.skipped_duplicates) == (0, 100)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     drawn=st.lists(
