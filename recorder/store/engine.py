@@ -177,7 +177,7 @@ def dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite
 
 # --- what a failure means ----------------------------------------------------------------------
 
-# psycopg is imported only for PostgreSQL (about 20 MB resident in each process on SQLite):
+# psycopg is imported only for PostgreSQL (about 9 MB resident in each process on SQLite):
 # its exception classes join these tuples when it is (``_with_psycopg``), and a psycopg
 # exception cannot exist before.
 _CONTENT_ERRORS: tuple[type[BaseException], ...] = (
