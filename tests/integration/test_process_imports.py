@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,33 +47,29 @@ def migrated(tmp_path: Path) -> str:
     return url
 
 
+def printed(code: str, *args: str) -> Any:
+    """What a new interpreter running ``code`` with ``args`` prints last, as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_the_worker_poll_path_is_built_without_alembic(tmp_path: Path) -> None:
     url = migrated(tmp_path)
     head = head_revision()
     assert head is not None
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, url, head],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"alembic": [], "psycopg": []}
+    assert printed(CHILD, url, head) == {"alembic": [], "psycopg": []}
 
 
 def test_the_server_process_imports_no_postgresql_driver_until_one_is_used() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", SERVER],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    assert printed(SERVER) == []
 
 
 def test_a_schema_head_the_database_is_not_at_is_refused(tmp_path: Path) -> None:
