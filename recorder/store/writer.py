@@ -39,7 +39,7 @@ import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from operator import is_not, not_
 from typing import Any, TypeVar
 
@@ -728,21 +728,25 @@ class SampleWriter:
             index_elements=[pl.c.cluster, pl.c.namespace, pl.c.pod],
             set_={"labels_json": statement.excluded.labels_json, "updated_ms": now_ms},
         )
-        conn.execute(
-            statement,
-            [
-                {
-                    "cluster": cluster,
-                    "namespace": ns,
-                    "pod": pod,
-                    "labels_json": json.dumps(
-                        dict(pod_labels), sort_keys=True, separators=(",", ":")
-                    ),
-                    "updated_ms": now_ms,
-                }
-                for (cluster, ns, pod), pod_labels in labels.items()
-            ],
-        )
+        # A part at a time, as the series: at the first poll of 150,000 pods the rows of every
+        # pod's labels at once (parameter dictionaries, JSON texts) held about 110 MB.
+        changed = iter(labels.items())
+        while part := list(islice(changed, _INSERT_CHUNK)):
+            conn.execute(
+                statement,
+                [
+                    {
+                        "cluster": cluster,
+                        "namespace": ns,
+                        "pod": pod,
+                        "labels_json": json.dumps(
+                            dict(pod_labels), sort_keys=True, separators=(",", ":")
+                        ),
+                        "updated_ms": now_ms,
+                    }
+                    for (cluster, ns, pod), pod_labels in part
+                ],
+            )
 
     # --- isolation of what the database refuses ------------------------------------------------
 

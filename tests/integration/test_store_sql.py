@@ -20,7 +20,7 @@ from recorder.domain import (
 )
 from recorder.errors import QueryError
 from recorder.query import engine
-from recorder.store import Store, open_store, schema
+from recorder.store import Store, open_store, schema, writer
 
 WEB = SeriesKey.for_container("shop", "web", "app")
 SIDE = SeriesKey.for_container("shop", "web", "sidecar")
@@ -164,6 +164,29 @@ def test_pod_labels_are_kept_and_updated(store: Store) -> None:
     assert [(r.namespace, r.pod, r.labels_json, r.updated_ms) for r in rows] == [
         ("shop", "web", '{"app":"web","tier":"front"}', 2)
     ]
+
+
+def test_labels_of_more_pods_than_one_insert_part_are_all_stored(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The labels are upserted a part at a time (memory at a large cluster's first poll):
+    every pod's, new and changed, lands, whatever the part size."""
+    monkeypatch.setattr(writer, "_INSERT_CHUNK", 7)
+    keys = [SeriesKey.for_container("shop", f"web-{i}", "app") for i in range(30)]
+
+    def batch(ts: int, changed: int) -> Batch:
+        labels = {
+            ("shop", k.pod): {"app": "web", "v": str(ts if i < changed else 0)}
+            for i, k in enumerate(keys)
+        }
+        return Batch(Kind.CONTAINER, tuple(Sample(k, ts, 1, 1, 1) for k in keys), labels)
+
+    store.write(batch(1_000, 0), now_ms=1)
+    store.write(batch(2_000, 16), now_ms=2)  # 16 pods' labels change: three parts
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(schema.pod_labels.c.pod, schema.pod_labels.c.labels_json)).all()
+    expected = {f"web-{i}": f'{{"app":"web","v":"{2_000 if i < 16 else 0}"}}' for i in range(30)}
+    assert dict(rows) == expected
 
 
 def test_time_range_is_inclusive_and_filters_apply(store: Store) -> None:
