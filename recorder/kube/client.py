@@ -24,7 +24,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import urlencode
 
@@ -146,25 +146,30 @@ class MetricsClient:
         )
 
     def list_nodes(self) -> bytes:
-        return self._list("nodes", resource="nodes", namespace=None)
+        return self._list("nodes", resource="nodes", namespace=None).body
 
-    def list_pods(self, namespace: str | None = None) -> bytes:
+    def list_pods(self, namespace: str | None = None) -> list[bytes]:
+        """The PodMetricsList in the pieces it arrived in (inflated, never joined):
+        ``decode.PodItems`` lets go of each once its items are typed, so the whole text (64 MB
+        at 150,000 pods) does not live through the poll."""
         path = f"namespaces/{namespace}/pods" if namespace else "pods"
-        return self._list(path, resource="pods", namespace=namespace)
+        return self._list(path, resource="pods", namespace=namespace, pieces=True).pieces
 
-    def _list(self, path: str, *, resource: str, namespace: str | None) -> bytes:
+    def _list(
+        self, path: str, *, resource: str, namespace: str | None, pieces: bool = False
+    ) -> _Reply:
         kind = "NodeMetrics" if resource == "nodes" else "PodMetrics"
         scope = f"in namespace {namespace}" if namespace else "in all namespaces"
         what = f"{kind} ({resource}.{GROUP})" + ("" if resource == "nodes" else f" {scope}")
         version = self.discover()
         try:
             url = f"/apis/{GROUP}/{version}/{path}"
-            return self._get(url, what=what, namespace=namespace).body
+            return self._get(url, what=what, namespace=namespace, pieces=pieces)
         except MetricsApiNotFound:
             # The served version may have changed (an upgrade to v1): discover again, once.
             fresh = self.discover(refresh=True)
             url = f"/apis/{GROUP}/{fresh}/{path}"
-            return self._get(url, what=what, namespace=namespace).body
+            return self._get(url, what=what, namespace=namespace, pieces=pieces)
 
     # --- cluster objects of the core API: list pages and watches ----------------------------
 
@@ -222,6 +227,8 @@ class MetricsClient:
             ):
                 if response.status_code >= 300:
                     body = self._read_body(response, what, ERROR_BODY_BYTES, deadline)
+                    if not isinstance(body, bytes):
+                        raise AssertionError("a body not asked for in pieces came in pieces")
                     reply = _Reply(
                         response.status_code, response.reason_phrase, response.headers, body
                     )
@@ -346,6 +353,7 @@ class MetricsClient:
         group: bool = False,
         namespace: str | None = None,
         objects_rule: str | None = None,
+        pieces: bool = False,
     ) -> _Reply:
         started = self._clock()
         budget_ends = started + self.retry.budget_seconds
@@ -360,6 +368,7 @@ class MetricsClient:
                     namespace=namespace,
                     budget_ends=budget_ends,
                     objects_rule=objects_rule,
+                    pieces=pieces,
                 )
             except MetricsApiError as exc:
                 if previous is not None and isinstance(exc, MetricsApiTimeout) and exc.cut_short:
@@ -400,13 +409,14 @@ class MetricsClient:
         namespace: str | None,
         budget_ends: float,
         objects_rule: str | None = None,
+        pieces: bool = False,
     ) -> _Reply:
-        reply = self._send(url, what, budget_ends)
+        reply = self._send(url, what, budget_ends, pieces=pieces)
         credentials = self.config.credentials
         if reply.status == 401 and credentials is not None and credentials.refresh():
             # A rotated token or an expired plugin credential: the new one, straight away.
             log.info("the API server rejected the credentials; re-sending with fresh ones")
-            reply = self._send(url, what, budget_ends)
+            reply = self._send(url, what, budget_ends, pieces=pieces)
         if 300 <= reply.status < 400:
             self._redirected(reply, what)
         if reply.status >= 400:
@@ -415,8 +425,9 @@ class MetricsClient:
             self._raise_for(reply, what, group=group, namespace=namespace)
         return reply
 
-    def _send(self, url: str, what: str, budget_ends: float) -> _Reply:
-        """One request, bounded by the deadline and the size limit."""
+    def _send(self, url: str, what: str, budget_ends: float, *, pieces: bool = False) -> _Reply:
+        """One request, bounded by the deadline and the size limit. ``pieces``: a successful
+        answer's body is left in the pieces it was read in (``_Reply.pieces``)."""
         http, headers = self._connection()
         seconds = min(self._deadline, budget_ends - self._clock())
         if seconds <= 0:
@@ -432,9 +443,13 @@ class MetricsClient:
                 _until(deadline),
                 http.stream("GET", url, headers=headers, extensions=self._extensions) as response,
             ):
-                limit = self._max_bytes if response.status_code < 300 else ERROR_BODY_BYTES
-                body = self._read_body(response, what, limit, deadline)
-                return _Reply(response.status_code, response.reason_phrase, response.headers, body)
+                ok = response.status_code < 300
+                limit = self._max_bytes if ok else ERROR_BODY_BYTES
+                read = self._read_body(response, what, limit, deadline, pieces=pieces and ok)
+                status, phrase = response.status_code, response.reason_phrase
+                if isinstance(read, list):
+                    return _Reply(status, phrase, response.headers, pieces=read)
+                return _Reply(status, phrase, response.headers, read)
         except httpx.TimeoutException as exc:
             raise self._timeout_error(what, seconds) from exc
         except httpx.RequestError as exc:
@@ -457,8 +472,17 @@ class MetricsClient:
         error.cut_short = seconds < self._deadline
         return error
 
-    def _read_body(self, response: httpx.Response, what: str, limit: int, deadline: float) -> bytes:
-        """The body, inflated, or an error as soon as it passes ``limit`` or the deadline.
+    def _read_body(
+        self,
+        response: httpx.Response,
+        what: str,
+        limit: int,
+        deadline: float,
+        *,
+        pieces: bool = False,
+    ) -> bytes | list[bytes]:
+        """The body, inflated (``pieces``: in the pieces it was read in), or an error as soon
+        as it passes ``limit`` or the deadline.
 
         An error answer (``limit`` is then ``ERROR_BODY_BYTES``) is cut, not refused: its
         status says what happened, the body only adds the API server's message.
@@ -476,7 +500,7 @@ class MetricsClient:
                 f"{encoding!r}, which the recorder did not ask for (it accepts gzip): a proxy "
                 "in between changed it"
             )
-        body = _BoundedBody(limit, inflate=encoding in _INFLATED_ENCODINGS)
+        body = _BoundedBody(limit, inflate=encoding in _INFLATED_ENCODINGS, pieces=pieces)
         try:
             for chunk in response.iter_raw():
                 body.add(chunk)
@@ -712,7 +736,9 @@ class _Reply:
     status: int
     reason_phrase: str
     headers: httpx.Headers
-    body: bytes
+    body: bytes = b""
+    pieces: list[bytes] = field(default_factory=list)
+    """The body in pieces instead (``_send(pieces=True)``, a successful answer)."""
 
 
 class _TooLarge(Exception):
@@ -726,9 +752,10 @@ class _BoundedBody:
     past the room left, so memory holds the limit plus a step, whatever the compression
     ratio."""
 
-    def __init__(self, limit: int, *, inflate: bool) -> None:
+    def __init__(self, limit: int, *, inflate: bool, pieces: bool = False) -> None:
         self._limit = limit
         self._sink = io.BytesIO()  # getvalue() hands over its buffer: no second copy
+        self._pieces: list[bytes] | None = [] if pieces else None
         self._size = 0
         self._wire = 0
         self._inflater = zlib.decompressobj(_INFLATE_ANY) if inflate else None
@@ -756,23 +783,29 @@ class _BoundedBody:
     def _keep(self, data: bytes) -> None:
         self._size += len(data)
         if self._size > self._limit:
-            self._sink.write(data[: len(data) - (self._size - self._limit)])  # for partial()
+            self._write(data[: len(data) - (self._size - self._limit)])  # for partial()
             if self._inflater is None:
                 raise _TooLarge(f"is more than {self._limit} bytes")
             raise _TooLarge(
                 f"inflates to more than {self._limit} bytes (after {self._wire} compressed bytes)"
             )
-        self._sink.write(data)
+        self._write(data)
 
-    def finish(self) -> bytes:
+    def _write(self, data: bytes) -> None:
+        if self._pieces is None:
+            self._sink.write(data)
+        elif data:
+            self._pieces.append(data)
+
+    def finish(self) -> bytes | list[bytes]:
         if self._inflater is not None and self._wire:
             self._keep(self._inflater.flush())
             if not self._inflater.eof:
                 raise zlib.error("the compressed stream ends early")
-        return self._sink.getvalue()
+        return self._sink.getvalue() if self._pieces is None else self._pieces
 
     def partial(self) -> bytes:
-        return self._sink.getvalue()
+        return self._sink.getvalue() if self._pieces is None else b"".join(self._pieces)
 
 
 # --- a deadline for every socket operation of a request ----------------------------------------

@@ -44,7 +44,7 @@ def decode_node_list(body: bytes) -> tuple[list[wire.NodeMetrics], list[Rejectio
     return list(whole.items or ()), []
 
 
-def decode_pod_list(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]]:
+def decode_pod_list(body: bytes | list[bytes]) -> tuple[list[wire.PodMetrics], list[Rejection]]:
     """A PodMetricsList's items and a rejection per item that cannot be decoded, all at once
     (the poller iterates ``PodItems`` instead, a slice at a time)."""
     items = PodItems(body)
@@ -53,7 +53,15 @@ def decode_pod_list(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]
 
 SLICE_ITEMS = 2_000
 """Pods typed at once by ``PodItems``: a few MB of structs, however large the list."""
+PIECE_BYTES = 4 << 20
+"""How much of a body in pieces ``PodItems`` splits into items at once."""
 _pod_slice = msgspec.json.Decoder(list[wire.PodMetrics])
+_raw_values = msgspec.json.Decoder(list[msgspec.Raw])
+_ITEMS_OPEN = b'"items":['
+_ITEMS_KEY = b'"items"'
+_NEXT_ITEM = b',{"metadata":'
+"""Where the next item begins in a compact list (Go writes a pod's metadata first): outside
+any string, since a string's own quotes are escaped (``\\"``) and never follow ``{``."""
 
 
 class PodItems:
@@ -61,36 +69,126 @@ class PodItems:
 
     Typing 150,000 pods at once holds about 220 MB of structs (labels, usage dicts, names)
     until the last one is normalized; a slice at a time holds a few MB, and what normalizing
-    keeps (samples, changed labels) is all that stays. The list is first split into its items
-    undecoded (``msgspec.Raw``, views of the body), so the body must not change meanwhile.
-    A slice that cannot be typed whole is typed item by item: one bad item is one
-    ``malformed_item`` rejection (in ``rejections``, complete once iterated), and only a body
-    that cannot be split into items raises ``MalformedResponseError``. Iterate once.
+    keeps (samples, changed labels) is all that stays. A slice that cannot be typed whole is
+    typed item by item: one bad item is one ``malformed_item`` rejection (in ``rejections``,
+    complete once iterated), and only a body that cannot be split into items raises
+    ``MalformedResponseError``. Iterate once.
+
+    ``body`` is the whole text, or the pieces it arrived in (``MetricsClient.list_pods``).
+    Whole, it is first split into its items undecoded (``msgspec.Raw``, views of the body),
+    so the body must not change meanwhile, and it lives until the last slice. In pieces, the
+    list is split a few MB at a time, where an item begins (``_NEXT_ITEM``), and each piece is
+    let go of once its items are typed: at 150,000 pods the 64 MB text no longer lives through
+    the whole poll. Each part is checked as it is split (a run of whole JSON values; the
+    envelope before and after the items a whole document of the list's kind), so a text that
+    is not split where expected (another writer's key order, whitespace) is split further on
+    or, at worst, at its end: the same items as whole. A text that is not JSON raises when
+    iteration reaches the broken part, after the items before it.
     """
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes | list[bytes]) -> None:
+        self.rejections: list[Rejection] = []
+        self._position = 0
+        self._pieces: list[bytes] = []
+        self._raw: list[msgspec.Raw] = []
+        if isinstance(body, list):
+            if len(body) > 1:
+                self._pieces = body[::-1]  # taken from the end, first piece last
+                body.clear()  # the caller's list no longer holds them
+                return
+            body = b"".join(body)
+        raw = self._whole(body)
+        self._raw = raw.items or []
+
+    def __iter__(self) -> Iterator[wire.PodMetrics]:
+        if not self._pieces:
+            raw, self._raw = self._raw, []  # the body is freed with the last slice
+            yield from self._typed(raw)
+            return
+        for part in self._parts():
+            yield from self._typed(part)
+
+    def _typed(self, raw: list[msgspec.Raw]) -> Iterator[wire.PodMetrics]:
+        for start in range(0, len(raw), SLICE_ITEMS):
+            part = raw[start : start + SLICE_ITEMS]
+            try:
+                items = _pod_slice.decode(b"".join((b"[", b",".join(part), b"]")))
+            except Exception:  # some item of the slice is broken: find it, keep the others
+                items = self._one_by_one(part, self._position)
+            self._position += len(part)
+            yield from items
+            del items
+
+    @staticmethod
+    def _whole(body: bytes) -> wire.RawList:
         expected = _EXPECTED_KIND[Kind.CONTAINER]
         try:
             raw = _raw_list.decode(body)
         except Exception as exc:
             raise _malformed(expected, exc) from exc
         _check_kind(raw.kind, expected)
-        self._raw: list[msgspec.Raw] = raw.items or []
-        self.rejections: list[Rejection] = []
+        return raw
 
-    def __len__(self) -> int:
-        return len(self._raw)
-
-    def __iter__(self) -> Iterator[wire.PodMetrics]:
-        raw, self._raw = self._raw, []  # the body is freed with the last slice
-        for start in range(0, len(raw), SLICE_ITEMS):
-            part = raw[start : start + SLICE_ITEMS]
+    def _parts(self) -> Iterator[list[msgspec.Raw]]:
+        """The items of a body in pieces, a few MB of them at a time (see the class)."""
+        pieces = self._pieces
+        text = bytearray()  # grows by appending and shrinks from the front, without copies
+        start = -1
+        while start < 0 and pieces:
+            searched = max(0, len(text) - len(_ITEMS_OPEN))
+            text += pieces.pop()
+            start = text.find(_ITEMS_OPEN, searched)
+        if start < 0:  # no items at all: the whole text is the list (or not one)
+            yield self._whole(bytes(text)).items or []
+            return
+        head = bytes(text[: start + len(_ITEMS_OPEN)])
+        del text[: len(head)]
+        try:
+            envelope = _raw_list.decode(head + b"]}")
+        except Exception:  # "items" is not the list's own, or kind follows: split no further
+            envelope = None
+        if envelope is None or envelope.items:
+            text += self._rest()
+            yield self._whole(head + text).items or []
+            return
+        _check_kind(envelope.kind, _EXPECTED_KIND[Kind.CONTAINER])
+        searched = 0  # text before this holds no item start that splits well
+        split = False
+        while pieces:
+            while len(text) - searched < PIECE_BYTES and pieces:
+                text += pieces.pop()
+            cut = text.rfind(_NEXT_ITEM, searched)
+            if cut <= 0:
+                searched = max(0, len(text) - len(_NEXT_ITEM))
+                continue
             try:
-                items = _pod_slice.decode(b"".join((b"[", b",".join(part), b"]")))
-            except Exception:  # some item of the slice is broken: find it, keep the others
-                items = self._one_by_one(part, start)
-            yield from items
-            del items
+                part = _raw_values.decode(b"".join((b"[", text[:cut], b"]")))
+            except Exception:  # not whole items (a nested "metadata", or broken): read on
+                searched = cut + 1
+                continue
+            del text[: cut + 1]
+            searched = 0
+            split = True
+            yield part
+            del part
+        last = self._whole(head + text).items or []
+        if split:  # the last items must be the rest of the same list, and the list's only one
+            joined = b",".join(last)
+            tail = bytes(text[len(joined) :])
+            if (
+                not text.startswith(joined)
+                or not tail.lstrip().startswith(b"]")
+                or (_ITEMS_KEY in tail)
+            ):
+                raise MalformedResponseError(
+                    "the PodMetricsList response names its items more than once (or names "
+                    '"items" after them): it does not come from the Kubernetes API'
+                )
+        yield last
+
+    def _rest(self) -> bytes:
+        pieces, self._pieces = self._pieces, []
+        return b"".join(reversed(pieces))
 
     def _one_by_one(self, part: list[msgspec.Raw], offset: int) -> list[wire.PodMetrics]:
         items: list[wire.PodMetrics] = []

@@ -4,6 +4,7 @@ body that cannot be split into items is one MalformedResponseError."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import Callable
 
 import msgspec
@@ -222,6 +223,124 @@ def test_pod_items_find_bad_items_in_any_slice_and_keep_every_other(
 
 def test_pod_items_are_iterated_once_and_let_go_of_the_body() -> None:
     items = PodItems(_pods_body(GOOD_POD, GOOD_POD))
-    assert len(items) == 2
     assert len(list(items)) == 2
     assert list(items) == []  # the undecoded items (views of the body) are gone
+
+
+# --- PodItems over a body in pieces: the same answer, a few MB at a time ------------------------
+
+
+def _compact(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _compact_pods(*raw_items: bytes, kind: bytes = b'"PodMetricsList"') -> bytes:
+    """A list as Go (metrics-server) writes it: compact, kind and metadata before the items."""
+    head = b'{"kind":' + kind + b',"apiVersion":"metrics.k8s.io/v1beta1","metadata":{},"items":['
+    return head + b",".join(raw_items) + b"]}"
+
+
+COMPACT_PODS = [_compact(pod(f"web-{i}")) for i in range(12)]
+NESTED_METADATA = _compact(  # a container whose first key is "metadata": not an item start
+    {**pod("odd"), "containers": [{"metadata": {"name": "x"}, "name": "c", "usage": {}}] * 2}
+)
+PIECES_BODIES = [
+    *POD_BODIES,
+    _compact_pods(),
+    _compact_pods(*COMPACT_PODS),
+    _compact_pods(
+        *COMPACT_PODS[:5],
+        b'{"metadata":{"name":"bad","namespace":"shop"},"window":3}',
+        *COMPACT_PODS[5:],
+    ),
+    _compact_pods(*COMPACT_PODS[:3], b"17", b'{"metadata":{"name":"b\xc3("}}', *COMPACT_PODS[3:]),
+    _compact_pods(*COMPACT_PODS[:4], NESTED_METADATA, NESTED_METADATA, *COMPACT_PODS[4:]),
+    _compact_pods(*COMPACT_PODS, kind=b'"NodeMetricsList"'),
+    # the kind after the items: checked at the end
+    b'{"items":[' + b",".join(COMPACT_PODS) + b'],"kind":"NodeMetricsList"}',
+    b'{"items":[' + b",".join(COMPACT_PODS) + b'],"kind":"PodMetricsList"}',
+    # broken in the middle, or cut short: the items before it are typed, then it raises
+    _compact_pods(*COMPACT_PODS[:6], b'{"metadata":{"name":"x"},,}', *COMPACT_PODS[6:]),
+    _compact_pods(*COMPACT_PODS)[:-40],
+    # "items" of something else first, or twice
+    b'{"metadata":{"items":[1]},"kind":"PodMetricsList","items":['
+    + b",".join(COMPACT_PODS)
+    + b"]}",
+]
+
+
+def _in_pieces(body: bytes, size: int) -> list[bytes]:
+    return [body[i : i + size] for i in range(0, len(body), size)]
+
+
+@pytest.mark.parametrize("piece_size", [1, 7, 100, 10_000])
+@pytest.mark.parametrize("body", PIECES_BODIES)
+def test_pod_items_in_pieces_answer_as_the_whole_list_decode(
+    body: bytes, piece_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decode, "PIECE_BYTES", 300)  # a few items per part
+    monkeypatch.setattr(decode, "SLICE_ITEMS", 2)
+
+    def in_pieces(body: bytes) -> tuple[list[wire.PodMetrics], list[Rejection]]:
+        items = PodItems(_in_pieces(body, piece_size))
+        return list(items), items.rejections
+
+    whole, split = _outcome(_whole_list, body), _outcome(in_pieces, body)
+    if isinstance(whole, tuple) and whole and whole[0] == "malformed":
+        assert isinstance(split, tuple) and split[0] == "malformed"
+    else:
+        assert split == whole
+
+
+def test_pod_items_in_pieces_refuse_a_list_naming_its_items_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read whole, the last "items" counts (msgspec); in pieces the first one's items may be
+    typed already, so such a list (Go never writes one) is refused, not half read."""
+    monkeypatch.setattr(decode, "PIECE_BYTES", 300)
+    body = _compact_pods(*COMPACT_PODS[:2])[:-1] + b',"items":[' + COMPACT_PODS[3] + b"]}"
+    with pytest.raises(MalformedResponseError, match="more than once"):
+        list(PodItems(_in_pieces(body, 50)))
+
+
+def test_pod_items_in_pieces_type_the_items_before_a_broken_part_then_raise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(decode, "PIECE_BYTES", 300)
+    body = _compact_pods(*COMPACT_PODS[:6], b'{"metadata":{"name":"x"},,}', *COMPACT_PODS[6:])
+    items = iter(PodItems(_in_pieces(body, 50)))
+    first = next(items).metadata
+    assert first is not None and first.name == "web-0"
+    with pytest.raises(MalformedResponseError, match="PodMetricsList"):
+        list(items)
+
+
+def test_pod_items_in_pieces_let_go_of_each_piece_once_typed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Halfway through a 3.5 MB list in 64 KB pieces, less than two thirds of it is still held
+    (read whole, all of it lives until the last item is typed)."""
+    monkeypatch.setattr(decode, "PIECE_BYTES", 256 << 10)
+    monkeypatch.setattr(decode, "SLICE_ITEMS", 200)
+    names = [f"web-{i:05d}-" + "x" * 40 for i in range(12_000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        pieces = _in_pieces(
+            _compact_pods(*(_compact(pod(n, labels={"app": "web", "hash": n})) for n in names)),
+            64 << 10,
+        )
+        held = tracemalloc.get_traced_memory()[0] - before
+        items = PodItems(pieces)
+        assert pieces == []  # handed over: the caller's list holds none of them
+        del pieces
+        typed, halfway = 0, 0
+        for _item in items:
+            typed += 1
+            if typed == len(names) // 2:
+                halfway = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert typed == len(names)
+    assert held > 3_000_000
+    assert halfway < held * 2 / 3
