@@ -20,7 +20,15 @@ from recorder.api import schemas
 from recorder.api.deps import AppDeps
 from recorder.api.limits import QueryLimiter
 from recorder.api.visibility import Visibility, Visible, visibility
-from recorder.domain import Agg, HistoryQuery, QueryKind, Resource, SeriesFilter
+from recorder.domain import (
+    Agg,
+    HistoryQuery,
+    HistoryResult,
+    QueryKind,
+    Resource,
+    SeriesFilter,
+    Tier,
+)
 from recorder.query import engine, formats, params
 from recorder.stats.sketch import RELATIVE_ACCURACY
 from recorder.timeutil import HOUR_MS
@@ -192,6 +200,28 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
         shown_agg = agg if step_ms is not None else None
 
         def answer() -> Response:
+            if (
+                format is OutputFormat.json
+                and step_ms is None
+                and where.kind is not QueryKind.WORKLOAD
+                and not with_requests
+            ):
+                # Raw points, a slice of series at a time: the largest answers (a namespace's
+                # raw minutes) never hold every point as Python objects at once.
+                parts = engine.raw_history(
+                    deps.store, query, max_points=deps.max_points, max_samples=deps.max_samples
+                )
+                return Response(
+                    formats.history_json_parts(
+                        (series for series, _outputs in parts),
+                        HistoryResult([], Tier.RAW),
+                        resource,
+                        where.kind.value,
+                        None,
+                        None,
+                    ),
+                    media_type="application/json",
+                )
             result = engine.history(
                 deps.store,
                 query,

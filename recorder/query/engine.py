@@ -9,7 +9,7 @@ of a 200,000-series query.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -90,11 +90,20 @@ class HistoryReader(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One unit with its identity labels and its pods' labels."""
+    """One unit with its identity labels and its pods' labels. ``fixed_labels`` ``None``: the
+    labels are made from the one member when asked for (``kind``), not kept: a query of
+    77,000 containers held 14 MB of them."""
 
-    labels: dict[str, str]
+    fixed_labels: dict[str, str] | None
     pod_labels: Mapping[str, str] | None
     members: tuple[Series, ...]
+    kind: QueryKind = QueryKind.CONTAINER
+
+    @property
+    def labels(self) -> dict[str, str]:
+        if self.fixed_labels is not None:
+            return self.fixed_labels
+        return _labels(self.members[0], self.kind)
 
 
 _LABEL_VALUES = {kind: attrgetter(*names) for kind, names in LABELS.items()}
@@ -150,8 +159,9 @@ def units_of(conn: Connection, where: SeriesFilter) -> tuple[list[Output], list[
             conn, where, select_series(conn, (Kind.CONTAINER, Kind.POD), _pod_filter(where))
         )
     if where.kind is not QueryKind.POD:
-        outputs = [Output(_labels(s, where.kind), s.pod_labels, (s,)) for s in found.values()]
-        return outputs, [Unit((s.id,), (s.id,)) for s in found.values()]
+        kind = where.kind
+        outputs = [Output(None, s.pod_labels, (s,), kind) for s in found.values()]
+        return outputs, [Unit(ids, ids) for s in found.values() for ids in ((s.id,),)]
     by_pod: dict[tuple[str, str, str], list[Series]] = {}
     for series in found.values():
         by_pod.setdefault((series.cluster, series.namespace, series.pod), []).append(series)
@@ -270,12 +280,67 @@ def history(
     return _with_requests(reader, query, result, shown)
 
 
+RAW_SLICE_UNITS = 4_096
+"""Series read and answered at once by ``raw_history``."""
+
+
+def raw_history(
+    reader: HistoryReader, query: HistoryQuery, *, max_points: int, max_samples: int
+) -> Iterator[tuple[list[SeriesPoints], list[Output]]]:
+    """Raw points (no step) of nodes, containers and pods, ``RAW_SLICE_UNITS`` series at a
+    time, each with its output, on one read connection: a caller that renders each slice
+    before asking for the next holds one slice's points as Python objects, not all of them
+    (77,000 series of the last minute: about 50 MB of tuples and numbers). The bounds are
+    the whole answer's: ``QueryError`` when the points so far pass them."""
+    if query.step_ms is not None or query.where.kind is QueryKind.WORKLOAD:
+        raise ValueError("raw_history answers raw points of nodes, containers and pods")
+    column = "cpu_nanocores" if query.resource is Resource.CPU else "memory_bytes"
+    with reader.reading() as conn:
+        outputs, units = units_of(conn, query.where)
+        decoded = total = 0
+        for begin in range(0, len(units), RAW_SLICE_UNITS):
+            scan = Scan(
+                units[begin : begin + RAW_SLICE_UNITS],
+                start_ms=query.start_ms,
+                end_ms=query.end_ms,
+                block_ms=reader.block_ms,
+                max_samples=min(max_samples, max_points),
+                points_only=True,
+                decoded=decoded,
+            )
+            runs = scan.samples(conn)
+            decoded = scan.decoded
+            series_out: list[SeriesPoints] = []
+            shown: list[Output] = []
+            for index in range(len(scan.units)):
+                run = runs.pop(index, None)  # let go of each run's other columns once read
+                if run is None:
+                    continue
+                raw = list(zip(run.timestamps_ms, getattr(run, column), strict=True))
+                total += len(raw)
+                _check_points(total, max_points)
+                output = outputs[begin + index]
+                series_out.append(SeriesPoints(output.labels, raw))
+                shown.append(output)
+            del runs
+            yield series_out, shown
+
+
 def _series_history(
     reader: HistoryReader, query: HistoryQuery, *, max_points: int, max_samples: int
 ) -> tuple[HistoryResult, list[Output]]:
     """``history`` of nodes, containers and pods, and the output of each series answered."""
     step = query.step_ms
     block_ms = reader.block_ms
+    if step is None:
+        every: list[SeriesPoints] = []
+        answered: list[Output] = []
+        for part, shown_part in raw_history(
+            reader, query, max_points=max_points, max_samples=max_samples
+        ):
+            every.extend(part)
+            answered.extend(shown_part)
+        return HistoryResult(every, Tier.RAW), answered
     with reader.reading() as conn:
         outputs, units = units_of(conn, query.where)
         if not units:
@@ -285,10 +350,9 @@ def _series_history(
             start_ms=query.start_ms,
             end_ms=query.end_ms,
             block_ms=block_ms,
-            max_samples=max_samples if step is not None else min(max_samples, max_points),
-            points_only=step is None,
+            max_samples=max_samples,
         )
-        if step is not None and step % block_ms == 0:
+        if step % block_ms == 0:
             found = scan.gather(
                 conn,
                 aligned(step),
@@ -300,15 +364,12 @@ def _series_history(
         else:
             found = None
             tier, error = Tier.RAW, 0.0
-            if step is None:
-                runs = scan.samples(conn)
-            else:
-                columns_of = scan.sample_columns(conn)
+            columns_of = scan.sample_columns(conn)
     series_out: list[SeriesPoints] = []
     shown: list[Output] = []
     total = 0
     if found is not None:
-        keys, values = _aggregated(found, aligned(step or 1), query.resource, query.agg)
+        keys, values = _aggregated(found, aligned(step), query.resource, query.agg)
         _check_points(len(keys), max_points)
         begin = 0
         while begin < len(keys):
@@ -324,27 +385,15 @@ def _series_history(
             shown.append(outputs[index])
             begin = end
         return HistoryResult(series_out, tier, error), shown
-    if step is not None:
-        value_at = 1 if query.resource is Resource.CPU else 2
-        for index, output in enumerate(outputs):
-            found_columns = columns_of.get(index)
-            if found_columns is None:
-                continue
-            points = bucketed(found_columns[0], found_columns[value_at], step, query.agg)
-            total += len(points)
-            _check_points(total, max_points)
-            series_out.append(SeriesPoints(output.labels, points))
-            shown.append(output)
-        return HistoryResult(series_out, tier, error), shown
-    column = "cpu_nanocores" if query.resource is Resource.CPU else "memory_bytes"
+    value_at = 1 if query.resource is Resource.CPU else 2
     for index, output in enumerate(outputs):
-        run = runs.pop(index, None)  # let go of each run's other columns once read
-        if run is None:
+        found_columns = columns_of.get(index)
+        if found_columns is None:
             continue
-        raw = list(zip(run.timestamps_ms, getattr(run, column), strict=True))
-        total += len(raw)
+        points = bucketed(found_columns[0], found_columns[value_at], step, query.agg)
+        total += len(points)
         _check_points(total, max_points)
-        series_out.append(SeriesPoints(output.labels, raw))
+        series_out.append(SeriesPoints(output.labels, points))
         shown.append(output)
     return HistoryResult(series_out, tier, error), shown
 

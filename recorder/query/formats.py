@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from fractions import Fraction
 from math import ceil, isfinite
@@ -136,37 +136,58 @@ def history_json_bytes(
     """``history_json`` as compact UTF-8 JSON, byte for byte what ``JSONResponse`` makes of it,
     rendered series by series: no dict and list per point, no whole-document string beside
     the bytes (245,000 points of 30,000 series: 0.45 s -> 0.14 s)."""
-    envelope = history_json(
-        HistoryResult([], result.tier, result.relative_error), resource, kind, step_ms, agg
+    return history_json_parts(
+        [result.series],
+        HistoryResult([], result.tier, result.relative_error),
+        resource,
+        kind,
+        step_ms,
+        agg,
     )
-    text = _COMPACT.encode(envelope)
+
+
+@paused()
+def history_json_parts(
+    parts: Iterable[Sequence[SeriesPoints]],
+    envelope: HistoryResult,
+    resource: Resource,
+    kind: str,
+    step_ms: int | None,
+    agg: Agg | None,
+) -> bytes:
+    """``history_json_bytes`` of the series ``parts`` yields, each part rendered before the
+    next is asked for (``engine.raw_history``): the points of one part at a time are Python
+    objects. ``envelope``: the tier and error of the answer (its series are not read)."""
+    text = _COMPACT.encode(history_json(envelope, resource, kind, step_ms, agg))
     if not text.endswith(_SERIES_END):
         raise AssertionError("history_json must end with its series")
-    parts = [text[: -len("]}}")].encode()]
+    out = [text[: -len("]}}")].encode()]
     plain_ints = resource is Resource.MEMORY  # display() keeps a memory int as it is
     times: dict[int, str] = {}  # the series of an answer share their few timestamps
-    for position, series in enumerate(result.series):
-        shown = []
-        for ts, value in series.points:
-            time = times.get(ts)
-            if time is None:
-                time = times[ts] = _number(ts / SECOND_MS)
-            if plain_ints and type(value) is int:
-                shown.append(f"[{time},{value!r}]")
-            else:
-                shown.append(f"[{time},{_number(display(resource, value, agg))}]")
-        points = ",".join(shown)
-        labels = _COMPACT.encode(dict(series.labels))
-        comma = "," if position else ""
-        lines = ""
-        if series.request is not None or series.limit is not None:
-            extra = _series_json(series, resource, agg)
-            for name in ("request", "limit"):
-                if name in extra:
-                    lines += f',"{name}":{_COMPACT.encode(extra[name])}'
-        parts.append(f'{comma}{{"labels":{labels},"points":[{points}]{lines}}}'.encode())
-    parts.append(b"]}}")
-    return b"".join(parts)
+    comma = ""
+    for part in parts:
+        for series in part:
+            shown = []
+            for ts, value in series.points:
+                time = times.get(ts)
+                if time is None:
+                    time = times[ts] = _number(ts / SECOND_MS)
+                if plain_ints and type(value) is int:
+                    shown.append(f"[{time},{value!r}]")
+                else:
+                    shown.append(f"[{time},{_number(display(resource, value, agg))}]")
+            points = ",".join(shown)
+            labels = _COMPACT.encode(dict(series.labels))
+            lines = ""
+            if series.request is not None or series.limit is not None:
+                extra = _series_json(series, resource, agg)
+                for name in ("request", "limit"):
+                    if name in extra:
+                        lines += f',"{name}":{_COMPACT.encode(extra[name])}'
+            out.append(f'{comma}{{"labels":{labels},"points":[{points}]{lines}}}'.encode())
+            comma = ","
+    out.append(b"]}}")
+    return b"".join(out)
 
 
 def history_text(

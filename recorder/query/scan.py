@@ -77,15 +77,17 @@ class Scan:
         block_ms: int,
         max_samples: int,
         points_only: bool = False,
+        decoded: int = 0,
     ):
         """``points_only``: the samples are the response (no step), so ``max_samples`` is the
-        response's point bound and the error says so."""
+        response's point bound and the error says so. ``decoded``: samples already decoded
+        for the same answer (by the scans of its earlier series), counted against the bound."""
         self.units = list(units)
         self.points_only = points_only
         self.start_ms, self.end_ms = start_ms, end_ms
         self.block_ms = block_ms
         self.max_samples = max_samples
-        self.decoded = 0
+        self.decoded = decoded
         self._unit_of_stats = {sid: i for i, u in enumerate(self.units) for sid in u.stats_ids}
         self._unit_of_sample = {sid: i for i, u in enumerate(self.units) for sid in u.sample_ids}
 

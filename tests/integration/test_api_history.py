@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from recorder.api.app import AppDeps, create_app
 from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Sample, SeriesKey
 from recorder.exporter import SnapshotHolder, build_registry
+from recorder.query import engine
 from recorder.store import Store
 from tests.api_support import NOW, T0
 from tests.servers import serving
@@ -84,6 +86,41 @@ def test_too_many_points_is_a_400_not_an_unbounded_response(api_store: Store) ->
         response = client.get("/api/v1/history?resource=cpu")
     assert response.status_code == 400
     assert "the query matches more than 1 points" in response.json()["error"]
+
+
+def test_raw_history_answered_a_slice_of_series_at_a_time_is_the_whole_answer(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The raw JSON answer reads and renders a few series at a time (memory): the same bytes
+    as the whole answer rendered at once, head rows and chunks alike, pods included, and the
+    point bound still counts every slice's points."""
+    keys = [SeriesKey.for_container("shop", f"web-{i}", c) for i in range(5) for c in ("a", "b")]
+    for ts in range(T0, T0 + 8 * 15_000, 15_000):
+        samples = tuple(Sample(k, ts, 15_000, 10**6 * (n + 1), ts + n) for n, k in enumerate(keys))
+        store.write(Batch(Kind.CONTAINER, samples, {}), now_ms=ts)
+    store.maintain(now_ms=T0 + 4 * 3_600_000, grace_ms=0)  # some chunks, ...
+    samples = tuple(Sample(k, T0 + 200_000, 15_000, 7, 7) for k in keys[:3])
+    store.write(Batch(Kind.CONTAINER, samples, {}), now_ms=T0 + 200_000)  # ... some head rows
+    registry, _ = build_registry(SnapshotHolder())
+    deps = AppDeps(store, registry, clock=lambda: T0 + 300_000, max_points=10_000)
+    end = (T0 + 300_000) / 1000
+    asked = [
+        {"resource": r, "kind": kind, "start": T0 / 1000, "end": end}
+        for r in ("cpu", "memory")
+        for kind in ("container", "pod")
+    ]
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        whole = [client.get("/api/v1/history", params=p).content for p in asked]
+        monkeypatch.setattr(engine, "RAW_SLICE_UNITS", 3)
+        sliced = [client.get("/api/v1/history", params=p).content for p in asked]
+    assert sliced == whole
+    series = json.loads(whole[0])["data"]["series"]
+    assert len(series) == 10 and sum(len(s["points"]) for s in series) == 83
+    deps = AppDeps(store, registry, clock=lambda: T0 + 300_000, max_points=82)
+    with serving(create_app(deps)) as url, httpx.Client(base_url=url) as client:
+        refused = client.get("/api/v1/history", params=asked[0])
+    assert refused.status_code == 400
+    assert "more than 82 points" in refused.json()["error"]
 
 
 def test_summary_over_a_half_covered_window(store: Store) -> None:
