@@ -29,8 +29,18 @@ _COLUMNS = "ts_ms, series_id, window_ms, cpu_nanocores, memory_bytes"
 _SAMPLE_COLUMNS = "ts_ms, window_ms, cpu_nanocores, memory_bytes"
 
 
+class Rows(Protocol):
+    """Head rows that can be counted and iterated more than once (a list, ``HeadRows``)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[HeadRow]: ...
+
+
 class Head(Protocol):
-    def append(self, conn: Connection, rows: Sequence[HeadRow]) -> None: ...
+    def append(self, conn: Connection, rows: Rows) -> None:
+        """Insert ``rows`` (iterated once by SQLite, twice by PostgreSQL)."""
+        ...
 
     def drop_block(self, conn: Connection, start_ms: int, end_ms: int) -> None: ...
 
@@ -40,10 +50,17 @@ class Head(Protocol):
 
 
 class SqliteHead:
-    def append(self, conn: Connection, rows: Sequence[HeadRow]) -> None:
-        conn.exec_driver_sql(
-            f"INSERT INTO samples_head ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)", list(rows)
-        )
+    def append(self, conn: Connection, rows: Rows) -> None:
+        # The driver's own executemany reads the rows as it inserts them: no list of them all
+        # beside the columns they are made from (SQLAlchemy's wants one).
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(
+                f"INSERT INTO samples_head ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                iter(rows),  # type: ignore[arg-type]  # sqlite3 takes any iterable
+            )
+        finally:
+            cursor.close()
 
     def drop_block(self, conn: Connection, start_ms: int, end_ms: int) -> None:
         conn.exec_driver_sql(
@@ -63,7 +80,7 @@ class PostgresHead:
         self.block_ms = block_ms
         self._known: set[int] = set()
 
-    def append(self, conn: Connection, rows: Sequence[HeadRow]) -> None:
+    def append(self, conn: Connection, rows: Rows) -> None:
         blocks = {row[0] - row[0] % self.block_ms for row in rows}
         for start in blocks - self._known:
             self._ensure_partition(conn, start)

@@ -83,17 +83,20 @@ class NewestTable:
         self._set({sid: value}, "_digest", "_has_digest")
 
     def set_from(
-        self, sids: Sequence[int], timestamps: Sequence[int], digests: Sequence[int] | None
+        self,
+        sids: Sequence[int] | npt.NDArray[np.int64],
+        timestamps: Sequence[int] | npt.NDArray[np.int64],
+        digests: Sequence[int] | npt.NDArray[np.int64] | None,
     ) -> None:
         """Set from parallel columns (as ``load`` reads them); ``digests`` may be None."""
-        ids = np.fromiter(sids, np.int64, len(sids))
+        ids = _int64(sids)
         if not len(ids):
             return
         self._grow(int(ids.max()) + 1)
-        self._ts[ids] = np.fromiter(timestamps, np.int64, len(ids))
+        self._ts[ids] = _int64(timestamps)
         self._has_ts[ids] = True
         if digests is not None:
-            self._digest[ids] = np.fromiter(digests, np.int64, len(ids))
+            self._digest[ids] = _int64(digests)
             self._has_digest[ids] = True
 
     # --- internals ----------------------------------------------------------------------
@@ -129,3 +132,9 @@ class NewestTable:
             new = np.zeros(size, old.dtype)
             new[: len(old)] = old
             setattr(self, column, new)
+
+
+def _int64(values: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    if isinstance(values, np.ndarray):
+        return values.astype(np.int64, copy=False)
+    return np.fromiter(values, np.int64, len(values))

@@ -472,7 +472,7 @@ def test_the_column_wide_pass_answers_as_the_one_by_one_pass(
     fast = writer._fresh_rows(samples, writer._ids)
     slow = writer._fresh_rows_one_by_one(samples, writer._ids)
     assert sorted(fast.rows) == sorted(slow.rows)
-    assert fast.newest == slow.newest
+    assert fast.newest.maps() == slow.newest.maps()
     assert (fast.below, fast.unknown, fast.missing) == (slow.below, slow.unknown, slow.missing)
     assert list(fast.pending) == list(slow.pending)
     assert fast.fits == slow.fits
@@ -495,7 +495,7 @@ def test_a_steady_poll_goes_column_wide_but_for_its_repeated_timestamps() -> Non
     found, rest = split
     assert len(found.rows) == 89 and len(found.pending) == 10 and len(found.missing) == 10
     assert list(rest.keys) == [keys[4]]
-    assert found.newest.timestamps == {sid: T0 + sid - 1 for sid in ids.values() if sid != 5}
+    assert found.newest.maps()[0] == {sid: T0 + sid - 1 for sid in ids.values() if sid != 5}
     # A stored series twice in one batch: the whole batch goes one by one.
     samples.keys[0] = keys[1]
     assert _fresh_split(samples, ids, NewestTable.of(newest), {}) is None
