@@ -150,14 +150,6 @@ class _Newest:
     digests: dict[int, int]
     columns: list[tuple[IntArray, IntArray, IntArray]] = field(default_factory=list)
 
-    def maps(self) -> tuple[dict[int, int], dict[int, int]]:
-        """Everything as two maps by series id (timestamps, digests)."""
-        timestamps, digests = dict(self.timestamps), dict(self.digests)
-        for sids, stamps, marks in self.columns:
-            timestamps.update(zip(sids.tolist(), stamps.tolist(), strict=True))
-            digests.update(zip(sids.tolist(), marks.tolist(), strict=True))
-        return timestamps, digests
-
 
 class HeadRows:
     """Head rows to write: tuples appended one by one, and parts kept as columns, zipped into
