@@ -183,7 +183,13 @@ def traced_peak(call: Callable[[], object]) -> tuple[int, BaseException | None]:
 # --- size ---------------------------------------------------------------------------------------
 
 
-def test_a_200_mb_body_stops_at_the_50_mib_limit() -> None:
+# The node list is read whole, the pod list in the pieces it arrived in (``list_pods``): the
+# same bound on both.
+LISTS = [("list_nodes", NODES_PATH), ("list_pods", NODES_PATH.replace("/nodes", "/pods"))]
+
+
+@pytest.mark.parametrize(("listing", "path"), LISTS)
+def test_a_200_mb_body_stops_at_the_50_mib_limit(listing: str, path: str) -> None:
     """Figure: of a 200 MB body without Content-Length, the server could hand over at most the
     limit plus socket buffers before the client hung up; Python held at most 1.25x the limit."""
     chunk = b" " * (64 * 1024)
@@ -196,16 +202,16 @@ def test_a_200_mb_body_stops_at_the_50_mib_limit() -> None:
     with serving(answering(huge)) as server, client_for(server, max_response_bytes=50 * MIB) as c:
         c.discover()
         started = time.monotonic()
-        peak, raised = traced_peak(c.list_nodes)
+        peak, raised = traced_peak(getattr(c, listing))
         elapsed = time.monotonic() - started
         deadline = time.monotonic() + 2
-        while NODES_PATH not in server.sent and time.monotonic() < deadline:
+        while path not in server.sent and time.monotonic() < deadline:
             time.sleep(0.01)
     assert isinstance(raised, MetricsApiResponseTooLarge), raised
     assert raised.reason == "too_large"
     assert f"is more than {50 * MIB} bytes: the limit" in str(raised)
     assert "RECORDER_MAX_RESPONSE_BYTES" in str(raised) and "--namespace" in str(raised)
-    assert server.sent[NODES_PATH] <= 50 * MIB + SOCKET_SLACK
+    assert server.sent[path] <= 50 * MIB + SOCKET_SLACK
     assert peak <= 1.25 * 50 * MIB + 4 * MIB
     assert elapsed < 3
 
@@ -218,7 +224,8 @@ def gzip_bomb() -> bytes:
     return member * 16
 
 
-def test_a_gzip_bomb_costs_the_limit_not_a_gigabyte(gzip_bomb: bytes) -> None:
+@pytest.mark.parametrize("listing", [listing for listing, _path in LISTS])
+def test_a_gzip_bomb_costs_the_limit_not_a_gigabyte(gzip_bomb: bytes, listing: str) -> None:
     """Figure: a 1 MB gzip bomb (1 GiB inflated) stops as it passes 50 MiB inflated; Python's
     peak stays under 1.25x the limit (the old client inflated all of it: 2-3 GB RSS)."""
 
@@ -235,7 +242,7 @@ def test_a_gzip_bomb_costs_the_limit_not_a_gigabyte(gzip_bomb: bytes) -> None:
     with serving(answering(bomb)) as server, client_for(server, max_response_bytes=50 * MIB) as c:
         c.discover()
         started = time.monotonic()
-        peak, raised = traced_peak(c.list_nodes)
+        peak, raised = traced_peak(getattr(c, listing))
         elapsed = time.monotonic() - started
     assert isinstance(raised, MetricsApiResponseTooLarge), raised
     assert f"inflates to more than {50 * MIB} bytes" in str(raised)
