@@ -140,6 +140,13 @@ class Cgroup:
         joins = " ".join(f"echo $$ > {p / 'cgroup.procs'};" for p in self.paths)
         return ["sh", "-c", f'{joins} exec "$@"', "sh", *command]
 
+    def memory_path(self) -> Path | None:
+        """The cgroup that holds the memory controller."""
+        for path in self.paths:
+            if (path / "memory.stat").exists():
+                return path
+        return None
+
     def oom_kills(self) -> int:
         for path in self.paths:
             for name in ("memory.events", "memory.oom_control"):
@@ -234,6 +241,10 @@ class Sampler(threading.Thread):
         self.phase = "start"
         """What the run is doing now (set by the main thread): the peaks are kept per phase."""
         self.phase_peaks: dict[str, int] = {}
+        self.split_peaks: dict[str, int] = {}
+        """Peaks of the processes' summed anonymous, file-backed and proportional memory, and
+        of the anonymous memory charged to the cgroup (``memory.stat``)."""
+        self.cgroup: Path | None = None
         self.last_mark = time.monotonic()
         self.stop = threading.Event()
 
@@ -247,6 +258,11 @@ class Sampler(threading.Thread):
                 self.cpu[pid] = max(self.cpu.get(pid, 0.0), seconds)
             for pid, rss in each.items():
                 self.peaks[pid] = max(self.peaks.get(pid, 0), rss)
+            split = memory_split(list(each))
+            if self.cgroup is not None:
+                split["cgroup_anon"] = cgroup_anon(self.cgroup)
+            for key, value in split.items():
+                self.split_peaks[key] = max(self.split_peaks.get(key, 0), value)
             now = time.monotonic()
             if now - self.last_mark >= 1.0:
                 self.last_mark = now
@@ -256,6 +272,34 @@ class Sampler(threading.Thread):
                         sorted((v >> 20 for v in each.values()), reverse=True),
                     )
                 )
+
+
+def memory_split(pids: list[int]) -> dict[str, int]:
+    """The processes' summed anonymous (``RssAnon``), file-backed (``RssFile``) and
+    proportional (``Pss``: a page shared by both processes counts half in each) bytes."""
+    sums = {"anon": 0, "file": 0, "pss": 0}
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+                    key = "anon" if line.startswith("RssAnon") else "file"
+                    sums[key] += int(line.split()[1]) * 1024
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    sums["pss"] += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return sums
+
+
+def cgroup_anon(path: Path) -> int:
+    """Anonymous bytes charged to the memory cgroup (v2 ``anon``, v1 ``total_rss``)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in (path / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("anon", "total_rss"):
+                return int(value)
+    return 0
 
 
 def cpu_seconds_by_process(pids: list[int]) -> dict[int, float]:
@@ -363,6 +407,8 @@ def measure_recorder(
     with open(log_path, "wb") as log:
         recorder = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     sampler = Sampler(recorder.pid)
+    if limited:
+        sampler.cgroup = cgroup.memory_path()
     scraper = Scraper(base)
     try:
         try:
@@ -452,6 +498,7 @@ def measure_recorder(
         "peak_rss_mib_each": sorted(
             (round(v / 2**20) for v in sampler.peaks.values()), reverse=True
         ),
+        "peak_split_mib": {k: round(v / 2**20) for k, v in sampler.split_peaks.items()},
         "oom_kills": oom,
         "cpu_cores_average": cpu_used / elapsed,
         "scrape_s": statistics.median(scraper.seconds) if scraper.seconds else float("nan"),
@@ -510,6 +557,11 @@ ROWS = [
     ("peak RSS, all processes (MiB, <= 512)", "peak_rss_mib", "{:.0f}"),
     ("peak RSS of each process (MiB)", "peak_rss_mib_each", "{}"),
     ("peak RSS by phase (MiB)", "peak_rss_mib_by_phase", "{}"),
+    (
+        "peak anonymous / file-backed / proportional (PSS) memory, cgroup's anonymous (MiB)",
+        "peak_split_mib",
+        "{}",
+    ),
     ("OOM kills in the cgroup", "oom_kills", "{}"),
     ("CPU used, all processes (cores, average)", "cpu_cores_average", "{:.2f}"),
     ("/metrics scrape median / max (s)", "scrape", "{}"),

@@ -21,13 +21,14 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from recorder import gcpause, heap
-from recorder.buffer import WriteQueue
-from recorder.domain import Batch, Kind, WriteResult
+from recorder.buffer import RESTORED_PART_SAMPLES, WriteQueue
+from recorder.domain import Batch, Kind, Rejection, WriteResult
 from recorder.errors import RecorderError, StoreError
 from recorder.exporter import SelfMetrics
 from recorder.store.handover import Outbox, Taken
@@ -91,11 +92,14 @@ class Flusher:
         clock: Callable[[], float] = time.time,
         quiet: bool = False,
         take_handed_over: Callable[[int], Taken | None] | None = None,
+        turns: heap.Turns | None = None,
     ):
         """``quiet``: write failures and refused rows are not logged, because the caller
         reports them itself (``recorder poll`` prints them with the rest of its report).
         ``take_handed_over(now_ms)``: write one handed-over batch (``Store.take_handed_over``
-        for this recorder's cluster), None when none waits."""
+        for this recorder's cluster), None when none waits. ``turns``: each batch is read
+        and written in its turn with the polls (``heap.Turns``; the worker's writer thread)."""
+        self._turns = turns
         self.queue = queue
         self.take_handed_over = take_handed_over
         self._handover_checked = 0.0
@@ -146,16 +150,16 @@ class Flusher:
             pending = self.queue.oldest()
             if pending is None:
                 break
-            batch = pending.batch
-            try:
-                result = self._write(batch)
-            except StoreError as exc:
-                self._failed(batch.kind, exc)
-                report.error = exc
+            seq, kind = pending.seq, pending.kind
+            result, error = self._write_parts(pending.parts(RESTORED_PART_SAMPLES))
+            del pending
+            if error is not None:
+                self._failed(kind, error)
+                report.error = error
                 break
-            self.queue.done(pending.seq)
-            self._succeeded(batch, result)
-            report.by_seq[pending.seq] = result
+            self.queue.done(seq)
+            self._succeeded(kind, result)
+            report.by_seq[seq] = result
         if report.by_seq or report.error is not None:
             heap.trim()  # what the round's batches and rows took, back to the system
         report.remaining_samples = self.queue.pending_samples
@@ -206,7 +210,7 @@ class Flusher:
             if deadline is not None and time.monotonic() >= deadline:
                 return
             try:
-                with gcpause.paused():
+                with self._turn(), gcpause.paused():
                     taken = take(now_ms(self._clock))
             except NotLeader:
                 return  # a follower: the leader writes them
@@ -246,6 +250,29 @@ class Flusher:
             len(rejected),
         )
 
+    def _write_parts(self, parts: Iterator[Batch]) -> tuple[WriteResult, StoreError | None]:
+        """Write a batch part by part (one part unless read back packed), each made and
+        written in its turn; what the parts wrote together, and the error that stopped them.
+        A batch stopped halfway stays queued whole: its parts already written are exact
+        duplicates when it is written again, and skipped as such."""
+        written = skipped = 0
+        rejected: list[Rejection] = []
+        while True:
+            with self._turn():
+                part = next(parts, None)
+                if part is None:
+                    break
+                try:
+                    result = self._write(part)
+                except StoreError as exc:
+                    return WriteResult(written, skipped, tuple(rejected)), exc
+                finally:
+                    del part  # its samples go before the turn does
+            written += result.written
+            skipped += result.skipped_duplicates
+            rejected.extend(result.rejected)
+        return WriteResult(written, skipped, tuple(rejected)), None
+
     def _write(self, batch: Batch) -> WriteResult:
         begun = time.perf_counter()
         try:
@@ -256,7 +283,10 @@ class Flusher:
                 time.perf_counter() - begun
             )
 
-    def _succeeded(self, batch: Batch, result: WriteResult) -> None:
+    def _turn(self) -> AbstractContextManager[None]:
+        return self._turns.write() if self._turns is not None else nullcontext()
+
+    def _succeeded(self, kind: Kind, result: WriteResult) -> None:
         self.queue.resume()
         now = self._clock()
         with self._lock:
@@ -279,7 +309,7 @@ class Flusher:
             log.warning(
                 "the database refused %d %s item(s) for their content, e.g. %s%s: %s",
                 len(rejected),
-                RESOURCE[batch.kind],
+                RESOURCE[kind],
                 f"{first.namespace}/" if first.namespace else "",
                 first.name,
                 first.detail,

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _M_ARENA_MAX = -8
 """``mallopt``'s parameter for the most malloc arenas (glibc's malloc.h)."""
@@ -47,3 +50,62 @@ def trim() -> None:
     """Return the heap's free pages to the operating system."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+
+
+class Turns:
+    """The worker's two memory-heavy steps take turns, so that their peaks do not add up: a
+    poll's reading and normalizing of its lists (at 150,000 pods the 64 MB pod list and its
+    typed items) and the write of one batch (its rows; a batch parked during an outage also
+    its keys and values read back). After an outage the writer writes the polls that waited
+    one after another while polls go on; both at once, the worker's peak was about 120 MB
+    above a steady poll's. A poll waiting goes first: the writer begins no batch while one
+    waits. No wait is longer than ``max_wait_seconds``: past it, the step goes on without its
+    turn (memory, not correctness, is at stake)."""
+
+    def __init__(self, max_wait_seconds: float) -> None:
+        self._changed = threading.Condition()
+        self._busy = False
+        self._polls_waiting = 0
+        self._max_wait_seconds = max_wait_seconds
+        self.overdue = 0
+        """How many steps went on without their turn (waited ``max_wait_seconds``)."""
+
+    @contextmanager
+    def poll(self) -> Iterator[None]:
+        """A poll's turn: as soon as no batch is being written."""
+        with self._changed:
+            self._polls_waiting += 1
+            try:
+                got = self._changed.wait_for(lambda: not self._busy, self._max_wait_seconds)
+            finally:
+                self._polls_waiting -= 1
+            self._begin(got)
+        try:
+            yield
+        finally:
+            self._end(got)
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """One batch's turn: when nothing else holds one and no poll waits for its own."""
+        with self._changed:
+            got = self._changed.wait_for(
+                lambda: not self._busy and not self._polls_waiting, self._max_wait_seconds
+            )
+            self._begin(got)
+        try:
+            yield
+        finally:
+            self._end(got)
+
+    def _begin(self, got: bool) -> None:
+        if got:
+            self._busy = True
+        else:
+            self.overdue += 1
+
+    def _end(self, got: bool) -> None:
+        if got:
+            with self._changed:
+                self._busy = False
+                self._changed.notify_all()

@@ -18,10 +18,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from recorder import gcpause, timeutil
+from recorder import gcpause, heap, timeutil
 from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Rejection, Samples
 from recorder.errors import (
     CredentialsError,
@@ -134,7 +135,11 @@ class Poller:
         write_inline: bool = True,
         on_publish: Callable[[Kind], None] = lambda kind: None,
         deadline_seconds: float | None = None,
+        turns: heap.Turns | None = None,
     ):
+        """``turns``: the lists are read and normalized in their turn with the writer's batches
+        (``heap.Turns``; the worker, whose writer thread writes while polls go on)."""
+        self._turns = turns
         self._source = source
         self._flusher = flusher
         self._snapshot = snapshot
@@ -169,11 +174,12 @@ class Poller:
             self._deadline = time.monotonic() + self._deadline_seconds
         queued: dict[int, ResourceOutcome] = {}
         kinds = (Kind.CONTAINER,) if self._namespaces else (Kind.NODE, Kind.CONTAINER)
-        for kind in kinds:
-            outcome, seq = self._poll_kind(kind)
-            report.outcomes.append(outcome)
-            if seq is not None:
-                queued[seq] = outcome
+        with self._turns.poll() if self._turns is not None else nullcontext():
+            for kind in kinds:
+                outcome, seq = self._poll_kind(kind)
+                report.outcomes.append(outcome)
+                if seq is not None:
+                    queued[seq] = outcome
         if self._write_inline:
             self._write_now(report, queued)
         report.duration_seconds = time.perf_counter() - begun

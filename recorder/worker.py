@@ -272,7 +272,10 @@ def build_poll_path(
             spool=Spool(spool_path, settings.spool_max_bytes) if spool_path else None,
             on_drop=lambda n, why: metrics.samples_dropped.labels(reason=why).inc(n),
         )
-        flusher = Flusher(queue, store, metrics, quiet=write_inline)
+        # The writer thread writes while polls go on: they take turns (``heap.Turns``). A
+        # step waits at most a third of an interval for its turn.
+        turns = None if write_inline else heap.Turns(settings.interval_seconds / 3)
+        flusher = Flusher(queue, store, metrics, quiet=write_inline, turns=turns)
         poller = Poller(
             client,
             flusher,
@@ -284,6 +287,7 @@ def build_poll_path(
             write_inline=write_inline,
             on_publish=on_publish,
             deadline_seconds=max(settings.interval_seconds, settings.request_timeout_seconds),
+            turns=turns,
         )
         opened.pop_all()
     return PollPath(cluster.server, store, client, holder, registry, queue, flusher, poller)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -12,7 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recorder.buffer import Spool, WriteQueue, decode_batch, encode_batch, for_another_replica
+from recorder.buffer import (
+    Pending,
+    Restored,
+    Spool,
+    WriteQueue,
+    decode_batch,
+    encode_batch,
+    for_another_replica,
+    restore,
+)
 from recorder.domain import Batch, Kind, Sample, SeriesKey
 from recorder.errors import ConfigError
 
@@ -331,3 +341,74 @@ def test_every_waiting_batch_comes_out_encoded_for_a_handover(tmp_path: Path) ->
     assert len(queue) == 0 and not list(tmp_path.glob("*.batch"))
     assert dropped == [(2, "unreadable"), (5, "deposed")]
     queue.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    pods=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.sampled_from("pqrst"), st.integers(0, 3)),
+        max_size=12,
+    ),
+    orphans=st.lists(st.tuples(st.sampled_from(["a", "c"]), st.sampled_from("uvw")), max_size=3),
+    size=st.integers(1, 6),
+)
+def test_a_packed_batch_read_back_in_parts_is_the_whole_batch_in_order(
+    pods: list[tuple[str, str, int]], orphans: list[tuple[str, str]], size: int
+) -> None:
+    """Each part holds the next ``size`` samples and the labels of the pods among them (a pod
+    whose containers straddle two parts: in both), the labels of pods without samples go with
+    the first part, and nothing else."""
+    samples = [
+        Sample(SeriesKey.for_container(ns, pod, f"c{c}"), 1_800_000_000_000 + n, 15_000, n, 2 * n)
+        for n, (ns, pod, containers) in enumerate(pods)
+        for c in range(containers)
+    ]
+    labels = {(k.namespace, k.pod): {"app": k.pod} for k in (s.key for s in samples)}
+    labels.update({ref: {"orphan": ref[1]} for ref in orphans if ref not in labels})
+    batch = Batch(Kind.CONTAINER, tuple(samples), labels, cluster="east")
+    pending = restored_pending(encode_batch(batch))
+    parts = list(pending.parts(size))
+    assert len(parts) == max(1, -(-len(samples) // size))
+    assert [s for part in parts for s in part.samples] == samples
+    for n, part in enumerate(parts):
+        assert len(part.samples) <= size and part.cluster == "east" and part.kind is Kind.CONTAINER
+        own = {(s.key.namespace, s.key.pod) for s in part.samples}
+        if n == 0:
+            own |= {
+                ref
+                for ref in labels
+                if ref not in {(k.namespace, k.pod) for k in batch.samples.keys}
+            }
+        assert dict(part.pod_labels) == {ref: labels[ref] for ref in own}
+    assert pending.batch == batch
+
+
+def restored_pending(data: bytes) -> Pending:
+    """``data`` as the write queue hands a parked batch to the writer."""
+    pending = Pending(0, restore(data))
+    assert isinstance(pending.held, Restored)
+    return pending
+
+
+def test_a_parked_batch_read_back_in_parts_holds_a_part_at_a_time() -> None:
+    """The writer writes a batch read back packed in parts (``RESTORED_PART_SAMPLES``): made
+    whole, 30,000 samples' keys, values and labels are all Python objects at once."""
+    batch = pods_batch(30_000)
+    data = encode_batch(batch)
+
+    def peak(read: Callable[[], None]) -> int:
+        tracemalloc.start()
+        try:
+            read()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    pending = restored_pending(data)
+
+    def in_parts() -> None:
+        for part in pending.parts(3_000):
+            assert len(part.samples) == 3_000
+
+    whole, parts = peak(lambda: pending.batch and None), peak(in_parts)
+    assert parts < whole * 0.5

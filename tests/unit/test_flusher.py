@@ -3,16 +3,21 @@ fixture) behind a switch that fails like a database outage, and a real write que
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from sqlalchemy import func, select
 
 import recorder.buffer
+import recorder.flusher
+from recorder import heap
 from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, Sample, SeriesKey, WriteResult
 from recorder.errors import StoreError
 from recorder.exporter import build_registry
 from recorder.exporter.holder import SnapshotHolder
 from recorder.flusher import Flusher
-from recorder.store import Store
+from recorder.store import Store, schema
 
 T0 = 1_800_000_000_000
 
@@ -53,14 +58,14 @@ def test_a_database_still_down_costs_no_read_back_of_parked_batches(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     decoded: list[int] = []
-    real_decode = recorder.buffer.decode_batch
+    real_restore = recorder.buffer.restore
 
-    def counting_decode(data: bytes) -> Batch:
-        found = real_decode(data)
-        decoded.append(len(found.samples))
+    def counting_restore(data: bytes) -> Batch | recorder.buffer.Restored:
+        found = real_restore(data)
+        decoded.append(found.samples if isinstance(found, recorder.buffer.Restored) else 0)
         return found
 
-    monkeypatch.setattr(recorder.buffer, "decode_batch", counting_decode)
+    monkeypatch.setattr(recorder.buffer, "restore", counting_restore)
     sink = Outage(store)
     _registry, metrics = build_registry(SnapshotHolder())
     flusher = Flusher(WriteQueue(), sink, metrics)
@@ -79,3 +84,69 @@ def test_a_database_still_down_costs_no_read_back_of_parked_batches(
     assert report.error is None and report.written == 100
     assert decoded == [50, 50]
     assert flusher.queue.pending_samples == 0
+
+
+def test_each_batch_is_read_and_written_in_its_turn_with_the_polls(store: Store) -> None:
+    """A poll that wants its turn while a batch is written waits until that write is over
+    (and goes before the next batch): their memory peaks never add up."""
+    turns = heap.Turns(max_wait_seconds=10.0)
+    polls: list[threading.Thread] = []
+    entered: list[threading.Event] = []
+    while_writing: list[bool] = []
+
+    class Watched(Outage):
+        def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
+            took = threading.Event()
+
+            def poll() -> None:
+                with turns.poll():
+                    took.set()
+
+            polls.append(threading.Thread(target=poll))
+            polls[-1].start()
+            entered.append(took)
+            while_writing.append(took.wait(0.2))
+            return super().write(batch, now_ms=now_ms)
+
+    _registry, metrics = build_registry(SnapshotHolder())
+    flusher = Flusher(WriteQueue(), Watched(store), metrics, turns=turns)
+    for n in range(3):
+        flusher.queue.put(batch(T0 + n * 15_000))
+    assert flusher.flush().written == 150
+    for thread in polls:
+        thread.join(10.0)
+    assert while_writing == [False, False, False]  # no poll began during a write
+    assert all(took.is_set() for took in entered)  # each had its turn once the write ended
+    assert turns.overdue == 0
+
+
+def test_a_parked_batch_is_written_in_parts_and_a_part_that_fails_costs_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch read back packed is written ``RESTORED_PART_SAMPLES`` at a time. When a part
+    fails, the batch waits whole: written again, its parts already stored are skipped as
+    exact duplicates, and every sample is stored once."""
+    monkeypatch.setattr(recorder.flusher, "RESTORED_PART_SAMPLES", 20)
+
+    class FailsOnce(Outage):
+        def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
+            self.down = self.writes == 1  # the second part of the first attempt
+            return super().write(batch, now_ms=now_ms)
+
+    sink = FailsOnce(store)
+    _registry, metrics = build_registry(SnapshotHolder())
+    flusher = Flusher(WriteQueue(), sink, metrics)
+    flusher.queue.put(batch(T0))
+    flusher.queue.park_all()  # as after a failed write: read back packed
+    failed = flusher.flush()
+    assert failed.error is not None and sink.writes == 2
+    assert flusher.queue.pending_samples == 50  # the whole batch still waits
+    sink.down = False
+    report = flusher.flush()
+    assert report.error is None and sink.writes == 2 + 3  # parts of 20, 20 and 10 samples
+    [result] = report.by_seq.values()
+    assert (result.written, result.skipped_duplicates) == (30, 20)
+    assert flusher.queue.pending_samples == 0
+    with store.reading() as conn:
+        rows = conn.execute(select(func.count()).select_from(schema.samples_head)).scalar_one()
+    assert rows == 50

@@ -1,9 +1,12 @@
-"""Returning freed memory to the operating system, measured on this process's own pages."""
+"""Returning freed memory to the operating system, measured on this process's own pages; the
+turns the worker's memory-heavy steps take."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
+import time
 
 import pytest
 
@@ -48,3 +51,90 @@ def test_limit_arenas_and_trim_are_safe_to_call_again() -> None:
     heap.limit_arenas(heap.DEFAULT_ARENAS)
     heap.trim()
     heap.trim()
+
+
+# --- turns: a poll's reading and a batch's write, one at a time --------------------------------
+
+WAIT = 10.0
+"""Longest any test here waits for a thread (a deadline, not a sleep: each returns at once)."""
+
+
+def test_a_write_waits_for_the_poll_that_holds_the_turn() -> None:
+    turns = heap.Turns(max_wait_seconds=WAIT)
+    order: list[str] = []
+    wrote = threading.Event()
+
+    def write() -> None:
+        with turns.write():
+            order.append("write")
+        wrote.set()
+
+    with turns.poll():
+        order.append("poll begins")
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not wrote.wait(0.2)  # the write waits while the poll reads
+        order.append("poll ends")
+    writer.join(WAIT)
+    assert order == ["poll begins", "poll ends", "write"]
+    assert turns.overdue == 0
+
+
+def test_a_waiting_poll_goes_before_the_writers_next_batch() -> None:
+    turns = heap.Turns(max_wait_seconds=WAIT)
+    order: list[str] = []
+    first_batch = threading.Event()
+    release = threading.Event()
+
+    def writer() -> None:
+        for name in ("batch 1", "batch 2"):
+            with turns.write():
+                order.append(name)
+                first_batch.set()
+                release.wait(WAIT)
+
+    def poll() -> None:
+        with turns.poll():
+            order.append("poll")
+
+    threads = [threading.Thread(target=writer)]
+    threads[0].start()
+    assert first_batch.wait(WAIT)
+    threads.append(threading.Thread(target=poll))
+    threads[1].start()
+    deadline = time.monotonic() + WAIT
+    while turns._polls_waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the poll waits for its turn
+    release.set()
+    for thread in threads:
+        thread.join(WAIT)
+    assert order == ["batch 1", "poll", "batch 2"]
+
+
+def test_a_turn_never_waits_past_its_bound_and_keeps_the_holders_turn() -> None:
+    turns = heap.Turns(max_wait_seconds=0.2)
+    held, release = threading.Event(), threading.Event()
+
+    def stuck_write() -> None:  # a write stuck on the database
+        with turns.write():
+            held.set()
+            release.wait(WAIT)
+
+    writer = threading.Thread(target=stuck_write)
+    writer.start()
+    assert held.wait(WAIT)
+    begun = time.monotonic()
+    with turns.poll():  # goes on without its turn after 0.2 s
+        waited = time.monotonic() - begun
+    assert 0.2 <= waited < WAIT
+    assert turns.overdue == 1
+    # The poll that went on did not end the stuck write's turn: another batch still waits.
+    begun = time.monotonic()
+    with turns.write():
+        assert time.monotonic() - begun >= 0.2
+    assert turns.overdue == 2
+    release.set()
+    writer.join(WAIT)
+    with turns.poll():  # free again: no wait
+        pass
+    assert turns.overdue == 2
