@@ -4,9 +4,12 @@ A poll at 150,000 pods allocates and frees a few hundred MB (the response, its t
 the rows of the write). CPython hands what it frees to glibc's heap, which keeps most of it
 as free pages between the live objects: the worker's resident memory stayed about 100 MB above
 what it uses, and grew by as much again after a database outage. ``trim`` returns the free
-pages (glibc's ``malloc_trim``; a few milliseconds at that size), and ``limit_arenas`` keeps
-the threads (poller, writer, relay) from each spreading their garbage over a heap of their own
-(glibc makes up to eight per core). Under musl, or off Linux, both do nothing.
+pages (glibc's ``malloc_trim``; a few milliseconds at that size), ``map_large_blocks`` keeps
+large blocks out of the heap, and ``limit_arenas`` keeps the threads (poller, writer, relay)
+from each spreading their garbage over a heap of their own (glibc makes up to eight per core).
+Under musl, or off Linux, these do nothing. ``Turns`` keeps the worker's two memory-heavy
+steps (a poll's reading of its lists, a batch's write) from running at once, so that their
+peaks do not add up.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from contextlib import contextmanager
 
 _M_ARENA_MAX = -8
 """``mallopt``'s parameter for the most malloc arenas (glibc's malloc.h)."""
+_M_MMAP_THRESHOLD = -3
+"""``mallopt``'s parameter for the size from which a block is mapped apart (malloc.h)."""
 DEFAULT_ARENAS = 2
+MMAP_THRESHOLD_BYTES = 256 * 1024
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -44,6 +50,19 @@ def limit_arenas(count: int = DEFAULT_ARENAS) -> None:
     """At most ``count`` malloc arenas; call before the process starts its threads."""
     if _LIBC is not None:
         _LIBC.mallopt(_M_ARENA_MAX, count)
+
+
+def map_large_blocks(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> None:
+    """Blocks of ``threshold_bytes`` and more each mapped apart, and unmapped when freed.
+
+    glibc starts at 128 KiB but raises the threshold to the size of each mapped block freed
+    (up to 32 MiB): after a poll freed its large lists and dict tables, the next poll's went
+    into the heap, between long-lived objects, and stayed resident after they were freed
+    (``trim`` returns only whole free pages). Setting it keeps it fixed. At 150,000 pods the
+    worker's steady peak went 443-473 -> 394 MB and its peak after a database outage 529 ->
+    429 MB, polls as fast."""
+    if _LIBC is not None:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, threshold_bytes)
 
 
 def trim() -> None:

@@ -341,6 +341,7 @@ def serve(settings: Settings, *, api_url: str | None = None, banner: Sequence[st
     """Run the service until SIGTERM/SIGINT; 0 after a clean stop. ``banner`` is printed
     once the HTTP server listens (``recorder demo``'s URLs), never before a failure."""
     heap.limit_arenas()  # before the HTTP server's and the queries' threads start
+    heap.map_large_blocks()
     settings.warn_about_interval()
     # Fail fast, in the user's terminal, when no cluster is configured or the address is taken.
     cluster = load_cluster_config(

@@ -777,6 +777,7 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     heap.limit_arenas()  # before the poller, writer and relay threads start
+    heap.map_large_blocks()
     configure_logging(settings.log_level)
     code = 0
     try:

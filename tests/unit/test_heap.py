@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -138,3 +140,44 @@ def test_a_turn_never_waits_past_its_bound_and_keeps_the_holders_turn() -> None:
     with turns.poll():  # free again: no wait
         pass
     assert turns.overdue == 2
+
+
+RETAINED = """
+import os, sys
+from recorder import heap
+if sys.argv[1] == "mapped":
+    heap.map_large_blocks()
+page = os.sysconf("SC_PAGE_SIZE")
+def resident():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * page
+del bytearray(400 * 1024)[:]  # a mapped block freed: glibc raises its threshold past it
+blocks, pins = [], []
+for i in range(200):  # a poll's large lists and tables, each beside a long-lived object
+    blocks.append(bytearray(300 * 1024))
+    blocks[-1][::page] = bytes(len(blocks[-1][::page]))  # touched: resident
+    pins.append(bytes(2000 + i))
+before = resident()
+del blocks  # no trim: mapped blocks go back when freed, heap blocks wait for one
+print(before - resident())
+"""
+
+
+@pytest.mark.skipif(not heap.available(), reason="glibc only (musl has no mallopt)")
+def test_large_blocks_mapped_apart_go_back_to_the_system_when_freed() -> None:
+    """With ``map_large_blocks`` a freed large block goes back to the system at once, even
+    after glibc has raised its own threshold (without it, these 60 MB are carved from the
+    heap and stay resident until a trim, amid whatever else the heap holds by then)."""
+
+    def returned(mode: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", RETAINED, mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return int(done.stdout)
+
+    assert returned("mapped") > 55 * 1024 * 1024
+    assert returned("dynamic") < 20 * 1024 * 1024  # the default, kept for comparison
