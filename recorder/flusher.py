@@ -154,6 +154,9 @@ class Flusher:
             result, error = self._write_parts(pending.parts(RESTORED_PART_SAMPLES))
             del pending
             if error is not None:
+                # Parts stored before the one that failed are skipped as duplicates next time:
+                # counted as written now.
+                self._metrics.samples_written.inc(result.written)
                 self._failed(kind, error)
                 report.error = error
                 break

@@ -134,7 +134,7 @@ def test_a_parked_batch_is_written_in_parts_and_a_part_that_fails_costs_nothing(
             return super().write(batch, now_ms=now_ms)
 
     sink = FailsOnce(store)
-    _registry, metrics = build_registry(SnapshotHolder())
+    registry, metrics = build_registry(SnapshotHolder())
     flusher = Flusher(WriteQueue(), sink, metrics)
     flusher.queue.put(batch(T0))
     flusher.queue.park_all()  # as after a failed write: read back packed
@@ -146,6 +146,8 @@ def test_a_parked_batch_is_written_in_parts_and_a_part_that_fails_costs_nothing(
     assert report.error is None and sink.writes == 2 + 3  # parts of 20, 20 and 10 samples
     [result] = report.by_seq.values()
     assert (result.written, result.skipped_duplicates) == (30, 20)
+    # The first part was counted when it was stored; written again, it is a duplicate.
+    assert registry.get_sample_value("recorder_samples_written_total") == 50
     assert flusher.queue.pending_samples == 0
     with store.reading() as conn:
         rows = conn.execute(select(func.count()).select_from(schema.samples_head)).scalar_one()
