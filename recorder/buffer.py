@@ -205,7 +205,7 @@ def decode_batch(data: bytes) -> Batch:
     if data.startswith(_MAGIC_V1):
         return _decode_v1(data[len(_MAGIC_V1) :])
     if data.startswith(_MAGIC_V3):
-        return _decode_v3(data[len(_MAGIC_V3) :])
+        return _restore_v3(data[len(_MAGIC_V3) :]).whole()
     if not data.startswith(_MAGIC):
         raise ValueError("not a spooled batch (bad header)")
     try:
@@ -229,10 +229,6 @@ def decode_batch(data: bytes) -> Batch:
         raise ValueError("not a spooled batch (an index past its table)") from None
     samples = Samples(keys, wire.ts_ms, wire.window_ms, wire.cpu, wire.memory, restored=True)
     return Batch(kind, samples, labels, cluster=wire.batch_cluster)
-
-
-def _decode_v3(data: bytes) -> Batch:
-    return _restore_v3(data).whole()
 
 
 def restore(data: bytes) -> Batch | Restored:
@@ -267,21 +263,21 @@ class Restored:
         self._values = values  # timestamps, windows, CPU, memory
         self._pods = pods  # (3, pods) indexes: namespace, pod, label set
         self._label_sets = label_sets  # object array of label dictionaries
-        self.samples = len(values[0])
+        self.sample_count = len(values[0])
 
     def whole(self) -> Batch:
-        return next(self.parts(max(self.samples, 1)))
+        return next(self.parts(max(self.sample_count, 1)))
 
     def parts(self, size: int) -> Iterator[Batch]:
         """The samples as batches of at most ``size`` samples, in order; each pod's labels go
         with every part that has a sample of that pod (the labels of a pod without samples
         with the first part). At least one batch, even when there are no samples."""
-        if size >= self.samples:  # one part: every pod's labels
+        if size >= self.sample_count:  # one part: every pod's labels
             yield self._part(0, size, None, None)
             return
         pairs = self._pairs(self._pods[0], self._pods[1])
         orphans = ~np.isin(pairs, self._pairs(self._keys[1], self._keys[2]))
-        for start in range(0, self.samples, size):
+        for start in range(0, self.sample_count, size):
             # Made by a call: nothing of a part stays in this frame while it is written.
             yield self._part(start, size, pairs, orphans if start == 0 else None)
 

@@ -62,7 +62,7 @@ def test_a_database_still_down_costs_no_read_back_of_parked_batches(
 
     def counting_restore(data: bytes) -> Batch | recorder.buffer.Restored:
         found = real_restore(data)
-        decoded.append(found.samples if isinstance(found, recorder.buffer.Restored) else 0)
+        decoded.append(found.sample_count if isinstance(found, recorder.buffer.Restored) else 0)
         return found
 
     monkeypatch.setattr(recorder.buffer, "restore", counting_restore)
