@@ -12,12 +12,13 @@ import logging
 import multiprocessing
 import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection, wait
-from multiprocessing.context import SpawnProcess
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -49,7 +50,6 @@ from recorder.worker import (
     open_write_store,
     own_cluster,
     ready_store,
-    worker_main,
 )
 
 log = logging.getLogger("recorder")
@@ -63,6 +63,73 @@ MAX_RESTART_DELAY_SECONDS = 30.0
 class _Exit:
     code: int | None
     at: float
+
+
+_CHILD_CODE = (
+    "import sys; from multiprocessing.connection import Connection; "
+    "conn = Connection(int(sys.argv[1])); sys.path[:] = conn.recv(); "
+    "from recorder.worker import worker_child; worker_child(conn)"
+)
+"""What the worker process runs: only the standard library until it has the server's
+``sys.path`` (as ``multiprocessing``'s spawn does), then the worker with what it is sent."""
+
+
+class WorkerProcess:
+    """The worker process: a fresh interpreter, as ``multiprocessing``'s spawn starts one, and
+    one end of a socket pair to talk to it.
+
+    Spawn also starts a resource tracker process beside it (13 MiB at rest, for shared memory
+    and named semaphores the recorder does not use): one process fewer in the container.
+    ``subprocess.Popen`` reaps the process safely from several threads (the supervisor waits
+    while probes ask whether it runs)."""
+
+    def __init__(self, args: tuple[object, ...]) -> None:
+        """Start it and send it ``args`` (``worker_main``'s, after the connection)."""
+        parent, child = multiprocessing.Pipe(duplex=True)
+        fd = child.fileno()
+        try:
+            # The interpreter's own flags (-O, -X ...), as multiprocessing passes them.
+            flags: list[str] = getattr(subprocess, "_args_from_interpreter_flags", list)()
+            self._popen = subprocess.Popen(
+                [sys.executable, *flags, "-c", _CHILD_CODE, str(fd)], pass_fds=(fd,)
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        self.conn = parent
+        try:
+            parent.send([p for p in sys.path if isinstance(p, str)])
+            parent.send(args)
+        except (OSError, ValueError):
+            pass  # it died at once: its exit code says why
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        """Its exit code once it exited (negative: the signal that ended it)."""
+        return self._popen.poll()
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until it exits, at most ``timeout`` seconds."""
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def kill(self) -> None:
+        if self.is_alive():
+            try:
+                self._popen.kill()
+            except ProcessLookupError:
+                pass
 
 
 class WorkerHandle:
@@ -85,9 +152,8 @@ class WorkerHandle:
         self._api_url = api_url
         self._schema_head = schema_head
         self._elected = elected
-        self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
-        self._process: SpawnProcess | None = None
+        self._process: WorkerProcess | None = None
         self._conn: Connection | None = None
         self._status: Status | None = None
         self._started = threading.Event()
@@ -140,15 +206,8 @@ class WorkerHandle:
         return self._stopped
 
     def _spawn(self) -> None:
-        parent, child = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=worker_main,
-            args=(self._settings, child, self._api_url, self._schema_head),
-            name="recorder-worker",
-            daemon=False,
-        )
-        process.start()
-        child.close()
+        process = WorkerProcess((self._settings, self._api_url, self._schema_head))
+        parent = process.conn
         with self._lock:
             self._process, self._conn = process, parent
         receiver = threading.Thread(
@@ -174,8 +233,7 @@ class WorkerHandle:
 
     def _kill(self) -> None:
         process = self._process
-        # Its sentinel says whether it still runs without reaping it (the supervisor does).
-        if process is not None and not wait([process.sentinel], 0):
+        if process is not None and process.is_alive():
             process.kill()
             self._join(5.0)
 

@@ -765,13 +765,23 @@ class Worker:
                 self._stop.set()  # the server is gone
 
 
+def worker_child(conn: Connection) -> None:
+    """Entry point of the worker process (``service.WorkerProcess``): ``worker_main`` with the
+    arguments the server sends first. A server gone before it sent them ends it (code 2)."""
+    try:
+        settings, api_url, schema_head = conn.recv()
+    except (EOFError, OSError, ValueError):
+        os._exit(2)
+    worker_main(settings, conn, api_url, schema_head)
+
+
 def worker_main(
     settings: Settings,
     conn: Connection,
     api_url: str | None = None,
     schema_head: str | None = None,
 ) -> None:
-    """Entry point of the worker process (``multiprocessing`` spawn target). ``schema_head``:
+    """The worker process's life, from ``worker_child``; it exits the process. ``schema_head``:
     the schema revision the server process migrated the database to."""
     # Ctrl+C reaches the whole process group: the server decides when the worker stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

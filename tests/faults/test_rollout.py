@@ -167,9 +167,14 @@ def test_an_old_and_a_new_replica_side_by_side_during_a_rolling_upgrade(
         written = old.metric("recorder_samples_written_total")
         with running(tmp_path, slow_simulator, postgres_url, interval="1s", name="new") as new:
             wait_for(lambda: role(new).startswith("follower"), 30, "the new replica to follow")
-            stores_on(postgres_url, 1, "the old replica to lead on beside the new one")
-            # The old replica wrote on the migrated schema, and alone: one writer.
-            assert newest(postgres_url) >= migrated + 2 * RESOLUTION_MS
+            # The old replica writes on, on the migrated schema, and alone: one writer. (Two
+            # resolutions after the migration, waited for: the new replica may follow within a
+            # resolution of it.)
+            wait_for(
+                lambda: newest(postgres_url) >= migrated + 2 * RESOLUTION_MS,
+                10 + 2 * RESOLUTION_MS / 1000,
+                "the old replica to lead on beside the new one",
+            )
             assert old.metric("recorder_samples_written_total") > written
             assert new.metric("recorder_samples_written_total") == 0
             assert (old.metric("recorder_leader"), new.metric("recorder_leader")) == (1, 0)
