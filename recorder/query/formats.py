@@ -157,11 +157,17 @@ def history_json_parts(
 ) -> bytes:
     """``history_json_bytes`` of the series ``parts`` yields, each part rendered before the
     next is asked for (``engine.raw_history``): the points of one part at a time are Python
-    objects. ``envelope``: the tier and error of the answer (its series are not read)."""
+    objects. ``envelope``: the tier and error of the answer (its series are not read).
+
+    The answer grows in one buffer, returned without a copy: a list of each series' bytes
+    joined at the end held the whole answer twice at its end, once as one small object per
+    series (77,000 of them for a namespace's raw minute, 17 MB) among the query's own objects
+    in the allocator's arenas, which a few survivors then kept resident after the answer."""
     text = _COMPACT.encode(history_json(envelope, resource, kind, step_ms, agg))
     if not text.endswith(_SERIES_END):
         raise AssertionError("history_json must end with its series")
-    out = [text[: -len("]}}")].encode()]
+    out = io.BytesIO()
+    out.write(text[: -len("]}}")].encode())
     plain_ints = resource is Resource.MEMORY  # display() keeps a memory int as it is
     times: dict[int, str] = {}  # the series of an answer share their few timestamps
     comma = ""
@@ -184,10 +190,10 @@ def history_json_parts(
                 for name in ("request", "limit"):
                     if name in extra:
                         lines += f',"{name}":{_COMPACT.encode(extra[name])}'
-            out.append(f'{comma}{{"labels":{labels},"points":[{points}]{lines}}}'.encode())
+            out.write(f'{comma}{{"labels":{labels},"points":[{points}]{lines}}}'.encode())
             comma = ","
-    out.append(b"]}}")
-    return b"".join(out)
+    out.write(b"]}}")
+    return out.getvalue()  # the buffer itself (cut to its length), not a copy
 
 
 def history_text(

@@ -4,7 +4,7 @@ the newest head timestamp of each."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select
@@ -33,6 +33,27 @@ def select_series(
 ) -> dict[int, Series]:
     """The stored series of ``kinds`` matching every filter of ``where`` (its ``kind`` aside;
     the selector on pod labels), by id in id order."""
+    return {series.id: series for series in iter_series(conn, kinds, where)}
+
+
+ITER_BATCH_ROWS = 2_000
+"""Rows fetched at a time by ``iter_series`` (PostgreSQL: a server-side cursor's batch)."""
+
+
+def iter_series(
+    conn: Connection,
+    kinds: Sequence[Kind],
+    where: SeriesFilter,
+    *,
+    most_parsed: int | None = None,
+) -> Generator[Series, None, None]:
+    """``select_series`` one series at a time, in id order, read as they are iterated: a
+    caller that lets go of each slice holds one slice of them (77,000 series of a namespace
+    are about 40 MB as objects). The caller may run other statements on ``conn`` between
+    two series; the rows are fetched ``ITER_BATCH_ROWS`` at a time (a server-side cursor on
+    PostgreSQL). Close it (``contextlib.closing``) before ``conn`` if it is left unfinished.
+    ``most_parsed``: at most this many pods' labels kept parsed for the series to share, and
+    four times as many names (a caller that keeps every series keeps them all anyway)."""
     s, pl = schema.series, schema.pod_labels
     statement = (
         select(
@@ -55,6 +76,7 @@ def select_series(
         )
         .where(s.c.kind.in_([kind.value for kind in kinds]))
         .order_by(s.c.id)
+        .execution_options(yield_per=ITER_BATCH_ROWS)
     )
     for name in ("cluster", "node", "namespace", "pod", "container"):
         wanted = getattr(where, name)
@@ -62,38 +84,41 @@ def select_series(
             statement = statement.where(s.c[name] == wanted)
     if where.namespaces is not None:
         statement = statement.where(s.c.namespace.in_(sorted(where.namespaces)))
-    found: dict[int, Series] = {}
     kinds_by_value = {kind.value: kind for kind in Kind}
     # A pod's labels are one JSON text beside each of its series: parsed once per text (and
-    # shared, read-only, by the pod's series).
+    # shared, read-only, by the pod's series), up to ``most_parsed`` texts at a time.
     parsed: dict[str, Mapping[str, str]] = {}
     # The driver makes a new string per row and column: one object per distinct name instead
     # (77,000 series of one namespace held about 20 MB of equal copies of a few names).
-    same = {"": ""}.setdefault
+    # Both are bounded when the caller does not keep every series: pods' names are distinct.
+    names = {"": ""}
+    same = names.setdefault
     selector = where.selector
-    for sid, kind, cluster, node, namespace, pod, container, first, last, text in conn.execute(
-        statement
-    ):
-        labels: Mapping[str, str] | None = None
-        if text is not None:
-            labels = parsed.get(text)
-            if labels is None:
-                labels = parsed[text] = json.loads(text)
-        if selector is not None and not selector.matches(labels or {}):
-            continue
-        found[sid] = Series(
-            sid,
-            kinds_by_value[kind],
-            same(cluster, cluster),
-            same(node, node),
-            same(namespace, namespace),
-            same(pod, pod),
-            same(container, container),
-            first,
-            last,
-            labels,
-        )
-    return found
+    with conn.execute(statement) as rows:
+        for sid, kind, cluster, node, namespace, pod, container, first, last, text in rows:
+            labels: Mapping[str, str] | None = None
+            if text is not None:
+                labels = parsed.get(text)
+                if labels is None:
+                    if most_parsed is not None and len(parsed) >= most_parsed:
+                        parsed.clear()
+                    labels = parsed[text] = json.loads(text)
+            if most_parsed is not None and len(names) >= 4 * most_parsed:
+                names.clear()
+            if selector is not None and not selector.matches(labels or {}):
+                continue
+            yield Series(
+                sid,
+                kinds_by_value[kind],
+                same(cluster, cluster),
+                same(node, node),
+                same(namespace, namespace),
+                same(pod, pod),
+                same(container, container),
+                first,
+                last,
+                labels,
+            )
 
 
 def newest_in_head(conn: Connection, found: Mapping[int, Series]) -> dict[int, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -22,9 +23,10 @@ from recorder.domain import (
     SeriesKey,
     Tier,
 )
+from recorder.errors import QueryError
 from recorder.query import engine
 from recorder.stats.sketch import RELATIVE_ACCURACY, exact_quantile
-from recorder.store import Store, open_store, schema
+from recorder.store import Store, open_store, schema, series
 from recorder.timeutil import DAY_MS, HOUR_MS, MINUTE_MS
 from tests.retention_support import expire_full_resolution
 
@@ -309,3 +311,63 @@ def test_covered_time_of_a_group() -> None:
     assert engine.covered_ms([acc(0, 990, 100, 10), acc(0, 990, 2, 10)]) == 1000
     assert engine.covered_ms([acc(0, 0, 1, 0)]) == 0  # a single sample: no interval
     assert engine.covered_ms([]) == 0
+
+
+def test_raw_history_of_many_containers_reads_a_slice_of_series_at_a_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The series of a raw answer are read a slice at a time (a namespace's 77,000 held 40 MB
+    at once), the answer the same: every series in id order, each with its own points; and
+    an answer stopped by its bounds part-way leaves the store readable."""
+    keys = [SeriesKey.for_container("big", f"pod-{i}", "app") for i in range(10_000)]
+    other = SeriesKey.for_container("small", "pod", "app")
+    samples = tuple(
+        Sample(key, T0 + 15_000 * j, 15_000, 1_000_000 + 10 * i + j, 2**20)
+        for j in range(2)
+        for i, key in enumerate([*keys, other])
+    )
+    store.write(Batch(Kind.CONTAINER, samples), now_ms=T0 + 30_000)
+    where = SeriesFilter(QueryKind.CONTAINER, namespace="big")
+    query = HistoryQuery(Resource.CPU, where, T0, T0 + MINUTE_MS)
+    monkeypatch.setattr(engine, "RAW_SLICE_UNITS", 500)
+    monkeypatch.setattr(series, "ITER_BATCH_ROWS", 250)  # rows fetched at a time
+
+    def answer() -> tuple[list[str], list[list[tuple[int, object]]], int]:
+        pods: list[str] = []
+        points: list[list[tuple[int, object]]] = []
+        slices = 0
+        for part, outputs in engine.raw_history(store, query, max_points=10**6, max_samples=10**7):
+            assert [o.labels for o in outputs] == [s.labels for s in part]
+            pods.extend(s.labels["pod"] for s in part)
+            points.extend(s.points for s in part)
+            slices += 1
+        return pods, points, slices
+
+    pods, points, slices = answer()  # also warms the statement caches
+    assert pods == [f"pod-{i}" for i in range(10_000)]
+    assert points == [
+        [(T0, 1_000_000 + 10 * i), (T0 + 15_000, 1_000_001 + 10 * i)] for i in range(10_000)
+    ]
+    assert slices == 20
+
+    with store.reading() as conn:
+        tracemalloc.start()
+        try:
+            outputs, units = engine.units_of(conn, where)
+            every_series = tracemalloc.get_traced_memory()[0]
+            del outputs, units
+        finally:
+            tracemalloc.stop()
+    tracemalloc.start()
+    try:
+        for part, _outputs in engine.raw_history(store, query, max_points=10**6, max_samples=10**7):
+            del part, _outputs
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert every_series > 2_000_000
+    assert peak < every_series / 2, (peak, every_series)
+
+    with pytest.raises(QueryError, match="points"):
+        list(engine.raw_history(store, query, max_points=5_000, max_samples=10**7))
+    assert answer()[0] == pods

@@ -141,6 +141,38 @@ def test_history_json_bytes_refuses_what_json_refuses() -> None:
         formats.history_json_bytes(result, Resource.MEMORY, "node", None, None)
 
 
+def test_a_large_answer_is_held_once_while_it_is_rendered() -> None:
+    """Rendering 20,000 series part by part holds the answer about once (one buffer handed
+    back as it is), not as one small object per series and then their joined copy (2.7x)."""
+    import tracemalloc
+
+    parts = [
+        [
+            SeriesPoints(
+                {"namespace": "shop", "pod": f"web-{p}-{i}", "container": "app"},
+                [(T0 + k * 15_000, 100_000_000 + i + k) for k in range(4)],
+            )
+            for i in range(2_000)
+        ]
+        for p in range(10)
+    ]
+    envelope = HistoryResult([], Tier.RAW)
+    size = len(
+        formats.history_json_parts(parts, envelope, Resource.MEMORY, "container", None, None)
+    )
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        body = formats.history_json_parts(parts, envelope, Resource.MEMORY, "container", None, None)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert len(body) == size > 3_000_000
+    assert peak < 1.4 * size, (peak, size)
+    assert json.loads(body)["data"]["series"][19_999]["labels"]["pod"] == "web-9-1999"
+
+
 def test_history_csv_times_are_rfc3339() -> None:
     assert formats.history_csv(RESULT, Resource.CPU, Agg.AVG) == (
         "namespace,pod,container,timestamp,cpu_cores\n"
