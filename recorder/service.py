@@ -91,7 +91,9 @@ class WorkerProcess:
             # The interpreter's own flags (-O, -X ...), as multiprocessing passes them.
             flags: list[str] = getattr(subprocess, "_args_from_interpreter_flags", list)()
             self._popen = subprocess.Popen(
-                [sys.executable, *flags, "-c", _CHILD_CODE, str(fd)], pass_fds=(fd,)
+                [sys.executable, *flags, "-c", _CHILD_CODE, str(fd)],
+                pass_fds=(fd,),
+                stdin=subprocess.DEVNULL,  # as spawn's: it never reads the terminal
             )
         except BaseException:
             parent.close()

@@ -9,7 +9,7 @@ of a 200,000-series query.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from fractions import Fraction
@@ -303,9 +303,10 @@ def raw_history(
     if query.step_ms is not None or query.where.kind is QueryKind.WORKLOAD:
         raise ValueError("raw_history answers raw points of nodes, containers and pods")
     column = "cpu_nanocores" if query.resource is Resource.CPU else "memory_bytes"
-    with reader.reading() as conn:
+    # The slices' cursor is closed before the connection goes back, however this ends.
+    with reader.reading() as conn, closing(_unit_slices(conn, query.where)) as slices:
         decoded = total = 0
-        for outputs, units in _unit_slices(conn, query.where):
+        for outputs, units in slices:
             scan = Scan(
                 units,
                 start_ms=query.start_ms,
@@ -335,7 +336,7 @@ def raw_history(
 
 def _unit_slices(
     conn: Connection, where: SeriesFilter
-) -> Iterator[tuple[list[Output], list[Unit]]]:
+) -> Generator[tuple[list[Output], list[Unit]], None, None]:
     """``units_of(conn, where)`` ``RAW_SLICE_UNITS`` at a time. Nodes and containers (one
     series each, unless a workload filter needs them all first) are read a slice at a time;
     pods, grouped from their containers, all at once."""
