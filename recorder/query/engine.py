@@ -350,7 +350,7 @@ def _unit_slices(
             yield outputs[begin : begin + RAW_SLICE_UNITS], units[begin : begin + RAW_SLICE_UNITS]
         return
     kinds = (Kind.NODE,) if kind is QueryKind.NODE else (Kind.CONTAINER,)
-    with closing(iter_series(conn, kinds, where, most_parsed=RAW_SLICE_UNITS)) as found:
+    with closing(iter_series(conn, kinds, where, streamed=True)) as found:
         while part := list(islice(found, RAW_SLICE_UNITS)):
             yield (
                 [Output(None, s.pod_labels, (s,), kind) for s in part],

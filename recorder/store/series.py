@@ -37,7 +37,11 @@ def select_series(
 
 
 ITER_BATCH_ROWS = 2_000
-"""Rows fetched at a time by ``iter_series`` (PostgreSQL: a server-side cursor's batch)."""
+"""Rows fetched at a time by a streamed ``iter_series`` (PostgreSQL: a server-side cursor's
+batch)."""
+STREAMED_SHARED = 4_096
+"""Most pods' labels a streamed ``iter_series`` keeps parsed for its series to share (and
+four times as many names)."""
 
 
 def iter_series(
@@ -45,15 +49,16 @@ def iter_series(
     kinds: Sequence[Kind],
     where: SeriesFilter,
     *,
-    most_parsed: int | None = None,
+    streamed: bool = False,
 ) -> Generator[Series, None, None]:
-    """``select_series`` one series at a time, in id order, read as they are iterated: a
-    caller that lets go of each slice holds one slice of them (77,000 series of a namespace
-    are about 40 MB as objects). The caller may run other statements on ``conn`` between
-    two series; the rows are fetched ``ITER_BATCH_ROWS`` at a time (a server-side cursor on
-    PostgreSQL). Close it (``contextlib.closing``) before ``conn`` if it is left unfinished.
-    ``most_parsed``: at most this many pods' labels kept parsed for the series to share, and
-    four times as many names (a caller that keeps every series keeps them all anyway)."""
+    """``select_series`` one series at a time, in id order. ``streamed``: read as they are
+    iterated, for a caller that lets go of each slice and so holds one slice of them (77,000
+    series of a namespace are about 40 MB as objects): the rows are fetched
+    ``ITER_BATCH_ROWS`` at a time (a server-side cursor on PostgreSQL), the labels and names
+    the series share are bounded (``STREAMED_SHARED``), and the caller may run other
+    statements on ``conn`` between two series. Close it (``contextlib.closing``) before
+    ``conn`` if it is left unfinished. Not streamed, the rows are read at once (what a
+    caller keeping every series wants: one round trip, the planner's plan for all rows)."""
     s, pl = schema.series, schema.pod_labels
     statement = (
         select(
@@ -76,8 +81,9 @@ def iter_series(
         )
         .where(s.c.kind.in_([kind.value for kind in kinds]))
         .order_by(s.c.id)
-        .execution_options(yield_per=ITER_BATCH_ROWS)
     )
+    if streamed:
+        statement = statement.execution_options(yield_per=ITER_BATCH_ROWS)
     for name in ("cluster", "node", "namespace", "pod", "container"):
         wanted = getattr(where, name)
         if wanted is not None:
@@ -86,7 +92,7 @@ def iter_series(
         statement = statement.where(s.c.namespace.in_(sorted(where.namespaces)))
     kinds_by_value = {kind.value: kind for kind in Kind}
     # A pod's labels are one JSON text beside each of its series: parsed once per text (and
-    # shared, read-only, by the pod's series), up to ``most_parsed`` texts at a time.
+    # shared, read-only, by the pod's series).
     parsed: dict[str, Mapping[str, str]] = {}
     # The driver makes a new string per row and column: one object per distinct name instead
     # (77,000 series of one namespace held about 20 MB of equal copies of a few names).
@@ -100,10 +106,10 @@ def iter_series(
             if text is not None:
                 labels = parsed.get(text)
                 if labels is None:
-                    if most_parsed is not None and len(parsed) >= most_parsed:
+                    if streamed and len(parsed) >= STREAMED_SHARED:
                         parsed.clear()
                     labels = parsed[text] = json.loads(text)
-            if most_parsed is not None and len(names) >= 4 * most_parsed:
+            if streamed and len(names) >= 4 * STREAMED_SHARED:
                 names.clear()
             if selector is not None and not selector.matches(labels or {}):
                 continue
