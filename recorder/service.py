@@ -127,11 +127,7 @@ class WorkerProcess:
             pass
 
     def kill(self) -> None:
-        if self.is_alive():
-            try:
-                self._popen.kill()
-            except ProcessLookupError:
-                pass
+        self._popen.kill()  # nothing once it was reaped (Popen checks)
 
 
 class WorkerHandle:

@@ -9,7 +9,7 @@ of a 200,000-series query.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from fractions import Fraction
@@ -166,9 +166,7 @@ def units_of(conn: Connection, where: SeriesFilter) -> tuple[list[Output], list[
             conn, where, select_series(conn, (Kind.CONTAINER, Kind.POD), _pod_filter(where))
         )
     if where.kind is not QueryKind.POD:
-        kind = where.kind
-        outputs = [Output(None, s.pod_labels, (s,), kind) for s in found.values()]
-        return outputs, [Unit(ids, ids) for s in found.values() for ids in ((s.id,),)]
+        return _one_each(found.values(), where.kind)
     by_pod: dict[tuple[str, str, str], list[Series]] = {}
     for series in found.values():
         by_pod.setdefault((series.cluster, series.namespace, series.pod), []).append(series)
@@ -182,6 +180,14 @@ def units_of(conn: Connection, where: SeriesFilter) -> tuple[list[Output], list[
         outputs.append(Output(_labels(shown, QueryKind.POD), shown.pod_labels, tuple(members)))
         units.append(Unit(tuple(s.id for s in pods), tuple(s.id for s in containers)))
     return outputs, units
+
+
+def _one_each(found: Collection[Series], kind: QueryKind) -> tuple[list[Output], list[Unit]]:
+    """Node or container outputs: one series each, its own unit."""
+    return (
+        [Output(None, s.pod_labels, (s,), kind) for s in found],
+        [Unit(ids, ids) for s in found for ids in ((s.id,),)],
+    )
 
 
 def _pod_filter(where: SeriesFilter) -> SeriesFilter:
@@ -340,22 +346,19 @@ def _unit_slices(
     """``units_of(conn, where)`` ``RAW_SLICE_UNITS`` at a time. Nodes and containers (one
     series each, unless a workload filter needs them all first) are read a slice at a time;
     pods, grouped from their containers, all at once."""
-    _check_selector(where)
     kind = where.kind
     if kind not in (QueryKind.NODE, QueryKind.CONTAINER) or (
         where.workload_kind is not None or where.workload is not None
     ):
-        outputs, units = units_of(conn, where)
+        outputs, units = units_of(conn, where)  # checks the selector
         for begin in range(0, len(units), RAW_SLICE_UNITS):
             yield outputs[begin : begin + RAW_SLICE_UNITS], units[begin : begin + RAW_SLICE_UNITS]
         return
+    _check_selector(where)
     kinds = (Kind.NODE,) if kind is QueryKind.NODE else (Kind.CONTAINER,)
     with closing(iter_series(conn, kinds, where, streamed=True)) as found:
         while part := list(islice(found, RAW_SLICE_UNITS)):
-            yield (
-                [Output(None, s.pod_labels, (s,), kind) for s in part],
-                [Unit(ids, ids) for s in part for ids in ((s.id,),)],
-            )
+            yield _one_each(part, kind)
             del part
 
 
