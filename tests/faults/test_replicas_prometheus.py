@@ -79,7 +79,9 @@ class Prometheus:
 
     def targets(self) -> dict[str, str]:
         """Each scraped instance's health (``up``, ``down``, ``unknown``)."""
-        answer = self.client.get("/api/v1/targets").json()["data"]["activeTargets"]
+        response = self.client.get("/api/v1/targets")
+        response.raise_for_status()
+        answer = response.json()["data"]["activeTargets"]
         return {t["labels"]["instance"]: t["health"] for t in answer}
 
 
@@ -106,6 +108,8 @@ def prometheus(tmp_path: Path, targets: list[str]) -> Iterator[Prometheus]:
     )
     server = Prometheus(f"http://127.0.0.1:{port}", log)
     try:
+        # Its API answers 503 "Service Unavailable" until its storage is open.
+        wait_for(lambda: server.client.get("/-/ready").status_code == 200, 30, "Prometheus ready")
         yield server
     finally:
         server.client.close()
