@@ -15,7 +15,8 @@ WITHDRAW_AFTER_INTERVALS = 3
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """The samples of one kind from one successful read of the Metrics API."""
+    """The samples of one kind from one successful read of the Metrics API (none once
+    released: ``SnapshotHolder.release``)."""
 
     samples: Samples
     taken_at_ms: int
@@ -65,6 +66,19 @@ class SnapshotHolder:
         with self._lock:
             self._generation += 1
             self._latest[kind] = Published(frozen, taken_at_ms, self._generation, now)
+
+    def release(self, kind: Kind, generation: int) -> None:
+        """Let go of the samples of ``kind`` published as ``generation`` (if still the newest),
+        keeping when they were published: the worker's line publisher, once it has sent them
+        to the server, is the last reader of a poll's samples in that process. At 150,000
+        pods they are about 20 MB (five columns of 200,000 entries and 400,000 integers), which
+        were held until the next poll had made its own: both at once at every poll's peak."""
+        with self._lock:
+            published = self._latest.get(kind)
+            if published is not None and published.generation == generation:
+                self._latest[kind] = Published(
+                    Samples(), published.taken_at_ms, generation, published.published_at
+                )
 
     def view(self) -> SnapshotView:
         now = self._clock()

@@ -160,7 +160,8 @@ class LinePublisher:
 
     The poll never waits for a render. Announcements that come while a render runs collapse:
     the next render reads the holder then, so it renders only the newest snapshot, and a
-    snapshot already sent is not sent again."""
+    snapshot already sent is not sent again. A snapshot sent is released from the holder
+    (nothing else in the worker reads its samples)."""
 
     def __init__(
         self,
@@ -224,6 +225,7 @@ class LinePublisher:
         self._sent[kind] = published.generation
         if lines is not None:
             self._send(lines)
+        self._holder.release(kind, published.generation)
 
 
 @dataclass(slots=True)

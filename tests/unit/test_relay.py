@@ -9,6 +9,7 @@ import gzip
 import multiprocessing
 import subprocess
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -241,6 +242,41 @@ def test_the_publisher_renders_only_the_newest_snapshot_of_a_burst() -> None:
     texts = [b"".join(lines.cpu.inflated()).decode() for lines in sent]
     assert len(texts) == 2
     assert "1.000000001\n" in texts[0] and "1.000000004\n" in texts[1]
+
+
+def test_the_publisher_lets_go_of_a_snapshot_once_sent_and_only_that_one() -> None:
+    """The worker's holder keeps no poll's samples after the server has them (the next poll
+    would hold two batches at once); a newer snapshot published meanwhile is kept."""
+    holder = SnapshotHolder(15.0)
+    sent: list[KindLines] = []
+    rendering, release = threading.Event(), threading.Event()
+
+    def send(lines: KindLines) -> None:
+        sent.append(lines)
+        rendering.set()
+        release.wait(30)
+
+    publisher = LinePublisher(holder, LineRenderer(), send)
+    publisher.start()
+    holder.publish(Kind.NODE, nodes(3, generation=1), 1)
+    publisher.announce(Kind.NODE)
+    assert rendering.wait(30)
+    holder.publish(Kind.NODE, nodes(4, generation=2), 2)  # a poll while the first is sent
+    release.set()
+    publisher.close(timeout=30)
+    newer = holder.view().nodes
+    assert newer is not None and len(newer.samples) == 4  # not sent yet: kept
+    publisher = LinePublisher(holder, LineRenderer(), sent.append)
+    publisher.start()
+    publisher.announce(Kind.NODE)
+    wait = time.monotonic() + 30
+    while len(sent) < 2 and time.monotonic() < wait:
+        time.sleep(0.01)
+    publisher.close(timeout=30)
+    assert len(sent) == 2 and "1.000000002\n" in b"".join(sent[1].cpu.inflated()).decode()
+    view = holder.view()
+    assert view.nodes is not None and len(view.nodes.samples) == 0  # sent: let go
+    assert view.nodes.generation == newer.generation and view.fresh  # still fresh
 
 
 def test_a_kind_not_sent_for_three_intervals_is_withdrawn() -> None:
