@@ -205,6 +205,17 @@ def test_a_database_that_refuses_everything_costs_bounded_attempts(
     assert attempts <= 2 * MAX_ISOLATED * 11 + 2
 
 
+def test_the_labels_held_are_keyed_by_the_batch_own_pod_references(store: Store) -> None:
+    # The poller hands each pod's (namespace, pod) as one object poll after poll; the writer's
+    # map of stored labels keeps that object as its key, not a tuple of its own per pod.
+    labels = {("shop", f"web-{i}"): {"app": "web", "i": str(i)} for i in range(50)}
+    store.write(Batch(Kind.CONTAINER, tuple(good(100)), labels), now_ms=T0)
+    held = store._writer._labels["default"]
+    refs = {ref: ref for ref in labels}
+    assert held.keys() == labels.keys()
+    assert all(refs[ref] is ref for ref in held)
+
+
 def test_after_a_restart_the_batch_keys_and_equal_labels_are_adopted(store: Store) -> None:
     # What the poller hands every poll (the same key and label objects) becomes what the
     # writer holds, so the next poll's lookups stop at identity; nothing is written twice.
