@@ -140,9 +140,13 @@ class Flusher:
             if parked is not None:
                 # Reading a parked batch back costs a copy of its samples (200,000 at 150,000
                 # pods): during an outage every retry would make one only to fail. The store is
-                # asked first, which fails cheaply while the database is still down.
+                # asked first, which fails cheaply while the database is still down. In its
+                # turn: when the database answers reads but refuses writes (a lock), this
+                # reloads every series and pod's labels, about 60 MB more while it runs at
+                # 150,000 pods, which a poll's own peak must not meet.
                 try:
-                    self._sink.prepare()
+                    with self._turn():
+                        self._sink.prepare()
                 except StoreError as exc:
                     self._failed(parked, exc)
                     report.error = exc

@@ -120,6 +120,41 @@ def test_each_batch_is_read_and_written_in_its_turn_with_the_polls(store: Store)
     assert turns.overdue == 0
 
 
+def test_reading_the_maps_before_a_parked_batch_is_done_in_its_turn_too(store: Store) -> None:
+    """Before a parked batch is read back the store reloads what the writer needs (every
+    series and pod's labels at a database that answers reads but refuses writes): that takes
+    its turn as a write does, so a poll never runs beside it."""
+    turns = heap.Turns(max_wait_seconds=10.0)
+    during_prepare: list[bool] = []
+    entered: list[threading.Event] = []
+    polls: list[threading.Thread] = []
+
+    class Watched(Outage):
+        def prepare(self) -> None:
+            took = threading.Event()
+
+            def poll() -> None:
+                with turns.poll():
+                    took.set()
+
+            polls.append(threading.Thread(target=poll))
+            polls[-1].start()
+            entered.append(took)
+            during_prepare.append(took.wait(0.2))
+            super().prepare()
+
+    _registry, metrics = build_registry(SnapshotHolder())
+    flusher = Flusher(WriteQueue(), Watched(store), metrics, turns=turns)
+    flusher.queue.put(batch(T0))
+    flusher.queue.park_all()  # as after a failed write: the next flush prepares first
+    assert flusher.flush().written == 50
+    for thread in polls:
+        thread.join(10.0)
+    assert during_prepare == [False]  # no poll began while the maps were read
+    assert all(took.is_set() for took in entered)  # the poll had its turn afterwards
+    assert turns.overdue == 0
+
+
 def test_a_parked_batch_is_written_in_parts_and_a_part_that_fails_costs_nothing(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
