@@ -141,9 +141,9 @@ class Flusher:
                 # Reading a parked batch back costs a copy of its samples (200,000 at 150,000
                 # pods): during an outage every retry would make one only to fail. The store is
                 # asked first, which fails cheaply while the database is still down. In its
-                # turn: when the database answers reads but refuses writes (a lock), this
-                # reloads every series and pod's labels, about 60 MB more while it runs at
-                # 150,000 pods, which a poll's own peak must not meet.
+                # turn, as a write: when the database answers reads but refuses writes (a
+                # lock), this reads every series and pod's labels anew (seconds of short-lived
+                # objects at 150,000 pods), which a poll's own peak should not meet.
                 try:
                     with self._turn():
                         self._sink.prepare()
