@@ -86,26 +86,43 @@ def test_a_database_still_down_costs_no_read_back_of_parked_batches(
     assert flusher.queue.pending_samples == 0
 
 
+class PollsAsking:
+    """Polls that ask for their turn at chosen moments (``ask``), each on a thread of its
+    own: whether each began at once (``at_once``), and whether all had it in the end."""
+
+    def __init__(self, turns: heap.Turns) -> None:
+        self.turns = turns
+        self.at_once: list[bool] = []
+        self._threads: list[threading.Thread] = []
+        self._entered: list[threading.Event] = []
+
+    def ask(self) -> None:
+        took = threading.Event()
+
+        def poll() -> None:
+            with self.turns.poll():
+                took.set()
+
+        self._threads.append(threading.Thread(target=poll))
+        self._threads[-1].start()
+        self._entered.append(took)
+        self.at_once.append(took.wait(0.2))
+
+    def all_had_their_turn(self) -> bool:
+        for thread in self._threads:
+            thread.join(10.0)
+        return all(took.is_set() for took in self._entered)
+
+
 def test_each_batch_is_read_and_written_in_its_turn_with_the_polls(store: Store) -> None:
     """A poll that wants its turn while a batch is written waits until that write is over
     (and goes before the next batch): their memory peaks never add up."""
     turns = heap.Turns(max_wait_seconds=10.0)
-    polls: list[threading.Thread] = []
-    entered: list[threading.Event] = []
-    while_writing: list[bool] = []
+    polls = PollsAsking(turns)
 
     class Watched(Outage):
         def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
-            took = threading.Event()
-
-            def poll() -> None:
-                with turns.poll():
-                    took.set()
-
-            polls.append(threading.Thread(target=poll))
-            polls[-1].start()
-            entered.append(took)
-            while_writing.append(took.wait(0.2))
+            polls.ask()
             return super().write(batch, now_ms=now_ms)
 
     _registry, metrics = build_registry(SnapshotHolder())
@@ -113,10 +130,8 @@ def test_each_batch_is_read_and_written_in_its_turn_with_the_polls(store: Store)
     for n in range(3):
         flusher.queue.put(batch(T0 + n * 15_000))
     assert flusher.flush().written == 150
-    for thread in polls:
-        thread.join(10.0)
-    assert while_writing == [False, False, False]  # no poll began during a write
-    assert all(took.is_set() for took in entered)  # each had its turn once the write ended
+    assert polls.all_had_their_turn()  # each once the write ended
+    assert polls.at_once == [False, False, False]  # no poll began during a write
     assert turns.overdue == 0
 
 
@@ -125,22 +140,11 @@ def test_reading_the_maps_before_a_parked_batch_is_done_in_its_turn_too(store: S
     series and pod's labels at a database that answers reads but refuses writes): that takes
     its turn as a write does, so a poll never runs beside it."""
     turns = heap.Turns(max_wait_seconds=10.0)
-    during_prepare: list[bool] = []
-    entered: list[threading.Event] = []
-    polls: list[threading.Thread] = []
+    polls = PollsAsking(turns)
 
     class Watched(Outage):
         def prepare(self) -> None:
-            took = threading.Event()
-
-            def poll() -> None:
-                with turns.poll():
-                    took.set()
-
-            polls.append(threading.Thread(target=poll))
-            polls[-1].start()
-            entered.append(took)
-            during_prepare.append(took.wait(0.2))
+            polls.ask()
             super().prepare()
 
     _registry, metrics = build_registry(SnapshotHolder())
@@ -148,10 +152,8 @@ def test_reading_the_maps_before_a_parked_batch_is_done_in_its_turn_too(store: S
     flusher.queue.put(batch(T0))
     flusher.queue.park_all()  # as after a failed write: the next flush prepares first
     assert flusher.flush().written == 50
-    for thread in polls:
-        thread.join(10.0)
-    assert during_prepare == [False]  # no poll began while the maps were read
-    assert all(took.is_set() for took in entered)  # the poll had its turn afterwards
+    assert polls.all_had_their_turn()  # the poll once the maps were read
+    assert polls.at_once == [False]  # no poll began while they were read
     assert turns.overdue == 0
 
 
