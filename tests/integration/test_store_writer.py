@@ -18,8 +18,11 @@ The database's own faults (locks, timeouts, outages) are in test_store_engine.py
 
 from __future__ import annotations
 
+import gc
 import itertools
+import json
 import logging
+import tracemalloc
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +43,7 @@ from recorder.store.writer import (
     OUT_OF_RANGE,
     SampleWriter,
     _fresh_split,
+    labels_digest,
 )
 
 T0 = 1_700_000_000_000
@@ -239,6 +243,78 @@ def test_after_a_restart_the_batch_keys_and_equal_labels_are_adopted(store: Stor
     assert all(writer._labels["default"][ref] is value for ref, value in same_labels.items())
 
 
+def labels_updated(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(schema.pod_labels.c.pod, schema.pod_labels.c.updated_ms))
+        return {pod: int(updated) for pod, updated in rows}
+
+
+def test_after_a_restart_only_the_labels_that_changed_are_written(store: Store) -> None:
+    # A restart reads back a digest of each pod's stored labels, not the labels: the first
+    # poll after it rewrites only the pods whose labels differ, whatever formatting stored
+    # the equal ones (a JSON column answers with its own spacing), and keeps its own objects.
+    labels = {("shop", f"web-{i}"): {"app": "web", "i": str(i)} for i in range(50)}
+    store.write(Batch(Kind.CONTAINER, tuple(good(100)), labels), now_ms=T0)
+    with store.engine.begin() as conn:
+        conn.execute(
+            schema.pod_labels.update()
+            .where(schema.pod_labels.c.pod == "web-7")
+            .values(labels_json='{"i": "7",  "app": "web"}')
+        )
+    writer = store._writer = SampleWriter(store.engine, store.head)
+    writer._meet({"default"})  # reads the maps, as the first write does
+    assert all(type(held) is bytes for held in writer._labels["default"].values())
+    polled = {ref: dict(value) for ref, value in labels.items()}
+    polled[("shop", "web-3")] = {"app": "web", "i": "3", "track": "canary"}
+    polled[("shop", "web-4")] = {"app": "web"}
+    later = T0 + 15_000
+    result = store.write(Batch(Kind.CONTAINER, tuple(good(100, later)), polled), now_ms=later)
+    assert (result.written, result.rejected) == (100, ())
+    updated = labels_updated(store)
+    assert {pod for pod, at in updated.items() if at == later} == {"web-3", "web-4"}
+    assert all(at == T0 for pod, at in updated.items() if pod not in ("web-3", "web-4"))
+    with store.engine.connect() as conn:
+        text = conn.execute(
+            select(schema.pod_labels.c.labels_json).where(schema.pod_labels.c.pod == "web-3")
+        ).scalar_one()
+    assert json.loads(text) == polled[("shop", "web-3")]
+    held = writer._labels["default"]
+    refs = {ref: ref for ref in polled}
+    assert all(held[ref] is value for ref, value in polled.items())
+    assert all(refs[ref] is ref for ref in held)
+
+
+def test_a_restart_holds_one_string_per_name_and_no_parsed_labels(store: Store) -> None:
+    # At 150,000 pods a restart's load held 240 MB (a string per field of every series row,
+    # every pod's labels parsed); what it holds now is the keys over shared names, and a
+    # digest per pod.
+    pods = 2_000
+    labels = {
+        ("shop", f"web-{i:05}"): {f"label-{j}": f"value-{i}-{j}" for j in range(6)}
+        for i in range(pods)
+    }
+    keys = [
+        SeriesKey.for_container("shop", pod, container, cluster="prod-eu-1")
+        for _ns, pod in labels
+        for container in ("app", "sidecar")
+    ]
+    samples = tuple(Sample(key, T0, 15_000, 1, 1) for key in keys)
+    store.write(Batch(Kind.CONTAINER, samples, labels, cluster="prod-eu-1"), now_ms=T0)
+    writer = store._writer = SampleWriter(store.engine, store.head)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        writer._meet({"prod-eu-1"})
+        gc.collect()
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(writer._ids) == len(keys)
+    names = {id(getattr(key, field)) for key in writer._ids for field in ("pod", "container")}
+    assert len(names) == pods + 2
+    assert held / len(keys) < 450, held / len(keys)
+
+
 def test_after_a_restart_each_kind_adopts_its_own_batch_keys(store: Store) -> None:
     # A poll writes its node batch before its container batch: adopting the nodes' keys must
     # not leave the containers' keys read back (every later lookup would compare six fields).
@@ -419,7 +495,7 @@ def test_reloading_after_a_failure_keeps_the_keys_and_labels_already_held(store:
             .values(labels_json='{"app":"api"}')
         )
     writer.load()
-    assert writer._labels["default"][("shop", "web-0")] == {"app": "api"}
+    assert writer._labels["default"][("shop", "web-0")] == labels_digest({"app": "api"})
     assert writer._labels["default"][("shop", "web-1")] is labels_before[("shop", "web-1")]
 
 
