@@ -18,7 +18,10 @@ measure of the run. Per database:
    - the outage buffer filled to its budget: the database is held locked (SQLite: an exclusive
      transaction; PostgreSQL: an ``ACCESS EXCLUSIVE`` lock on the head) for ``--outage-polls``
      polls, then released, and what waited is written;
-   - the resident memory of every recorder process summed, sampled every 100 ms.
+   - the resident memory of every recorder process summed, sampled every 100 ms;
+   then, as at a rollout, a new ``recorder run`` on the history the first one wrote (its
+   worker reads back every series and pod's labels), probed, scraped and sampled for
+   ``--restart-polls`` polls: phase ``restart``.
 3. Reported: steady poll (``recorder_poll_duration_seconds``, fetch to stored: the worker's
    per-poll log line; the median of the polls that began once the first poll's samples and the
    cluster objects' first lists were stored, and ended before the large query and the outage),
@@ -452,6 +455,9 @@ def measure_recorder(
         cpu_used = sum(v - sampler.cpu_start.get(pid, 0.0) for pid, v in sampler.cpu.items())
         recorder.send_signal(signal.SIGTERM)
         code = recorder.wait(60)
+        # A rollout: a new recorder on the history the first one wrote (its worker reads back
+        # every series and pod's labels before its first write), in the same cgroup.
+        restart = restarted(command, env, folder, base, sampler.cgroup, args)
         oom = cgroup.oom_kills() if limited else None
     finally:
         if recorder.poll() is None:
@@ -471,7 +477,12 @@ def measure_recorder(
     skipped = sum(
         text.count(marker) for marker in ("maximum number of running instances", "was missed by")
     )
-    livez = sorted(probed["latencies"])
+    livez = sorted(probed["latencies"] + restart["latencies"])
+    for phase, peak in restart["sampler"].phase_peaks.items():
+        sampler.phase_peaks[phase] = peak
+    for key, value in restart["sampler"].split_peaks.items():
+        sampler.split_peaks[key] = max(sampler.split_peaks.get(key, 0), value)
+    sampler.peak = max(sampler.peak, restart["sampler"].peak)
     # Steady: the polls that began once the first one's samples were stored (until then a
     # poll also waits for the first write, which creates every series) and the cluster
     # objects' first lists were stored, and ended before the outage.
@@ -510,10 +521,61 @@ def measure_recorder(
         "query_status": query_status,
         "query_mb": query_bytes / 1e6,
         "exit_code_after_sigterm": code,
+        "restart_first_poll_s": restart["first_poll_s"],
+        "restart_peak_rss_mib": restart["sampler"].peak / 2**20,
         "cpu_limit_cores": cgroup.cores if limited else None,
         "memory_limit_mib": cgroup.memory / 2**20 if limited else None,
         "errors_in_log": sum(" ERROR " in line for line in text.splitlines()),
     }
+
+
+def restarted(
+    command: list[str],
+    env: dict[str, str],
+    folder: Path,
+    base: str,
+    cgroup: Path | None,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """``command`` started again on the same database for ``--restart-polls`` polls, sampled
+    and probed as the first run: phase ``restart``; how long its first poll took."""
+    sampler = Sampler(0)
+    sampler.phase = "restart"
+    sampler.cgroup = cgroup
+    result: dict[str, Any] = {"sampler": sampler, "latencies": [], "first_poll_s": None}
+    if not args.restart_polls:
+        return result
+    log_path = folder / "restart.log"
+    with open(log_path, "wb") as log:
+        again = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        sampler.pid = again.pid
+        sampler.start()
+        wait_http(f"{base}/livez", 120)
+        scraper = Scraper(base)  # Prometheus keeps scraping
+        scraper.start()
+        seconds = INTERVAL_SECONDS * (args.restart_polls + 1)
+        prober = subprocess.Popen(
+            [sys.executable, "-m", "bench.scale", "--probe", f"{base}/livez", str(seconds + 30)],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        time.sleep(seconds)
+        prober.send_signal(signal.SIGTERM)
+        result["latencies"] = json.loads(prober.communicate(timeout=60)[0])["latencies"]
+        scraper.stop.set()
+        scraper.join(30)
+        sampler.stop.set()
+        sampler.join()
+        again.send_signal(signal.SIGTERM)
+        again.wait(60)
+    finally:
+        if again.poll() is None:
+            again.kill()
+            again.wait()
+    polls = [float(m.group(2)) for m in _POLL_LINE.finditer(log_path.read_text(errors="replace"))]
+    result["first_poll_s"] = polls[0] if polls else float("nan")
+    return result
 
 
 OBJECTS_DEADLINE_SECONDS = 300.0
@@ -557,6 +619,7 @@ ROWS = [
     ("peak RSS, all processes (MiB, <= 512)", "peak_rss_mib", "{:.0f}"),
     ("peak RSS of each process (MiB)", "peak_rss_mib_each", "{}"),
     ("peak RSS by phase (MiB)", "peak_rss_mib_by_phase", "{}"),
+    ("after a restart on the history: first poll (s), peak RSS (MiB)", "restart", "{}"),
     (
         "peak anonymous / file-backed / proportional (PSS) memory, cgroup's anonymous (MiB)",
         "peak_split_mib",
@@ -579,6 +642,11 @@ def derived(result: dict[str, Any]) -> dict[str, Any]:
     result["scrape"] = f"{result['scrape_s']:.2f} / {result['scrape_max_s']:.2f}"
     result["scrape_size"] = f"{result['scrape_mb']:.0f} ({result['scrape_gzip_mb']:.1f})"
     result["polls_run"] = f"{result['polls']} / {result['polls_expected']}"
+    result["restart"] = (
+        f"{result['restart_first_poll_s']:.1f}, {result['restart_peak_rss_mib']:.0f}"
+        if result["restart_first_poll_s"] is not None
+        else None
+    )
     result["query"] = f"{result['query_s']:.2f}, {result['query_status']}, {result['query_mb']:.1f}"
     return result
 
@@ -600,6 +668,12 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=150_000)
     parser.add_argument("--polls", type=int, default=6, help="polls measured before the outage")
     parser.add_argument("--outage-polls", type=int, default=3)
+    parser.add_argument(
+        "--restart-polls",
+        type=int,
+        default=3,
+        help="then a new recorder on the same history, for this many polls (0: none)",
+    )
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--cgroup", action="store_true", help="run inside the manifest's limits")
     parser.add_argument("--cpu-limit", help="with --cgroup: instead of the manifest's (e.g. 2)")
