@@ -6,7 +6,10 @@ of two dictionaries of Python integers: at 200,000 series those held about 35 MB
 and a boxed integer per series and column), and every reload after a database outage built a
 second set while the first was still referenced, leaving the heap fragmented at the larger size
 (measured: the worker rested 130 MB higher after an outage). Series ids are the series table's
-own, dense enough for a column (pods' series, made by compaction, take ids too).
+own; the table keeps them sorted in a column of their own, so it holds only the series it is
+told about (a column indexed by id would grow with every id the database ever gave: pods'
+series made by compaction take ids too, and a cluster whose pods are replaced all the time
+makes thousands of series an hour) and forgets those the writer forgets.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-_GROWTH = 1.5
+_VALUES = ("_ts", "_digest", "_has_ts", "_has_digest")
+"""The columns parallel to the sorted ids."""
 
 
 class NewestTable:
@@ -26,9 +30,11 @@ class NewestTable:
     timestamp, while the digest comes from the head row of that sample (absent once compacted).
     """
 
-    __slots__ = ("_digest", "_has_digest", "_has_ts", "_ts")
+    __slots__ = ("_digest", "_has_digest", "_has_ts", "_sids", "_ts")
 
     def __init__(self) -> None:
+        self._sids: npt.NDArray[np.int64] = np.zeros(0, np.int64)
+        """The series ids held, sorted; the other columns are parallel to it."""
         self._ts: npt.NDArray[np.int64] = np.zeros(0, np.int64)
         self._digest: npt.NDArray[np.int64] = np.zeros(0, np.int64)
         self._has_ts: npt.NDArray[np.bool_] = np.zeros(0, np.bool_)
@@ -46,14 +52,10 @@ class NewestTable:
         return int(self._has_ts.sum())
 
     def timestamp(self, sid: int) -> int | None:
-        if 0 <= sid < len(self._ts) and self._has_ts[sid]:
-            return int(self._ts[sid])
-        return None
+        return self.timestamps([sid])[0]
 
     def digest(self, sid: int) -> int | None:
-        if 0 <= sid < len(self._digest) and self._has_digest[sid]:
-            return int(self._digest[sid])
-        return None
+        return self.digests([sid])[0]
 
     def timestamps(self, sids: Sequence[int]) -> list[int | None]:
         """``timestamp`` of each id, in one pass."""
@@ -66,12 +68,11 @@ class NewestTable:
     def newer(self, sids: Sequence[int], timestamps: Sequence[int]) -> list[bool]:
         """Per position, whether ``timestamps[i]`` is newer than series ``sids[i]``'s newest
         timestamp (true when it has none)."""
-        ids = np.fromiter(sids, np.int64, len(sids))
+        at, found = self._find(np.fromiter(sids, np.int64, len(sids)))
         stamps = np.fromiter(timestamps, np.int64, len(timestamps))
-        inside = (ids >= 0) & (ids < len(self._ts))
-        newer = np.ones(len(ids), np.bool_)
-        at = ids[inside]
-        newer[inside] = ~self._has_ts[at] | (stamps[inside] > self._ts[at])
+        newer = np.ones(len(at), np.bool_)
+        where = at[found]
+        newer[found] = ~self._has_ts[where] | (stamps[found] > self._ts[where])
         return newer.tolist()
 
     def update(self, timestamps: dict[int, int], digests: dict[int, int]) -> None:
@@ -92,14 +93,59 @@ class NewestTable:
         ids = _int64(sids)
         if not len(ids):
             return
-        self._grow(int(ids.max()) + 1)
-        self._ts[ids] = _int64(timestamps)
-        self._has_ts[ids] = True
+        at = self._place(ids)
+        self._ts[at] = _int64(timestamps)
+        self._has_ts[at] = True
         if digests is not None:
-            self._digest[ids] = _int64(digests)
-            self._has_digest[ids] = True
+            self._digest[at] = _int64(digests)
+            self._has_digest[at] = True
+
+    def forget(self, sids: Sequence[int]) -> None:
+        """Drop these series (they answer ``None`` again, and take no room)."""
+        at, found = self._find(np.fromiter(sids, np.int64, len(sids)))
+        if not found.any():
+            return
+        keep = np.ones(len(self._sids), np.bool_)
+        keep[at[found]] = False
+        for column in self.__slots__:
+            setattr(self, column, getattr(self, column)[keep])
 
     # --- internals ----------------------------------------------------------------------
+
+    def _find(
+        self, ids: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+        """Each id's position in the columns, and whether it is held there."""
+        held = self._sids
+        if not len(held):
+            return np.zeros(len(ids), np.intp), np.zeros(len(ids), np.bool_)
+        at = np.minimum(np.searchsorted(held, ids), len(held) - 1)
+        return at, held[at] == ids
+
+    def _place(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+        """Positions of ``ids``, adding those not held yet (without a timestamp or digest)."""
+        at, found = self._find(ids)
+        if found.all():
+            return at
+        new = np.unique(ids[~found])
+        if len(self._sids) and new[0] < self._sids[-1]:
+            # Below the newest id held (a load, another writer's rows): merged in order.
+            sids = np.concatenate((self._sids, new))
+            order = np.argsort(sids, kind="stable")
+            for column in _VALUES:
+                old = getattr(self, column)
+                grown = np.zeros(len(sids), old.dtype)
+                grown[: len(old)] = old
+                setattr(self, column, grown[order])
+            self._sids = sids[order]
+        else:  # the common case: ids the database just gave, larger than any held
+            for column in (*_VALUES, "_sids"):
+                old = getattr(self, column)
+                grown = np.zeros(len(old) + len(new), old.dtype)
+                grown[: len(old)] = old
+                setattr(self, column, grown)
+            self._sids[-len(new) :] = new
+        return self._find(ids)[0]
 
     def _gather(
         self,
@@ -107,31 +153,19 @@ class NewestTable:
         values: npt.NDArray[np.int64],
         known: npt.NDArray[np.bool_],
     ) -> list[int | None]:
-        ids = np.fromiter(sids, np.int64, len(sids))
-        inside = (ids >= 0) & (ids < len(values))
-        held = np.zeros(len(ids), np.bool_)
-        held[inside] = known[ids[inside]]
-        found = np.zeros(len(ids), np.int64)
-        found[held] = values[ids[held]]
-        return [v if h else None for v, h in zip(found.tolist(), held.tolist(), strict=True)]
+        at, found = self._find(np.fromiter(sids, np.int64, len(sids)))
+        held = np.zeros(len(at), np.bool_)
+        held[found] = known[at[found]]
+        got = np.zeros(len(at), np.int64)
+        got[held] = values[at[held]]
+        return [v if h else None for v, h in zip(got.tolist(), held.tolist(), strict=True)]
 
     def _set(self, values: dict[int, int], column: str, known: str) -> None:
         if not values:
             return
-        ids = np.fromiter(values.keys(), np.int64, len(values))
-        self._grow(int(ids.max()) + 1)
-        getattr(self, column)[ids] = np.fromiter(values.values(), np.int64, len(values))
-        getattr(self, known)[ids] = True
-
-    def _grow(self, size: int) -> None:
-        if size <= len(self._ts):
-            return
-        size = max(size, int(len(self._ts) * _GROWTH))
-        for column in ("_ts", "_digest", "_has_ts", "_has_digest"):
-            old = getattr(self, column)
-            new = np.zeros(size, old.dtype)
-            new[: len(old)] = old
-            setattr(self, column, new)
+        at = self._place(np.fromiter(values.keys(), np.int64, len(values)))
+        getattr(self, column)[at] = np.fromiter(values.values(), np.int64, len(values))
+        getattr(self, known)[at] = True
 
 
 def _int64(values: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -61,6 +61,16 @@ log = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
 
+FORGET_AFTER_MS = 3_600_000
+"""A series not written for this long leaves the writer's maps (and its pod's labels with it):
+they would otherwise grow with every pod a cluster ever ran (the simulator's churn at 150,000
+pods makes about 10,000 series an hour). One that comes back is found again in the database."""
+_SWEEP_EVERY_MS = 600_000
+"""How often (in sample time) a kind's written series are checked for ``FORGET_AFTER_MS``."""
+LOAD_HORIZON_MS = FORGET_AFTER_MS + 2 * 3_600_000
+"""What a load reads back: series whose ``last_seen_ms`` (advanced by compaction, one block of
+an hour behind at most, plus its lag) is within this of the newest one's, with their pods'
+labels."""
 _LOOKUP_CHUNK = 500
 _LOAD_PART = 10_000
 _INSERT_CHUNK = 5_000
@@ -270,6 +280,8 @@ class SampleWriter:
         """The clusters whose series, newest samples and labels the maps hold: those written
         through this writer, each read when first met (in a fleet database the others belong
         to other recorders, and reading all of them would cost memory for nothing)."""
+        self._swept: dict[Kind, int] = {}
+        """Per kind, when (``now_ms`` of a write) its series were last checked for being gone."""
         self._adopt_kinds: set[Kind] = set()
         """The kinds whose keys in the series map were read from the database: the next written
         batch of each kind has its key objects replace them (the poller hands the same objects
@@ -298,8 +310,13 @@ class SampleWriter:
         with self._engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SET LOCAL statement_timeout = {LOAD_STATEMENT_TIMEOUT_MS}")
-            # Pods' series are made by compaction; other clusters' belong to other recorders.
+            # Pods' series are made by compaction; other clusters' belong to other recorders;
+            # series gone for hours before the newest one seen (pods replaced long ago) are
+            # found again if they come back. Sample time, not this machine's clock.
             written = (s.c.kind != Kind.POD.value) & s.c.cluster.in_(clusters)
+            newest_seen = conn.execute(select(func.max(s.c.last_seen_ms)).where(written)).scalar()
+            if newest_seen is not None:
+                written &= s.c.last_seen_ms >= int(newest_seen) - LOAD_HORIZON_MS
             ids: dict[SeriesKey, int] = {}
             read_anew: set[Kind] = set()
             # One object per distinct name, not one per row and field: a pod's containers
@@ -354,8 +371,12 @@ class SampleWriter:
                     pl.c.cluster.in_(clusters)
                 )
             ):
+                ref = held_refs.get((cluster, ns, pod))
+                if ref is None:
+                    if pod not in names:
+                        continue  # no series of it was read: a pod gone for hours
+                    ref = (name(ns, ns), name(pod, pod))
                 read = json.loads(text)  # whatever formatting stored it: compared parsed
-                ref = held_refs.get((cluster, ns, pod)) or (name(ns, ns), name(pod, pod))
                 held = held_labels.get(cluster, {}).get(ref)
                 if held is None or (
                     held != labels_digest(read) if isinstance(held, bytes) else held != read
@@ -442,9 +463,41 @@ class SampleWriter:
                 written,
                 isolation.attempts,
             )
+        if conn is None and batch.samples and not batch.samples.restored:
+            self._forget_gone(batch, now_ms)
         return WriteResult(
             written=written, skipped_duplicates=skipped + stored, rejected=tuple(rejected)
         )
+
+    def _forget_gone(self, batch: Batch, now_ms: int) -> None:
+        """Every ``_SWEEP_EVERY_MS``, drop from the maps the series of the batch's kind whose
+        newest sample is ``FORGET_AFTER_MS`` older than the batch's (or than now, when the
+        batch is stamped ahead of it), and the labels of their pods unless the batch has them."""
+        kind = batch.samples.keys[0].kind  # a batch is of one kind
+        last = self._swept.setdefault(kind, now_ms)
+        if now_ms - last < _SWEEP_EVERY_MS:
+            return
+        self._swept[kind] = now_ms
+        horizon = min(max(batch.samples.timestamps_ms), now_ms) - FORGET_AFTER_MS
+        keys = [key for key in self._ids if key.kind is kind]
+        sids = [self._ids[key] for key in keys]
+        gone = [
+            (key, sid)
+            for key, sid, newest in zip(keys, sids, self._newest.timestamps(sids), strict=True)
+            if newest is not None and newest < horizon
+        ]
+        del keys, sids
+        for key, sid in gone:
+            del self._ids[key]
+            self._below.pop(sid, None)
+        self._newest.forget([sid for _key, sid in gone])
+        polled = batch.pod_labels
+        for key, _sid in gone:
+            ref = (key.namespace, key.pod)
+            if key.pod and not (key.cluster == batch.cluster and ref in polled):
+                self._labels.get(key.cluster, {}).pop(ref, None)
+        if gone:
+            log.debug("forgot %d %s series not written for an hour", len(gone), kind.value)
 
     def _unstored(self, conn: Connection, batch: Batch) -> tuple[Batch, int]:
         """``batch`` without the samples whose exact rows (series, timestamp, values) the head

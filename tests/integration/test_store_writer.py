@@ -38,7 +38,9 @@ from recorder.store import Store, schema
 from recorder.store.newest import NewestTable
 from recorder.store.writer import (
     DATABASE_REJECTED,
+    FORGET_AFTER_MS,
     INVALID_TEXT,
+    LOAD_HORIZON_MS,
     MAX_ISOLATED,
     OUT_OF_RANGE,
     SampleWriter,
@@ -313,6 +315,93 @@ def test_a_restart_holds_one_string_per_name_and_no_parsed_labels(store: Store) 
     names = {id(getattr(key, field)) for key in writer._ids for field in ("pod", "container")}
     assert len(names) == pods + 2
     assert held / len(keys) < 450, held / len(keys)
+
+
+MINUTE = 60_000
+
+
+def churning_poll(at: int, pods: range, labels: bool = True) -> Batch:
+    """A poll at ``at`` of ``pods`` (two containers each, their labels)."""
+    samples = tuple(
+        Sample(SeriesKey.for_container("shop", f"web-{p}", c), at, 15_000, p, 1)
+        for p in pods
+        for c in ("app", "proxy")
+    )
+    polled = {("shop", f"web-{p}"): {"app": "web", "pod": str(p)} for p in pods} if labels else {}
+    return Batch(Kind.CONTAINER, samples, polled)
+
+
+def test_the_maps_hold_the_series_of_the_last_hour_not_every_pod_ever_run(store: Store) -> None:
+    # Pods are replaced all the time (rollouts, churn): the writer's maps must not grow with
+    # every pod a cluster ever ran. 100 pods, 10 replaced every 5 minutes, for 4 hours.
+    writer = store._writer
+    sizes = []
+    for step in range(48):
+        at = T0 + step * 5 * MINUTE
+        alive = range(step * 10, step * 10 + 100)
+        result = store.write(churning_poll(at, alive), now_ms=at)
+        assert (result.written, result.rejected) == (200, ())
+        sizes.append((len(writer._ids), len(writer._labels["default"])))
+    # What an hour (and a sweep's 10 minutes) of churn leaves: 100 pods alive, 10 new every
+    # 5 minutes; without forgetting, all 570 pods run (1,140 series) would be held.
+    hour = FORGET_AFTER_MS // (5 * MINUTE)
+    most_pods = 100 + 10 * (hour + 2 + 1)
+    assert max(series for series, _ in sizes[-12:]) <= 2 * most_pods
+    assert max(pods for _, pods in sizes[-12:]) <= most_pods
+    assert most_pods < len(series_names(store)) // 2  # the bound means something
+    # A forgotten series that comes back is found again: its id, no second series row.
+    with store.engine.connect() as conn:
+        before = conn.execute(select(func.count()).select_from(schema.series)).scalar_one()
+    back_at = T0 + 48 * 5 * MINUTE
+    back = store.write(churning_poll(back_at, range(0, 5)), now_ms=back_at)
+    assert (back.written, back.rejected) == (10, ())
+    with store.engine.connect() as conn:
+        after = conn.execute(select(func.count()).select_from(schema.series)).scalar_one()
+        rows = conn.execute(
+            select(func.count())
+            .select_from(
+                schema.samples_head.join(
+                    schema.series, schema.series.c.id == schema.samples_head.c.series_id
+                )
+            )
+            .where(schema.series.c.pod == "web-0")
+        ).scalar_one()
+    assert after == before
+    assert rows == 2 + 2  # its two containers at the first poll (its only one), and now
+    # And its labels are stored again (they were forgotten with it): the same ones.
+    assert labels_updated(store)["web-0"] == back_at
+
+
+def test_a_series_written_again_within_the_hour_stays_held(store: Store) -> None:
+    # Pods missing from a few polls (a node's kubelet unreachable for minutes) are not gone.
+    writer = store._writer
+    store.write(churning_poll(T0, range(20)), now_ms=T0)
+    held = {key: sid for key, sid in writer._ids.items()}
+    for step in range(1, 13):  # an hour of polls without pods 10..19
+        at = T0 + step * 5 * MINUTE
+        store.write(churning_poll(at, range(10)), now_ms=at)
+    at = T0 + 13 * 5 * MINUTE - MINUTE
+    store.write(churning_poll(at, range(20)), now_ms=at)
+    assert {key: writer._ids[key] for key in held} == held
+    assert len(writer._labels["default"]) == 20
+
+
+def test_a_restart_reads_back_only_the_series_seen_in_the_last_hours(store: Store) -> None:
+    old = churning_poll(T0, range(0, 10))
+    store.write(old, now_ms=T0)
+    later = T0 + LOAD_HORIZON_MS + 10 * MINUTE
+    store.write(churning_poll(later, range(10, 20)), now_ms=later)
+    writer = store._writer = SampleWriter(store.engine, store.head)  # a restart
+    writer._meet({"default"})
+    assert {key.pod for key in writer._ids} == {f"web-{p}" for p in range(10, 20)}
+    assert set(writer._labels["default"]) == {("shop", f"web-{p}") for p in range(10, 20)}
+    # A pod of the old ones polled again: found, stored under its own series, labels kept.
+    again = later + 15_000
+    result = store.write(churning_poll(again, range(0, 20)), now_ms=again)
+    assert (result.written, result.rejected) == (40, ())
+    assert len(series_names(store)) == 20
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.series)).scalar_one() == 40
 
 
 def test_after_a_restart_each_kind_adopts_its_own_batch_keys(store: Store) -> None:

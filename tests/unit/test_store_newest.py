@@ -58,3 +58,32 @@ def test_columns_from_a_load_keep_digests_apart_from_timestamps() -> None:
     assert table.digests([3, 1_000_000]) == [-(2**63), None]
     table.set_digest(1_000_000, 2**63 - 1)
     assert table.digest(1_000_000) == 2**63 - 1
+
+
+def test_forgotten_series_answer_none_and_the_others_keep_theirs() -> None:
+    table = NewestTable.of({1: 10, 2: 20, 3: 30}, {1: 7, 2: 8})
+    table.forget([2, 3, 99, -1])  # unknown and out-of-range ids are ignored
+    assert table.timestamps([1, 2, 3]) == [10, None, None]
+    assert table.digests([1, 2]) == [7, None]
+    assert len(table) == 1
+    assert table.newer([2, 1], [5, 5]) == [True, False]
+
+
+def test_the_table_holds_the_series_it_is_told_about_whatever_their_ids() -> None:
+    # Ids grow with every series the database ever made (pods replaced all the time): the
+    # table's size follows the series held, not the largest id.
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        table = NewestTable()
+        table.set_from([5_000_000, 7], [1, 2], [3, 4])
+        table.update({9_000_000: 5}, {})
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 100_000
+    assert table.timestamps([7, 5_000_000, 9_000_000, 8]) == [2, 1, 5, None]
+    table.forget([5_000_000])
+    assert table.timestamps([7, 5_000_000, 9_000_000]) == [2, None, 5]
+    assert table.digests([7, 5_000_000]) == [4, None]
