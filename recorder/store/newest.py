@@ -1,15 +1,15 @@
 """Per series id, the newest stored sample's timestamp and the digest of its values.
 
 The writer consults this for every sample it is handed (design §5: a sample equal to its
-series' stored newest one is skipped). Two numpy columns indexed by series id hold it, instead
-of two dictionaries of Python integers: at 200,000 series those held about 35 MB (a dict entry
-and a boxed integer per series and column), and every reload after a database outage built a
-second set while the first was still referenced, leaving the heap fragmented at the larger size
-(measured: the worker rested 130 MB higher after an outage). Series ids are the series table's
-own; the table keeps them sorted in a column of their own, so it holds only the series it is
-told about (a column indexed by id would grow with every id the database ever gave: pods'
-series made by compaction take ids too, and a cluster whose pods are replaced all the time
-makes thousands of series an hour) and forgets those the writer forgets.
+series' stored newest one is skipped). Numpy columns hold it (the series ids, sorted, and
+beside them the timestamps and digests), instead of two dictionaries of Python integers: at
+200,000 series those held about 35 MB (a dict entry and a boxed integer per series and
+column), and every reload after a database outage built a second set while the first was
+still referenced, leaving the heap fragmented at the larger size (measured: the worker rested
+130 MB higher after an outage). The table holds only the series it is told about and forgets
+those the writer forgets: a column indexed by series id would grow with every id the database
+ever gave (pods' series made by compaction take ids too, and a cluster whose pods are replaced
+all the time makes thousands of series an hour).
 """
 
 from __future__ import annotations
