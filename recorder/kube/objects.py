@@ -224,6 +224,9 @@ def _count(text: str) -> int:
     return int(parse_quantity(text))
 
 
+_INTERNER_SLACK = 1_000
+
+
 class _Interner:
     """Shares equal strings and container tuples between pods (pods of one template have the
     same containers), so 150,000 pods hold a few thousand container records, not 300,000."""
@@ -234,8 +237,15 @@ class _Interner:
     def containers(self, value: tuple[ContainerRecord, ...]) -> tuple[ContainerRecord, ...]:
         return self._containers.setdefault(value, value)
 
+    def __len__(self) -> int:
+        return len(self._containers)
+
     def clear(self) -> None:
         self._containers.clear()
+
+    def keep(self, values: Iterable[tuple[ContainerRecord, ...]]) -> None:
+        """Hold only ``values`` (the live pods' container tuples, already shared)."""
+        self._containers = {value: value for value in values}
 
 
 def pod_record(pod: wire.Pod, interner: _Interner) -> tuple[tuple[str, str], PodRecord] | None:
@@ -382,6 +392,11 @@ class ObjectCache:
         objects[key] = record
         if resource is PODS:
             self._pending_pods[key] = (record, now)
+            # A watch runs for days: each restart count, each pod gone, left its container
+            # tuple in the interner until the next full list. Trimmed to the live pods' when
+            # it holds twice as many (amortised: once per doubling).
+            if len(self._interner) > 2 * len(objects) + _INTERNER_SLACK:
+                self._interner.keep(pod.containers for pod in objects.values())
         elif resource is NODES:
             self._pending_nodes[key[1]] = record
         elif resource is HPAS:
