@@ -41,6 +41,9 @@ from recorder.timeutil import floor_to
 log = logging.getLogger(__name__)
 
 _UPSERT_BATCH = 2_000
+_LOOKUP_CHUNK = 500
+STREAM_ROWS = 50_000
+"""Head rows read from the database at a time (their series' pods are learnt a part at a time)."""
 
 PodKey = tuple[str, str, str]
 """(cluster, namespace, pod)"""
@@ -119,6 +122,79 @@ class _Block:
         self.open: dict[PodKey, _OpenPod] = {}
         self.pod_stats: dict[PodKey, BlockStats] = {}
         self.teller: _Teller | None = None
+
+
+class _PodsOf:
+    """Each container series' pod and how many container series each pod has, learnt for the
+    series a block's rows bring, a streamed part at a time: reading every container series of
+    the table held them all during compaction, and the table keeps every container a cluster
+    ran until its rollups expire (thousands of new series an hour where pods are replaced all
+    the time)."""
+
+    def __init__(self, conn: Connection) -> None:
+        s = schema.series
+        self._conn = conn
+        self.of: dict[int, PodKey] = {}
+        """Each container series' pod (a node's series has none)."""
+        self.containers: dict[PodKey, int] = {}
+        """How many container series each pod has in the table: once they are all read, the pod
+        is summed."""
+        self._known: set[int] = set()
+        # Containers have no node (the Metrics API does not say where a pod runs), so a pod's
+        # are counted through the series' unique index with an empty node; the pods of a
+        # container series with a node, which the recorder never writes, are counted apart.
+        self._odd: set[PodKey] = {
+            (cluster, namespace, pod)
+            for cluster, namespace, pod in conn.execute(
+                select(s.c.cluster, s.c.namespace, s.c.pod)
+                .where(s.c.kind == Kind.CONTAINER.value, s.c.node != "")
+                .distinct()
+            )
+        }
+
+    def learn(self, sids: set[int]) -> None:
+        """Learn the pods of these series (those not learnt yet) and count their containers."""
+        s = schema.series
+        new = sorted(sids - self._known)
+        self._known.update(new)
+        pods: set[PodKey] = set()
+        for at in range(0, len(new), _LOOKUP_CHUNK):
+            for sid, kind, cluster, namespace, pod in self._conn.execute(
+                select(s.c.id, s.c.kind, s.c.cluster, s.c.namespace, s.c.pod).where(
+                    s.c.id.in_(new[at : at + _LOOKUP_CHUNK])
+                )
+            ):
+                if kind == Kind.CONTAINER.value:
+                    key = (intern(cluster), intern(namespace), intern(pod))
+                    self.of[sid] = key
+                    if key not in self.containers:
+                        pods.add(key)
+        wanted = sorted(pods - self._odd)
+        for at in range(0, len(wanted), _LOOKUP_CHUNK):
+            part = wanted[at : at + _LOOKUP_CHUNK]
+            self.containers.update(dict.fromkeys(part, 0))  # each has one, found below
+            for cluster, namespace, pod, count in self._conn.execute(
+                select(s.c.cluster, s.c.namespace, s.c.pod, func.count())
+                .where(
+                    tuple_(s.c.cluster, s.c.kind, s.c.node, s.c.namespace, s.c.pod).in_(
+                        [(c, Kind.CONTAINER.value, "", ns, p) for c, ns, p in part]
+                    )
+                )
+                .group_by(s.c.cluster, s.c.namespace, s.c.pod)
+            ):
+                self.containers[(cluster, namespace, pod)] = int(count)
+        for key in sorted(pods & self._odd):
+            cluster, namespace, pod = key
+            self.containers[key] = int(
+                self._conn.execute(
+                    select(func.count()).where(
+                        s.c.kind == Kind.CONTAINER.value,
+                        s.c.cluster == cluster,
+                        s.c.namespace == namespace,
+                        s.c.pod == pod,
+                    )
+                ).scalar_one()
+            )
 
 
 class _Teller:
@@ -201,7 +277,7 @@ class Compactor:
         self, start: int, report: CompactionReport, teller: _Teller | None = None
     ) -> None:
         end = start + self.block_ms
-        h, s = schema.samples_head, schema.series
+        h = schema.samples_head
         with self._engine.begin() as conn:
             if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")  # see the module's docstring
@@ -210,15 +286,6 @@ class Compactor:
                     select(schema.chunks.c.series_id).where(schema.chunks.c.block_start_ms == start)
                 ).scalars()
             )
-            # Each container's pod, once per series rather than once per row streamed below.
-            pods: dict[int, PodKey] = {
-                sid: (intern(cluster), intern(namespace), intern(pod))
-                for sid, cluster, namespace, pod in conn.execute(
-                    select(s.c.id, s.c.cluster, s.c.namespace, s.c.pod).where(
-                        s.c.kind == Kind.CONTAINER.value
-                    )
-                )
-            }
             # Ordered by series, as the head's rows sort cheapest: the containers of a pod are
             # created together, so their ids are neighbours and a pod is summed (and its
             # samples let go) as soon as its last container has been read.
@@ -226,9 +293,9 @@ class Compactor:
                 select(h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
                 .where(h.c.ts_ms >= start, h.c.ts_ms < end)
                 .order_by(h.c.series_id, h.c.ts_ms)
-                .execution_options(stream_results=True, yield_per=50_000)
+                .execution_options(stream_results=True, yield_per=STREAM_ROWS)
             ) as rows:
-                self._compact_rows(conn, start, rows, pods, existing_ids, report, teller)
+                self._compact_rows(conn, start, rows, existing_ids, report, teller)
             self._head.drop_block(conn, start, end)
         report.blocks += 1
         report.block_starts.append(start)
@@ -244,28 +311,27 @@ class Compactor:
         conn: Connection,
         start: int,
         rows: Any,
-        pods: dict[int, PodKey],
         existing_ids: set[int],
         report: CompactionReport,
         teller: _Teller | None = None,
     ) -> None:
         """Chunks of the block's head rows (ordered by series and time) and its pods'
-        statistics. ``pods``: each container's pod."""
-        containers: dict[PodKey, int] = {}
-        for key in pods.values():
-            containers[key] = containers.get(key, 0) + 1
-        block = _Block(start, late=bool(existing_ids), containers=containers)
+        statistics."""
+        pods = _PodsOf(conn)
+        block = _Block(start, late=bool(existing_ids), containers=pods.containers)
         block.teller = teller
         current: int | None = None
         pod: PodKey | None = None
         run: list[dedup.Row] = []
-        for series_id, ts, window, cpu, memory in rows:
-            if series_id != current:
-                if current is not None:
-                    self._close_series(conn, block, current, pod, run, existing_ids, report)
-                current, run = series_id, []
-                pod = pods.get(series_id)  # None: a node
-            run.append((ts, window, cpu, memory))
+        for part in rows.partitions():
+            pods.learn({row[0] for row in part})
+            for series_id, ts, window, cpu, memory in part:
+                if series_id != current:
+                    if current is not None:
+                        self._close_series(conn, block, current, pod, run, existing_ids, report)
+                    current, run = series_id, []
+                    pod = pods.of.get(series_id)  # None: a node
+                run.append((ts, window, cpu, memory))
         if current is not None:
             self._close_series(conn, block, current, pod, run, existing_ids, report)
         for key in list(block.open):  # pods with a container that has no sample in this block

@@ -345,3 +345,95 @@ def test_a_sample_written_while_its_block_is_compacted_is_not_lost(sqlite_url: s
     assert read_all(store, Resource.CPU) == expected([*samples, late], Resource.CPU)
     for opened in (store, other):
         opened.close()
+
+
+def test_compaction_learns_only_the_pods_of_the_block_it_compacts(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Compaction held every container series of the table with its pod (all the containers a
+    # cluster ran, until their rollups expire); it learns now the pods of the rows it reads, a
+    # streamed part at a time (7 rows here, so a pod's containers span several parts), and
+    # still sums each pod over all its containers: one written with a node (which the recorder
+    # never writes) counted too.
+    monkeypatch.setattr(compactor_module, "STREAM_ROWS", 7)
+    gone = 20_000
+    with store.engine.begin() as conn:
+        conn.execute(
+            schema.series.insert(),
+            [
+                {
+                    "cluster": DEFAULT_CLUSTER,
+                    "kind": "container",
+                    "node": "",
+                    "namespace": "old",
+                    "pod": f"replaced-long-ago-{i:06}",
+                    "container": "app",
+                    "first_seen_ms": T0 - 30 * 24 * HOUR,
+                    "last_seen_ms": T0 - 29 * 24 * HOUR,
+                }
+                for i in range(gone)
+            ],
+        )
+    series = [*keys(3), SeriesKey.for_container("ns", "pod-0", "sidecar")]
+    samples = synthetic(series, T0, T0 + HOUR, seed=11)
+    write_polls(store, samples)
+    odd = [(T0 + i * STEP, 15_000, 1_000 + i, 4_096 * i) for i in range(0, 240, 3)]
+    with store.engine.begin() as conn:
+        odd_id = conn.execute(
+            schema.series.insert().returning(schema.series.c.id),
+            {
+                "cluster": DEFAULT_CLUSTER,
+                "kind": "container",
+                "node": "n1",
+                "namespace": "ns",
+                "pod": "pod-1",
+                "container": "odd",
+                "first_seen_ms": T0,
+                "last_seen_ms": T0,
+            },
+        ).scalar_one()
+        conn.execute(
+            schema.samples_head.insert(),
+            [
+                {
+                    "series_id": odd_id,
+                    "ts_ms": ts,
+                    "window_ms": window,
+                    "cpu_nanocores": cpu,
+                    "memory_bytes": memory,
+                }
+                for ts, window, cpu, memory in odd
+            ],
+        )
+    learnt: list[int] = []
+    learn = compactor_module._PodsOf.learn
+
+    def counting(self: compactor_module._PodsOf, sids: set[int]) -> None:
+        learn(self, sids)
+        learnt.append(len(self.of))
+
+    monkeypatch.setattr(compactor_module._PodsOf, "learn", counting)
+    report = store.maintain(now_ms=T0 + 2 * HOUR, grace_ms=0)
+    assert report.compaction.blocks == 1
+    assert max(learnt) == len(series) + 1  # the block's containers, none of the 20,000 gone
+    assert len(learnt) > 10
+    with store.engine.connect() as conn:
+        pods = {
+            row.pod: row
+            for row in conn.execute(
+                select(schema.chunks, schema.series.c.pod)
+                .join(schema.series, schema.series.c.id == schema.chunks.c.series_id)
+                .where(schema.series.c.kind == "pod")
+            )
+        }
+    assert set(pods) == {"pod-0", "pod-1", "pod-2"}
+    extra = [
+        Sample(SeriesKey.for_container("ns", "pod-1", "odd"), ts, w, c, m) for ts, w, c, m in odd
+    ]
+    for pod, row in pods.items():
+        mine = summed([s for s in [*samples, *extra] if s.key.pod == pod])
+        assert (row.count, row.first_ms, row.last_ms) == (len(mine), mine[0][0], mine[-1][0])
+        assert (row.cpu_sum, row.memory_max) == (
+            sum(c for _, c, _ in mine),
+            max(m for _, _, m in mine),
+        )
