@@ -169,20 +169,34 @@ class _PodsOf:
                     self.of[sid] = key
                     if key not in self.containers:
                         pods.add(key)
-        wanted = sorted(pods - self._odd)
-        for at in range(0, len(wanted), _LOOKUP_CHUNK):
-            part = wanted[at : at + _LOOKUP_CHUNK]
-            self.containers.update(dict.fromkeys(part, 0))  # each has one, found below
+        # Counted by a self-join: each new series found by its id, its pod's containers
+        # through the series' unique index (a list of (cluster, namespace, pod) tuples was a
+        # scan of the whole index per statement on SQLite).
+        counted = [sid for sid in new if sid in self.of and self.of[sid] in pods - self._odd]
+        one, other = schema.series.alias("one"), schema.series.alias("other")
+        for at in range(0, len(counted), _LOOKUP_CHUNK):
             for cluster, namespace, pod, count in self._conn.execute(
-                select(s.c.cluster, s.c.namespace, s.c.pod, func.count())
-                .where(
-                    tuple_(s.c.cluster, s.c.kind, s.c.node, s.c.namespace, s.c.pod).in_(
-                        [(c, Kind.CONTAINER.value, "", ns, p) for c, ns, p in part]
-                    )
+                select(
+                    other.c.cluster,
+                    other.c.namespace,
+                    other.c.pod,
+                    func.count(other.c.id.distinct()),
                 )
-                .group_by(s.c.cluster, s.c.namespace, s.c.pod)
+                .select_from(one)
+                .join(
+                    other,
+                    (other.c.cluster == one.c.cluster)
+                    & (other.c.kind == Kind.CONTAINER.value)
+                    & (other.c.node == "")
+                    & (other.c.namespace == one.c.namespace)
+                    & (other.c.pod == one.c.pod),
+                )
+                .where(one.c.id.in_(counted[at : at + _LOOKUP_CHUNK]))
+                .group_by(other.c.cluster, other.c.namespace, other.c.pod)
             ):
                 self.containers[(cluster, namespace, pod)] = int(count)
+        for key in pods - self._odd:
+            self.containers.setdefault(key, 1)  # found above: it has this container at least
         for key in sorted(pods & self._odd):
             cluster, namespace, pod = key
             self.containers[key] = int(
