@@ -169,10 +169,11 @@ class _PodsOf:
                     self.of[sid] = key
                     if key not in self.containers:
                         pods.add(key)
-        # Counted by a self-join: each new series found by its id, its pod's containers
+        # Counted by a self-join: one new series of each pod found by its id, its containers
         # through the series' unique index (a list of (cluster, namespace, pod) tuples was a
         # scan of the whole index per statement on SQLite).
-        counted = [sid for sid in new if sid in self.of and self.of[sid] in pods - self._odd]
+        fast = pods - self._odd
+        counted = sorted({self.of[sid]: sid for sid in new if self.of.get(sid) in fast}.values())
         one, other = schema.series.alias("one"), schema.series.alias("other")
         for at in range(0, len(counted), _LOOKUP_CHUNK):
             for cluster, namespace, pod, count in self._conn.execute(
@@ -180,7 +181,7 @@ class _PodsOf:
                     other.c.cluster,
                     other.c.namespace,
                     other.c.pod,
-                    func.count(other.c.id.distinct()),
+                    func.count(),
                 )
                 .select_from(one)
                 .join(
@@ -195,7 +196,7 @@ class _PodsOf:
                 .group_by(other.c.cluster, other.c.namespace, other.c.pod)
             ):
                 self.containers[(cluster, namespace, pod)] = int(count)
-        for key in pods - self._odd:
+        for key in fast:
             self.containers.setdefault(key, 1)  # found above: it has this container at least
         for key in sorted(pods & self._odd):
             cluster, namespace, pod = key

@@ -128,23 +128,20 @@ class NewestTable:
         if found.all():
             return at
         new = np.unique(ids[~found])
-        if len(self._sids) and new[0] < self._sids[-1]:
-            # Below the newest id held (a load, another writer's rows): merged in order.
-            sids = np.concatenate((self._sids, new))
-            order = np.argsort(sids, kind="stable")
-            for column in _VALUES:
-                old = getattr(self, column)
-                grown = np.zeros(len(sids), old.dtype)
-                grown[: len(old)] = old
-                setattr(self, column, grown[order])
-            self._sids = sids[order]
-        else:  # the common case: ids the database just gave, larger than any held
-            for column in (*_VALUES, "_sids"):
-                old = getattr(self, column)
-                grown = np.zeros(len(old) + len(new), old.dtype)
-                grown[: len(old)] = old
-                setattr(self, column, grown)
-            self._sids[-len(new) :] = new
+        sids = np.concatenate((self._sids, new))
+        # Ids the database just gave are larger than any held (kept in order as they are);
+        # others (a load, another writer's rows) are merged in order.
+        order = (
+            None
+            if not len(new) or sids[: len(self._sids)].max(initial=-1) < new[0]
+            else (np.argsort(sids, kind="stable"))
+        )
+        for column in _VALUES:
+            old = getattr(self, column)
+            grown = np.zeros(len(sids), old.dtype)
+            grown[: len(old)] = old
+            setattr(self, column, grown if order is None else grown[order])
+        self._sids = sids if order is None else sids[order]
         return self._find(ids)[0]
 
     def _gather(
