@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from recorder import gcpause, heap, timeutil
 from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Rejection, Samples
@@ -45,6 +45,8 @@ from recorder.kube.normalize import (
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 INLINE_WRITE_SECONDS = 60.0
 """How long an inline poll (``recorder poll``) may spend writing."""
 
@@ -54,7 +56,9 @@ class MetricsSource(Protocol):
 
     def list_nodes(self) -> bytes: ...
 
-    def list_pods(self, namespace: str | None = None) -> bytes | list[bytes]: ...
+    def read_pods(
+        self, consume: Callable[[Iterator[bytes]], T], namespace: str | None = None
+    ) -> T: ...
 
 
 @dataclass
@@ -274,15 +278,21 @@ class Poller:
             )
         else:
             self._check_deadline("pods" if namespace is None else f"pods in {namespace}")
-            pods = PodItems(self._source.list_pods(namespace))
-            batch = normalize_pods(
-                pods,
-                now_ms=now_ms,
-                max_future_skew_ms=skew,
-                cluster=self._cluster,
-                remembered=self._remembered.setdefault((kind, namespace), Remembered()),
-            )
-            bad = pods.rejections  # complete: normalizing went through every item
+            remembered = self._remembered.setdefault((kind, namespace), Remembered())
+
+            def typed(pieces: Iterator[bytes]) -> tuple[Batch, list[Rejection]]:
+                # Called again with a new body if this one breaks while it arrives.
+                pods = PodItems(pieces)
+                batch = normalize_pods(
+                    pods,
+                    now_ms=now_ms,
+                    max_future_skew_ms=skew,
+                    cluster=self._cluster,
+                    remembered=remembered,
+                )
+                return batch, pods.rejections  # complete: normalizing went through every item
+
+            batch, bad = self._source.read_pods(typed, namespace)
         if bad:
             batch = Batch(
                 kind, batch.samples, batch.pod_labels, (*bad, *batch.rejections), batch.cluster

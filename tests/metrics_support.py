@@ -4,7 +4,9 @@ rejected, maintenance, store statistics), so every family, labelled ones too, ha
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from recorder.api.guard import Denials
 from recorder.api.httpmetrics import HttpMetrics
@@ -27,6 +29,8 @@ from recorder.service import WorkerCollector
 from recorder.store import Store
 from recorder.worker import maintain_logged
 
+T = TypeVar("T")
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CLUSTER = "prod-eu-1"
 """The cluster the populated registry's polls are of (not the default: it must show)."""
@@ -46,6 +50,9 @@ class FlakySource:
 
     def list_pods(self, namespace: str | None = None) -> bytes:
         return (FIXTURES / "odd_pods.json").read_bytes()
+
+    def read_pods(self, consume: Callable[[Iterator[bytes]], T], namespace: str | None = None) -> T:
+        return consume(iter((self.list_pods(namespace),)))
 
 
 class FailingSink:

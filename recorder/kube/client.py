@@ -24,8 +24,8 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar, cast
 from urllib.parse import urlencode
 
 import httpcore
@@ -34,6 +34,7 @@ import httpx
 from recorder import __version__
 from recorder.errors import (
     ConfigError,
+    DecodeError,
     MalformedResponseError,
     MetricsApiError,
     MetricsApiForbidden,
@@ -70,10 +71,12 @@ _INFLATE_ANY = zlib.MAX_WBITS | 32  # a gzip or zlib header, told apart by zlib 
 _INFLATED_ENCODINGS = ("gzip", "x-gzip", "deflate")
 _INFLATE_STEP = 1024 * 1024
 _MIB = 1024 * 1024
+T = TypeVar("T")
 
 
 class MetricsClient:
-    """Reads the Metrics API. Bodies are returned as bytes; decoding is the caller's step."""
+    """Reads the Metrics API. Bodies are returned as bytes, or handed over in pieces as they
+    arrive (``read_pods``); decoding is the caller's step."""
 
     def __init__(
         self,
@@ -149,14 +152,31 @@ class MetricsClient:
         return self._list("nodes", resource="nodes", namespace=None).body
 
     def list_pods(self, namespace: str | None = None) -> list[bytes]:
-        """The PodMetricsList in the pieces it arrived in (inflated, never joined):
-        ``decode.PodItems`` lets go of each once its items are typed, so the whole text (64 MB
-        at 150,000 pods) does not live through the poll."""
+        """The PodMetricsList in the pieces it arrived in (inflated, never joined)."""
+        return self.read_pods(list, namespace)
+
+    def read_pods(self, consume: Callable[[Iterator[bytes]], T], namespace: str | None = None) -> T:
+        """What ``consume`` makes of the PodMetricsList, handed to it inflated, in pieces, as
+        they arrive: nothing holds the whole text (64 MB at 150,000 pods), and ``decode.
+        PodItems`` types and lets go of each few MB while the rest is on its way.
+
+        The body is bounded as every answer is (the size limit; the deadline, which stands
+        still while ``consume`` works on a piece, so a slow consumer does not time out a fast
+        server). A failure while it arrives raises from the iteration (the same errors as a
+        whole read: a timeout, a reset connection, too large, broken gzip) and is retried like
+        a failed request: ``consume`` is called again with a new body, so whatever it made of
+        the broken one must be thrown away, which the exception leaving it does."""
         path = f"namespaces/{namespace}/pods" if namespace else "pods"
-        return self._list(path, resource="pods", namespace=namespace, pieces=True).pieces
+        reply = self._list(path, resource="pods", namespace=namespace, consume=consume)
+        return cast(T, reply.consumed)
 
     def _list(
-        self, path: str, *, resource: str, namespace: str | None, pieces: bool = False
+        self,
+        path: str,
+        *,
+        resource: str,
+        namespace: str | None,
+        consume: Callable[[Iterator[bytes]], object] | None = None,
     ) -> _Reply:
         kind = "NodeMetrics" if resource == "nodes" else "PodMetrics"
         scope = f"in namespace {namespace}" if namespace else "in all namespaces"
@@ -164,12 +184,12 @@ class MetricsClient:
         version = self.discover()
         try:
             url = f"/apis/{GROUP}/{version}/{path}"
-            return self._get(url, what=what, namespace=namespace, pieces=pieces)
+            return self._get(url, what=what, namespace=namespace, consume=consume)
         except MetricsApiNotFound:
             # The served version may have changed (an upgrade to v1): discover again, once.
             fresh = self.discover(refresh=True)
             url = f"/apis/{GROUP}/{fresh}/{path}"
-            return self._get(url, what=what, namespace=namespace, pieces=pieces)
+            return self._get(url, what=what, namespace=namespace, consume=consume)
 
     # --- cluster objects of the core API: list pages and watches ----------------------------
 
@@ -227,8 +247,6 @@ class MetricsClient:
             ):
                 if response.status_code >= 300:
                     body = self._read_body(response, what, ERROR_BODY_BYTES, deadline)
-                    if not isinstance(body, bytes):
-                        raise AssertionError("a body not asked for in pieces came in pieces")
                     reply = _Reply(
                         response.status_code, response.reason_phrase, response.headers, body
                     )
@@ -353,7 +371,7 @@ class MetricsClient:
         group: bool = False,
         namespace: str | None = None,
         objects_rule: str | None = None,
-        pieces: bool = False,
+        consume: Callable[[Iterator[bytes]], object] | None = None,
     ) -> _Reply:
         started = self._clock()
         budget_ends = started + self.retry.budget_seconds
@@ -368,7 +386,7 @@ class MetricsClient:
                     namespace=namespace,
                     budget_ends=budget_ends,
                     objects_rule=objects_rule,
-                    pieces=pieces,
+                    consume=consume,
                 )
             except MetricsApiError as exc:
                 if previous is not None and isinstance(exc, MetricsApiTimeout) and exc.cut_short:
@@ -409,14 +427,14 @@ class MetricsClient:
         namespace: str | None,
         budget_ends: float,
         objects_rule: str | None = None,
-        pieces: bool = False,
+        consume: Callable[[Iterator[bytes]], object] | None = None,
     ) -> _Reply:
-        reply = self._send(url, what, budget_ends, pieces=pieces)
+        reply = self._send(url, what, budget_ends, consume=consume)
         credentials = self.config.credentials
         if reply.status == 401 and credentials is not None and credentials.refresh():
             # A rotated token or an expired plugin credential: the new one, straight away.
             log.info("the API server rejected the credentials; re-sending with fresh ones")
-            reply = self._send(url, what, budget_ends, pieces=pieces)
+            reply = self._send(url, what, budget_ends, consume=consume)
         if 300 <= reply.status < 400:
             self._redirected(reply, what)
         if reply.status >= 400:
@@ -425,9 +443,17 @@ class MetricsClient:
             self._raise_for(reply, what, group=group, namespace=namespace)
         return reply
 
-    def _send(self, url: str, what: str, budget_ends: float, *, pieces: bool = False) -> _Reply:
-        """One request, bounded by the deadline and the size limit. ``pieces``: a successful
-        answer's body is left in the pieces it was read in (``_Reply.pieces``)."""
+    def _send(
+        self,
+        url: str,
+        what: str,
+        budget_ends: float,
+        *,
+        consume: Callable[[Iterator[bytes]], object] | None = None,
+    ) -> _Reply:
+        """One request, bounded by the deadline and the size limit. ``consume``: a successful
+        answer's body is handed to it as it arrives (``_streamed``), and what it returns is
+        ``_Reply.consumed``."""
         http, headers = self._connection()
         seconds = min(self._deadline, budget_ends - self._clock())
         if seconds <= 0:
@@ -444,11 +470,12 @@ class MetricsClient:
                 http.stream("GET", url, headers=headers, extensions=self._extensions) as response,
             ):
                 ok = response.status_code < 300
-                limit = self._max_bytes if ok else ERROR_BODY_BYTES
-                read = self._read_body(response, what, limit, deadline, pieces=pieces and ok)
                 status, phrase = response.status_code, response.reason_phrase
-                if isinstance(read, list):
-                    return _Reply(status, phrase, response.headers, pieces=read)
+                if ok and consume is not None:
+                    consumed = consume(self._streamed(response, what, deadline))
+                    return _Reply(status, phrase, response.headers, consumed=consumed)
+                limit = self._max_bytes if ok else ERROR_BODY_BYTES
+                read = self._read_body(response, what, limit, deadline)
                 return _Reply(status, phrase, response.headers, read)
         except httpx.TimeoutException as exc:
             raise self._timeout_error(what, seconds) from exc
@@ -472,35 +499,16 @@ class MetricsClient:
         error.cut_short = seconds < self._deadline
         return error
 
-    def _read_body(
-        self,
-        response: httpx.Response,
-        what: str,
-        limit: int,
-        deadline: float,
-        *,
-        pieces: bool = False,
-    ) -> bytes | list[bytes]:
-        """The body, inflated (``pieces``: in the pieces it was read in), or an error as soon
-        as it passes ``limit`` or the deadline.
+    def _read_body(self, response: httpx.Response, what: str, limit: int, deadline: float) -> bytes:
+        """The body, inflated, or an error as soon as it passes ``limit`` or the deadline.
 
         An error answer (``limit`` is then ``ERROR_BODY_BYTES``) is cut, not refused: its
         status says what happened, the body only adds the API server's message.
         """
         error_answer = response.status_code >= 300
-        declared = response.headers.get("Content-Length", "")
-        if not error_answer and declared.isdigit() and int(declared) > limit:
-            raise self._too_large(what, f"announces {int(declared)} bytes (Content-Length)")
-        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("", "identity", *_INFLATED_ENCODINGS):
-            if error_answer:
-                return b""
-            raise MalformedResponseError(
-                f"the response for {what} from {self.config.server} is encoded as "
-                f"{encoding!r}, which the recorder did not ask for (it accepts gzip): a proxy "
-                "in between changed it"
-            )
-        body = _BoundedBody(limit, inflate=encoding in _INFLATED_ENCODINGS, pieces=pieces)
+        body = self._bounded(response, what, limit, error_answer=error_answer)
+        if body is None:
+            return b""
         try:
             for chunk in response.iter_raw():
                 body.add(chunk)
@@ -510,12 +518,62 @@ class MetricsClient:
         except (_TooLarge, zlib.error) as exc:
             if error_answer:  # its status tells the story; what could be read adds to it
                 return body.partial()
-            if isinstance(exc, _TooLarge):
-                raise self._too_large(what, str(exc)) from None
+            raise self._unreadable(what, exc) from (None if isinstance(exc, _TooLarge) else exc)
+
+    def _streamed(self, response: httpx.Response, what: str, deadline: float) -> Iterator[bytes]:
+        """A successful answer's body, inflated, a piece at a time as it arrives, bounded as
+        ``_read_body`` bounds it. The deadline (that of every socket operation too) is moved
+        on by the time the consumer spends between pieces: it bounds the server, not us."""
+        body = self._bounded(response, what, self._max_bytes, error_answer=False, pieces=True)
+        assert body is not None  # a successful answer is refused, not emptied
+        try:
+            for chunk in response.iter_raw():
+                body.add(chunk)
+                pieces = body.take()
+                if pieces:
+                    handed = time.monotonic()
+                    yield from pieces
+                    deadline += time.monotonic() - handed
+                    _DEADLINE.set(deadline)  # ``_until`` in ``_send`` restores the outer one
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the request's deadline has passed")
+            body.finish()
+            yield from body.take()
+        except (_TooLarge, zlib.error) as exc:
+            raise self._unreadable(what, exc) from (None if isinstance(exc, _TooLarge) else exc)
+
+    def _bounded(
+        self,
+        response: httpx.Response,
+        what: str,
+        limit: int,
+        *,
+        error_answer: bool,
+        pieces: bool = False,
+    ) -> _BoundedBody | None:
+        """The collector of a body, after its headers are checked (``None``: an error answer
+        whose body cannot be read, which its status explains)."""
+        declared = response.headers.get("Content-Length", "")
+        if not error_answer and declared.isdigit() and int(declared) > limit:
+            raise self._too_large(what, f"announces {int(declared)} bytes (Content-Length)")
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity", *_INFLATED_ENCODINGS):
+            if error_answer:
+                return None
             raise MalformedResponseError(
-                f"the response for {what} from {self.config.server} could not be decompressed "
-                f"({exc}): it was cut short, or a proxy changed it"
-            ) from exc
+                f"the response for {what} from {self.config.server} is encoded as "
+                f"{encoding!r}, which the recorder did not ask for (it accepts gzip): a proxy "
+                "in between changed it"
+            )
+        return _BoundedBody(limit, inflate=encoding in _INFLATED_ENCODINGS, pieces=pieces)
+
+    def _unreadable(self, what: str, exc: _TooLarge | zlib.error) -> MetricsApiError | DecodeError:
+        if isinstance(exc, _TooLarge):
+            return self._too_large(what, str(exc))
+        return MalformedResponseError(
+            f"the response for {what} from {self.config.server} could not be decompressed "
+            f"({exc}): it was cut short, or a proxy changed it"
+        )
 
     def _too_large(self, what: str, how: str) -> MetricsApiResponseTooLarge:
         limit = self._max_bytes
@@ -737,8 +795,8 @@ class _Reply:
     reason_phrase: str
     headers: httpx.Headers
     body: bytes = b""
-    pieces: list[bytes] = field(default_factory=list)
-    """The body in pieces instead (``_send(pieces=True)``, a successful answer)."""
+    consumed: object = None
+    """What the consumer made of a successful answer's body instead (``_send(consume=...)``)."""
 
 
 class _TooLarge(Exception):
@@ -797,12 +855,19 @@ class _BoundedBody:
         elif data:
             self._pieces.append(data)
 
-    def finish(self) -> bytes | list[bytes]:
+    def take(self) -> list[bytes]:
+        """The pieces kept since the last ``take`` (``pieces``), let go of here."""
+        taken = self._pieces or []
+        self._pieces = [] if self._pieces is not None else None
+        return taken
+
+    def finish(self) -> bytes:
+        """The whole body (``pieces``: only what no ``take`` has taken, joined)."""
         if self._inflater is not None and self._wire:
             self._keep(self._inflater.flush())
             if not self._inflater.eof:
                 raise zlib.error("the compressed stream ends early")
-        return self._sink.getvalue() if self._pieces is None else self._pieces
+        return self.partial()
 
     def partial(self) -> bytes:
         return self._sink.getvalue() if self._pieces is None else b"".join(self._pieces)

@@ -15,7 +15,7 @@ these is pinned by ``tests/unit/test_kube_decode.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import msgspec
@@ -74,38 +74,42 @@ class PodItems:
     complete once iterated), and only a body that cannot be split into items raises
     ``MalformedResponseError``. Iterate once.
 
-    ``body`` is the whole text, or the pieces it arrived in (``MetricsClient.list_pods``).
-    Whole, it is first split into its items undecoded (``msgspec.Raw``, views of the body),
-    so the body must not change meanwhile, and it lives until the last slice. In pieces, the
-    list is split a few MB at a time, where an item begins (``_NEXT_ITEM``), and each piece is
-    let go of once its items are typed: at 150,000 pods the 64 MB text no longer lives through
-    the whole poll. Each part is checked as it is split (a run of whole JSON values; the
+    ``body`` is the whole text, or its pieces: a list, or an iterator handing them over as
+    they arrive (``MetricsClient.read_pods``), asked for the next only when the items before
+    are typed. Whole, it is first split into its items undecoded (``msgspec.Raw``, views of
+    the body), so the body must not change meanwhile, and it lives until the last slice. In
+    pieces, the list is split a few MB at a time, where an item begins (``_NEXT_ITEM``), and
+    each piece is let go of once its items are typed: at 150,000 pods the 64 MB text is never
+    held whole. Each part is checked as it is split (a run of whole JSON values; the
     envelope before and after the items a whole document of the list's kind), so a text that
     is not split where expected (another writer's key order, whitespace) is split further on
     or, at worst, at its end: the same items as whole. A text that is not JSON raises when
     iteration reaches the broken part, after the items before it.
     """
 
-    def __init__(self, body: bytes | list[bytes]) -> None:
+    def __init__(self, body: bytes | Iterable[bytes]) -> None:
         self.rejections: list[Rejection] = []
         self._position = 0
-        self._pieces: list[bytes] = []
+        self._pieces: Iterator[bytes] | None = None
         self._raw: list[msgspec.Raw] = []
         if isinstance(body, list):
             if len(body) > 1:
-                self._pieces = body[::-1]  # taken from the end, first piece last
+                self._pieces = _popped(body[::-1])  # taken from the end, first piece last
                 body.clear()  # the caller's list no longer holds them
                 return
             body = b"".join(body)
+        if not isinstance(body, bytes):
+            self._pieces = iter(body)
+            return
         raw = self._whole(body)
         self._raw = raw.items or []
 
     def __iter__(self) -> Iterator[wire.PodMetrics]:
-        if not self._pieces:
+        if self._pieces is None:
             raw, self._raw = self._raw, []  # the body is freed with the last slice
             yield from self._typed(raw)
             return
-        for part in self._parts():
+        for part in self._parts(self._pieces):
             yield from self._typed(part)
 
     def _typed(self, raw: list[msgspec.Raw]) -> Iterator[wire.PodMetrics]:
@@ -129,14 +133,14 @@ class PodItems:
         _check_kind(raw.kind, expected)
         return raw
 
-    def _parts(self) -> Iterator[list[msgspec.Raw]]:
+    def _parts(self, pieces: Iterator[bytes]) -> Iterator[list[msgspec.Raw]]:
         """The items of a body in pieces, a few MB of them at a time (see the class)."""
-        pieces = self._pieces
         text = bytearray()  # grows by appending and shrinks from the front, without copies
         start = -1
-        while start < 0 and pieces:
+        more = True
+        while start < 0 and more:
             searched = max(0, len(text) - len(_ITEMS_OPEN))
-            text += pieces.pop()
+            more = _append_next(text, pieces)
             start = text.find(_ITEMS_OPEN, searched)
         if start < 0:  # no items at all: the whole text is the list (or not one)
             yield self._whole(bytes(text)).items or []
@@ -148,15 +152,16 @@ class PodItems:
         except Exception:  # "items" is not the list's own, or kind follows: split no further
             envelope = None
         if envelope is None or envelope.items:
-            text += self._rest()
+            for piece in pieces:
+                text += piece
             yield self._whole(head + text).items or []
             return
         _check_kind(envelope.kind, _EXPECTED_KIND[Kind.CONTAINER])
         searched = 0  # text before this holds no item start that splits well
         split = False
-        while pieces:
-            while len(text) - searched < PIECE_BYTES and pieces:
-                text += pieces.pop()
+        while more:
+            while len(text) - searched < PIECE_BYTES and more:
+                more = _append_next(text, pieces)
             cut = text.rfind(_NEXT_ITEM, searched)
             if cut <= 0:
                 searched = max(0, len(text) - len(_NEXT_ITEM))
@@ -186,10 +191,6 @@ class PodItems:
                 )
         yield last
 
-    def _rest(self) -> bytes:
-        pieces, self._pieces = self._pieces, []
-        return b"".join(reversed(pieces))
-
     def _one_by_one(self, part: list[msgspec.Raw], offset: int) -> list[wire.PodMetrics]:
         items: list[wire.PodMetrics] = []
         for position, item in enumerate(part, offset):
@@ -207,6 +208,21 @@ class PodItems:
                     )
                 )
         return items
+
+
+def _popped(stack: list[bytes]) -> Iterator[bytes]:
+    """The pieces of ``stack`` from its end, each let go of by the list as it is handed over."""
+    while stack:
+        yield stack.pop()
+
+
+def _append_next(text: bytearray, pieces: Iterator[bytes]) -> bool:
+    """``text`` with the next piece appended; False once there is none."""
+    piece = next(pieces, None)
+    if piece is None:
+        return False
+    text += piece
+    return True
 
 
 def _after_failure(

@@ -4,8 +4,8 @@ every other sample, counts the rejection by reason, and the series goes on recor
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -16,6 +16,8 @@ from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
 from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.store import Store
+
+T = TypeVar("T")
 
 NOW_S = 1_800_000_000.0
 NOW_MS = int(NOW_S * 1000)
@@ -59,6 +61,9 @@ class Source:
 
     def list_pods(self, namespace: str | None = None) -> bytes:
         return self.pods
+
+    def read_pods(self, consume: Callable[[Iterator[bytes]], T], namespace: str | None = None) -> T:
+        return consume(iter((self.list_pods(namespace),)))
 
 
 def poller_for(

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -14,6 +16,8 @@ from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
 from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.store import Store
+
+T = TypeVar("T")
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -32,6 +36,9 @@ class Source:
     def list_pods(self, namespace: str | None = None) -> bytes:
         self.pod_calls.append(namespace)
         return self.pods
+
+    def read_pods(self, consume: Callable[[Iterator[bytes]], T], namespace: str | None = None) -> T:
+        return consume(iter((self.list_pods(namespace),)))
 
 
 class OutageSink:
