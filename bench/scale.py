@@ -27,7 +27,9 @@ measure of the run. Per database:
    cluster objects' first lists were stored, and ended before the large query and the outage),
    its ratio to the floor, the first poll (series creation), when the cluster objects' first
    lists were stored (``/readyz``), ``/livez`` p50/p99/max over the whole run, peak memory of
-   all processes together, the scrape, polls skipped or late (the first ones included).
+   all processes together, the scrape, polls skipped or late (the first ones included, and
+   the restarted recorder's: its polls, skipped or late ones, exit code and ERROR lines count
+   in the run's).
 
 Targets (issue 13): poll <= 1.5x floor, ``/livez`` p99 <= 50 ms and max <= 250 ms, all
 processes <= 512 MiB, no skipped poll.
@@ -474,9 +476,7 @@ def measure_recorder(
         for m in _POLL_LINE.finditer(text)
     ]
     polls = [seconds for _, seconds in stored_at]
-    skipped = sum(
-        text.count(marker) for marker in ("maximum number of running instances", "was missed by")
-    )
+    skipped = _skipped_or_late(text) + restart["skipped_or_late"]
     livez = sorted(probed["latencies"] + restart["latencies"])
     for phase, peak in restart["sampler"].phase_peaks.items():
         sampler.phase_peaks[phase] = peak
@@ -523,10 +523,20 @@ def measure_recorder(
         "exit_code_after_sigterm": code,
         "restart_first_poll_s": restart["first_poll_s"],
         "restart_peak_rss_mib": restart["sampler"].peak / 2**20,
+        "restart_polls": restart["polls"],
+        "restart_skipped_or_late": restart["skipped_or_late"],
+        "restart_exit_code_after_sigterm": restart["exit_code"],
         "cpu_limit_cores": cgroup.cores if limited else None,
         "memory_limit_mib": cgroup.memory / 2**20 if limited else None,
-        "errors_in_log": sum(" ERROR " in line for line in text.splitlines()),
+        "errors_in_log": sum(" ERROR " in line for line in text.splitlines())
+        + restart["errors_in_log"],
     }
+
+
+def _skipped_or_late(log_text: str) -> int:
+    """Polls APScheduler skipped (one still running) or ran late, in a recorder's log."""
+    markers = ("maximum number of running instances", "was missed by")
+    return sum(log_text.count(marker) for marker in markers)
 
 
 def restarted(
@@ -542,7 +552,15 @@ def restarted(
     sampler = Sampler(0)
     sampler.phase = "restart"
     sampler.cgroup = cgroup
-    result: dict[str, Any] = {"sampler": sampler, "latencies": [], "first_poll_s": None}
+    result: dict[str, Any] = {
+        "sampler": sampler,
+        "latencies": [],
+        "first_poll_s": None,
+        "polls": 0,
+        "skipped_or_late": 0,
+        "exit_code": None,
+        "errors_in_log": 0,
+    }
     if not args.restart_polls:
         return result
     log_path = folder / "restart.log"
@@ -568,13 +586,17 @@ def restarted(
         sampler.stop.set()
         sampler.join()
         again.send_signal(signal.SIGTERM)
-        again.wait(60)
+        result["exit_code"] = again.wait(60)
     finally:
         if again.poll() is None:
             again.kill()
             again.wait()
-    polls = [float(m.group(2)) for m in _POLL_LINE.finditer(log_path.read_text(errors="replace"))]
+    text = log_path.read_text(errors="replace")
+    polls = [float(m.group(2)) for m in _POLL_LINE.finditer(text)]
     result["first_poll_s"] = polls[0] if polls else float("nan")
+    result["polls"] = len(polls)
+    result["skipped_or_late"] = _skipped_or_late(text)
+    result["errors_in_log"] = sum(" ERROR " in line for line in text.splitlines())
     return result
 
 
@@ -619,7 +641,12 @@ ROWS = [
     ("peak RSS, all processes (MiB, <= 512)", "peak_rss_mib", "{:.0f}"),
     ("peak RSS of each process (MiB)", "peak_rss_mib_each", "{}"),
     ("peak RSS by phase (MiB)", "peak_rss_mib_by_phase", "{}"),
-    ("after a restart on the history: first poll (s), peak RSS (MiB)", "restart", "{}"),
+    (
+        "after a restart on the history: first poll (s), peak RSS (MiB), polls run, skipped or "
+        "late, exit code after SIGTERM",
+        "restart",
+        "{}",
+    ),
     (
         "peak anonymous / file-backed / proportional (PSS) memory, cgroup's anonymous (MiB)",
         "peak_split_mib",
@@ -643,7 +670,9 @@ def derived(result: dict[str, Any]) -> dict[str, Any]:
     result["scrape_size"] = f"{result['scrape_mb']:.0f} ({result['scrape_gzip_mb']:.1f})"
     result["polls_run"] = f"{result['polls']} / {result['polls_expected']}"
     result["restart"] = (
-        f"{result['restart_first_poll_s']:.1f}, {result['restart_peak_rss_mib']:.0f}"
+        f"{result['restart_first_poll_s']:.1f}, {result['restart_peak_rss_mib']:.0f}, "
+        f"{result['restart_polls']}, {result['restart_skipped_or_late']}, "
+        f"{result['restart_exit_code_after_sigterm']}"
         if result["restart_first_poll_s"] is not None
         else None
     )
@@ -659,6 +688,7 @@ def met(result: dict[str, Any]) -> bool:
         and result["peak_rss_mib"] <= 512
         and not result["oom_kills"]
         and result["polls_skipped_or_late"] == 0
+        and result.get("restart_exit_code_after_sigterm") in (None, 0)
     )
 
 
