@@ -325,7 +325,7 @@ class SampleWriter:
             # restart; the pods' labels below share the pod names too).
             names: dict[str, str] = {}
             name = names.setdefault
-            for sid, *row in conn.execute(select(*_IDENTITY).where(written)):
+            for sid, *row in conn.execute(_streamed(select(*_IDENTITY).where(written))):
                 key = held_keys.get(sid)
                 if key is None or _identity(key) != (row[5], *row[:5]):
                     kind, node, namespace, pod, container, cluster = row
@@ -341,13 +341,15 @@ class SampleWriter:
                 ids[key] = sid
             del held_keys
             newest = NewestTable()
-            for part in conn.execute(select(s.c.id, s.c.last_seen_ms).where(written)).partitions(
-                _LOAD_PART
-            ):
+            for part in conn.execute(
+                _streamed(select(s.c.id, s.c.last_seen_ms).where(written))
+            ).partitions(_LOAD_PART):
                 newest.set_from([r[0] for r in part], [r[1] for r in part], None)
             # Each series' newest head row, with its digest unless the series table knows
             # a newer timestamp (its newest sample was compacted).
-            for in_head in conn.execute(_newest_in_head(conn, clusters)).partitions(_LOAD_PART):
+            for in_head in conn.execute(_streamed(_newest_in_head(conn, clusters))).partitions(
+                _LOAD_PART
+            ):
                 seen = newest.timestamps([row[0] for row in in_head])
                 kept = [
                     row
@@ -367,8 +369,10 @@ class SampleWriter:
                 (cluster, *ref): ref for cluster, pods in held_labels.items() for ref in pods
             }
             for cluster, ns, pod, text in conn.execute(
-                select(pl.c.cluster, pl.c.namespace, pl.c.pod, pl.c.labels_json).where(
-                    pl.c.cluster.in_(clusters)
+                _streamed(
+                    select(pl.c.cluster, pl.c.namespace, pl.c.pod, pl.c.labels_json).where(
+                        pl.c.cluster.in_(clusters)
+                    )
                 )
             ):
                 ref = held_refs.get((cluster, ns, pod))
@@ -832,10 +836,12 @@ class SampleWriter:
         # writer's rows committed out of id order) are looked up by value.
         newest_known = max(self._ids.values(), default=0)
         for sid, *row in conn.execute(
-            select(*_IDENTITY).where(
-                s.c.id > newest_known,
-                s.c.kind != Kind.POD.value,
-                s.c.cluster.in_(sorted({key.cluster for key in missing})),
+            _streamed(
+                select(*_IDENTITY).where(
+                    s.c.id > newest_known,
+                    s.c.kind != Kind.POD.value,
+                    s.c.cluster.in_(sorted({key.cluster for key in missing})),
+                )
             )
         ):
             found[key_of(row)] = sid
@@ -993,6 +999,14 @@ def _fresh_split(
             )
         )
     return found, rest
+
+
+def _streamed(statement: Any) -> Any:
+    """``statement`` read a part at a time as it is iterated: on PostgreSQL through a
+    server-side cursor. A client-side one holds the whole result in libpq until the last row
+    is read: a restart's reload at 150,000 pods peaked 38 MB higher on PostgreSQL than on
+    SQLite, whose cursor reads as it goes anyway."""
+    return statement.execution_options(stream_results=True, yield_per=_LOAD_PART)
 
 
 def _identity(key: SeriesKey) -> tuple[str, str, str, str, str, str]:

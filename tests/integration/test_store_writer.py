@@ -30,11 +30,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from recorder.buffer import decode_batch, encode_batch
 from recorder.domain import Batch, Kind, Sample, Samples, SeriesKey
-from recorder.store import Store, schema
+from recorder.store import Store, open_store, schema
 from recorder.store.newest import NewestTable
 from recorder.store.writer import (
     DATABASE_REJECTED,
@@ -220,6 +220,39 @@ def test_ids_of_series_created_by_a_refused_attempt_are_not_kept(store: Store) -
     assert row_ids <= stored_ids, sorted(row_ids - stored_ids)[:5]
     held = {sid for key, sid in store._writer._ids.items() if key.pod.startswith("new-")}
     assert held <= stored_ids, sorted(held - stored_ids)[:5]
+
+
+def test_the_reload_and_the_new_series_scan_read_postgresql_a_part_at_a_time(
+    postgres_url: str,
+) -> None:
+    """A client-side cursor holds a whole result in libpq until its last row is read: a
+    restart's reload at 150,000 pods peaked 38 MB higher on PostgreSQL than on SQLite (207
+    against 169 MiB), 176 MiB once read through server-side cursors. Every read of the reload
+    and the scan of the series a write creates go through one (a named cursor)."""
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        labels = {("shop", f"web-{i % 50}"): {"app": "web"} for i in range(50)}
+        store.write(Batch(Kind.CONTAINER, tuple(good(200)), labels), now_ms=T0)
+        reads: list[tuple[str, str | None]] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            if statement.lstrip().upper().startswith(("SELECT", "WITH")):
+                reads.append((statement, getattr(cursor, "name", None)))
+
+        event.listen(store.engine, "after_cursor_execute", seen)
+        store._writer.load()
+        store.write(Batch(Kind.CONTAINER, tuple(good(400, T0 + 15_000))), now_ms=T0)
+        event.remove(store.engine, "after_cursor_execute", seen)
+    finally:
+        store.close()
+    large = [
+        (statement, name)
+        for statement, name in reads
+        if "max(" not in statement.lower() and ("series" in statement or "pod_labels" in statement)
+    ]
+    assert len(large) >= 5, reads  # four reads of the reload, the new series' scan
+    assert all(name for _statement, name in large), [s for s, n in large if not n]
 
 
 def test_a_database_that_refuses_everything_costs_bounded_attempts(
