@@ -1,13 +1,15 @@
 """Helpers for the tests of recorder/kube/: kubeconfig documents written to disk and loaded the
-way the recorder loads them, a CA for PEM material, a fake clock, and Metrics API
-list bodies built item by item, decoded and normalized as the poller does."""
+way the recorder loads them, a CA for PEM material, a fake clock, Metrics API list bodies
+built item by item, decoded and normalized as the poller does, and ``PodsWhole`` for fake
+Metrics API sources."""
 
 from __future__ import annotations
 
 import calendar
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -18,6 +20,18 @@ from recorder.kube.normalize import normalize_nodes, normalize_pods
 from recorder.simulator.tls import CertificateAuthority
 
 PEM_CA = CertificateAuthority.generate()
+T = TypeVar("T")
+
+
+class PodsWhole:
+    """For a fake Metrics API source whose ``list_pods`` returns the whole body: the poller's
+    ``read_pods``, handing that body over as one piece."""
+
+    def list_pods(self, namespace: str | None = None) -> bytes:
+        raise NotImplementedError
+
+    def read_pods(self, consume: Callable[[Iterator[bytes]], T], namespace: str | None = None) -> T:
+        return consume(iter((self.list_pods(namespace),)))
 
 
 class Clock:

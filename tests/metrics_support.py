@@ -4,9 +4,7 @@ rejected, maintenance, store statistics), so every family, labelled ones too, ha
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 from recorder.api.guard import Denials
 from recorder.api.httpmetrics import HttpMetrics
@@ -28,15 +26,14 @@ from recorder.poller import Poller
 from recorder.service import WorkerCollector
 from recorder.store import Store
 from recorder.worker import maintain_logged
-
-T = TypeVar("T")
+from tests.kube_support import PodsWhole
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CLUSTER = "prod-eu-1"
 """The cluster the populated registry's polls are of (not the default: it must show)."""
 
 
-class FlakySource:
+class FlakySource(PodsWhole):
     """Real-world odd responses (with items to reject); the first node list is forbidden."""
 
     def __init__(self) -> None:
@@ -50,9 +47,6 @@ class FlakySource:
 
     def list_pods(self, namespace: str | None = None) -> bytes:
         return (FIXTURES / "odd_pods.json").read_bytes()
-
-    def read_pods(self, consume: Callable[[Iterator[bytes]], T], namespace: str | None = None) -> T:
-        return consume(iter((self.list_pods(namespace),)))
 
 
 class FailingSink:

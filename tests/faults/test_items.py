@@ -4,8 +4,8 @@ every other sample, counts the rejection by reason, and the series goes on recor
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -16,8 +16,7 @@ from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
 from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.store import Store
-
-T = TypeVar("T")
+from tests.kube_support import PodsWhole
 
 NOW_S = 1_800_000_000.0
 NOW_MS = int(NOW_S * 1000)
@@ -52,7 +51,7 @@ def body(kind: str, items: list[dict[str, Any]]) -> bytes:
     ).encode()
 
 
-class Source:
+class Source(PodsWhole):
     def __init__(self, nodes: bytes, pods: bytes):
         self.nodes, self.pods = nodes, pods
 
@@ -61,9 +60,6 @@ class Source:
 
     def list_pods(self, namespace: str | None = None) -> bytes:
         return self.pods
-
-    def read_pods(self, consume: Callable[[Iterator[bytes]], T], namespace: str | None = None) -> T:
-        return consume(iter((self.list_pods(namespace),)))
 
 
 def poller_for(

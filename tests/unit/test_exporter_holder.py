@@ -3,9 +3,7 @@ recorder_metrics_api_up is 0; a successful poll brings them back. Time is a fake
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 from recorder.buffer import WriteQueue
 from recorder.domain import Batch, Kind, Sample, SeriesKey, WriteResult
@@ -13,8 +11,7 @@ from recorder.errors import MetricsApiUnavailable
 from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
 from recorder.flusher import Flusher
 from recorder.poller import Poller
-
-T = TypeVar("T")
+from tests.kube_support import PodsWhole
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 INTERVAL = 30.0
@@ -28,7 +25,7 @@ class Clock:
         return self.now
 
 
-class Source:
+class Source(PodsWhole):
     """The odd real-world fixtures, behind switches that make each list call fail."""
 
     def __init__(self) -> None:
@@ -43,9 +40,6 @@ class Source:
         if self.pods_down:
             raise MetricsApiUnavailable("metrics-server is down", status=503)
         return (FIXTURES / "odd_pods.json").read_bytes()
-
-    def read_pods(self, consume: Callable[[Iterator[bytes]], T], namespace: str | None = None) -> T:
-        return consume(iter((self.list_pods(namespace),)))
 
 
 class Sink:

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -16,13 +14,12 @@ from recorder.exporter import RecorderRegistry, SnapshotHolder, build_registry
 from recorder.flusher import Flusher
 from recorder.poller import Poller
 from recorder.store import Store
-
-T = TypeVar("T")
+from tests.kube_support import PodsWhole
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
-class Source:
+class Source(PodsWhole):
     def __init__(self, nodes: bytes, pods: bytes):
         self.nodes, self.pods = nodes, pods
         self.pod_calls: list[str | None] = []
@@ -36,9 +33,6 @@ class Source:
     def list_pods(self, namespace: str | None = None) -> bytes:
         self.pod_calls.append(namespace)
         return self.pods
-
-    def read_pods(self, consume: Callable[[Iterator[bytes]], T], namespace: str | None = None) -> T:
-        return consume(iter((self.list_pods(namespace),)))
 
 
 class OutageSink:
