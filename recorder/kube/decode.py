@@ -52,9 +52,13 @@ def decode_pod_list(body: bytes | list[bytes]) -> tuple[list[wire.PodMetrics], l
 
 
 SLICE_ITEMS = 2_000
-"""Pods typed at once by ``PodItems``: a few MB of structs, however large the list."""
-PIECE_BYTES = 4 << 20
-"""How much of a body in pieces ``PodItems`` splits into items at once."""
+"""Pods typed at once by ``PodItems`` from a body split into its items: a few MB of structs,
+however large the list."""
+PIECE_BYTES = 1 << 17
+"""How much of a body in pieces ``PodItems`` types at once, at least: the text on hand is cut
+where its last whole item ends, so a part is usually the piece that arrived (the client
+inflates up to 1 MiB at a time: about 2,000 pods). At 150,000 pods, typing parts of 4 MiB
+(split into their items first) took 0.22 s, parts of 128 KiB typed at once 0.17 s."""
 _pod_slice = msgspec.json.Decoder(list[wire.PodMetrics])
 _raw_values = msgspec.json.Decoder(list[msgspec.Raw])
 _ITEMS_OPEN = b'"items":['
@@ -78,10 +82,11 @@ class PodItems:
     they arrive (``MetricsClient.read_pods``), asked for the next only when the items before
     are typed. Whole, it is first split into its items undecoded (``msgspec.Raw``, views of
     the body), so the body must not change meanwhile, and it lives until the last slice. In
-    pieces, the list is split a few MB at a time, where an item begins (``_NEXT_ITEM``), and
-    each piece is let go of once its items are typed: at 150,000 pods the 64 MB text is never
-    held whole. Each part is checked as it is split (a run of whole JSON values; the
-    envelope before and after the items a whole document of the list's kind), so a text that
+    pieces, the list is cut as it arrives, where an item begins (``_NEXT_ITEM``), each part
+    typed in one pass and let go of: at 150,000 pods the 64 MB text is never held whole. Each
+    part is checked as it is cut (typed whole, or else a run of whole JSON values, typed item
+    by item; the envelope before and after the items a whole document of the list's kind),
+    so a text that
     is not split where expected (another writer's key order, whitespace) is split further on
     or, at worst, at its end: the same items as whole. A text that is not JSON raises when
     iteration reaches the broken part, after the items before it.
@@ -110,7 +115,7 @@ class PodItems:
             yield from self._typed(raw)
             return
         for part in self._parts(self._pieces):
-            yield from self._typed(part)
+            yield from part
 
     def _typed(self, raw: list[msgspec.Raw]) -> Iterator[wire.PodMetrics]:
         for start in range(0, len(raw), SLICE_ITEMS):
@@ -133,8 +138,10 @@ class PodItems:
         _check_kind(raw.kind, expected)
         return raw
 
-    def _parts(self, pieces: Iterator[bytes]) -> Iterator[list[msgspec.Raw]]:
-        """The items of a body in pieces, a few MB of them at a time (see the class)."""
+    def _parts(self, pieces: Iterator[bytes]) -> Iterator[Iterable[wire.PodMetrics]]:
+        """The items of a body in pieces, about ``PIECE_BYTES`` of them at a time (see the
+        class). A part that splits well is typed in one pass over its text; only one that
+        does not type whole is split into its items first, to find where it breaks."""
         text = bytearray()  # grows by appending and shrinks from the front, without copies
         start = -1
         more = True
@@ -143,7 +150,7 @@ class PodItems:
             more = _append_next(text, pieces)
             start = text.find(_ITEMS_OPEN, searched)
         if start < 0:  # no items at all: the whole text is the list (or not one)
-            yield self._whole(bytes(text)).items or []
+            yield self._typed(self._whole(bytes(text)).items or [])
             return
         head = bytes(text[: start + len(_ITEMS_OPEN)])
         del text[: len(head)]
@@ -154,7 +161,7 @@ class PodItems:
         if envelope is None or envelope.items:
             for piece in pieces:
                 text += piece
-            yield self._whole(head + text).items or []
+            yield self._typed(self._whole(head + text).items or [])
             return
         _check_kind(envelope.kind, _EXPECTED_KIND[Kind.CONTAINER])
         searched = 0  # text before this holds no item start that splits well
@@ -166,12 +173,20 @@ class PodItems:
             if cut <= 0:
                 searched = max(0, len(text) - len(_NEXT_ITEM))
                 continue
+            segment = b"".join((b"[", text[:cut], b"]"))
             try:
-                part = _raw_values.decode(b"".join((b"[", text[:cut], b"]")))
-            except Exception:  # not whole items (a nested "metadata", or broken): read on
-                searched = cut + 1
-                continue
-            del text[: cut + 1]
+                part = _pod_slice.decode(segment)
+                self._position += len(part)
+            except Exception:  # a broken item, or not whole items: which, the split tells
+                try:
+                    raw = _raw_values.decode(segment)
+                except Exception:  # not whole items (a nested "metadata", or broken): read on
+                    searched = cut + 1
+                    continue
+                part = self._one_by_one(raw, self._position)
+                self._position += len(raw)
+                del raw
+            del segment, text[: cut + 1]
             searched = 0
             split = True
             yield part
@@ -189,7 +204,7 @@ class PodItems:
                     "the PodMetricsList response names its items more than once (or names "
                     '"items" after them): it does not come from the Kubernetes API'
                 )
-        yield last
+        yield self._typed(last)
 
     def _one_by_one(self, part: list[msgspec.Raw], offset: int) -> list[wire.PodMetrics]:
         items: list[wire.PodMetrics] = []

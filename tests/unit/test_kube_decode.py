@@ -320,8 +320,7 @@ def test_pod_items_in_pieces_let_go_of_each_piece_once_typed(
 ) -> None:
     """Halfway through a 3.5 MB list in 64 KB pieces, less than two thirds of it is still held
     (read whole, all of it lives until the last item is typed)."""
-    monkeypatch.setattr(decode, "PIECE_BYTES", 256 << 10)
-    monkeypatch.setattr(decode, "SLICE_ITEMS", 200)
+    monkeypatch.setattr(decode, "PIECE_BYTES", 64 << 10)  # a part's typed pods: ~200 of them
     names = [f"web-{i:05d}-" + "x" * 40 for i in range(12_000)]
     tracemalloc.start()
     try:
