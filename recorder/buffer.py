@@ -37,13 +37,17 @@ log = logging.getLogger(__name__)
 DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024
 DEFAULT_SPOOL_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_RAW = 4
-RESTORED_PART_SAMPLES = 50_000
+RESTORED_PART_SAMPLES = 20_000
 """Most samples of a batch read back packed that are made into Python objects at once (the
-writer writes such a batch in parts of this size)."""
+writer writes such a batch in parts of this size). At 150,000 pods a parked poll read back
+holds about 28 MB; parts of 50,000 samples added 25 MB to it while one was written, parts of
+20,000 add about 8."""
+_MAGIC_V4 = b"KMRB4\n"
 _MAGIC_V3 = b"KMRB3\n"
 _MAGIC = b"KMRB2\n"
 _MAGIC_V1 = b"KMRB1\n"
 _ZLIB_LEVEL = 1
+_INFLATE_STEP = 1 << 20
 _NAME = re.compile(r"(\d{20})\.(node|container)\.(\d+)\.batch")
 
 
@@ -93,6 +97,28 @@ class _WireV3(msgspec.Struct, array_like=True, gc=False):
     batch_cluster: str
 
 
+class _WireV4(msgspec.Struct, array_like=True, gc=False):
+    """``_WireV3`` with its texts as one: ``text`` is every distinct text one after the other,
+    ``text_ends`` where each ends (characters, little-endian int32). Read back, ``_WireV3``'s
+    texts were a string object each, all at once, as long as the batch was being written (at
+    150,000 pods 270,000 of them, 33 MB, the largest part of the worker's peak while it
+    wrote what waited after an outage); these are one string, and a part's texts are cut
+    from it when the part is made (``_Texts``). Its numbers are read as views of the inflated
+    bytes, not copied out of them (``_WireV3``'s copies doubled them while it was read)."""
+
+    kind: str
+    text: str
+    text_ends: memoryview
+    keys: memoryview
+    ts_ms: memoryview
+    window_ms: memoryview
+    cpu: memoryview
+    memory: memoryview
+    label_sets: list[dict[str, str]]
+    labels: memoryview
+    batch_cluster: str
+
+
 class _WireV1(msgspec.Struct, array_like=True, gc=False):
     """A batch parked by versions before the ``_Wire`` above (read back, never written): one
     text per sample and column, pod labels as (namespace, pod, labels). ``cluster`` and
@@ -115,6 +141,7 @@ class _WireV1(msgspec.Struct, array_like=True, gc=False):
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(_Wire)
 _decoder_v3 = msgspec.msgpack.Decoder(_WireV3)
+_decoder_v4 = msgspec.msgpack.Decoder(_WireV4)
 _INDEX = np.dtype("<i4")
 _VALUE = np.dtype("<i8")
 _decoder_v1 = msgspec.msgpack.Decoder(_WireV1)
@@ -122,7 +149,7 @@ _decoder_v1 = msgspec.msgpack.Decoder(_WireV1)
 
 def encode_batch(batch: Batch, *, portable: bool = False) -> bytes:
     """A batch's samples and pod labels (not its rejections: they were counted already), as
-    ``_WireV3``, or ``_Wire`` when ``portable`` (for another replica, which may run an earlier
+    ``_WireV4``, or ``_Wire`` when ``portable`` (for another replica, which may run an earlier
     release) or when a value does not fit in 64 bits."""
     samples = batch.samples
     keys = samples.keys
@@ -175,13 +202,18 @@ def encode_batch(batch: Batch, *, portable: bool = False) -> bytes:
             batch.cluster,
         )
         return _MAGIC + zlib.compress(_encoder.encode(wire), _ZLIB_LEVEL)
-    # ``_WireV3`` written field by field into one zlib stream: its msgpack encoding (about
+    # ``_WireV4`` written field by field into one zlib stream: its msgpack encoding (about
     # 20 MB at 150,000 pods, for 4 MB compressed) is never held whole. While the database is
     # down a poll parks its batch as it is queued, so what this holds adds to the poll's peak.
-    out = _Deflated(_MAGIC_V3)
-    out.raw(_array_header(len(_WireV3.__struct_fields__)))
+    out = _Deflated(_MAGIC_V4)
+    out.raw(_array_header(len(_WireV4.__struct_fields__)))
     out.value(batch.kind.value)
-    out.texts(strings)
+    out.value("".join(strings))
+    ends = np.cumsum(np.fromiter(map(len, strings), np.int64, len(strings)))
+    del strings
+    if ends.size and ends[-1] > np.iinfo(_INDEX).max:
+        raise ValueError("the batch's texts are longer than 2**31 characters")
+    out.binary([ends.astype(_INDEX)])
     out.binary(key_columns)
     for column_bytes in packed:
         out.binary([column_bytes])
@@ -193,9 +225,7 @@ def encode_batch(batch: Batch, *, portable: bool = False) -> bytes:
 
 class _Deflated:
     """msgpack written a piece at a time into one zlib stream (as ``zlib.compress`` of the
-    whole would make it): a value, an array of texts in slices, a bin from its parts."""
-
-    TEXTS_SLICE = 4096
+    whole would make it): a value, a bin from its parts."""
 
     def __init__(self, magic: bytes) -> None:
         self._compressor = zlib.compressobj(_ZLIB_LEVEL)
@@ -208,13 +238,6 @@ class _Deflated:
 
     def value(self, value: object) -> None:
         self.raw(_encoder.encode(value))
-
-    def texts(self, texts: list[str]) -> None:
-        self.raw(_array_header(len(texts)))
-        for start in range(0, len(texts), self.TEXTS_SLICE):
-            part = texts[start : start + self.TEXTS_SLICE]
-            encoded = _encoder.encode(part)  # the slice's own array header, then its texts
-            self.raw(memoryview(encoded)[len(_array_header(len(part))) :])
 
     def binary(self, parts: list[Any]) -> None:
         """A bin of ``parts`` (bytes or C-contiguous arrays) one after the other."""
@@ -256,7 +279,7 @@ def _packed(columns: tuple[list[int], ...]) -> tuple[bytes, bytes, bytes, bytes]
 
 def for_another_replica(data: bytes) -> bytes:
     """``data`` (``encode_batch``'s) as a replica of an earlier release reads it."""
-    if data.startswith(_MAGIC_V3):
+    if data.startswith((_MAGIC_V4, _MAGIC_V3)):
         return encode_batch(decode_batch(data), portable=True)
     return data
 
@@ -266,8 +289,10 @@ def decode_batch(data: bytes) -> Batch:
     bytes are not one."""
     if data.startswith(_MAGIC_V1):
         return _decode_v1(data[len(_MAGIC_V1) :])
+    if data.startswith(_MAGIC_V4):
+        return _restore_packed(data[len(_MAGIC_V4) :], _decoder_v4).whole()
     if data.startswith(_MAGIC_V3):
-        return _restore_v3(data[len(_MAGIC_V3) :]).whole()
+        return _restore_packed(data[len(_MAGIC_V3) :], _decoder_v3).whole()
     if not data.startswith(_MAGIC):
         raise ValueError("not a spooled batch (bad header)")
     try:
@@ -294,11 +319,13 @@ def decode_batch(data: bytes) -> Batch:
 
 
 def restore(data: bytes) -> Batch | Restored:
-    """``decode_batch``, except that a packed batch (``_WireV3``) stays packed: ``Restored``
-    makes its samples into batches a part at a time. ``ValueError`` when the bytes are not a
-    batch (checked whole before any part is made)."""
+    """``decode_batch``, except that a packed batch (``_WireV4``, ``_WireV3``) stays packed:
+    ``Restored`` makes its samples into batches a part at a time. ``ValueError`` when the
+    bytes are not a batch (checked whole before any part is made)."""
+    if data.startswith(_MAGIC_V4):
+        return _restore_packed(memoryview(data)[len(_MAGIC_V4) :], _decoder_v4)
     if data.startswith(_MAGIC_V3):
-        return _restore_v3(data[len(_MAGIC_V3) :])
+        return _restore_packed(memoryview(data)[len(_MAGIC_V3) :], _decoder_v3)
     return decode_batch(data)
 
 
@@ -320,7 +347,7 @@ class Restored:
     ) -> None:
         self.kind = kind
         self.cluster = cluster
-        self._texts = texts  # object array: the texts by index
+        self._texts = texts  # the texts by index (``_Texts``, or an object array)
         self._keys = keys  # (5, samples) indexes: node, namespace, pod, container, cluster
         self._values = values  # timestamps, windows, CPU, memory
         self._pods = pods  # (3, pods) indexes: namespace, pod, label set
@@ -375,9 +402,65 @@ class Restored:
         return (namespaces.astype(np.int64) << 32) | pods.astype(np.int64)
 
 
-def _restore_v3(data: bytes) -> Restored:
+class _Texts:
+    """``_WireV4``'s texts by index, each made into a string object only when asked for:
+    ``texts[indexes]`` is an object array shaped as ``indexes``, one object per distinct
+    index (the samples of a pod share its name)."""
+
+    def __init__(self, text: str, ends: Any) -> None:
+        self._text = text
+        self._ends = ends
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, indexes: Any) -> Any:
+        wanted = np.asarray(indexes)
+        distinct, where = np.unique(wanted, return_inverse=True)
+        ends = self._ends[distinct].tolist()
+        starts = np.where(distinct > 0, self._ends[distinct - 1], 0).tolist()
+        text = self._text
+        made = np.empty(len(distinct), dtype=object)
+        made[:] = [text[start:end] for start, end in zip(starts, ends, strict=True)]
+        return made[where].reshape(wanted.shape)
+
+
+def _texts_v4(wire: _WireV4) -> _Texts:
+    ends = np.frombuffer(wire.text_ends, dtype=_INDEX)
+    if ends.size and (ends[0] < 0 or ends[-1] != len(wire.text) or bool((np.diff(ends) < 0).any())):
+        raise ValueError("the texts' ends do not match the text")
+    if not ends.size and wire.text:
+        raise ValueError("the texts' ends do not match the text")
+    return _Texts(wire.text, ends)
+
+
+def _texts_v3(wire: _WireV3) -> Any:
+    texts = np.empty(len(wire.strings), dtype=object)
+    texts[:] = wire.strings
+    return texts
+
+
+def _inflated(data: bytes | memoryview) -> bytearray:
+    """``zlib.decompress(data)``, grown in place: ``zlib.decompress`` collects its output in
+    blocks and joins them at the end, so a parked poll read back (20 MB inflated at 150,000
+    pods) took twice its size for a moment. ``zlib.error`` when the stream is cut short."""
+    inflater = zlib.decompressobj()
+    out = bytearray()
+    while data:
+        out += inflater.decompress(data, _INFLATE_STEP)
+        data = inflater.unconsumed_tail
+    out += inflater.flush()
+    if not inflater.eof:
+        raise zlib.error("incomplete or truncated stream")
+    return out
+
+
+def _restore_packed(
+    data: bytes | memoryview,
+    decoder: msgspec.msgpack.Decoder[_WireV4] | msgspec.msgpack.Decoder[_WireV3],
+) -> Restored:
     try:
-        wire = _decoder_v3.decode(zlib.decompress(data))
+        wire = decoder.decode(_inflated(data))
         kind = Kind(wire.kind)
         values = [
             np.frombuffer(column, dtype=_VALUE)
@@ -390,8 +473,7 @@ def _restore_v3(data: bytes) -> Restored:
             raise ValueError("columns of different lengths")
         if (indexes.size and indexes.min() < 0) or (pods.size and pods.min() < 0):
             raise IndexError("a negative index")
-        texts = np.empty(len(wire.strings), dtype=object)
-        texts[:] = wire.strings
+        texts = _texts_v4(wire) if isinstance(wire, _WireV4) else _texts_v3(wire)
         sets = np.empty(len(wire.label_sets), dtype=object)
         sets[:] = wire.label_sets
         keys = indexes.reshape(5, count)
