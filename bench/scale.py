@@ -15,9 +15,10 @@ measure of the run. Per database:
    - ``/livez`` asked every 100 ms from another process (latency of each answer);
    - ``/metrics`` scraped every 15 s as Prometheus does (OpenMetrics, gzip);
    - one large history query (a whole namespace's raw history of the last minutes);
-   - the outage buffer filled to its budget: the database is held locked (SQLite: an exclusive
-     transaction; PostgreSQL: an ``ACCESS EXCLUSIVE`` lock on the head) for ``--outage-polls``
-     polls, then released, and what waited is written;
+   - an outage: the database is held locked (SQLite: an exclusive transaction; PostgreSQL:
+     an ``ACCESS EXCLUSIVE`` lock on the head) for ``--outage-polls`` polls, then released,
+     and what waited is written; the polls wait in a spool folder, as the manifests run the
+     recorder, or with ``--buffer memory`` in memory, whose budget they fill;
    - the resident memory of every recorder process summed, sampled every 100 ms;
    then, as at a rollout, a new ``recorder run`` on the history the first one wrote (its
    worker reads back every series and pod's labels), probed, scraped and sampled for
@@ -387,7 +388,10 @@ def measure_recorder(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECORDER_", "KUBE"))}
-    env["RECORDER_SPOOL_DIR"] = ""  # the budget is memory's: no folder takes the overflow
+    if args.buffer == "memory":  # the budget is memory's: no folder takes the overflow
+        env["RECORDER_SPOOL_DIR"] = ""
+    else:  # as the manifests run it: a folder on the data volume (SQLite) or an emptyDir
+        env["RECORDER_SPOOL_DIR"] = str(folder / "spool")
     command = [
         sys.executable, "-m", "recorder", "run", "--api-url", api, "--database-url", url,
         "--interval", f"{INTERVAL_SECONDS}s", "--listen", f"127.0.0.1:{port}",
@@ -705,6 +709,14 @@ def main() -> None:
         help="then a new recorder on the same history, for this many polls (0: none)",
     )
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument(
+        "--buffer",
+        choices=("spool", "memory"),
+        default="spool",
+        help="where polls wait during the outage: a spool folder, as the manifests run the "
+        "recorder (default), or memory only (RECORDER_SPOOL_DIR empty: the in-memory budget, "
+        "RECORDER_BUFFER_MAX_BYTES, fills)",
+    )
     parser.add_argument("--cgroup", action="store_true", help="run inside the manifest's limits")
     parser.add_argument("--cpu-limit", help="with --cgroup: instead of the manifest's (e.g. 2)")
     parser.add_argument(
@@ -744,7 +756,8 @@ def main() -> None:
         simulator.wait(30)
     kinds = list(results)
     print(
-        f"# {args.nodes} nodes, {args.pods} pods, {INTERVAL_SECONDS}s interval"
+        f"# {args.nodes} nodes, {args.pods} pods, {INTERVAL_SECONDS}s interval, outage buffer: "
+        + ("a spool folder" if args.buffer == "spool" else "memory only")
         + (
             f", in a cgroup of {results[kinds[0]]['cpu_limit_cores']} CPU and "
             f"{results[kinds[0]]['memory_limit_mib']:.0f} MiB"
@@ -764,7 +777,10 @@ def main() -> None:
     print(f"targets met: {verdict}")
     if args.json:
         args.json.write_text(
-            json.dumps({"nodes": args.nodes, "pods": args.pods, "results": results}, indent=1)
+            json.dumps(
+                {"nodes": args.nodes, "pods": args.pods, "buffer": args.buffer, "results": results},
+                indent=1,
+            )
         )
 
 
