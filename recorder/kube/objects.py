@@ -72,6 +72,11 @@ MAX_OBJECT_BYTES = 4 * 1024 * 1024
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 """Largest list page accepted (500 pods are about 0.7 MB)."""
 FLUSH_SECONDS = 10.0
+DRAIN_PODS = 5_000
+"""Most changed pods handed to the sink at once. A first list changes every pod: at 150,000
+pods handed over at once, their rows (a named tuple per pod and per container) held about
+45 MB for the whole first write (15 to 50 s), while the first poll and, at a restart, the
+writer's reload ran beside it."""
 OWNER_GRACE_SECONDS = 60.0
 """How long a pod whose ReplicaSet or Job is not known yet waits for it before the ReplicaSet
 or Job itself is recorded as its workload."""
@@ -433,13 +438,21 @@ class ObjectCache:
             if resource is PODS and namespace is None:
                 self._interner.clear()
 
-    def drain(self, now: float, hpa_namespaces: Sequence[str] = ()) -> Changes:
+    def drain(
+        self, now: float, hpa_namespaces: Sequence[str] = (), max_pods: int | None = None
+    ) -> Changes:
         """What changed: each changed pod whose owner is resolved (or waited long enough),
-        changed nodes, and the autoscalers when they changed."""
+        at most ``max_pods`` of them (the others wait for the next drain), changed nodes, and
+        the autoscalers when they changed."""
         changes = Changes(hpa_namespaces=tuple(hpa_namespaces))
         with self._lock:
             keep: dict[tuple[str, str], tuple[PodRecord, float]] = {}
-            for key, (record, seen) in self._pending_pods.items():
+            pending = iter(self._pending_pods.items())
+            for key, (record, seen) in pending:
+                if max_pods is not None and len(changes.pods) >= max_pods:
+                    keep[key] = (record, seen)
+                    keep.update(pending)  # the rest, as they are
+                    break
                 workload = self._workload(key, record, now - seen >= self._grace)
                 if workload is None:
                     keep[key] = (record, seen)
@@ -772,25 +785,27 @@ class ObjectReader:
             return f"ok ({counts})"
         return "; ".join(parts)
 
-    def flush(self) -> Changes:
-        """Hand what changed to the sink now; on failure it waits for the next round."""
-        changes = self.cache.drain(self._clock(), self._namespaces)
-        if not changes:
-            return changes
-        try:
-            self._sink(changes)
-        except RecorderError as exc:
-            self.cache.requeue(changes)
-            with self._lock:
-                first, self._sink_error = self._sink_error is None, str(exc)
-            if first:
-                log.warning("storing cluster objects failed (tried again later): %s", exc)
-            raise
+    def flush(self) -> int:
+        """Hand what changed to the sink now, ``DRAIN_PODS`` pods at a time; on failure what
+        was not taken waits for the next round. How many pods were handed over."""
+        handed, stored = 0, False
+        while changes := self.cache.drain(self._clock(), self._namespaces, DRAIN_PODS):
+            try:
+                self._sink(changes)
+            except RecorderError as exc:
+                self.cache.requeue(changes)
+                with self._lock:
+                    first, self._sink_error = self._sink_error is None, str(exc)
+                if first:
+                    log.warning("storing cluster objects failed (tried again later): %s", exc)
+                raise
+            handed, stored = handed + len(changes.pods), True
+            del changes  # before the next part is drained
         with self._lock:
-            if self._sink_error is not None:
+            if self._sink_error is not None and stored:
                 log.info("cluster objects are stored again")
-            self._sink_error = None
-        return changes
+                self._sink_error = None
+        return handed
 
     # --- threads --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from recorder.errors import (
     MetricsApiTimeout,
     MetricsApiUnavailable,
 )
+from recorder.kube import objects
 from recorder.kube.client import MetricsClient
 from recorder.kube.objects import (
     HPAS,
@@ -329,3 +330,40 @@ def test_readiness_says_storing_until_the_first_lists_are_in_the_database(sim: S
     finally:
         release.set()
         reader.stop()
+
+
+def test_what_a_first_list_changed_is_handed_over_in_parts_and_a_failed_part_waits(
+    sim: Sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first list changes every pod: handed to the sink all at once, their rows held about
+    45 MB at 150,000 pods for the whole first write. In parts of ``DRAIN_PODS`` pods (here 6
+    of the simulator's 40), each with its pods' containers; a part the sink refuses waits for
+    the next flush with the parts after it, and every pod reaches the sink once."""
+    monkeypatch.setattr(objects, "DRAIN_PODS", 6)
+    parts: list[Changes] = []
+    refuse = [2]  # the third part fails once
+
+    def sink(changes: Changes) -> None:
+        if len(parts) in refuse:
+            refuse.clear()
+            raise MetricsApiUnavailable("the database is down")
+        parts.append(changes)
+
+    reader = ObjectReader(sim.client, sink)
+    for informer in reader.informers:
+        informer.sync()
+    with pytest.raises(MetricsApiUnavailable):
+        reader.flush()
+    assert [len(p.pods) for p in parts] == [6, 6]
+    assert "not stored" in reader.health()
+    assert reader.flush() == 40 - 12
+    assert "not stored" not in reader.health()
+    assert max(len(p.pods) for p in parts) == 6
+    pods = [(p.namespace, p.pod) for part in parts for p in part.pods]
+    assert sorted(pods) == sorted(expected_workloads(sim)) and len(set(pods)) == 40
+    for part in parts:
+        assert {(c.namespace, c.pod) for c in part.containers} == {
+            (p.namespace, p.pod) for p in part.pods
+        }
+    assert parts[0].nodes and not any(p.nodes for p in parts[1:])  # nodes go with the first
+    assert not reader.flush()  # nothing left
