@@ -247,6 +247,8 @@ class Sampler(threading.Thread):
         self.phase = "start"
         """What the run is doing now (set by the main thread): the peaks are kept per phase."""
         self.phase_peaks: dict[str, int] = {}
+        self.phase_roles: dict[str, dict[str, int]] = {}
+        """Per phase, the peak of the server process and of the worker process(es) each."""
         self.split_peaks: dict[str, int] = {}
         """Peaks of the processes' summed anonymous, file-backed and proportional memory, and
         of the anonymous memory charged to the cgroup (``memory.stat``)."""
@@ -262,8 +264,11 @@ class Sampler(threading.Thread):
             each = rss_by_process(self.pid)
             for pid, seconds in cpu_seconds_by_process(list(each)).items():
                 self.cpu[pid] = max(self.cpu.get(pid, 0.0), seconds)
+            roles = self.phase_roles.setdefault(self.phase, {})
             for pid, rss in each.items():
                 self.peaks[pid] = max(self.peaks.get(pid, 0), rss)
+                role = "server" if pid == self.pid else "worker"
+                roles[role] = max(roles.get(role, 0), rss)
             split = memory_split(list(each))
             if self.cgroup is not None:
                 split["cgroup_anon"] = cgroup_anon(self.cgroup)
@@ -484,6 +489,7 @@ def measure_recorder(
     livez = sorted(probed["latencies"] + restart["latencies"])
     for phase, peak in restart["sampler"].phase_peaks.items():
         sampler.phase_peaks[phase] = peak
+    sampler.phase_roles.update(restart["sampler"].phase_roles)
     for key, value in restart["sampler"].split_peaks.items():
         sampler.split_peaks[key] = max(sampler.split_peaks.get(key, 0), value)
     sampler.peak = max(sampler.peak, restart["sampler"].peak)
@@ -509,6 +515,10 @@ def measure_recorder(
         "peak_rss_mib": sampler.peak / 2**20,
         "peak_rss_mib_by_phase": {
             phase: round(peak / 2**20) for phase, peak in sampler.phase_peaks.items()
+        },
+        "peak_rss_mib_by_phase_and_process": {
+            phase: f"{roles.get('server', 0) >> 20} + {roles.get('worker', 0) >> 20}"
+            for phase, roles in sampler.phase_roles.items()
         },
         "peak_rss_mib_each": sorted(
             (round(v / 2**20) for v in sampler.peaks.values()), reverse=True
@@ -645,6 +655,11 @@ ROWS = [
     ("peak RSS, all processes (MiB, <= 512)", "peak_rss_mib", "{:.0f}"),
     ("peak RSS of each process (MiB)", "peak_rss_mib_each", "{}"),
     ("peak RSS by phase (MiB)", "peak_rss_mib_by_phase", "{}"),
+    (
+        "peak RSS by phase, server + worker (MiB, each at its own peak)",
+        "peak_rss_mib_by_phase_and_process",
+        "{}",
+    ),
     (
         "after a restart on the history: first poll (s), peak RSS (MiB), polls run, skipped or "
         "late, exit code after SIGTERM",
