@@ -161,16 +161,22 @@ def _as_v3(data: bytes) -> bytes:
     return b"KMRB3\n" + zlib.compress(msgspec.msgpack.encode(old))
 
 
+def assert_parts_make(batch: Batch, data: bytes, size: int) -> None:
+    """``data`` read back packed and made into parts of ``size`` samples gives ``batch``'s
+    samples in order and each of its pods' labels."""
+    restored = restore(data)
+    assert isinstance(restored, Restored)
+    parts = list(restored.parts(size))
+    assert [s for p in parts for s in p.samples] == list(batch.samples)
+    assert {k: v for p in parts for k, v in p.pod_labels.items()} == batch.pod_labels
+
+
 def test_a_packed_batch_of_the_previous_release_comes_back() -> None:
     batch = pods_batch(5_000)
     batch = Batch(batch.kind, batch.samples, {**batch.pod_labels, ("ns", "gone"): {"a": "ü"}})
     old = _as_v3(encode_batch(batch))
     assert decode_batch(old) == batch
-    restored = restore(old)
-    assert isinstance(restored, Restored)
-    parts = list(restored.parts(1_000))
-    assert [s for p in parts for s in p.samples] == list(batch.samples)
-    assert {k: v for p in parts for k, v in p.pod_labels.items()} == batch.pod_labels
+    assert_parts_make(batch, old, 1_000)
 
 
 def test_a_parked_poll_read_back_and_written_in_parts_holds_less_than_half_of_it() -> None:
@@ -207,11 +213,7 @@ def test_a_parked_poll_read_back_and_written_in_parts_holds_less_than_half_of_it
         tracemalloc.stop()
     assert walked == 120_000
     assert peak < itself * 0.55
-    restored = restore(data)
-    assert isinstance(restored, Restored)
-    parts = list(restored.parts(7_000))
-    assert [s for p in parts for s in p.samples] == list(batch.samples)
-    assert {k: v for p in parts for k, v in p.pod_labels.items()} == batch.pod_labels
+    assert_parts_make(batch, data, 7_000)
 
 
 def test_encoding_a_batch_holds_much_less_than_the_batch() -> None:
