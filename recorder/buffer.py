@@ -40,8 +40,8 @@ DEFAULT_MAX_RAW = 4
 RESTORED_PART_SAMPLES = 20_000
 """Most samples of a batch read back packed that are made into Python objects at once (the
 writer writes such a batch in parts of this size). At 150,000 pods a parked poll read back
-holds about 28 MB; parts of 50,000 samples added 25 MB to it while one was written, parts of
-20,000 add about 8."""
+holds about 34 MB; a part of 50,000 samples added 25 MB to it while it was written, one of
+20,000 adds about 11."""
 _MAGIC_V4 = b"KMRB4\n"
 _MAGIC_V3 = b"KMRB3\n"
 _MAGIC = b"KMRB2\n"
@@ -100,11 +100,11 @@ class _WireV3(msgspec.Struct, array_like=True, gc=False):
 class _WireV4(msgspec.Struct, array_like=True, gc=False):
     """``_WireV3`` with its texts as one: ``text`` is every distinct text one after the other,
     ``text_ends`` where each ends (characters, little-endian int32). Read back, ``_WireV3``'s
-    texts were a string object each, all at once, as long as the batch was being written (at
-    150,000 pods 270,000 of them, 33 MB, the largest part of the worker's peak while it
-    wrote what waited after an outage); these are one string, and a part's texts are cut
-    from it when the part is made (``_Texts``). Its numbers are read as views of the inflated
-    bytes, not copied out of them (``_WireV3``'s copies doubled them while it was read)."""
+    texts were a string object each (about 155,000 at 150,000 pods), all made at once and
+    held as long as the batch was being written; these are one string, and a part's texts
+    are cut from it when the part is made (``_Texts``). Its numbers are read as views of the
+    inflated bytes, not copied out of them (``_WireV3``'s copies doubled them while it was
+    read)."""
 
     kind: str
     text: str

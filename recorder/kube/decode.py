@@ -86,9 +86,8 @@ class PodItems:
     typed in one pass and let go of: at 150,000 pods the 64 MB text is never held whole. Each
     part is checked as it is cut (typed whole, or else a run of whole JSON values, typed item
     by item; the envelope before and after the items a whole document of the list's kind),
-    so a text that
-    is not split where expected (another writer's key order, whitespace) is split further on
-    or, at worst, at its end: the same items as whole. A text that is not JSON raises when
+    so a text that is not split where expected (another writer's key order, whitespace) is
+    split further on or, at worst, at its end: the same items as whole. A text that is not JSON raises when
     iteration reaches the broken part, after the items before it.
     """
 
