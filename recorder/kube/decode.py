@@ -87,8 +87,8 @@ class PodItems:
     part is checked as it is cut (typed whole, or else a run of whole JSON values, typed item
     by item; the envelope before and after the items a whole document of the list's kind),
     so a text that is not split where expected (another writer's key order, whitespace) is
-    split further on or, at worst, at its end: the same items as whole. A text that is not JSON raises when
-    iteration reaches the broken part, after the items before it.
+    split further on or, at worst, at its end: the same items as whole. A text that is not
+    JSON raises when iteration reaches the broken part, after the items before it.
     """
 
     def __init__(self, body: bytes | Iterable[bytes]) -> None:
