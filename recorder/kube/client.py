@@ -920,7 +920,13 @@ class _DeadlineStream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        wait = _left(timeout, httpcore.ConnectTimeout)
+        try:
+            wait = _left(timeout, httpcore.ConnectTimeout)
+        except httpcore.ConnectTimeout:
+            # httpcore leaves the connected socket to ``start_tls`` to close when it fails
+            # (its own backends do); past the deadline, ours must close it too, not the GC.
+            self._inner.close()
+            raise
         return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, wait))
 
     def get_extra_info(self, info: str) -> Any:

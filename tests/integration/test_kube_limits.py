@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpcore
 import pytest
 
 from recorder.errors import (
@@ -26,7 +27,12 @@ from recorder.errors import (
     MetricsApiTransportError,
     MetricsApiUnavailable,
 )
-from recorder.kube.client import DEFAULT_MAX_RESPONSE_BYTES, MetricsClient
+from recorder.kube.client import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    MetricsClient,
+    _DeadlineBackend,
+    _until,
+)
 from recorder.kube.config import ClusterConfig, load_cluster_config
 from recorder.kube.decode import decode_node_list
 from recorder.kube.retry import RetryPolicy
@@ -382,6 +388,24 @@ def test_the_deadline_never_runs_past_the_retry_budget() -> None:
                 client.list_nodes()
             elapsed = time.monotonic() - started
     assert elapsed < 0.8
+
+
+def test_a_deadline_passed_before_tls_closes_the_connected_socket() -> None:
+    """The connection is made, then the deadline passes before the TLS handshake starts (the
+    last retry of a spent budget): the socket is closed there, not left to the garbage
+    collector (CI saw its `ResourceWarning` fail an unrelated test)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        backend = _DeadlineBackend(httpcore.SyncBackend())
+        with _until(time.monotonic() + 5):
+            stream = backend.connect_tcp("127.0.0.1", port, timeout=1.0)
+        raw = stream.get_extra_info("socket")
+        assert raw.fileno() >= 0
+        with _until(time.monotonic() - 1), pytest.raises(httpcore.ConnectTimeout):
+            stream.start_tls(ssl.create_default_context(), "localhost", timeout=1.0)
+        assert raw.fileno() == -1  # closed
 
 
 def test_a_retry_left_without_time_reports_the_failure_before_it() -> None:
