@@ -7,10 +7,11 @@ import dataclasses
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, Sample, SeriesKey
-from recorder.kube import wire
+from recorder.kube import normalize, wire
 from recorder.kube.decode import decode_node_list, decode_pod_list
 from recorder.kube.normalize import (
     DEFAULT_MAX_FUTURE_SKEW_MS,
@@ -541,3 +542,44 @@ def test_pods_with_equal_labels_share_one_kept_object() -> None:
     assert first == same and first is second
     other = _pods(Remembered(), pod("web-3", labels={"app": "api"}))
     assert other.pod_labels[("shop", "web-3")] == {"app": "api"}
+
+
+def test_labels_are_kept_as_their_text_and_decoded_only_when_it_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[bytes] = []
+    decode = normalize._received_labels
+
+    def counted(text: msgspec.Raw) -> dict[str, str] | None:
+        decoded.append(bytes(text))
+        return decode(text)
+
+    monkeypatch.setattr(normalize, "_received_labels", counted)
+    remembered = Remembered()
+    same = {"app": "web", "pod-template-hash": "5d8f"}
+    first = _pods(remembered, pod("web-1", labels=same), pod("web-2", labels=same))
+    assert first.pod_labels[("shop", "web-1")] == same
+    assert len(decoded) == 2
+    one, two = remembered.pods[("shop", "web-1")], remembered.pods[("shop", "web-2")]
+    # One copy of a text for the pods that share it, not a view of the response.
+    assert one[0] is two[0] and bytes(one[0]) == json.dumps(same).encode()
+    again = _pods(remembered, pod("web-1", labels=same), pod("web-2", labels=same))
+    assert len(decoded) == 2  # unchanged texts: not decoded again
+    assert again.pod_labels == first.pod_labels
+    changed = _pods(remembered, pod("web-1", labels={"app": "api"}), pod("web-2", labels=same))
+    assert decoded[2:] == [b'{"app": "api"}']
+    assert changed.pod_labels[("shop", "web-1")] == {"app": "api"}
+    assert changed.pod_labels[("shop", "web-2")] == same
+
+
+@pytest.mark.parametrize("labels", [["app"], {"app": 1}, {"app": {"nested": "x"}}, "app=web"])
+def test_labels_that_are_not_a_map_of_strings_cost_only_their_pod(labels: object) -> None:
+    """The labels' text is decoded by normalize, not with the list: the item is read, and only
+    its pod is refused, saying which field."""
+    remembered = Remembered()
+    batch = _pods(remembered, pod("web-1", labels=labels), pod("web-2"))
+    assert [s.key.pod for s in batch.samples] == ["web-2"]
+    ((name, reason, detail),) = [(r.name, r.reason, r.detail) for r in batch.rejections]
+    assert (name, reason) == ("web-1", "malformed_item")
+    assert "metadata.labels cannot be decoded" in detail
+    assert ("shop", "web-1") not in remembered.pods
