@@ -716,6 +716,7 @@ class WriteQueue:
             for entry in list(self._entries):
                 if entry.batch is not None:
                     self._park(entry)
+            self._changed.notify_all()
 
     def resume(self) -> None:
         """The database writes again: new batches wait as objects again."""
@@ -781,6 +782,14 @@ class WriteQueue:
                 self._changed.wait(timeout)
             return bool(self._entries)
 
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no batch waits as objects (each queued batch
+        written, or parked because the database fails); whether none does."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: all(e.batch is None for e in self._entries), timeout
+            )
+
     def parked_oldest(self) -> Kind | None:
         """The kind of the oldest batch when it is parked (reading it back decodes it)."""
         with self._changed:
@@ -825,6 +834,7 @@ class WriteQueue:
                 if entry.seq == seq:
                     self._entries.remove(entry)
                     self._release(entry)
+                    self._changed.notify_all()
                     break
             else:
                 return

@@ -7,9 +7,9 @@ what it uses, and grew by as much again after a database outage. ``trim`` return
 pages (glibc's ``malloc_trim``; a few milliseconds at that size), ``map_large_blocks`` keeps
 large blocks out of the heap, and ``limit_arenas`` keeps the threads (poller, writer, relay)
 from each spreading their garbage over a heap of their own (glibc makes up to eight per core).
-Under musl, or off Linux, these do nothing. ``Turns`` keeps the worker's two memory-heavy
-steps (a poll's reading of its lists, a batch's write) from running at once, so that their
-peaks do not add up.
+Under musl, or off Linux, these do nothing. ``Turns`` keeps the worker's memory-heavy
+steps (a poll's reading of its lists, a batch's write, a render of the gauges) from running at
+once, so that their peaks do not add up.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -158,7 +159,9 @@ class LinePublisher:
     """Worker side, on a thread of its own: renders the newest snapshot of each kind the
     poller announced (``announce``, its ``on_publish``) and hands it to ``send``.
 
-    The poll never waits for a render. Announcements that come while a render runs collapse:
+    A render begins once the poll's batches are written (``around``: the worker's waits a third
+    of an interval at most, then takes a turn as a write does), so the gauges follow the
+    database by the write's time. Announcements that come while a render runs collapse:
     the next render reads the holder then, so it renders only the newest snapshot, and a
     snapshot already sent is not sent again. A snapshot sent is released from the holder
     (nothing else in the worker reads its samples)."""
@@ -169,8 +172,12 @@ class LinePublisher:
         renderer: LineRenderer,
         send: Callable[[KindLines], None],
         observe: Callable[[float], None] = lambda seconds: None,
+        around: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
-        """``observe`` hears the seconds of each render (``recorder_render_duration``)."""
+        """``observe`` hears the seconds of each render (``recorder_render_duration``).
+        ``around`` is entered before the snapshot is read and left after its render: the
+        worker's waits for the poll's write and takes a turn (``Flusher.after_writes``)."""
+        self._around = around
         self._holder = holder
         self._renderer = renderer
         self._send = send
@@ -214,6 +221,10 @@ class LinePublisher:
                     log.exception("rendering the %s gauges failed", kind.value)
 
     def _publish(self, kind: Kind) -> None:
+        with self._around():
+            self._render(kind)
+
+    def _render(self, kind: Kind) -> None:
         view = self._holder.view()
         published = view.nodes if kind is Kind.NODE else view.containers
         if published is None or self._sent.get(kind) == published.generation:

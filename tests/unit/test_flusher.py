@@ -189,3 +189,55 @@ def test_a_parked_batch_is_written_in_parts_and_a_part_that_fails_costs_nothing(
     with store.reading() as conn:
         rows = conn.execute(select(func.count()).select_from(schema.samples_head)).scalar_one()
     assert rows == 50
+
+
+def test_a_render_begins_once_the_polls_batches_are_written_or_parked(store: Store) -> None:
+    """``after_writes`` (the gauges' render): it waits for the batch queued before it to be
+    written, or parked when the database fails, at most its wait, then holds a turn that a
+    poll waits for."""
+    turns = heap.Turns(max_wait_seconds=10.0)
+    outage = Outage(store)
+    _registry, metrics = build_registry(SnapshotHolder())
+    flusher = Flusher(WriteQueue(), outage, metrics, turns=turns)
+    polls = PollsAsking(turns)
+
+    def render(wait: float, seen: list[int], done: threading.Event) -> threading.Thread:
+        def run() -> None:
+            with flusher.after_writes(wait):
+                seen.append(flusher.queue.samples_by_place[0])  # as objects
+                polls.ask()  # a poll asking now waits for the render's turn
+            done.set()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    flusher.queue.put(batch(T0))
+    seen: list[int] = []
+    done = threading.Event()
+    thread = render(10.0, seen, done)
+    assert not done.wait(0.3)  # the batch waits to be written: so does the render
+    assert flusher.flush().written == 50
+    assert done.wait(5.0)
+    thread.join(5.0)
+    assert seen == [0]  # no batch waited as objects when it began
+    assert polls.at_once == [False] and polls.all_had_their_turn()
+
+    outage.down = True
+    flusher.queue.put(batch(T0 + 15_000))
+    done = threading.Event()
+    thread = render(10.0, seen, done)
+    assert not done.wait(0.3)
+    assert flusher.flush().error is not None  # parked: nothing waits as objects
+    assert done.wait(5.0)
+    thread.join(5.0)
+    assert seen[-1] == 0 and flusher.queue.pending_samples == 50
+
+    outage.down = False
+    flusher.queue.resume()
+    flusher.queue.put(batch(T0 + 30_000))  # no one writes it: the render waits 0.3 s only
+    done = threading.Event()
+    thread = render(0.3, seen, done)
+    assert done.wait(5.0)
+    thread.join(5.0)
+    assert seen[-1] == 50
