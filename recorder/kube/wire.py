@@ -22,7 +22,7 @@ class ObjectMeta(msgspec.Struct, gc=False):
     rarely change, so ``normalize`` compares the text with the previous poll's and decodes it
     only when it differs (a dictionary and its strings per pod were about 0.06 s of decoding
     and as much of freeing per poll at 150,000 pods). A text that is not a map of strings
-    costs only its pod, with reason ``malformed_item``."""
+    costs only its pod, with reason ``malformed_item``; a node's are not read."""
 
 
 class Usage(msgspec.Struct, gc=False):
