@@ -4,7 +4,7 @@
   block's rows (they are contiguous at the front of the table and its index).
 - PostgreSQL: a table partitioned by time, one partition per block plus a DEFAULT partition
   for anything else; rows go in with binary ``COPY`` (measured ~10x faster than
-  ``executemany``); compaction drops the block's partition instead of deleting rows, so there
+  ``executemany``), the stream made with numpy a column at a time; compaction drops the block's partition instead of deleting rows, so there
   is no vacuum churn.
 """
 
@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,9 +39,14 @@ class Rows(Protocol):
     def __iter__(self) -> Iterator[HeadRow]: ...
 
 
+Columns = tuple[Sequence[int], Sequence[int], Sequence[int], Sequence[int], Sequence[int]]
+"""Head rows as columns: (ts_ms, series_id, window_ms, cpu_nanocores, memory_bytes). Rows that
+have a ``column_parts()`` method (``writer.HeadRows``) are read so by PostgreSQL's append."""
+
+
 class Head(Protocol):
     def append(self, conn: Connection, rows: Rows) -> None:
-        """Insert ``rows`` (iterated once by SQLite, twice by PostgreSQL)."""
+        """Insert ``rows`` (iterated once by SQLite; read as columns by PostgreSQL)."""
         ...
 
     def drop_block(self, conn: Connection, start_ms: int, end_ms: int) -> None: ...
@@ -81,15 +88,22 @@ class PostgresHead:
         self._known: set[int] = set()
 
     def append(self, conn: Connection, rows: Rows) -> None:
-        blocks = {row[0] - row[0] % self.block_ms for row in rows}
+        parts = _column_parts(rows)
+        blocks: set[int] = set()
+        for columns in parts:
+            ts = _int64(columns[0], 0)
+            blocks.update(np.unique(ts - ts % self.block_ms).tolist())
         for start in blocks - self._known:
             self._ensure_partition(conn, start)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             with cursor.copy(f"COPY samples_head ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int8", "int4", "int4", "int8", "int8"])
-                for row in rows:
-                    copy.write_row(row)
+                copy.write(_COPY_SIGNATURE)
+                for columns in parts:
+                    for start in range(0, len(columns[0]), _COPY_PART_ROWS):
+                        end = start + _COPY_PART_ROWS
+                        copy.write(_encoded([column[start:end] for column in columns]))
+                copy.write(_COPY_TRAILER)
         finally:
             cursor.close()
 
@@ -122,6 +136,71 @@ class PostgresHead:
         conn.exec_driver_sql(
             "DELETE FROM samples_head WHERE ts_ms >= %s AND ts_ms < %s", (start_ms, end_ms)
         )
+
+
+# PostgreSQL's binary COPY format: a signature, each row as its field count and each field as
+# its length and big-endian value, a trailer. Made with numpy, a column at a time: writing the
+# rows one by one through psycopg took 0.2 s of a steady poll's 0.4 s write at 150,000 pods.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # no flags, no header extension
+_COPY_TRAILER = b"\xff\xff"
+_COPY_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("ts_len", ">i4"),
+        ("ts", ">i8"),
+        ("sid_len", ">i4"),
+        ("sid", ">i4"),
+        ("window_len", ">i4"),
+        ("window", ">i4"),
+        ("cpu_len", ">i4"),
+        ("cpu", ">i8"),
+        ("memory_len", ">i4"),
+        ("memory", ">i8"),
+    ]
+)
+_COPY_PART_ROWS = 50_000
+"""Rows encoded into one piece of the COPY stream at a time (2.7 MB, and their columns as
+arrays: 2 MB)."""
+_INT4 = (-(2**31), 2**31 - 1)
+_INT8 = (-(2**63), 2**63 - 1)
+_NAMES = ("ts_ms", "series_id", "window_ms", "cpu_nanocores", "memory_bytes")
+_RANGES = (_INT8, _INT4, _INT4, _INT8, _INT8)
+
+
+def _column_parts(rows: Rows) -> list[Columns]:
+    column_parts = getattr(rows, "column_parts", None)
+    if column_parts is not None:
+        return [columns for columns in column_parts() if len(columns[0])]
+    return [cast(Columns, tuple(zip(*rows, strict=True)))] if len(rows) else []
+
+
+def _int64(column: Sequence[int], index: int) -> npt.NDArray[np.int64]:
+    """``column`` (the ``index``-th of the head's) as an array, refused as the database refuses
+    content (the writer isolates the row) when a value does not fit the column's type:
+    psycopg's own binary int4 wrapped 2**31 around to -2**31 silently."""
+    low, high = _RANGES[index]
+    try:
+        array = np.asarray(column, dtype=np.int64)
+    except OverflowError:
+        array = None
+    if array is None or int(array.min()) < low or int(array.max()) > high:
+        from psycopg.errors import NumericValueOutOfRange  # (PostgreSQL only: imported then)
+
+        raise NumericValueOutOfRange(
+            f"a value of {_NAMES[index]} is out of its column's range ({low} to {high})"
+        )
+    return array
+
+
+def _encoded(columns: Sequence[Sequence[int]]) -> bytes:
+    """Head rows given as columns, in the COPY format's binary rows."""
+    rows = np.empty(len(columns[0]), _COPY_ROW)
+    rows["fields"] = 5
+    rows["ts_len"], rows["cpu_len"], rows["memory_len"] = 8, 8, 8
+    rows["sid_len"], rows["window_len"] = 4, 4
+    for index, field in enumerate(("ts", "sid", "window", "cpu", "memory")):
+        rows[field] = _int64(columns[index], index)
+    return rows.tobytes()
 
 
 def read(

@@ -220,6 +220,13 @@ class HeadRows:
         for columns in self._columns:
             yield from zip(*columns, strict=True)
 
+    def column_parts(self) -> Iterator[heads.Columns]:
+        """The rows as parts of columns: those appended one by one, then each part added."""
+        if self._rows:
+            ts, sids, windows, cpus, memories = zip(*self._rows, strict=True)
+            yield ts, sids, windows, cpus, memories
+        yield from self._columns
+
 
 @dataclass(slots=True)
 class _Rows:

@@ -86,3 +86,59 @@ def test_only_the_series_asked_for_among_more_ids_than_a_statement_may_bind(
     found = read(store, [*ids[::2], *unknown], T0, T0)
 
     assert [sid for sid, _ in found] == ids[::2]
+
+
+def test_appended_rows_come_back_exactly_at_the_limits_of_their_columns(store: Store) -> None:
+    """PostgreSQL's rows go in as one binary COPY stream made a column at a time: every field
+    at the edges of its column type, rows as columns and as tuples, across two blocks."""
+    from recorder.store.writer import HeadRows
+
+    keys = [SeriesKey.for_node(f"node-{i}") for i in range(3)]
+    store.write(Batch(Kind.NODE, tuple(Sample(k, T0, 1, 1, 1) for k in keys)), now_ms=T0)
+    a, b, c = (ids_by_node(store)[f"node-{i}"] for i in range(3))
+    later = T0 + store.block_ms
+    big, int4 = 2**63 - 1, 2**31 - 1
+    rows = HeadRows()
+    rows.append((T0 + 1, a, int4, big, 0))
+    rows.add_columns([T0 + 2, later], [b, c], [1, 2], [0, big - 1], [big, 3])
+    plain = [(T0 + 3, c, -1, -big - 1, 5)]
+    with store.engine.begin() as conn:
+        store.head.append(conn, rows)
+        store.head.append(conn, plain)
+
+    found = sorted(read(store, [a, b, c], T0 + 1, later))
+
+    assert found == sorted(
+        [
+            (a, (T0 + 1, int4, big, 0)),
+            (b, (T0 + 2, 1, 0, big)),
+            (c, (later, 2, big - 1, 3)),
+            (c, (T0 + 3, -1, -big - 1, 5)),
+        ]
+    )
+
+
+def test_a_value_outside_its_column_is_refused_by_postgresql(postgres_url: str) -> None:
+    """The binary stream is made only of values that fit; a row with one that does not is
+    refused as content, which the writer isolates (psycopg's own binary int4 stored 2**31 as
+    -2**31)."""
+    from recorder.store import open_store
+    from recorder.store.engine import is_content_error
+
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        key = SeriesKey.for_node("n")
+        store.write(Batch(Kind.NODE, (Sample(key, T0, 1, 1, 1),)), now_ms=T0)
+        [sid] = ids_by_node(store).values()
+        for row in [(T0 + 1, sid, 2**31, 1, 1), (T0 + 1, sid, 1, 2**63, 1)]:
+            try:
+                with store.engine.begin() as conn:
+                    store.head.append(conn, [row])
+            except Exception as exc:  # the error the writer isolates
+                assert is_content_error(exc), repr(exc)
+            else:
+                raise AssertionError(f"{row} was stored")
+        assert read(store, [sid], T0 + 1, T0 + 1) == []
+    finally:
+        store.close()
