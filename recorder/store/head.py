@@ -4,8 +4,8 @@
   block's rows (they are contiguous at the front of the table and its index).
 - PostgreSQL: a table partitioned by time, one partition per block plus a DEFAULT partition
   for anything else; rows go in with binary ``COPY`` (measured ~10x faster than
-  ``executemany``), the stream made with numpy a column at a time; compaction drops the block's partition instead of deleting rows, so there
-  is no vacuum churn.
+  ``executemany``), the stream made with numpy a column at a time; compaction drops the
+  block's partition instead of deleting rows, so there is no vacuum churn.
 """
 
 from __future__ import annotations
