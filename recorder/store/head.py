@@ -88,10 +88,9 @@ class PostgresHead:
         self._known: set[int] = set()
 
     def append(self, conn: Connection, rows: Rows) -> None:
-        parts = _column_parts(rows)
+        parts = [(_int64(columns[0], 0), columns) for columns in _column_parts(rows)]
         blocks: set[int] = set()
-        for columns in parts:
-            ts = _int64(columns[0], 0)
+        for ts, _columns in parts:
             blocks.update(np.unique(ts - ts % self.block_ms).tolist())
         for start in blocks - self._known:
             self._ensure_partition(conn, start)
@@ -99,10 +98,11 @@ class PostgresHead:
         try:
             with cursor.copy(f"COPY samples_head ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.write(_COPY_SIGNATURE)
-                for columns in parts:
-                    for start in range(0, len(columns[0]), _COPY_PART_ROWS):
+                for ts, columns in parts:
+                    for start in range(0, len(ts), _COPY_PART_ROWS):
                         end = start + _COPY_PART_ROWS
-                        copy.write(_encoded([column[start:end] for column in columns]))
+                        rest = [column[start:end] for column in columns[1:]]
+                        copy.write(_encoded(ts[start:end], rest))
                 copy.write(_COPY_TRAILER)
         finally:
             cursor.close()
@@ -168,6 +168,7 @@ _RANGES = (_INT8, _INT4, _INT4, _INT8, _INT8)
 
 
 def _column_parts(rows: Rows) -> list[Columns]:
+    """``rows`` as parts of columns, none empty (``HeadRows`` has them; a list is one part)."""
     column_parts = getattr(rows, "column_parts", None)
     if column_parts is not None:
         return [columns for columns in column_parts() if len(columns[0])]
@@ -192,14 +193,16 @@ def _int64(column: Sequence[int], index: int) -> npt.NDArray[np.int64]:
     return array
 
 
-def _encoded(columns: Sequence[Sequence[int]]) -> bytes:
-    """Head rows given as columns, in the COPY format's binary rows."""
-    rows = np.empty(len(columns[0]), _COPY_ROW)
+def _encoded(ts: npt.NDArray[np.int64], rest: Sequence[Sequence[int]]) -> bytes:
+    """Head rows given as columns (``ts_ms`` checked already, then the others), in the COPY
+    format's binary rows."""
+    rows = np.empty(len(ts), _COPY_ROW)
     rows["fields"] = 5
     rows["ts_len"], rows["cpu_len"], rows["memory_len"] = 8, 8, 8
     rows["sid_len"], rows["window_len"] = 4, 4
-    for index, field in enumerate(("ts", "sid", "window", "cpu", "memory")):
-        rows[field] = _int64(columns[index], index)
+    rows["ts"] = ts
+    for index, field in enumerate(("sid", "window", "cpu", "memory"), start=1):
+        rows[field] = _int64(rest[index - 1], index)
     return rows.tobytes()
 
 
