@@ -55,6 +55,10 @@ class BatchSink(Protocol):
         """Be ready to write: read what writing needs from the database, if not held yet.
         Raises ``StoreError`` when the database cannot be read now."""
 
+    def ready(self) -> None:
+        """Ask the database cheaply whether ``prepare`` could read now, if it would read:
+        called outside the write turn. Raises ``StoreError`` when it cannot."""
+
 
 @dataclass
 class FlushReport:
@@ -143,8 +147,12 @@ class Flusher:
                 # asked first, which fails cheaply while the database is still down. In its
                 # turn, as a write: when the database answers reads but refuses writes (a
                 # lock), this reads every series and pod's labels anew (seconds of short-lived
-                # objects at 150,000 pods), which a poll's own peak should not meet.
+                # objects at 150,000 pods), which a poll's own peak should not meet; and only
+                # once the database answers those reads (``ready``, outside the turn): a reload
+                # waiting out a held lock in its turn let the poll go on after a third of an
+                # interval, and both read at once when the lock went.
                 try:
+                    self._sink.ready()  # a lock waited out here holds no turn a poll wants
                     with self._turn():
                         self._sink.prepare()
                 except StoreError as exc:

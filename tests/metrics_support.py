@@ -58,6 +58,9 @@ class FailingSink:
     def prepare(self) -> None:
         raise StoreError("the database is down")
 
+    def ready(self) -> None:
+        raise StoreError("the database is down")
+
 
 def populated_registry(store: Store, *, process_collectors: bool = True) -> RecorderRegistry:
     holder = SnapshotHolder(30.0)

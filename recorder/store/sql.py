@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, event, func, select, text
+from sqlalchemy import Connection, Engine, event, func, literal, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
@@ -227,6 +227,26 @@ class Store:
         with self._write_lock:
             try:
                 self._writer.prepare()
+            except engines.DATABASE_ERRORS as exc:
+                raise engines.failure(
+                    exc, f"reading the series to write from {self.display_url}", self.timeouts
+                ) from exc
+
+    def ready(self) -> None:
+        """Ask the database for the reads of ``prepare`` before it runs, when it would load:
+        one row of each table it reads. A held lock (a stuck migration, ``LOCK TABLE``)
+        makes this wait and fail as the load would (``lock_timeout``), but the caller holds
+        nothing meanwhile: the flusher asks it outside its write turn, and the load, in the
+        turn, no longer waits out a lock while a poll waits for the turn (at 150,000 pods
+        the poll then went on after a third of an interval, and when the lock went both read
+        at once: the worker was OOM-killed in 512 MiB). Raises as ``prepare`` does."""
+        with self._write_lock:
+            if self._writer.loaded:
+                return
+            try:
+                with self.engine.connect() as conn:
+                    for table in (schema.series, schema.pod_labels, schema.samples_head):
+                        conn.execute(select(literal(1)).select_from(table).limit(1)).all()
             except engines.DATABASE_ERRORS as exc:
                 raise engines.failure(
                     exc, f"reading the series to write from {self.display_url}", self.timeouts

@@ -403,6 +403,11 @@ class SampleWriter:
         self._loaded = True
         self._adopt_kinds = read_anew
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the in-memory maps are held (no load before the next write)."""
+        return self._loaded
+
     def prepare(self) -> None:
         """Load the in-memory maps unless they are loaded."""
         if not self._loaded:

@@ -90,6 +90,35 @@ def test_postgres_write_and_maintenance_connections_carry_server_side_timeouts(
     store.close()
 
 
+def test_ready_asks_what_the_writers_load_reads_and_waits_out_no_more_than_a_lock_timeout(
+    postgres_url: str,
+) -> None:
+    """``Store.ready`` (asked by the flusher outside its write turn): while the head is
+    locked it fails after lock_timeout, as the writer's load would; once the lock goes it
+    answers, the load reads, and with the maps held it asks nothing (even under a lock)."""
+    store = open_store(postgres_url, lock_timeout_seconds=0.5)
+    store.migrate()
+    holder = sqlalchemy.create_engine(postgres_url)
+    with holder.connect() as conn:
+        conn.exec_driver_sql("LOCK TABLE samples_head IN ACCESS EXCLUSIVE MODE")
+        begun = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="lock_timeout"):
+            store.ready()
+        assert 0.4 < time.monotonic() - begun < 3
+        conn.rollback()
+    store.ready()
+    store.prepare()
+    with holder.connect() as conn:
+        conn.exec_driver_sql("LOCK TABLE samples_head IN ACCESS EXCLUSIVE MODE")
+        begun = time.monotonic()
+        store.ready()  # the maps are held: nothing to ask
+        assert time.monotonic() - begun < 0.3
+        conn.rollback()
+    holder.dispose()
+    assert store.write(Batch(Kind.CONTAINER, tuple(good(10))), now_ms=T0).written == 10
+    store.close()
+
+
 def test_a_missing_schema_is_an_operator_error_not_a_transient_one(store: Store) -> None:
     with store.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE pod_labels")

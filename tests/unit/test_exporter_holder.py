@@ -49,6 +49,9 @@ class Sink:
     def prepare(self) -> None:
         pass
 
+    def ready(self) -> None:
+        pass
+
 
 def scrape(registry: RecorderRegistry) -> str:
     return b"".join(registry.exposition(openmetrics=False, gzip=False)).decode()

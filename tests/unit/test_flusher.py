@@ -28,8 +28,11 @@ class Outage:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.down = False
+        self.locked = False
+        """Answers no read (a table locked) but ``write`` and ``prepare`` as ``down`` says."""
         self.writes = 0
         self.prepared = 0
+        self.asked = 0
 
     def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
         self.writes += 1
@@ -42,6 +45,12 @@ class Outage:
         if self.down:
             raise StoreError("the database is down")
         self.store.prepare()
+
+    def ready(self) -> None:
+        self.asked += 1
+        if self.down or self.locked:
+            raise StoreError("the database is down")
+        self.store.ready()
 
 
 def batch(ts: int, count: int = 50) -> Batch:
@@ -76,7 +85,7 @@ def test_a_database_still_down_costs_no_read_back_of_parked_batches(
     flusher.queue.put(batch(T0 + 15_000))  # parked straight away while writes fail
     for _ in range(5):  # retries while the database stays down
         assert flusher.flush().error is not None
-    assert sink.writes == 1 and sink.prepared == 5
+    assert sink.writes == 1 and sink.asked == 5 and sink.prepared == 0  # asked, no load
     assert decoded == []  # no parked batch was read back for a retry that could not write
     assert flusher.queue.pending_samples == 100
     sink.down = False
@@ -154,6 +163,34 @@ def test_reading_the_maps_before_a_parked_batch_is_done_in_its_turn_too(store: S
     assert flusher.flush().written == 50
     assert polls.all_had_their_turn()  # the poll once the maps were read
     assert polls.at_once == [False]  # no poll began while they were read
+    assert turns.overdue == 0
+
+
+def test_whether_the_database_answers_is_asked_outside_the_turn(store: Store) -> None:
+    """Before the maps are read again in a turn, the store is asked (``ready``) outside it:
+    a read that waits out a held lock holds no turn, so a poll takes its own at once; while
+    the database answers no read, nothing is read in a turn at all."""
+    turns = heap.Turns(max_wait_seconds=10.0)
+    polls = PollsAsking(turns)
+
+    class Watched(Outage):
+        def ready(self) -> None:
+            polls.ask()
+            super().ready()
+
+    sink = Watched(store)
+    _registry, metrics = build_registry(SnapshotHolder())
+    flusher = Flusher(WriteQueue(), sink, metrics, turns=turns)
+    flusher.queue.put(batch(T0))
+    flusher.queue.park_all()  # as after a failed write: the next flush asks, then prepares
+    sink.locked = True
+    assert flusher.flush().error is not None
+    assert (sink.asked, sink.prepared, sink.writes) == (1, 0, 0)
+    sink.locked = False
+    assert flusher.flush().written == 50
+    assert (sink.asked, sink.prepared, sink.writes) == (2, 1, 1)
+    assert polls.all_had_their_turn()
+    assert polls.at_once == [True, True]  # each poll began while the store was asked
     assert turns.overdue == 0
 
 

@@ -52,6 +52,11 @@ class OutageSink:
             raise StoreError("database is down")
         self.store.prepare()
 
+    def ready(self) -> None:
+        if self.down:
+            raise StoreError("database is down")
+        self.store.ready()
+
 
 class RecordingSink:
     """A database that accepts everything and keeps the batches it was given."""
@@ -64,6 +69,9 @@ class RecordingSink:
         return WriteResult(len(batch.samples), 0)
 
     def prepare(self) -> None:
+        pass
+
+    def ready(self) -> None:
         pass
 
 
