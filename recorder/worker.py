@@ -78,7 +78,7 @@ log = logging.getLogger("recorder.worker")
 
 STATUS_EVERY_SECONDS = 1.0
 OBJECTS_START_INTERVALS = 2.0
-"""A leader starts reading the cluster objects once its first poll is stored, or this many
+"""A leader starts reading the cluster objects once its first poll is done, or this many
 poll intervals after it began to lead, whichever comes first (see ``Worker._lead``)."""
 STORE_STATISTICS_INTERVAL_SECONDS = 60.0
 STOP = "stop"
@@ -680,7 +680,7 @@ class Worker:
 
     def _lead(self) -> None:
         """This replica leads now: the writer reloads what others wrote meanwhile, and the
-        cluster-object reader is made, to start once the first poll is stored.
+        cluster-object reader is made, to start once a poll is done (``_poll_stored``).
 
         Not at once: at 150,000 pods its first lists (150,000 pods' records kept, pages of
         JSON read and freed) ran beside the writer's load of its maps, the batches spooled
@@ -765,8 +765,9 @@ class Worker:
             self._published.add(kind)
 
     def _poll_stored(self, seconds: float) -> None:
-        """A poll's samples are stored, or wait for the database: its duration is observed
-        and its snapshots go to the relay thread."""
+        """A poll's samples are stored, or wait for the database (or it had none): its
+        duration is observed, its snapshots go to the relay thread, and the cluster-object
+        reader starts if it waits for a poll (``_lead``)."""
         self.metrics.poll_duration.observe(seconds)
         self._start_objects(when_due=False)
         with self._published_lock:
