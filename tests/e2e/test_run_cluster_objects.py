@@ -58,6 +58,15 @@ def readyz(base: str) -> dict[str, Any]:
     return body
 
 
+def wait_objects_read(base: str) -> None:
+    """Until /readyz says the cluster objects' first lists are read and stored ("ok (...)")."""
+    wait_for(
+        lambda: readyz(base)["checks"].get("cluster_objects", "").startswith("ok ("),
+        30,
+        "the cluster objects to be read",
+    )
+
+
 def samples(db: Path) -> int:
     """Samples stored so far (0 until the recorder made its database)."""
     if not db.exists():
@@ -73,11 +82,7 @@ def test_with_the_rbac_every_pod_gets_its_workload(cluster: SecureCluster, tmp_p
     kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig")
     process, base, db, log = run(tmp_path, "--kubeconfig", str(kubeconfig))
     try:
-        wait_for(
-            lambda: readyz(base)["checks"].get("cluster_objects", "").startswith("ok ("),
-            30,
-            "the cluster objects to be read",
-        )
+        wait_objects_read(base)
         pods = len(cluster.model.slots)
         checks = readyz(base)["checks"]
         assert f"{pods} pods" in checks["cluster_objects"]
@@ -106,11 +111,7 @@ def test_the_cluster_objects_are_read_once_the_first_poll_is_stored(
     kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig")
     process, base, _db, log = run(tmp_path, "--kubeconfig", str(kubeconfig))
     try:
-        wait_for(
-            lambda: readyz(base)["checks"].get("cluster_objects", "").startswith("ok ("),
-            30,
-            "the cluster objects to be read",
-        )
+        wait_objects_read(base)
     finally:
         output = stop(process)
     text = log.read_text() + output
