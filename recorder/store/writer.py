@@ -51,8 +51,8 @@ from sqlalchemy.dialects import postgresql
 
 from recorder.domain import Batch, Kind, PodRef, Rejection, Sample, Samples, SeriesKey, WriteResult
 from recorder.stats.codec import decode_samples
+from recorder.store import bulk, schema
 from recorder.store import head as heads
-from recorder.store import schema
 from recorder.store.engine import dialect_insert, first_line, is_content_error
 from recorder.store.head import Head, HeadRow
 from recorder.store.newest import NewestTable
@@ -810,32 +810,41 @@ class SampleWriter:
         if not missing:
             return {}
         s = schema.series
-        statement = dialect_insert(conn, s).on_conflict_do_nothing()
-        new = list(missing.items())
-        # A part at a time: at the first poll of 150,000 pods the rows of 200,000 series at
-        # once held about 100 MB of parameter dictionaries.
-        for start in range(0, len(new), _INSERT_CHUNK):
-            conn.execute(
-                statement,
-                [
-                    {
-                        "cluster": key.cluster,
-                        "kind": key.kind.value,
-                        "node": key.node,
-                        "namespace": key.namespace,
-                        "pod": key.pod,
-                        "container": key.container,
-                        "first_seen_ms": first_ms,
-                        "last_seen_ms": first_ms,
-                    }
-                    for key, first_ms in new[start : start + _INSERT_CHUNK]
-                ],
-            )
-        del new
-        found: dict[SeriesKey, int] = {}
         # The batch's own key objects are kept, not equal copies read back (200,000 keys and
         # their names at the first poll of a large cluster).
         batch_keys = {_identity(key): key for key in missing}
+        # On PostgreSQL one COPY in the unique index's order (``store.bulk``: 1.5 s for the
+        # 204,000 series of a first poll at 150,000 pods, against 10.6 s of upserts).
+        copied = bulk.copy_new(
+            conn,
+            "series",
+            _SERIES_COPY_COLUMNS,
+            _series_rows(batch_keys, missing),
+        )
+        if not copied:
+            statement = dialect_insert(conn, s).on_conflict_do_nothing()
+            new = list(missing.items())
+            # A part at a time: at the first poll of 150,000 pods the rows of 200,000 series
+            # at once held about 100 MB of parameter dictionaries.
+            for start in range(0, len(new), _INSERT_CHUNK):
+                conn.execute(
+                    statement,
+                    [
+                        {
+                            "cluster": key.cluster,
+                            "kind": key.kind.value,
+                            "node": key.node,
+                            "namespace": key.namespace,
+                            "pod": key.pod,
+                            "container": key.container,
+                            "first_seen_ms": first_ms,
+                            "last_seen_ms": first_ms,
+                        }
+                        for key, first_ms in new[start : start + _INSERT_CHUNK]
+                    ],
+                )
+            del new
+        found: dict[SeriesKey, int] = {}
 
         def key_of(row: Sequence[Any]) -> SeriesKey:
             kind, node, namespace, pod, container, cluster = row
@@ -894,6 +903,23 @@ class SampleWriter:
     def _upsert_labels(
         self, conn: Connection, labels: Mapping[LabelRef, Mapping[str, str]], now_ms: int
     ) -> None:
+        # Pods whose labels the maps do not hold are new (the first poll: every pod) and go in
+        # with one COPY on PostgreSQL (``store.bulk``), the others as upserts. A stored row
+        # the maps forgot refuses the COPY: then all are upserted.
+        held = self._labels
+        new = sorted(ref for ref in labels if ref[1] not in held.get(ref[0], ()))
+        if new and bulk.copy_new(
+            conn,
+            "pod_labels",
+            _LABELS_COPY_COLUMNS,
+            (
+                (cluster, ns, pod, labels_text(labels[(cluster, (ns, pod))]), now_ms)
+                for cluster, (ns, pod) in new
+            ),
+        ):
+            if len(new) == len(labels):
+                return
+            labels = {ref: value for ref, value in labels.items() if ref[1] in held.get(ref[0], ())}
         pl = schema.pod_labels
         statement = dialect_insert(conn, pl)
         statement = statement.on_conflict_do_update(
@@ -1024,6 +1050,31 @@ def _streamed(statement: Any) -> Any:
 def _identity(key: SeriesKey) -> tuple[str, str, str, str, str, str]:
     """A key as the series table's unique columns hold it."""
     return (key.cluster, key.kind.value, key.node, key.namespace, key.pod, key.container)
+
+
+_SERIES_COPY_COLUMNS = (
+    "cluster",
+    "kind",
+    "node",
+    "namespace",
+    "pod",
+    "container",
+    "first_seen_ms",
+    "last_seen_ms",
+)
+
+
+_LABELS_COPY_COLUMNS = ("cluster", "namespace", "pod", "labels_json", "updated_ms")
+
+
+def _series_rows(
+    batch_keys: Mapping[tuple[str, str, str, str, str, str], SeriesKey],
+    first_ms: Mapping[SeriesKey, int],
+) -> Iterator[tuple[str | int, ...]]:
+    """New series' rows (``_SERIES_COPY_COLUMNS``) in the order of their unique index."""
+    for identity in sorted(batch_keys):
+        ms = first_ms[batch_keys[identity]]
+        yield (*identity, ms, ms)
 
 
 def _adopting(ids: dict[SeriesKey, int], samples: Samples) -> dict[SeriesKey, int]:
