@@ -247,6 +247,14 @@ class Store:
                 with self.engine.connect() as conn:
                     for table in (schema.series, schema.pod_labels, schema.samples_head):
                         conn.execute(select(literal(1)).select_from(table).limit(1)).all()
+                    if self.dialect == "sqlite":
+                        # In WAL mode a file locked by another writer still answers reads:
+                        # the load would run, and the write after it wait out the busy
+                        # timeout and fail; so a load at each retry of an outage (at 150,000
+                        # pods, 200,000 series read back beside the polls every few seconds:
+                        # the worker OOM-killed in 512 MiB). Ask for the write lock too.
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                        conn.rollback()
             except engines.DATABASE_ERRORS as exc:
                 raise engines.failure(
                     exc, f"reading the series to write from {self.display_url}", self.timeouts

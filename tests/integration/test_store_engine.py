@@ -119,6 +119,36 @@ def test_ready_asks_what_the_writers_load_reads_and_waits_out_no_more_than_a_loc
     store.close()
 
 
+def test_on_sqlite_ready_asks_for_the_write_lock_that_reads_do_not_wait_for(
+    sqlite_url: str,
+) -> None:
+    """In WAL mode a file another process holds write-locked (``BEGIN EXCLUSIVE``, as a
+    stuck migration) still answers reads: ``ready`` must fail after the busy timeout all the
+    same, or the writer reloads its maps at every retry of an outage only to fail its
+    write."""
+    store = open_store(sqlite_url, sqlite_busy_timeout_seconds=0.5)
+    store.migrate()
+    assert store.write(Batch(Kind.CONTAINER, tuple(good(10))), now_ms=T0).written == 10
+    store.invalidate_writer()
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert head_count(store) == 10  # reads answer
+        begun = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="locked"):
+            store.ready()
+        assert 0.4 < time.monotonic() - begun < 3
+        assert not store._writer.loaded
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store.ready()
+    store.prepare()
+    assert store.write(Batch(Kind.CONTAINER, tuple(good(10, T0 + 15_000))), now_ms=T0).written == 10
+    assert head_count(store) == 20
+    store.close()
+
+
 def test_a_missing_schema_is_an_operator_error_not_a_transient_one(store: Store) -> None:
     with store.engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE pod_labels")
