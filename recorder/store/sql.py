@@ -251,8 +251,9 @@ class Store:
                         # In WAL mode a file locked by another writer still answers reads:
                         # the load would run, and the write after it wait out the busy
                         # timeout and fail; so a load at each retry of an outage (at 150,000
-                        # pods, 200,000 series read back beside the polls every few seconds:
-                        # the worker OOM-killed in 512 MiB). Ask for the write lock too.
+                        # pods, 200,000 series read back beside the polls every few seconds: in
+                        # one bench.scale run the worker was OOM-killed twice in 512 MiB). Ask
+                        # for the write lock too.
                         conn.exec_driver_sql("BEGIN IMMEDIATE")
                         conn.rollback()
             except engines.DATABASE_ERRORS as exc:

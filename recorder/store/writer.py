@@ -816,13 +816,13 @@ class SampleWriter:
         # At once, in the unique index's order (``store.bulk``: the 204,000 series of a first
         # poll at 150,000 pods in 1.5 s against 10.6 s of upserts on PostgreSQL, 1.4 s against
         # 4.6 s on SQLite); the upserts when the database refuses that.
-        copied = bulk.insert_new(
+        inserted = bulk.insert_new(
             conn,
             "series",
             _SERIES_COLUMNS,
             _series_rows(batch_keys, missing),
         )
-        if not copied:
+        if not inserted:
             statement = dialect_insert(conn, s).on_conflict_do_nothing()
             new = list(missing.items())
             # A part at a time: at the first poll of 150,000 pods the rows of 200,000 series
