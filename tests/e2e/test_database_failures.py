@@ -4,8 +4,8 @@ listens for. Each exits non-zero with one line that names the database and says 
 and never with a traceback. ``run`` and ``demo`` check the database before they start the
 worker and the HTTP server, so they exit the same way.
 
-The processes of one kind of failure run at the same time (a module fixture starts them all
-and collects what they print), so the whole file takes seconds.
+The processes run a few at a time (a module fixture starts them in waves of ``AT_ONCE`` and
+collects what they print), so the whole file takes about a minute.
 """
 
 from __future__ import annotations
