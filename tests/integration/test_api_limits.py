@@ -70,9 +70,12 @@ class SlowHistory:
         self, store: Any, seconds: float = 0.0, gate: threading.Event | None = None
     ) -> None:
         self._store, self._seconds, self._gate = store, seconds, gate
+        self.entered = threading.Event()
+        """Set once a read has begun (it holds a query slot)."""
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
+        self.entered.set()
         if self._gate is not None:
             self._gate.wait(30)
         time.sleep(self._seconds)
@@ -303,32 +306,35 @@ def test_fifty_history_clients_get_answers_or_503_and_livez_stays_fast(
 def test_queries_beyond_the_slots_wait_or_are_shed_and_counted(store: Store) -> None:
     gate = threading.Event()
     http_registry = CollectorRegistry()
+    slow = SlowHistory(store, gate=gate)
+    # The queued query must still wait when the next one comes: a queue timeout of 0.3 s
+    # behind sleeps of 0.2 and 0.1 s failed on a loaded 2-core machine.
     deps = deps_for(
-        SlowHistory(store, gate=gate),
+        slow,
         http_registry=http_registry,
         max_concurrent_queries=1,
         max_queued_queries=1,
-        queue_timeout_seconds=0.3,
+        queue_timeout_seconds=2.0,
     )
     history = "/api/v1/history?resource=cpu&namespace=ns-1"
     with running(create_app(deps)) as (url, _server), httpx.Client(base_url=url) as client:
         with httpx.Client(base_url=url, timeout=10) as other:
             running_one = threading.Thread(target=other.get, args=(history,))
             running_one.start()
-            time.sleep(0.2)  # it holds the only slot now
+            assert slow.entered.wait(10)  # it holds the only slot now
             with httpx.Client(base_url=url, timeout=10) as third:
                 waiting = threading.Thread(target=third.get, args=(history,))
                 waiting.start()
-                time.sleep(0.1)  # it waits in the queue (1 place)
+                time.sleep(0.5)  # it waits in the queue (1 place), 2 s at most
                 refused = client.get(history)
                 waiting.join()
             assert refused.status_code == 503
             assert refused.headers["retry-after"] == "1"
             assert "1 running and 1 waiting" in refused.json()["error"]
-            timed_out = client.get(history)  # waits 0.3 s in the queue, then gives up
+            timed_out = client.get(history)  # waits 2 s in the queue, then gives up
             assert timed_out.status_code == 503
             assert timed_out.headers["retry-after"] == "2"
-            assert "no query slot freed within 0.3s" in timed_out.json()["error"]
+            assert "no query slot freed within 2s" in timed_out.json()["error"]
             gate.set()
             running_one.join()
         assert client.get(history).status_code == 200
