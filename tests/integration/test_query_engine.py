@@ -10,6 +10,7 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
 
 from recorder.domain import (
     Agg,
@@ -344,9 +345,18 @@ def test_raw_history_of_many_containers_reads_a_slice_of_series_at_a_time(
         return pods, points, slices
 
     pods, points, slices = answer()  # also warms the statement caches
-    assert pods == [f"pod-{i}" for i in range(10_000)]
+    s = schema.series
+    with store.reading() as conn:  # id order: the writer numbers a batch's new series in
+        # the order of their unique index (pod-0, pod-1, pod-10, ...), not the batch's
+        by_id = list(
+            conn.execute(select(s.c.pod).where(s.c.namespace == "big").order_by(s.c.id)).scalars()
+        )
+    assert len(by_id) == 10_000
+    assert pods == by_id
+    number = {f"pod-{i}": i for i in range(10_000)}
     assert points == [
-        [(T0, 1_000_000 + 10 * i), (T0 + 15_000, 1_000_001 + 10 * i)] for i in range(10_000)
+        [(T0, 1_000_000 + 10 * number[pod]), (T0 + 15_000, 1_000_001 + 10 * number[pod])]
+        for pod in by_id
     ]
     assert slices == 20
 
