@@ -20,7 +20,10 @@ Process model (``service.py`` is the other half):
   (``Flusher.take_handed_over``: ``Store.take_handed_over``).
 - **Stopping together**: the server sends ``"stop"``; the worker stops scheduling, waits for
   an in-flight poll until half the grace is gone, writes what waits until the deadline, parks
-  the rest in the spool folder, closes the database and exits 0. A worker whose server dies
+  the rest in the spool folder, closes the database and exits 0. The elector goes on
+  proving the leader lock until that last write is done: a lock session silent for a lease
+  is ended by the server (``idle_session_timeout``), and the fence would refuse the rest of
+  the write. A worker whose server dies
   (the pipe closes) stops the same way. A database call stuck past the deadline is abandoned
   (the process exits without waiting for it); its batch is in the spool already.
 """
@@ -511,6 +514,8 @@ class Worker:
         self._conn = conn
         self._send_lock = threading.Lock()
         self._stop = threading.Event()
+        self._elector_stop = threading.Event()
+        """Set after the last write at shutdown, not with ``_stop``: see ``_shutdown``."""
         self._polling = threading.Lock()
         self._last_error: str | None = None
         self._path = path = build_poll_path(
@@ -580,10 +585,10 @@ class Worker:
         if not self._elector.is_leader and len(self._queue):
             # Batches spooled by an earlier run belong to its term: another replica leads.
             self._hand_over("not_leader")
-        elector = threading.Thread(
-            target=self._elector.run, args=(self._stop,), name="elector", daemon=True
+        self._elector_thread = threading.Thread(
+            target=self._elector.run, args=(self._elector_stop,), name="elector", daemon=True
         )
-        elector.start()
+        self._elector_thread.start()
         writer = threading.Thread(
             target=self._flusher.run,
             args=(self._stop, self._poll_lines.flushed),
@@ -666,7 +671,12 @@ class Worker:
             )
         elif spooled:
             log.info("stopping: %d samples spooled for the next start", spooled)
-        self._elector.close()  # after the last write: the lock goes, another replica leads
+        # The heartbeat ran through the write: stop it now (a round in flight ends within
+        # half a lease, its own deadline), then the lock goes and another replica leads.
+        self._elector_stop.set()
+        left = begun + grace - time.monotonic()
+        self._elector_thread.join(timeout=max(0.1, min(self._elector.check_seconds * 2, left)))
+        self._elector.close()
         self._send(Stopped(written, spooled, lost))
         self._send_status()
         if not writer.is_alive():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import signal
 import sqlite3
 import threading
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy
 
 from tests.faults.service import duplicates, gaps, migrate, running, stored_timestamps
 from tests.pgcluster import PgCluster
@@ -161,6 +163,51 @@ def test_sigterm_during_a_database_outage_keeps_the_samples_for_the_next_start(
     assert gaps(before_stop) == 0, before_stop
     assert dropped == 0
     assert not list(spool.glob("*.batch"))
+
+
+def test_sigterm_while_a_lock_delays_the_last_write_keeps_the_leader_lock_until_written(
+    tmp_path: Path, simulator: str, own_postgres: PgCluster, figure: Figure
+) -> None:
+    """The last write at SIGTERM waits on a table lock longer than a lease (1 s at this
+    interval): the leader lock's session, silent for a lease, would be ended by the server
+    (``idle_session_timeout``) and the fence would refuse the rest of the write, spooling it,
+    unless the elector goes on proving the lock until the write is done."""
+    url = own_postgres.url
+    spool = tmp_path / "spool"
+    migrate(url)
+    env = {"RECORDER_SPOOL_DIR": str(spool), "RECORDER_SHUTDOWN_GRACE": "20s"}
+    locker = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    with running(tmp_path, simulator, url, env=env) as service:
+        wait_for_samples(url, 2)
+        with locker.connect() as conn:
+            conn.exec_driver_sql("LOCK TABLE samples_head IN ACCESS EXCLUSIVE MODE")
+            logged = len(service.output())
+            wait_for(
+                lambda: "waiting for the database" in service.output()[logged:],
+                20,
+                "polls to wait behind the lock",
+            )
+            time.sleep(1.0)  # several polls' batches wait: the last write is more than one
+            service.process.send_signal(signal.SIGTERM)
+            stopped_at_ms = int(time.time() * 1000)
+            time.sleep(3.0)  # three leases without a heartbeat, were the elector stopped
+            conn.rollback()
+        code = service.process.wait(30)
+        output = service.output()
+    locker.dispose()
+    stored = stored_timestamps(url)
+    before_stop = {k: [t for t in v if t <= stopped_at_ms - 1000] for k, v in stored.items()}
+    figure(
+        stored=node_samples(url),
+        lost=gaps(before_stop),
+        spooled_batches=len(list(spool.glob("*.batch"))),
+    )
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert "no longer holds the leader lock" not in output, output
+    assert re.search(r"stopped: \d+ samples written at shutdown, 0 spooled", output), output
+    assert not list(spool.glob("*.batch"))
+    assert gaps(before_stop) == 0 and duplicates(stored) == 0
 
 
 def test_a_frozen_database_delays_writing_not_fetching_nor_probes(
