@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Protocol, cast
 
 import numpy as np
@@ -208,7 +208,7 @@ def _encoded(ts: npt.NDArray[np.int64], rest: Sequence[Sequence[int]]) -> bytes:
 
 def read(
     conn: Connection, series_ids: Sequence[int], start_ms: int, end_ms: int
-) -> Iterator[tuple[int, SampleRow]]:
+) -> Generator[tuple[int, SampleRow], None, None]:
     """Head rows of some series with ``start_ms <= ts_ms <= end_ms`` as ``(series id, (ts_ms,
     window_ms, cpu_nanocores, memory_bytes))``, ordered by series and time. Exact duplicates are
     all returned: the reader collapses them by the one rule (``recorder.stats.dedup``).
@@ -239,8 +239,11 @@ def read(
     rows = conn.exec_driver_sql(
         statement, parameters, execution_options={"stream_results": True, "max_row_buffer": 5000}
     )
-    for series_id, ts, window, cpu, memory in rows:
-        yield series_id, (ts, window, cpu, memory)
+    try:
+        for series_id, ts, window, cpu, memory in rows:
+            yield series_id, (ts, window, cpu, memory)
+    finally:  # a reader that stops early (a query refused at its limit) closes the cursor
+        rows.close()
 
 
 def oldest(conn: Connection) -> int | None:

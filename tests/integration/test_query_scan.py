@@ -4,7 +4,7 @@ rollups, rollups falsified under chunks, and ``max_samples`` (how much was decod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 from sqlalchemy import Connection, delete, update
@@ -13,8 +13,8 @@ from recorder.domain import Agg, Batch, Kind, QueryKind, Resource, Sample, Serie
 from recorder.errors import QueryError
 from recorder.query.engine import units_of
 from recorder.query.scan import Scan, Unit
-from recorder.stats.buckets import aggregate, aligned
-from recorder.store import Store, open_store, schema
+from recorder.stats.buckets import aggregate, aligned, whole
+from recorder.store import Store, head, open_store, schema
 from recorder.store.retention import RetentionPolicy
 from recorder.timeutil import DAY_MS, HOUR_MS
 
@@ -233,6 +233,52 @@ def test_max_samples_bounds_what_a_scan_decodes(store: Store) -> None:
             scan(PER_BLOCK - 1).statistics(conn, aligned(90 * 60_000), (Resource.CPU,))
         # A step of one hour: each block's statistics, nothing decoded.
         assert scan(0).statistics(conn, aligned(HOUR_MS), (Resource.CPU,))
+
+
+def test_a_head_window_beyond_max_samples_is_refused_before_it_is_all_read(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Head rows used to be held all before they were counted: a window of a large cluster's
+    head (millions of rows, ~250 bytes each) was read whole only to be refused. Now the
+    reading stops at the first row past the limit (the seam: ``head.read``, counted)."""
+    store = open_store(database_url)
+    store.migrate()
+    nodes = [SeriesKey.for_node(f"n{i}") for i in range(10)]
+    start = D0 + 3 * DAY_MS
+    for ts in range(start, start + 20 * 15_000, 15_000):
+        store.write(Batch(Kind.NODE, tuple(Sample(k, ts, 15_000, 1, 1) for k in nodes)), now_ms=ts)
+    pulled = 0
+    real = head.read
+
+    def counted(*args: object, **kwargs: object) -> Iterator[object]:
+        nonlocal pulled
+        for row in real(*args, **kwargs):  # type: ignore[arg-type]
+            pulled += 1
+            yield row
+
+    monkeypatch.setattr(head, "read", counted)
+    try:
+        with store.reading() as conn:
+            found = units(conn)
+
+            def scan(max_samples: int) -> Scan:
+                end = start + HOUR_MS - 1
+                return Scan(
+                    found, start_ms=start, end_ms=end, block_ms=HOUR_MS, max_samples=max_samples
+                )
+
+            runs = scan(200).samples(conn)
+            assert sum(len(r.timestamps_ms) for r in runs.values()) == 200 and pulled == 200
+            pulled = 0
+            with pytest.raises(QueryError, match="more than 50 raw samples"):
+                scan(50).samples(conn)
+            assert pulled == 51  # not 200
+            pulled = 0
+            with pytest.raises(QueryError, match="more than 50 raw samples"):
+                scan(50).statistics(conn, whole(start), (Resource.CPU,))
+            assert pulled == 51
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("late", [False, True])
