@@ -21,7 +21,7 @@ Without ``use_statistics`` every sample is decoded and percentiles are exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,7 @@ from recorder.stats import columns, dedup
 from recorder.stats.buckets import Accumulator, BucketOf, IntColumn, whole
 from recorder.stats.codec import ChunkSamples, decode_arrays, decode_samples
 from recorder.store import chunks, head, rollups
+from recorder.store.head import SampleRow
 from recorder.timeutil import DAY_MS, floor_to
 
 Key = tuple[int, int]
@@ -66,6 +67,47 @@ class Gathered:
     runs: dict[int, ChunkSamples]
 
 
+class HeadStream:
+    """One walk of the head's rows in a range for the scans of many slices of units, in series
+    order (``head.read``'s): each slice takes its series' rows as the walk reaches them, so the
+    rows of the whole range are never held at once, and the range is walked once, not once per
+    slice (the head's only index is by time). Slices must come in increasing order of their
+    largest series id; rows of series up to a slice's largest that belong to a later slice (a
+    pod whose containers' ids lie far apart) are kept aside for it."""
+
+    def __init__(self, conn: Connection, series_ids: Sequence[int], start_ms: int, end_ms: int):
+        self._rows = head.read(conn, series_ids, start_ms, end_ms)
+        self._ahead: tuple[int, SampleRow] | None = None
+        self._aside: dict[int, list[SampleRow]] = {}
+
+    def take(self, series_ids: Collection[int]) -> Generator[tuple[int, SampleRow], None, None]:
+        """The rows of ``series_ids`` (ordered by series and time within each source)."""
+        wanted = set(series_ids)
+        for sid in sorted(wanted & self._aside.keys()):
+            for row in self._aside.pop(sid):
+                yield sid, row
+        if not wanted:
+            return
+        last = max(wanted)
+        while True:
+            if self._ahead is None:
+                found = next(self._rows, None)
+                if found is None:
+                    return
+                self._ahead = found
+            sid, row = self._ahead
+            if sid > last:
+                return
+            self._ahead = None
+            if sid in wanted:
+                yield sid, row
+            else:
+                self._aside.setdefault(sid, []).append(row)
+
+    def close(self) -> None:
+        self._rows.close()
+
+
 class Scan:
     """Gathers the units' data between ``start_ms`` and ``end_ms`` (inclusive)."""
 
@@ -79,10 +121,14 @@ class Scan:
         max_samples: int,
         points_only: bool = False,
         decoded: int = 0,
+        head_stream: HeadStream | None = None,
     ):
         """``points_only``: the samples are the response (no step), so ``max_samples`` is the
         response's point bound and the error says so. ``decoded``: samples already decoded
-        for the same answer (by the scans of its earlier series), counted against the bound."""
+        for the same answer (by the scans of its earlier series), counted against the bound.
+        ``head_stream``: where the head rows come from when the units are a slice of a
+        larger answer (else a walk of the head of their own)."""
+        self._head_stream = head_stream
         self.units = list(units)
         self.points_only = points_only
         self.start_ms, self.end_ms = start_ms, end_ms
@@ -118,9 +164,13 @@ class Scan:
         # late rows below are dropped, so such rows may refuse a query a little early.
         allowed = self.max_samples - self.decoded
         read = 0
-        with closing(
-            head.read(conn, list(self._unit_of_sample), self.start_ms, self.end_ms)
-        ) as found:
+        if self._head_stream is not None:
+            source: Generator[tuple[int, SampleRow], None, None] = self._head_stream.take(
+                self._unit_of_sample
+            )
+        else:
+            source = head.read(conn, list(self._unit_of_sample), self.start_ms, self.end_ms)
+        with closing(source) as found:
             for series_id, row in found:
                 rows.setdefault(series_id, []).append(row)
                 read += 1
