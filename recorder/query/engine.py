@@ -377,6 +377,7 @@ def _series_history(
             every.extend(part)
             answered.extend(shown_part)
         return HistoryResult(every, Tier.RAW), answered
+    points_of: dict[int, list[tuple[int, Value]]] = {}
     with reader.reading() as conn:
         outputs, units = units_of(conn, query.where)
         if not units:
@@ -400,10 +401,20 @@ def _series_history(
         else:
             found = None
             tier, error = Tier.RAW, 0.0
-            columns_of = scan.sample_columns(conn)
+            # A slice of the series at a time (see ``summarize``): each keeps its points, which
+            # the answer holds anyway (``max_points`` at most), not its samples.
+            value_at = 1 if query.resource is Resource.CPU else 2
+            total = 0
+            for chosen, sliced in _slices(conn, scan):
+                columns_of = sliced.sample_columns(conn)
+                for unit, found_columns in columns_of.items():
+                    points = bucketed(found_columns[0], found_columns[value_at], step, query.agg)
+                    total += len(points)
+                    _check_points(total, max_points)
+                    points_of[chosen[unit]] = points
+                del columns_of
     series_out: list[SeriesPoints] = []
     shown: list[Output] = []
-    total = 0
     if found is not None:
         keys, values = _aggregated(found, aligned(step), query.resource, query.agg)
         _check_points(len(keys), max_points)
@@ -421,16 +432,9 @@ def _series_history(
             shown.append(outputs[index])
             begin = end
         return HistoryResult(series_out, tier, error), shown
-    value_at = 1 if query.resource is Resource.CPU else 2
-    for index, output in enumerate(outputs):
-        found_columns = columns_of.get(index)
-        if found_columns is None:
-            continue
-        points = bucketed(found_columns[0], found_columns[value_at], step, query.agg)
-        total += len(points)
-        _check_points(total, max_points)
-        series_out.append(SeriesPoints(output.labels, points))
-        shown.append(output)
+    for index in sorted(points_of):
+        series_out.append(SeriesPoints(outputs[index].labels, points_of.pop(index)))
+        shown.append(outputs[index])
     return HistoryResult(series_out, tier, error), shown
 
 
@@ -544,23 +548,15 @@ SUMMARY_SLICE_UNITS = 4_096
 """Units whose whole-window statistics a summary gathers at once (``_sliced_statistics``)."""
 
 
-def _sliced_statistics(
-    conn: Connection,
-    scan: Scan,
-    resources: Sequence[Resource],
-    parts: Sequence[str] | None,
-    max_samples: int,
-    *,
-    squares: bool = True,
-) -> Generator[tuple[list[int], dict[Resource, dict[tuple[int, int], Accumulator]]], None, None]:
-    """``scan.statistics`` over the whole window, ``SUMMARY_SLICE_UNITS`` of its units at a
-    time, in order of their largest series id, on one walk of the head (``HeadStream``): each
-    slice's unit indexes (in ``scan.units``) and their accumulators, keyed by the position in
-    that list. ``max_samples`` bounds the whole answer."""
+def _slices(conn: Connection, scan: Scan) -> Generator[tuple[list[int], Scan], None, None]:
+    """``scan``'s units ``SUMMARY_SLICE_UNITS`` at a time, in order of their largest series id,
+    as scans of their own on one walk of the head (``HeadStream``): each slice's unit indexes
+    (in ``scan.units``) and its scan, whose units are in that order. The caller reads each
+    slice's scan before it asks for the next; ``scan.max_samples`` bounds them all together."""
     units = scan.units
     order = sorted(range(len(units)), key=lambda i: max(units[i].sample_ids, default=-1))
     ids = sorted({sid for unit in units for sid in unit.sample_ids})
-    decoded = 0
+    decoded = scan.decoded
     with closing(HeadStream(conn, ids, scan.start_ms, scan.end_ms)) as stream:
         for begin in range(0, len(order), SUMMARY_SLICE_UNITS):
             chosen = order[begin : begin + SUMMARY_SLICE_UNITS]
@@ -569,16 +565,28 @@ def _sliced_statistics(
                 start_ms=scan.start_ms,
                 end_ms=scan.end_ms,
                 block_ms=scan.block_ms,
-                max_samples=max_samples,
+                max_samples=scan.max_samples,
                 decoded=decoded,
                 head_stream=stream,
             )
-            found = part.statistics(
-                conn, whole(scan.start_ms), resources, squares=squares, parts=parts
-            )
+            yield chosen, part
             decoded = part.decoded
-            yield chosen, found
-            del found
+
+
+def _sliced_statistics(
+    conn: Connection,
+    scan: Scan,
+    resources: Sequence[Resource],
+    parts: Sequence[str] | None,
+    *,
+    squares: bool = True,
+) -> Generator[tuple[list[int], dict[Resource, dict[tuple[int, int], Accumulator]]], None, None]:
+    """``scan.statistics`` over the whole window a slice of units at a time (``_slices``):
+    each slice's unit indexes and their accumulators, keyed by the position in that list."""
+    for chosen, part in _slices(conn, scan):
+        found = part.statistics(conn, whole(scan.start_ms), resources, squares=squares, parts=parts)
+        yield chosen, found
+        del found
 
 
 SUMMARY_PARTS = ("sum", "max", "sketch")
@@ -662,9 +670,7 @@ def summarize(
             # about 1 GB).
             totals = {r: {} for r in resources}
             parts_of: dict[Resource, dict[int, list[bytes]]] = {r: {} for r in resources}
-            for chosen, results in _sliced_statistics(
-                conn, scan, resources, SUMMARY_PARTS, max_samples
-            ):
+            for chosen, results in _sliced_statistics(conn, scan, resources, SUMMARY_PARTS):
                 for r in resources:
                     for (unit, _b), acc in results[r].items():
                         totals[r][chosen[unit]] = totals_of(acc)
@@ -847,7 +853,6 @@ def top(
                 scan,
                 (Resource.CPU, Resource.MEMORY),
                 parts_of(agg),
-                max_samples,
                 squares=agg is Agg.STDDEV,
             ):
                 cpus = {unit: acc for (unit, _b), acc in results[Resource.CPU].items()}

@@ -1,17 +1,28 @@
-"""A summary over samples (``engine.summarize`` without rollups answering it) gathers its
-series' statistics a slice at a time, on one walk of the head (``scan.HeadStream``): the same
-answer as all at once, a fraction of the memory, the same bound on decoded samples."""
+"""A summary over samples (``engine.summarize`` without rollups answering it), ``top`` and a
+history whose step the samples answer gather their series a slice at a time, on one walk of
+the head (``scan.HeadStream``): the same answer as all at once, a fraction of the memory, the
+same bounds on decoded samples and points."""
 
 from __future__ import annotations
 
 import random
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Connection
 
-from recorder.domain import Agg, Batch, Kind, QueryKind, Sample, SeriesFilter, SeriesKey
+from recorder.domain import (
+    Agg,
+    Batch,
+    HistoryQuery,
+    Kind,
+    QueryKind,
+    Resource,
+    Sample,
+    SeriesFilter,
+    SeriesKey,
+)
 from recorder.errors import QueryError
 from recorder.query import engine
 from recorder.query.scan import HeadStream
@@ -108,21 +119,46 @@ def test_top_in_slices_answers_as_one_slice(
     assert top(7) == whole and len(whole) == (PODS * 3 // 2 if containers else PODS)
 
 
+def history(store: Store, kind: QueryKind, agg: Agg, *, max_points: int = 10**6) -> object:
+    query = HistoryQuery(Resource.CPU, SeriesFilter(kind), *WINDOW, step_ms=5 * 60_000, agg=agg)
+    return engine.history(store, query, max_points=max_points)
+
+
+@pytest.mark.parametrize("kind", [QueryKind.CONTAINER, QueryKind.POD])
+@pytest.mark.parametrize("agg", [Agg.AVG, Agg.P95, Agg.MAX])
+def test_a_stepped_history_in_slices_answers_as_one_slice(
+    store: Store, monkeypatch: pytest.MonkeyPatch, kind: QueryKind, agg: Agg
+) -> None:
+    monkeypatch.setattr(engine, "SUMMARY_SLICE_UNITS", 10**9)
+    whole = history(store, kind, agg)
+    monkeypatch.setattr(engine, "SUMMARY_SLICE_UNITS", 7)
+    assert history(store, kind, agg) == whole
+    points = sum(len(s.points) for s in whole.series)  # type: ignore[attr-defined]
+    assert len(whole.series) == (PODS * 3 // 2 if kind is QueryKind.CONTAINER else PODS)  # type: ignore[attr-defined]
+    with pytest.raises(QueryError, match="points"):
+        history(store, kind, agg, max_points=points - 1)
+    assert history(store, kind, agg, max_points=points) == whole
+
+
 def test_slices_hold_a_fraction_of_the_memory(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def peak(slice_units: int) -> int:
+    def peak(slice_units: int, run: Callable[[], object]) -> int:
         monkeypatch.setattr(engine, "SUMMARY_SLICE_UNITS", slice_units)
-        summary(store, QueryKind.CONTAINER, "namespace")  # warm: imports, statements
+        run()  # warm: imports, statements
         tracemalloc.start()
         try:
-            summary(store, QueryKind.CONTAINER, "namespace")
+            run()
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
 
-    whole, sliced = peak(10**9), peak(8)
-    assert sliced < whole / 2, (sliced, whole)
+    for run in (
+        lambda: summary(store, QueryKind.CONTAINER, "namespace"),
+        lambda: history(store, QueryKind.CONTAINER, Agg.AVG),
+    ):
+        whole, sliced = peak(10**9, run), peak(8, run)
+        assert sliced < whole / 2, (sliced, whole)
 
 
 def test_the_sample_bound_is_the_whole_answers(
