@@ -545,7 +545,7 @@ def _aggregated(
 
 
 SUMMARY_SLICE_UNITS = 4_096
-"""Units whose whole-window statistics a summary gathers at once (``_sliced_statistics``)."""
+"""Units a summary, ``top`` or a history over samples gathers at once (``_slices``)."""
 
 
 def _slices(conn: Connection, scan: Scan) -> Generator[tuple[list[int], Scan], None, None]:
