@@ -573,7 +573,7 @@ def _slices(conn: Connection, scan: Scan) -> Generator[tuple[list[int], Scan], N
             decoded = part.decoded
 
 
-def _sliced_statistics(
+def sliced_statistics(
     conn: Connection,
     scan: Scan,
     resources: Sequence[Resource],
@@ -670,7 +670,7 @@ def summarize(
             # about 1 GB).
             totals = {r: {} for r in resources}
             parts_of: dict[Resource, dict[int, list[bytes]]] = {r: {} for r in resources}
-            for chosen, results in _sliced_statistics(conn, scan, resources, SUMMARY_PARTS):
+            for chosen, results in sliced_statistics(conn, scan, resources, SUMMARY_PARTS):
                 for r in resources:
                     for (unit, _b), acc in results[r].items():
                         totals[r][chosen[unit]] = totals_of(acc)
@@ -848,7 +848,7 @@ def top(
                 max_samples=max_samples,
             )
             # A slice of the series at a time (see ``summarize``): each keeps its two values.
-            for chosen, results in _sliced_statistics(
+            for chosen, results in sliced_statistics(
                 conn,
                 scan,
                 (Resource.CPU, Resource.MEMORY),

@@ -51,7 +51,12 @@ from sqlalchemy import Connection
 from recorder.domain import Resource
 from recorder.errors import QueryError
 from recorder.gcpause import paused
-from recorder.query.engine import DEFAULT_MAX_SAMPLES, HistoryReader, covered_ms
+from recorder.query.engine import (
+    DEFAULT_MAX_SAMPLES,
+    HistoryReader,
+    covered_ms,
+    sliced_statistics,
+)
 from recorder.query.scan import Scan, Unit
 from recorder.query.workloads import (
     ContainerResources,
@@ -61,7 +66,7 @@ from recorder.query.workloads import (
     current_requests,
     workload_members,
 )
-from recorder.stats.buckets import Accumulator, whole
+from recorder.stats.buckets import Accumulator
 from recorder.stats.quantiles import merged_quantiles
 from recorder.stats.sketch import RELATIVE_ACCURACY
 from recorder.store.objects import read_hpas
@@ -369,14 +374,15 @@ def recommend(
                 block_ms=reader.block_ms,
                 max_samples=max_samples,
             )
-            found_stats = scan.statistics(
-                conn,
-                whole(start_ms),
-                (Resource.CPU, Resource.MEMORY),
-                squares=False,
-                parts=("max", "sketch"),
-            )
-            results = {r: {u: acc for (u, _b), acc in found_stats[r].items()} for r in results}
+            # A slice of the series at a time (``engine.sliced_statistics``): each keeps its
+            # accumulators, not its samples (a window's head of a large cluster: millions).
+            for chosen, found_stats in sliced_statistics(
+                conn, scan, (Resource.CPU, Resource.MEMORY), ("max", "sketch"), squares=False
+            ):
+                for r, accs in results.items():
+                    for (u, _b), acc in found_stats[r].items():
+                        accs[chosen[u]] = acc
+                del found_stats
         cpu_of, memory_of = results[Resource.CPU], results[Resource.MEMORY]
         present = {
             key: [i for i in indexes if i in cpu_of and i in memory_of]

@@ -383,8 +383,8 @@ class Leadership:
             held = conn.exec_driver_sql(self._sql.held_by_me, (pid,)).scalar()
             if not held:
                 raise NotLeader(
-                    "this replica no longer holds the leader lock (its lock session ended, or "
-                    "another replica took the lock): write refused"
+                    "this replica was deposed: it no longer holds the leader lock (its lock "
+                    "session ended, or another replica took the lock); write refused"
                 )
 
         event.listen(engine, "begin", check)

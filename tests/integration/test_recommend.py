@@ -11,6 +11,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ import sqlalchemy
 from recorder.api.app import AppDeps, create_app
 from recorder.domain import Resource
 from recorder.exporter import SnapshotHolder, build_registry
-from recorder.query import recommend_output
+from recorder.query import engine, recommend_output
 from recorder.query.recommend import (
     Recommendation,
     Report,
@@ -27,6 +28,7 @@ from recorder.query.recommend import (
     cpu_request_for,
     recommend,
 )
+from recorder.query.scan import Scan
 from recorder.query.workloads import WorkloadFilter
 from recorder.stats.sketch import RELATIVE_ACCURACY
 from recorder.store import Store, open_store
@@ -148,6 +150,25 @@ def _check_proposals(r: Recommendation, e: Expected) -> None:
             rel_tol=1e-9,
             abs_tol=1e-9,
         ), where
+
+
+def test_slices_of_series_recommend_as_all_at_once(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The series' statistics are gathered a slice at a time (``engine.sliced_statistics``):
+    slices of 3 series give the report one slice gives (the module's report, 4,096 a slice)."""
+    monkeypatch.setattr(engine, "SUMMARY_SLICE_UNITS", 3)
+    seen: list[int] = []
+    real = Scan.statistics
+
+    def statistics(self: Scan, *args: Any, **kwargs: Any) -> Any:
+        seen.append(len(self.units))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Scan, "statistics", statistics)
+    sliced = recommend(cluster.store, WorkloadFilter(), Strategy(), cluster.recorded.end_ms)
+    assert sliced == cluster.report and len(sliced.recommendations) > 3
+    assert len(seen) > 1 and max(seen) <= 3  # never every series' samples at once
 
 
 def test_the_scenario_holds_what_the_issue_asks_for(cluster: Cluster) -> None:
