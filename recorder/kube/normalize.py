@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from sys import intern
 
 import msgspec
@@ -33,7 +34,7 @@ import msgspec
 from recorder import units
 from recorder.domain import DEFAULT_CLUSTER, Batch, Kind, PodRef, Rejection, Samples, SeriesKey
 from recorder.errors import QuantityError
-from recorder.kube import wire
+from recorder.kube import quantities, wire
 from recorder.timeutil import MINUTE_MS
 
 INT64_MAX = 2**63 - 1
@@ -334,6 +335,53 @@ def _usage(usage: wire.Usage | None) -> tuple[int, int]:
     return cpu, memory
 
 
+_SLICE_PODS = 2_000
+"""Pods whose quantities are parsed as one column (``decode.PodItems`` types about as many at
+a time)."""
+
+
+def _chunks(items: Iterable[wire.PodMetrics]) -> Iterator[list[wire.PodMetrics]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, _SLICE_PODS)):
+        yield chunk
+
+
+def _containers(item: wire.PodMetrics) -> Sequence[wire.ContainerMetrics]:
+    """``item``'s containers, none when they cannot be read (the pod is then rejected)."""
+    try:
+        return item.containers or ()
+    except Exception:  # not a typed item (a caller's odd object): it is rejected whole
+        return ()
+
+
+def _usage_values(
+    items: Sequence[wire.PodMetrics],
+) -> Iterator[tuple[int, int] | Exception]:
+    """``_usage`` of every container of ``items`` in order, or what it raised: the quantities
+    a column at a time (``quantities``) when each is in a common form, as
+    metrics-server writes them, else one by one."""
+    try:
+        usages = [c.usage for item in items for c in item.containers or ()]
+        cpus = quantities.cpu_nanocores_column([u.cpu for u in usages])  # type: ignore[union-attr]
+        memories = quantities.memory_bytes_column([u.memory for u in usages])  # type: ignore[union-attr]
+    except Exception:  # a missing usage, an odd item: one by one says which
+        cpus = memories = None
+    if cpus is not None and memories is not None:
+        return zip(cpus, memories, strict=True)
+    return _usage_one_by_one(items)
+
+
+def _usage_one_by_one(
+    items: Sequence[wire.PodMetrics],
+) -> Iterator[tuple[int, int] | Exception]:
+    for item in items:
+        for container in _containers(item):
+            try:
+                yield _usage(container.usage)
+            except Exception as exc:  # raised again where the container is read
+                yield exc
+
+
 def _digits(value: int) -> str:
     if value < 10**30:
         return str(value)
@@ -438,90 +486,103 @@ def normalize_pods(
         parsers.windows,
         parsers.latest_ms,
     )
-    for item in items:
-        pod: str | None = None
-        namespace: str | None = None
-        try:
-            meta = item.metadata or wire.ObjectMeta()
-            pod, namespace = meta.name, meta.namespace
-            if not (pod and len(pod) <= MAX_NAME_CHARS and pod.isprintable()):
-                pod = _check_name("metadata.name", pod)
-            if not (namespace and len(namespace) <= MAX_NAME_CHARS and namespace.isprintable()):
-                namespace = _check_name("metadata.namespace", namespace)
-            timestamp_ms = seen_timestamps.get(item.timestamp) if item.timestamp else None
-            if timestamp_ms is None or timestamp_ms > latest_ms:
-                timestamp_ms = parsers.timestamp_ms(
-                    item.timestamp, f"the node running pod {namespace}/{pod}"
-                )
-            window_ms = seen_windows.get(item.window) if item.window else None
-            if window_ms is None:
-                window_ms = parsers.window_ms(item.window)
-            raw = meta.labels
-            before = known_pods.get((namespace, pod))
-            if before is None:
-                ref = (intern(namespace), pod)
-            else:
-                ref = before[4]
-                namespace, pod = ref
-            if before is not None and before[0] == raw:
-                pod_labels, dropped, old_keys = before[1], before[2], before[3]
-                rejections.extend(dropped)
-            else:
-                received = _received_labels(raw)
-                text = bytes(raw)  # a copy: the view holds the whole part of the response
-                raw = texts.get(text) or texts.setdefault(text, msgspec.Raw(text))
-                first = len(rejections)
-                pod_labels = parsers.labels(received, pod, namespace, rejections)
-                dropped = tuple(rejections[first:])
-                old_keys = before[3] if before is not None else ()
-                before = None  # the labels changed: a new memo
-            containers = item.containers or ()
-        except Exception as exc:
-            bad = exc if isinstance(exc, _Reject) else _malformed(exc)
-            rejections.append(
-                Rejection(
-                    Kind.CONTAINER, _label(pod), bad.reason, bad.detail, _label(namespace, "")
-                )
-            )
-            continue
-        labels[ref] = pod_labels
-        start = len(sample_keys)
-        hits = 0
-        for container in containers:
-            name: str | None = None
+    for chunk in _chunks(items):
+        # Every container's (cpu, memory) of the slice, or the reason it cannot be read, in
+        # order: a column at a time when every quantity is in a common form.
+        value_of = _usage_values(chunk).__next__
+        for item in chunk:
+            pod: str | None = None
+            namespace: str | None = None
             try:
-                name = container.name
-                if not (name and len(name) <= MAX_NAME_CHARS and name.isprintable()):
-                    name = _check_name("container name", name)
-                cpu, memory = _usage(container.usage)
-                for key in old_keys:
-                    if key.container == name:
-                        hits += 1
-                        break
+                meta = item.metadata or wire.ObjectMeta()
+                pod, namespace = meta.name, meta.namespace
+                if not (pod and len(pod) <= MAX_NAME_CHARS and pod.isprintable()):
+                    pod = _check_name("metadata.name", pod)
+                if not (namespace and len(namespace) <= MAX_NAME_CHARS and namespace.isprintable()):
+                    namespace = _check_name("metadata.namespace", namespace)
+                timestamp_ms = seen_timestamps.get(item.timestamp) if item.timestamp else None
+                if timestamp_ms is None or timestamp_ms > latest_ms:
+                    timestamp_ms = parsers.timestamp_ms(
+                        item.timestamp, f"the node running pod {namespace}/{pod}"
+                    )
+                window_ms = seen_windows.get(item.window) if item.window else None
+                if window_ms is None:
+                    window_ms = parsers.window_ms(item.window)
+                raw = meta.labels
+                before = known_pods.get((namespace, pod))
+                if before is None:
+                    ref = (intern(namespace), pod)
                 else:
-                    key = SeriesKey.for_container(namespace, pod, intern(name), cluster)
+                    ref = before[4]
+                    namespace, pod = ref
+                if before is not None and before[0] == raw:
+                    pod_labels, dropped, old_keys = before[1], before[2], before[3]
+                    rejections.extend(dropped)
+                else:
+                    received = _received_labels(raw)
+                    text = bytes(raw)  # a copy: the view holds the whole part of the response
+                    raw = texts.get(text) or texts.setdefault(text, msgspec.Raw(text))
+                    first = len(rejections)
+                    pod_labels = parsers.labels(received, pod, namespace, rejections)
+                    dropped = tuple(rejections[first:])
+                    old_keys = before[3] if before is not None else ()
+                    before = None  # the labels changed: a new memo
+                containers = item.containers or ()
             except Exception as exc:
+                for _ in _containers(item):  # its containers' values, unused
+                    value_of()
                 bad = exc if isinstance(exc, _Reject) else _malformed(exc)
                 rejections.append(
                     Rejection(
-                        Kind.CONTAINER, f"{pod}/{_label(name)}", bad.reason, bad.detail, namespace
+                        Kind.CONTAINER, _label(pod), bad.reason, bad.detail, _label(namespace, "")
                     )
                 )
                 continue
-            sample_keys.append(key)
-            sample_timestamps.append(timestamp_ms)
-            sample_windows.append(window_ms)
-            sample_cpu.append(cpu)
-            sample_memory.append(memory)
-        made = len(sample_keys) - start
-        if before is not None and hits == made == len(old_keys):
-            pods_now[ref] = before  # the same labels and containers: kept as it was
-        else:
-            # The keys of the containers sampled now (a rejected one's is made again later).
-            keys = tuple(sample_keys[start:])
-            if before is not None:
-                raw = before[0]  # the kept copy, not this poll's view
-            pods_now[ref] = (raw, pod_labels, dropped, keys, ref)
+            labels[ref] = pod_labels
+            start = len(sample_keys)
+            hits = 0
+            for container in containers:
+                name: str | None = None
+                value = value_of()
+                try:
+                    name = container.name
+                    if not (name and len(name) <= MAX_NAME_CHARS and name.isprintable()):
+                        name = _check_name("container name", name)
+                    if isinstance(value, Exception):
+                        raise value
+                    cpu, memory = value
+                    for key in old_keys:
+                        if key.container == name:
+                            hits += 1
+                            break
+                    else:
+                        key = SeriesKey.for_container(namespace, pod, intern(name), cluster)
+                except Exception as exc:
+                    bad = exc if isinstance(exc, _Reject) else _malformed(exc)
+                    rejections.append(
+                        Rejection(
+                            Kind.CONTAINER,
+                            f"{pod}/{_label(name)}",
+                            bad.reason,
+                            bad.detail,
+                            namespace,
+                        )
+                    )
+                    continue
+                sample_keys.append(key)
+                sample_timestamps.append(timestamp_ms)
+                sample_windows.append(window_ms)
+                sample_cpu.append(cpu)
+                sample_memory.append(memory)
+            made = len(sample_keys) - start
+            if before is not None and hits == made == len(old_keys):
+                pods_now[ref] = before  # the same labels and containers: kept as it was
+            else:
+                # The keys of the containers sampled now (a rejected one's is made again later).
+                keys = tuple(sample_keys[start:])
+                if before is not None:
+                    raw = before[0]  # the kept copy, not this poll's view
+                pods_now[ref] = (raw, pod_labels, dropped, keys, ref)
     memory_of.pods = pods_now
     samples = Samples(sample_keys, sample_timestamps, sample_windows, sample_cpu, sample_memory)
     return Batch(Kind.CONTAINER, samples, labels, tuple(rejections), cluster)

@@ -583,3 +583,71 @@ def test_labels_that_are_not_a_map_of_strings_cost_only_their_pod(labels: object
     assert (name, reason) == ("web-1", "malformed_item")
     assert "metadata.labels cannot be decoded" in detail
     assert ("shop", "web-1") not in remembered.pods
+
+
+def many_pods(count: int, odd: dict[int, dict[str, object]]) -> bytes:
+    """``count`` pods of two containers each in the forms metrics-server writes, pod ``i``
+    replaced by ``odd[i]``'s fields where given."""
+    items = []
+    for i in range(count):
+        containers = [
+            {"name": "app", "usage": {"cpu": f"{i * 7919}n", "memory": f"{i + 1}Ki"}},
+            {"name": "sidecar", "usage": {"cpu": f"{i % 3}", "memory": f"{i % 5}Mi"}},
+        ]
+        items.append(pod(f"web-{i}", **{"containers": containers, **odd.get(i, {})}))
+    return list_body("PodMetricsList", *items)
+
+
+def test_quantities_parsed_as_columns_give_the_batch_one_by_one_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pods are parsed a slice (2,000) at a time, each slice's quantities as one column when
+    all are in metrics-server's forms: the same samples, rejections (in order) and labels as
+    parsing each quantity alone, with odd items in some slices and not in others."""
+    bad_usage = {"cpu": "1.5e3m", "memory": "-4Ki"}
+    odd: dict[int, dict[str, object]] = {
+        10: {"containers": [{"name": "app", "usage": bad_usage}, {"name": "ok", "usage": {}}]},
+        2_500: {"timestamp": None},  # rejected whole, its containers' values skipped
+        2_501: {"containers": [{"name": "", "usage": {"cpu": "7n", "memory": "1Ki"}}]},
+        4_100: {"containers": [{"name": "app", "usage": {"cpu": "2.5", "memory": "1.5Gi"}}]},
+        5_999: {"metadata": {"name": "bad\nname", "namespace": "shop"}},
+    }
+    body = many_pods(6_000, odd)
+    columns = normalize_pods(decode_pod_list(body)[0], now_ms=NOW_MS)
+    monkeypatch.setattr(normalize.quantities, "cpu_nanocores_column", lambda texts: None)
+    alone = normalize_pods(decode_pod_list(body)[0], now_ms=NOW_MS)
+    assert columns.samples == alone.samples
+    assert columns.rejections == alone.rejections
+    assert columns.pod_labels == alone.pod_labels
+    # web-10 and web-2501 lose their containers, web-2500 and web-5999 are rejected whole,
+    # web-4100 has one container (whose quantities parse one by one)
+    assert len(columns.samples) == 2 * 6_000 - 2 - 2 - 2 - 1 - 2
+    assert [(r.name, r.reason) for r in columns.rejections] == [
+        ("web-10/app", "bad_quantity"),
+        ("web-10/ok", "missing_usage"),
+        ("web-2500", "null_timestamp"),
+        ("web-2501/?", "missing_name"),
+        ("bad\\nname", "bad_name"),
+    ]
+    sample = {s.key.pod: s for s in columns.samples if s.key.container == "app"}["web-4100"]
+    assert (sample.cpu_nanocores, sample.memory_bytes) == (2_500_000_000, 3 * GI // 2)
+
+
+def test_quantities_in_metrics_servers_forms_are_not_parsed_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = 0
+    one_by_one = normalize._usage
+
+    def counted(usage: wire.Usage | None) -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        return one_by_one(usage)
+
+    monkeypatch.setattr(normalize, "_usage", counted)
+    batch = normalize_pods(decode_pod_list(many_pods(3_000, {}))[0], now_ms=NOW_MS)
+    assert len(batch.samples) == 6_000 and not batch.rejections
+    assert calls == 0
+    odd = {2_100: {"containers": [{"name": "app", "usage": {"cpu": "1.5", "memory": "1Ki"}}]}}
+    normalize_pods(decode_pod_list(many_pods(3_000, odd))[0], now_ms=NOW_MS)
+    assert calls == 1_000 * 2 - 1  # only the second slice, whose one quantity is odd
