@@ -566,6 +566,7 @@ def _slices(conn: Connection, scan: Scan) -> Generator[tuple[list[int], Scan], N
                 end_ms=scan.end_ms,
                 block_ms=scan.block_ms,
                 max_samples=scan.max_samples,
+                stepped=scan.stepped,
                 decoded=decoded,
                 head_stream=stream,
             )
@@ -655,6 +656,7 @@ def summarize(
             end_ms=end_ms,
             block_ms=reader.block_ms,
             max_samples=max_samples,
+            stepped=False,
         )
         rolled = None
         if units and use_namespace_rollups and groups.applies(where, group_by):
@@ -846,6 +848,7 @@ def top(
                 end_ms=end_ms,
                 block_ms=reader.block_ms,
                 max_samples=max_samples,
+                stepped=False,
             )
             # A slice of the series at a time (see ``summarize``): each keeps its two values.
             for chosen, results in sliced_statistics(

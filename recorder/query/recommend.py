@@ -373,6 +373,7 @@ def recommend(
                 end_ms=end_ms,
                 block_ms=reader.block_ms,
                 max_samples=max_samples,
+                stepped=False,
             )
             # A slice of the series at a time (``engine.sliced_statistics``): each keeps its
             # accumulators, not its samples (a window's head of a large cluster: millions).

@@ -120,17 +120,21 @@ class Scan:
         block_ms: int,
         max_samples: int,
         points_only: bool = False,
+        stepped: bool = True,
         decoded: int = 0,
         head_stream: HeadStream | None = None,
     ):
         """``points_only``: the samples are the response (no step), so ``max_samples`` is the
-        response's point bound and the error says so. ``decoded``: samples already decoded
-        for the same answer (by the scans of its earlier series), counted against the bound.
+        response's point bound and the error says so. ``stepped``: the answer has a step (a
+        history), which the error advises (a summary's or ``top``'s window has none).
+        ``decoded``: samples already decoded for the same answer (by the scans of its earlier
+        series), counted against the bound.
         ``head_stream``: where the head rows come from when the units are a slice of a
         larger answer (else a walk of the head of their own)."""
         self._head_stream = head_stream
         self.units = list(units)
         self.points_only = points_only
+        self.stepped = stepped
         self.start_ms, self.end_ms = start_ms, end_ms
         self.block_ms = block_ms
         self.max_samples = max_samples
@@ -145,11 +149,19 @@ class Scan:
                 f"the query matches more than {self.max_samples} points: narrow the time range, "
                 "add filters (node, namespace, pod, container, selector) or use a step"
             )
-        if self.decoded > self.max_samples:
+        if self.decoded > self.max_samples and self.stepped:
             raise QueryError(
                 f"the query needs more than {self.max_samples} raw samples: use a step that is "
                 f"a multiple of the block ({self.block_ms // 1000}s) so block statistics answer "
                 "it, or narrow the time range or the filters"
+            )
+        if self.decoded > self.max_samples:
+            raise QueryError(
+                f"the query needs more than {self.max_samples} raw samples: the samples not "
+                f"compacted yet (the newest block of {self.block_ms // 1000}s and after) and "
+                "those of blocks the window cuts through are read one by one; end the window "
+                "before the newest block, start and end it on block boundaries, narrow the "
+                "filters, or raise RECORDER_MAX_SAMPLES"
             )
 
     # --- samples ------------------------------------------------------------------------------

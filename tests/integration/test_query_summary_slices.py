@@ -207,3 +207,24 @@ def test_a_head_stream_gives_each_slice_its_rows_and_keeps_others_aside(
 
 def _ids(conn: Connection) -> list[int]:
     return [int(sid) for (sid,) in conn.exec_driver_sql("SELECT id FROM series")]
+
+
+@pytest.mark.parametrize("slice_units", [10**9, 7])
+def test_a_refusal_past_the_sample_bound_advises_what_the_answer_can_use(
+    store: Store, monkeypatch: pytest.MonkeyPatch, slice_units: int
+) -> None:
+    """A summary's or ``top``'s window has no step: its refusal says how the window and the
+    filters reach block statistics; a stepped history's says which step does."""
+    monkeypatch.setattr(engine, "SUMMARY_SLICE_UNITS", slice_units)
+    window_advice = "end the window before the newest block"
+    with pytest.raises(QueryError, match="more than 100 raw samples") as refused:
+        summary(store, QueryKind.POD, "namespace", max_samples=100)
+    assert window_advice in str(refused.value) and "use a step" not in str(refused.value)
+    with pytest.raises(QueryError, match="more than 100 raw samples") as refused:
+        engine.top(store, SeriesFilter(QueryKind.POD), *WINDOW, Agg.P95, max_samples=100)
+    assert window_advice in str(refused.value) and "use a step" not in str(refused.value)
+    query = HistoryQuery(
+        Resource.CPU, SeriesFilter(QueryKind.POD), *WINDOW, step_ms=5 * 60_000, agg=Agg.AVG
+    )
+    with pytest.raises(QueryError, match="more than 100 raw samples: use a step"):
+        engine.history(store, query, max_points=10**6, max_samples=100)
