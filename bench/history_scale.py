@@ -265,13 +265,13 @@ def queries(store: Store) -> list[Callable[[], object]]:
     one = SeriesFilter(QueryKind.CONTAINER, namespace="bench", pod="long-lived", container="app")
     pods = SeriesFilter(QueryKind.POD, namespace=MEASURED)
 
-    def history(where: SeriesFilter, start_ms: int, step_ms: int, agg: Agg) -> Callable[[], str]:
+    def history(where: SeriesFilter, start_ms: int, step_ms: int, agg: Agg) -> Callable[[], bytes]:
         query = HistoryQuery(Resource.CPU, where, start_ms, NOW, step_ms, agg)
 
-        def run() -> str:
+        def run() -> bytes:
             result = engine.history(store, query, max_points=10**7, max_samples=10**7)
-            rendered = formats.history_json(result, Resource.CPU, where.kind.value, step_ms, agg)
-            return json.dumps(rendered)
+            # What /api/v1/history answers with (not json.dumps of history_json: slower).
+            return formats.history_json_bytes(result, Resource.CPU, where.kind.value, step_ms, agg)
 
         return run
 
