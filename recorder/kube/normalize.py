@@ -496,10 +496,16 @@ def normalize_pods(
             try:
                 meta = item.metadata or wire.ObjectMeta()
                 pod, namespace = meta.name, meta.namespace
-                if not (pod and len(pod) <= MAX_NAME_CHARS and pod.isprintable()):
-                    pod = _check_name("metadata.name", pod)
-                if not (namespace and len(namespace) <= MAX_NAME_CHARS and namespace.isprintable()):
-                    namespace = _check_name("metadata.namespace", namespace)
+                before = known_pods.get((namespace, pod))  # type: ignore[arg-type]
+                if before is not None:  # kept by the last poll: its names passed these checks
+                    namespace, pod = before[4]
+                else:
+                    if not (pod and len(pod) <= MAX_NAME_CHARS and pod.isprintable()):
+                        pod = _check_name("metadata.name", pod)
+                    if not (
+                        namespace and len(namespace) <= MAX_NAME_CHARS and namespace.isprintable()
+                    ):
+                        namespace = _check_name("metadata.namespace", namespace)
                 timestamp_ms = seen_timestamps.get(item.timestamp) if item.timestamp else None
                 if timestamp_ms is None or timestamp_ms > latest_ms:
                     timestamp_ms = parsers.timestamp_ms(
@@ -509,12 +515,7 @@ def normalize_pods(
                 if window_ms is None:
                     window_ms = parsers.window_ms(item.window)
                 raw = meta.labels
-                before = known_pods.get((namespace, pod))
-                if before is None:
-                    ref = (intern(namespace), pod)
-                else:
-                    ref = before[4]
-                    namespace, pod = ref
+                ref = (intern(namespace), pod) if before is None else before[4]
                 if before is not None and before[0] == raw:
                     pod_labels, dropped, old_keys = before[1], before[2], before[3]
                     rejections.extend(dropped)
@@ -546,17 +547,19 @@ def normalize_pods(
                 value = value_of()
                 try:
                     name = container.name
-                    if not (name and len(name) <= MAX_NAME_CHARS and name.isprintable()):
-                        name = _check_name("container name", name)
+                    for key in old_keys:  # a known container's name passed the checks before
+                        if key.container == name:
+                            known = 1
+                            break
+                    else:
+                        if not (name and len(name) <= MAX_NAME_CHARS and name.isprintable()):
+                            name = _check_name("container name", name)
+                        key = SeriesKey.for_container(namespace, pod, intern(name), cluster)
+                        known = 0
                     if isinstance(value, Exception):
                         raise value
                     cpu, memory = value
-                    for key in old_keys:
-                        if key.container == name:
-                            hits += 1
-                            break
-                    else:
-                        key = SeriesKey.for_container(namespace, pod, intern(name), cluster)
+                    hits += known
                 except Exception as exc:
                     bad = exc if isinstance(exc, _Reject) else _malformed(exc)
                     rejections.append(
