@@ -15,6 +15,8 @@ from fractions import Fraction
 from math import ceil, isfinite
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+
 from recorder import units
 from recorder.domain import (
     Agg,
@@ -173,16 +175,21 @@ def history_json_parts(
     comma = ""
     for part in parts:
         for series in part:
-            shown = []
-            for ts, value in series.points:
-                time = times.get(ts)
-                if time is None:
-                    time = times[ts] = _number(ts / SECOND_MS)
-                if plain_ints and type(value) is int:
-                    shown.append(f"[{time},{value!r}]")
-                else:
-                    shown.append(f"[{time},{_number(display(resource, value, agg))}]")
-            points = ",".join(shown)
+            stamps = [ts for ts, _value in series.points]
+            values = [value for _ts, value in series.points]
+            for ts in set(stamps).difference(times):
+                times[ts] = f"[{_number(ts / SECOND_MS)},"  # a point's text up to its value
+            shown = _shown_values(values, resource, agg)
+            if shown is None:
+                shown = [
+                    repr(value)
+                    if plain_ints and type(value) is int
+                    else _number(display(resource, value, agg))
+                    for value in values
+                ]
+            # "[t,v],[t,v]": each point's opening and value joined by "],", then the last "]".
+            points = "],".join(map(str.__add__, map(times.__getitem__, stamps), shown))
+            points += "]" if points else ""
             labels = _COMPACT.encode(dict(series.labels))
             lines = ""
             if series.request is not None or series.limit is not None:
@@ -194,6 +201,54 @@ def history_json_parts(
             comma = ","
     out.write(b"]}}")
     return out.getvalue()  # the buffer itself (cut to its length), not a copy
+
+
+_EXACT = 2**53
+"""Integers below this in magnitude are exact in float64: a division of two of them there is
+the one correctly rounded division Python's ``int / int`` makes."""
+
+
+def _shown_values(values: list[Value], resource: Resource, agg: Agg | None) -> list[str] | None:
+    """``_number(display(resource, v, agg))`` of every value of a series, computed in numpy
+    when each is an int, each a Fraction or each a finite float whose parts float64 holds
+    exactly, so that its one division rounds as ``display``'s does (a kind=pod history of
+    1,000 pods over 7 days at 1 h: 168,000 values); ``None`` otherwise (one by one)."""
+    if not values or agg is Agg.COUNT:
+        return None
+    kinds = set(map(type, values))
+    cpu = resource is Resource.CPU
+    if kinds == {int}:
+        if not cpu:
+            return list(map(repr, values))  # display keeps a memory int as it is
+        if not (-_EXACT < min(values) and max(values) < _EXACT):
+            return None
+        cores = np.array(values, np.float64) / _NANO
+        return list(map(repr, cores.tolist()))
+    if kinds == {float}:
+        numbers = np.array(values, np.float64)
+        if not np.isfinite(numbers).all():
+            return None  # (the encoder refuses them: one by one raises as it did)
+        return list(map(repr, (numbers / _NANO if cpu else numbers).tolist()))
+    if kinds == {Fraction}:
+        numerators = [value.numerator for value in values]  # type: ignore[union-attr]
+        denominators = [value.denominator for value in values]  # type: ignore[union-attr]
+        scale = _NANO if cpu else 1
+        if not (
+            -_EXACT < min(numerators)
+            and max(numerators) < _EXACT
+            and max(denominators) * scale < _EXACT
+        ):
+            return None
+        quotients = (
+            np.array(numerators, np.float64) / (np.array(denominators, np.float64) * scale)
+        ).tolist()
+        if cpu:
+            return list(map(repr, quotients))
+        return [  # display keeps a whole number of bytes an int
+            repr(n) if d == 1 else repr(q)
+            for n, d, q in zip(numerators, denominators, quotients, strict=True)
+        ]
+    return None
 
 
 def history_text(

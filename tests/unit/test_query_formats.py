@@ -135,6 +135,71 @@ def test_history_json_bytes_equals_the_json_response_on_any_result(
     )
 
 
+_EXACT = 2**53  # float64 holds every integer below this exactly
+_edge = st.sampled_from([0, 1, _EXACT - 1, _EXACT, _EXACT + 1, 2**63 - 1])
+_same_kind_values = st.one_of(  # a series of one kind of value: rendered a column at a time
+    st.lists(st.one_of(st.integers(min_value=0, max_value=2**63 - 1), _edge), min_size=1),
+    st.lists(st.floats(min_value=0, allow_nan=False, allow_infinity=False), min_size=1),
+    st.lists(
+        st.one_of(
+            st.fractions(min_value=0, max_value=2**63 - 1, max_denominator=10**8),
+            _edge.map(Fraction),
+            st.integers(1, 10**7).map(lambda d: Fraction(_EXACT - 1, d)),
+            st.integers(1, 10**7).map(lambda d: Fraction(_EXACT + 1, d)),
+        ),
+        min_size=1,
+    ),
+)
+
+
+@given(
+    values=st.lists(_same_kind_values, min_size=1, max_size=3),
+    resource=st.sampled_from(Resource),
+    agg=st.sampled_from([None, *Agg]),
+)
+def test_series_of_one_kind_of_value_render_as_the_json_response(
+    values: list[list[int | float | Fraction]], resource: Resource, agg: Agg | None
+) -> None:
+    """Ints, floats or Fractions whose parts float64 holds exactly are divided in numpy; the
+    bytes are the same as one value at a time (and at the edge, 2**53, it goes one by one)."""
+    series = [
+        SeriesPoints({"pod": f"p{i}"}, [(T0 + j * 30_000, v) for j, v in enumerate(found)])
+        for i, found in enumerate(values)
+    ]
+    result = HistoryResult(series, Tier.RAW)
+    step = None if agg is None else 30_000
+    assert formats.history_json_bytes(result, resource, "pod", step, agg) == (
+        _as_json_response(formats.history_json(result, resource, "pod", step, agg))
+    )
+
+
+@pytest.mark.parametrize("resource", list(Resource))
+@pytest.mark.parametrize(
+    "values",
+    [[5, 7_500_000_000, 10**15], [0.5, 2.0e9], [Fraction(1, 3), Fraction(10**12, 7)]],
+)
+def test_a_series_of_one_kind_of_value_is_not_displayed_one_by_one(
+    monkeypatch: pytest.MonkeyPatch, resource: Resource, values: list[int | float | Fraction]
+) -> None:
+    one_by_one = formats.display
+    calls = 0
+
+    def counted(*args: object) -> int | float:
+        nonlocal calls
+        calls += 1
+        return one_by_one(*args)  # type: ignore[arg-type]
+
+    series = SeriesPoints({"pod": "p"}, [(T0 + i * 30_000, v) for i, v in enumerate(values)])
+    result = HistoryResult([series], Tier.RAW)
+    expected = _as_json_response(formats.history_json(result, resource, "pod", 30_000, Agg.AVG))
+    monkeypatch.setattr(formats, "display", counted)
+    assert formats.history_json_bytes(result, resource, "pod", 30_000, Agg.AVG) == expected
+    assert calls == 0
+    mixed = SeriesPoints({"pod": "p"}, [(T0, 5), (T0 + 30_000, 0.5)])
+    formats.history_json_bytes(HistoryResult([mixed], Tier.RAW), resource, "pod", 30_000, None)
+    assert calls == (2 if resource is Resource.CPU else 1)  # a memory int is kept as it is
+
+
 def test_history_json_bytes_refuses_what_json_refuses() -> None:
     result = HistoryResult([SeriesPoints({"node": "n1"}, [(T0, float("inf"))])], Tier.RAW)
     with pytest.raises(ValueError, match="JSON compliant"):
