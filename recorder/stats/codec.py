@@ -312,22 +312,19 @@ def _gathered(
     # offset gathered from its byte planes (columns of width 0 have none to gather).
     steps = np.repeat(base, lengths)
     steps[out_start[delta]] = first[delta]
-    wide = np.flatnonzero((width > 0) & (stored > 0))
-    if len(wide):
-        count = stored[wide]
-        begin = np.concatenate(([0], np.cumsum(count)[:-1]))
-        within = np.arange(int(count.sum())) - np.repeat(begin, count)
-        source = np.repeat(planes[wide], count) + within
-        dest = np.repeat(out_start[wide] + delta[wide], count) + within
-        plane_width = np.repeat(width[wide], count)
-        span = np.repeat(count, count)
-        offsets = buf[source].astype(np.int64)
-        for plane in range(1, _EXACT_WIDTH):
-            chosen = np.flatnonzero(plane_width > plane)
-            if not len(chosen):
-                break
-            got = buf[source[chosen] + plane * span[chosen]].astype(np.int64)
-            offsets[chosen] |= got << (8 * plane)
+    # Columns of one width and length are gathered together as a (columns, planes, values)
+    # block: a batch's payloads mostly hold one block's worth of samples each, so a few
+    # groups cover all of them, and the indices are two broadcast sums, not a repeat per value.
+    shape = width * (1 << 32) + stored
+    for group in np.unique(shape[(width > 0) & (stored > 0)]):
+        chosen = np.flatnonzero(shape == group)
+        plane_count, length = int(width[chosen[0]]), int(stored[chosen[0]])
+        within = np.arange(plane_count * length)
+        block = buf[planes[chosen][:, None] + within].reshape(len(chosen), plane_count, length)
+        offsets = block[:, 0, :].astype(np.int64)
+        for plane in range(1, plane_count):
+            offsets |= block[:, plane, :].astype(np.int64) << (8 * plane)
+        dest = (out_start[chosen] + delta[chosen])[:, None] + np.arange(length)
         steps[dest] += offsets
     # Delta columns are running sums (wrapping int64 arithmetic, exact where the result fits,
     # which _fits made sure of); frame columns are their steps.

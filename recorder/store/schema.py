@@ -71,6 +71,8 @@ series = Table(
     # head's own maximum it rebuilds the writer's idempotency map without scanning chunks.
     Column("last_seen_ms", BigInteger, nullable=False),
     UniqueConstraint("cluster", "kind", "node", "namespace", "pod", "container"),
+    # Queries name a namespace, a pod or a container, rarely a node (migration 0007).
+    Index(None, "namespace", "pod", "container"),
 )
 
 pod_labels = Table(

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, func, select
 
 from recorder.domain import Kind, SeriesFilter
 from recorder.store import schema
@@ -44,21 +45,11 @@ STREAMED_SHARED = 4_096
 four times as many names)."""
 
 
-def iter_series(
-    conn: Connection,
-    kinds: Sequence[Kind],
-    where: SeriesFilter,
-    *,
-    streamed: bool = False,
-) -> Generator[Series, None, None]:
-    """``select_series`` one series at a time, in id order. ``streamed``: read as they are
-    iterated, for a caller that lets go of each slice and so holds one slice of them (77,000
-    series of a namespace are about 40 MB as objects): the rows are fetched
-    ``ITER_BATCH_ROWS`` at a time (a server-side cursor on PostgreSQL), the labels and names
-    the series share are bounded (``STREAMED_SHARED``), and the caller may run other
-    statements on ``conn`` between two series. Close it (``contextlib.closing``) before
-    ``conn`` if it is left unfinished. Not streamed, the rows are read at once (what a
-    caller keeping every series wants: one round trip, the planner's plan for all rows)."""
+def series_statement(kinds: Sequence[Kind], where: SeriesFilter) -> Select[Any]:
+    """What ``iter_series`` reads: the series of ``kinds`` matching the names of ``where``
+    (not its selector), with their pods' labels, in id order. A namespace, pod or container
+    is looked up in the series' (namespace, pod, container) index, not by reading them all.
+    """
     s, pl = schema.series, schema.pod_labels
     statement = (
         select(
@@ -82,14 +73,33 @@ def iter_series(
         .where(s.c.kind.in_([kind.value for kind in kinds]))
         .order_by(s.c.id)
     )
-    if streamed:
-        statement = statement.execution_options(yield_per=ITER_BATCH_ROWS)
     for name in ("cluster", "node", "namespace", "pod", "container"):
         wanted = getattr(where, name)
         if wanted is not None:
             statement = statement.where(s.c[name] == wanted)
     if where.namespaces is not None:
         statement = statement.where(s.c.namespace.in_(sorted(where.namespaces)))
+    return statement
+
+
+def iter_series(
+    conn: Connection,
+    kinds: Sequence[Kind],
+    where: SeriesFilter,
+    *,
+    streamed: bool = False,
+) -> Generator[Series, None, None]:
+    """``select_series`` one series at a time, in id order. ``streamed``: read as they are
+    iterated, for a caller that lets go of each slice and so holds one slice of them (77,000
+    series of a namespace are about 40 MB as objects): the rows are fetched
+    ``ITER_BATCH_ROWS`` at a time (a server-side cursor on PostgreSQL), the labels and names
+    the series share are bounded (``STREAMED_SHARED``), and the caller may run other
+    statements on ``conn`` between two series. Close it (``contextlib.closing``) before
+    ``conn`` if it is left unfinished. Not streamed, the rows are read at once (what a
+    caller keeping every series wants: one round trip, the planner's plan for all rows)."""
+    statement = series_statement(kinds, where)
+    if streamed:
+        statement = statement.execution_options(yield_per=ITER_BATCH_ROWS)
     kinds_by_value = {kind.value: kind for kind in Kind}
     # A pod's labels are one JSON text beside each of its series: parsed once per text (and
     # shared, read-only, by the pod's series).

@@ -9,8 +9,8 @@ from sqlalchemy import Connection
 
 from recorder.domain import Batch, Kind, QueryKind, Sample, SeriesFilter, SeriesKey
 from recorder.selectors import parse_label_selector
-from recorder.store import Store
-from recorder.store.series import Series, newest_in_head, select_series
+from recorder.store import Store, schema
+from recorder.store.series import Series, newest_in_head, select_series, series_statement
 from recorder.timeutil import HOUR_MS
 
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z, a block boundary
@@ -181,3 +181,54 @@ def test_newest_in_head_is_each_found_series_newest_uncompacted_sample(store: St
     [node_id] = [sid for sid, s in nodes.items() if s.node == "node-b"]
     assert newest_nodes == {node_id: later}
     assert nothing == {}
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        SeriesFilter(QueryKind.CONTAINER, namespace="ns-7", pod="pod-27", container="app"),
+        SeriesFilter(QueryKind.POD, namespace="ns-7"),
+        SeriesFilter(QueryKind.POD, namespaces=frozenset({"ns-7", "ns-8"})),
+    ],
+    ids=["container", "namespace", "readable-namespaces"],
+)
+def test_a_namespace_pod_or_container_is_looked_up_in_an_index(
+    store: Store, where: SeriesFilter
+) -> None:
+    """Among 6,000 series of 20 namespaces, a query that names a namespace (or a set of them)
+    finds its series through the (namespace, pod, container) index: the unique key starts
+    with cluster, kind and node, so without it every series was read (24 ms of a 110 ms
+    30-day container history at 200,000 series)."""
+    s = schema.series
+    rows = [
+        {
+            "cluster": "east",
+            "kind": kind,
+            "node": "",
+            "namespace": f"ns-{n % 20}",
+            "pod": f"pod-{n}",
+            "container": "app" if kind == "container" else "",
+            "first_seen_ms": T0,
+            "last_seen_ms": T0,
+        }
+        for n in range(3_000)
+        for kind in ("container", "pod")
+    ]
+    kinds = [Kind.POD, Kind.CONTAINER]
+    with store.engine.begin() as conn:
+        conn.execute(s.insert(), rows)
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.exec_driver_sql("ANALYZE series")
+        sql = str(
+            series_statement(kinds, where).compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+            )
+        )
+        explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+        plan = "\n".join(str(row) for row in conn.exec_driver_sql(explain + sql))
+        found = select_series(conn, kinds, where)
+    assert "ix_series_namespace_pod_container" in plan, plan
+    assert found and all(
+        series.namespace in (where.namespaces or {where.namespace}) for series in found.values()
+    )
