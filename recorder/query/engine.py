@@ -9,6 +9,7 @@ of a 200,000-series query.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
@@ -418,17 +419,15 @@ def _series_history(
     if found is not None:
         keys, values = _aggregated(found, aligned(step), query.resource, query.agg)
         _check_points(len(keys), max_points)
+        # Keys come in unit order: each unit's run found by bisection, its points zipped.
+        unit_of_key = [unit for unit, _bucket in keys]
+        bucket_of_key = [bucket for _unit, bucket in keys]
         begin = 0
         while begin < len(keys):
-            index = keys[begin][0]
-            end = begin
-            while end < len(keys) and keys[end][0] == index:
-                end += 1
-            series_out.append(
-                SeriesPoints(
-                    outputs[index].labels, [(keys[i][1], values[i]) for i in range(begin, end)]
-                )
-            )
+            index = unit_of_key[begin]
+            end = bisect_right(unit_of_key, index, begin)
+            points = list(zip(bucket_of_key[begin:end], values[begin:end], strict=True))
+            series_out.append(SeriesPoints(outputs[index].labels, points))
             shown.append(outputs[index])
             begin = end
         return HistoryResult(series_out, tier, error), shown

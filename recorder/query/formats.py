@@ -230,8 +230,9 @@ def _shown_values(values: list[Value], resource: Resource, agg: Agg | None) -> l
             return None  # (the encoder refuses them: one by one raises as it did)
         return list(map(repr, (numbers / _NANO if cpu else numbers).tolist()))
     if kinds == {Fraction}:
-        numerators = [value.numerator for value in values]  # type: ignore[union-attr]
-        denominators = [value.denominator for value in values]  # type: ignore[union-attr]
+        # One call per value for both parts (two property reads cost twice as much).
+        ratios: Iterable[tuple[int, int]] = map(Fraction.as_integer_ratio, values)  # type: ignore[arg-type]
+        numerators, denominators = zip(*ratios, strict=True)
         scale = _NANO if cpu else 1
         if not (
             -_EXACT < min(numerators)

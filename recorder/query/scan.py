@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -328,7 +329,8 @@ class Scan:
             skip=rolled,
         )
         taken, others = self._whole_blocks(chunk_rows, bucket_of, head_blocks)
-        whole_rows += [(sid, start, *values) for sid, start, _has, *values in taken]
+        # (series id, block start, *values): the "has payload" column left out, in C.
+        whole_rows += map(itemgetter(0, 1, *range(3, 3 + len(names))), taken)
         held: dict[tuple[int, int], tuple[Any, ...]] = {}
         for series_id, start, _has, *values in others:
             held[(self._unit_of_stats[series_id], start)] = (series_id, start, *values)
@@ -345,7 +347,7 @@ class Scan:
             if (unit, start) not in covered
             and bucket_of(start) == bucket_of(start + self.block_ms - 1)
         ]
-        starts = np.fromiter((row[1] for row in whole_rows), np.int64, len(whole_rows))
+        starts = np.fromiter(map(itemgetter(1), whole_rows), np.int64, len(whole_rows))
         return Gathered(whole_rows, names, self._units_of(whole_rows), bucket_of.many(starts), runs)
 
     def statistics(
@@ -389,7 +391,7 @@ class Scan:
 
     def _units_of(self, rows: Sequence[tuple[Any, ...]]) -> npt.NDArray[np.int64]:
         unit_of = self._unit_of_stats
-        return np.fromiter((unit_of[row[0]] for row in rows), np.int64, len(rows))
+        return np.fromiter(map(unit_of.__getitem__, map(itemgetter(0), rows)), np.int64, len(rows))
 
     def _whole_blocks(
         self,
@@ -405,8 +407,8 @@ class Scan:
         if not rows:
             return [], []
         units = self._units_of(rows)
-        start = np.fromiter((row[1] for row in rows), np.int64, len(rows))
-        has = np.fromiter((bool(row[2]) for row in rows), bool, len(rows))
+        start = np.fromiter(map(itemgetter(1), rows), np.int64, len(rows))
+        has = np.fromiter(map(bool, map(itemgetter(2), rows)), bool, len(rows))
         separate = np.array([u.stats_ids != u.sample_ids for u in self.units], bool)[units]
         last = start + self.block_ms - 1
         in_one = bucket_of.many(start) == bucket_of.many(last)
