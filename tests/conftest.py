@@ -9,6 +9,32 @@ SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+SERIAL_FOLDERS = frozenset({"e2e", "faults"})
+"""Tests that start the recorder, the simulator, Prometheus or PostgreSQL clusters as processes
+and wait on them with deadlines."""
+SERIAL_MODULES = frozenset(
+    {
+        "test_api_limits.py",  # /livez under 50 clients within 100 ms, slowloris deadlines
+        "test_kube_limits.py",  # a read's deadline between 0.35 and 0.8 s
+        "test_kube_streaming.py",  # the same, streamed
+        "test_store_engine.py",  # a refused write within 0.3 s during an outage
+        "test_store_leader.py",  # a takeover within the lease and two checks
+    }
+)
+"""Modules elsewhere that time what they test."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``serial`` what must not share the two cores with another test: ``.ci/run`` runs
+    the other tests two at a time (pytest-xdist), then these one at a time."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        path = item.path.resolve()
+        folder = path.relative_to(tests).parts[0] if path.is_relative_to(tests) else ""
+        if folder in SERIAL_FOLDERS or path.name in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+
+
 @pytest.fixture
 def shared_fixtures() -> Path:
     assert SHARED_FIXTURES.is_dir(), f"{SHARED_FIXTURES} is missing (shared/ beside the checkout)"
