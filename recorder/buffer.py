@@ -790,6 +790,12 @@ class WriteQueue:
                 lambda: all(e.batch is None for e in self._entries), timeout
             )
 
+    def oldest_samples(self) -> int | None:
+        """How many samples the oldest batch holds (read without decoding it), None when none
+        waits."""
+        with self._changed:
+            return self._entries[0].samples if self._entries else None
+
     def parked_oldest(self) -> Kind | None:
         """The kind of the oldest batch when it is parked (reading it back decodes it)."""
         with self._changed:

@@ -4,6 +4,7 @@ fixture) behind a switch that fails like a database outage, and a real write que
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -278,3 +279,79 @@ def test_a_render_begins_once_the_polls_batches_are_written_or_parked(store: Sto
     assert done.wait(5.0)
     thread.join(5.0)
     assert seen[-1] == 50
+
+
+class Slow(Outage):
+    """The real store, with each write taking ``per_sample`` seconds per sample more and
+    each ``prepare`` ``reload_seconds`` more: the times of a slow machine at 150,000 pods,
+    scaled down."""
+
+    def __init__(self, store: Store, per_sample: float) -> None:
+        super().__init__(store)
+        self.per_sample = per_sample
+        self.reload_seconds = 0.0
+
+    def write(self, batch: Batch, *, now_ms: int) -> WriteResult:
+        result = super().write(batch, now_ms=now_ms)
+        time.sleep(self.per_sample * len(batch.samples))
+        return result
+
+    def prepare(self) -> None:
+        super().prepare()
+        time.sleep(self.reload_seconds)
+
+
+def test_a_write_that_would_end_past_the_deadline_is_not_begun(store: Store) -> None:
+    """A write cannot be stopped once begun: with a deadline (a shutdown's), a batch the
+    recent writes say would end past it waits in the queue (the worker spools it) instead of
+    running into the server's kill; one that fits is written."""
+    sink = Slow(store, per_sample=0.002)
+    _registry, metrics = build_registry(SnapshotHolder())
+    flusher = Flusher(WriteQueue(), sink, metrics)
+    flusher.queue.put(batch(T0, 10))
+    assert flusher.expected_seconds(200, reload=False) is None  # nothing seen: no guess
+    assert flusher.flush(deadline=time.monotonic() + 0.01).written == 10  # so it is begun
+    for n in (1, 2):
+        flusher.queue.put(batch(T0 + n * 15_000, 10))
+    assert flusher.flush().written == 20
+    expected = flusher.expected_seconds(200, reload=False)
+    assert expected is not None and expected >= 200 * 0.002  # at least what it will take
+    flusher.queue.put(batch(T0 + 3 * 15_000, 200))  # 0.4 s of writing
+    report = flusher.flush(deadline=time.monotonic() + 0.2)
+    assert report.deferred_samples == 200 and report.written == 0
+    assert sink.writes == 3  # not begun
+    assert flusher.queue.pending_samples == 200  # waits, whole
+    report = flusher.flush(deadline=time.monotonic() + 10)
+    assert report.written == 200 and report.deferred_samples == 0
+    assert flusher.queue.pending_samples == 0
+
+
+def test_after_a_failure_the_reload_of_the_maps_counts_toward_the_deadline(
+    store: Store,
+) -> None:
+    """After a failed write the writer reads its maps again before the parked batch (16 s at
+    150,000 pods on a slow machine): a deadline that leaves too little for that and the
+    write begins neither."""
+    sink = Slow(store, per_sample=0.0001)
+    _registry, metrics = build_registry(SnapshotHolder())
+    flusher = Flusher(WriteQueue(), sink, metrics)
+    for n in range(3):
+        flusher.queue.put(batch(T0 + n * 15_000, 10))
+    assert flusher.flush().written == 30
+    sink.reload_seconds = 0.3
+
+    def fail_then_recover(ts: int) -> None:
+        sink.down = True
+        flusher.queue.put(batch(ts, 10))
+        assert flusher.flush().error is not None  # parked; the maps are read again next
+        sink.down = False
+
+    fail_then_recover(T0 + 3 * 15_000)
+    assert flusher.flush().written == 10  # the reload is measured: 0.3 s
+    fail_then_recover(T0 + 4 * 15_000)
+    prepared = sink.prepared
+    report = flusher.flush(deadline=time.monotonic() + 0.15)
+    assert report.deferred_samples == 10 and sink.prepared == prepared  # nothing begun
+    assert flusher.queue.pending_samples == 10
+    assert flusher.flush(deadline=time.monotonic() + 10).written == 10
+    assert sink.prepared == prepared + 1
