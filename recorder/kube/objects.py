@@ -821,6 +821,13 @@ class ObjectReader:
                 informer.state, informer.error = ("denied" if denied else "failing"), exc
                 if denied:
                     self.cache.unavailable.add(informer.resource.plural)
+            except Exception as exc:  # never a traceback on stderr from this thread
+                if self._stop.is_set():
+                    # A shutdown closes the client once ``stop`` waited long enough: a first
+                    # list still in flight (seconds at 150,000 pods) then fails here.
+                    return
+                log.warning("reading %s failed unexpectedly: %r", informer.what, exc, exc_info=True)
+                informer.state = "failing"  # its watch thread lists again
         self._say_denied()
         self.synced.set()
         for informer in self.informers:

@@ -367,3 +367,30 @@ def test_what_a_first_list_changed_is_handed_over_in_parts_and_a_failed_part_wai
         }
     assert parts[0].nodes and not any(p.nodes for p in parts[1:])  # nodes go with the first
     assert not reader.flush()  # nothing left
+
+
+def test_a_first_list_cut_by_the_stop_ends_the_reader_without_a_traceback(
+    sim: Sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shutdown stops the reader, waits two seconds at most, then closes the client: at
+    150,000 pods on a slow machine a first list was still in flight, and the client's
+    "closed" error went up the reader's thread as a traceback on stderr."""
+    escaped: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    readers: list[ObjectReader] = []
+
+    class ClosedByTheStop:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(sim.client, name)
+
+        def list_objects(self, *args: Any, **kwargs: Any) -> Any:
+            readers[0]._stop.set()  # the worker's stop, then its close (``_stop_objects``)
+            sim.client.close()
+            return sim.client.list_objects(*args, **kwargs)
+
+    reader = ObjectReader(ClosedByTheStop(), lambda changes: None)  # type: ignore[arg-type]
+    readers.append(reader)
+    reader.start()
+    reader.stop(timeout_seconds=10)
+    assert not any(thread.is_alive() for thread in reader._threads)
+    assert escaped == [], [repr(e.exc_value) for e in escaped]
