@@ -720,9 +720,10 @@ class Worker:
         through batches that waited (spooled by the last run, or held through an outage):
         at 150,000 pods on a slow machine a restart with three polls spooled read the first
         lists beside them and the worker went from 388 to 548 MB (563 at the peak, 496
-        when they wait; the backlog alone still overflows a 512 MiB pod there). At the latest ``OBJECTS_START_INTERVALS`` intervals later
-        when nothing waits (a poll that never succeeds: the reader does not depend on it),
-        ``OBJECTS_START_LATEST_INTERVALS`` whatever waits (a database that stays down)."""
+        when they wait; the backlog alone still overflows a 512 MiB pod there). At the
+        latest ``OBJECTS_START_INTERVALS`` intervals later when nothing waits (a poll that
+        never succeeds: the reader does not depend on it), ``OBJECTS_START_LATEST_INTERVALS``
+        whatever waits (a database that stays down)."""
         self._store.invalidate_writer()
         if not self._settings.cluster_objects:
             return
