@@ -37,7 +37,6 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "cli/maintenance.py": "tests/integration/test_copy.py, tests/e2e/test_database_failures.py",
     "cli/history.py": "tests/integration/test_queries.py, test_api_cluster.py (query = API)",
     "commands.py": "tests/e2e/test_run.py, test_kube_cli.py (every command as a process)",
-    "worker.py": "tests/faults/test_service.py (the worker process killed and restarted)",
     "exporter/collector.py": "tests/unit/test_exporter_registry.py (the reference rendering)",
     "exporter/families.py": "tests/integration/test_metrics_table.py, test_exporter_registry.py",
     "exporter/selfmetrics.py": "tests/integration/test_metrics_endpoint.py, test_metrics_table.py",
