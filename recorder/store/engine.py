@@ -78,13 +78,22 @@ def redact(url: str) -> str:
     return redact_url(rendered)
 
 
-def create(url: str, *, timeouts: Timeouts | None = None, for_migrations: bool = False) -> Engine:
+def create(
+    url: str,
+    *,
+    timeouts: Timeouts | None = None,
+    for_migrations: bool = False,
+    pooled: bool = True,
+) -> Engine:
     """An engine for ``url`` with ``timeouts`` on every wait.
 
     ``for_migrations``: on SQLite, every transaction is a real one that DDL joins (pysqlite
     otherwise runs each ``CREATE`` in autocommit mode, so a killed migration leaves half a
     schema) and takes the write lock at its start (``BEGIN IMMEDIATE``); on PostgreSQL, no
-    statement timeout (a migration may rewrite a large table).
+    statement timeout (a migration may rewrite a large table). ``pooled=False``: each
+    connection is closed when it is given back (an engine used now and then, from threads a
+    deadline may abandon: a connection still in use when the engine is disposed would
+    otherwise stay open until garbage-collected).
     """
     timeouts = timeouts or Timeouts()
     try:
@@ -96,20 +105,20 @@ def create(url: str, *, timeouts: Timeouts | None = None, for_migrations: bool =
         ) from error
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite(parsed, timeouts, for_migrations)
+        return _sqlite(parsed, timeouts, for_migrations, pooled)
     if backend == "postgresql":
-        return _postgresql(parsed, timeouts, for_migrations)
+        return _postgresql(parsed, timeouts, for_migrations, pooled)
     raise ConfigError(f"unsupported database {backend!r}: use sqlite or postgresql+psycopg")
 
 
-def _sqlite(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
+def _sqlite(url: URL, timeouts: Timeouts, for_migrations: bool, pooled: bool) -> Engine:
     if url.database in (None, "", ":memory:"):
         raise ConfigError("an in-memory SQLite database would lose all history: give a file")
     busy_ms = seconds_to_ms(timeouts.sqlite_busy_seconds)
     engine = create_engine(
         url,
         connect_args={"timeout": timeouts.sqlite_busy_seconds},
-        **_pool(timeouts, for_migrations),
+        **_pool(timeouts, for_migrations or not pooled),
     )
 
     def pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -138,7 +147,7 @@ def _sqlite(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
     return engine
 
 
-def _postgresql(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
+def _postgresql(url: URL, timeouts: Timeouts, for_migrations: bool, pooled: bool) -> Engine:
     _with_psycopg()
     statement_ms = 0 if for_migrations else seconds_to_ms(timeouts.statement_seconds)
     lock_ms = seconds_to_ms(timeouts.lock_seconds)
@@ -159,7 +168,7 @@ def _postgresql(url: URL, timeouts: Timeouts, for_migrations: bool) -> Engine:
         url.difference_update_query(["options"]),
         connect_args=connect_args,
         pool_pre_ping=True,
-        **_pool(timeouts, for_migrations),
+        **_pool(timeouts, for_migrations or not pooled),
     )
 
 

@@ -109,7 +109,9 @@ class Outbox:
         self.cluster = cluster
         self.replica = replica
         self._timeouts = timeouts or engines.Timeouts()
-        self._engine: Engine = engines.create(url, timeouts=self._timeouts)
+        # Unpooled: a put that a handover's deadline gave up on (a frozen database) returns
+        # its connection after ``close``; a pool would keep it open until garbage-collected.
+        self._engine: Engine = engines.create(url, timeouts=self._timeouts, pooled=False)
 
     def put(self, kind: str, samples: int, payload: bytes, *, created_ms: int) -> None:
         """Hand one encoded batch over; raises ``StoreError`` when the database does not take
