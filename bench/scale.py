@@ -4,8 +4,9 @@
     python -m bench.scale --nodes 100 --pods 3000 --polls 4 --databases sqlite   # quick look
     python -m bench.scale --json scale.json --cgroup       # as the manifest runs it
 
-One simulator (its own process, as metrics-server would be, 15 s resolution) serves every
-measure of the run. Per database:
+One simulator (its own process, as metrics-server would be, 15 s resolution, each node's
+samples and its pods' stamped with the node's own scrape time within it) serves every measure
+of the run. Per database:
 
 1. **floor** (``bench/floor.py``, design §7): median of three passes, one per resolution;
 2. ``recorder run`` (server and worker processes) at a 15 s interval, with ``--cgroup`` inside
@@ -820,6 +821,8 @@ def main() -> None:
         [sys.executable, "-m", "recorder", "simulate", "--nodes", str(args.nodes), "--pods",
          str(args.pods), "--listen", f"127.0.0.1:{sim_port}",
          "--resolution", f"{RESOLUTION_SECONDS}s", "--log-level", "WARNING",
+         # Each node's samples stamped with its own scrape time, as metrics-server's are.
+         "--scrape-spread", f"{RESOLUTION_SECONDS - 1}s",
          # The cluster objects too: the recorder lists and watches them as in a real cluster.
          "--core-api"],
     )  # fmt: skip

@@ -25,6 +25,17 @@ def positive_seconds(text: str) -> float:
     return seconds
 
 
+def whole_seconds(text: str) -> int:
+    """A duration flag in whole seconds, zero or more (``0s`` allowed)."""
+    try:
+        seconds = 0.0 if text.strip() in ("0", "0s") else timeutil.parse_duration_seconds(text)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not (seconds >= 0 and seconds == int(seconds)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be whole seconds, 0s or more")
+    return int(seconds)
+
+
 def positive_int(text: str) -> int:
     """A count flag: a whole number, at least 1."""
     try:

@@ -46,6 +46,14 @@ def add_simulate(subcommands: Any) -> None:
         default="15s",
         help="metric resolution: a duration (default 15s)",
     )
+    simulate.add_argument(
+        "--scrape-spread",
+        type=options.whole_seconds,
+        default="0s",
+        help="stamp each node's samples and its pods' up to this long before the bucket's "
+        "time (whole seconds, a fixed offset per node), as metrics-server reports each "
+        "kubelet's own scrape time; shorter than --resolution (default 0s: one timestamp)",
+    )
     simulate.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT")
     simulate.add_argument("--serve-v1", action="store_true", help="also serve metrics.k8s.io/v1")
     simulate.add_argument(
@@ -126,7 +134,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"simulated Metrics API at {scheme}://{host}:{port} (pid {pid}); stop it: kill {pid}")
         return 0
     config = SimulatorConfig(
-        nodes=args.nodes, pods=args.pods, seed=args.seed, resolution_seconds=args.resolution
+        nodes=args.nodes,
+        pods=args.pods,
+        seed=args.seed,
+        resolution_seconds=args.resolution,
+        scrape_spread_seconds=args.scrape_spread,
     )
     run(config, host, port, options, serve_v1=args.serve_v1)
     return 0

@@ -79,6 +79,10 @@ class SimulatorConfig:
     namespaces: int | tuple[str, ...] = 6
     start_time: float | None = None
     pending_fraction: float = 0.01
+    scrape_spread_seconds: int = 0
+    """Each node's samples (and its pods') are stamped up to this many whole seconds before
+    the bucket's time, a fixed offset per node, as kubelets are scraped at different moments
+    and metrics-server reports each one's own timestamp; 0: one timestamp for every item."""
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -92,6 +96,11 @@ class SimulatorConfig:
             )
         if not 0.0 <= self.churn_per_hour <= 60.0:
             raise ConfigError(f"churn_per_hour must be within 0..60, not {self.churn_per_hour}")
+        if not 0 <= self.scrape_spread_seconds < self.resolution_seconds:
+            raise ConfigError(
+                f"the scrape spread must be at least 0s and shorter than the resolution "
+                f"({self.resolution_seconds:g}s), not {self.scrape_spread_seconds}s"
+            )
         if not 0.0 <= self.pending_fraction < 1.0:
             raise ConfigError(
                 f"pending_fraction must be within [0, 1), not {self.pending_fraction}"
@@ -163,7 +172,14 @@ class Frame:
     pods: Sequence[PodInstance]
     pod_usage: Sequence[tuple[int, ...]]
     node_usage: Sequence[tuple[int, int]]
+    node_offsets: Sequence[int] = ()
+    """Seconds node ``n``'s samples (and its pods') are stamped before ``timestamp``
+    (``SimulatorConfig.scrape_spread_seconds``); empty: none."""
     _index: dict[tuple[str, str], int] = field(default_factory=dict, repr=False, compare=False)
+
+    def node_timestamp(self, n: int) -> int:
+        """The timestamp of node ``n``'s samples and of its pods' (Unix seconds)."""
+        return self.timestamp - self.node_offsets[n] if self.node_offsets else self.timestamp
 
     def find_pod(self, namespace: str, name: str) -> int | None:
         """Position of a running pod in ``pods``, or None."""
@@ -255,6 +271,14 @@ class ClusterModel:
         self._instances: list[PodInstance | None] = [None] * len(self._topology.slots)
         self._frames: dict[int, Frame] = {}
         self._lock = threading.Lock()
+        spread = config.scrape_spread_seconds
+        # A fixed, well-mixed offset per node (not drawn from the seeded generators, so the
+        # rest of the model is the same with or without a spread).
+        self._node_offsets: tuple[int, ...] = (
+            tuple((n * 0x9E3779B1 >> 11) % spread for n in range(len(self._topology.nodes)))
+            if spread
+            else ()
+        )
 
     @property
     def config(self) -> SimulatorConfig:
@@ -306,7 +330,7 @@ class ClusterModel:
             NodeMetrics(
                 name=node.name,
                 labels=node.labels,
-                timestamp=frame.timestamp,
+                timestamp=frame.node_timestamp(node.index),
                 window_ms=node.window_ms,
                 cpu_nanocores=cpu,
                 memory_bytes=kib * 1024,
@@ -323,7 +347,7 @@ class ClusterModel:
                 name=pod.name,
                 node=nodes[pod.node].name,
                 labels=pod.labels,
-                timestamp=frame.timestamp,
+                timestamp=frame.node_timestamp(pod.node),
                 window_ms=nodes[pod.node].window_ms,
                 containers=tuple(
                     ContainerMetrics(name, usage[2 * i], usage[2 * i + 1] * 1024)
@@ -452,4 +476,5 @@ class ClusterModel:
             pods=pods,
             pod_usage=pod_usage,
             node_usage=node_usage,
+            node_offsets=self._node_offsets,
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -201,6 +201,16 @@ def rfc3339(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
+def _stamps(frame: Frame) -> Callable[[int], str]:
+    """Node ``n``'s timestamp text in ``frame`` (each distinct one formatted once)."""
+    if not frame.node_offsets:
+        text = rfc3339(frame.timestamp)
+        return lambda n: text
+    offsets = frame.node_offsets
+    texts = {o: rfc3339(frame.timestamp - o) for o in set(offsets)}
+    return lambda n: texts[offsets[n]]
+
+
 # --- metrics objects -------------------------------------------------------------------------
 
 
@@ -289,19 +299,19 @@ class Renderer:
         return template
 
     def node_items(self, frame: Frame, positions: Iterable[int], created: str) -> list[str]:
-        ts = rfc3339(frame.timestamp)
+        stamp = _stamps(frame)
         nodes, usage = frame.nodes, frame.node_usage
         out = []
         for n in positions:
             cpu, kib = usage[n]
             out.append(
                 self._node_template(nodes[n])
-                % (created, ts, cpu_quantity(cpu), memory_quantity(kib))
+                % (created, stamp(n), cpu_quantity(cpu), memory_quantity(kib))
             )
         return out
 
     def pod_items(self, frame: Frame, positions: Iterable[int], created: str) -> list[str]:
-        ts = rfc3339(frame.timestamp)
+        stamp = _stamps(frame)
         pods, usage, nodes = frame.pods, frame.pod_usage, frame.nodes
         templates = self._pods
         cq, mq = cpu_quantity, memory_quantity
@@ -314,6 +324,7 @@ class Renderer:
                 template = cached[1]
             else:
                 template = self._pod_template(pod, nodes[pod.node].window_ms)
+            ts = stamp(pod.node)
             if len(values) == 2:
                 cpu, kib = values
                 # Inline the common forms; the helpers handle 0, whole micro/millicores and MiB.

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
+from recorder.simulator.wire import rfc3339
 from tests.kube_support import Clock
 
 T0 = 1_700_000_003.0
@@ -305,3 +306,22 @@ def test_resource_versions_grow_with_the_clock(client: httpx.Client, clock: Cloc
         assert all(int(p["metadata"]["resourceVersion"]) <= seen[-1] for p in body["items"])
         clock.step()
     assert seen == sorted(seen) and len(set(seen)) == 3
+
+
+def test_a_scrape_spread_is_served_as_each_items_own_timestamp(clock: Clock) -> None:
+    spread = ClusterModel(
+        SimulatorConfig(nodes=12, pods=60, seed=5, scrape_spread_seconds=9), clock
+    )
+    with (
+        SimulatorServer(create_app(spread)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        nodes = items(client, "/apis/metrics.k8s.io/v1beta1/nodes")
+        pods = items(client, "/apis/metrics.k8s.io/v1beta1/pods")
+    served = {n["metadata"]["name"]: n["timestamp"] for n in nodes}
+    expected = {n.name: rfc3339(n.timestamp) for n in spread.node_metrics()}
+    assert served == expected and len(set(served.values())) > 1
+    by_pod = {(p.namespace, p.name): rfc3339(p.timestamp) for p in spread.pod_metrics()}
+    assert {(p["metadata"]["namespace"], p["metadata"]["name"]): p["timestamp"] for p in pods} == (
+        by_pod
+    )

@@ -242,11 +242,35 @@ def test_namespaces_can_be_named() -> None:
         {"namespaces": ("Bad_Name",)},
         {"namespaces": ("a", "a")},
         {"pending_fraction": 1.0},
+        {"scrape_spread_seconds": -1},
+        {"scrape_spread_seconds": 15},
+        {"scrape_spread_seconds": 30, "resolution_seconds": 30.0},
     ],
 )
 def test_invalid_config_is_rejected(config: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         SimulatorConfig(**config)  # type: ignore[arg-type]
+
+
+def test_a_scrape_spread_stamps_each_node_and_its_pods_with_their_own_time() -> None:
+    plain = model(nodes=40, pods=300, seed=3)
+    spread = model(nodes=40, pods=300, seed=3, scrape_spread_seconds=14)
+    bucket_time = plain.frame().timestamp
+
+    node_times = {n.name: n.timestamp for n in spread.node_metrics()}
+    assert all(bucket_time - 14 < t <= bucket_time for t in node_times.values())
+    assert len(set(node_times.values())) >= 8  # 40 nodes over 14 offsets
+    pods = spread.pod_metrics()
+    assert pods and all(p.timestamp == node_times[p.node] for p in pods)
+    assert {n.timestamp for n in plain.node_metrics()} == {bucket_time}
+    # Only the timestamps differ: the same cluster, the same values.
+    assert [(n.name, n.cpu_nanocores) for n in spread.node_metrics()] == [
+        (n.name, n.cpu_nanocores) for n in plain.node_metrics()
+    ]
+    assert [p.containers for p in pods] == [p.containers for p in plain.pod_metrics()]
+    # A node's offset is fixed: each series moves on by the resolution.
+    later = model(FakeClock(T0 + 15), nodes=40, pods=300, seed=3, scrape_spread_seconds=14)
+    assert {n.name: n.timestamp - 15 for n in later.node_metrics()} == node_times
 
 
 def test_tiny_clusters_work() -> None:

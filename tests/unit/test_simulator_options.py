@@ -144,3 +144,12 @@ def test_review_policy_file(tmp_path: Path) -> None:
     policy.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="is not a review policy"):
         arm(options("--review-policy", str(policy)))
+
+
+def test_the_scrape_spread_flag_takes_whole_seconds() -> None:
+    parse = build_parser().parse_args
+    assert parse(["simulate"]).scrape_spread == 0
+    assert parse(["simulate", "--scrape-spread", "14s"]).scrape_spread == 14
+    for bad in ("1.5s", "-2s", "soon"):
+        with pytest.raises(SystemExit):
+            parse(["simulate", "--scrape-spread", bad])
