@@ -118,7 +118,7 @@ def _sqlite(url: URL, timeouts: Timeouts, for_migrations: bool, pooled: bool) ->
     engine = create_engine(
         url,
         connect_args={"timeout": timeouts.sqlite_busy_seconds},
-        **_pool(timeouts, for_migrations or not pooled),
+        **_pool(timeouts, pooled=pooled and not for_migrations),
     )
 
     def pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -168,13 +168,14 @@ def _postgresql(url: URL, timeouts: Timeouts, for_migrations: bool, pooled: bool
         url.difference_update_query(["options"]),
         connect_args=connect_args,
         pool_pre_ping=True,
-        **_pool(timeouts, for_migrations or not pooled),
+        **_pool(timeouts, pooled=pooled and not for_migrations),
     )
 
 
-def _pool(timeouts: Timeouts, for_migrations: bool) -> dict[str, Any]:
-    # A migration uses one connection once: no pool to keep after it.
-    if for_migrations:
+def _pool(timeouts: Timeouts, *, pooled: bool) -> dict[str, Any]:
+    # Unpooled: each connection closed when given back (a migration uses one connection once;
+    # the handover outbox may be given one back after it was closed).
+    if not pooled:
         return {"poolclass": NullPool}
     return {"pool_timeout": timeouts.pool_seconds}
 
