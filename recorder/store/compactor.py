@@ -33,6 +33,7 @@ from recorder.domain import Kind
 from recorder.stats import dedup
 from recorder.stats.block import BlockStats
 from recorder.stats.codec import ChunkSamples, decode_samples, encode_samples
+from recorder.store import head as heads
 from recorder.store import schema
 from recorder.store.engine import dialect_insert
 from recorder.store.head import Head
@@ -245,18 +246,13 @@ class Compactor:
 
     def closed_blocks(self, now_ms: int, grace_ms: int) -> Iterator[int]:
         """Starts of the blocks that have head rows and ended at least ``grace_ms`` ago."""
-        h = schema.samples_head
         limit = block_start(now_ms - grace_ms, self.block_ms)
         after = None
         while True:
             with self._engine.connect() as conn:
-                query = select(func.min(h.c.ts_ms)).where(h.c.ts_ms < limit)
-                if after is not None:
-                    query = query.where(h.c.ts_ms >= after)
-                first = conn.execute(query).scalar()
-            if first is None:
+                start = heads.first_block(conn, self.block_ms, limit, after)
+            if start is None:
                 return
-            start = block_start(int(first), self.block_ms)
             yield start
             after = start + self.block_ms
 

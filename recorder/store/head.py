@@ -5,13 +5,17 @@
 - PostgreSQL: a table partitioned by time, one partition per block plus a DEFAULT partition
   for anything else; rows go in with binary ``COPY`` (measured ~10x faster than
   ``executemany``), the stream made with numpy a column at a time; compaction drops the
-  block's partition instead of deleting rows, so there is no vacuum churn.
+  block's partition instead of deleting rows, so there is no vacuum churn. Its time index is a
+  BRIN index (migration 0008), which finds a time range but cannot give the least timestamp
+  at once: the oldest block and the first closed one are found from the partitions
+  (``first_block``, ``oldest``), each asked whether it holds a row.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Generator, Iterator, Sequence
 from typing import Protocol, cast
 
@@ -247,6 +251,100 @@ def read(
 
 
 def oldest(conn: Connection) -> int | None:
-    """The oldest head row's timestamp (through the ``ts_ms`` index), None when it is empty."""
-    found = conn.exec_driver_sql("SELECT min(ts_ms) FROM samples_head").scalar()
+    """The oldest head row's timestamp, None when the head is empty. On PostgreSQL a lower
+    bound: the start of the oldest partition holding a row, or the DEFAULT partition's oldest
+    row when older (a BRIN index cannot give the least timestamp without reading the
+    partition; a cache horizon only needs a bound)."""
+    if conn.dialect.name != "postgresql":
+        found = conn.exec_driver_sql("SELECT min(ts_ms) FROM samples_head").scalar()
+        return None if found is None else int(found)
+    bounds = [_default_min(conn, None, None)]
+    for start, _end, name in _partitions(conn):
+        if _holds_rows(conn, name):
+            bounds.append(start)
+            break
+    known = [bound for bound in bounds if bound is not None]
+    return min(known) if known else None
+
+
+def first_block(
+    conn: Connection, block_ms: int, before_ms: int, from_ms: int | None = None
+) -> int | None:
+    """The start of the first block (of ``block_ms``) that holds a head row with
+    ``from_ms <= ts_ms < before_ms``, None when none does. On PostgreSQL from the partitions:
+    one of exactly one block inside the range is asked only whether it holds a row; another
+    (the block size changed) and the DEFAULT partition are asked their least timestamp in the
+    range."""
+    if conn.dialect.name != "postgresql":
+        statement = "SELECT min(ts_ms) FROM samples_head WHERE ts_ms < ?"
+        parameters: tuple[int, ...] = (before_ms,)
+        if from_ms is not None:
+            statement += " AND ts_ms >= ?"
+            parameters += (from_ms,)
+        found = conn.exec_driver_sql(statement, parameters).scalar()
+        return None if found is None else int(found) - int(found) % block_ms
+    starts: list[int] = []
+    least = _default_min(conn, before_ms, from_ms)
+    if least is not None:
+        starts.append(least - least % block_ms)
+    for start, end, name in _partitions(conn):
+        if (from_ms is not None and end <= from_ms) or start >= before_ms:
+            continue
+        whole = (
+            start % block_ms == 0
+            and end - start == block_ms
+            and (from_ms is None or from_ms <= start)
+            and end <= before_ms
+        )
+        if whole:
+            if _holds_rows(conn, name):
+                starts.append(start)
+                break
+            continue
+        least = conn.exec_driver_sql(
+            f'SELECT min(ts_ms) FROM "{name}" WHERE ts_ms < %s AND ts_ms >= %s',
+            (before_ms, start if from_ms is None else max(start, from_ms)),
+        ).scalar()
+        if least is not None:
+            starts.append(int(least) - int(least) % block_ms)
+            break  # partitions do not overlap: a later one's rows are all later
+    return min(starts) if starts else None
+
+
+DEFAULT_PARTITION = "samples_head_default"
+_PARTITION_NAME = re.compile(r"samples_head_(-?\d+)_(-?\d+)")
+
+
+def _partitions(conn: Connection) -> list[tuple[int, int, str]]:
+    """The head's block partitions (PostgreSQL) as (start, end, name), oldest first."""
+    names = conn.exec_driver_sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'samples_head'::regclass"
+    ).scalars()
+    found = []
+    for name in names:
+        matched = _PARTITION_NAME.fullmatch(str(name))
+        if matched is not None:
+            found.append((int(matched[1]), int(matched[2]), str(name)))
+    return sorted(found)
+
+
+def _holds_rows(conn: Connection, name: str) -> bool:
+    return bool(conn.exec_driver_sql(f'SELECT EXISTS (SELECT 1 FROM "{name}")').scalar())
+
+
+def _default_min(conn: Connection, before_ms: int | None, from_ms: int | None) -> int | None:
+    """The least timestamp in the DEFAULT partition (late rows of blocks already compacted,
+    or of a block whose partition could not be made: few), within the bounds given."""
+    conditions, parameters = [], []
+    if before_ms is not None:
+        conditions.append("ts_ms < %s")
+        parameters.append(before_ms)
+    if from_ms is not None:
+        conditions.append("ts_ms >= %s")
+        parameters.append(from_ms)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    found = conn.exec_driver_sql(
+        f"SELECT min(ts_ms) FROM {DEFAULT_PARTITION}{where}", tuple(parameters)
+    ).scalar()
     return None if found is None else int(found)

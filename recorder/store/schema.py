@@ -6,7 +6,8 @@ this (a test compares them).
 - ``samples_head`` is append-only in time order with no per-series index: only ``ts_ms`` is
   indexed, so every write lands at the end of the table and of its one index (design §5). On
   PostgreSQL it is partitioned by time, one partition per block plus a default one; compaction
-  drops a block's partition instead of deleting rows (no vacuum churn).
+  drops a block's partition instead of deleting rows (no vacuum churn), and the time index is
+  a BRIN index (a range of timestamps per 128 pages, not an entry per row).
 - ``chunks`` holds one row per series per closed block: the block statistics of
   ``recorder.stats.block`` (one column each, named by ``block.COLUMNS``) and the compressed
   samples (``payload``, set to NULL once full-resolution retention has passed: that is the
@@ -93,7 +94,8 @@ samples_head = Table(
     Column("window_ms", Integer, nullable=False),
     Column("cpu_nanocores", BigInteger, nullable=False),
     Column("memory_bytes", BigInteger, nullable=False),
-    Index(None, "ts_ms"),
+    # PostgreSQL: a block range index (migration 0008); SQLite: a B-tree.
+    Index(None, "ts_ms", postgresql_using="brin", postgresql_with={"autosummarize": "on"}),
     postgresql_partition_by="RANGE (ts_ms)",
 )
 

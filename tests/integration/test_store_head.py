@@ -142,3 +142,74 @@ def test_a_value_outside_its_column_is_refused_by_postgresql(postgres_url: str) 
         assert read(store, [sid], T0 + 1, T0 + 1) == []
     finally:
         store.close()
+
+
+def _append(store: Store, rows: list[tuple[int, int, int, int, int]]) -> None:
+    with store.engine.begin() as conn:
+        store.head.append(conn, rows)
+
+
+def _late(store: Store, row: tuple[int, int, int, int, int]) -> None:
+    """A late row of a block whose partition is gone (PostgreSQL: in the DEFAULT partition)."""
+    with store.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                f"INSERT INTO {head.DEFAULT_PARTITION} "
+                "(ts_ms, series_id, window_ms, cpu_nanocores, memory_bytes) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                row,
+            )
+        else:
+            store.head.append(conn, [row])
+
+
+def test_the_first_block_with_rows_and_the_oldest_row_are_found(store: Store) -> None:
+    block = store.block_ms
+    _append(store, [(T0 + 2 * block + 5_000, 1, 15_000, 1, 1), (T0 + 3 * block, 2, 15_000, 1, 1)])
+    with store.reading() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        assert head.first_block(conn, block, T0 + 9 * block) == T0 + 2 * block
+        assert head.first_block(conn, block, T0 + 9 * block, T0 + 3 * block) == T0 + 3 * block
+        assert head.first_block(conn, block, T0 + 3 * block, T0 + 3 * block) is None
+        assert head.first_block(conn, block, T0 + 2 * block) is None
+        assert head.first_block(conn, block, T0 + 9 * block, T0 + 4 * block) is None
+        # PostgreSQL: the start of the oldest partition holding a row (a lower bound).
+        assert head.oldest(conn) == T0 + 2 * block + (0 if postgres else 5_000)
+
+    _late(store, (T0 + 1_000, 3, 15_000, 1, 1))
+    with store.reading() as conn:
+        assert head.first_block(conn, block, T0 + 9 * block) == T0
+        assert head.first_block(conn, block, T0 + 9 * block, T0 + block) == T0 + 2 * block
+        assert head.oldest(conn) == T0 + 1_000
+
+
+def test_empty_and_odd_sized_partitions_are_read_right_on_postgresql(postgres_url: str) -> None:
+    from recorder.store import open_store
+
+    store = open_store(postgres_url)
+    store.migrate()
+    try:
+        block = store.block_ms
+        with store.engine.begin() as conn:  # a block whose rows were all deleted
+            store.head.append(conn, [(T0 + block, 1, 15_000, 1, 1)])
+            conn.exec_driver_sql("DELETE FROM samples_head")
+            # A partition two blocks wide (made when the block size was larger), its one row
+            # in its second block.
+            conn.exec_driver_sql(
+                f'CREATE TABLE "{head.partition_name(T0 + 4 * block, T0 + 6 * block)}" '
+                f"PARTITION OF samples_head FOR VALUES FROM ({T0 + 4 * block}) "
+                f"TO ({T0 + 6 * block})"
+            )
+        _append(store, [(T0 + 5 * block + 7, 2, 15_000, 1, 1), (T0 + 8 * block, 3, 15_000, 1, 1)])
+        with store.reading() as conn:
+            assert head.first_block(conn, block, T0 + 9 * block) == T0 + 5 * block
+            assert head.first_block(conn, block, T0 + 5 * block) is None
+            assert head.first_block(conn, block, T0 + 9 * block, T0 + 6 * block) == T0 + 8 * block
+            assert head.oldest(conn) == T0 + 4 * block  # the partition's start: a lower bound
+            indexes = conn.exec_driver_sql(
+                "SELECT pg_get_indexdef(indexrelid) FROM pg_index "
+                "WHERE indrelid = 'samples_head'::regclass"
+            ).scalars()
+            assert [" USING brin (ts_ms)" in text for text in indexes] == [True]
+    finally:
+        store.close()
