@@ -259,8 +259,8 @@ def oldest(conn: Connection) -> int | None:
         found = conn.exec_driver_sql("SELECT min(ts_ms) FROM samples_head").scalar()
         return None if found is None else int(found)
     bounds = [_default_min(conn, None, None)]
-    for start, _end, name in _partitions(conn):
-        if _holds_rows(conn, name):
+    for start, end in _partitions(conn):
+        if _holds_rows(conn, start, end):
             bounds.append(start)
             break
     known = [bound for bound in bounds if bound is not None]
@@ -287,7 +287,7 @@ def first_block(
     least = _default_min(conn, before_ms, from_ms)
     if least is not None:
         starts.append(least - least % block_ms)
-    for start, end, name in _partitions(conn):
+    for start, end in _partitions(conn):
         if (from_ms is not None and end <= from_ms) or start >= before_ms:
             continue
         whole = (
@@ -297,13 +297,13 @@ def first_block(
             and end <= before_ms
         )
         if whole:
-            if _holds_rows(conn, name):
+            if _holds_rows(conn, start, end):
                 starts.append(start)
                 break
             continue
         least = conn.exec_driver_sql(
-            f'SELECT min(ts_ms) FROM "{name}" WHERE ts_ms < %s AND ts_ms >= %s',
-            (before_ms, start if from_ms is None else max(start, from_ms)),
+            "SELECT min(ts_ms) FROM samples_head WHERE ts_ms >= %s AND ts_ms < %s",
+            (start if from_ms is None else max(start, from_ms), min(end, before_ms)),
         ).scalar()
         if least is not None:
             starts.append(int(least) - int(least) % block_ms)
@@ -315,8 +315,8 @@ DEFAULT_PARTITION = "samples_head_default"
 _PARTITION_NAME = re.compile(r"samples_head_(-?\d+)_(-?\d+)")
 
 
-def _partitions(conn: Connection) -> list[tuple[int, int, str]]:
-    """The head's block partitions (PostgreSQL) as (start, end, name), oldest first."""
+def _partitions(conn: Connection) -> list[tuple[int, int]]:
+    """The bounds (start, end) of the head's block partitions (PostgreSQL), oldest first."""
     names = conn.exec_driver_sql(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'samples_head'::regclass"
@@ -325,12 +325,20 @@ def _partitions(conn: Connection) -> list[tuple[int, int, str]]:
     for name in names:
         matched = _PARTITION_NAME.fullmatch(str(name))
         if matched is not None:
-            found.append((int(matched[1]), int(matched[2]), str(name)))
+            found.append((int(matched[1]), int(matched[2])))
     return sorted(found)
 
 
-def _holds_rows(conn: Connection, name: str) -> bool:
-    return bool(conn.exec_driver_sql(f'SELECT EXISTS (SELECT 1 FROM "{name}")').scalar())
+def _holds_rows(conn: Connection, start: int, end: int) -> bool:
+    """Whether the head holds a row in [start, end): asked of the partitioned table, which
+    the planner prunes to that partition, so a partition dropped meanwhile (compaction in
+    another process) answers no instead of failing the statement."""
+    return bool(
+        conn.exec_driver_sql(
+            "SELECT EXISTS (SELECT 1 FROM samples_head WHERE ts_ms >= %s AND ts_ms < %s)",
+            (start, end),
+        ).scalar()
+    )
 
 
 def _default_min(conn: Connection, before_ms: int | None, from_ms: int | None) -> int | None:

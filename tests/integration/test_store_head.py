@@ -4,6 +4,7 @@ statement."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from recorder.domain import Batch, Kind, Sample, SeriesKey
@@ -211,5 +212,30 @@ def test_empty_and_odd_sized_partitions_are_read_right_on_postgresql(postgres_ur
                 "WHERE indrelid = 'samples_head'::regclass"
             ).scalars()
             assert [" USING brin (ts_ms)" in text for text in indexes] == [True]
+    finally:
+        store.close()
+
+
+def test_a_partition_dropped_while_the_blocks_are_sought_counts_as_empty(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compaction in another process may drop a block's partition between the listing of the
+    partitions and the question to each: the answer must come without an error."""
+    from recorder.store import open_store
+
+    store = open_store(postgres_url)
+    store.migrate()
+    try:
+        block = store.block_ms
+        _append(store, [(T0 + block, 1, 15_000, 1, 1), (T0 + 3 * block, 2, 15_000, 1, 1)])
+        with store.reading() as conn:
+            listed = head._partitions(conn)
+        assert (T0 + block, T0 + 2 * block) in listed
+        with store.engine.begin() as conn:
+            store.head.drop_block(conn, T0 + block, T0 + 2 * block)
+        monkeypatch.setattr(head, "_partitions", lambda conn: listed)  # the listing before
+        with store.reading() as conn:
+            assert head.first_block(conn, block, T0 + 9 * block) == T0 + 3 * block
+            assert head.oldest(conn) == T0 + 3 * block
     finally:
         store.close()
