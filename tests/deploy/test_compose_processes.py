@@ -459,11 +459,20 @@ def test_recorder_records_the_simulator(stack: Stack) -> None:
                 code = process.popen.poll()
                 assert code is None or name == "migrate", f"{name} exited {code}\n{stack.logs()}"
             try:
-                return bool(_history(client, base, "cpu", "node"))
+                # Each resource's batch is its own write, the nodes' first: right after the
+                # nodes show, the containers may be a moment behind.
+                return bool(_history(client, base, "cpu", "node")) and bool(
+                    _history(client, base, "memory", "container")
+                )
             except httpx.TransportError:
                 return False
 
-        _wait("the recorder to store node samples", recorded, RECORD_TIMEOUT_SECONDS, stack)
+        _wait(
+            "the recorder to store node and container samples",
+            recorded,
+            RECORD_TIMEOUT_SECONDS,
+            stack,
+        )
 
         nodes = _history(client, base, "cpu", "node")
         assert len(nodes) == _simulated_nodes(stack), nodes
