@@ -16,7 +16,7 @@ from alembic import context
 from sqlalchemy import Engine
 
 from recorder.store.engine import create
-from recorder.store.schema import include_name, metadata
+from recorder.store.schema import include_name, include_object_for, metadata
 
 config = context.config
 target_metadata = metadata
@@ -36,6 +36,7 @@ def run_migrations_online() -> None:
                 connection=connection,
                 target_metadata=target_metadata,
                 include_name=include_name,
+                include_object=include_object_for(connection.dialect.name),
                 render_as_batch=connection.dialect.name == "sqlite",
                 transaction_per_migration=True,
                 transactional_ddl=True,

@@ -281,7 +281,11 @@ class Compactor:
     def _head_rows_before(self, end_ms: int) -> int:
         h = schema.samples_head
         with self._engine.connect() as conn:
-            query = select(func.count()).select_from(h).where(h.c.ts_ms < end_ms)
+            query = (
+                select(func.count())
+                .select_from(h)
+                .where(heads.in_time(conn.dialect.name, None, end_ms - 1))
+            )
             return int(conn.execute(query).scalar_one())
 
     def compact_block(
@@ -302,7 +306,7 @@ class Compactor:
             # samples let go) as soon as its last container has been read.
             with conn.execute(
                 select(h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes)
-                .where(h.c.ts_ms >= start, h.c.ts_ms < end)
+                .where(heads.in_time(conn.dialect.name, start, end - 1))
                 .order_by(h.c.series_id, h.c.ts_ms)
                 .execution_options(stream_results=True, yield_per=STREAM_ROWS)
             ) as rows:

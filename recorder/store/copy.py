@@ -47,7 +47,7 @@ from recorder.stats.block import BlockStats
 from recorder.stats.codec import ChunkSamples, decode_samples
 from recorder.store import chunks as chunk_reads
 from recorder.store import engine as engines
-from recorder.store import rollups, schema
+from recorder.store import head, rollups, schema
 from recorder.store.compactor import (
     ChunkRow,
     PodKey,
@@ -154,10 +154,10 @@ def _sample_count(store: Store, side: str) -> int:
         in_chunks = conn.execute(
             select(func.coalesce(func.sum(c.c.count), 0)).where(c.c.series_id.not_in(pods))
         ).scalar_one()
-        head = conn.execute(
+        in_head = conn.execute(
             select(func.count()).select_from(select(h.c.series_id, h.c.ts_ms).distinct().subquery())
         ).scalar_one()
-    return int(in_chunks) + int(head)
+    return int(in_chunks) + int(in_head)
 
 
 # --- comparing and merging two chunks of one series and block ---------------------------------
@@ -698,7 +698,7 @@ class HistoryCopier:
             for sid, ts, window, cpu, memory in conn.execute(
                 select(
                     h.c.series_id, h.c.ts_ms, h.c.window_ms, h.c.cpu_nanocores, h.c.memory_bytes
-                ).where(h.c.ts_ms >= low, h.c.ts_ms <= high)
+                ).where(head.in_time(conn.dialect.name, low, high))
             ):
                 if sid in wanted:
                     keep(sid, (ts, window, cpu, memory))

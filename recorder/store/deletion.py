@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Select, Table, delete, select
 
+from recorder.store import head as heads
 from recorder.store import schema
 
 __all__ = ["DeletionReport", "Doomed", "delete_history", "held"]
@@ -65,6 +66,8 @@ def delete_history(conn: Connection, doomed: Doomed) -> DeletionReport:
         conn.execute(delete(table).where(table.c.series_id.in_(ids))).rowcount
         for table in (schema.samples_head, schema.chunks, schema.rollups)
     )
+    if head:
+        heads.prune_spans(conn)  # the appends all of whose rows were the series'
     other = 0
     for table in _BY_CLUSTER:
         statement = delete(table).where(table.c.cluster == doomed.cluster)

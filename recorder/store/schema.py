@@ -3,11 +3,13 @@ this (a test compares them).
 
 - ``series`` dictionary-encodes a series' identity; ``samples_head`` refers to it by id.
 - ``pod_labels`` keeps each pod's latest labels beside the series (for label selectors).
-- ``samples_head`` is append-only in time order with no per-series index: only ``ts_ms`` is
-  indexed, so every write lands at the end of the table and of its one index (design §5). On
+- ``samples_head`` is append-only in time order with no per-series index (design §5). On
   PostgreSQL it is partitioned by time, one partition per block plus a default one; compaction
   drops a block's partition instead of deleting rows (no vacuum churn), and the time index is
-  a BRIN index (a range of timestamps per 128 pages, not an entry per row).
+  a BRIN index (a range of timestamps per 128 pages, not an entry per row). On SQLite it has
+  no index: ``head_spans`` keeps a row per append (the rows' rowid range and their least and
+  greatest timestamp), through which a time range is read as a rowid range
+  (``recorder.store.head``).
 - ``chunks`` holds one row per series per closed block: the block statistics of
   ``recorder.stats.block`` (one column each, named by ``block.COLUMNS``) and the compressed
   samples (``payload``, set to NULL once full-resolution retention has passed: that is the
@@ -32,6 +34,7 @@ this (a test compares them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -94,9 +97,23 @@ samples_head = Table(
     Column("window_ms", Integer, nullable=False),
     Column("cpu_nanocores", BigInteger, nullable=False),
     Column("memory_bytes", BigInteger, nullable=False),
-    # PostgreSQL: a block range index (migration 0008); SQLite: a B-tree.
-    Index(None, "ts_ms", postgresql_using="brin", postgresql_with={"autosummarize": "on"}),
+    # PostgreSQL: a block range index (migration 0008). SQLite: none (migration 0009), the
+    # time ranges are found through head_spans.
+    Index(None, "ts_ms", postgresql_using="brin", postgresql_with={"autosummarize": "on"}).ddl_if(
+        dialect="postgresql"
+    ),
     postgresql_partition_by="RANGE (ts_ms)",
+)
+
+head_spans = Table(
+    "head_spans",
+    metadata,
+    # SQLite only: a row per append to samples_head, its rows' rowids and least and greatest
+    # timestamp (recorder.store.head).
+    Column("first_row", BigInteger, nullable=False),
+    Column("last_row", BigInteger, nullable=False),
+    Column("min_ts_ms", BigInteger, nullable=False),
+    Column("max_ts_ms", BigInteger, nullable=False),
 )
 
 
@@ -266,6 +283,11 @@ clusters = Table(
 )
 
 
+_ONLY_ON = {"head_spans": "sqlite", "ix_samples_head_ts_ms": "postgresql"}
+"""Tables and indexes the migrations make on one database only: SQLite's head is found by its
+spans, PostgreSQL's by its partitions and BRIN index."""
+
+
 def is_managed_table(name: str | None) -> bool:
     """False for the head's time partitions (created and dropped at run time, not by
     migrations), so schema comparisons and autogenerate leave them alone."""
@@ -275,3 +297,15 @@ def is_managed_table(name: str | None) -> bool:
 def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
     """Alembic ``include_name`` hook built on :func:`is_managed_table`."""
     return type_ != "table" or is_managed_table(name)
+
+
+def include_object_for(dialect: str) -> Callable[[object, str | None, str, bool, object], bool]:
+    """Alembic's ``include_object`` hook for ``dialect``: leaves out what the migrations make
+    on the other database only (``Index.ddl_if`` is not read by autogenerate)."""
+
+    def include_object(
+        _object: object, name: str | None, _type: str, _reflected: bool, _compare_to: object
+    ) -> bool:
+        return _ONLY_ON.get(name or "", dialect) == dialect
+
+    return include_object

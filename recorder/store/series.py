@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, func, select
 
 from recorder.domain import Kind, SeriesFilter
-from recorder.store import schema
+from recorder.store import head, schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +140,16 @@ def iter_series(
 def newest_in_head(conn: Connection, found: Mapping[int, Series]) -> dict[int, int]:
     """The newest head timestamp of each of ``found``: ``series.last_seen_ms`` only advances
     at compaction, and the writer that knows better lives in another process (the worker).
-    Only head rows after the oldest ``last_seen_ms`` are read (the time index; on PostgreSQL,
-    the partitions of those blocks)."""
+    Only head rows after the oldest ``last_seen_ms`` are read (``head.in_time``; on
+    PostgreSQL, the partitions of those blocks)."""
     floor = min((series.last_seen_ms for series in found.values()), default=None)
     if floor is None:
         return {}
     h = schema.samples_head
     statement = (
-        select(h.c.series_id, func.max(h.c.ts_ms)).where(h.c.ts_ms > floor).group_by(h.c.series_id)
+        select(h.c.series_id, func.max(h.c.ts_ms))
+        .where(head.in_time(conn.dialect.name, floor + 1, None))
+        .group_by(h.c.series_id)
     )
     return {sid: int(ts) for sid, ts in conn.execute(statement) if sid in found}
 

@@ -392,18 +392,8 @@ def test_compaction_learns_only_the_pods_of_the_block_it_compacts(
                 "last_seen_ms": T0,
             },
         ).scalar_one()
-        conn.execute(
-            schema.samples_head.insert(),
-            [
-                {
-                    "series_id": odd_id,
-                    "ts_ms": ts,
-                    "window_ms": window,
-                    "cpu_nanocores": cpu,
-                    "memory_bytes": memory,
-                }
-                for ts, window, cpu, memory in odd
-            ],
+        store.head.append(
+            conn, [(ts, odd_id, window, cpu, memory) for ts, window, cpu, memory in odd]
         )
     learnt: list[int] = []
     learn = compactor_module._PodsOf.learn

@@ -180,7 +180,11 @@ def test_a_migration_killed_at_any_statement_leaves_a_whole_schema(tmp_path: Pat
             store.migrate()
             with store.engine.connect() as conn:
                 context = MigrationContext.configure(
-                    conn, opts={"include_name": schema.include_name}
+                    conn,
+                    opts={
+                        "include_name": schema.include_name,
+                        "include_object": schema.include_object_for(conn.dialect.name),
+                    },
                 )
                 assert compare_metadata(context, schema.metadata) == []
             store.close()

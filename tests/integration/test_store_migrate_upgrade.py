@@ -1,14 +1,16 @@
 """The upgrade from the previous release's schema (revision 0003, the head before the cluster
-objects' 0004): a database populated at 0003 — head samples written by the writer and an hour
-compacted by maintenance, both of which touch only tables 0003 has — is migrated to the newest
-revision on both databases, and every sample reads back through the current history API,
-unchanged. An old and a new replica side by side during a rollout, on PostgreSQL, as
-processes (the previous release run from a built artifact): ``tests/faults/test_rollout.py``."""
+objects' 0004): a database holding head samples and an hour compacted by maintenance, taken
+back to 0003 by the migrations' own downgrades (the writer of today needs tables 0003 lacks:
+SQLite's head spans, 0009), is migrated to the newest revision on both databases, and every
+sample reads back through the current history API, unchanged. An old and a new replica side
+by side during a rollout, on PostgreSQL, as processes (the previous release run from a built
+artifact): ``tests/faults/test_rollout.py``."""
 
 from __future__ import annotations
 
 import httpx
 import sqlalchemy as sa
+from alembic import command
 
 from recorder.api.app import AppDeps, create_app
 from recorder.domain import Batch, Kind, Sample, SeriesKey
@@ -36,7 +38,7 @@ def test_a_previous_release_database_reads_every_sample_after_the_upgrade(
     assert head_revision() != PREVIOUS_RELEASE  # a newer revision exists to upgrade to
     store = open_store(database_url)
     try:
-        migrate.upgrade(store.engine, revision=PREVIOUS_RELEASE)
+        store.migrate()
         web = SeriesKey.for_container("shop", "web", "app")
         node = SeriesKey.for_node("n1")
         # An hour that 0003's maintenance compacted into chunks, then an hour still in the head.
@@ -48,10 +50,15 @@ def test_a_previous_release_database_reads_every_sample_after_the_upgrade(
                 store.write(Batch(kind, rows), now_ms=batch[-1].timestamp_ms)
             if batch is old:
                 store.maintain(now_ms=T0 + HOUR_MS + 60_000, grace_ms=0)
+        command.downgrade(migrate.alembic_config(store.engine), PREVIOUS_RELEASE)
         with store.engine.connect() as conn:
             version = conn.execute(sa.text("SELECT version_num FROM alembic_version"))
             assert version.scalar_one() == PREVIOUS_RELEASE
             assert conn.execute(sa.text("SELECT count(*) FROM chunks")).scalar_one() > 0
+            head_rows = conn.execute(sa.text("SELECT count(*) FROM samples_head")).scalar_one()
+            assert head_rows == 80  # the second hour
+            tables = sa.inspect(conn).get_table_names()
+            assert "head_spans" not in tables and "pod_workloads" not in tables
         store.migrate()
         assert store.schema_is_current()
 

@@ -12,6 +12,12 @@ from recorder.store import Store, schema
 def test_migrations_build_exactly_the_code_schema(store: Store) -> None:
     assert store.schema_is_current()
     with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"include_name": schema.include_name})
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "include_name": schema.include_name,
+                "include_object": schema.include_object_for(conn.dialect.name),
+            },
+        )
         diff = compare_metadata(context, schema.metadata)
     assert diff == []
