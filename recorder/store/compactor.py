@@ -260,10 +260,17 @@ class Compactor:
         self, now_ms: int, grace_ms: int, lock: Any = None, progress: Progress | None = None
     ) -> CompactionReport:
         """Compact every closed block. ``progress`` hears the head samples compacted of those
-        the closed blocks held when it began (counting them costs a scan of the head's index,
-        so only when someone listens)."""
+        the closed blocks held when it began (counting them costs a walk of their rows, so only
+        when someone listens)."""
         report = CompactionReport()
         begun = time.perf_counter()
+        if self._engine.dialect.name == "sqlite":
+            with self._engine.connect() as conn:
+                unspanned = heads.has_unspanned(conn)
+            if unspanned:  # rows appended without a span (see ``head.cover_unspanned``)
+                with self._engine.begin() as conn:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    heads.cover_unspanned(conn)
         starts = list(self.closed_blocks(now_ms, grace_ms))
         total = self._head_rows_before(starts[-1] + self.block_ms) if progress and starts else 0
         teller = _Teller(progress, total) if progress is not None else None

@@ -76,12 +76,13 @@ class SqliteHead:
         if not count:
             return
         least, greatest = _time_bounds(rows)
+        cover_unspanned(conn)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            # The span first: from this write on, the connection holds the file's write lock
-            # until it commits, so the rows take the rowids after the greatest, one after
-            # another. A span never covers less than its rows: should the insert stop halfway
-            # and the transaction still commit, it covers more.
+            # The span first: the connection holds the file's write lock until it commits,
+            # so the rows take the rowids after the greatest, one after another. A span never
+            # covers less than its rows: should the insert stop halfway and the transaction
+            # still commit, it covers more.
             cursor.execute(
                 "INSERT INTO head_spans (first_row, last_row, min_ts_ms, max_ts_ms) "
                 "SELECT coalesce(max(rowid), 0) + 1, coalesce(max(rowid), 0) + ?, ?, ? "
@@ -121,6 +122,29 @@ class SqliteHead:
 
     def forget(self) -> None:
         pass
+
+
+def cover_unspanned(conn: Connection) -> None:
+    """SQLite: a span for the rows past the last span's, if any: rows appended without one
+    (by a release before migration 0009 still running beside a migrated file, or by hand)
+    would be found by no read by time. A seek past the spans' greatest rowid, which finds
+    nothing in the common case. Takes the file's write lock."""
+    conn.exec_driver_sql(
+        "INSERT INTO head_spans (first_row, last_row, min_ts_ms, max_ts_ms) "
+        "SELECT min(rowid), max(rowid), min(ts_ms), max(ts_ms) FROM samples_head "
+        "WHERE rowid > (SELECT coalesce(max(last_row), 0) FROM head_spans) "
+        "HAVING count(*) > 0"
+    )
+
+
+def has_unspanned(conn: Connection) -> bool:
+    """SQLite: whether rows lie past the last span's (``cover_unspanned`` would cover them)."""
+    return bool(
+        conn.exec_driver_sql(
+            "SELECT EXISTS (SELECT 1 FROM samples_head "
+            "WHERE rowid > (SELECT coalesce(max(last_row), 0) FROM head_spans))"
+        ).scalar()
+    )
 
 
 def _time_bounds(rows: Rows) -> tuple[int, int]:

@@ -189,3 +189,37 @@ def test_deleting_a_namespace_deletes_the_spans_left_without_a_row(polled: Store
         assert len(_all_rows(conn)) == 3
         ids = [int(sid) for sid in conn.execute(select(schema.series.c.id)).scalars()]
         assert len(list(head.read(conn, ids, T0, T0 + 2 * STEP))) == 3
+
+
+def test_rows_appended_without_a_span_are_covered_by_the_next_append_or_compaction(
+    tmp_path: object,
+) -> None:
+    """A release before migration 0009 still running beside a migrated file appends head rows
+    without a span: the next append covers them, and so does compaction when none comes."""
+    store = _sqlite_store(tmp_path)
+    try:
+        block = store.block_ms
+        old_release = "INSERT INTO samples_head VALUES (?, ?, ?, ?, ?)"
+        with store.engine.begin() as conn:
+            store.head.append(conn, [(T0, 1, STEP, 1, 1)])
+            conn.exec_driver_sql(old_release, (T0 + STEP, 2, STEP, 2, 2))
+        with store.reading() as conn:
+            assert head.has_unspanned(conn)
+            assert [sid for sid, _ in head.read(conn, [1, 2], T0, T0 + STEP)] == [1]
+        with store.engine.begin() as conn:
+            store.head.append(conn, [(T0 + 2 * STEP, 1, STEP, 3, 3)])
+        with store.reading() as conn:
+            assert not head.has_unspanned(conn)
+            assert [sid for sid, _ in head.read(conn, [1, 2], T0, T0 + STEP)] == [1, 2]
+
+        with store.engine.begin() as conn:  # then nothing appends after the old release
+            conn.exec_driver_sql(old_release, (T0 + block + STEP, 2, STEP, 4, 4))
+        with store.reading() as conn:
+            assert head.first_block(conn, block, T0 + 9 * block, T0 + block) is None
+        report = store.maintain(now_ms=T0 + 3 * block, grace_ms=0)
+        assert report.compaction.blocks == 2
+        with store.reading() as conn:
+            assert _all_rows(conn) == []
+            assert not head.has_unspanned(conn)
+    finally:
+        store.close()
