@@ -28,7 +28,7 @@ def positive_seconds(text: str) -> float:
 def whole_seconds(text: str) -> int:
     """A duration flag in whole seconds, zero or more (``0s`` allowed)."""
     try:
-        seconds = 0.0 if text.strip() in ("0", "0s") else timeutil.parse_duration_seconds(text)
+        seconds = timeutil.parse_duration_seconds(text)
     except DurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if not (seconds >= 0 and seconds == int(seconds)):

@@ -399,7 +399,7 @@ def first_block(
     starts: list[int] = []
     least = _default_min(conn, before_ms, from_ms)
     if least is not None:
-        starts.append(least - least % block_ms)
+        starts.append(floor_to(least, block_ms))
     for start, end in _partitions(conn):
         if (from_ms is not None and end <= from_ms) or start >= before_ms:
             continue
@@ -419,7 +419,7 @@ def first_block(
             (start if from_ms is None else max(start, from_ms), min(end, before_ms)),
         ).scalar()
         if least is not None:
-            starts.append(int(least) - int(least) % block_ms)
+            starts.append(floor_to(int(least), block_ms))
             break  # partitions do not overlap: a later one's rows are all later
     return min(starts) if starts else None
 
