@@ -162,14 +162,7 @@ def _rowids(low_ms: int | None, high_ms: int | None) -> tuple[str, tuple[int, ..
     """SQLite: the condition (and its parameters) that keeps a statement on ``samples_head``
     to the rowids of the spans that may hold rows with ``low_ms <= ts_ms <= high_ms`` (either
     bound None: open); no span, no row."""
-    conditions, parameters = [], []
-    if low_ms is not None:
-        conditions.append("max_ts_ms >= ?")
-        parameters.append(low_ms)
-    if high_ms is not None:
-        conditions.append("min_ts_ms <= ?")
-        parameters.append(high_ms)
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    where, parameters = _where((("max_ts_ms >= ?", low_ms), ("min_ts_ms <= ?", high_ms)))
     return (
         f"samples_head.rowid BETWEEN (SELECT min(first_row) FROM head_spans{where}) "
         f"AND (SELECT max(last_row) FROM head_spans{where})",
@@ -524,15 +517,20 @@ def _holds_rows(conn: Connection, start: int, end: int) -> bool:
 def _default_min(conn: Connection, before_ms: int | None, from_ms: int | None) -> int | None:
     """The least timestamp in the DEFAULT partition (late rows of blocks already compacted,
     or of a block whose partition could not be made: few), within the bounds given."""
-    conditions, parameters = [], []
-    if before_ms is not None:
-        conditions.append("ts_ms < %s")
-        parameters.append(before_ms)
-    if from_ms is not None:
-        conditions.append("ts_ms >= %s")
-        parameters.append(from_ms)
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    where, parameters = _where((("ts_ms < %s", before_ms), ("ts_ms >= %s", from_ms)))
     found = conn.exec_driver_sql(
-        f"SELECT min(ts_ms) FROM {DEFAULT_PARTITION}{where}", tuple(parameters)
+        f"SELECT min(ts_ms) FROM {DEFAULT_PARTITION}{where}", parameters
     ).scalar()
     return None if found is None else int(found)
+
+
+def _where(bounds: Sequence[tuple[str, int | None]]) -> tuple[str, tuple[int, ...]]:
+    """A WHERE clause of the conditions whose bound is given (none: no clause), and their
+    parameters in order."""
+    given = [(condition, bound) for condition, bound in bounds if bound is not None]
+    if not given:
+        return "", ()
+    return (
+        f" WHERE {' AND '.join(condition for condition, _ in given)}",
+        tuple(bound for _, bound in given),
+    )
