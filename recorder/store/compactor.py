@@ -264,13 +264,7 @@ class Compactor:
         when someone listens)."""
         report = CompactionReport()
         begun = time.perf_counter()
-        if self._engine.dialect.name == "sqlite":
-            with self._engine.connect() as conn:
-                unspanned = heads.has_unspanned(conn)
-            if unspanned:  # rows appended without a span (see ``head.cover_unspanned``)
-                with self._engine.begin() as conn:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    heads.cover_unspanned(conn)
+        self._head.cover_strays(self._engine)
         starts = list(self.closed_blocks(now_ms, grace_ms))
         total = self._head_rows_before(starts[-1] + self.block_ms) if progress and starts else 0
         teller = _Teller(progress, total) if progress is not None else None

@@ -28,7 +28,7 @@ from typing import Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, Connection, and_, func, literal_column, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, literal_column, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from recorder.store import schema
@@ -68,6 +68,10 @@ class Head(Protocol):
     def forget(self) -> None:
         """Drop what the head remembers of the database: the transaction of the last
         ``append`` rolled back."""
+
+    def cover_strays(self, engine: Engine) -> None:
+        """Before compaction: make rows appended behind the head's back findable by time
+        (SQLite: ``cover_unspanned``; PostgreSQL's partitions need nothing)."""
 
 
 class SqliteHead:
@@ -122,6 +126,14 @@ class SqliteHead:
 
     def forget(self) -> None:
         pass
+
+    def cover_strays(self, engine: Engine) -> None:
+        with engine.connect() as conn:
+            strays = has_unspanned(conn)
+        if strays:  # a read first: the write lock only when there is something to cover
+            with engine.begin() as conn:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                cover_unspanned(conn)
 
 
 def cover_unspanned(conn: Connection) -> None:
@@ -241,6 +253,9 @@ class PostgresHead:
         # A partition created in a transaction that rolled back is gone: without this, every
         # later sample of its block would go to the DEFAULT partition.
         self._known.clear()
+
+    def cover_strays(self, engine: Engine) -> None:
+        pass
 
     def drop_block(self, conn: Connection, start_ms: int, end_ms: int) -> None:
         name = partition_name(start_ms, end_ms)

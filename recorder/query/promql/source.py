@@ -293,8 +293,8 @@ class StoreSource:
 
     def freshness(self) -> tuple[int, tuple[int, ...]]:
         """As ``Source.freshness``: the horizon is the head's oldest sample (everything
-        before it is compacted; a late sample lands in the head and moves it back; on
-        PostgreSQL the start of its block, ``head.oldest``, which is only earlier), else the
+        before it is compacted; a late sample lands in the head and moves it back; a bound,
+        ``head.oldest``, which is only earlier), else the
         end of the newest block; the generation is the newest and oldest block and the
         rollups' watermark, which compaction, retention and rollups move."""
         with self.reader.reading() as conn:
