@@ -53,7 +53,8 @@ class Rows(Protocol):
     def __iter__(self) -> Iterator[HeadRow]: ...
 
 
-Columns = tuple[Sequence[int], Sequence[int], Sequence[int], Sequence[int], Sequence[int]]
+Column = Sequence[int] | npt.NDArray[np.int64]
+Columns = tuple[Column, Column, Column, Column, Column]
 """Head rows as columns: (ts_ms, series_id, window_ms, cpu_nanocores, memory_bytes). Rows that
 have a ``column_parts()`` method (``writer.HeadRows``) are read so by PostgreSQL's append."""
 
@@ -165,7 +166,7 @@ def _time_bounds(rows: Rows) -> tuple[int, int]:
     column_parts = getattr(rows, "column_parts", None)
     if column_parts is not None:
         columns = [columns[0] for columns in column_parts() if len(columns[0])]
-        return min(min(ts) for ts in columns), max(max(ts) for ts in columns)
+        return min(int(np.min(ts)) for ts in columns), max(int(np.max(ts)) for ts in columns)
     timestamps = [row[0] for row in rows]
     return min(timestamps), max(timestamps)
 
@@ -303,7 +304,7 @@ def _column_parts(rows: Rows) -> list[Columns]:
     return [cast(Columns, tuple(zip(*rows, strict=True)))] if len(rows) else []
 
 
-def _int64(column: Sequence[int], index: int) -> npt.NDArray[np.int64]:
+def _int64(column: Column, index: int) -> npt.NDArray[np.int64]:
     """``column`` (the ``index``-th of the head's) as an array, refused as the database refuses
     content (the writer isolates the row) when a value does not fit the column's type:
     psycopg's own binary int4 wrapped 2**31 around to -2**31 silently."""
@@ -321,7 +322,7 @@ def _int64(column: Sequence[int], index: int) -> npt.NDArray[np.int64]:
     return array
 
 
-def _encoded(ts: npt.NDArray[np.int64], rest: Sequence[Sequence[int]]) -> bytes:
+def _encoded(ts: npt.NDArray[np.int64], rest: Sequence[Column]) -> bytes:
     """Head rows given as columns (``ts_ms`` checked already, then the others), in the COPY
     format's binary rows."""
     rows = np.empty(len(ts), _COPY_ROW)

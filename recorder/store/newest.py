@@ -68,12 +68,17 @@ class NewestTable:
     def newer(self, sids: Sequence[int], timestamps: Sequence[int]) -> list[bool]:
         """Per position, whether ``timestamps[i]`` is newer than series ``sids[i]``'s newest
         timestamp (true when it has none)."""
-        at, found = self._find(np.fromiter(sids, np.int64, len(sids)))
-        stamps = np.fromiter(timestamps, np.int64, len(timestamps))
+        return self.newer_mask(_int64(sids), _int64(timestamps)).tolist()  # type: ignore[no-any-return]
+
+    def newer_mask(
+        self, sids: npt.NDArray[np.int64], timestamps: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.bool_]:
+        """``newer`` of two int64 columns, as a column."""
+        at, found = self._find(sids)
         newer = np.ones(len(at), np.bool_)
         where = at[found]
-        newer[found] = ~self._has_ts[where] | (stamps[found] > self._ts[where])
-        return newer.tolist()
+        newer[found] = ~self._has_ts[where] | (timestamps[found] > self._ts[where])
+        return newer
 
     def update(self, timestamps: dict[int, int], digests: dict[int, int]) -> None:
         """Set these series' newest timestamps and digests (each map by series id)."""

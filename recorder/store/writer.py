@@ -38,10 +38,9 @@ import json
 import logging
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from itertools import compress, islice, repeat
-from operator import is_not, not_
+from itertools import islice
 from typing import Any, TypeVar
 
 import numpy as np
@@ -132,9 +131,38 @@ def labels_digest(labels: Mapping[str, str]) -> bytes:
     return hashlib.blake2b(labels_text(labels).encode(), digest_size=16).digest()
 
 
+_MASK64 = (1 << 64) - 1
+_MIX = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x94D049BB133111EB)
+"""Odd 64-bit constants (the golden ratio's and two of splitmix64's): each multiplication is a
+bijection of 64-bit words."""
+_MIX_U64 = tuple(np.uint64(k) for k in _MIX)
+
+
 def digest(window_ms: int, cpu_nanocores: int, memory_bytes: int) -> int:
-    """What tells two samples at one timestamp apart (equal values, equal digests)."""
-    return hash((window_ms, cpu_nanocores, memory_bytes))
+    """What tells two samples at one timestamp apart (equal values, equal digests): a signed
+    64-bit mix of the three values' 64-bit words, the same as ``digests`` computes a column at
+    a time (held only in memory, never stored)."""
+    k_window, k_cpu, k_memory = _MIX
+    mixed = ((window_ms * k_window) ^ (cpu_nanocores * k_cpu) ^ (memory_bytes * k_memory)) & _MASK64
+    mixed ^= mixed >> 31
+    mixed = (mixed * k_cpu) & _MASK64
+    mixed ^= mixed >> 29
+    return mixed - (1 << 64) if mixed >> 63 else mixed
+
+
+def digests(
+    windows: npt.NDArray[np.int64], cpus: npt.NDArray[np.int64], memories: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """``digest`` of each position of three int64 columns, in a few passes that run in C."""
+    k_window, k_cpu, k_memory = _MIX_U64
+    with np.errstate(over="ignore"):  # the multiplications wrap around 2**64, as meant
+        mixed = windows.view(np.uint64) * k_window
+        mixed ^= cpus.view(np.uint64) * k_cpu
+        mixed ^= memories.view(np.uint64) * k_memory
+        mixed ^= mixed >> np.uint64(31)
+        mixed *= k_cpu
+        mixed ^= mixed >> np.uint64(29)
+    return mixed.view(np.int64)
 
 
 _IDENTITY = (_s.c.id, _s.c.kind, _s.c.node, _s.c.namespace, _s.c.pod, _s.c.container, _s.c.cluster)
@@ -180,6 +208,10 @@ class _Newest:
     columns: list[tuple[IntArray, IntArray, IntArray]] = field(default_factory=list)
 
 
+_ROWS_PART = 4096
+"""Rows made Python tuples at a time, as SQLite's insert reads them."""
+
+
 class HeadRows:
     """Head rows to write: tuples appended one by one, and parts kept as columns, zipped into
     rows only as the database reads them (a steady poll's 200,000 rows as tuples held 18 MB
@@ -189,7 +221,7 @@ class HeadRows:
 
     def __init__(self) -> None:
         self._rows: list[HeadRow] = []
-        self._columns: list[tuple[list[int], list[int], list[int], list[int], list[int]]] = []
+        self._columns: list[tuple[IntArray, IntArray, IntArray, IntArray, IntArray]] = []
         self._count = 0
 
     def append(self, row: HeadRow) -> None:
@@ -197,11 +229,11 @@ class HeadRows:
 
     def add_columns(
         self,
-        timestamps: list[int],
-        sids: list[int],
-        windows: list[int],
-        cpus: list[int],
-        memories: list[int],
+        timestamps: IntArray,
+        sids: IntArray,
+        windows: IntArray,
+        cpus: IntArray,
+        memories: IntArray,
     ) -> None:
         self._columns.append((timestamps, sids, windows, cpus, memories))
         self._count += len(timestamps)
@@ -217,8 +249,10 @@ class HeadRows:
 
     def __iter__(self) -> Iterator[HeadRow]:
         yield from self._rows
-        for columns in self._columns:
-            yield from zip(*columns, strict=True)
+        for columns in self._columns:  # as Python integers (which every driver binds), a
+            for start in range(0, len(columns[0]), _ROWS_PART):  # part at a time: no copy of all
+                part = (column[start : start + _ROWS_PART].tolist() for column in columns)
+                yield from zip(*part, strict=True)
 
     def column_parts(self) -> Iterator[heads.Columns]:
         """The rows as parts of columns: those appended one by one, then each part added."""
@@ -723,7 +757,7 @@ class SampleWriter:
         first_ts: dict[int, int] = {}
         first_mark: dict[int, int] = {}
         several: dict[int, set[tuple[int, int]]] = {}
-        append, mark_of = rows.append, hash
+        append = rows.append
         fits = True
         pending = found.pending
         # The stored newest (timestamp, digest) of every sample's series, read in one pass.
@@ -745,7 +779,7 @@ class SampleWriter:
                     found.missing[key] = ts
                 pending.append(Sample(key, ts, window, cpu, memory))
                 continue
-            mark = mark_of((window, cpu, memory))  # digest(), inlined
+            mark = digest(window, cpu, memory)
             if (
                 (top is None or ts > top)
                 and sid not in new_ts
@@ -978,66 +1012,72 @@ def _fresh_split(
 ) -> tuple[_Rows, Samples] | None:
     """``SampleWriter._fresh_rows_one_by_one`` of the samples newer than their series' stored
     newest one and without a below-newest one (nearly all of a steady poll), in column-wide
-    passes that run in C, and the other samples of stored series, which the rule must see one
-    by one. ``None`` when a stored series appears more than once (the whole batch then goes one
-    by one): so each series is in one part only, and the two parts' answers add up."""
-    keys, timestamps = samples.keys, samples.timestamps_ms
-    windows, cpus, memories = samples.windows_ms, samples.cpu_nanocores, samples.memory_bytes
-    if not keys or not (_TS_MIN <= min(timestamps) and max(timestamps) <= _TS_MAX):
-        return None  # (a timestamp past the column's range: one by one, which rejects it)
-    sids = list(map(ids.get, keys))
-    found = _Rows()
-    if None in sids:  # series not stored yet: pending, as one by one would leave them
-        for i in [i for i, sid in enumerate(sids) if sid is None]:
-            found.missing.setdefault(keys[i], timestamps[i])
-            found.pending.append(Sample(keys[i], timestamps[i], windows[i], cpus[i], memories[i]))
-        known = list(map(is_not, sids, repeat(None)))
-        keys_sids: list[int] = list(compress(sids, known))  # type: ignore[arg-type]
-        keys, timestamps = list(compress(keys, known)), list(compress(timestamps, known))
-        windows, cpus = list(compress(windows, known)), list(compress(cpus, known))
-        memories = list(compress(memories, known))
-    else:
-        keys_sids = sids  # type: ignore[assignment]
-    if len(set(keys_sids)) != len(keys_sids):
+    passes that run in C (the values as int64 arrays), and the other samples of stored series,
+    which the rule must see one by one. ``None`` when a stored series appears more than once
+    (the whole batch then goes one by one): so each series is in one part only, and the two
+    parts' answers add up; ``None`` too when a value does not fit in 64 bits (one by one
+    rejects it)."""
+    keys, count = samples.keys, len(samples.keys)
+    if not count:
         return None
-    fresh = newest.newer(keys_sids, timestamps)
-    if below:
-        fresh = [f and sid not in below for f, sid in zip(fresh, keys_sids, strict=True)]
-    rest = Samples()
-    if not all(fresh):
-        other = list(map(not_, fresh))
-        rest = Samples(
-            list(compress(keys, other)),
-            list(compress(timestamps, other)),
-            list(compress(windows, other)),
-            list(compress(cpus, other)),
-            list(compress(memories, other)),
-        )
-        keys_sids = list(compress(keys_sids, fresh))
-        timestamps, windows = list(compress(timestamps, fresh)), list(compress(windows, fresh))
-        cpus, memories = list(compress(cpus, fresh)), list(compress(memories, fresh))
-    found.fits = (
-        _TS_MIN <= min(samples.timestamps_ms)
-        and max(samples.timestamps_ms) <= _TS_MAX
-        and _WINDOW_MIN <= min(samples.windows_ms)
-        and max(samples.windows_ms) <= _WINDOW_MAX
-        and _CPU_MIN <= min(samples.cpu_nanocores)
-        and max(samples.cpu_nanocores) <= _CPU_MAX
-        and _MEMORY_MIN <= min(samples.memory_bytes)
-        and max(samples.memory_bytes) <= _MEMORY_MAX
+    try:
+        timestamps = np.fromiter(samples.timestamps_ms, np.int64, count)
+        windows = np.fromiter(samples.windows_ms, np.int64, count)
+        cpus = np.fromiter(samples.cpu_nanocores, np.int64, count)
+        memories = np.fromiter(samples.memory_bytes, np.int64, count)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    if not (_TS_MIN <= timestamps.min() and timestamps.max() <= _TS_MAX):
+        return None  # (a timestamp past the column's range: one by one, which rejects it)
+    sids = _ids_column(list(map(ids.get, keys)))
+    found = _Rows()
+    found.fits = bool(
+        _WINDOW_MIN <= windows.min()
+        and windows.max() <= _WINDOW_MAX
+        and _CPU_MIN <= cpus.min()
+        and cpus.max() <= _CPU_MAX
+        and _MEMORY_MIN <= memories.min()
+        and memories.max() <= _MEMORY_MAX
     )
-    marks = map(hash, zip(windows, cpus, memories, strict=True))  # digest(), inlined
-    count = len(keys_sids)
-    if count:
-        found.rows.add_columns(timestamps, keys_sids, windows, cpus, memories)
-        found.newest.columns.append(
-            (
-                np.fromiter(keys_sids, np.int64, count),
-                np.fromiter(timestamps, np.int64, count),
-                np.fromiter(marks, np.int64, count),
-            )
-        )
+    positions: npt.NDArray[np.intp] | None = None  # of the stored series' samples, if not all
+    known = sids >= 0
+    if not known.all():  # series not stored yet: pending, as one by one would leave them
+        for i in np.flatnonzero(~known).tolist():
+            found.missing.setdefault(keys[i], samples.timestamps_ms[i])
+            found.pending.append(samples[i])
+        positions = np.flatnonzero(known)
+        sids, timestamps = sids[positions], timestamps[positions]
+        windows, cpus, memories = windows[positions], cpus[positions], memories[positions]
+    ordered = np.sort(sids)
+    if (ordered[1:] == ordered[:-1]).any():
+        return None
+    fresh = newest.newer_mask(sids, timestamps)
+    if below:
+        fresh &= ~np.isin(sids, np.fromiter(below, np.int64, len(below)))
+    rest = Samples()
+    if not fresh.all():
+        others = np.flatnonzero(~fresh)
+        for i in (others if positions is None else positions[others]).tolist():
+            rest.append(samples[i])
+        sids, timestamps = sids[fresh], timestamps[fresh]
+        windows, cpus, memories = windows[fresh], cpus[fresh], memories[fresh]
+    if len(sids):
+        found.rows.add_columns(timestamps, sids, windows, cpus, memories)
+        found.newest.columns.append((sids, timestamps, digests(windows, cpus, memories)))
     return found, rest
+
+
+def _ids_column(sids: list[int | None]) -> IntArray:
+    """Series ids as a column, -1 where there is none (``None``; a few new series a poll, each
+    found by a scan that runs in C)."""
+    if None in sids:
+        sids = sids.copy()
+        at = -1
+        with suppress(ValueError):  # no more
+            while True:
+                at = sids.index(None, at + 1)
+                sids[at] = -1
+    return np.fromiter(sids, np.int64, len(sids))
 
 
 def _streamed(statement: Any) -> Any:

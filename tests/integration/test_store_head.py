@@ -4,6 +4,7 @@ statement."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -101,7 +102,8 @@ def test_appended_rows_come_back_exactly_at_the_limits_of_their_columns(store: S
     big, int4 = 2**63 - 1, 2**31 - 1
     rows = HeadRows()
     rows.append((T0 + 1, a, int4, big, 0))
-    rows.add_columns([T0 + 2, later], [b, c], [1, 2], [0, big - 1], [big, 3])
+    columns = ([T0 + 2, later], [b, c], [1, 2], [0, big - 1], [big, 3])
+    rows.add_columns(*(np.array(column, np.int64) for column in columns))
     plain = [(T0 + 3, c, -1, -big - 1, 5)]
     with store.engine.begin() as conn:
         store.head.append(conn, rows)
