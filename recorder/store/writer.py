@@ -40,7 +40,7 @@ import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import compress, islice
 from typing import Any, TypeVar
 
 import numpy as np
@@ -210,6 +210,12 @@ class _Newest:
 
 _ROWS_PART = 4096
 """Rows made Python tuples at a time, as SQLite's insert reads them."""
+_Source = tuple[
+    tuple[Sequence[int], Sequence[int | None], Sequence[int], Sequence[int], Sequence[int]],
+    npt.NDArray[np.intp] | None,
+]
+"""Rows' Python lists (timestamps; series ids, which may hold ``None`` where no row is taken;
+windows, cpu, memory) and the positions taken from them (``None``: all)."""
 
 
 class HeadRows:
@@ -217,11 +223,13 @@ class HeadRows:
     rows only as the database reads them (a steady poll's 200,000 rows as tuples held 18 MB
     while written). Iterated in no particular order between parts."""
 
-    __slots__ = ("_columns", "_count", "_rows")
+    __slots__ = ("_columns", "_count", "_rows", "_sources")
 
     def __init__(self) -> None:
         self._rows: list[HeadRow] = []
         self._columns: list[tuple[IntArray, IntArray, IntArray, IntArray, IntArray]] = []
+        self._sources: list[_Source | None] = []
+        """Per part of ``_columns``, the Python lists it was taken from, if known."""
         self._count = 0
 
     def append(self, row: HeadRow) -> None:
@@ -234,13 +242,19 @@ class HeadRows:
         windows: IntArray,
         cpus: IntArray,
         memories: IntArray,
+        source: _Source | None = None,
     ) -> None:
+        """A part given as columns; ``source``: the same rows as Python integers, the lists
+        they are in and the positions taken from them (``None``: all), which SQLite's insert
+        then reads instead of making Python integers of the columns again."""
         self._columns.append((timestamps, sids, windows, cpus, memories))
+        self._sources.append(source)
         self._count += len(timestamps)
 
     def __iadd__(self, other: HeadRows) -> HeadRows:
         self._rows += other._rows
         self._columns += other._columns
+        self._sources += other._sources
         self._count += other._count
         return self
 
@@ -249,10 +263,20 @@ class HeadRows:
 
     def __iter__(self) -> Iterator[HeadRow]:
         yield from self._rows
-        for columns in self._columns:  # as Python integers (which every driver binds), a
-            for start in range(0, len(columns[0]), _ROWS_PART):  # part at a time: no copy of all
+        for columns, source in zip(self._columns, self._sources, strict=True):
+            if source is not None:  # the Python integers the columns were made from
+                lists, taken = source
+                if taken is None:
+                    yield from zip(*lists, strict=True)
+                else:
+                    wanted = np.zeros(len(lists[0]), np.bool_)
+                    wanted[taken] = True
+                    kept = wanted.tolist()
+                    yield from zip(*(compress(column, kept) for column in lists), strict=True)
+                continue
+            for start in range(0, len(columns[0]), _ROWS_PART):  # made Python integers (which
                 part = (column[start : start + _ROWS_PART].tolist() for column in columns)
-                yield from zip(*part, strict=True)
+                yield from zip(*part, strict=True)  # every driver binds) a part at a time
 
     def column_parts(self) -> Iterator[heads.Columns]:
         """The rows as parts of columns: those appended one by one, then each part added."""
@@ -397,11 +421,12 @@ class SampleWriter:
                     for row, top in zip(in_head, seen, strict=True)
                     if top is None or row[1] >= top
                 ]
-                newest.set_from(
-                    [row[0] for row in kept],
-                    [row[1] for row in kept],
-                    [digest(row[2], row[3], row[4]) for row in kept],
+                if not kept:
+                    continue
+                sids, stamps, windows, cpus, memories = (
+                    np.array(column, np.int64) for column in zip(*kept, strict=True)
                 )
+                newest.set_from(sids, stamps, digests(windows, cpus, memories))
             labels: dict[str, dict[PodRef, StoredLabels]] = {}
             # The held (namespace, pod) keys, not new ones from the rows: what a reload
             # allocates and keeps, amid the rows it reads and frees, pins the heap's arenas
@@ -1029,7 +1054,8 @@ def _fresh_split(
         return None
     if not (_TS_MIN <= timestamps.min() and timestamps.max() <= _TS_MAX):
         return None  # (a timestamp past the column's range: one by one, which rejects it)
-    sids = _ids_column(list(map(ids.get, keys)))
+    sid_list = list(map(ids.get, keys))
+    sids = _ids_column(sid_list)
     found = _Rows()
     found.fits = bool(
         _WINDOW_MIN <= windows.min()
@@ -1061,8 +1087,16 @@ def _fresh_split(
             rest.append(samples[i])
         sids, timestamps = sids[fresh], timestamps[fresh]
         windows, cpus, memories = windows[fresh], cpus[fresh], memories[fresh]
+        positions = np.flatnonzero(fresh) if positions is None else positions[fresh]
     if len(sids):
-        found.rows.add_columns(timestamps, sids, windows, cpus, memories)
+        lists = (
+            samples.timestamps_ms,
+            sid_list,
+            samples.windows_ms,
+            samples.cpu_nanocores,
+            samples.memory_bytes,
+        )
+        found.rows.add_columns(timestamps, sids, windows, cpus, memories, source=(lists, positions))
         found.newest.columns.append((sids, timestamps, digests(windows, cpus, memories)))
     return found, rest
 

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,6 +46,8 @@ from recorder.store.writer import (
     OUT_OF_RANGE,
     SampleWriter,
     _fresh_split,
+    digest,
+    digests,
     labels_digest,
 )
 
@@ -702,9 +705,9 @@ def test_the_column_wide_pass_answers_as_the_one_by_one_pass(
     writer._ids = {keys[i]: i + 1 for i in range(6)}
     writer._newest = NewestTable.of(
         {sid: T0 + 1_000 * dt for sid, dt in newest.items()},
-        {sid: hash(VALUES[0]) for sid in newest},
+        {sid: digest(*VALUES[0]) for sid in newest},
     )
-    writer._below = {sid: (T0 + 1_000 * dt, hash(VALUES[0])) for sid, dt in below.items()}
+    writer._below = {sid: (T0 + 1_000 * dt, digest(*VALUES[0])) for sid, dt in below.items()}
     samples = Samples()
     for i, dt, (window, cpu, memory) in drawn:
         samples.keys.append(keys[i])
@@ -719,6 +722,30 @@ def test_the_column_wide_pass_answers_as_the_one_by_one_pass(
     assert (fast.below, fast.unknown, fast.missing) == (slow.below, slow.unknown, slow.missing)
     assert list(fast.pending) == list(slow.pending)
     assert fast.fits == slow.fits
+
+
+_INT64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.tuples(_INT64, _INT64, _INT64), min_size=1, max_size=50))
+def test_the_digest_of_a_column_is_each_value_s_digest(
+    values: list[tuple[int, int, int]],
+) -> None:
+    windows, cpus, memories = (np.array(column, np.int64) for column in zip(*values, strict=True))
+    assert digests(windows, cpus, memories).tolist() == [digest(*v) for v in values]
+
+
+def test_digests_tell_apart_values_a_unit_apart() -> None:
+    """Samples of one series at one timestamp differ by little (a retried scrape): every value
+    one unit away from another, over a grid of realistic values, has its own digest."""
+    seen: dict[int, tuple[int, int, int]] = {}
+    for window in (0, 1, 15_000, 15_001, 2**31 - 1):
+        for cpu in range(10_000_000, 10_000_000 + 60):
+            for memory in range(2**30 - 30, 2**30 + 30):
+                mark = digest(window, cpu, memory)
+                assert seen.setdefault(mark, (window, cpu, memory)) == (window, cpu, memory)
+    assert len(seen) == 5 * 60 * 60
 
 
 def test_a_steady_poll_goes_column_wide_but_for_its_repeated_timestamps() -> None:
