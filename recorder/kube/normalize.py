@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from sys import intern
@@ -150,6 +150,46 @@ a pod has a few containers, and a tuple of one is 136 bytes smaller than a dict,
 150,000 pods), and its (namespace, pod) as first seen, which the batch's labels use again
 (this poll's copies of the names are let go: about 20 MB at 150,000 pods). A pod whose labels
 and containers did not change keeps its tuple from poll to poll."""
+
+
+class PodLabels(Mapping[PodRef, Mapping[str, str]]):
+    """A pod list's labels by (namespace, pod), read from the memos its normalizing kept for
+    the next poll: every pod that passed the checks has one, and its labels are the memo's. No
+    second map of every pod per poll (150,000 entries: 45 ms to fill, about 7 MB while the
+    batch waits and is written)."""
+
+    __slots__ = ("_pods",)
+
+    def __init__(self, pods: Mapping[PodRef, _PodMemo]) -> None:
+        self._pods = pods
+
+    def __getitem__(self, ref: PodRef) -> Mapping[str, str]:
+        return self._pods[ref][1]
+
+    def __iter__(self) -> Iterator[PodRef]:
+        return iter(self._pods)
+
+    def __len__(self) -> int:
+        return len(self._pods)
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self._pods
+
+    def items(self) -> ItemsView[PodRef, Mapping[str, str]]:
+        return _PodLabelItems(self)
+
+    def __repr__(self) -> str:
+        return f"PodLabels({dict(self.items())!r})"
+
+
+class _PodLabelItems(ItemsView[PodRef, Mapping[str, str]]):
+    """``PodLabels.items()``, iterated without a lookup per pod."""
+
+    _mapping: PodLabels
+
+    def __iter__(self) -> Iterator[tuple[PodRef, Mapping[str, str]]]:
+        for ref, memo in self._mapping._pods.items():
+            yield ref, memo[1]
 
 
 class _Parsers:
@@ -477,7 +517,6 @@ def normalize_pods(
     sample_windows: list[int] = []
     sample_cpu: list[int] = []
     sample_memory: list[int] = []
-    labels: dict[PodRef, Mapping[str, str]] = {}
     rejections: list[Rejection] = []
     # The common case of each check is inlined (a known timestamp within the skew, a known
     # window, a short printable name); anything else takes the full check, which rejects.
@@ -539,7 +578,6 @@ def normalize_pods(
                     )
                 )
                 continue
-            labels[ref] = pod_labels
             start = len(sample_keys)
             hits = 0
             for container in containers:
@@ -588,7 +626,7 @@ def normalize_pods(
                 pods_now[ref] = (raw, pod_labels, dropped, keys, ref)
     memory_of.pods = pods_now
     samples = Samples(sample_keys, sample_timestamps, sample_windows, sample_cpu, sample_memory)
-    return Batch(Kind.CONTAINER, samples, labels, tuple(rejections), cluster)
+    return Batch(Kind.CONTAINER, samples, PodLabels(pods_now), tuple(rejections), cluster)
 
 
 def _label(name: object, missing: str = "?") -> str:

@@ -512,6 +512,28 @@ def test_a_pod_that_did_not_change_keeps_its_memo_and_a_new_container_gets_a_key
     assert [k.container for k in remembered.pods[("shop", "web-1")][3]] == ["sidecar"]
 
 
+def test_a_batch_s_labels_are_its_pods_and_outlive_the_next_poll() -> None:
+    remembered = Remembered()
+    bad_name = {"name": "x" * 300, "usage": {"cpu": "1m", "memory": "1Ki"}}
+    first = _pods(
+        remembered,
+        pod("web-1", labels={"app": "web"}),
+        pod("web-2", labels={"app": "api"}, containers=[bad_name]),  # pod kept, container not
+        pod("y" * 300),  # rejected whole: no labels
+        pod("web-3", timestamp=None),  # rejected whole
+    )
+    expected = {("shop", "web-1"): {"app": "web"}, ("shop", "web-2"): {"app": "api"}}
+    assert dict(first.pod_labels.items()) == expected
+    assert first.pod_labels == expected and len(first.pod_labels) == 2
+    assert list(first.pod_labels) == list(expected)
+    assert ("shop", "web-3") not in first.pod_labels and ("shop", "web-1") in first.pod_labels
+    assert first.pod_labels.get(("shop", "nope")) is None
+    # The next poll of the list (another pod set, changed labels) leaves this batch's alone:
+    # a batch may still wait to be written when the next one is made.
+    _pods(remembered, pod("web-1", labels={"app": "new"}), pod("web-9"))
+    assert dict(first.pod_labels.items()) == expected
+
+
 def test_remembered_keys_follow_the_cluster() -> None:
     remembered = Remembered()
     _pods(remembered, pod("web-1"))
