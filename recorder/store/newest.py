@@ -65,15 +65,11 @@ class NewestTable:
         """``digest`` of each id, in one pass."""
         return self._gather(sids, self._digest, self._has_digest)
 
-    def newer(self, sids: Sequence[int], timestamps: Sequence[int]) -> list[bool]:
-        """Per position, whether ``timestamps[i]`` is newer than series ``sids[i]``'s newest
-        timestamp (true when it has none)."""
-        return self.newer_mask(_int64(sids), _int64(timestamps)).tolist()  # type: ignore[no-any-return]
-
-    def newer_mask(
+    def newer(
         self, sids: npt.NDArray[np.int64], timestamps: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.bool_]:
-        """``newer`` of two int64 columns, as a column."""
+        """Per position, whether ``timestamps[i]`` is newer than series ``sids[i]``'s newest
+        timestamp (true when it has none)."""
         at, found = self._find(sids)
         newer = np.ones(len(at), np.bool_)
         where = at[found]

@@ -208,8 +208,6 @@ class _Newest:
     columns: list[tuple[IntArray, IntArray, IntArray]] = field(default_factory=list)
 
 
-_ROWS_PART = 4096
-"""Rows made Python tuples at a time, as SQLite's insert reads them."""
 _Source = tuple[
     tuple[Sequence[int], Sequence[int | None], Sequence[int], Sequence[int], Sequence[int]],
     npt.NDArray[np.intp] | None,
@@ -228,8 +226,8 @@ class HeadRows:
     def __init__(self) -> None:
         self._rows: list[HeadRow] = []
         self._columns: list[tuple[IntArray, IntArray, IntArray, IntArray, IntArray]] = []
-        self._sources: list[_Source | None] = []
-        """Per part of ``_columns``, the Python lists it was taken from, if known."""
+        self._sources: list[_Source] = []
+        """Per part of ``_columns``, the Python lists it was taken from."""
         self._count = 0
 
     def append(self, row: HeadRow) -> None:
@@ -242,11 +240,11 @@ class HeadRows:
         windows: IntArray,
         cpus: IntArray,
         memories: IntArray,
-        source: _Source | None = None,
+        source: _Source,
     ) -> None:
         """A part given as columns; ``source``: the same rows as Python integers, the lists
         they are in and the positions taken from them (``None``: all), which SQLite's insert
-        then reads instead of making Python integers of the columns again."""
+        reads instead of making Python integers of the columns again."""
         self._columns.append((timestamps, sids, windows, cpus, memories))
         self._sources.append(source)
         self._count += len(timestamps)
@@ -263,20 +261,14 @@ class HeadRows:
 
     def __iter__(self) -> Iterator[HeadRow]:
         yield from self._rows
-        for columns, source in zip(self._columns, self._sources, strict=True):
-            if source is not None:  # the Python integers the columns were made from
-                lists, taken = source
-                if taken is None:
-                    yield from zip(*lists, strict=True)
-                else:
-                    wanted = np.zeros(len(lists[0]), np.bool_)
-                    wanted[taken] = True
-                    kept = wanted.tolist()
-                    yield from zip(*(compress(column, kept) for column in lists), strict=True)
-                continue
-            for start in range(0, len(columns[0]), _ROWS_PART):  # made Python integers (which
-                part = (column[start : start + _ROWS_PART].tolist() for column in columns)
-                yield from zip(*part, strict=True)  # every driver binds) a part at a time
+        for lists, taken in self._sources:  # the Python integers the columns were made from
+            if taken is None:
+                yield from zip(*lists, strict=True)
+            else:
+                wanted = np.zeros(len(lists[0]), np.bool_)
+                wanted[taken] = True
+                kept = wanted.tolist()
+                yield from zip(*(compress(column, kept) for column in lists), strict=True)
 
     def column_parts(self) -> Iterator[heads.Columns]:
         """The rows as parts of columns: those appended one by one, then each part added."""
@@ -1079,7 +1071,7 @@ def _fresh_split(
     del ordered  # (its 1.6 MB at 200,000 series, while the write goes on)
     if repeated:
         return None
-    fresh = newest.newer_mask(sids, timestamps)
+    fresh = newest.newer(sids, timestamps)
     if below:
         fresh &= ~np.isin(sids, np.fromiter(below, np.int64, len(below)))
     rest = Samples()

@@ -103,7 +103,8 @@ def test_appended_rows_come_back_exactly_at_the_limits_of_their_columns(store: S
     rows = HeadRows()
     rows.append((T0 + 1, a, int4, big, 0))
     columns = ([T0 + 2, later], [b, c], [1, 2], [0, big - 1], [big, 3])
-    rows.add_columns(*(np.array(column, np.int64) for column in columns))
+    arrays = (np.array(column, np.int64) for column in columns)
+    rows.add_columns(*arrays, source=(columns, None))
     plain = [(T0 + 3, c, -1, -big - 1, 5)]
     with store.engine.begin() as conn:
         store.head.append(conn, rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,7 +49,7 @@ def test_newer_is_true_past_the_stored_newest_and_for_unknown_series(
     sids = [sid for sid, _ in polled] + list(stored)
     stamps = [ts for _, ts in polled] + list(stored.values())
     expected = [sid not in stored or ts > stored[sid] for sid, ts in zip(sids, stamps, strict=True)]
-    assert table.newer(sids, stamps) == expected
+    assert table.newer(_column(sids), _column(stamps)).tolist() == expected
 
 
 def test_columns_from_a_load_keep_digests_apart_from_timestamps() -> None:
@@ -66,7 +68,7 @@ def test_forgotten_series_answer_none_and_the_others_keep_theirs() -> None:
     assert table.timestamps([1, 2, 3]) == [10, None, None]
     assert table.digests([1, 2]) == [7, None]
     assert len(table) == 1
-    assert table.newer([2, 1], [5, 5]) == [True, False]
+    assert table.newer(_column([2, 1]), _column([5, 5])).tolist() == [True, False]
 
 
 def test_the_table_holds_the_series_it_is_told_about_whatever_their_ids() -> None:
@@ -87,3 +89,7 @@ def test_the_table_holds_the_series_it_is_told_about_whatever_their_ids() -> Non
     table.forget([5_000_000])
     assert table.timestamps([7, 5_000_000, 9_000_000]) == [2, None, 5]
     assert table.digests([7, 5_000_000]) == [4, None]
+
+
+def _column(values: list[int]) -> npt.NDArray[np.int64]:
+    return np.array(values, np.int64)
