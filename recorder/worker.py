@@ -156,6 +156,7 @@ def open_write_store(settings: Settings, url: str | None = None) -> Store:
         statement_timeout_seconds=settings.database_timeout_seconds,
     )
     store.query_timeout_seconds = settings.query_timeout_seconds
+    store.interval_ms = seconds_to_ms(settings.interval_seconds)
     return store
 
 
@@ -391,13 +392,16 @@ def maintenance_summary(report: MaintenanceReport) -> str:
     if c.blocks:
         done.append(
             f"compacted {_count(c.blocks, 'block')} ({c.series} series, {c.samples} samples; "
-            f"dropped {c.duplicates_dropped} duplicates and {c.expired_dropped} expired samples)"
+            f"dropped {c.duplicates_dropped} duplicates and {c.expired_dropped} expired samples"
+            + (f"; {_count(c.workloads, 'workload')}' statistics" if c.workloads else "")
+            + ")"
         )
     if c.rollup_days:
         done.append(f"rolled up {_count(c.rollup_days, 'day')}")
     expired = {
         "payloads": r.payloads_dropped,
         "chunks": r.chunks_deleted,
+        "workload statistics": r.workload_stats_deleted,
         "rollups": r.rollups_deleted,
         "series": r.series_deleted,
     }

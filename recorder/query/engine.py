@@ -483,8 +483,23 @@ def _workload_history(
     instants are the points; with one, each bucket's instants are aggregated with ``agg`` (so
     with ``step`` = the interval, a point is the sum at its bucket's start, PromQL's range
     query). Requests and limits: those of the pods counted at each instant; with a step, at
-    the bucket's last instant with a value."""
+    the bucket's last instant with a value. A step that is a multiple of the block (and of at
+    least an interval) reads the blocks compaction took workload statistics for from them
+    (``_workload_statistics``), unless the pods are filtered (container, selector) or
+    requests and limits are asked for."""
     step = query.step_ms
+    where = query.where
+    if (
+        step is not None
+        and step % reader.block_ms == 0
+        and step >= interval_ms
+        and where.container is None
+        and where.selector is None
+        and not with_requests
+    ):
+        return _workload_statistics(
+            reader, query, max_points=max_points, max_samples=max_samples, interval_ms=interval_ms
+        )
     with reader.reading() as conn:
         found = workload_sums.workload_series(
             conn,
@@ -526,6 +541,46 @@ def _workload_history(
             )
         )
     return HistoryResult(series_out, Tier.RAW)
+
+
+def _workload_statistics(
+    reader: HistoryReader,
+    query: HistoryQuery,
+    *,
+    max_points: int,
+    max_samples: int,
+    interval_ms: int,
+) -> HistoryResult:
+    """``kind=workload`` with a step that holds whole blocks: the workloads' block statistics
+    where compaction took them, their samples' aligned sums elsewhere
+    (``workload_sums.workload_gathered``), aggregated per bucket as any series' are."""
+    step = query.step_ms
+    assert step is not None
+    bucket_of = aligned(step)
+    names = columns.names(query.agg is Agg.STDDEV, [query.resource.value], parts_of(query.agg))
+    with reader.reading() as conn:
+        outputs, found = workload_sums.workload_gathered(
+            conn,
+            query.where,
+            query.start_ms,
+            query.end_ms,
+            query.resource,
+            bucket_of=bucket_of,
+            names=names,
+            block_ms=reader.block_ms,
+            interval_ms=interval_ms,
+            max_samples=max_samples,
+        )
+    keys, values = _aggregated(found, bucket_of, query.resource, query.agg)
+    _check_points(len(keys), max_points)
+    points_of: dict[int, list[tuple[int, Value]]] = {}
+    for (index, bucket), value in zip(keys, values, strict=True):
+        points_of.setdefault(index, []).append((bucket, value))
+    series_out = [
+        SeriesPoints(outputs[index].labels, points_of[index]) for index in sorted(points_of)
+    ]
+    error = RELATIVE_ACCURACY if query.agg.quantile else 0.0
+    return HistoryResult(series_out, Tier.STATISTICS, error)
 
 
 def _aggregated(

@@ -3,16 +3,19 @@ pods, aligned as PromQL's ``sum`` aligns series that report at different instant
 
 At each instant ``t`` (the multiples of the resolution, by default the poll interval, in the
 range), each pod's newest sample in ``(t - 2 * interval, t]`` is taken and the pods' values
-are summed (``workloads.aligned_sum``); an instant where no pod has one has no value (missing
+are summed (``stats.align.aligned_sum``); an instant where no pod has one has no value (missing
 is missing). A pod renamed by a rollout is just another member of its workload, so the sum is
-continuous across rollouts. Always computed from the samples (``max_samples`` bounds how many
-are decoded): pods' statistics do not add up to a sum at each instant.
+continuous across rollouts. Computed from the samples (``max_samples`` bounds how many are
+decoded; pods' statistics do not add up to a sum at each instant), except where compaction
+took the workloads' statistics (``recorder.store.workload_stats``): a history whose step is a
+multiple of the block reads those blocks' statistics and the rest's samples
+(``workload_gathered``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +25,7 @@ from recorder.domain import Resource, SeriesFilter
 from recorder.errors import QueryError
 from recorder.query import requests_limits
 from recorder.query.requests_limits import Lines
-from recorder.query.scan import Scan, Unit
+from recorder.query.scan import Gathered, Scan, Unit
 from recorder.query.workloads import (
     WorkloadFilter,
     aligned_sum,
@@ -30,10 +33,20 @@ from recorder.query.workloads import (
     span,
     workload_members,
 )
+from recorder.stats.buckets import BucketOf
 from recorder.stats.codec import ChunkSamples
+from recorder.store import workload_stats
 from recorder.store.series import Series
+from recorder.timeutil import floor_to
 
-__all__ = ["Aligned", "Workload", "workload_series", "workload_units"]
+__all__ = [
+    "Aligned",
+    "Workload",
+    "workload_gathered",
+    "workload_key",
+    "workload_series",
+    "workload_units",
+]
 
 _WORK_PER_SAMPLE = 4
 """How many (pod, instant) pairs a workload query may evaluate per sample it may decode: the
@@ -118,13 +131,45 @@ def workload_series(
     (``block_ms``: the store's block); workloads without a value in the range are left out.
     At most ``max_samples`` samples are decoded and instants evaluated. ``with_requests``:
     also the requests and limits of the pods counted at each instant."""
+    return _counted_series(
+        conn,
+        where,
+        start_ms,
+        end_ms,
+        resources,
+        block_ms=block_ms,
+        interval_ms=interval_ms,
+        resolution_ms=resolution_ms,
+        max_samples=max_samples,
+        by_container=by_container,
+        with_requests=with_requests,
+    )[0]
+
+
+def _counted_series(
+    conn: Connection,
+    where: SeriesFilter,
+    start_ms: int,
+    end_ms: int,
+    resources: Sequence[Resource],
+    *,
+    block_ms: int,
+    interval_ms: int,
+    resolution_ms: int,
+    max_samples: int,
+    by_container: bool = False,
+    with_requests: bool = False,
+    decoded: int = 0,
+) -> tuple[list[Aligned], int]:
+    """``workload_series``, and how many samples the answer has decoded, counting the
+    ``decoded`` samples of the same answer before it against ``max_samples``."""
     resolution = max(resolution_ms, 1)
     lookback = 2 * max(interval_ms, 1)
     first = -(-start_ms // resolution) * resolution
     count = 0 if first > end_ms else (end_ms - first) // resolution + 1
     outputs, units, owner = workload_units(conn, where, by_container=by_container)
     if not units:
-        return []
+        return [], decoded
     if count * len(outputs) > max_samples:
         raise QueryError(
             f"the query would align more than {max_samples} instants: use a larger step, or "
@@ -136,6 +181,7 @@ def workload_series(
         end_ms=end_ms,
         block_ms=block_ms,
         max_samples=max_samples,
+        decoded=decoded,
     )
     try:
         runs = scan.samples(conn)
@@ -191,7 +237,87 @@ def workload_series(
                 for r in resources
             }
         found.append(Aligned(output.labels, values, lines))
-    return found
+    return found, scan.decoded
+
+
+def workload_key(labels: Mapping[str, str]) -> workload_stats.WorkloadKey:
+    """(cluster, namespace, workload kind, workload name) of a workload's labels."""
+    return (labels["cluster"], labels["namespace"], labels["workload_kind"], labels["workload"])
+
+
+def workload_gathered(
+    conn: Connection,
+    where: SeriesFilter,
+    start_ms: int,
+    end_ms: int,
+    resource: Resource,
+    *,
+    bucket_of: BucketOf,
+    names: Sequence[str],
+    block_ms: int,
+    interval_ms: int,
+    max_samples: int,
+) -> tuple[list[Workload], Gathered]:
+    """Each workload ``where`` matches (whole: no container or selector filter) and what
+    answers its buckets (``bucket_of``, whose buckets hold whole blocks): the statistics
+    columns ``names`` of each block compaction took its workloads' statistics for
+    (``workload_stats``; a workload without a row there had no sample), and the aligned sum
+    of the samples of every other block of the range (the newest, not compacted yet; those
+    the range cuts through; those compacted before workload statistics were taken), at most
+    ``max_samples`` decoded in all. ``Gathered``'s series ids are the workloads' indexes."""
+    outputs, _units, _owner = workload_units(conn, where)
+    keys = [workload_key(o.labels) for o in outputs]
+    index_of = {key: i for i, key in enumerate(keys)}
+    namespaces = sorted({(key[0], key[1]) for key in keys})
+    taken = workload_stats.taken_blocks(conn, namespaces, start_ms, end_ms - block_ms + 1)
+    rows = [
+        row
+        for row in workload_stats.read_rows(conn, keys, start_ms, end_ms, names, block_ms=block_ms)
+        if row[1] in taken[(keys[row[0]][0], keys[row[0]][1])]
+    ]
+    blocks = np.arange(floor_to(start_ms, block_ms), end_ms + 1, block_ms, dtype=np.int64)
+    # The namespaces whose blocks lack statistics in the same spans are read together (the
+    # newest block and the range's edges: usually every namespace's).
+    together: dict[tuple[str, int, int], list[str]] = {}
+    for cluster, namespace in namespaces:
+        done = np.fromiter(taken[(cluster, namespace)], np.int64)
+        for first, end in _spans(blocks[~np.isin(blocks, done)], block_ms):
+            together.setdefault((cluster, first, end), []).append(namespace)
+    parts: dict[int, list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]] = {}
+    decoded = 0
+    for (cluster, first, end), names_read in sorted(together.items()):
+        found, decoded = _counted_series(
+            conn,
+            replace(where, cluster=cluster, namespace=None, namespaces=frozenset(names_read)),
+            max(first, start_ms),
+            min(end - 1, end_ms),
+            (resource,),
+            block_ms=block_ms,
+            interval_ms=interval_ms,
+            resolution_ms=interval_ms,
+            max_samples=max_samples,
+            decoded=decoded,
+        )
+        for one in found:
+            parts.setdefault(index_of[workload_key(one.labels)], []).append(one.values[resource])
+    runs: dict[int, ChunkSamples] = {}
+    for index, found_parts in parts.items():
+        stamps = np.concatenate([p[0] for p in found_parts]).tolist()
+        sums = np.concatenate([p[1] for p in found_parts]).tolist()
+        runs[index] = ChunkSamples(stamps, [0] * len(stamps), sums, sums)
+    units = np.fromiter((row[0] for row in rows), np.int64, len(rows))
+    starts = np.fromiter((row[1] for row in rows), np.int64, len(rows))
+    return outputs, Gathered(rows, tuple(names), units, bucket_of.many(starts), runs)
+
+
+def _spans(blocks: npt.NDArray[np.int64], block_ms: int) -> list[tuple[int, int]]:
+    """Ascending block starts as ``[first, end)`` spans of consecutive blocks."""
+    if not len(blocks):
+        return []
+    breaks = np.flatnonzero(np.diff(blocks) != block_ms) + 1
+    firsts = blocks[np.concatenate(([0], breaks))]
+    lasts = blocks[np.concatenate((breaks - 1, [len(blocks) - 1]))]
+    return list(zip(firsts.tolist(), (lasts + block_ms).tolist(), strict=True))
 
 
 def _pods_lines(

@@ -47,11 +47,13 @@ list[NodeResources]]``
     Every recorded pod's workload, and one pod's (its own bare-pod workload when it has
     none recorded): for grouping series by workload.
 ``span(stamps, instants, lookback_ms)``, ``newest_within(stamps, instants, lookback_ms)``
-    Pure: the instants where one run can count, and its sample counted at each.
+    Pure (``recorder.stats.align``, shared with compaction): the instants where one run can
+    count, and its sample counted at each.
 ``aligned_sum(runs, instants, lookback_ms)``
-    Pure: a workload's value at each instant, as PromQL's ``sum`` aligns series that report
-    at different instants: each run's (pod's) newest sample in ``(t - lookback_ms, t]``,
-    summed; instants where no run has one are left out (missing is missing, not zero).
+    Pure (``recorder.stats.align``): a workload's value at each instant, as PromQL's ``sum``
+    aligns series that report at different instants: each run's (pod's) newest sample in
+    ``(t - lookback_ms, t]``, summed; instants where no run has one are left out (missing
+    is missing, not zero).
 """
 
 from __future__ import annotations
@@ -60,14 +62,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
-import numpy as np
-import numpy.typing as npt
 from sqlalchemy import Connection
 
 from recorder.domain import Kind, QueryKind, SeriesFilter
 from recorder.errors import QueryError
 from recorder.selectors import LabelSelector
+from recorder.stats.align import aligned_sum, newest_within, span
 from recorder.store.objects import (
+    BARE_POD,
     ContainerResources,
     NodeResources,
     WorkloadOf,
@@ -96,9 +98,6 @@ __all__ = [
     "workload_of",
     "workload_of_pods",
 ]
-
-BARE_POD = "Pod"
-"""The kind of a pod that is its own workload."""
 
 
 class WorkloadKey(NamedTuple):
@@ -303,58 +302,3 @@ def node_allocatable(
     for row in read_node_resources(conn, cluster=cluster, nodes=nodes, until_ms=until_ms):
         out.setdefault((row.cluster, row.node), []).append(row)
     return out
-
-
-def aligned_sum(
-    runs: Sequence[
-        tuple[Sequence[int] | npt.NDArray[np.int64], Sequence[int] | npt.NDArray[np.int64]]
-    ],
-    instants: npt.NDArray[np.int64],
-    lookback_ms: int,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """The sum over ``runs`` (each ``(timestamps_ms, values)``, time-ordered, distinct
-    timestamps) at each of ``instants`` (ascending) of each run's newest sample in
-    ``(t - lookback_ms, t]``: ``(instants with a value, their sums)``."""
-    total = np.zeros(len(instants), np.int64)
-    present = np.zeros(len(instants), bool)
-    for stamps_in, values_in in runs:
-        if not len(stamps_in):
-            continue
-        stamps = np.asarray(stamps_in, np.int64)
-        low, high = span(stamps, instants, lookback_ms)
-        if low >= high:
-            continue
-        at, found = newest_within(stamps, instants[low:high], lookback_ms)
-        values = np.asarray(values_in, np.int64)
-        total[low:high] += np.where(found, values[at], 0)
-        present[low:high] |= found
-    return instants[present], total[present]
-
-
-def span(
-    stamps: Sequence[int] | npt.NDArray[np.int64],
-    instants: npt.NDArray[np.int64],
-    lookback_ms: int,
-) -> tuple[int, int]:
-    """The slice ``[low, high)`` of ``instants`` (ascending) where a run with these
-    time-ordered, non-empty ``stamps`` can have a sample within the lookback: from its first
-    sample to its last plus the lookback. Outside it the run counts nowhere."""
-    low = int(np.searchsorted(instants, stamps[0], "left"))
-    high = int(np.searchsorted(instants, stamps[-1] + lookback_ms, "left"))
-    return low, high
-
-
-def newest_within(
-    stamps_in: Sequence[int] | npt.NDArray[np.int64],
-    instants: npt.NDArray[np.int64],
-    lookback_ms: int,
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
-    """For each instant ``t``, the index of the run's newest sample in ``(t - lookback_ms,
-    t]`` and whether there is one (the index is 0 where there is none); ``stamps_in`` is
-    time-ordered and not empty."""
-    stamps = np.asarray(stamps_in, np.int64)
-    newest = np.searchsorted(stamps, instants, "right") - 1
-    found = newest >= 0
-    at = np.where(found, newest, 0)
-    found &= stamps[at] > instants - lookback_ms
-    return at, found

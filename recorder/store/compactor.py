@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from sys import intern
 from typing import Any
@@ -34,7 +35,7 @@ from recorder.stats import dedup
 from recorder.stats.block import BlockStats
 from recorder.stats.codec import ChunkSamples, decode_samples, encode_samples
 from recorder.store import head as heads
-from recorder.store import schema
+from recorder.store import schema, workload_stats
 from recorder.store.engine import dialect_insert
 from recorder.store.head import Head
 from recorder.timeutil import floor_to
@@ -68,6 +69,10 @@ class CompactionReport:
     samples: int = 0
     duplicates_dropped: int = 0
     expired_dropped: int = 0
+    workloads: int = 0
+    """Workload statistics rows taken (``workload_stats``), one per workload per block."""
+    workload_seconds: float = 0.0
+    """Of ``seconds``, the time taking them took."""
     seconds: float = 0.0
 
 
@@ -238,11 +243,20 @@ class _Teller:
 COMPACTING = "compacting head samples"
 
 
+DEFAULT_INTERVAL_MS = 30_000
+"""The poll interval workloads are aligned at when none is given (``RECORDER_INTERVAL``'s
+default)."""
+
+
 class Compactor:
-    def __init__(self, engine: Engine, head: Head, block_ms: int):
+    def __init__(
+        self, engine: Engine, head: Head, block_ms: int, interval_ms: int = DEFAULT_INTERVAL_MS
+    ):
         self._engine = engine
         self._head = head
         self.block_ms = block_ms
+        self.interval_ms = interval_ms
+        """The poll interval: workloads' statistics align their pods at its multiples."""
 
     def closed_blocks(self, now_ms: int, grace_ms: int) -> Iterator[int]:
         """Starts of the blocks that have head rows and ended at least ``grace_ms`` ago."""
@@ -269,11 +283,10 @@ class Compactor:
         total = self._head_rows_before(starts[-1] + self.block_ms) if progress and starts else 0
         teller = _Teller(progress, total) if progress is not None else None
         for start in starts:
-            if lock is not None:
-                with lock:
-                    self.compact_block(start, report, teller)
-            else:
-                self.compact_block(start, report, teller)
+            with lock if lock is not None else nullcontext():
+                namespaces = self.compact_block(start, report, teller)
+            with lock if lock is not None else nullcontext():
+                self.take_workloads(start, namespaces, report)
         if teller is not None:
             teller.finish()
         report.seconds = time.perf_counter() - begun
@@ -289,9 +302,41 @@ class Compactor:
             )
             return int(conn.execute(query).scalar_one())
 
+    def take_workloads(
+        self, start: int, namespaces: set[tuple[str, str]], report: CompactionReport
+    ) -> None:
+        """The statistics of the workloads of ``namespaces`` ((cluster, namespace)) in the
+        block at ``start``, once its chunks are stored (``workload_stats``), in a transaction
+        of their own: on failure the block's workloads keep no statistics (their history is
+        read from the samples) and compaction goes on."""
+        if not namespaces:
+            return
+        begun = time.perf_counter()
+        try:
+            with self._engine.begin() as conn:
+                if conn.dialect.name == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                report.workloads += workload_stats.take(
+                    conn,
+                    start,
+                    block_ms=self.block_ms,
+                    interval_ms=self.interval_ms,
+                    namespaces=namespaces,
+                )
+        except Exception as exc:  # a derived record: the block's chunks are stored already
+            log.warning(
+                "the workloads' statistics of block %d were not taken (%s: %s); their history "
+                "is read from the samples",
+                start,
+                type(exc).__name__,
+                exc,
+            )
+        report.workload_seconds += time.perf_counter() - begun
+
     def compact_block(
         self, start: int, report: CompactionReport, teller: _Teller | None = None
-    ) -> None:
+    ) -> set[tuple[str, str]]:
+        """Compact the block at ``start``: the (cluster, namespace) of every pod it held."""
         end = start + self.block_ms
         h = schema.samples_head
         with self._engine.begin() as conn:
@@ -311,7 +356,7 @@ class Compactor:
                 .order_by(h.c.series_id, h.c.ts_ms)
                 .execution_options(stream_results=True, yield_per=STREAM_ROWS)
             ) as rows:
-                self._compact_rows(conn, start, rows, existing_ids, report, teller)
+                namespaces = self._compact_rows(conn, start, rows, existing_ids, report, teller)
             self._head.drop_block(conn, start, end)
         report.blocks += 1
         report.block_starts.append(start)
@@ -321,6 +366,7 @@ class Compactor:
                 report.expired_dropped,
                 start,
             )
+        return namespaces
 
     def _compact_rows(
         self,
@@ -330,9 +376,9 @@ class Compactor:
         existing_ids: set[int],
         report: CompactionReport,
         teller: _Teller | None = None,
-    ) -> None:
+    ) -> set[tuple[str, str]]:
         """Chunks of the block's head rows (ordered by series and time) and its pods'
-        statistics."""
+        statistics; the (cluster, namespace) of the pods."""
         pods = _PodsOf(conn)
         block = _Block(start, late=bool(existing_ids), containers=pods.containers)
         block.teller = teller
@@ -353,6 +399,7 @@ class Compactor:
         for key in list(block.open):  # pods with a container that has no sample in this block
             self._close_pod(conn, block, key)
         self._flush(conn, block, report)
+        return {(cluster, namespace) for cluster, namespace, _pod in pods.containers}
 
     def _close_series(
         self,

@@ -26,6 +26,8 @@ _BY_CLUSTER: tuple[Table, ...] = (
     schema.pod_workloads,
     schema.container_resources,
     schema.hpas,
+    schema.workload_stats,
+    schema.workload_blocks,
 )
 """Tables keyed by (cluster, namespace, ...) beside the series."""
 

@@ -425,6 +425,11 @@ WorkloadOf = dict[tuple[str, str, str], tuple[str, str]]
 """(cluster, namespace, pod) -> (workload kind, workload name)."""
 
 
+BARE_POD = "Pod"
+"""The workload kind of a pod without a recorded owner (a bare pod, or history from before
+cluster objects were read): it is its own workload, named as the pod."""
+
+
 def read_pod_workloads(
     conn: Connection,
     *,

@@ -36,6 +36,7 @@ class RetentionPolicy:
 class RetentionReport:
     payloads_dropped: int = 0
     chunks_deleted: int = 0
+    workload_stats_deleted: int = 0
     rollups_deleted: int = 0
     series_deleted: int = 0
 
@@ -56,6 +57,12 @@ def apply_retention(
         report.chunks_deleted = conn.execute(
             delete(c).where(c.c.block_start_ms <= stats_cutoff)
         ).rowcount
+        w = schema.workload_stats  # kept as long as the pods' block statistics
+        report.workload_stats_deleted = conn.execute(
+            delete(w).where(w.c.block_start_ms <= stats_cutoff)
+        ).rowcount
+        b = schema.workload_blocks
+        conn.execute(delete(b).where(b.c.block_start_ms <= stats_cutoff))
         r = schema.rollups
         report.rollups_deleted = conn.execute(
             delete(r).where(r.c.day_start_ms + DAY_MS <= now_ms - policy.rollups_ms)

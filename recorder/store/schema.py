@@ -23,6 +23,9 @@ this (a test compares them).
   written when the pod is first seen and kept after it is gone; ``container_resources`` and
   ``node_resources`` are histories (a row when a value changes, ``since_ms`` when the recorder
   saw it; NULL for a request or limit that is not set); ``hpas`` is the current autoscalers.
+- ``workload_stats`` holds, per workload and closed block, the statistics of the workload's
+  aligned sum over its pods, taken at compaction (``recorder.store.workload_stats``);
+  ``workload_blocks`` the (cluster, namespace, block) for which they were taken.
 - ``handover`` holds the batches a deposed leader fetched and could not store (each as the
   write queue encodes it, ``buffer.encode_batch``), until the new leader of their cluster
   writes them and deletes them in one transaction (``recorder.store.handover``). PostgreSQL
@@ -203,6 +206,34 @@ pod_workloads = Table(
     Index(None, "cluster", "namespace", "workload_kind", "workload_name"),
 )
 
+
+workload_stats = Table(
+    "workload_stats",
+    metadata,
+    # One row per workload per closed block, taken at compaction: the block statistics of the
+    # workload's sum over its pods, aligned as kind=workload aligns them (each pod's newest
+    # sample within two poll intervals of each multiple of the interval,
+    # ``recorder.store.workload_stats``). Kept as long as block statistics.
+    Column("cluster", String(63), primary_key=True),
+    Column("namespace", String(63), primary_key=True),
+    Column("workload_kind", String(63), primary_key=True),
+    Column("workload_name", String(253), primary_key=True),
+    Column("block_start_ms", BigInteger, primary_key=True),
+    *_statistics(),
+    Index(None, "block_start_ms"),
+)
+
+workload_blocks = Table(
+    "workload_blocks",
+    metadata,
+    # The (cluster, namespace, block) whose workloads' statistics were taken: there, a
+    # workload without a workload_stats row had no sample. Blocks without a row (compacted
+    # before workload statistics existed, or whose taking failed) are read from the samples.
+    Column("cluster", String(63), primary_key=True),
+    Column("namespace", String(63), primary_key=True),
+    Column("block_start_ms", BigInteger, primary_key=True),
+    Index(None, "block_start_ms"),
+)
 
 container_resources = Table(
     "container_resources",

@@ -90,6 +90,16 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def interval_ms(self) -> int:
+        """The poll interval, at whose multiples compaction aligns each workload's pods
+        (``workload_stats``); ``RECORDER_INTERVAL``'s default until set."""
+        return self._compactor.interval_ms
+
+    @interval_ms.setter
+    def interval_ms(self, value: int) -> None:
+        self._compactor.interval_ms = max(int(value), 1)
+
     def migrate(self) -> None:
         """Upgrade the schema to the newest revision, each migration in one transaction."""
         migrate.upgrade(self.engine, timeouts=self.timeouts)

@@ -158,6 +158,14 @@ def test_maintenance_is_said_in_a_few_words() -> None:
         "compacted 2 blocks (40 series, 9600 samples; dropped 3 duplicates and 0 expired "
         "samples); rolled up 1 day; expired 12 payloads, 1 series"
     )
+    with_workloads = MaintenanceReport(
+        CompactionReport(blocks=1, series=4, samples=96, workloads=3),
+        RetentionReport(chunks_deleted=4, workload_stats_deleted=2),
+    )
+    assert maintenance_summary(with_workloads) == (
+        "compacted 1 block (4 series, 96 samples; dropped 0 duplicates and 0 expired samples; "
+        "3 workloads' statistics); expired 4 chunks, 2 workload statistics"
+    )
 
 
 def test_each_poll_is_observed_once_from_its_start_until_stored() -> None:

@@ -1,4 +1,4 @@
-"""``workloads.aligned_sum`` (pure): PromQL's alignment of series that report at different
+"""``stats.align.aligned_sum`` (pure): PromQL's alignment of series that report at different
 instants, against a direct reading of its definition on random runs."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recorder.query.workloads import aligned_sum
+from recorder.stats.align import aligned_sum
 
 runs = st.lists(
     st.lists(st.tuples(st.integers(0, 600), st.integers(0, 10**12)), max_size=20).map(
