@@ -27,6 +27,7 @@ from recorder.query import requests_limits
 from recorder.query.requests_limits import Lines
 from recorder.query.scan import Gathered, Scan, Unit
 from recorder.query.workloads import (
+    BARE_POD,
     WorkloadFilter,
     aligned_sum,
     newest_within,
@@ -263,8 +264,9 @@ def workload_gathered(
     columns ``names`` of each block compaction took its workloads' statistics for
     (``workload_stats``; a workload without a row there had no sample), and the aligned sum
     of the samples of every other block of the range (the newest, not compacted yet; those
-    the range cuts through; those compacted before workload statistics were taken), at most
-    ``max_samples`` decoded in all. ``Gathered``'s series ids are the workloads' indexes."""
+    the range cuts through; those compacted before workload statistics were taken) and of a
+    bare pod's whole range (it has none), at most ``max_samples`` decoded in all.
+    ``Gathered``'s series ids are the workloads' indexes."""
     outputs, _units, _owner = workload_units(conn, where)
     keys = [workload_key(o.labels) for o in outputs]
     index_of = {key: i for i, key in enumerate(keys)}
@@ -278,17 +280,22 @@ def workload_gathered(
     blocks = np.arange(floor_to(start_ms, block_ms), end_ms + 1, block_ms, dtype=np.int64)
     # The namespaces whose blocks lack statistics in the same spans are read together (the
     # newest block and the range's edges: usually every namespace's).
-    together: dict[tuple[str, int, int], list[str]] = {}
+    # A bare pod (its own workload, kind Pod) has no workload statistics: read from samples
+    # over the whole range, apart.
+    together: dict[tuple[str, bool, int, int], list[str]] = {}
     for cluster, namespace in namespaces:
         done = np.fromiter(taken[(cluster, namespace)], np.int64)
         for first, end in _spans(blocks[~np.isin(blocks, done)], block_ms):
-            together.setdefault((cluster, first, end), []).append(namespace)
+            together.setdefault((cluster, False, first, end), []).append(namespace)
+    for cluster, namespace in sorted({(k[0], k[1]) for k in keys if k[2] == BARE_POD}):
+        together.setdefault((cluster, True, start_ms, end_ms + 1), []).append(namespace)
     parts: dict[int, list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]] = {}
     decoded = 0
-    for (cluster, first, end), names_read in sorted(together.items()):
+    for (cluster, bare, first, end), names_read in sorted(together.items()):
+        read = replace(where, cluster=cluster, namespace=None, namespaces=frozenset(names_read))
         found, decoded = _counted_series(
             conn,
-            replace(where, cluster=cluster, namespace=None, namespaces=frozenset(names_read)),
+            replace(read, workload_kind=BARE_POD) if bare else read,
             max(first, start_ms),
             min(end - 1, end_ms),
             (resource,),
@@ -299,7 +306,9 @@ def workload_gathered(
             decoded=decoded,
         )
         for one in found:
-            parts.setdefault(index_of[workload_key(one.labels)], []).append(one.values[resource])
+            key = workload_key(one.labels)
+            if (key[2] == BARE_POD) is bare:  # each workload from one source only
+                parts.setdefault(index_of[key], []).append(one.values[resource])
     runs: dict[int, ChunkSamples] = {}
     for index, found_parts in parts.items():
         stamps = np.concatenate([p[0] for p in found_parts]).tolist()

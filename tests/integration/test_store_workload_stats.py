@@ -197,8 +197,9 @@ def test_compacted_blocks_answer_from_workload_statistics_as_the_samples_do(
     shop: Store, resource: Resource
 ) -> None:
     compact(shop, T0 + 3 * BLOCK)  # three blocks compacted; the last one stays in the head
-    # A row per workload per block with samples: web in blocks 0-2, the bare pod in block 2.
-    assert rows(shop, "workload_stats") == 4
+    # A row per workload per block with samples: web in blocks 0-2; the bare pod (its own
+    # workload, in block 2) has none: its pod's statistics are its own, its samples answer.
+    assert rows(shop, "workload_stats") == 3
     assert rows(shop, "workload_blocks") == 3
     for workload in ("web", "job-x"):
         points = reference(workload, resource, late=False)
