@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from bench.poll import free_port, wait_until_served
 from recorder.kube.client import MetricsClient
 from recorder.kube.config import load_cluster_config
 from recorder.kube.objects import (
@@ -94,23 +94,6 @@ class Counting(httpx.BaseTransport):
         self.inner.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     api = f"http://127.0.0.1:{port}"
@@ -122,7 +105,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         env=env,
     )  # fmt: skip
     try:
-        wait_http(f"{api}/api", 300)
+        wait_until_served(api, 300)
         config = load_cluster_config(
             api_url=api, kubeconfig=None, context=None, environ={}, announce=False
         )

@@ -26,6 +26,9 @@ class Kind(StrEnum):
 
 DEFAULT_CLUSTER = "default"
 """The ``cluster`` of every series when none is configured (``RECORDER_CLUSTER``)."""
+DEFAULT_INTERVAL_MS = 30_000
+"""The poll interval when none is given (``RECORDER_INTERVAL``'s default): a workload query
+aligns its pods at its multiples, and so does compaction."""
 
 
 class Resource(StrEnum):

@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from recorder.domain import (
+    DEFAULT_INTERVAL_MS,
     Agg,
     GroupSummary,
     HistoryQuery,
@@ -82,10 +83,6 @@ LABELS = {
 }
 """The identity labels of each kind's output series, in order (a workload's also
 ``container`` when the query names one)."""
-
-DEFAULT_INTERVAL_MS = 30_000
-"""The poll interval a workload query aligns its pods with when none is given (the
-default ``RECORDER_INTERVAL``)."""
 
 
 class HistoryReader(Protocol):
@@ -501,7 +498,7 @@ def _workload_history(
             reader, query, max_points=max_points, max_samples=max_samples, interval_ms=interval_ms
         )
     with reader.reading() as conn:
-        found = workload_sums.workload_series(
+        found, _decoded = workload_sums.workload_series(
             conn,
             query.where,
             query.start_ms,
@@ -858,7 +855,7 @@ def top(
     ``interval_ms`` in the window (``workload_sums``), as ``history?kind=workload``."""
     if where.kind is QueryKind.WORKLOAD:
         with reader.reading() as conn:
-            found = workload_sums.workload_series(
+            found, _decoded = workload_sums.workload_series(
                 conn,
                 where,
                 start_ms,

@@ -126,44 +126,15 @@ def workload_series(
     max_samples: int,
     by_container: bool = False,
     with_requests: bool = False,
-) -> list[Aligned]:
+    decoded: int = 0,
+) -> tuple[list[Aligned], int]:
     """Each workload's aligned sum of ``resources`` at the multiples of ``resolution_ms`` in
     ``[start_ms, end_ms]``, pods' samples within ``2 * interval_ms`` before each instant
     (``block_ms``: the store's block); workloads without a value in the range are left out.
     At most ``max_samples`` samples are decoded and instants evaluated. ``with_requests``:
-    also the requests and limits of the pods counted at each instant."""
-    return _counted_series(
-        conn,
-        where,
-        start_ms,
-        end_ms,
-        resources,
-        block_ms=block_ms,
-        interval_ms=interval_ms,
-        resolution_ms=resolution_ms,
-        max_samples=max_samples,
-        by_container=by_container,
-        with_requests=with_requests,
-    )[0]
-
-
-def _counted_series(
-    conn: Connection,
-    where: SeriesFilter,
-    start_ms: int,
-    end_ms: int,
-    resources: Sequence[Resource],
-    *,
-    block_ms: int,
-    interval_ms: int,
-    resolution_ms: int,
-    max_samples: int,
-    by_container: bool = False,
-    with_requests: bool = False,
-    decoded: int = 0,
-) -> tuple[list[Aligned], int]:
-    """``workload_series``, and how many samples the answer has decoded, counting the
-    ``decoded`` samples of the same answer before it against ``max_samples``."""
+    also the requests and limits of the pods counted at each instant.
+    Also how many samples the answer has decoded, ``decoded`` (those of the same answer
+    decoded before) included, all counted against ``max_samples``."""
     resolution = max(resolution_ms, 1)
     lookback = 2 * max(interval_ms, 1)
     first = -(-start_ms // resolution) * resolution
@@ -293,7 +264,7 @@ def workload_gathered(
     decoded = 0
     for (cluster, bare, first, end), names_read in sorted(together.items()):
         read = replace(where, cluster=cluster, namespace=None, namespaces=frozenset(names_read))
-        found, decoded = _counted_series(
+        found, decoded = workload_series(
             conn,
             replace(read, workload_kind=BARE_POD) if bare else read,
             max(first, start_ms),

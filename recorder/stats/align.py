@@ -1,6 +1,6 @@
 """PromQL's alignment of series that report at different instants (pure): a workload is the sum
 of its pods aligned this way, at query time (``recorder.query.workload_sums``) and at
-compaction (``recorder.store.workload_stats``), so both answer the same.
+compaction (``recorder.store.workload_compaction``), so both answer the same.
 
 At each instant ``t``, each run's (pod's) newest sample in ``(t - lookback_ms, t]`` counts;
 the runs' counted values are summed; an instant where no run has one has no value (missing is

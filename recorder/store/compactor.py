@@ -30,12 +30,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, tuple_, update
 
-from recorder.domain import Kind
+from recorder.domain import DEFAULT_INTERVAL_MS, Kind
 from recorder.stats import dedup
 from recorder.stats.block import BlockStats
 from recorder.stats.codec import ChunkSamples, decode_samples, encode_samples
 from recorder.store import head as heads
-from recorder.store import schema, workload_stats
+from recorder.store import schema, workload_compaction
 from recorder.store.engine import dialect_insert
 from recorder.store.head import Head
 from recorder.timeutil import floor_to
@@ -243,11 +243,6 @@ class _Teller:
 COMPACTING = "compacting head samples"
 
 
-DEFAULT_INTERVAL_MS = 30_000
-"""The poll interval workloads are aligned at when none is given (``RECORDER_INTERVAL``'s
-default)."""
-
-
 class Compactor:
     def __init__(
         self, engine: Engine, head: Head, block_ms: int, interval_ms: int = DEFAULT_INTERVAL_MS
@@ -306,7 +301,7 @@ class Compactor:
         self, start: int, namespaces: set[tuple[str, str]], report: CompactionReport
     ) -> None:
         """The statistics of the workloads of ``namespaces`` ((cluster, namespace)) in the
-        block at ``start``, once its chunks are stored (``workload_stats``), in a transaction
+        block at ``start``, once its chunks are stored (``workload_compaction``), in a transaction
         of their own: on failure the block's workloads keep no statistics (their history is
         read from the samples) and compaction goes on."""
         if not namespaces:
@@ -316,7 +311,7 @@ class Compactor:
             with self._engine.begin() as conn:
                 if conn.dialect.name == "sqlite":
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
-                report.workloads += workload_stats.take(
+                report.workloads += workload_compaction.take(
                     conn,
                     start,
                     block_ms=self.block_ms,
@@ -329,7 +324,7 @@ class Compactor:
                 "is read from the samples",
                 start,
                 type(exc).__name__,
-                exc,
+                (str(exc).splitlines() or [""])[0][:300],  # not a driver's SQL and parameters
             )
         report.workload_seconds += time.perf_counter() - begun
 

@@ -24,7 +24,7 @@ this (a test compares them).
   ``node_resources`` are histories (a row when a value changes, ``since_ms`` when the recorder
   saw it; NULL for a request or limit that is not set); ``hpas`` is the current autoscalers.
 - ``workload_stats`` holds, per workload and closed block, the statistics of the workload's
-  aligned sum over its pods, taken at compaction (``recorder.store.workload_stats``);
+  aligned sum over its pods, taken at compaction (``recorder.store.workload_compaction``);
   ``workload_blocks`` the (cluster, namespace, block) for which they were taken.
 - ``handover`` holds the batches a deposed leader fetched and could not store (each as the
   write queue encodes it, ``buffer.encode_batch``), until the new leader of their cluster
@@ -213,7 +213,7 @@ workload_stats = Table(
     # One row per workload per closed block, taken at compaction: the block statistics of the
     # workload's sum over its pods, aligned as kind=workload aligns them (each pod's newest
     # sample within two poll intervals of each multiple of the interval,
-    # ``recorder.store.workload_stats``). Kept as long as block statistics.
+    # ``recorder.store.workload_compaction``). Kept as long as block statistics.
     Column("cluster", String(63), primary_key=True),
     Column("namespace", String(63), primary_key=True),
     Column("workload_kind", String(63), primary_key=True),

@@ -1,10 +1,10 @@
-"""Workloads' block statistics (``recorder.store.workload_stats``), taken at compaction, on both
-databases: a ``kind=workload`` history whose step holds whole blocks reads them, and answers
-exactly what the aligned sum of the model's samples gives (percentiles within the sketch's
-error) across blocks, a rollout that renames every pod, a missed poll and a late sample; it
-still answers once the samples have expired, and within a sample bound the samples alone
-could not meet. Blocks without statistics (the newest, not compacted yet) are read from the
-samples in the same answer."""
+"""Workloads' block statistics (``recorder.store.workload_compaction``, ``workload_stats``),
+taken at compaction, on both databases: a ``kind=workload`` history whose step holds whole
+blocks reads them, and answers exactly what the aligned sum of the model's samples gives
+(percentiles within the sketch's error) across blocks, a rollout that renames every pod, a
+missed poll and a late sample; it still answers once the samples have expired, and within a
+sample bound the samples alone could not meet. Blocks without statistics (the newest, not
+compacted yet) and a bare pod's workload are read from the samples in the same answer."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from recorder.domain import (
 from recorder.errors import QueryError
 from recorder.query import engine
 from recorder.stats.sketch import RELATIVE_ACCURACY
-from recorder.store import Store, open_store, schema, workload_stats
+from recorder.store import Store, open_store, schema, workload_compaction, workload_stats
 from recorder.store.deletion import Doomed, delete_history
 from recorder.store.objects import ObjectStore
 from recorder.store.retention import RetentionPolicy
@@ -289,7 +289,7 @@ def test_without_workload_statistics_the_samples_answer(
     def broken(*_args: object, **_kw: object) -> int:
         raise RuntimeError("no statistics today")
 
-    monkeypatch.setattr(workload_stats, "take", broken)
+    monkeypatch.setattr(workload_compaction, "take", broken)
     with caplog.at_level(logging.WARNING):
         compact(shop, T0 + 3 * BLOCK)
     assert "were not taken (RuntimeError: no statistics today)" in caplog.text

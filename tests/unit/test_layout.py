@@ -59,6 +59,8 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "simulator/tls.py": "tests/integration/test_kube_client_access.py, test_kube_limits.py",
     "simulator/topology.py": "tests/unit/test_simulator_model.py",
     "simulator/wire.py": "tests/integration/test_simulator_server.py, test_one_decoder.py",
+    "store/workload_compaction.py": "tests/integration/test_store_workload_stats.py (taken at "
+    "compaction on both databases, read back through kind=workload histories)",
 }
 """Modules without a test module of their own, each with the tests that cover it."""
 
