@@ -32,7 +32,7 @@ from recorder.domain import Kind
 from recorder.stats.align import aligned_sum
 from recorder.stats.block import BlockStats
 from recorder.stats.codec import ChunkSamples, decode_arrays, decode_samples
-from recorder.store import schema
+from recorder.store import chunks, schema
 from recorder.store.engine import dialect_insert
 from recorder.store.objects import BARE_POD, read_pod_workloads
 from recorder.store.workload_stats import WorkloadKey
@@ -42,7 +42,6 @@ __all__ = ["instants_of", "take"]
 SLICE_SERIES = 2_000
 """Container series whose samples are decoded at once."""
 _UPSERT_ROWS = 1_000
-_LOOKUP = 500
 
 Run = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
 """A pod's (timestamps, cpu, memory), time-ordered."""
@@ -121,11 +120,12 @@ def _take_namespace(
         if owner is not None and owner[0] != BARE_POD:  # a bare pod has its pod's statistics
             members.setdefault((cluster, namespace, owner[0], owner[1]), []).append(pod)
     instants = instants_of(start, start + block_ms - 1, interval_ms)
+    pod_of = {sid: pod for pod, sids in in_block.items() for sid in sids}
     rows: list[dict[str, Any]] = []
     written = 0
     for part in _slices(members, in_block):
         ids = [sid for _key, pods in part for pod in pods for sid in in_block.get(pod, ())]
-        runs = _pod_runs(conn, ids, start, in_block)
+        runs = _pod_runs(conn, ids, start, block_ms, pod_of)
         for key, pods in part:
             pod_runs = [_with_tail(runs.get(pod), tails.get(pod)) for pod in pods]
             stats = _stats(pod_runs, instants, lookback)
@@ -167,26 +167,17 @@ def _slices(
 
 
 def _pod_runs(
-    conn: Connection, ids: Sequence[int], start: int, in_block: dict[str, list[int]]
+    conn: Connection, ids: Sequence[int], start: int, block_ms: int, pod_of: dict[int, str]
 ) -> dict[str, Run]:
     """Each pod's samples in the block: its containers' summed at each instant."""
     if not ids:
         return {}
-    pod_of = {sid: pod for pod, sids in in_block.items() for sid in sids}
-    wanted = set(ids)
-    c = schema.chunks
-    payloads: list[tuple[int, bytes]] = []
-    for first in range(0, len(ids), _LOOKUP):
-        payloads += conn.execute(
-            select(c.c.series_id, c.c.payload)
-            .where(c.c.block_start_ms == start)
-            .where(c.c.series_id.in_(ids[first : first + _LOOKUP]))
-            .where(c.c.payload.is_not(None))
-        ).all()
-    payloads = [(sid, p) for sid, p in payloads if sid in wanted]
-    columns = _columns([p for _sid, p in payloads])
+    payloads = chunks.read_payloads_in_range(
+        conn, ids, start, start + block_ms - 1, block_ms=block_ms
+    )
+    columns = _columns([payload for _sid, _start, payload in payloads])
     parts: dict[str, list[Run]] = {}
-    for (sid, _payload), run in zip(payloads, columns, strict=True):
+    for (sid, _start, _payload), run in zip(payloads, columns, strict=True):
         parts.setdefault(pod_of[sid], []).append(run)
     return {pod: found[0] if len(found) == 1 else _summed(found) for pod, found in parts.items()}
 

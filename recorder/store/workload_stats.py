@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, tuple_
+from sqlalchemy import Connection, select, tuple_
 
 from recorder.store import schema
 
@@ -59,11 +59,7 @@ def read_rows(
     for (cluster, namespace), wanted in sorted(by_namespace.items()):
         for first in range(0, len(wanted), _LOOKUP):
             part = wanted[first : first + _LOOKUP]
-            named = (
-                tuple_(t.c.workload_kind, t.c.workload_name).in_(part)
-                if len(part) > 1
-                else and_(t.c.workload_kind == part[0][0], t.c.workload_name == part[0][1])
-            )
+            named = tuple_(t.c.workload_kind, t.c.workload_name).in_(part)
             for kind, name, block, *values in conn.execute(
                 select(t.c.workload_kind, t.c.workload_name, t.c.block_start_ms)
                 .add_columns(*(t.c[n] for n in names))
