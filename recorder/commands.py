@@ -15,7 +15,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from recorder.errors import ConfigError
 from recorder.poller import PollReport
@@ -27,7 +27,7 @@ from recorder.store.deletion import Doomed
 from recorder.store.migrate import current_revision, head_revision
 from recorder.store.renaming import renamed_sqlite_copy, sqlite_path
 from recorder.store.sql import MaintenanceReport, missing_sqlite_file
-from recorder.timeutil import now_ms
+from recorder.timeutil import format_duration, now_ms
 from recorder.worker import (
     build_poll_path,
     configure_logging,
@@ -36,9 +36,13 @@ from recorder.worker import (
     ready_store,
 )
 
+if TYPE_CHECKING:
+    from recorder.simulator import SimulatorConfig
+
 __all__ = [
     "DEMO_INTERVAL_SECONDS",
     "DEMO_LISTEN",
+    "DEMO_ROLLOUT_EVERY",
     "configure_logging",
     "copy_history",
     "demo_settings",
@@ -54,6 +58,8 @@ __all__ = [
 
 DEMO_LISTEN = "127.0.0.1:8080"
 DEMO_INTERVAL_SECONDS = 15.0
+DEMO_ROLLOUT_EVERY = "10m"
+"""The demo's Deployments roll out this often, so its workloads show pods replaced."""
 
 _SETTINGS_FLAGS = (
     "database_url",
@@ -112,15 +118,15 @@ def run_service(settings: Settings) -> NoReturn:
     exit_now(serve(settings))
 
 
-def run_demo(settings: Settings, *, nodes: int, pods: int, seed: int) -> NoReturn:
-    """``recorder demo``: the service against a simulator of ``nodes`` and ``pods``, which also
-    serves what ``kubectl top`` reads, through a kubeconfig the banner names (in a private
-    temporary folder, removed at exit)."""
+def run_demo(settings: Settings, config: SimulatorConfig) -> NoReturn:
+    """``recorder demo``: the service against a simulator of ``config``, which also serves what
+    ``kubectl`` reads (metrics and cluster objects), through a kubeconfig the banner names (in a
+    private temporary folder, removed at exit)."""
     from recorder.service import serve
-    from recorder.simulator import ClusterModel, SimulatorConfig, SimulatorServer, create_app
+    from recorder.simulator import ClusterModel, SimulatorServer, create_app
     from recorder.simulator.kubeconfig import kubeconfig_document, write_kubeconfig
 
-    config = SimulatorConfig(nodes=nodes, pods=pods, seed=seed)
+    nodes, pods = config.nodes, config.pods
     simulated = create_app(ClusterModel(config), core_api=True)
     with tempfile.TemporaryDirectory(prefix="recorder-demo-") as folder:
         with SimulatorServer(simulated) as simulator:
@@ -132,6 +138,7 @@ def run_demo(settings: Settings, *, nodes: int, pods: int, seed: int) -> NoRetur
             base = f"http://{shown}:{port}"
             banner = [
                 f"Simulated Metrics API ({nodes} nodes, {pods} pods): {simulator.url}",
+                f"  {_changes(config)}",
                 f"Recording every {settings.interval_seconds:g}s into "
                 f"{redact(settings.database_url.get_secret_value())}",
                 f"  History page:       {base}/",
@@ -144,6 +151,17 @@ def run_demo(settings: Settings, *, nodes: int, pods: int, seed: int) -> NoRetur
             ]
             code = serve(settings, api_url=simulator.url, banner=banner)
     exit_now(code)
+
+
+def _changes(config: SimulatorConfig) -> str:
+    """How the demo's cluster changes, in one banner line."""
+    period = config.rollout_every_seconds
+    rollouts = (
+        f"every Deployment rolls out every {format_duration(round(period * 1000))}"
+        if period
+        else "no rollouts"
+    )
+    return f"Pods replaced {config.churn_per_hour:g} times an hour each; {rollouts}"
 
 
 def poll_once(settings: Settings) -> PollReport:

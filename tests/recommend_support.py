@@ -42,6 +42,9 @@ STEPS = 95
 """95 minutes at one sample a minute: a single pod's container has fewer than 100 points, two
 or more pods' have more; the first hour is a closed block (statistics), the rest is raw."""
 MIB = 2**20
+ROLLOUT_EVERY = 1800.0
+"""Every Deployment rolls out every 30 minutes: three times or so in the recording, each a new
+ReplicaSet, some with a trimmed CPU request (`simulator.resources.revised`)."""
 
 PodKey = tuple[str, str]
 ContainerKey = tuple[str, str, str]
@@ -137,7 +140,13 @@ def _rfc3339_ms(text: str) -> int:
 
 @contextmanager
 def recorded_cluster(
-    store: Store, *, steps: int = STEPS, churn_per_hour: float = 3.0, seed: int = 4, pods: int = 40
+    store: Store,
+    *,
+    steps: int = STEPS,
+    churn_per_hour: float = 3.0,
+    rollout_every_seconds: float = ROLLOUT_EVERY,
+    seed: int = 4,
+    pods: int = 40,
 ) -> Iterator[Recorded]:
     """The simulator (kept serving for the block, at its last instant) recorded for ``steps``
     buckets into ``store``; see the module docstring."""
@@ -148,6 +157,7 @@ def recorded_cluster(
             pods=pods,
             seed=seed,
             churn_per_hour=churn_per_hour,
+            rollout_every_seconds=rollout_every_seconds,
             resolution_seconds=RESOLUTION,
         ),
         clock=clock,

@@ -151,6 +151,26 @@ def non_negative_number(text: str) -> float:
     return value
 
 
+def simulated_changes(parser: argparse.ArgumentParser, *, rollout_every: str) -> None:
+    """How the simulated cluster changes: pods replaced (churn) and Deployments rolled out."""
+    parser.add_argument(
+        "--churn",
+        type=non_negative_number,
+        default=0.05,
+        metavar="PER_HOUR",
+        help="how often each pod is replaced by a new one (new name), per hour, up to 60 "
+        "(default 0.05: about once a day)",
+    )
+    parser.add_argument(
+        "--rollout-every",
+        type=whole_seconds,
+        default=rollout_every,
+        metavar="DURATION",
+        help="roll out every Deployment once per DURATION (a new ReplicaSet, its pods replaced "
+        f"one by one); 0s: never (default {rollout_every})",
+    )
+
+
 def access(parser: argparse.ArgumentParser) -> None:
     """Who may read the HTTP API, its limits and TLS (README "Access control")."""
     group = parser.add_argument_group("access control and TLS (each also RECORDER_<NAME>)")

@@ -26,6 +26,7 @@ def add_service(subcommands: Any) -> None:
     demo.add_argument("--nodes", type=int, default=3, help="simulated nodes (default 3)")
     demo.add_argument("--pods", type=int, default=30, help="simulated pods (default 30)")
     demo.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
+    options.simulated_changes(demo, rollout_every=commands.DEMO_ROLLOUT_EVERY)
     options.exposition(demo)
     options.access(demo)
     demo.set_defaults(handler=cmd_demo)
@@ -54,6 +55,7 @@ def add_simulate(subcommands: Any) -> None:
         "time (whole seconds, a fixed offset per node), as metrics-server reports each "
         "kubelet's own scrape time; shorter than --resolution (default 0s: one timestamp)",
     )
+    options.simulated_changes(simulate, rollout_every="0s")
     simulate.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT")
     simulate.add_argument("--serve-v1", action="store_true", help="also serve metrics.k8s.io/v1")
     simulate.add_argument(
@@ -74,8 +76,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from recorder.simulator import SimulatorConfig
+
     settings = commands.demo_settings(args)
-    commands.run_demo(settings, nodes=args.nodes, pods=args.pods, seed=args.seed)
+    config = SimulatorConfig(
+        nodes=args.nodes,
+        pods=args.pods,
+        seed=args.seed,
+        churn_per_hour=args.churn,
+        rollout_every_seconds=args.rollout_every,
+    )
+    commands.run_demo(settings, config)
 
 
 def _print_report(report: PollReport) -> None:
@@ -139,6 +150,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         resolution_seconds=args.resolution,
         scrape_spread_seconds=args.scrape_spread,
+        churn_per_hour=args.churn,
+        rollout_every_seconds=args.rollout_every,
     )
     run(config, host, port, options, serve_v1=args.serve_v1)
     return 0

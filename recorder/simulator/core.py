@@ -4,7 +4,8 @@ Served with the API server's paths, discovery and list semantics, so that kubect
 recorder read them as from a cluster: ``/version``, ``/api``, ``/apis``, ``/api/v1/<resource>``,
 ``/apis/<group>/<version>/[namespaces/<ns>/]<resource>[/<name>]``; ``limit``/``continue``,
 ``labelSelector``/``fieldSelector`` and ``watch`` (`listing`, `watch`). Pods follow the model's
-churn (`pods`); controllers, HPAs and nodes are drawn once (`objects`). Node allocatable is
+churn (`pods`); Deployments and ReplicaSets their rollouts when the model has them
+(`rollouts`); other controllers, HPAs and nodes are drawn once (`objects`). Node allocatable is
 derived from the nodes' usage in the first frame served, rounded up to a plausible machine, so
 ``kubectl top node`` percentages stay stable.
 
@@ -38,6 +39,7 @@ from recorder.simulator.model import ClusterModel
 from recorder.simulator.objects import ClusterObjects
 from recorder.simulator.pods import Event, PodTimeline
 from recorder.simulator.replies import BodyCache, Reply
+from recorder.simulator.rollouts import RolloutSource
 from recorder.simulator.watch import Source, WatchLimiter, stream
 
 __all__ = ["VERSION", "CoreApi"]
@@ -98,6 +100,7 @@ class CoreApi:
         self.watches = WatchLimiter(max_watches)
         self._metrics_versions = tuple(metrics_versions)
         self._sources: dict[str, Source] = {"pods": self.pods}
+        self._rollouts = bool(model.config.rollout_every_seconds)
         self._cache = BodyCache(max_entries=32)
         self._lock = threading.Lock()
 
@@ -181,8 +184,13 @@ class CoreApi:
         with self._lock:
             source = self._sources.get(resource.plural)
             if source is None:
-                entries = self.objects.entries(resource.plural, self._model.frame())
-                source = self._sources[resource.plural] = _StaticSource(self.pods, entries)
+                plural = resource.plural
+                if plural in ("deployments", "replicasets") and self._rollouts:
+                    source = RolloutSource(self.pods, self.objects, plural)
+                else:
+                    entries = self.objects.entries(plural, self._model.frame())
+                    source = _StaticSource(self.pods, entries)
+                self._sources[plural] = source
             return source
 
     def _get(self, resource: ApiResource, namespace: str | None, name: str) -> Reply:

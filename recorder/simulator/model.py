@@ -13,6 +13,14 @@ Churn: every pod slot is re-occupied by a new pod (a new generated name, maybe a
 per lifetime, which averages ``1 / churn_per_hour`` hours. A new pod has no metrics for its first
 one to three resolutions (metrics-server needs two scrapes), and ``pending_fraction`` of pods
 never start: neither is listed, like Pending pods in a real cluster.
+
+Rollouts (``rollout_every_seconds``, off by default): every Deployment rolls out once per period,
+first at an instant drawn for it within the first period after the model's start. A rollout gives
+the pod template a new hash (a new ReplicaSet ``<name>-<hash>``, so new pod names) and replaces
+the workload's pods one by one, replica ``i`` at ``i`` staggers after the rollout's instant (a
+stagger is one resolution, or less so that a rollout takes at most half a period); like a
+rolling update, it keeps the old pod until the new one runs. A pod's
+generation counts both: ``churn generation | revision << 40``, so it only grows with time.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 from recorder.domain import Sample, SeriesKey
@@ -60,6 +69,9 @@ __all__ = [
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _MASK64 = (1 << 64) - 1
 _DAY_SECONDS = 86_400.0
+_REVISION_SHIFT = 40
+_CHURN_MASK = (1 << _REVISION_SHIFT) - 1
+_CACHE_LIMIT = 100_000
 PAGE_KIB = 4
 
 
@@ -83,6 +95,9 @@ class SimulatorConfig:
     """Each node's samples (and its pods') are stamped up to this many whole seconds before
     the bucket's time, a fixed offset per node, as kubelets are scraped at different moments
     and metrics-server reports each one's own timestamp; 0: one timestamp for every item."""
+    rollout_every_seconds: float = 0.0
+    """Every Deployment rolls out once per this many seconds (a new template hash, its pods
+    replaced one by one); 0: never."""
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -95,11 +110,20 @@ class SimulatorConfig:
                 f"not {self.resolution_seconds}s"
             )
         if not 0.0 <= self.churn_per_hour <= 60.0:
-            raise ConfigError(f"churn_per_hour must be within 0..60, not {self.churn_per_hour}")
+            raise ConfigError(
+                f"the churn (--churn, each pod's replacements per hour) must be within 0..60, "
+                f"not {self.churn_per_hour:g}"
+            )
         if not 0 <= self.scrape_spread_seconds < self.resolution_seconds:
             raise ConfigError(
                 f"the scrape spread must be at least 0s and shorter than the resolution "
                 f"({self.resolution_seconds:g}s), not {self.scrape_spread_seconds}s"
+            )
+        period = self.rollout_every_seconds
+        if period and not 2 * self.resolution_seconds <= period <= 30 * _DAY_SECONDS:
+            raise ConfigError(
+                f"the rollout period (--rollout-every) must be 0 (none) or between two resolutions "
+                f"({2 * self.resolution_seconds:g}s) and 30 days, not {period:g}s"
             )
         if not 0.0 <= self.pending_fraction < 1.0:
             raise ConfigError(
@@ -140,14 +164,14 @@ class PodInstance(NamedTuple):
     started_at: float
     running_after: float
     """When metrics appear; infinity for a pod that stays Pending."""
+    revision: int
+    """Its Deployment's rollouts before it started (0: the template the model began with)."""
+    labels: Mapping[str, str]
+    """The slot's labels, with the revision's ``pod-template-hash``."""
 
     @property
     def namespace(self) -> str:
         return self.slot.workload.namespace
-
-    @property
-    def labels(self) -> Mapping[str, str]:
-        return self.slot.labels
 
     @property
     def container_names(self) -> tuple[str, ...]:
@@ -279,6 +303,9 @@ class ClusterModel:
             if spread
             else ()
         )
+        self._hashes: dict[tuple[str, str, int], str] = {}
+        self._labels: dict[tuple[int, int], tuple[Mapping[str, str], Mapping[str, str]]] = {}
+        self._first_rollouts, self._slot_rollouts = self._plan_rollouts()
 
     @property
     def config(self) -> SimulatorConfig:
@@ -383,32 +410,122 @@ class ClusterModel:
         return tuple(out)
 
     def generation(self, slot: PodSlot, bucket: int) -> int:
-        """Which occupant of ``slot`` (0, 1, ...) is there in ``bucket``: `_compute`'s rule."""
+        """Which occupant of ``slot`` is there in ``bucket``: `_compute`'s rule (its churn
+        generation, with the revision above bit 40; both only grow)."""
+        t = bucket * self._resolution
         life = slot.lifetime_seconds
-        return int((bucket * self._resolution + slot.offset_seconds) // life) if life else 0
+        generation = int((t + slot.offset_seconds) // life) if life else 0
+        roll = self._slot_rollouts[slot.number] if self._slot_rollouts else None
+        if roll is not None and t >= roll[1]:
+            generation |= (int((t - roll[1]) // roll[0]) + 1) << _REVISION_SHIFT
+        return generation
 
     def occupant(self, slot: PodSlot, generation: int) -> PodInstance:
-        """The pod of ``slot``'s ``generation``. It exists (Pending) from ``started_at`` on and
-        runs, with metrics, in the buckets whose start is at or after ``running_after``."""
+        """The pod of ``slot``'s ``generation``. It exists (Pending) from ``started_at`` on (the
+        later of its churn's and its revision's starts) and runs, with metrics, in the buckets
+        whose start is at or after ``running_after``."""
         life = slot.lifetime_seconds
-        started = generation * life - slot.offset_seconds if life else -math.inf
+        churn, revision = generation & _CHURN_MASK, generation >> _REVISION_SHIFT
+        started = churn * life - slot.offset_seconds if life else -math.inf
+        if revision:
+            period, first = self._slot_rollouts[slot.number]  # type: ignore[misc]
+            rolled = first + (revision - 1) * period
+            if rolled >= started:  # replaced by the rollout: ready when its predecessor goes
+                return self._instance(slot, generation, rolled, surged=True)
         return self._instance(slot, generation, started)
 
-    def _instance(self, slot: PodSlot, generation: int, started_at: float) -> PodInstance:
+    # --- rollouts ------------------------------------------------------------------------
+
+    def _plan_rollouts(
+        self,
+    ) -> tuple[dict[tuple[str, str], float], list[tuple[float, float] | None]]:
+        """(each Deployment's first rollout instant, each slot's (period, first replacement))."""
+        period = self._config.rollout_every_seconds
+        firsts: dict[tuple[str, str], float] = {}
+        per_slot: list[tuple[float, float] | None] = []
+        if not period:
+            return firsts, per_slot
+        seed, start = self._config.seed, self.started_at
+        for slot in self._topology.slots:
+            w = slot.workload
+            if w.kind != "Deployment" or w.batch:  # a batch profile is shown as a Job
+                per_slot.append(None)
+                continue
+            key = (w.namespace, w.name)
+            first = firsts.get(key)
+            if first is None:
+                first = firsts[key] = start + period * (
+                    _mix(seed, *(ord(c) for c in f"{w.namespace}/{w.name}")) / 2.0**64
+                )
+            stagger = min(self._resolution, period / (2 * max(w.replicas, 1)))
+            per_slot.append((period, first + slot.replica * stagger))
+        return firsts, per_slot
+
+    def revision(self, workload: Workload, at: float) -> int:
+        """How many times ``workload`` has rolled out by ``at`` (0 without rollouts)."""
+        first = self._first_rollouts.get((workload.namespace, workload.name))
+        if first is None or at < first:
+            return 0
+        return int((at - first) // self._config.rollout_every_seconds) + 1
+
+    def rollout_instant(self, workload: Workload, revision: int) -> float:
+        """When ``workload``'s rollout to ``revision`` (1, 2, ...) began."""
+        first = self._first_rollouts[(workload.namespace, workload.name)]
+        return first + (revision - 1) * self._config.rollout_every_seconds
+
+    def template_hash(self, workload: Workload, revision: int) -> str:
+        """The ``pod-template-hash`` of ``workload``'s ``revision``."""
+        if not revision:
+            return workload.template_hash
+        key = (workload.namespace, workload.name, revision)
+        found = self._hashes.get(key)
+        if found is None:
+            if len(self._hashes) > _CACHE_LIMIT:
+                self._hashes.clear()
+            h = _mix(self._config.seed, revision, *(ord(c) for c in f"{key[0]}/{key[1]}"))
+            found = self._hashes[key] = encode_safe(h >> 16, 10)
+        return found
+
+    def _revision_labels(self, slot: PodSlot, revision: int) -> Mapping[str, str]:
+        key = (id(slot.labels), revision)
+        cached = self._labels.get(key)
+        if cached is None or cached[0] is not slot.labels:
+            if len(self._labels) > _CACHE_LIMIT:
+                self._labels.clear()
+            labels = dict(slot.labels)
+            labels["pod-template-hash"] = self.template_hash(slot.workload, revision)
+            cached = self._labels[key] = (slot.labels, MappingProxyType(labels))
+        return cached[1]
+
+    def _instance(
+        self, slot: PodSlot, generation: int, started_at: float, *, surged: bool = False
+    ) -> PodInstance:
+        """The pod; ``surged``: made by a rolling update, which keeps the old pod until the new
+        one is ready, so it runs from ``started_at`` and was created its start-up time before
+        (it is listed from ``started_at`` only: a slot holds one pod at a time)."""
         h = _mix(self._config.seed, slot.number, generation)
         if slot.pinned_node is not None:
             node = slot.pinned_node
         else:
             workers = self._topology.worker_nodes
             node = workers[h % len(workers)]
-        name = slot.fixed_name or slot.name_prefix + _suffix(
-            slot.workload, slot.replica, generation
-        )
+        revision = generation >> _REVISION_SHIFT
+        labels = slot.labels
+        prefix = slot.name_prefix
+        if revision:
+            labels = self._revision_labels(slot, revision)
+            prefix = f"{slot.workload.name}-{labels['pod-template-hash']}-"
+        name = slot.fixed_name or prefix + _suffix(slot.workload, slot.replica, generation)
+        startup = self._resolution * (1.0 + 2.0 * (h >> 48) / 65536.0)
         if slot.may_stay_pending and ((h >> 16) & 0xFFFF) < self._pending_threshold:
             running_after = math.inf
+        elif surged:
+            running_after, started_at = started_at, started_at - startup
         else:
-            running_after = started_at + self._resolution * (1.0 + 2.0 * (h >> 48) / 65536.0)
-        return PodInstance(slot, generation, name, node, started_at, running_after)
+            running_after = started_at + startup
+        return PodInstance(
+            slot, generation, name, node, started_at, running_after, revision, labels
+        )
 
     def _compute(self, bucket: int) -> Frame:
         t = bucket * self._resolution
@@ -424,16 +541,18 @@ class ClusterModel:
         pods: list[PodInstance] = []
         pod_usage: list[tuple[int, ...]] = []
         instances = self._instances
+        rollouts = self._slot_rollouts
         # The hot loop: ~200,000 containers for a 150,000-pod cluster, so locals only.
         for slot in topo.slots:
             index = slot.number
             life = slot.lifetime_seconds
             offset = slot.offset_seconds
             generation = int((t + offset) // life) if life else 0  # `generation`, inlined
+            if rollouts and (roll := rollouts[index]) is not None and t >= roll[1]:
+                generation |= (int((t - roll[1]) // roll[0]) + 1) << _REVISION_SHIFT
             pod = instances[index]
             if pod is None or pod.generation != generation:
-                started = generation * life - offset if life else -math.inf
-                pod = instances[index] = self._instance(slot, generation, started)
+                pod = instances[index] = self.occupant(slot, generation)
             if t < pod.running_after:
                 continue
             values: list[int] = []

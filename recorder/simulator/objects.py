@@ -5,8 +5,10 @@ Drawn once per model from its seed. A workload's controller chain: a Deployment 
 ReplicaSet ``<name>-<template hash>`` that owns the pods; StatefulSets and DaemonSets own their
 pods; a ``batch`` profile (`catalog`) is a Job ``<name>-<template hash>`` (its pods keep their
 names), owned by a CronJob ``<name>`` when it is a CronJob's; static control-plane pods are
-mirror pods owned by their Node, as the kubelet makes them. Controllers are static: their
-status says every replica is ready, while pods churn under them (`pods`).
+mirror pods owned by their Node, as the kubelet makes them. Controllers are static (their
+status says every replica is ready, while pods churn under them, `pods`), except when
+Deployments roll out (`model`): each revision has its own ReplicaSet, template hash, images and
+maybe CPU requests (`revision`), and `rollouts` serves them over time.
 
 A few Deployments (about one in four with two or more replicas, outside kube-system, whose
 containers all request the resource) have a HorizontalPodAutoscaler on CPU, memory or both.
@@ -17,14 +19,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
 
 from recorder.simulator import wire
 from recorder.simulator.listing import Entry
-from recorder.simulator.model import ClusterModel, Frame
+from recorder.simulator.model import ClusterModel, Frame, PodInstance
 from recorder.simulator.resources import (
     ContainerResources,
     cpu_text,
@@ -32,10 +34,11 @@ from recorder.simulator.resources import (
     memory_text,
     plan_workload,
     qos_class,
+    revised,
 )
 from recorder.simulator.topology import PodSlot, Workload
 
-__all__ = ["ClusterObjects", "WorkloadObjects", "machine", "node_ip", "uid"]
+__all__ = ["ClusterObjects", "WorkloadObjects", "entry", "machine", "node_ip", "uid"]
 
 _json = msgspec.json.Encoder(order="deterministic")
 _PER_POD_LABELS = ("apps.kubernetes.io/pod-index", "statefulset.kubernetes.io/pod-name")
@@ -43,6 +46,7 @@ _HASH_LABELS = ("pod-template-hash", "controller-revision-hash", "pod-template-g
 _NOT_SELECTED = ("version", "env", "app.kubernetes.io/part-of", *_HASH_LABELS)
 SYSTEM_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
 """The namespaces every cluster has, served besides the simulated pods' namespaces."""
+_REVISION_CACHE = 50_000
 STATIC_RESOURCE_VERSION = 10_000
 """Objects that never change carry resource versions near this (far below every event's);
 nodes count down from it, controllers up."""
@@ -85,8 +89,34 @@ def _resources(c: ContainerResources) -> dict[str, Any]:
     return out
 
 
-def image(workload: Workload, container: str) -> str:
-    return f"registry.example.com/{workload.namespace}/{container}:1.{len(workload.name) % 7}"
+def entry(item: dict[str, Any], resource_version: int) -> Entry:
+    """A namespaced object's list entry, its ``resourceVersion`` set."""
+    metadata = item["metadata"]
+    metadata["resourceVersion"] = str(resource_version)
+    ns, name = metadata["namespace"], metadata["name"]
+    return Entry(
+        f"{ns}/{name}",
+        ns,
+        name,
+        metadata.get("labels", {}),
+        (name, ns),
+        _json.encode(item).decode(),
+    )
+
+
+def _containers(
+    w: Workload, resources: Sequence[ContainerResources], revision: int
+) -> list[dict[str, Any]]:
+    return [
+        {"name": c.name, "image": image(w, c.name, revision), "resources": _resources(c)}
+        for c in resources
+    ]
+
+
+def image(workload: Workload, container: str, revision: int = 0) -> str:
+    """The image of ``container``; each rollout (``revision``) moves its minor version on."""
+    minor = len(workload.name) % 7 + revision
+    return f"registry.example.com/{workload.namespace}/{container}:1.{minor}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +135,10 @@ class WorkloadObjects:
     template_labels: Mapping[str, str]
     containers: list[dict[str, Any]]
     restart_policy: str
+    template_hash: str
+    """The ``pod-template-hash`` of this revision (a Deployment's ReplicaSet is named by it)."""
+    revision: int = 0
+    """A Deployment's rollouts before this template (`ClusterModel.revision`)."""
 
     @property
     def object_labels(self) -> dict[str, str]:
@@ -134,6 +168,7 @@ class ClusterObjects:
             for slot in slots:
                 self.of_slot[slot.number] = objects
         self._node_uids = [uid(seed, "node", n.name) for n in model.nodes]
+        self._revisions: dict[tuple[str, int], WorkloadObjects] = {}
         self._nodes: list[Entry] | None = None
 
     def _workload(self, slots: Sequence[PodSlot]) -> WorkloadObjects:
@@ -153,10 +188,6 @@ class ClusterObjects:
             owner = _owner("batch/v1", "Job", job, uid(seed, "Job", w.namespace, job))
         elif controller != "Static":
             owner = _owner("apps/v1", controller, w.name, top_uid)
-        containers = [
-            {"name": c.name, "image": image(w, c.name), "resources": _resources(c)}
-            for c in resources
-        ]
         return WorkloadObjects(
             workload=w,
             controller=controller,
@@ -166,9 +197,44 @@ class ClusterObjects:
             uid=top_uid,
             owner=owner,
             template_labels=labels,
-            containers=containers,
+            containers=_containers(w, resources, 0),
             restart_policy="Never" if controller in ("Job", "CronJob") else "Always",
+            template_hash=w.template_hash,
         )
+
+    def revision(self, w: WorkloadObjects, revision: int) -> WorkloadObjects:
+        """A Deployment's ``w`` after ``revision`` rollouts: a new template hash and ReplicaSet,
+        the images' next version, and on about half of them a CPU request a fifth lower where
+        the request is generous (`resources.revised`)."""
+        if not revision:
+            return w
+        key = (w.uid, revision)
+        found = self._revisions.get(key)
+        if found is None:
+            if len(self._revisions) > _REVISION_CACHE:
+                self._revisions.clear()
+            wl = w.workload
+            h = self.model.template_hash(wl, revision)
+            rs = f"{wl.name}-{h}"
+            resources = revised(self.seed, wl, w.resources, revision)
+            found = self._revisions[key] = replace(
+                w,
+                resources=resources,
+                qos_class=qos_class(resources),
+                owner=_owner(
+                    "apps/v1", "ReplicaSet", rs, uid(self.seed, "ReplicaSet", wl.namespace, rs)
+                ),
+                template_labels={**w.template_labels, "pod-template-hash": h},
+                containers=_containers(wl, resources, revision),
+                template_hash=h,
+                revision=revision,
+            )
+        return found
+
+    def of_pod(self, pod: PodInstance) -> WorkloadObjects:
+        """The workload objects (of its revision) that ``pod`` was made from."""
+        w = self.of_slot[pod.slot.number]
+        return self.revision(w, pod.revision) if pod.revision else w
 
     def node_owner(self, node: int) -> dict[str, Any]:
         name = self.model.nodes[node].name
@@ -184,22 +250,11 @@ class ClusterObjects:
             return self._nodes
         if plural == "namespaces":
             return self._namespace_entries()
-        out: list[Entry] = []
-        for number, w in enumerate(self.workloads):
-            for item in self._objects_of(plural, w):
-                metadata = item["metadata"]
-                metadata["resourceVersion"] = str(STATIC_RESOURCE_VERSION + number)
-                ns, name = metadata["namespace"], metadata["name"]
-                out.append(
-                    Entry(
-                        f"{ns}/{name}",
-                        ns,
-                        name,
-                        metadata.get("labels", {}),
-                        (name, ns),
-                        _json.encode(item).decode(),
-                    )
-                )
+        out = [
+            entry(item, STATIC_RESOURCE_VERSION + number)
+            for number, w in enumerate(self.workloads)
+            for item in self._objects_of(plural, w)
+        ]
         out.sort()
         return out
 
@@ -224,6 +279,64 @@ class ClusterObjects:
             "spec": {"containers": w.containers, "restartPolicy": w.restart_policy},
         }
 
+    def deployment(self, w: WorkloadObjects, revision: int) -> dict[str, Any]:
+        """The Deployment ``w`` after ``revision`` rollouts, each pod of it updated (the
+        simulator does not show a rollout in progress)."""
+        wl, t = w.workload, self.revision(w, revision)
+        replicas, generation = wl.replicas, revision + 1
+        meta = self._meta(wl.name, w, "Deployment")
+        meta["generation"] = generation
+        meta["annotations"] = {"deployment.kubernetes.io/revision": str(generation)}
+        labels = {k: v for k, v in t.template_labels.items() if k not in _HASH_LABELS}
+        return {
+            "metadata": meta,
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": w.selector},
+                "template": self._template(t, labels),
+                "strategy": {"type": "RollingUpdate"},
+            },
+            "status": {
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "updatedReplicas": replicas,
+                "observedGeneration": generation,
+            },
+        }
+
+    def replicaset(self, w: WorkloadObjects, revision: int, *, current: bool) -> dict[str, Any]:
+        """The ReplicaSet of Deployment ``w``'s ``revision``: all its replicas while it is the
+        ``current`` one, none after (kept, as ``revisionHistoryLimit`` keeps old ones)."""
+        wl, t = w.workload, self.revision(w, revision)
+        assert t.owner is not None
+        deployment = _owner("apps/v1", "Deployment", wl.name, w.uid)
+        meta = self._meta(t.owner["name"], w, "ReplicaSet", deployment)
+        meta["labels"] = {**w.object_labels, "pod-template-hash": t.template_hash}
+        meta["annotations"] = {"deployment.kubernetes.io/revision": str(revision + 1)}
+        if revision:  # made as the rollout began, before its first pod (`model`: start-up)
+            instant = self.model.rollout_instant(wl, revision)
+            meta["creationTimestamp"] = wire.rfc3339(
+                instant - 3 * self.model.config.resolution_seconds
+            )
+        if not current:
+            meta["generation"] = 2
+        replicas = wl.replicas if current else 0
+        return {
+            "metadata": meta,
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {**w.selector, "pod-template-hash": t.template_hash}},
+                "template": self._template(t, t.template_labels),
+            },
+            "status": {
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "observedGeneration": meta["generation"],
+            },
+        }
+
     def _objects_of(self, plural: str, w: WorkloadObjects) -> list[dict[str, Any]]:
         wl = w.workload
         replicas = wl.replicas
@@ -231,37 +344,9 @@ class ClusterObjects:
         ready = {"replicas": replicas, "readyReplicas": replicas, "observedGeneration": 1}
         match plural, w.controller:
             case "deployments", "Deployment":
-                status = {**ready, "availableReplicas": replicas, "updatedReplicas": replicas}
-                return [
-                    {
-                        "metadata": self._meta(wl.name, w, "Deployment"),
-                        "spec": {
-                            "replicas": replicas,
-                            "selector": {"matchLabels": w.selector},
-                            "template": self._template(w, template_labels),
-                            "strategy": {"type": "RollingUpdate"},
-                        },
-                        "status": status,
-                    }
-                ]
+                return [self.deployment(w, 0)]
             case "replicasets", "Deployment":
-                assert w.owner is not None
-                deployment = _owner("apps/v1", "Deployment", wl.name, w.uid)
-                meta = self._meta(w.owner["name"], w, "ReplicaSet", deployment)
-                meta["labels"] = {**w.object_labels, "pod-template-hash": wl.template_hash}
-                meta["annotations"] = {"deployment.kubernetes.io/revision": "1"}
-                selector = {**w.selector, "pod-template-hash": wl.template_hash}
-                return [
-                    {
-                        "metadata": meta,
-                        "spec": {
-                            "replicas": replicas,
-                            "selector": {"matchLabels": selector},
-                            "template": self._template(w, w.template_labels),
-                        },
-                        "status": {**ready, "availableReplicas": replicas},
-                    }
-                ]
+                return [self.replicaset(w, 0, current=True)]
             case "statefulsets", "StatefulSet":
                 return [
                     {

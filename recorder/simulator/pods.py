@@ -6,7 +6,8 @@ containers being created) until the first bucket at or after ``running_after``, 
 (exactly the pods of that bucket's metrics `Frame`), until the next occupant replaces it. A pod
 that never starts is Pending and unschedulable (no ``spec.nodeName``).
 
-Resource versions: with ``scale`` a power of ten above twice the slot count, slot ``s``'s
+Resource versions: with ``scale`` a power of ten above twice the slot count (and the rollouts'
+events, `rollouts`), slot ``s``'s
 events in bucket ``b`` are ``b*scale + 2s + 1`` (its pod DELETED) and ``b*scale + 2s + 2`` (the new
 pod ADDED, or the pod MODIFIED to Running); a pod's ``metadata.resourceVersion`` is that of its
 last event; a list of bucket ``b`` has ``(b+1)*scale - 1``, after every event of ``b`` and before
@@ -34,6 +35,7 @@ __all__ = ["Event", "PodTimeline"]
 _json = msgspec.json.Encoder(order="deterministic")
 Phase = Literal["Running", "Pending", "Unschedulable"]
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+_CACHE_LIMIT = 100_000
 _T = "\x00"
 """Stands for a pod's start time in cached JSON pieces (msgspec never writes a raw NUL)."""
 
@@ -54,13 +56,15 @@ class PodTimeline:
         self._objects = objects
         self._slots = model.slots
         self._resolution = model.config.resolution_seconds
-        self.scale: int = 10 ** max(6, len(str(2 * len(self._slots) + 2)))
+        # Above every pod event and every rollout's (`rollouts`).
+        last = 2 * len(self._slots) + 3 + 4 * len(objects.workloads)
+        self.scale: int = 10 ** max(6, len(str(last + 1)))
         self.history_buckets = history_buckets
         self._instances: list[PodInstance | None] = [None] * len(self._slots)
         self._rendered: list[tuple[int, Phase, Entry] | None] = [None] * len(self._slots)
         self._labels: dict[int, tuple[Mapping[str, str], str]] = {}
-        self._pieces: dict[tuple[int, Phase], tuple[str, str]] = {}
-        self._owners: dict[int, str] = {}
+        self._pieces: dict[tuple[str, int, Phase], tuple[str, str]] = {}
+        self._owners: dict[tuple[str, int] | int, str] = {}
         self._snapshots: OrderedDict[int, Snapshot] = OrderedDict()
         self._events: OrderedDict[int, list[Event]] = OrderedDict()
         self._lock = threading.RLock()
@@ -73,7 +77,7 @@ class PodTimeline:
     def bucket_of(self, resource_version: int) -> int:
         return resource_version // self.scale
 
-    def _first_bucket_at_or_after(self, t: float) -> int:
+    def first_bucket_at_or_after(self, t: float) -> int:
         res = self._resolution
         b = math.ceil(t / res)
         while (b - 1) * res >= t:
@@ -86,7 +90,7 @@ class PodTimeline:
         if pod.started_at == -math.inf:
             return 0
         slot, model = pod.slot, self._model
-        b = self._first_bucket_at_or_after(pod.started_at)
+        b = self.first_bucket_at_or_after(pod.started_at)
         while model.generation(slot, b - 1) >= pod.generation:
             b -= 1
         while model.generation(slot, b) < pod.generation:
@@ -112,7 +116,7 @@ class PodTimeline:
             return cached[2]
         if phase == "Running":
             running = pod.running_after
-            changed = 0 if running == -math.inf else self._first_bucket_at_or_after(running)
+            changed = 0 if running == -math.inf else self.first_bucket_at_or_after(running)
         else:
             changed = self._start_bucket(pod)
         rv = changed * self.scale + 2 * pod.slot.number + 2
@@ -176,14 +180,18 @@ class PodTimeline:
     def _labels_json(self, labels: Mapping[str, str]) -> str:
         cached = self._labels.get(id(labels))
         if cached is None or cached[0] is not labels:
+            if len(self._labels) > _CACHE_LIMIT:
+                self._labels.clear()
             cached = self._labels[id(labels)] = (labels, _json.encode(dict(labels)).decode())
         return cached[1]
 
     def _workload_pieces(self, w: WorkloadObjects, phase: Phase) -> tuple[str, str]:
         """(``spec`` up to the node name, ``containerStatuses`` with `_T` for the start)."""
-        key = (id(w), phase)
+        key = (w.uid, w.revision, phase)
         pieces = self._pieces.get(key)
         if pieces is None:
+            if len(self._pieces) > _CACHE_LIMIT:
+                self._pieces.clear()
             spec = (
                 f'{{"containers":{_json.encode(w.containers).decode()},'
                 f'"restartPolicy":"{w.restart_policy}","schedulerName":"default-scheduler"'
@@ -220,14 +228,16 @@ class PodTimeline:
 
     def _render(self, pod: PodInstance, phase: Phase, rv: int, deleted_at: float | None) -> Entry:
         slot = pod.slot
-        w = self._objects.of_slot[slot.number]
+        w = self._objects.of_pod(pod)
         namespace = slot.workload.namespace
         started = pod.started_at if pod.started_at != -math.inf else w.created
         created = wire.rfc3339(started)
         seed = self._objects.seed
-        owner_key = id(w) if w.owner is not None else -1 - pod.node
+        owner_key = (w.uid, w.revision) if w.owner is not None else pod.node
         owner = self._owners.get(owner_key)
         if owner is None:
+            if len(self._owners) > _CACHE_LIMIT:
+                self._owners.clear()
             reference = w.owner if w.owner is not None else self._objects.node_owner(pod.node)
             owner = self._owners[owner_key] = _json.encode([reference]).decode()
         meta = (
@@ -239,7 +249,7 @@ class PodTimeline:
             meta += (
                 f',"deletionTimestamp":"{wire.rfc3339(deleted_at)}","deletionGracePeriodSeconds":30'
             )
-        labels = self._labels_json(slot.labels)
+        labels = self._labels_json(pod.labels)
         meta += f',"labels":{labels},"ownerReferences":{owner}}}'
         spec, statuses = self._workload_pieces(w, phase)
         node = self._model.nodes[pod.node].name
@@ -266,7 +276,7 @@ class PodTimeline:
             f"{namespace}/{pod.name}",
             namespace,
             pod.name,
-            slot.labels,
+            pod.labels,
             (pod.name, namespace, node, phase_text),
             item,
         )

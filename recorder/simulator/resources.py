@@ -27,13 +27,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from recorder.simulator.catalog import BURST, LEAK
 from recorder.simulator.topology import MIB_PAGES, PodSlot, Workload
 
-__all__ = ["ContainerResources", "Plan", "draw", "plan_workload", "qos_class"]
+__all__ = ["ContainerResources", "Plan", "draw", "plan_workload", "qos_class", "revised"]
 
 Plan = Literal["over", "under", "guaranteed", "none", "throttled", "oom"]
 QosClass = Literal["Guaranteed", "Burstable", "BestEffort"]
@@ -169,3 +169,20 @@ def cpu_text(millicores: int) -> str:
 def memory_text(mib: int) -> str:
     """``512Mi``, ``2Gi``."""
     return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
+def revised(
+    seed: int, workload: Workload, resources: Sequence[ContainerResources], revision: int
+) -> tuple[ContainerResources, ...]:
+    """The resources of a Deployment's template after ``revision`` rollouts: on about half of
+    the revisions (drawn) someone trimmed the generous CPU requests (plan ``over``) by a fifth;
+    on the others the template kept the first revision's. Limits never change, so the usage
+    stays under them as the plans intend."""
+    if draw(seed, "rollout-requests", workload.namespace, workload.name, revision) >= 0.5:
+        return tuple(resources)
+    return tuple(
+        replace(c, cpu_request_millicores=_millicores(c.cpu_request_millicores * 0.8e6))
+        if c.plan == "over" and c.cpu_request_millicores is not None
+        else c
+        for c in resources
+    )

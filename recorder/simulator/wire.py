@@ -261,6 +261,8 @@ class Renderer:
             return ""
         cached = self._labels.get(id(labels))
         if cached is None or cached[0] is not labels:
+            if len(self._labels) > 100_000:  # rollouts make new mappings; keep it bounded
+                self._labels.clear()
             encoded = _json.encode(dict(labels)).decode().replace("%", "%%")
             cached = self._labels[id(labels)] = (labels, f',"labels":{encoded}')
         return cached[1]

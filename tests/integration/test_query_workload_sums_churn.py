@@ -1,8 +1,10 @@
-"""``kind=workload`` over the simulator's pod churn (both databases): the simulator serves
-metrics and core objects while its clock runs 40 minutes with pods replaced every few minutes;
+"""``kind=workload`` over the simulator's pod churn and rollouts (both databases): the simulator
+serves metrics and core objects while its clock runs 40 minutes with pods replaced every few
+minutes (churn), or with every Deployment rolled out every 10 minutes (a new ReplicaSet each);
 each poll's Metrics API bodies go through the recorder's decoder and normalizer into the store,
 the cluster-objects reader records every pod's workload over HTTP. A Deployment whose pods were
-all renamed has a value at every instant, equal to the alignment of the samples stored."""
+all renamed has a value at every instant, equal to the alignment of the samples stored; across a
+rollout, which keeps the old pod until its successor runs, no instant misses a replica."""
 
 from __future__ import annotations
 
@@ -32,12 +34,20 @@ INTERVAL_S = 30
 STEPS = 80  # 40 minutes
 
 
-@pytest.fixture
-def churned(store: Store) -> Iterator[tuple[Store, dict[tuple[str, str], list[tuple[int, int]]]]]:
+MODES = {
+    "churn": {"churn_per_hour": 20.0},
+    "rollouts": {"churn_per_hour": 0.0, "rollout_every_seconds": 600.0, "pending_fraction": 0.0},
+}
+
+
+@pytest.fixture(params=sorted(MODES))
+def churned(
+    store: Store, request: pytest.FixtureRequest
+) -> Iterator[tuple[Store, dict[tuple[str, str], list[tuple[int, int]]]]]:
     """The store after 40 minutes of polls; each pod's (timestamp, CPU summed) samples."""
     clock = Clock(START)
     model = ClusterModel(
-        SimulatorConfig(nodes=2, pods=24, seed=5, churn_per_hour=20.0, start_time=START),
+        SimulatorConfig(nodes=2, pods=24, seed=5, start_time=START, **MODES[request.param]),
         clock=clock,
     )
     api = MetricsApi(model, None)
@@ -69,7 +79,7 @@ def churned(store: Store) -> Iterator[tuple[Store, dict[tuple[str, str], list[tu
     yield store, {pod: sorted(found.items()) for pod, found in written.items()}
 
 
-def test_a_deployment_renamed_by_churn_is_continuous_and_equals_its_samples(
+def test_a_deployment_renamed_by_churn_or_rollouts_is_continuous_and_equals_its_samples(
     churned: tuple[Store, dict[tuple[str, str], list[tuple[int, int]]]],
 ) -> None:
     store, written = churned
@@ -88,7 +98,7 @@ def test_a_deployment_renamed_by_churn_is_continuous_and_equals_its_samples(
             and any(owners.get(p) == (kind, name) for p in last_pods)
         }
     )
-    assert renamed, "the churn renamed no Deployment's every pod: raise churn_per_hour"
+    assert renamed, "no Deployment had its every pod renamed: raise the churn or the rollouts"
     namespace, name = renamed[0]
     members = [
         pod
@@ -126,3 +136,28 @@ def test_a_deployment_renamed_by_churn_is_continuous_and_equals_its_samples(
     # Continuous: from its first value to the end, no instant without one.
     assert stamps == list(range(stamps[0], end_ms + 1, INTERVAL_S * 1000))
     assert len(members) > len({p for p in members if p in last_pods})
+
+
+@pytest.mark.parametrize("churned", ["rollouts"], indirect=True)
+def test_a_rollout_keeps_every_replica_counted_through_its_replicasets(
+    churned: tuple[Store, dict[tuple[str, str], list[tuple[int, int]]]],
+) -> None:
+    """With rollouts only: each Deployment's pods came from several ReplicaSets (template
+    hashes), all recorded as the Deployment's, and every poll has as many of them running as
+    the first (a rolling update keeps the old pod until its successor runs)."""
+    store, written = churned
+    owners = ObjectStore(store.engine, DEFAULT_CLUSTER).pod_workloads()
+    deployments: dict[tuple[str, str], list[str]] = {}
+    for (ns, pod), (kind, name) in owners.items():
+        if kind == "Deployment":
+            deployments.setdefault((ns, name), []).append(pod)
+    assert deployments
+    start_ms, end_ms = int(START * 1000), int((START + STEPS * INTERVAL_S) * 1000)
+    polls = range(start_ms, end_ms, INTERVAL_S * 1000)
+    for (ns, name), pods in deployments.items():
+        hashes = {pod[len(name) + 1 :].rsplit("-", 1)[0] for pod in pods}
+        assert len(hashes) >= 4, (ns, name, hashes)  # 40 minutes, a rollout every 10
+        stamps = [{ts for ts, _v in written.get((ns, pod), [])} for pod in pods]
+        running = [sum(1 for own in stamps if t in own) for t in polls]
+        # Every poll, mid-rollout included, has as many of its pods running as the first.
+        assert running[0] and set(running) == {running[0]}, (ns, name, running)

@@ -2,7 +2,8 @@
 reader (``tests.recommend_support``), on SQLite and PostgreSQL, equal the strategy's definition
 computed here from the raw samples the simulator served: exact counts, maxima, memory
 proposals, replicas and savings; percentiles within the sketch's stated error. The cluster
-churns (a Deployment's pods are all replaced during the window), has an HPA, OOM-killed and
+churns and rolls out (a Deployment's pods are all replaced during the window, through new
+ReplicaSets, some with a new CPU request), has an HPA, OOM-killed and
 throttled containers, and containers with fewer than 100 points."""
 
 from __future__ import annotations
@@ -188,6 +189,18 @@ def test_the_scenario_holds_what_the_issue_asks_for(cluster: Cluster) -> None:
         and r.namespace == next(iter(started))[0]
     ]
     assert replaced, "a Deployment whose pods were all replaced, with proposals"
+    # Rollouts: Deployments whose pods came from several ReplicaSets, and one whose CPU request
+    # a rollout changed (the reference's current requests are the newest pod's).
+    templates = {
+        _key(r): {pod.rsplit("-", 1)[0] for pod in cluster.expected[_key(r)].pods}
+        for r in report.recommendations
+        if r.kind == "Deployment"
+    }
+    assert sum(len(t) >= 3 for t in templates.values()) >= 3, templates
+    assert any(
+        len({recorded.resources[(key[0], pod, key[3])] for pod in cluster.expected[key].pods}) > 1
+        for key in templates
+    )
     assert any(r.cpu.reason and "HorizontalPodAutoscaler" in r.cpu.reason for r in by_key.values())
     assert any(r.usage.points < 100 for r in by_key.values())
     assert any(r.oom_killed for r in by_key.values())
