@@ -138,30 +138,26 @@ def _rfc3339_ms(text: str) -> int:
     return round(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+SIMULATED = SimulatorConfig(
+    nodes=3,
+    pods=40,
+    seed=4,
+    churn_per_hour=3.0,
+    rollout_every_seconds=ROLLOUT_EVERY,
+    resolution_seconds=RESOLUTION,
+)
+"""The cluster the recommendation tests record by default."""
+
+
 @contextmanager
 def recorded_cluster(
-    store: Store,
-    *,
-    steps: int = STEPS,
-    churn_per_hour: float = 3.0,
-    rollout_every_seconds: float = ROLLOUT_EVERY,
-    seed: int = 4,
-    pods: int = 40,
+    store: Store, *, steps: int = STEPS, config: SimulatorConfig = SIMULATED
 ) -> Iterator[Recorded]:
-    """The simulator (kept serving for the block, at its last instant) recorded for ``steps``
-    buckets into ``store``; see the module docstring."""
+    """The simulator of ``config`` (kept serving for the block, at its last instant) recorded
+    for ``steps`` buckets (one poll per resolution) into ``store``; see the module docstring."""
     clock = Clock(T0)
-    model = ClusterModel(
-        SimulatorConfig(
-            nodes=3,
-            pods=pods,
-            seed=seed,
-            churn_per_hour=churn_per_hour,
-            rollout_every_seconds=rollout_every_seconds,
-            resolution_seconds=RESOLUTION,
-        ),
-        clock=clock,
-    )
+    model = ClusterModel(config, clock=clock)
+    resolution = config.resolution_seconds
     with (
         SimulatorServer(create_app(model, core_api=True)) as server,
         MetricsClient(load(api_url=server.url), timeout_seconds=10) as client,
@@ -178,7 +174,7 @@ def recorded_cluster(
         ]
         recorded = Recorded(server.url, 0)
         for step in range(steps):
-            clock.step(1, RESOLUTION)
+            clock.step(1, resolution)
             now_ms = round(clock() * 1000)
             report = poller.poll_once()
             assert report.ok, report

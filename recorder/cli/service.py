@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recorder import commands
 from recorder.cli import options
 from recorder.poller import PollReport
+
+if TYPE_CHECKING:
+    from recorder.simulator import SimulatorConfig
 
 
 def add_service(subcommands: Any) -> None:
@@ -75,18 +78,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     commands.run_service(commands.settings_from_args(args))
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def demo_simulator(args: argparse.Namespace) -> SimulatorConfig:
+    """The cluster ``recorder demo`` simulates, from its flags."""
     from recorder.simulator import SimulatorConfig
 
-    settings = commands.demo_settings(args)
-    config = SimulatorConfig(
+    return SimulatorConfig(
         nodes=args.nodes,
         pods=args.pods,
         seed=args.seed,
         churn_per_hour=args.churn,
         rollout_every_seconds=args.rollout_every,
     )
-    commands.run_demo(settings, config)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    commands.run_demo(commands.demo_settings(args), demo_simulator(args))
 
 
 def _print_report(report: PollReport) -> None:

@@ -19,6 +19,8 @@ import pytest
 import sqlalchemy
 
 from recorder.api.app import AppDeps, create_app
+from recorder.cli import build_parser
+from recorder.cli.service import demo_simulator
 from recorder.domain import Resource
 from recorder.exporter import SnapshotHolder, build_registry
 from recorder.query import engine, recommend_output
@@ -31,10 +33,18 @@ from recorder.query.recommend import (
 )
 from recorder.query.scan import Scan
 from recorder.query.workloads import WorkloadFilter
+from recorder.simulator import SimulatorConfig
 from recorder.stats.sketch import RELATIVE_ACCURACY
 from recorder.store import Store, open_store
 from tests.conftest import POSTGRES_ADMIN_URL
-from tests.recommend_support import Expected, Recorded, recorded_cluster, reference
+from tests.recommend_support import (
+    SIMULATED,
+    STEPS,
+    Expected,
+    Recorded,
+    recorded_cluster,
+    reference,
+)
 from tests.servers import serving
 
 HOURS = 730
@@ -48,14 +58,30 @@ class Cluster:
         self.expected = reference(recorded, start_ms=self.report.start_ms)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def demo_cluster() -> tuple[SimulatorConfig, int]:
+    """``recorder demo``'s simulated cluster, from its own flags' defaults, and the polls of the
+    README's worked example (26 minutes at its 15 s resolution)."""
+    config = demo_simulator(build_parser().parse_args(["demo"]))
+    return config, math.ceil(26 * 60 / config.resolution_seconds)
+
+
+SCENARIOS = {"churned": lambda: (SIMULATED, STEPS), "demo": demo_cluster}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(db, scenario) for scenario in SCENARIOS for db in ("sqlite", "postgresql")],
+    ids=lambda p: "-".join(p),
+)
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    """One recording per database for the whole module (it takes seconds)."""
+    """One recording per database and scenario for the whole module (it takes seconds)."""
     admin = None
     name = f"recorder_test_{uuid.uuid4().hex[:12]}"
-    if request.param == "sqlite":
+    db, scenario = request.param
+    config, steps = SCENARIOS[scenario]()
+    if db == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('recommend') / 'recorder.db'}"
     else:
         admin = sqlalchemy.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -66,7 +92,7 @@ def cluster(
     store = open_store(url)
     try:
         store.migrate()
-        with recorded_cluster(store) as recorded:
+        with recorded_cluster(store, config=config, steps=steps) as recorded:
             yield Cluster(store, recorded)
     finally:
         store.close()
@@ -172,6 +198,13 @@ def test_slices_of_series_recommend_as_all_at_once(
     assert len(seen) > 1 and max(seen) <= 3  # never every series' samples at once
 
 
+def _only(scenario: str) -> pytest.MarkDecorator:
+    """Run a test on one scenario's recordings (both databases)."""
+    params = [(db, scenario) for db in ("sqlite", "postgresql")]
+    return pytest.mark.parametrize("cluster", params, indirect=True, ids=lambda p: "-".join(p))
+
+
+@_only("churned")
 def test_the_scenario_holds_what_the_issue_asks_for(cluster: Cluster) -> None:
     """The churned Deployment, the HPA, the short history, OOMKilled and throttled are all in
     this recording (else the test above would prove less than it says)."""
@@ -212,6 +245,30 @@ def test_the_scenario_holds_what_the_issue_asks_for(cluster: Cluster) -> None:
     assert chunks > 0
 
 
+@_only("demo")
+def test_the_demo_rolls_out_and_replaces_a_deployment_s_every_pod(cluster: Cluster) -> None:
+    """The README's worked example: on the demo's cluster, 26 minutes in, a Deployment whose
+    first pods are all gone has proposals (the test above checks every number), and every
+    Deployment's pods came from more than one ReplicaSet."""
+    recorded, report = cluster.recorded, cluster.report
+    first, last = recorded.pods_at[0], recorded.pods_at[max(recorded.pods_at)]
+    deployments = [r for r in report.recommendations if r.kind == "Deployment"]
+    assert deployments
+    for r in deployments:
+        pods = cluster.expected[_key(r)].pods
+        assert len({pod.rsplit("-", 1)[0] for pod in pods}) >= 2, (r.name, pods)
+    replaced = [
+        r
+        for r in deployments
+        if r.cpu.request is not None
+        and r.memory.request is not None
+        and (started := {p for p in first if recorded.workload[p] == (r.kind, r.name)})
+        and started.isdisjoint(last)
+    ]
+    assert replaced
+
+
+@_only("churned")
 def test_parameters_change_the_strategy(cluster: Cluster) -> None:
     end = cluster.recorded.end_ms
     loose = recommend(
