@@ -220,11 +220,21 @@ def memory_for(peak_bytes: int, buffer_percent: float) -> int:
     return max(1, math.ceil(wanted / MIB)) * MIB
 
 
+UNPATCHABLE = {
+    "Job": "no patch: a Job's pod template cannot be changed once the Job exists; set these "
+    "where the Job is made (its manifest, chart or the program creating it)",
+    "Pod": "no patch: a pod without a controller cannot have its resources changed; set these "
+    "where it is made (for a static pod, its manifest on the node)",
+}
+"""Workload kinds whose resources no patch can change, and what their notes say instead."""
+
+
 def propose(
-    usage: Usage, current: Current, hpa: dict[str, str], strategy: Strategy
+    usage: Usage, current: Current, hpa: dict[str, str], strategy: Strategy, *, kind: str = ""
 ) -> tuple[Proposal, Proposal, bool, tuple[str, ...]]:
-    """The CPU and memory proposals for one container name, whether it was throttled, and the
-    notes. ``hpa``: resource -> the name of an HPA scaling the workload on it."""
+    """The CPU and memory proposals for one container name of a workload of ``kind``, whether
+    it was throttled, and the notes. ``hpa``: resource -> the name of an HPA scaling the
+    workload on it."""
     notes: list[str] = []
     reasons: dict[Resource, str | None] = {Resource.CPU: None, Resource.MEMORY: None}
     if usage.points < strategy.min_points:
@@ -254,6 +264,8 @@ def propose(
         )
     if not current.known:
         notes.append("requests and limits not recorded (are cluster objects read?)")
+    if kind in UNPATCHABLE:
+        notes.append(UNPATCHABLE[kind])
     cpu = Proposal(
         Resource.CPU,
         current.cpu_request_nanocores,
@@ -418,7 +430,7 @@ def recommend(
         )
         current = currents[key]
         cpu, memory, throttled, notes = propose(
-            usage, current, hpas.get(WorkloadKey(*key[:4]), {}), strategy
+            usage, current, hpas.get(WorkloadKey(*key[:4]), {}), strategy, kind=key[2]
         )
         out.append(Recommendation(*key, usage, cpu, memory, throttled, current.oom_killed, notes))
     return Report(start_ms, end_ms, strategy, out, RELATIVE_ACCURACY)

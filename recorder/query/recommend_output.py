@@ -49,11 +49,11 @@ PATCHABLE = {
     "StatefulSet": ("statefulset", ("spec", "template", "spec")),
     "DaemonSet": ("daemonset", ("spec", "template", "spec")),
     "ReplicaSet": ("replicaset", ("spec", "template", "spec")),
-    "Job": ("job", ("spec", "template", "spec")),
     "CronJob": ("cronjob", ("spec", "jobTemplate", "spec", "template", "spec")),
 }
 """Workload kinds a patch is made for: kubectl's resource name and the path to the pod spec.
-A bare pod's resources cannot be patched (and it would not come back after a restart)."""
+A bare pod's resources and a Job's pod template cannot be changed (`recommend.UNPATCHABLE`
+notes say so); a CronJob's template can, for its next Jobs."""
 
 
 def cpu_text(nanocores: int) -> str:
@@ -109,6 +109,8 @@ def _tags(r: Recommendation) -> str:
         tags.append("OOMKilled")
     if any(n.startswith("requests and limits not recorded") for n in r.notes):
         tags.append("no requests recorded")
+    if any(n.startswith("no patch: ") for n in r.notes):
+        tags.append("no patch")
     return ", ".join(tags)
 
 

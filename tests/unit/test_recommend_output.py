@@ -149,6 +149,7 @@ def test_a_patch_per_workload_at_its_pod_template() -> None:
         _recommendation("Deployment", "sidecar", {"cpu": "web"}),
         _recommendation("CronJob", "job"),
         _recommendation("Pod", "alone"),
+        _recommendation("Job", "once"),
     )
     found = out.patches(report)
     assert [(r.kind, resource) for r, resource, _p in found] == [
@@ -192,6 +193,19 @@ def test_a_patch_per_workload_at_its_pod_template() -> None:
     words = shlex.split(lines[1])
     assert words[:8] == ["kubectl", "patch", "cronjob", "web", "-n", "shop", "--type", "strategic"]
     assert words[8] == "-p" and json.loads(words[9]) == cronjob
+
+
+@pytest.mark.parametrize(("kind", "says"), [("Job", "a Job's pod template"), ("Pod", "static")])
+def test_a_kind_no_patch_can_change_says_where_to_set_the_proposal(kind: str, says: str) -> None:
+    cpu, memory, _throttled, notes = propose(USAGE, CURRENT, {}, Strategy(), kind=kind)
+    assert cpu.request is not None and memory.request is not None  # still proposed
+    assert [n for n in notes if n.startswith("no patch: ") and says in n]
+    _cpu, _memory, _throttled, others = propose(USAGE, CURRENT, {}, Strategy(), kind="CronJob")
+    assert not [n for n in others if n.startswith("no patch")]
+    row = Recommendation(
+        "default", "shop", kind, "web", "app", USAGE, cpu, memory, False, False, notes
+    )
+    assert out.recommendations_table(_report(row)).splitlines()[1].endswith("no patch")
 
 
 def test_the_table_and_csv_show_current_proposal_change_and_saving() -> None:
