@@ -158,6 +158,7 @@ def recorded_cluster(
     clock = Clock(T0)
     model = ClusterModel(config, clock=clock)
     resolution = config.resolution_seconds
+    store.interval_ms = round(resolution * 1000)  # as the service sets it: one poll a bucket
     with (
         SimulatorServer(create_app(model, core_api=True)) as server,
         MetricsClient(load(api_url=server.url), timeout_seconds=10) as client,

@@ -117,6 +117,11 @@ def cmd_copy(args: argparse.Namespace) -> int:
         f"{report.rollup_days_rebuilt}"
     )
     print(
+        f"cluster objects' rows copied (workloads, requests and limits, nodes, HPAs): "
+        f"{report.objects_copied}; workload statistics copied: {report.workload_stats_copied} "
+        f"(blocks merged, read from the samples now: {report.workload_blocks_dropped})"
+    )
+    print(
         f"head samples written: {report.head_samples_written} (already there: "
         f"{report.head_samples_already_there}; left out, expired in the source: "
         f"{report.head_samples_expired}; refused by the target: {report.head_samples_rejected})"

@@ -15,6 +15,15 @@ timestamp) duplicate collapsed by the one rule of ``recorder.stats.dedup``:
   computed again, from the sum of its containers' merged samples at each instant;
 - day rollups: the source's are copied where the target has none, and the rolled-up days whose
   chunks the copy changed are rolled up again from the chunks;
+- cluster objects (``_copy_objects``, before the chunks): each pod's workload is the one first
+  seen on either side (the earlier ``first_seen_ms``); requests and limits, and node capacity
+  and allocatable, are histories of changes, so both sides' rows are kept (one per time the
+  values were seen to change); an HPA is the side's that saw it last;
+- workload statistics (``_copy_workload_stats``, per block): a (cluster, namespace, block) whose
+  every chunk the copy inserted into a target holding nothing there gets the source's rows as
+  they are (they were taken from exactly those chunks); one where the copy met chunks of the
+  target loses the target's rows, which no longer describe its pods' merged samples, so its
+  workloads are read from the samples, as for a block compacted before workload statistics;
 - head samples: each one the target does not hold yet (in its head or in a chunk, or holds
   only a duplicate the rule would lose to it) is written through the target's writer; the
   target's next compaction takes them like any late sample. Head samples of a block whose
@@ -82,6 +91,13 @@ class CopyReport:
     chunks_already_there: int = 0
     """The target's chunk held them already (every sample, or the winner of each duplicate)."""
     pods_recomputed: int = 0
+    objects_copied: int = 0
+    """The source's rows of pods' workloads, requests and limits, node resources and HPAs,
+    each written or merged by its rule (``_copy_objects``)."""
+    workload_stats_copied: int = 0
+    workload_blocks_dropped: int = 0
+    """(cluster, namespace, block)s whose workload statistics the merge made stale: read from
+    the samples from now on."""
     rollup_days_rebuilt: int = 0
     head_samples_written: int = 0
     head_samples_already_there: int = 0
@@ -287,6 +303,7 @@ class HistoryCopier:
             plan = self._plan()
             ids = self._copy_series(report)
             self._copy_labels()
+            self._copy_objects(report)
             written_days = self._copy_chunks(ids, plan, report)
             self._copy_rollups(ids, plan, written_days, report)
             self._copy_head(ids, report)
@@ -440,6 +457,114 @@ class HistoryCopier:
                     rows[start : start + _PAGE],
                 )
 
+    # --- cluster objects ----------------------------------------------------------------------
+
+    def _copy_objects(self, report: CopyReport) -> None:
+        """Pods' workloads, requests and limits, node resources and HPAs (module docstring)."""
+        pw, cr, nr, hp = (
+            schema.pod_workloads,
+            schema.container_resources,
+            schema.node_resources,
+            schema.hpas,
+        )
+        for table in (pw, cr, nr, hp):
+            keys = [c for c in table.primary_key.columns]
+            with _reading(self.source), self.source.engine.connect() as conn:
+                rows = [dict(row._mapping) for row in conn.execute(select(table))]
+            if not rows:
+                continue
+            with _writing(self.target), self.target.engine.begin() as conn:
+                statement = dialect_insert(conn, table)
+                if table is pw:  # the workload first seen
+                    statement = statement.on_conflict_do_update(
+                        index_elements=keys,
+                        set_={c.name: statement.excluded[c.name] for c in table.c if c not in keys},
+                        where=pw.c.first_seen_ms > statement.excluded.first_seen_ms,
+                    )
+                elif table is hp:  # the side that saw it last
+                    statement = statement.on_conflict_do_update(
+                        index_elements=keys,
+                        set_={c.name: statement.excluded[c.name] for c in table.c if c not in keys},
+                        where=hp.c.since_ms < statement.excluded.since_ms,
+                    )
+                else:  # histories of changes: both sides' rows
+                    statement = statement.on_conflict_do_nothing(index_elements=keys)
+                for start in range(0, len(rows), _PAGE):
+                    conn.execute(statement, rows[start : start + _PAGE])
+            report.objects_copied += len(rows)
+
+    def _namespaces_held(self, start: int) -> set[tuple[str, str]]:
+        """The target's (cluster, namespace)s with chunks or workload statistics in the block."""
+        c, s, wb = schema.chunks, schema.series, schema.workload_blocks
+        with _reading(self.target), self.target.engine.connect() as conn:
+            held = conn.execute(
+                select(s.c.cluster, s.c.namespace)
+                .distinct()
+                .select_from(c.join(s, s.c.id == c.c.series_id))
+                .where(c.c.block_start_ms == start, s.c.namespace != "")
+            ).all()
+            marked = conn.execute(
+                select(wb.c.cluster, wb.c.namespace).where(wb.c.block_start_ms == start)
+            ).all()
+        return {(row.cluster, row.namespace) for row in (*held, *marked)}
+
+    def _copy_workload_stats(
+        self,
+        start: int,
+        spaces: dict[tuple[str, str], bool],
+        held: set[tuple[str, str]],
+        report: CopyReport,
+    ) -> None:
+        """The workload statistics of the (cluster, namespace)s the copy wrote chunks of in the
+        block at ``start``: the source's where the target held nothing there and every chunk
+        was inserted, none (read from the samples) where the copy merged into the target's."""
+        clean = sorted(k for k, inserted_only in spaces.items() if inserted_only and k not in held)
+        stale = sorted(k for k in spaces if k not in clean)
+        ws, wb = schema.workload_stats, schema.workload_blocks
+        rows: list[dict[str, Any]] = []
+        marks: list[dict[str, Any]] = []
+        if clean:
+            with _reading(self.source), self.source.engine.connect() as conn:
+                for part in range(0, len(clean), _IDS):
+                    wanted = tuple_(ws.c.cluster, ws.c.namespace).in_(clean[part : part + _IDS])
+                    rows += [
+                        dict(row._mapping)
+                        for row in conn.execute(
+                            select(ws).where(ws.c.block_start_ms == start, wanted)
+                        )
+                    ]
+                    in_block = tuple_(wb.c.cluster, wb.c.namespace).in_(clean[part : part + _IDS])
+                    marks += [
+                        dict(row._mapping)
+                        for row in conn.execute(
+                            select(wb).where(wb.c.block_start_ms == start, in_block)
+                        )
+                    ]
+        if not (rows or marks or stale):
+            return
+        with _writing(self.target), self.target.engine.begin() as conn:
+            _write_lock_first(conn)
+            for part in range(0, len(stale), _IDS):
+                some = stale[part : part + _IDS]
+                conn.execute(
+                    ws.delete().where(
+                        ws.c.block_start_ms == start,
+                        tuple_(ws.c.cluster, ws.c.namespace).in_(some),
+                    )
+                )
+                dropped = conn.execute(
+                    wb.delete().where(
+                        wb.c.block_start_ms == start,
+                        tuple_(wb.c.cluster, wb.c.namespace).in_(some),
+                    )
+                )
+                report.workload_blocks_dropped += max(dropped.rowcount, 0)
+            for start_row in range(0, len(rows), _PAGE):
+                conn.execute(insert(ws), rows[start_row : start_row + _PAGE])
+            if marks:
+                conn.execute(insert(wb), marks)
+        report.workload_stats_copied += len(rows)
+
     # --- chunks -------------------------------------------------------------------------------
 
     def _copy_chunks(self, ids: dict[int, int], plan: _Plan, report: CopyReport) -> set[int]:
@@ -452,6 +577,8 @@ class HistoryCopier:
         written: set[int] = set()
         for start in plan.source_blocks:
             pods: dict[PodKey, _PodChange] = {}
+            held = self._namespaces_held(start)
+            spaces: dict[tuple[str, str], bool] = {}
             with _reading(self.source), self.source.engine.connect() as conn:
                 # In no particular order (sorting a block's rows, payloads and all, would cost
                 # more than the copy): each page is merged on its own, pods once all are in.
@@ -461,12 +588,14 @@ class HistoryCopier:
                     .execution_options(stream_results=True, yield_per=_PAGE)
                 ) as rows:
                     for page in rows.partitions(_PAGE):
-                        if self._merge_page(start, page, ids, pods, report):
+                        if self._merge_page(start, page, ids, pods, spaces, report):
                             written.add(rollups.day_of(start))
                         done += len(page)
                         self.progress(CHUNKS, done, total)
             if pods and self._recompute_pods(start, pods, report):
                 written.add(rollups.day_of(start))
+            if spaces:
+                self._copy_workload_stats(start, spaces, held, report)
         return written
 
     def _merge_page(
@@ -475,10 +604,13 @@ class HistoryCopier:
         page: Sequence[Row[Any]],
         ids: dict[int, int],
         pods: dict[PodKey, _PodChange],
+        spaces: dict[tuple[str, str], bool],
         report: CopyReport,
     ) -> bool:
         """Insert or merge one page of the source's chunks of the block at ``start``; notes in
-        ``pods`` the pods whose statistics must be computed again. Whether anything changed."""
+        ``pods`` the pods whose statistics must be computed again, and in ``spaces`` each
+        (cluster, namespace) whose chunks it wrote: whether it only inserted them. Whether
+        anything changed."""
         c = schema.chunks
         targets = [ids[row.series_id] for row in page]
         with _writing(self.target), self.target.engine.begin() as conn:
@@ -493,13 +625,17 @@ class HistoryCopier:
             merged: list[ChunkRow] = []
             for row, sid in zip(page, targets, strict=True):
                 ours = held.get(sid)
+                key = self._keys[sid]
                 if ours is None:
                     inserts.append({**row._mapping, "series_id": sid})
+                    if key.namespace:
+                        spaces.setdefault((key.cluster, key.namespace), True)
                     continue
                 if _same(ours, row):
                     report.chunks_already_there += 1
                     continue
-                key = self._keys[sid]
+                if key.namespace:
+                    spaces[(key.cluster, key.namespace)] = False
                 if key.kind is Kind.POD:
                     # Computed again once every container of the block is in.
                     pods[_pod_of(key)] = _PodChange(_stats(ours), _stats(row))
