@@ -388,6 +388,9 @@ class SeriesPoints:
     in nanocores or bytes; see ``recorder.query.requests_limits``."""
     limit: list[int | None] | None = None
     """Likewise the limit (``None``: not known, or no limit)."""
+    allocatable: list[int | None] | None = None
+    """With allocatable asked for (nodes): the node's allocatable in effect at each point
+    (``None``: not recorded), in nanocores or bytes."""
 
 
 @dataclass(frozen=True, slots=True)

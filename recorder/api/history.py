@@ -190,6 +190,14 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                 "summed over a pod's containers and over the pods a workload's value counts"
             ),
         ] = False,
+        with_allocatable: Annotated[
+            bool,
+            Query(
+                description="kind=node: each series also carries `allocatable`, the node's "
+                "allocatable CPU or memory in effect at each point (null: not recorded), what "
+                "kubectl top node's percentages divide by"
+            ),
+        ] = False,
     ) -> Response:
         start_ms, end_ms = params.parse_range(
             start, end, now_ms=deps.now_ms(), default_ms=HOUR_MS, max_range_ms=deps.max_range_ms
@@ -205,6 +213,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                 and step_ms is None
                 and where.kind is not QueryKind.WORKLOAD
                 and not with_requests
+                and not with_allocatable
             ):
                 # Raw points, a slice of series at a time: the largest answers (a namespace's
                 # raw minutes) never hold every point as Python objects at once.
@@ -229,6 +238,7 @@ def history_router(deps: AppDeps, queries: QueryLimiter) -> APIRouter:
                 max_samples=deps.max_samples,
                 interval_ms=deps.interval_ms,
                 with_requests=with_requests,
+                with_allocatable=with_allocatable,
             )
             if format is OutputFormat.csv:
                 return Response(

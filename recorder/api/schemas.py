@@ -56,6 +56,9 @@ class Series(BaseModel):
     limit: list[tuple[float, float | None]] | None = Field(
         None, description="with_requests: the limit at each point (null: unknown or none)"
     )
+    allocatable: list[tuple[float, float | None]] | None = Field(
+        None, description="with_allocatable: the node's allocatable at each point (null: unknown)"
+    )
 
 
 class HistoryData(BaseModel):

@@ -29,6 +29,12 @@ def add_history(subcommands: Any) -> None:
         "workload; from the recorded cluster objects)",
     )
     query.add_argument(
+        "--with-allocatable",
+        action="store_true",
+        help="kind node: also the node's allocatable in effect at each point, and the usage as "
+        "its percentage as kubectl top node shows it (from the recorded cluster objects)",
+    )
+    query.add_argument(
         "--interval",
         type=options.positive_seconds,
         help="the poll interval the history was recorded at: kind=workload takes each pod's "
@@ -43,7 +49,11 @@ def add_history(subcommands: Any) -> None:
 
 
 def _history(
-    settings: Settings, query: HistoryQuery, *, with_requests: bool = False
+    settings: Settings,
+    query: HistoryQuery,
+    *,
+    with_requests: bool = False,
+    with_allocatable: bool = False,
 ) -> HistoryResult:
     """The one call site of ``recorder query`` into the history."""
     store = commands.open_query_store(settings)
@@ -54,6 +64,7 @@ def _history(
             max_points=10**7,
             interval_ms=max(timeutil.seconds_to_ms(settings.interval_seconds), 1),
             with_requests=with_requests,
+            with_allocatable=with_allocatable,
         )
     finally:
         store.close()
@@ -86,6 +97,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         settings,
         HistoryQuery(resource, where, start_ms, end_ms, step_ms, agg),
         with_requests=args.with_requests,
+        with_allocatable=args.with_allocatable,
     )
     shown = agg if step_ms is not None else None
     text = formats.history_text(

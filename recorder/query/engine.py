@@ -12,7 +12,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from itertools import islice
 from operator import attrgetter
@@ -255,17 +255,21 @@ def history(
     max_samples: int = DEFAULT_MAX_SAMPLES,
     interval_ms: int = DEFAULT_INTERVAL_MS,
     with_requests: bool = False,
+    with_allocatable: bool = False,
 ) -> HistoryResult:
     """Raw points, or ``agg`` per bucket of ``step_ms``: from block statistics (percentiles
     within ``RELATIVE_ACCURACY``) when the step is a multiple of the block, else exactly from
     the samples. ``kind=workload``: see ``_workload_history`` (``interval_ms`` is the poll
     interval). ``with_requests``: each series also carries the request and limit in effect
-    at each point (``_with_requests``)."""
+    at each point (``_with_requests``); ``with_allocatable``, a node's allocatable
+    (``_with_allocatable``)."""
     if with_requests and query.where.kind is QueryKind.NODE:
         raise QueryError(
             "requests and limits belong to containers: use them with kind=container, kind=pod "
-            "or kind=workload"
+            "or kind=workload (a node has with_allocatable)"
         )
+    if with_allocatable and query.where.kind is not QueryKind.NODE:
+        raise QueryError("allocatable belongs to nodes: use with_allocatable with kind=node")
     step = query.step_ms
     if step is not None:
         if step <= 0:
@@ -286,6 +290,8 @@ def history(
             with_requests=with_requests,
         )
     result, shown = _series_history(reader, query, max_points=max_points, max_samples=max_samples)
+    if with_allocatable and result.series:
+        return _with_allocatable(reader, query, result)
     if not with_requests or not result.series:
         return result
     return _with_requests(reader, query, result, shown)
@@ -464,6 +470,33 @@ def _with_requests(
                     series.labels, series.points, lines.request.listed(), lines.limit.listed()
                 )
             )
+    return HistoryResult(out, result.tier, result.relative_error)
+
+
+def _with_allocatable(
+    reader: HistoryReader, query: HistoryQuery, result: HistoryResult
+) -> HistoryResult:
+    """``result`` (nodes) with each node's allocatable in effect at each point's instant
+    (``_point_instants``): its newest recorded row since at most then, as for ``allocatable_at``
+    (``None`` before its first)."""
+    names = sorted({s.labels["node"] for s in result.series})
+    with reader.reading() as conn:
+        found = node_allocatable(
+            conn, cluster=query.where.cluster, nodes=names, until_ms=query.end_ms
+        )
+    cpu = query.resource is Resource.CPU
+    out = []
+    for series in result.series:
+        rows = found.get((series.labels["cluster"], series.labels["node"]), [])
+        since = [row.since_ms for row in rows]
+        values = [
+            row.cpu_allocatable_nanocores if cpu else row.memory_allocatable_bytes for row in rows
+        ]
+        line = []
+        for at in _point_instants(series.points, query):
+            i = bisect_right(since, at) - 1
+            line.append(values[i] if i >= 0 else None)
+        out.append(replace(series, allocatable=line))
     return HistoryResult(out, result.tier, result.relative_error)
 
 

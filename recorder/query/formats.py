@@ -109,7 +109,12 @@ def _series_json(series: SeriesPoints, resource: Resource, agg: Agg | None) -> d
         "labels": dict(series.labels),
         "points": [[ts / SECOND_MS, display(resource, value, agg)] for ts, value in series.points],
     }
-    for name, line in (("request", series.request), ("limit", series.limit)):
+    lines = (
+        ("request", series.request),
+        ("limit", series.limit),
+        ("allocatable", series.allocatable),
+    )
+    for name, line in lines:
         if line is not None:
             out[name] = [
                 [ts / SECOND_MS, None if value is None else display(resource, value)]
@@ -192,9 +197,9 @@ def history_json_parts(
             points += "]" if points else ""
             labels = _COMPACT.encode(dict(series.labels))
             lines = ""
-            if series.request is not None or series.limit is not None:
+            if (series.request, series.limit, series.allocatable) != (None, None, None):
                 extra = _series_json(series, resource, agg)
-                for name in ("request", "limit"):
+                for name in ("request", "limit", "allocatable"):
                     if name in extra:
                         lines += f',"{name}":{_COMPACT.encode(extra[name])}'
             out.write(f'{comma}{{"labels":{labels},"points":[{points}]{lines}}}'.encode())
@@ -284,19 +289,33 @@ def history_csv(
     names = list(result.series[0].labels) if result.series else []
     unit = "samples" if agg is Agg.COUNT else UNIT[resource]
     lines = any(s.request is not None for s in result.series)
+    allocatable = any(s.allocatable is not None for s in result.series)
     extra = [
         f"{resource.value}_request_{UNIT[resource]}",
         f"{resource.value}_limit_{UNIT[resource]}",
     ]
-    writer.writerow([*names, "timestamp", f"{resource.value}_{unit}", *(extra if lines else [])])
+    writer.writerow(
+        [
+            *names,
+            "timestamp",
+            f"{resource.value}_{unit}",
+            *(extra if lines else []),
+            *([f"{resource.value}_allocatable_{UNIT[resource]}"] if allocatable else []),
+        ]
+    )
     for series in result.series:
         labels = [series.labels[name] for name in names]
-        request = series.request or [None] * len(series.points)
-        limit = series.limit or [None] * len(series.points)
-        for (ts, value), req, lim in zip(series.points, request, limit, strict=True):
+        none = [None] * len(series.points)
+        request, limit = series.request or none, series.limit or none
+        on_node = series.allocatable or none
+        for (ts, value), req, lim, alloc in zip(
+            series.points, request, limit, on_node, strict=True
+        ):
             row = [*labels, time_value(ts, time_format), display(resource, value, agg)]
             if lines:
                 row += ["" if v is None else display(resource, v) for v in (req, lim)]
+            if allocatable:
+                row.append("" if alloc is None else display(resource, alloc))
             writer.writerow(row)
     return out.getvalue()
 
@@ -426,20 +445,31 @@ def history_table(result: HistoryResult, resource: Resource, agg: Agg | None) ->
     """One row per point: the series' labels, the time (RFC 3339) and the kubectl value."""
     names = list(result.series[0].labels) if result.series else ["series"]
     lines = any(s.request is not None for s in result.series)
+    allocatable = any(s.allocatable is not None for s in result.series)
     rows = []
     for series in result.series:
-        request = series.request or [None] * len(series.points)
-        limit = series.limit or [None] * len(series.points)
-        for (ts, value), req, lim in zip(series.points, request, limit, strict=True):
+        none = [None] * len(series.points)
+        request, limit = series.request or none, series.limit or none
+        on_node = series.allocatable or none
+        for (ts, value), req, lim, alloc in zip(
+            series.points, request, limit, on_node, strict=True
+        ):
             moment = rfc3339(ts)
             shown = str(int(value)) if agg is Agg.COUNT else kubectl_value(resource, value)
             row = [*(series.labels[n] for n in names), moment, shown]
             if lines:
                 row += ["-" if v is None else kubectl_value(resource, v) for v in (req, lim)]
+            if allocatable:  # kubectl top node's percentage of it (a count has none)
+                row += [
+                    "-" if alloc is None else kubectl_value(resource, alloc),
+                    "-" if agg is Agg.COUNT else kubectl_percent(resource, value, alloc),
+                ]
             rows.append(row)
     header = [n.upper() for n in names] + ["TIME", resource.value.upper()]
     if lines:
         header += ["REQUEST", "LIMIT"]
+    if allocatable:
+        header += ["ALLOCATABLE", f"{resource.value.upper()}%"]
     return table(header, rows)
 
 
