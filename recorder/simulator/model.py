@@ -517,10 +517,10 @@ class ClusterModel:
             prefix = f"{slot.workload.name}-{labels['pod-template-hash']}-"
         name = slot.fixed_name or prefix + _suffix(slot.workload, slot.replica, generation)
         startup = self._resolution * (1.0 + 2.0 * (h >> 48) / 65536.0)
-        if slot.may_stay_pending and ((h >> 16) & 0xFFFF) < self._pending_threshold:
-            running_after = math.inf
-        elif surged:
+        if surged:  # scheduled: a rolling update waits for it before removing the old pod
             running_after, started_at = started_at, started_at - startup
+        elif slot.may_stay_pending and ((h >> 16) & 0xFFFF) < self._pending_threshold:
+            running_after = math.inf
         else:
             running_after = started_at + startup
         return PodInstance(
