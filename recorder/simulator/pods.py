@@ -48,10 +48,53 @@ class Event(NamedTuple):
     """For MODIFIED: the field-selector values before (a phase change can leave a selector)."""
 
 
-class PodTimeline:
-    """Thread-safe; snapshots are cached for a few buckets, events for ``history_buckets``."""
+class CachedSource:
+    """A `watch.Source` whose snapshots (of the three newest buckets asked for) and events (of
+    ``history_buckets`` and two more) are each computed once, by ``_entries_at`` and
+    ``_compute_events``, under one lock (so thread-safe)."""
+
+    def __init__(self, history_buckets: int) -> None:
+        self.history_buckets = history_buckets
+        self._snapshots: OrderedDict[int, Snapshot] = OrderedDict()
+        self._events: OrderedDict[int, list[Event]] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def list_rv(self, bucket: int) -> int:
+        raise NotImplementedError
+
+    def _entries_at(self, bucket: int) -> list[Entry]:
+        """Every object in ``bucket``, sorted by key."""
+        raise NotImplementedError
+
+    def _compute_events(self, bucket: int) -> list[Event]:
+        """What changed from ``bucket - 1`` to ``bucket``, in resource-version order."""
+        raise NotImplementedError
+
+    def snapshot(self, bucket: int) -> Snapshot:
+        with self._lock:
+            snapshot = self._snapshots.get(bucket)
+            if snapshot is None:
+                snapshot = Snapshot(self.list_rv(bucket), self._entries_at(bucket))
+                self._snapshots[bucket] = snapshot
+                while len(self._snapshots) > 3:
+                    self._snapshots.popitem(last=False)
+            return snapshot
+
+    def events(self, bucket: int) -> list[Event]:
+        with self._lock:
+            events = self._events.get(bucket)
+            if events is None:
+                events = self._events[bucket] = self._compute_events(bucket)
+                while len(self._events) > self.history_buckets + 2:
+                    self._events.popitem(last=False)
+            return events
+
+
+class PodTimeline(CachedSource):
+    """Every pod's state in each bucket, and the watch events between buckets (`CachedSource`)."""
 
     def __init__(self, model: ClusterModel, objects: ClusterObjects, history_buckets: int) -> None:
+        super().__init__(history_buckets)
         self._model = model
         self._objects = objects
         self._slots = model.slots
@@ -59,15 +102,11 @@ class PodTimeline:
         # Above every pod event and every rollout's (`rollouts`).
         last = 2 * len(self._slots) + 3 + 4 * len(objects.workloads)
         self.scale: int = 10 ** max(6, len(str(last + 1)))
-        self.history_buckets = history_buckets
         self._instances: list[PodInstance | None] = [None] * len(self._slots)
         self._rendered: list[tuple[int, Phase, Entry] | None] = [None] * len(self._slots)
         self._labels: dict[int, tuple[Mapping[str, str], str]] = {}
         self._pieces: dict[tuple[str, int, Phase], tuple[str, str]] = {}
         self._owners: dict[tuple[str, int] | int, str] = {}
-        self._snapshots: OrderedDict[int, Snapshot] = OrderedDict()
-        self._events: OrderedDict[int, list[Event]] = OrderedDict()
-        self._lock = threading.RLock()
 
     # --- resource versions ---------------------------------------------------------------
 
@@ -124,31 +163,14 @@ class PodTimeline:
         self._rendered[pod.slot.number] = (pod.generation, phase, entry)
         return entry
 
-    def snapshot(self, bucket: int) -> Snapshot:
-        """Every pod in ``bucket``, sorted by namespace and name."""
-        with self._lock:
-            snapshot = self._snapshots.get(bucket)
-            if snapshot is None:
-                model = self._model
-                entries = []
-                for slot in self._slots:
-                    pod = self._pod(slot, model.generation(slot, bucket))
-                    entries.append(self._entry(pod, self._phase(pod, bucket)))
-                entries.sort()
-                snapshot = self._snapshots[bucket] = Snapshot(self.list_rv(bucket), entries)
-                while len(self._snapshots) > 3:
-                    self._snapshots.popitem(last=False)
-            return snapshot
-
-    def events(self, bucket: int) -> list[Event]:
-        """What changed from ``bucket - 1`` to ``bucket``, in resource-version order."""
-        with self._lock:
-            events = self._events.get(bucket)
-            if events is None:
-                events = self._events[bucket] = self._compute_events(bucket)
-                while len(self._events) > self.history_buckets + 2:
-                    self._events.popitem(last=False)
-            return events
+    def _entries_at(self, bucket: int) -> list[Entry]:
+        model = self._model
+        entries = []
+        for slot in self._slots:
+            pod = self._pod(slot, model.generation(slot, bucket))
+            entries.append(self._entry(pod, self._phase(pod, bucket)))
+        entries.sort()
+        return entries
 
     def _compute_events(self, bucket: int) -> list[Event]:
         model, res, scale = self._model, self._resolution, self.scale

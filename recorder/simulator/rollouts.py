@@ -14,17 +14,14 @@ keeps its static resource version (`objects.STATIC_RESOURCE_VERSION`).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
-from recorder.simulator.listing import Entry, Snapshot
+from recorder.simulator.listing import Entry
 from recorder.simulator.objects import (
     STATIC_RESOURCE_VERSION,
     ClusterObjects,
     WorkloadObjects,
     entry,
 )
-from recorder.simulator.pods import Event, PodTimeline
+from recorder.simulator.pods import CachedSource, Event, PodTimeline
 
 __all__ = ["HISTORY_LIMIT", "RolloutSource"]
 
@@ -33,9 +30,8 @@ HISTORY_LIMIT = 10
 _DELETED, _SCALED_DOWN, _CREATED, _DEPLOYMENT = range(4)
 
 
-class RolloutSource:
-    """The ``deployments`` or ``replicasets`` of a model whose Deployments roll out (a `watch`
-    source). Thread-safe; snapshots and events are cached for a few buckets."""
+class RolloutSource(CachedSource):
+    """The ``deployments`` or ``replicasets`` of a model whose Deployments roll out."""
 
     def __init__(
         self,
@@ -43,6 +39,7 @@ class RolloutSource:
         objects: ClusterObjects,
         plural: str,
     ) -> None:
+        super().__init__(timeline.history_buckets)
         self._timeline = timeline
         self._objects = objects
         self._model = model = objects.model
@@ -57,9 +54,6 @@ class RolloutSource:
         ]
         self._base = 2 * len(model.slots) + 3
         self._rendered: dict[int, tuple[int, list[tuple[Entry, int]]]] = {}
-        self._snapshots: OrderedDict[int, Snapshot] = OrderedDict()
-        self._events: OrderedDict[int, list[Event]] = OrderedDict()
-        self._lock = threading.RLock()
 
     def list_rv(self, bucket: int) -> int:
         return self._timeline.list_rv(bucket)
@@ -106,32 +100,17 @@ class RolloutSource:
         self._rendered[number] = (revision, out)
         return out
 
-    def snapshot(self, bucket: int) -> Snapshot:
-        with self._lock:
-            snapshot = self._snapshots.get(bucket)
-            if snapshot is None:
-                entries = [
-                    e
-                    for number, w in self._deployments
-                    for e, _rv in self._entries(number, w, self._revision(w, bucket))
-                ]
-                entries.sort()
-                snapshot = self._snapshots[bucket] = Snapshot(self.list_rv(bucket), entries)
-                while len(self._snapshots) > 3:
-                    self._snapshots.popitem(last=False)
-            return snapshot
-
-    def events(self, bucket: int) -> list[Event]:
-        """What the rollouts that began in ``bucket`` changed, in resource-version order."""
-        with self._lock:
-            events = self._events.get(bucket)
-            if events is None:
-                events = self._events[bucket] = self._compute_events(bucket)
-                while len(self._events) > self._timeline.history_buckets + 2:
-                    self._events.popitem(last=False)
-            return events
+    def _entries_at(self, bucket: int) -> list[Entry]:
+        entries = [
+            e
+            for number, w in self._deployments
+            for e, _rv in self._entries(number, w, self._revision(w, bucket))
+        ]
+        entries.sort()
+        return entries
 
     def _compute_events(self, bucket: int) -> list[Event]:
+        """What the rollouts that began in ``bucket`` changed, in resource-version order."""
         out: list[Event] = []
         for number, w in self._deployments:
             before, now = self._revision(w, bucket - 1), self._revision(w, bucket)

@@ -40,13 +40,13 @@ written) and what to do; nothing of a driver's exception reaches the user.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, tuple_
+from sqlalchemy import Connection, Row, Table, func, insert, select, tuple_
 
 from recorder.domain import Batch, Kind, Sample, Samples, SeriesKey
 from recorder.errors import StoreError
@@ -460,38 +460,38 @@ class HistoryCopier:
     # --- cluster objects ----------------------------------------------------------------------
 
     def _copy_objects(self, report: CopyReport) -> None:
-        """Pods' workloads, requests and limits, node resources and HPAs (module docstring)."""
-        pw, cr, nr, hp = (
-            schema.pod_workloads,
-            schema.container_resources,
-            schema.node_resources,
-            schema.hpas,
+        """Pods' workloads, requests and limits, node resources and HPAs (module docstring), a
+        page at a time (a 150,000-pod history holds as many rows of each)."""
+        pw, hp = schema.pod_workloads, schema.hpas
+        rules: tuple[tuple[Table, Callable[[Any], Any] | None], ...] = (
+            (pw, lambda new: pw.c.first_seen_ms > new.first_seen_ms),  # first seen wins
+            (schema.container_resources, None),  # histories of changes: both sides' rows
+            (schema.node_resources, None),
+            (hp, lambda new: hp.c.since_ms < new.since_ms),  # the side that saw it last wins
         )
-        for table in (pw, cr, nr, hp):
-            keys = [c for c in table.primary_key.columns]
-            with _reading(self.source), self.source.engine.connect() as conn:
-                rows = [dict(row._mapping) for row in conn.execute(select(table))]
-            if not rows:
-                continue
-            with _writing(self.target), self.target.engine.begin() as conn:
-                statement = dialect_insert(conn, table)
-                if table is pw:  # the workload first seen
-                    statement = statement.on_conflict_do_update(
-                        index_elements=keys,
-                        set_={c.name: statement.excluded[c.name] for c in table.c if c not in keys},
-                        where=pw.c.first_seen_ms > statement.excluded.first_seen_ms,
-                    )
-                elif table is hp:  # the side that saw it last
-                    statement = statement.on_conflict_do_update(
-                        index_elements=keys,
-                        set_={c.name: statement.excluded[c.name] for c in table.c if c not in keys},
-                        where=hp.c.since_ms < statement.excluded.since_ms,
-                    )
-                else:  # histories of changes: both sides' rows
-                    statement = statement.on_conflict_do_nothing(index_elements=keys)
-                for start in range(0, len(rows), _PAGE):
-                    conn.execute(statement, rows[start : start + _PAGE])
-            report.objects_copied += len(rows)
+        for table, replaces in rules:
+            keys = list(table.primary_key.columns)
+            with _reading(self.source), self.source.engine.connect() as source:
+                rows = source.execute(
+                    select(table).execution_options(stream_results=True, yield_per=_PAGE)
+                )
+                for page in rows.partitions(_PAGE):
+                    with _writing(self.target), self.target.engine.begin() as conn:
+                        statement = dialect_insert(conn, table)
+                        if replaces is None:
+                            statement = statement.on_conflict_do_nothing(index_elements=keys)
+                        else:
+                            statement = statement.on_conflict_do_update(
+                                index_elements=keys,
+                                set_={
+                                    c.name: statement.excluded[c.name]
+                                    for c in table.c
+                                    if c not in keys
+                                },
+                                where=replaces(statement.excluded),
+                            )
+                        conn.execute(statement, [dict(row._mapping) for row in page])
+                    report.objects_copied += len(page)
 
     def _namespaces_held(self, start: int) -> set[tuple[str, str]]:
         """The target's (cluster, namespace)s with chunks or workload statistics in the block."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from recorder.domain import DEFAULT_CLUSTER, HistoryQuery, QueryKind, Resource, SeriesFilter, Tier
 from recorder.query import engine
@@ -136,8 +136,20 @@ def test_a_merge_drops_the_target_s_stale_workload_statistics(
                 .limit(1)
             ).scalar_one()
             conn.execute(c.delete().where(c.c.series_id == sid, c.c.block_start_ms == block))
+            # The target saw one pod later, as another workload, and an HPA earlier: the copy
+            # keeps the workload first seen (the source's) and the HPA seen last (the source's).
+            pw, hp = schema.pod_workloads, schema.hpas
+            pod = conn.execute(select(pw).limit(1)).one()
+            conn.execute(
+                update(pw)
+                .where(pw.c.namespace == pod.namespace, pw.c.pod == pod.pod)
+                .values(workload_name="other", first_seen_ms=pod.first_seen_ms + 1)
+            )
+            conn.execute(update(hp).values(target_name="other", since_ms=hp.c.since_ms - 1))
         report = HistoryCopier(origin, target).run()
         assert report.chunks_copied == 1 and report.workload_blocks_dropped >= 1
+        assert _rows(target)["pod_workloads"] == _rows(origin)["pod_workloads"]
+        assert _rows(target)["hpas"] == _rows(origin)["hpas"]
         with target.engine.connect() as conn:
             marked = conn.execute(
                 select(wb.c.namespace).where(
