@@ -1,5 +1,6 @@
 """kubectl reads the simulator's objects as from a cluster: pods as JSON, every workload kind
-through discovery's short names, paginated raw lists, and a watch that sees churn."""
+through discovery's short names, paginated raw lists, a watch that sees churn, and rollouts
+(`kubectl rollout history` and `status`, old ReplicaSets at 0, the new pods by their hash)."""
 
 from __future__ import annotations
 
@@ -129,3 +130,42 @@ def test_kubectl_watch_sees_churned_pods_deleted_and_added(cluster: Cluster) -> 
     names = {f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in before}
     assert deleted and deleted <= names | added
     assert added - names, "replacement pods with new names"
+
+
+@pytest.fixture(scope="module")
+def rolling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A simulator whose Deployments roll out every minute (4 buckets)."""
+    clock = Clock()
+    config = SimulatorConfig(
+        nodes=3, pods=40, seed=4, churn_per_hour=0.0, rollout_every_seconds=60.0
+    )
+    with SimulatorServer(create_app(ClusterModel(config, clock), core_api=True)) as server:
+        yield Cluster(server.url, clock, tmp_path_factory.mktemp("rolling"))
+
+
+def test_kubectl_follows_rollouts_history_status_and_replicasets(rolling: Cluster) -> None:
+    deployments = json.loads(rolling.kubectl("get", "deploy", "-A", "-o", "json"))["items"]
+    first = deployments[0]["metadata"]
+    namespace, name = first["namespace"], first["name"]
+    rolling.clock.step(4 * 3)  # three minutes: three or four rollouts of every Deployment
+    history = rolling.kubectl("rollout", "history", f"deployment/{name}", "-n", namespace)
+    revisions = [line.split()[0] for line in history.splitlines()[2:] if line.strip()]
+    assert len(revisions) >= 3 and revisions == [str(r) for r in range(1, len(revisions) + 1)]
+    status = rolling.kubectl("rollout", "status", f"deployment/{name}", "-n", namespace)
+    assert "successfully rolled out" in status
+    sets = json.loads(rolling.kubectl("get", "rs", "-n", namespace, "-o", "json"))["items"]
+    own = [s for s in sets if s["metadata"]["ownerReferences"][0]["name"] == name]
+    numbers = sorted(s["metadata"]["annotations"]["deployment.kubernetes.io/revision"] for s in own)
+    assert numbers == revisions
+    assert sorted(s["spec"]["replicas"] for s in own)[:-1] == [0] * (len(own) - 1)  # the old
+    newest = max(
+        own, key=lambda s: int(s["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+    )
+    hash_ = newest["metadata"]["labels"]["pod-template-hash"]
+    pods = json.loads(
+        rolling.kubectl(
+            "get", "pods", "-n", namespace, "-l", f"pod-template-hash={hash_}", "-o", "json"
+        )
+    )["items"]
+    assert len(pods) == newest["spec"]["replicas"] > 0
+    assert all(p["metadata"]["name"].startswith(f"{name}-{hash_}-") for p in pods)
