@@ -479,7 +479,7 @@ def _with_allocatable(
     """``result`` (nodes) with each node's allocatable in effect at each point's instant
     (``_point_instants``): its newest recorded row since at most then, as for ``allocatable_at``
     (``None`` before its first)."""
-    names = sorted({s.labels["node"] for s in result.series})
+    names = [s.labels["node"] for s in result.series]  # the reader dedups and sorts
     with reader.reading() as conn:
         found = node_allocatable(
             conn, cluster=query.where.cluster, nodes=names, until_ms=query.end_ms

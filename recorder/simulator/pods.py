@@ -99,8 +99,9 @@ class PodTimeline(CachedSource):
         self._objects = objects
         self._slots = model.slots
         self._resolution = model.config.resolution_seconds
-        # Above every pod event and every rollout's (`rollouts`).
-        last = 2 * len(self._slots) + 3 + 4 * len(objects.workloads)
+        self.after_pods = 2 * len(self._slots) + 3
+        """A bucket's resource versions from here on are its rollouts' (`rollouts`)."""
+        last = self.after_pods + 4 * len(objects.workloads)
         self.scale: int = 10 ** max(6, len(str(last + 1)))
         self._instances: list[PodInstance | None] = [None] * len(self._slots)
         self._rendered: list[tuple[int, Phase, Entry] | None] = [None] * len(self._slots)

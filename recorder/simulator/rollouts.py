@@ -52,7 +52,6 @@ class RolloutSource(CachedSource):
             for number, w in enumerate(objects.workloads)
             if w.controller == "Deployment"
         ]
-        self._base = 2 * len(model.slots) + 3
         self._rendered: dict[int, tuple[int, list[tuple[Entry, int]]]] = {}
 
     def list_rv(self, bucket: int) -> int:
@@ -69,13 +68,18 @@ class RolloutSource(CachedSource):
         the first bucket that shows that revision."""
         if not revision:
             return STATIC_RESOURCE_VERSION + number
-        timeline = self._timeline
-        b = timeline.first_bucket_at_or_after(self._model.rollout_instant(w.workload, revision))
+        instant = self._model.rollout_instant(w.workload, revision)
+        b = self._timeline.first_bucket_at_or_after(instant)
         while self._revision(w, b - 1) >= revision:
             b -= 1
         while self._revision(w, b) < revision:
             b += 1
-        return b * timeline.scale + self._base + 4 * number + change
+        return self._in_bucket(b, number, change)
+
+    def _in_bucket(self, bucket: int, number: int, change: int) -> int:
+        """The resource version of Deployment ``number``'s change ``change`` in ``bucket``."""
+        timeline = self._timeline
+        return bucket * timeline.scale + timeline.after_pods + 4 * number + change
 
     def _entries(self, number: int, w: WorkloadObjects, revision: int) -> list[tuple[Entry, int]]:
         """Deployment ``w``'s objects of this plural after ``revision`` rollouts, each with its
@@ -119,7 +123,7 @@ class RolloutSource(CachedSource):
             old = {e.key: e for e, _rv in self._entries(number, w, before)}
             new = self._entries(number, w, now)
             if self._plural == "replicasets":  # the old ones past the history limit
-                deleted = bucket * self._timeline.scale + self._base + 4 * number + _DELETED
+                deleted = self._in_bucket(bucket, number, _DELETED)
                 for r in range(max(0, before - HISTORY_LIMIT), max(0, now - HISTORY_LIMIT)):
                     gone = entry(self._objects.replicaset(w, r, current=False), deleted)
                     out.append(Event("DELETED", deleted, gone, None))

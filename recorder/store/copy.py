@@ -519,7 +519,7 @@ class HistoryCopier:
         block at ``start``: the source's where the target held nothing there and every chunk
         was inserted, none (read from the samples) where the copy merged into the target's."""
         clean = sorted(k for k, inserted_only in spaces.items() if inserted_only and k not in held)
-        stale = sorted(k for k in spaces if k not in clean)
+        stale = sorted(spaces.keys() - set(clean))
         ws, wb = schema.workload_stats, schema.workload_blocks
         rows: list[dict[str, Any]] = []
         marks: list[dict[str, Any]] = []
