@@ -175,7 +175,9 @@ def scrape(base: str) -> dict[str, float]:
     return values
 
 
-def start_run(kubeconfig: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+def start_run(
+    kubeconfig: Path, tmp_path: Path, interval: str = "0.3s"
+) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = start_recorder(
         [
@@ -185,7 +187,7 @@ def start_run(kubeconfig: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], 
             "--database-url",
             f"sqlite:///{tmp_path / 'run.db'}",
             "--interval",
-            "0.3s",
+            interval,
             "--listen",
             f"127.0.0.1:{port}",
         ],
@@ -204,13 +206,16 @@ def test_run_survives_token_rotation_without_losing_a_poll(
     rotating = cluster.access.add_rotating_token(CLUSTER_READER, tmp_path / "token")
     path = cluster.kubeconfig(tmp_path / "config", user={"tokenFile": str(tmp_path / "token")})
     rejected_before = cluster.access.rejections
-    process, base = start_run(path, tmp_path)
+    # A request and its re-send after a 401 share the retry budget, half an interval: at 1 s
+    # that is 0.5 s, room for a TLS handshake on a busy CI machine (at 0.3 s, 0.15 s was not
+    # always: one poll of a serial CI run timed out).
+    process, base = start_run(path, tmp_path, interval="1s")
     try:
         wait_for(lambda: polls(scrape(base)) >= 2, 30, "the first polls")
         for _ in range(3):  # rotate while it polls
             before = polls(scrape(base))
             rotating.rotate()
-            wait_for(lambda b=before: polls(scrape(base)) >= b + 2, 10, "polls after rotation")
+            wait_for(lambda b=before: polls(scrape(base)) >= b + 2, 20, "polls after rotation")
         values = scrape(base)
     finally:
         output = stop(process)
