@@ -441,8 +441,8 @@ def _series_history(
 
 
 def _point_instants(points: Sequence[tuple[int, Value]], query: HistoryQuery) -> list[int]:
-    """Where a series' requests and limits are read: at each raw point, or at the end of
-    each point's bucket (its last millisecond in the range)."""
+    """Where a series' requests and limits (a node's allocatable) are read: at each raw
+    point, or at the end of each point's bucket (its last millisecond in the range)."""
     step = query.step_ms
     if step is None:
         return [ts for ts, _v in points]
@@ -484,18 +484,20 @@ def _with_allocatable(
         found = node_allocatable(
             conn, cluster=query.where.cluster, nodes=names, until_ms=query.end_ms
         )
-    cpu = query.resource is Resource.CPU
+    column = (
+        "cpu_allocatable_nanocores"
+        if query.resource is Resource.CPU
+        else "memory_allocatable_bytes"
+    )
     out = []
     for series in result.series:
-        rows = found.get((series.labels["cluster"], series.labels["node"]), [])
-        since = [row.since_ms for row in rows]
-        values = [
-            row.cpu_allocatable_nanocores if cpu else row.memory_allocatable_bytes for row in rows
-        ]
-        line = []
-        for at in _point_instants(series.points, query):
-            i = bisect_right(since, at) - 1
-            line.append(values[i] if i >= 0 else None)
+        rows = found.get((series.labels["cluster"], series.labels["node"]))
+        if rows:
+            stamps = np.asarray(_point_instants(series.points, query), np.int64)
+            values, _known, is_set = requests_limits.in_effect(rows, stamps, column)
+            line = requests_limits.Line(values, is_set).listed()
+        else:
+            line = [None] * len(series.points)
         out.append(replace(series, allocatable=line))
     return HistoryResult(out, result.tier, result.relative_error)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from fractions import Fraction
 from math import ceil, isfinite
@@ -278,6 +278,21 @@ def history_text(
 
 
 @paused()
+def _with_lines(
+    series: SeriesPoints,
+) -> Iterator[tuple[tuple[int, Value], int | None, int | None, int | None]]:
+    """Each point of ``series`` with its request, limit and allocatable (``None`` where the
+    series carries no such line)."""
+    none = [None] * len(series.points)
+    return zip(
+        series.points,
+        series.request or none,
+        series.limit or none,
+        series.allocatable or none,
+        strict=True,
+    )
+
+
 def history_csv(
     result: HistoryResult, resource: Resource, agg: Agg | None, time_format: str = "rfc3339"
 ) -> str:
@@ -305,12 +320,7 @@ def history_csv(
     )
     for series in result.series:
         labels = [series.labels[name] for name in names]
-        none = [None] * len(series.points)
-        request, limit = series.request or none, series.limit or none
-        on_node = series.allocatable or none
-        for (ts, value), req, lim, alloc in zip(
-            series.points, request, limit, on_node, strict=True
-        ):
+        for (ts, value), req, lim, alloc in _with_lines(series):
             row = [*labels, time_value(ts, time_format), display(resource, value, agg)]
             if lines:
                 row += ["" if v is None else display(resource, v) for v in (req, lim)]
@@ -448,12 +458,7 @@ def history_table(result: HistoryResult, resource: Resource, agg: Agg | None) ->
     allocatable = any(s.allocatable is not None for s in result.series)
     rows = []
     for series in result.series:
-        none = [None] * len(series.points)
-        request, limit = series.request or none, series.limit or none
-        on_node = series.allocatable or none
-        for (ts, value), req, lim, alloc in zip(
-            series.points, request, limit, on_node, strict=True
-        ):
+        for (ts, value), req, lim, alloc in _with_lines(series):
             moment = rfc3339(ts)
             shown = str(int(value)) if agg is Agg.COUNT else kubectl_value(resource, value)
             row = [*(series.labels[n] for n in names), moment, shown]

@@ -23,9 +23,9 @@ import numpy.typing as npt
 from sqlalchemy import Connection
 
 from recorder.domain import Resource
-from recorder.store.objects import ContainerResources, read_container_resources
+from recorder.store.objects import ContainerResources, NodeResources, read_container_resources
 
-__all__ = ["Line", "Lines", "container_values", "load", "pod_line", "read_lines"]
+__all__ = ["Line", "Lines", "in_effect", "load", "pod_line", "read_lines"]
 
 PodKey = tuple[str, str, str]
 """(cluster, namespace, pod)"""
@@ -76,11 +76,14 @@ def load(conn: Connection, pods: Iterable[PodKey], until_ms: int) -> Loaded:
     return out
 
 
-def container_values(
-    rows: Sequence[ContainerResources], stamps: npt.NDArray[np.int64], column: str
+def in_effect(
+    rows: Sequence[ContainerResources] | Sequence[NodeResources],
+    stamps: npt.NDArray[np.int64],
+    column: str,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """A container's value of ``column`` (``cpu_request_nanocores``, ...) at ``stamps``:
-    values (0 where none), known (a row in effect) and set (not NULL)."""
+    """The value of ``column`` (``cpu_request_nanocores``, ``memory_allocatable_bytes``, ...)
+    at ``stamps`` of one container's or node's change rows (time order; at least one): values
+    (0 where none), known (a row in effect) and set (not NULL)."""
     since = np.fromiter((r.since_ms for r in rows), np.int64, len(rows))
     raw = [getattr(r, column) for r in rows]
     given = np.fromiter((v is not None for v in raw), bool, len(rows))
@@ -111,9 +114,9 @@ def pod_line(
         if not rows:
             none = np.zeros(len(stamps), bool)
             return Lines(Line(request.values, none), Line(limit.values, none))
-        values, known, _set = container_values(rows, stamps, request_column)
+        values, known, _set = in_effect(rows, stamps, request_column)
         request = request + Line(values, known)
-        values, known, is_set = container_values(rows, stamps, limit_column)
+        values, known, is_set = in_effect(rows, stamps, limit_column)
         limit = limit + Line(values, known & is_set)
     return Lines(request, limit)
 

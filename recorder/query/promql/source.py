@@ -237,7 +237,7 @@ class StoreSource:
             rows = loaded.get(_pod(series), {}).get(series.container)
             if not rows:
                 continue
-            values, _known, is_set = requests_limits.container_values(rows, stamps, family.column)
+            values, _known, is_set = requests_limits.in_effect(rows, stamps, family.column)
             if is_set.any():
                 out.append(RawSeries(labels, stamps[is_set], values[is_set], family.scale))
         return out
